@@ -1,0 +1,1 @@
+console.log("stratus: no commands yet");

@@ -1,0 +1,111 @@
+/**
+ * The sandbox driver contract. A driver decides only *where* an instance runs (bubblewrap + cgroups,
+ * a Docker container, …); the gateway speaks the same HTTP protocol (src/shared/protocol.ts) to every
+ * instance over a Unix socket on the host.
+ *
+ * Lifecycle (shared by every driver, checked by src/sandbox/conformance.ts):
+ *  - `start()` resolves once the runtime inside printed its READY line; it rejects with a
+ *    StratusError (FUNCTION_LOAD_FAILED when the user's module failed to load, INSTANCE_START_FAILED
+ *    otherwise) and leaves nothing behind.
+ *  - `close()` is graceful and idempotent: SIGTERM, wait up to `graceMs` for in-flight work, then kill.
+ *  - `destroy()` is immediate and idempotent: kill and clean up.
+ *  - `exited` resolves exactly once, after all resources of the instance are released.
+ *  - `driver.close()` destroys every instance; `driver.reconcile()` removes what a previous,
+ *    killed run of the node left behind (processes, cgroups, containers, sockets).
+ */
+import type { FunctionConfig } from "../shared/function-config";
+
+export const DRIVER_NAMES = ["process", "docker"] as const;
+export type DriverName = (typeof DRIVER_NAMES)[number];
+export function isDriverName(v: unknown): v is DriverName {
+  return typeof v === "string" && (DRIVER_NAMES as readonly string[]).includes(v);
+}
+
+/** Everything a driver needs to start one instance of one function version. */
+export interface InstanceSpec {
+  /** Unique id, `[a-z0-9-]{1,64}`; names sockets, cgroups and containers. */
+  readonly instanceId: string;
+  readonly functionName: string;
+  readonly version: string;
+  /** Host directory holding the built artifact; mounted read-only in the sandbox. */
+  readonly artifactDir: string;
+  /** Path of the module to load, relative to `artifactDir`. */
+  readonly entry: string;
+  /** The module export that is this function (`default` for a default export). */
+  readonly exportName: string;
+  /** Resolved config (limits: memory MB, timeout ms, network policy…). */
+  readonly config: Readonly<FunctionConfig>;
+  /** Extra environment for the function (config env + env vars + secrets). Nothing else of the host leaks in. */
+  readonly env: Readonly<Record<string, string>>;
+}
+
+/** One line of output from an instance. `requestId` is set when the runtime tagged it. */
+export interface InstanceLogLine {
+  readonly ts: number;
+  readonly stream: "stdout" | "stderr";
+  readonly level: string;
+  readonly requestId?: string;
+  readonly message: string;
+  readonly instanceId: string;
+}
+
+/** Why an instance ended. */
+export const EXIT_REASONS = ["closed", "destroyed", "crashed", "out-of-memory", "load-failed"] as const;
+export type ExitReason = (typeof EXIT_REASONS)[number];
+
+export interface InstanceExit {
+  readonly reason: ExitReason;
+  /** Process exit code, when known. */
+  readonly exitCode: number | null;
+  /** Terminating signal, when known. */
+  readonly signal: string | null;
+}
+
+/** Where the gateway reaches an instance. */
+export interface InstanceEndpoint {
+  /** Unix socket path on the host. */
+  readonly socketPath: string;
+}
+
+export interface InstanceStats {
+  /** Current memory use of the sandbox, bytes. */
+  readonly memoryBytes: number;
+  /** Peak memory use since start, bytes (0 when the driver cannot tell). */
+  readonly peakMemoryBytes: number;
+}
+
+export interface Instance {
+  readonly id: string;
+  readonly spec: InstanceSpec;
+  readonly endpoint: InstanceEndpoint;
+  /** Milliseconds from start() to ready. */
+  readonly startMs: number;
+  /** Resolves once, when the instance is gone and its resources released. */
+  readonly exited: Promise<InstanceExit>;
+  /** Graceful stop: SIGTERM, then kill after `graceMs` (default: the function's timeout). Idempotent. */
+  close(graceMs?: number): Promise<InstanceExit>;
+  /** Immediate stop. Idempotent. */
+  destroy(): Promise<InstanceExit>;
+  /** Resource use; resolves null when the instance is gone. */
+  stats(): Promise<InstanceStats | null>;
+}
+
+export interface StartOptions {
+  /** Receives every output line of the instance. Must not throw. */
+  readonly onLog?: (line: InstanceLogLine) => void;
+  /** Aborting cancels a start in progress (the promise rejects, nothing is left behind). */
+  readonly signal?: AbortSignal;
+}
+
+export interface SandboxDriver {
+  readonly name: DriverName;
+  /**
+   * Starts an instance and resolves when it is ready to serve.
+   * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED
+   */
+  start(spec: InstanceSpec, options?: StartOptions): Promise<Instance>;
+  /** Removes leftovers of earlier runs of this node. Resolves with how many were removed. */
+  reconcile(): Promise<{ removed: number }>;
+  /** Destroys every instance this driver started. Idempotent. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,61 @@
+/**
+ * The protocol between the platform (gateway, drivers, dev server) and the instance runtime.
+ * The function is always an HTTP server; the platform always speaks HTTP to it, over a Unix socket
+ * whose directory the driver mounts into the sandbox.
+ *
+ * Start-up: the driver starts `node runtime.cjs` with a clean environment holding the ENV_* variables
+ * below plus the function's own env. The runtime loads the module once, listens on the socket,
+ * then prints the READY line on stdout. Everything else printed on stdout/stderr is function output.
+ */
+
+/** Environment variables the runtime reads (and removes from `process.env` before user code runs). */
+export const ENV = {
+  /** Unix socket path to listen on. */
+  socket: "STRATUS_SOCKET",
+  /** Absolute path of the built module to load. */
+  entry: "STRATUS_ENTRY",
+  /** Export name of the function to serve (see loader: `default` for a default export). */
+  exportName: "STRATUS_EXPORT",
+  /** Function name (for logs). */
+  functionName: "STRATUS_FUNCTION",
+  /** JSON of the resolved FunctionConfig (defaults applied). */
+  config: "STRATUS_CONFIG",
+  /** "1" in `stratus dev`: stacks are shown in error responses. */
+  dev: "STRATUS_DEV",
+  /** Instance id, for logs. */
+  instanceId: "STRATUS_INSTANCE_ID",
+} as const;
+
+/** Printed alone on a stdout line by the runtime once it listens. */
+export const READY_LINE = "\u0000stratus:ready";
+/**
+ * Prefix of a structured log line on stdout: the rest of the line is JSON
+ * `{ "ts": epochMs, "level": "log"|"info"|"warn"|"error"|"debug", "rid"?: requestId, "msg": string }`.
+ * Lines without the prefix are raw output (child processes, native code) and are kept untagged.
+ */
+export const LOG_PREFIX = "\u0000stratus:log ";
+
+/** HTTP headers of the platform. Lower-case, as Node presents them. */
+export const HEADERS = {
+  requestId: "x-stratus-request-id",
+  /** "platform" or "function": who produced an error response. */
+  errorSource: "x-stratus-error-source",
+  /** "true" when the request started a new instance. */
+  coldStart: "x-stratus-cold-start",
+  /** Set by the runtime on a response after which the instance must not be reused (e.g. a timeout). */
+  instanceUnusable: "x-stratus-instance-unusable",
+  /** Remaining time budget in ms the gateway grants the runtime (informational). */
+  deadlineMs: "x-stratus-deadline-ms",
+} as const;
+
+/** Exit codes of the runtime process. 137 (SIGKILL) and 134 (V8 heap OOM) come from elsewhere. */
+export const EXIT = {
+  /** Clean exit after SIGTERM drained. */
+  ok: 0,
+  /** An uncaught exception or unhandled rejection in user code. */
+  crashed: 70,
+  /** The module failed to load, or the export is missing / not a function. */
+  loadFailed: 71,
+  /** The runtime was started with a bad environment (platform bug). */
+  badEnvironment: 72,
+} as const;

@@ -37,6 +37,24 @@ export interface InstanceSpec {
   readonly config: Readonly<FunctionConfig>;
   /** Extra environment for the function (config env + env vars + secrets). Nothing else of the host leaks in. */
   readonly env: Readonly<Record<string, string>>;
+  /** Driver-specific immutable artifact reference from `prepare()` (Docker: `registry/repo@sha256:…`). */
+  readonly image?: string;
+}
+
+/** What the function module exports, as reported by the runtime's discovery mode. */
+export interface DiscoveredFunction {
+  readonly name: string;
+  readonly exportName: string;
+  /** The raw, not yet validated `config` the module declares. */
+  readonly config: unknown;
+}
+
+/** Input of a discovery run: load the module in a sandbox and list its functions. */
+export interface DiscoverySpec {
+  readonly artifactDir: string;
+  readonly entry: string;
+  /** Kill the discovery after this long (ms). */
+  readonly timeoutMs: number;
 }
 
 /** One line of output from an instance. `requestId` is set when the runtime tagged it. */
@@ -104,6 +122,17 @@ export interface SandboxDriver {
    * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED
    */
   start(spec: InstanceSpec, options?: StartOptions): Promise<Instance>;
+  /**
+   * Turns a built artifact into what this driver runs, once per function version, at deploy time
+   * (Docker: build the image from a generated Dockerfile and push it; process: nothing).
+   * @throws StratusError BUILD_FAILED
+   */
+  prepare(spec: InstanceSpec, options?: { onLog?: (line: string) => void }): Promise<{ image?: string }>;
+  /**
+   * Loads a module inside a sandbox (never in the platform's own process) and lists its functions.
+   * @throws StratusError FUNCTION_LOAD_FAILED (the message carries the module's error, with file:line when known)
+   */
+  discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]>;
   /** Removes leftovers of earlier runs of this node. Resolves with how many were removed. */
   reconcile(): Promise<{ removed: number }>;
   /** Destroys every instance this driver started. Idempotent. */

@@ -51,3 +51,9 @@ test("errors: unknown errors become a generic INTERNAL", () => {
   assert.equal(q.status, 429);
   assert.equal(q.headers["retry-after"], "1");
 });
+
+test("docs/errors.md lists every code (regenerate with scripts/gen-error-docs.mjs)", async () => {
+  const { readFileSync } = await import("node:fs");
+  const { renderErrorDocs } = await import("./error-docs");
+  assert.equal(readFileSync(new URL("../../docs/errors.md", import.meta.url), "utf8"), renderErrorDocs());
+});

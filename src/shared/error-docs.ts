@@ -1,0 +1,30 @@
+/**
+ * Renders docs/errors.md from the registry, so the docs list every code with its status and source.
+ */
+import { ERROR_CODES } from "./errors";
+
+/** Markdown for docs/errors.md. */
+export function renderErrorDocs(): string {
+  const rows = Object.entries(ERROR_CODES).map(
+    ([code, spec]) => `| \`${code}\` | ${spec.status} | ${spec.source} | ${spec.message} |`,
+  );
+  return [
+    "# Error codes",
+    "",
+    "Every HTTP server of Stratus (gateway, API, instance runtime, `stratus dev`) answers an error as",
+    "",
+    "```json",
+    '{ "error": { "code": "QUEUE_FULL", "message": "…", "requestId": "…" } }',
+    "```",
+    "",
+    "with the header `x-stratus-error-source: platform` or `function` saying who failed. Codes are stable:",
+    "match on `code`, never on the message. The CLI prints `CODE: message` and exits non-zero.",
+    "",
+    "Generated from `src/shared/errors.ts` by `node --import tsx scripts/gen-error-docs.mjs > docs/errors.md`.",
+    "",
+    "| code | HTTP status | source | default message |",
+    "|---|---|---|---|",
+    ...rows,
+    "",
+  ].join("\n");
+}

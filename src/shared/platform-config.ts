@@ -1,0 +1,154 @@
+/**
+ * The platform's own configuration (what `stratus up` runs with): one zod schema, every field with its
+ * default and unit. Precedence: flag > environment (STRATUS_*) > config file (JSON) > default.
+ * Every problem is reported at once; the result is frozen. Bad config stops start-up with a clear
+ * message, never a silent fallback. docs/configuration.md is generated from PLATFORM_CONFIG_FIELDS.
+ */
+import { z } from "zod";
+import { StratusError } from "./errors";
+import { DRIVER_NAMES } from "../sandbox/driver";
+
+const MiB = 1024 * 1024;
+
+/** Field docs: dotted key, env var, unit, default, meaning. */
+export const PLATFORM_CONFIG_FIELDS = [
+  { key: "host", env: "STRATUS_HOST", unit: "", default: "127.0.0.1", doc: "Address the API and gateway listen on." },
+  { key: "port", env: "STRATUS_PORT", unit: "", default: 8080, doc: "Port of the API (`/api/v1`), health (`/healthz`, `/readyz`) and functions (`/fn/<name>/…`); 0 picks a free one." },
+  { key: "dataDir", env: "STRATUS_DATA_DIR", unit: "path", default: "~/.stratus/data", doc: "Store, artifacts, keys and instance sockets." },
+  { key: "driver", env: "STRATUS_DRIVER", unit: "", default: "process", doc: "Sandbox driver: `process` (bubblewrap + cgroups) or `docker`." },
+  { key: "logLevel", env: "STRATUS_LOG_LEVEL", unit: "", default: "info", doc: "pino level: trace, debug, info, warn, error, fatal, silent." },
+  { key: "publicUrl", env: "STRATUS_PUBLIC_URL", unit: "URL", default: "", doc: "Base URL printed for functions; defaults to http://host:port." },
+  { key: "gateway.maxHeaderBytes", env: "STRATUS_GATEWAY_MAX_HEADER_BYTES", unit: "bytes", default: 16_384, doc: "Largest request head; larger gets 431 HEADERS_TOO_LARGE." },
+  { key: "gateway.headersTimeoutMs", env: "STRATUS_GATEWAY_HEADERS_TIMEOUT_MS", unit: "ms", default: 10_000, doc: "Time a client has to send the request head; then 408." },
+  { key: "gateway.requestTimeoutMs", env: "STRATUS_GATEWAY_REQUEST_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Time a client has to send the whole request; then 408." },
+  { key: "gateway.sweepIntervalMs", env: "STRATUS_GATEWAY_SWEEP_INTERVAL_MS", unit: "ms", default: 1_000, doc: "Period of the one timer that reaps idle instances and expires queued requests." },
+  { key: "gateway.drainTimeoutMs", env: "STRATUS_GATEWAY_DRAIN_TIMEOUT_MS", unit: "ms", default: 30_000, doc: "Longest wait for in-flight requests on SIGTERM." },
+  { key: "build.maxArchiveBytes", env: "STRATUS_BUILD_MAX_ARCHIVE_BYTES", unit: "bytes", default: 50 * MiB, doc: "Largest upload (compressed)." },
+  { key: "build.maxUnpackedBytes", env: "STRATUS_BUILD_MAX_UNPACKED_BYTES", unit: "bytes", default: 200 * MiB, doc: "Largest unpacked project." },
+  { key: "build.maxEntries", env: "STRATUS_BUILD_MAX_ENTRIES", unit: "entries", default: 10_000, doc: "Most files and folders in an upload." },
+  { key: "build.timeoutMs", env: "STRATUS_BUILD_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Longest build (install + bundle + discovery)." },
+  { key: "registry.address", env: "STRATUS_REGISTRY", unit: "host:port", default: "127.0.0.1:5000", doc: "Image registry of the Docker driver." },
+  { key: "registry.username", env: "STRATUS_REGISTRY_USERNAME", unit: "", default: "", doc: "Registry user (empty: anonymous)." },
+  { key: "registry.password", env: "STRATUS_REGISTRY_PASSWORD", unit: "", default: "", doc: "Registry password." },
+] as const;
+
+const port = z.coerce.number().int().min(0).max(65_535);
+const posInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+export const PlatformConfigSchema = z.strictObject({
+  host: z.string().min(1).default("127.0.0.1"),
+  port: port.default(8080),
+  dataDir: z.string().min(1).default("~/.stratus/data"),
+  driver: z.enum(DRIVER_NAMES).default("process"),
+  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+  publicUrl: z.union([z.literal(""), z.url()]).default(""),
+  gateway: z
+    .strictObject({
+      maxHeaderBytes: posInt(1024, 1024 * 1024).default(16_384),
+      headersTimeoutMs: posInt(100, 3_600_000).default(10_000),
+      requestTimeoutMs: posInt(100, 3_600_000).default(300_000),
+      sweepIntervalMs: posInt(10, 60_000).default(1_000),
+      drainTimeoutMs: posInt(0, 3_600_000).default(30_000),
+    })
+    .prefault({}),
+  build: z
+    .strictObject({
+      maxArchiveBytes: posInt(1024, 4096 * MiB).default(50 * MiB),
+      maxUnpackedBytes: posInt(1024, 16_384 * MiB).default(200 * MiB),
+      maxEntries: posInt(1, 1_000_000).default(10_000),
+      timeoutMs: posInt(1000, 3_600_000).default(300_000),
+    })
+    .prefault({}),
+  registry: z
+    .strictObject({
+      address: z.string().min(1).default("127.0.0.1:5000"),
+      username: z.string().default(""),
+      password: z.string().default(""),
+    })
+    .prefault({}),
+});
+
+export type PlatformConfig = z.output<typeof PlatformConfigSchema>;
+
+type Tree = { [k: string]: unknown };
+
+function setPath(target: Tree, dotted: string, value: unknown): void {
+  const parts = dotted.split(".");
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (typeof next !== "object" || next === null) node[part] = {};
+    node = node[part] as Tree;
+  }
+  node[parts[parts.length - 1]!] = value;
+}
+
+function merge(base: Tree, over: Tree): Tree {
+  const out: Tree = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = typeof v === "object" && v !== null && !Array.isArray(v) && typeof b === "object" && b !== null ? merge(b as Tree, v as Tree) : v;
+  }
+  return out;
+}
+
+/**
+ * Resolves the platform config from its sources. `flags` uses dotted keys (`{"gateway.drainTimeoutMs": 5}`)
+ * or nested objects; `env` is usually process.env (only the STRATUS_* names in PLATFORM_CONFIG_FIELDS
+ * are read); `file` is the parsed JSON config file, if any. `homeDir` expands a leading `~` in dataDir.
+ * @throws StratusError INVALID_ARGUMENT listing every problem, each with its key and the source it came from.
+ */
+export function resolvePlatformConfig(sources: {
+  flags?: Record<string, unknown>;
+  env?: Record<string, string | undefined>;
+  file?: unknown;
+  homeDir?: string;
+}): Readonly<PlatformConfig> {
+  const problems: string[] = [];
+  let fileTree: Tree = {};
+  if (sources.file !== undefined) {
+    if (typeof sources.file === "object" && sources.file !== null && !Array.isArray(sources.file)) fileTree = sources.file as Tree;
+    else problems.push("config file: must hold a JSON object");
+  }
+  const envTree: Tree = {};
+  for (const field of PLATFORM_CONFIG_FIELDS) {
+    const v = sources.env?.[field.env];
+    if (v !== undefined && v !== "") setPath(envTree, field.key, v);
+  }
+  const flagTree: Tree = {};
+  for (const [k, v] of Object.entries(sources.flags ?? {})) {
+    if (v === undefined) continue;
+    if (typeof v === "object" && v !== null) Object.assign(flagTree, merge(flagTree, { [k]: v }));
+    else setPath(flagTree, k, v);
+  }
+  const merged = merge(merge(fileTree, envTree), flagTree);
+  const result = PlatformConfigSchema.safeParse(merged);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const key = issue.path.map(String).join(".") || "(root)";
+      const field = PLATFORM_CONFIG_FIELDS.find((f) => f.key === key);
+      const hint = field ? ` (flag --${key}, env ${field.env})` : "";
+      problems.push(`${key}: ${issue.message}${hint}`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new StratusError("INVALID_ARGUMENT", `Invalid platform configuration:\n  - ${problems.join("\n  - ")}`, { details: problems });
+  }
+  const config = result.data!;
+  if (config.dataDir.startsWith("~") && sources.homeDir) config.dataDir = sources.homeDir + config.dataDir.slice(1);
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Markdown table for docs/configuration.md. */
+export function renderPlatformConfigDocs(): string {
+  const rows = PLATFORM_CONFIG_FIELDS.map((f) => `| \`${f.key}\` | \`${f.env}\` | ${f.unit} | \`${JSON.stringify(f.default)}\` | ${f.doc} |`);
+  return ["| key (flag `--key`) | environment | unit | default | meaning |", "|---|---|---|---|---|", ...rows].join("\n");
+}

@@ -37,7 +37,7 @@ test("~ in dataDir expands to the home dir given", () => {
   assert.ok(PlatformConfigSchema);
 });
 
-test("docs/configuration.md is current (regenerate with scripts/gen-config-docs.mjs)", async () => {
+test("docs/configuration.md is current (regenerate with scripts/gen-platform-config-docs.mjs)", async () => {
   const { readFileSync } = await import("node:fs");
   const { renderConfigurationDoc } = await import("./platform-config-docs");
   assert.equal(readFileSync(new URL("../../docs/configuration.md", import.meta.url), "utf8"), renderConfigurationDoc());

@@ -98,6 +98,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const cgroups = new CgroupManager(layout, options.cgroupRoot ?? "stratus");
   const socketsRoot = join(options.stateDir, "sockets");
   const live = new Map<string, LiveInstance>();
+  /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
+  const discovering = new Set<string>();
   let closed = false;
   let rules: Promise<void> | null = null;
   const ensureRules = (): Promise<void> => {
@@ -309,6 +311,15 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   async function discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
     if (closed) throw new StratusError("SHUTTING_DOWN");
     const id = `discover-${randomBytes(6).toString("hex")}`;
+    discovering.add(id);
+    try {
+      return await runDiscovery(id, spec);
+    } finally {
+      discovering.delete(id);
+    }
+  }
+
+  async function runDiscovery(id: string, spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
     const socketDir = join(socketsRoot, id);
     let cgroup: InstanceCgroup;
     try {
@@ -384,7 +395,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   async function reconcile(): Promise<{ removed: number }> {
     const removed = new Set<string>();
     for (const id of cgroups.list()) {
-      if (live.has(id)) continue;
+      if (live.has(id) || discovering.has(id)) continue;
       const cg = cgroups.open(id);
       const killed = await cg.killAll();
       await cg.remove();
@@ -398,7 +409,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       // nothing yet
     }
     for (const id of dirs) {
-      if (live.has(id)) continue;
+      if (live.has(id) || discovering.has(id)) continue;
       rmSync(join(socketsRoot, id), { recursive: true, force: true });
       removed.add(id);
     }

@@ -15,7 +15,7 @@ const N = Number(process.argv[2] ?? 2000);
 const stateDir = mkdtempSync(join(tmpdir(), "sgb-"));
 const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: "stratus-bench" });
 const dep = {
-  name: "hello", version: "1", artifactDir: resolve("test/fixtures/functions"), entry: "hello.js", exportName: "hello",
+  name: "hello", version: "1", artifactDir: resolve("test/fixtures/gateway"), entry: "hello.js", exportName: "hello",
   config: parseFunctionConfig("hello", { timeout: 10_000 }), env: {},
 };
 const gateway = createGateway({ driver, logger: createSilentLogger() });

@@ -29,15 +29,16 @@ test("node agent: reconciles, serves the original-form hello function, drains", 
     agent.gateway.setFunction({
       name: "hello",
       version: "1",
-      artifactDir: resolve("test/fixtures/functions"),
+      artifactDir: resolve("test/fixtures/gateway"),
       entry: "hello.js",
       exportName: "hello",
       config: parseFunctionConfig("hello", { timeout: 10_000 }),
       env: {},
     });
     const r = await request(`http://127.0.0.1:${port}/fn/hello`);
-    assert.equal(r.statusCode, 200);
-    assert.equal(await r.body.text(), "Hello");
+    const text = await r.body.text();
+    assert.equal(r.statusCode, 200, text);
+    assert.equal(text, "Hello");
     assert.equal(r.headers["x-stratus-cold-start"], "true");
     await agent.drain(5000);
     assert.equal(agent.gateway.server.listening, false);

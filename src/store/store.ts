@@ -1,0 +1,204 @@
+/**
+ * The store contract: everything the control plane persists. One interface, async methods, so that
+ * SQLite (embedded, src/store/sqlite/) and later PostgreSQL implement it the same way; every
+ * implementation runs src/store/conformance.ts.
+ *
+ * Invariants every implementation keeps:
+ *  - function names are stored as written and unique case-insensitively (`myFn` vs `MyFn` → CONFLICT);
+ *  - a version is immutable once added; `(function, version)` is unique, and adding the same version
+ *    twice with the same digest is a no-op that returns the existing record (identical redeploys);
+ *  - the active pointer only ever names a `ready` version of the same function; switching it is atomic,
+ *    and `activateVersions` switches several functions all-or-nothing;
+ *  - secrets are encrypted at rest (AES-256-GCM under the caller's master key); only `getSecretValues`
+ *    ever returns plaintext; listings show names only;
+ *  - API tokens are stored as sha256 hashes only; the plaintext is returned once, at creation.
+ *
+ * Times are epoch milliseconds. Errors are StratusErrors (src/shared/errors.ts).
+ */
+
+/** A deployed function (the versions hang off it). */
+export interface FunctionRecord {
+  /** As written (`myFunction`). */
+  readonly name: string;
+  readonly createdAt: number;
+  /** Version id the gateway serves, or null before the first activation. */
+  readonly activeVersion: string | null;
+  /** When the active pointer last moved (null: never). */
+  readonly activatedAt: number | null;
+}
+
+/** Lifecycle of a version: `ready` may be activated; `failed` (e.g. driver.prepare failed) may not. */
+export const VERSION_STATUSES = ["ready", "failed"] as const;
+export type VersionStatus = (typeof VERSION_STATUSES)[number];
+export function isVersionStatus(v: unknown): v is VersionStatus {
+  return typeof v === "string" && (VERSION_STATUSES as readonly string[]).includes(v);
+}
+
+/** What a build produces for one function; the store adds `createdAt`. */
+export interface NewVersion {
+  readonly functionName: string;
+  /** Derived from `digest` (see src/builder/build.ts); unique per function. */
+  readonly version: string;
+  /** `sha256-<hex>` of the artifact directory. */
+  readonly digest: string;
+  /** Module path relative to the artifact dir. */
+  readonly entry: string;
+  readonly exportName: string;
+  /** The resolved FunctionConfig (defaults applied), as a JSON-able object. */
+  readonly config: unknown;
+  /** `sha256-<hex>` of the uploaded source tree. */
+  readonly sourceDigest: string;
+  /** Default `ready`. */
+  readonly status?: VersionStatus;
+  /** Driver-specific artifact reference from `driver.prepare()` (Docker image), if any. */
+  readonly image?: string | null;
+}
+
+export interface VersionRecord extends Required<Omit<NewVersion, "status" | "image">> {
+  readonly status: VersionStatus;
+  readonly image: string | null;
+  readonly createdAt: number;
+}
+
+/** One API token, as listed. The hash never leaves the store. */
+export interface TokenRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly createdAt: number;
+  /** Null while the token is valid. */
+  readonly revokedAt: number | null;
+}
+
+export const BUILD_STATUSES = ["running", "succeeded", "failed"] as const;
+export type BuildStatus = (typeof BUILD_STATUSES)[number];
+export function isBuildStatus(v: unknown): v is BuildStatus {
+  return typeof v === "string" && (BUILD_STATUSES as readonly string[]).includes(v);
+}
+
+export interface BuildRecord {
+  readonly id: string;
+  readonly status: BuildStatus;
+  /** Source digest, once known. */
+  readonly sourceDigest: string | null;
+  /** Error code and message of a failed build. */
+  readonly error: { readonly code: string; readonly message: string } | null;
+  /** Whatever the builder returned on success (the list of built versions), JSON-able. */
+  readonly result: unknown;
+  readonly createdAt: number;
+  readonly finishedAt: number | null;
+}
+
+/** One switch of an active pointer, for `activateVersions`. */
+export interface Activation {
+  readonly functionName: string;
+  readonly version: string;
+  /**
+   * Compare-and-swap guard: when given (null = "no active version yet"), the switch only happens if
+   * the function's active version is still this one, else CONFLICT — two deploys racing cannot
+   * silently overwrite each other.
+   */
+  readonly expectedActive?: string | null;
+}
+
+export interface Store {
+  // Functions ---------------------------------------------------------------------------------
+  /**
+   * Returns the function, creating it if needed.
+   * @throws StratusError INVALID_FUNCTION_NAME; CONFLICT when a function whose name differs only in case exists.
+   */
+  ensureFunction(name: string): Promise<FunctionRecord>;
+  /** Exact-name lookup; null when absent. */
+  getFunction(name: string): Promise<FunctionRecord | null>;
+  /** Every function, sorted by name. */
+  listFunctions(): Promise<FunctionRecord[]>;
+  /**
+   * Deletes the function with its versions, env vars and secrets (artifacts on disk are left to GC).
+   * @throws StratusError FUNCTION_NOT_FOUND
+   */
+  deleteFunction(name: string): Promise<void>;
+
+  // Versions ----------------------------------------------------------------------------------
+  /**
+   * Records a built version (creating the function if needed). Idempotent for the same
+   * `(functionName, version, digest)`: returns the existing record unchanged.
+   * @throws StratusError CONFLICT when the version id exists with another digest, or on a name case clash.
+   */
+  addVersion(version: NewVersion): Promise<VersionRecord>;
+  /** Null when the function or the version is absent. */
+  getVersion(functionName: string, version: string): Promise<VersionRecord | null>;
+  /**
+   * Newest first.
+   * @throws StratusError FUNCTION_NOT_FOUND
+   */
+  listVersions(functionName: string): Promise<VersionRecord[]>;
+  /**
+   * Sets a version's status and/or driver image (after `driver.prepare()`).
+   * @throws StratusError VERSION_NOT_FOUND
+   */
+  updateVersion(functionName: string, version: string, patch: { status?: VersionStatus; image?: string | null }): Promise<VersionRecord>;
+  /** The active version's record, or null when none is active. */
+  getActiveVersion(functionName: string): Promise<VersionRecord | null>;
+  /**
+   * Atomically moves the active pointers of one or more functions (a deploy, or a rollback to an
+   * older version). All or nothing.
+   * @throws StratusError FUNCTION_NOT_FOUND | VERSION_NOT_FOUND | CONFLICT (version not ready, or
+   *   `expectedActive` no longer matches); INVALID_ARGUMENT for an empty list or a function named twice.
+   */
+  activateVersions(activations: readonly Activation[]): Promise<FunctionRecord[]>;
+
+  // Environment and secrets -------------------------------------------------------------------
+  /** Plain env vars of a function (empty when none). @throws StratusError FUNCTION_NOT_FOUND */
+  getEnvVars(functionName: string): Promise<Record<string, string>>;
+  /**
+   * Applies a patch: a string sets the variable, null removes it. Returns the result.
+   * @throws StratusError FUNCTION_NOT_FOUND; INVALID_ARGUMENT for a bad name (`[A-Za-z_][A-Za-z0-9_]*`, not `STRATUS_*`).
+   */
+  setEnvVars(functionName: string, patch: Readonly<Record<string, string | null>>): Promise<Record<string, string>>;
+  /**
+   * Stores (or replaces) a secret, encrypted.
+   * @throws StratusError FUNCTION_NOT_FOUND; INVALID_ARGUMENT for a bad name (same rule as env vars).
+   */
+  setSecret(functionName: string, name: string, value: string): Promise<void>;
+  /** @throws StratusError FUNCTION_NOT_FOUND; NOT_FOUND when the secret is absent. */
+  deleteSecret(functionName: string, name: string): Promise<void>;
+  /** Secret names only, sorted. @throws StratusError FUNCTION_NOT_FOUND */
+  listSecretNames(functionName: string): Promise<string[]>;
+  /**
+   * Decrypted secrets, for starting instances only.
+   * @throws StratusError FUNCTION_NOT_FOUND; INTERNAL when a value fails to decrypt (wrong master key, tampering).
+   */
+  getSecretValues(functionName: string): Promise<Record<string, string>>;
+
+  // API tokens --------------------------------------------------------------------------------
+  /** Creates a token; the plaintext `token` is returned only here. @throws StratusError INVALID_ARGUMENT for an empty name */
+  createToken(name: string): Promise<{ token: string; record: TokenRecord }>;
+  /** Every token (revoked ones included), oldest first. */
+  listTokens(): Promise<TokenRecord[]>;
+  /** Revokes at once (idempotent). @throws StratusError NOT_FOUND */
+  revokeToken(id: string): Promise<TokenRecord>;
+  /** The token's record when `token` is valid and not revoked, else null. Compares hashes in constant time. */
+  verifyToken(token: string): Promise<TokenRecord | null>;
+
+  // Builds ------------------------------------------------------------------------------------
+  /** Starts a build record with status `running`. */
+  createBuild(): Promise<BuildRecord>;
+  /** Appends log lines (kept in order). @throws StratusError NOT_FOUND */
+  appendBuildLog(id: string, lines: readonly string[]): Promise<void>;
+  /** Records the source digest once known. @throws StratusError NOT_FOUND */
+  setBuildSource(id: string, sourceDigest: string): Promise<void>;
+  /**
+   * Ends a running build.
+   * @throws StratusError NOT_FOUND; CONFLICT when it already ended.
+   */
+  finishBuild(id: string, outcome: { status: "succeeded"; result: unknown } | { status: "failed"; error: { code: string; message: string } }): Promise<BuildRecord>;
+  /** Null when absent. */
+  getBuild(id: string): Promise<BuildRecord | null>;
+  /** Log lines, in order, from line `fromLine` (default 0). @throws StratusError NOT_FOUND */
+  getBuildLog(id: string, fromLine?: number): Promise<string[]>;
+  /** The newest succeeded build with this source digest, or null. */
+  findSucceededBuild(sourceDigest: string): Promise<BuildRecord | null>;
+
+  // Lifecycle ---------------------------------------------------------------------------------
+  /** Closes the store (idempotent). Later calls fail. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,69 @@
+// The store conformance suite against a real SQLite file, plus SQLite-specific checks:
+// secrets are not stored in plaintext, a wrong master key cannot read them, the key file is 0600.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import Database from "better-sqlite3";
+import { runStoreConformance } from "../src/store/conformance";
+import { loadOrCreateMasterKey } from "../src/store/secret-box";
+import { openSqliteStore } from "../src/store/sqlite/sqlite-store";
+
+runStoreConformance("sqlite", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "stratus-store-"));
+  const file = join(dir, "stratus.db");
+  const masterKey = randomBytes(32);
+  let store = openSqliteStore({ file, masterKey });
+  return {
+    store,
+    reopen: async () => {
+      await store.close();
+      store = openSqliteStore({ file, masterKey });
+      return store;
+    },
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+});
+
+test("sqlite: secrets are encrypted at rest and need the right master key", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "stratus-store-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, "stratus.db");
+  const masterKey = await loadOrCreateMasterKey(dir);
+  assert.equal((await stat(join(dir, "master.key"))).mode & 0o777, 0o600);
+  assert.deepEqual(await loadOrCreateMasterKey(dir), masterKey, "the key file is reused, not regenerated");
+
+  const store = openSqliteStore({ file, masterKey });
+  await store.ensureFunction("fn");
+  await store.setSecret("fn", "TOKEN", "plain-secret-value-123");
+  await store.close();
+
+  const raw = new Database(file, { readonly: true });
+  const row = raw.prepare("SELECT ciphertext FROM secrets").get() as { ciphertext: string };
+  raw.close();
+  assert.ok(!row.ciphertext.includes("plain-secret-value-123"));
+  for (const f of ["stratus.db", "stratus.db-wal"]) {
+    const bytes = await readFile(join(dir, f)).catch(() => Buffer.alloc(0));
+    assert.ok(!bytes.includes("plain-secret-value-123"), `${f} holds the plaintext`);
+  }
+
+  const wrong = openSqliteStore({ file, masterKey: randomBytes(32) });
+  t.after(() => wrong.close());
+  await assert.rejects(wrong.getSecretValues("fn"), { code: "INTERNAL" });
+  assert.deepEqual(await wrong.listSecretNames("fn"), ["TOKEN"]);
+});
+
+test("sqlite: WAL mode and a recorded schema version", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "stratus-store-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, "s.db");
+  const store = openSqliteStore({ file, masterKey: randomBytes(32) });
+  await store.close();
+  await store.close(); // idempotent
+  const raw = new Database(file, { readonly: true });
+  t.after(() => raw.close());
+  assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
+  assert.deepEqual(raw.prepare("SELECT version FROM schema_migrations").all(), [{ version: 1 }]);
+});

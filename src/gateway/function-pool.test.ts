@@ -1,0 +1,236 @@
+// Pool decisions with a fake clock and an in-memory fake driver (pure unit tests: no process runs).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { Dispatcher } from "undici";
+import type { Instance, InstanceExit, InstanceSpec, SandboxDriver } from "../sandbox/driver";
+import { StratusError } from "../shared/errors";
+import { parseFunctionConfig, type FunctionConfigInput } from "../shared/function-config";
+import { createSilentLogger } from "../shared/logger";
+import type { Deployment } from "./deployment";
+import { FunctionPool, type Lease } from "./function-pool";
+
+interface FakeStart {
+  spec: InstanceSpec;
+  succeed(): FakeInstance;
+  fail(err: unknown): void;
+}
+interface FakeInstance extends Instance {
+  closedWith: "close" | "destroy" | null;
+  crash(reason: InstanceExit["reason"]): void;
+}
+
+function fakeDriver() {
+  const pending: FakeStart[] = [];
+  const instances: FakeInstance[] = [];
+  const driver: SandboxDriver = {
+    name: "process",
+    start(spec) {
+      return new Promise<Instance>((resolve, reject) => {
+        pending.push({
+          spec,
+          succeed() {
+            let exit!: (e: InstanceExit) => void;
+            const exited = new Promise<InstanceExit>((r) => (exit = r));
+            const inst: FakeInstance = {
+              id: spec.instanceId,
+              spec,
+              endpoint: { socketPath: "/nonexistent" },
+              startMs: 40,
+              exited,
+              closedWith: null,
+              close: async () => {
+                inst.closedWith ??= "close";
+                exit({ reason: "closed", exitCode: 0, signal: null });
+                return exited;
+              },
+              destroy: async () => {
+                inst.closedWith ??= "destroy";
+                exit({ reason: "destroyed", exitCode: null, signal: "SIGKILL" });
+                return exited;
+              },
+              stats: async () => null,
+              crash: (reason) => exit({ reason, exitCode: 137, signal: null }),
+            };
+            instances.push(inst);
+            resolve(inst);
+            return inst;
+          },
+          fail: reject,
+        });
+      });
+    },
+    prepare: async () => ({}),
+    discover: async () => [],
+    reconcile: async () => ({ removed: 0 }),
+    close: async () => undefined,
+  };
+  return { driver, pending, instances };
+}
+
+function deployment(config: FunctionConfigInput, version = "v1"): Deployment {
+  return { name: "f", version, artifactDir: "/a", entry: "index.js", exportName: "f", config: parseFunctionConfig("f", config), env: {} };
+}
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+function setup(config: FunctionConfigInput) {
+  let clock = 1_000;
+  const fake = fakeDriver();
+  const pool = new FunctionPool({
+    deployment: deployment(config),
+    driver: fake.driver,
+    logger: createSilentLogger(),
+    now: () => clock,
+    connect: () => ({ destroy: async () => undefined }) as unknown as Dispatcher,
+  });
+  return { ...fake, pool, advance: (ms: number) => (clock += ms), now: () => clock };
+}
+
+/** tryAcquire, else wait; returns the pending promise. */
+function acquire(pool: FunctionPool): Promise<Lease> {
+  const lease = pool.tryAcquire();
+  return lease ? Promise.resolve(lease) : pool.wait().promise;
+}
+
+test("pool: parallel requests start one instance each, then reuse the most recently used", async () => {
+  const { pool, pending } = setup({ maxInstances: 5 });
+  const waits = [0, 1, 2].map(() => acquire(pool));
+  assert.equal(pending.length, 3, "one start per parallel request");
+  pending.forEach((p) => p.succeed());
+  const leases = await Promise.all(waits);
+  assert.equal(new Set(leases.map((l) => l.slot)).size, 3, "never two requests on one instance");
+  assert.ok(leases.every((l) => l.coldStart && l.startMs === 40));
+  pool.release(leases[0]!, "reuse");
+  pool.release(leases[2]!, "reuse");
+  const warm = pool.tryAcquire();
+  assert.ok(warm);
+  assert.equal(warm.slot, leases[2]!.slot, "most recently used first");
+  assert.equal(warm.coldStart, false);
+  assert.equal(pending.length, 3, "no new start for a warm hit");
+});
+
+test("pool: maxInstances bounds starts, the queue is FIFO, full queue is QUEUE_FULL with Retry-After", async () => {
+  const { pool, pending, advance } = setup({ maxInstances: 2, maxQueue: 2 });
+  const a = acquire(pool);
+  const b = acquire(pool);
+  const c = acquire(pool);
+  const d = acquire(pool);
+  assert.equal(pending.length, 2);
+  assert.throws(() => pool.wait(), (err: StratusError) => err.code === "QUEUE_FULL" && err.headers?.["retry-after"] === "1");
+  pending[0]!.succeed();
+  pending[1]!.succeed();
+  const [la, lb] = await Promise.all([a, b]);
+  assert.notEqual(la.slot, lb.slot);
+  advance(25);
+  pool.release(la, "reuse");
+  const lc = await c;
+  assert.equal(lc.slot, la.slot, "the freed instance serves the head of the queue");
+  assert.equal(lc.coldStart, false);
+  assert.equal(lc.queueMs, 25);
+  pool.release(lb, "reuse");
+  assert.equal((await d).slot, lb.slot);
+  assert.equal(pending.length, 2, "never more than maxInstances");
+});
+
+test("pool: waiters past queueTimeout get QUEUE_TIMEOUT from the sweep", async () => {
+  const { pool, pending, advance, now } = setup({ maxInstances: 1, queueTimeout: 500 });
+  const first = acquire(pool);
+  pending[0]!.succeed();
+  const held = await first;
+  const waiting = acquire(pool);
+  const rejected = assert.rejects(waiting, (err: StratusError) => err.code === "QUEUE_TIMEOUT");
+  advance(499);
+  pool.sweep(now());
+  assert.equal(pool.stats().waiting, 1);
+  advance(1);
+  pool.sweep(now());
+  await rejected;
+  assert.equal(pool.stats().waiting, 0);
+  pool.release(held, "reuse");
+});
+
+test("pool: a failed start rejects the waiters it would have served; the next request starts again", async () => {
+  const { pool, pending } = setup({ maxInstances: 1 });
+  const a = acquire(pool);
+  const b = acquire(pool);
+  assert.equal(pending.length, 1);
+  pending[0]!.fail(new StratusError("FUNCTION_LOAD_FAILED", "boom"));
+  await assert.rejects(a, (err: StratusError) => err.code === "FUNCTION_LOAD_FAILED");
+  // b is then uncovered, so the pool starts another instance for it instead of leaving it hanging.
+  await tick();
+  assert.equal(pending.length, 2);
+  pending[1]!.fail(new Error("spawn failed"));
+  await assert.rejects(b, (err: StratusError) => err.code === "INSTANCE_START_FAILED");
+  assert.deepEqual({ ...pool.stats() }, { ready: 0, starting: 0, busy: 0, retiring: 0, waiting: 0, total: 0 });
+});
+
+test("pool: idle instances are reaped after idleTimeout, minInstances stay warm and are replaced", async () => {
+  const { pool, pending, instances, advance, now } = setup({ minInstances: 1, maxInstances: 3, idleTimeout: 1000 });
+  assert.equal(pending.length, 1, "minInstances started at once");
+  pending[0]!.succeed();
+  await tick();
+  const leases = [acquire(pool), acquire(pool)];
+  const l0 = await leases[0]!;
+  assert.equal(l0.coldStart, false, "a pre-warmed instance is not a cold start");
+  pending[1]!.succeed();
+  const l1 = await leases[1]!;
+  pool.release(l0, "reuse");
+  pool.release(l1, "reuse");
+  advance(999);
+  pool.sweep(now());
+  assert.equal(pool.stats().ready, 2);
+  advance(1);
+  pool.sweep(now());
+  assert.equal(pool.stats().ready, 1, "one reaped, minInstances kept");
+  assert.equal(instances.filter((i) => i.closedWith === "close").length, 1);
+  // The kept one dies: the pool replaces it.
+  const kept = instances.find((i) => i.closedWith === null)!;
+  kept.crash("crashed");
+  await tick();
+  assert.equal(pending.length, 3, "replacement started");
+});
+
+test("pool: concurrency > 1 shares an instance up to the limit", async () => {
+  const { pool, pending } = setup({ concurrency: 3, maxInstances: 2 });
+  const ws = [1, 2, 3, 4].map(() => acquire(pool));
+  assert.equal(pending.length, 2, "3 waiters covered by one start, the 4th starts another");
+  pending[0]!.succeed();
+  const first3 = await Promise.all(ws.slice(0, 3));
+  assert.equal(new Set(first3.map((l) => l.slot)).size, 1);
+  pending[1]!.succeed();
+  const fourth = await ws[3]!;
+  assert.notEqual(fourth.slot, first3[0]!.slot);
+});
+
+test("pool: destroy/retire outcomes, and a new version retires the old instances", async () => {
+  const { pool, pending, instances } = setup({ maxInstances: 3 });
+  const ws = [acquire(pool), acquire(pool), acquire(pool)];
+  pending.forEach((p) => p.succeed());
+  const [a, b, c] = await Promise.all(ws);
+  pool.release(a!, "destroy");
+  assert.equal(instances[0]!.closedWith, "destroy");
+  pool.release(b!, "reuse");
+  pool.setDeployment(deployment({ maxInstances: 3 }, "v2"));
+  assert.equal(instances[1]!.closedWith, "close", "idle old instance closed at once");
+  assert.equal(instances[2]!.closedWith, null, "busy old instance kept until released");
+  const next = acquire(pool);
+  assert.equal(pending.length, 4, "a new-version instance starts");
+  assert.equal(pending[3]!.spec.version, "v2");
+  pool.release(c!, "reuse");
+  assert.equal(instances[2]!.closedWith, "close", "old instance closed after its request");
+  pending[3]!.succeed();
+  assert.equal((await next).slot.deployment.version, "v2");
+});
+
+test("pool: close fails waiters with SHUTTING_DOWN and closes instances", async () => {
+  const { pool, pending, instances } = setup({ maxInstances: 1 });
+  const a = acquire(pool);
+  pending[0]!.succeed();
+  await a;
+  const b = acquire(pool);
+  const closing = pool.close(1000);
+  await assert.rejects(b, (err: StratusError) => err.code === "SHUTTING_DOWN");
+  await closing;
+  assert.equal(instances[0]!.closedWith, "close");
+  assert.throws(() => pool.wait(), (err: StratusError) => err.code === "SHUTTING_DOWN");
+});

@@ -1,0 +1,464 @@
+/**
+ * The instances of one function on this node, and the decisions of who serves the next request.
+ *
+ * Algorithm (per request): reuse a ready instance with spare capacity, most recently used first (warm
+ * caches, and idle ones at the bottom of the stack age out); else start one if the function has fewer
+ * than `maxInstances` (ready + starting, current version only); else wait in a FIFO queue of at most
+ * `maxQueue` waiters that no starting instance will cover. Whichever instance frees up or finishes
+ * starting first serves the head of the queue.
+ *
+ * Invariants:
+ *  - `available` holds exactly the ready, current-version slots with `active < concurrency`; its last
+ *    element is the most recently used.
+ *  - a slot never serves more than `concurrency` leases at once (`active <= concurrency`).
+ *  - `waitingLive` counts the waiters in `queue` that are not settled; settled waiters are removed
+ *    lazily when they reach the head (they all share one queueTimeout, so the head expires first).
+ *  - every waiter settles exactly once: with a lease, or with QUEUE_TIMEOUT / a start error /
+ *    SHUTTING_DOWN. Nothing waits without a deadline.
+ *  - retiring slots (old version, recycled) take no new work and do not count toward maxInstances;
+ *    they are closed once their last lease is released.
+ *
+ * Time is read from `now()` and deadlines are checked by `sweep(now)`, which the gateway calls from
+ * its one shared timer, so granularity is the gateway's tick (documented in docs/gateway.md).
+ */
+import { randomBytes } from "node:crypto";
+import { Pool as UndiciPool, type Dispatcher } from "undici";
+import type { Instance, InstanceExit, InstanceLogLine, SandboxDriver } from "../sandbox/driver";
+import { StratusError, isStratusError } from "../shared/errors";
+import type { Logger } from "../shared/logger";
+import type { Deployment } from "./deployment";
+import { FixedQueue } from "./fixed-queue";
+
+/** One running instance as the pool sees it. */
+export interface InstanceSlot {
+  readonly instance: Instance;
+  /** HTTP client bound to the instance's Unix socket (keep-alive, `concurrency` connections). */
+  readonly dispatcher: Dispatcher;
+  readonly deployment: Deployment;
+  /** Leases currently held. */
+  active: number;
+  /** Leases ever handed out. */
+  served: number;
+  /** `now()` of the last release (or of readiness), ms. */
+  lastUsedAt: number;
+  /** True when a request's demand started it (false for minInstances pre-warming). */
+  readonly startedOnDemand: boolean;
+  state: "ready" | "retiring" | "gone";
+  inAvailable: boolean;
+}
+
+/** The right to send one request to one instance. Give it back with `release`. */
+export interface Lease {
+  readonly slot: InstanceSlot;
+  /** True when this request waited for the instance to start (its first request). */
+  readonly coldStart: boolean;
+  /** Time spent waiting for capacity, excluding the instance start, ms. */
+  readonly queueMs: number;
+  /** Start time of the instance when `coldStart`, else 0, ms. */
+  readonly startMs: number;
+}
+
+/** What to do with an instance after a request: keep it, close it gracefully, or kill it now. */
+export type ReleaseOutcome = "reuse" | "retire" | "destroy";
+
+interface Waiter {
+  readonly enqueuedAt: number;
+  readonly deadline: number;
+  settled: boolean;
+  resolve(lease: Lease): void;
+  reject(err: unknown): void;
+}
+
+/** A queued request: await `promise`; call `cancel()` when the client goes away. */
+export interface PendingLease {
+  readonly promise: Promise<Lease>;
+  cancel(): void;
+}
+
+interface StartRecord {
+  readonly version: string;
+  readonly abort: AbortController;
+  stale: boolean;
+}
+
+export interface FunctionPoolOptions {
+  readonly deployment: Deployment;
+  readonly driver: SandboxDriver;
+  readonly logger: Logger;
+  /** Clock in ms (default `performance.now`); unit tests pass a fake one. */
+  readonly now?: () => number;
+  /** Receives instance output lines (default: logged at info on the pool's logger). */
+  readonly onInstanceLog?: (line: InstanceLogLine) => void;
+  /** Builds the HTTP client of an instance (default: an undici Pool on its socket). */
+  readonly connect?: (instance: Instance, deployment: Deployment) => Dispatcher;
+  /** Retry-After seconds sent with QUEUE_FULL (default 1). */
+  readonly retryAfterS?: number;
+}
+
+/** Longest back-off between failed minInstances starts, ms. */
+const MAX_MIN_BACKOFF_MS = 30_000;
+
+function defaultConnect(instance: Instance, deployment: Deployment): Dispatcher {
+  // keepAliveTimeout stays under Node's 5 s server default so we never reuse a socket the runtime closes.
+  return new UndiciPool("http://localhost", {
+    socketPath: instance.endpoint.socketPath,
+    connections: deployment.config.concurrency,
+    pipelining: 1,
+    keepAliveTimeout: 4_000,
+  });
+}
+
+/** Instance ids: `[a-z0-9-]`, short because they name Unix sockets (108-byte path limit). */
+function newInstanceId(): string {
+  return randomBytes(8).toString("hex");
+}
+
+/** See the file comment. Created by the gateway per function; not shared between functions. */
+export class FunctionPool {
+  private dep: Deployment;
+  private readonly driver: SandboxDriver;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly onInstanceLog: (line: InstanceLogLine) => void;
+  private readonly connect: (instance: Instance, deployment: Deployment) => Dispatcher;
+  private readonly retryAfter: string;
+
+  private readonly slots = new Set<InstanceSlot>();
+  private readonly available: InstanceSlot[] = [];
+  private readonly starts = new Set<StartRecord>();
+  private readonly queue = new FixedQueue<Waiter>();
+  private waitingLive = 0;
+  private readyCurrent = 0;
+  private startingCurrent = 0;
+  private closed = false;
+  private minFailures = 0;
+  private minRetryAt = 0;
+
+  constructor(options: FunctionPoolOptions) {
+    this.dep = options.deployment;
+    this.driver = options.driver;
+    this.log = options.logger.child({ fn: options.deployment.name });
+    this.now = options.now ?? (() => performance.now());
+    this.onInstanceLog = options.onInstanceLog ?? ((line) => {
+      this.log.info({ instance: line.instanceId, rid: line.requestId, stream: line.stream, level: line.level }, line.message);
+    });
+    this.connect = options.connect ?? defaultConnect;
+    this.retryAfter = String(options.retryAfterS ?? 1);
+    this.ensureMinInstances();
+  }
+
+  /** The deployment new requests are served by. */
+  get deployment(): Deployment {
+    return this.dep;
+  }
+
+  /** Counters for tests, metrics and the dashboard. */
+  stats(): { ready: number; starting: number; busy: number; retiring: number; waiting: number; total: number } {
+    let busy = 0;
+    let retiring = 0;
+    for (const s of this.slots) {
+      if (s.active > 0) busy++;
+      if (s.state === "retiring") retiring++;
+    }
+    return { ready: this.readyCurrent, starting: this.starts.size, busy, retiring, waiting: this.waitingLive, total: this.slots.size + this.starts.size };
+  }
+
+  /** Fast path: a lease on a warm instance with spare capacity, or null. Never starts anything. */
+  tryAcquire(): Lease | null {
+    if (this.closed || this.waitingLive > 0) return null; // FIFO: never overtake waiters
+    const slot = this.available[this.available.length - 1];
+    return slot === undefined ? null : this.take(slot, this.now());
+  }
+
+  /**
+   * Slow path: starts an instance if allowed, then queues the request.
+   * @throws StratusError QUEUE_FULL (with Retry-After) | SHUTTING_DOWN
+   */
+  wait(): PendingLease {
+    if (this.closed) throw new StratusError("SHUTTING_DOWN");
+    const { concurrency, maxInstances, maxQueue, queueTimeout } = this.dep.config;
+    const covered = this.startingCurrent * concurrency;
+    if (this.waitingLive >= covered) {
+      if (this.readyCurrent + this.startingCurrent < maxInstances) {
+        this.startInstance(true);
+      } else if (this.waitingLive - covered >= maxQueue) {
+        throw new StratusError("QUEUE_FULL", undefined, { headers: { "retry-after": this.retryAfter } });
+      }
+    }
+    const now = this.now();
+    let waiter!: Waiter;
+    const promise = new Promise<Lease>((resolve, reject) => {
+      waiter = { enqueuedAt: now, deadline: now + queueTimeout, settled: false, resolve, reject };
+    });
+    this.queue.push(waiter);
+    this.waitingLive++;
+    return {
+      promise,
+      cancel: () => {
+        if (waiter.settled) return;
+        waiter.settled = true;
+        this.waitingLive--;
+        waiter.reject(new StratusError("INTERNAL", "cancelled"));
+      },
+    };
+  }
+
+  /** Gives a lease back. `retire`: close gracefully once idle; `destroy`: kill now. */
+  release(lease: Lease, outcome: ReleaseOutcome): void {
+    const slot = lease.slot;
+    slot.active--;
+    slot.lastUsedAt = this.now();
+    if (slot.state === "gone") return;
+    if (outcome === "destroy") {
+      this.destroySlot(slot);
+    } else if (outcome === "retire" || slot.state === "retiring") {
+      this.retireSlot(slot);
+    } else if (!slot.inAvailable) {
+      slot.inAvailable = true;
+      this.available.push(slot);
+    }
+    this.pump();
+  }
+
+  /**
+   * Switches new requests to `deployment`. A new version retires every instance of the old one
+   * (idle ones close now, busy ones after their last request) and starts minInstances of the new one.
+   */
+  setDeployment(deployment: Deployment): void {
+    const versionChanged = deployment.version !== this.dep.version;
+    this.dep = deployment;
+    if (versionChanged) {
+      for (const rec of this.starts) rec.stale = true;
+      this.startingCurrent = 0;
+      for (const slot of [...this.slots]) if (slot.state === "ready") this.retireSlot(slot);
+      this.minFailures = 0;
+      this.minRetryAt = 0;
+    }
+    this.pump();
+    this.ensureMinInstances();
+  }
+
+  /**
+   * Periodic work, called by the gateway's one shared timer: expire waiters past queueTimeout
+   * (503 QUEUE_TIMEOUT), reap instances idle for idleTimeout beyond minInstances, restart missing
+   * minInstances (with back-off after failures).
+   */
+  sweep(now: number): void {
+    for (let w = this.queue.peek(); w !== undefined; w = this.queue.peek()) {
+      if (w.settled) {
+        this.queue.shift();
+      } else if (w.deadline <= now) {
+        this.queue.shift();
+        this.settle(w)?.reject(new StratusError("QUEUE_TIMEOUT"));
+      } else {
+        break;
+      }
+    }
+    const { idleTimeout, minInstances } = this.dep.config;
+    // Oldest first (bottom of the stack), and keep minInstances warm.
+    for (let i = 0; i < this.available.length && this.readyCurrent > minInstances; ) {
+      const slot = this.available[i]!;
+      if (slot.active === 0 && now - slot.lastUsedAt >= idleTimeout) {
+        this.log.debug({ instance: slot.instance.id }, "idle instance reaped");
+        this.retireSlot(slot); // removes it from `available`
+      } else {
+        i++;
+      }
+    }
+    this.ensureMinInstances();
+  }
+
+  /**
+   * Graceful end: refuses new work, fails waiters with SHUTTING_DOWN, closes every instance with
+   * `graceMs` for in-flight work (the runtime drains on SIGTERM). Resolves when all are gone.
+   */
+  async close(graceMs: number): Promise<void> {
+    this.shutDown();
+    await Promise.all([...this.slots].map((s) => this.stopSlot(s, graceMs)));
+  }
+
+  /** Immediate end: kills every instance and aborts starts. Resolves when all are gone. */
+  async destroy(): Promise<void> {
+    this.shutDown();
+    await Promise.all([...this.slots].map((s) => this.stopSlot(s, 0)));
+  }
+
+  private shutDown(): void {
+    this.closed = true;
+    for (const rec of this.starts) {
+      rec.stale = true;
+      rec.abort.abort();
+    }
+    for (let w = this.queue.shift(); w !== undefined; w = this.queue.shift()) {
+      this.settle(w)?.reject(new StratusError("SHUTTING_DOWN"));
+    }
+  }
+
+  private async stopSlot(slot: InstanceSlot, graceMs: number): Promise<void> {
+    this.forget(slot);
+    await (graceMs > 0 ? slot.instance.close(graceMs) : slot.instance.destroy()).catch((err) => {
+      this.log.warn({ err, instance: slot.instance.id }, "stopping an instance failed");
+    });
+    await slot.dispatcher.destroy().catch(() => undefined);
+  }
+
+  private settle(w: Waiter): Waiter | null {
+    if (w.settled) return null;
+    w.settled = true;
+    this.waitingLive--;
+    return w;
+  }
+
+  private take(slot: InstanceSlot, now: number, enqueuedAt = now): Lease {
+    const coldStart = slot.served === 0 && slot.startedOnDemand;
+    slot.active++;
+    slot.served++;
+    if (slot.active >= slot.deployment.config.concurrency) this.removeAvailable(slot);
+    const startMs = coldStart ? slot.instance.startMs : 0;
+    return { slot, coldStart, startMs, queueMs: Math.max(0, now - enqueuedAt - startMs) };
+  }
+
+  /** Hands free capacity to waiters (FIFO), then starts instances for waiters nothing covers. */
+  private pump(): void {
+    if (this.closed) return;
+    while (this.waitingLive > 0 && this.available.length > 0) {
+      const w = this.queue.shift()!;
+      if (this.settle(w) === null) continue;
+      const slot = this.available[this.available.length - 1]!;
+      w.resolve(this.take(slot, this.now(), w.enqueuedAt));
+    }
+    const { concurrency, maxInstances } = this.dep.config;
+    while (this.waitingLive > this.startingCurrent * concurrency && this.readyCurrent + this.startingCurrent < maxInstances) {
+      this.startInstance(true);
+    }
+  }
+
+  private ensureMinInstances(): void {
+    if (this.closed) return;
+    const { minInstances } = this.dep.config;
+    if (this.readyCurrent + this.startingCurrent >= minInstances || this.now() < this.minRetryAt) return;
+    while (this.readyCurrent + this.startingCurrent < minInstances) this.startInstance(false);
+  }
+
+  private startInstance(onDemand: boolean): void {
+    const dep = this.dep;
+    const rec: StartRecord = { version: dep.version, abort: new AbortController(), stale: false };
+    this.starts.add(rec);
+    this.startingCurrent++;
+    const spec = {
+      instanceId: newInstanceId(),
+      functionName: dep.name,
+      version: dep.version,
+      artifactDir: dep.artifactDir,
+      entry: dep.entry,
+      exportName: dep.exportName,
+      config: dep.config,
+      env: dep.env,
+      ...(dep.image === undefined ? {} : { image: dep.image }),
+    };
+    this.driver.start(spec, { onLog: this.onInstanceLog, signal: rec.abort.signal }).then(
+      (instance) => this.onStarted(rec, dep, instance, onDemand),
+      (err: unknown) => this.onStartFailed(rec, err, onDemand),
+    );
+  }
+
+  private onStarted(rec: StartRecord, dep: Deployment, instance: Instance, onDemand: boolean): void {
+    this.starts.delete(rec);
+    if (rec.stale) {
+      // An old version or a closed pool: nobody should use it.
+      void instance.destroy();
+      this.pump();
+      return;
+    }
+    this.startingCurrent--;
+    if (!onDemand) this.minFailures = 0;
+    const slot: InstanceSlot = {
+      instance,
+      dispatcher: this.connect(instance, dep),
+      deployment: dep,
+      active: 0,
+      served: 0,
+      lastUsedAt: this.now(),
+      startedOnDemand: onDemand,
+      state: "ready",
+      inAvailable: true,
+    };
+    this.slots.add(slot);
+    this.readyCurrent++;
+    this.available.push(slot);
+    this.log.debug({ instance: instance.id, startMs: instance.startMs }, "instance ready");
+    instance.exited.then(
+      (exit) => this.onExited(slot, exit),
+      () => this.onExited(slot, { reason: "crashed", exitCode: null, signal: null }),
+    );
+    this.pump();
+  }
+
+  private onStartFailed(rec: StartRecord, err: unknown, onDemand: boolean): void {
+    this.starts.delete(rec);
+    if (rec.stale) {
+      this.pump();
+      return;
+    }
+    this.startingCurrent--;
+    const error = isStratusError(err) ? err : new StratusError("INSTANCE_START_FAILED", undefined, { cause: err });
+    this.log.warn({ err, code: error.code }, "instance start failed");
+    if (!onDemand) {
+      this.minFailures++;
+      this.minRetryAt = this.now() + Math.min(MAX_MIN_BACKOFF_MS, 500 * 2 ** this.minFailures);
+    }
+    // The waiters this start would have served get its error (oldest first), so none hang.
+    const share = this.dep.config.concurrency;
+    for (let n = 0; n < share && this.waitingLive > 0; ) {
+      const w = this.queue.shift()!;
+      if (this.settle(w) === null) continue;
+      w.reject(error);
+      n++;
+    }
+    this.pump();
+  }
+
+  private onExited(slot: InstanceSlot, exit: InstanceExit): void {
+    if (slot.state !== "gone") {
+      if (exit.reason !== "closed" && exit.reason !== "destroyed") {
+        this.log.warn({ instance: slot.instance.id, ...exit }, "instance exited");
+      }
+      this.forget(slot);
+    }
+    this.slots.delete(slot);
+    void slot.dispatcher.destroy().catch(() => undefined);
+    this.pump();
+    this.ensureMinInstances();
+  }
+
+  /** Takes a slot out of service (idempotent); the caller stops the instance. */
+  private forget(slot: InstanceSlot): void {
+    if (slot.state === "ready") this.readyCurrent--;
+    slot.state = "gone";
+    this.removeAvailable(slot);
+  }
+
+  private retireSlot(slot: InstanceSlot): void {
+    if (slot.state === "ready") {
+      this.readyCurrent--;
+      slot.state = "retiring";
+      this.removeAvailable(slot);
+    }
+    if (slot.state === "retiring" && slot.active === 0) {
+      this.forget(slot);
+      void slot.instance.close(slot.deployment.config.timeout).catch(() => undefined);
+    }
+  }
+
+  private destroySlot(slot: InstanceSlot): void {
+    this.forget(slot);
+    void slot.instance.destroy().catch(() => undefined);
+  }
+
+  private removeAvailable(slot: InstanceSlot): void {
+    if (!slot.inAvailable) return;
+    slot.inAvailable = false;
+    const i = this.available.lastIndexOf(slot);
+    if (i !== -1) this.available.splice(i, 1);
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * Safe unpacking of an uploaded project archive (tar.gz) into a fresh temporary directory.
+ *
+ * Threat model: the archive is hostile. Only regular files and directories are written; absolute
+ * paths, `..` components, NUL bytes, symlinks, hardlinks, devices, fifos and any other entry type are
+ * refused, as are duplicate paths. Because no link is ever created and every file is opened with
+ * O_EXCL inside the fresh directory, nothing can be written outside it. Three caps bound the work:
+ * compressed bytes, unpacked bytes (checked against each header *before* its body is read, and the
+ * decompressed stream is counted too, so a gzip bomb is stopped early) and entry count.
+ * On any violation the fresh directory is removed and a StratusError names the entry:
+ * INVALID_ARCHIVE (400) or ARCHIVE_TOO_LARGE (413).
+ */
+import { createWriteStream } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import * as tar from "tar-stream";
+import { StratusError } from "../shared/errors";
+
+const MiB = 1024 * 1024;
+
+/** Caps of one archive. */
+export interface ArchiveLimits {
+  /** Largest upload, bytes. Default 50 MiB. */
+  readonly maxCompressedBytes: number;
+  /** Largest sum of file sizes once unpacked, bytes. Default 200 MiB. */
+  readonly maxUnpackedBytes: number;
+  /** Most entries (files + directories). Default 10,000. */
+  readonly maxEntries: number;
+}
+
+export const DEFAULT_ARCHIVE_LIMITS: Readonly<ArchiveLimits> = Object.freeze({
+  maxCompressedBytes: 50 * MiB,
+  maxUnpackedBytes: 200 * MiB,
+  maxEntries: 10_000,
+});
+
+/** Longest relative path accepted, characters (Linux PATH_MAX is 4096; real projects stay far below). */
+export const MAX_PATH_CHARS = 1024;
+
+export interface UnpackResult {
+  /** The fresh directory holding the tree; the caller owns it and removes it. */
+  readonly dir: string;
+  readonly fileCount: number;
+  readonly unpackedBytes: number;
+}
+
+export interface UnpackOptions {
+  /** Caps; missing fields take the defaults. */
+  readonly limits?: Partial<ArchiveLimits>;
+  /** Where the fresh directory is created (default os.tmpdir()). */
+  readonly parentDir?: string;
+}
+
+/**
+ * Normalises an entry path: strips leading `./` and trailing `/`, collapses empty components.
+ * @throws StratusError INVALID_ARCHIVE for absolute paths, `..`, NUL, or over-long paths.
+ */
+export function normalizeEntryPath(name: string): string {
+  const shown = JSON.stringify(name.slice(0, 200));
+  if (name.includes("\u0000")) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has a NUL byte in its path`);
+  if (name.startsWith("/")) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has an absolute path`);
+  const parts: string[] = [];
+  for (const part of name.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has a ".." component`);
+    parts.push(part);
+  }
+  const path = parts.join("/");
+  if (path.length > MAX_PATH_CHARS) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has a path longer than ${MAX_PATH_CHARS} characters`);
+  return path;
+}
+
+/** Counts bytes flowing through and fails once past `max`. */
+function byteCap(max: number, onExceed: () => StratusError): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      seen += chunk.length;
+      if (seen > max) cb(onExceed());
+      else cb(null, chunk);
+    },
+  });
+}
+
+function asError(err: unknown): StratusError {
+  if (err instanceof StratusError) return err;
+  const cause = err as { code?: string; message?: string } | undefined;
+  if (cause?.code === "ERR_STREAM_PREMATURE_CLOSE") {
+    return new StratusError("INVALID_ARCHIVE", "The archive ended unexpectedly", { cause: err });
+  }
+  if (cause?.code === "Z_DATA_ERROR" || cause?.code === "Z_BUF_ERROR") {
+    return new StratusError("INVALID_ARCHIVE", `The archive is not a valid gzip stream (${cause.message ?? cause.code})`, { cause: err });
+  }
+  if (/tar|header/i.test(cause?.message ?? "")) {
+    return new StratusError("INVALID_ARCHIVE", `The archive is not a valid tar: ${cause?.message}`, { cause: err });
+  }
+  if (cause?.code === "EEXIST" || cause?.code === "ENOTDIR" || cause?.code === "EISDIR") {
+    return new StratusError("INVALID_ARCHIVE", `The archive has conflicting entries (${cause.message})`, { cause: err });
+  }
+  return new StratusError("INTERNAL", "Unpacking the archive failed", { cause: err });
+}
+
+/**
+ * Unpacks a tar.gz (Buffer or stream) into a fresh directory.
+ * @throws StratusError INVALID_ARCHIVE | ARCHIVE_TOO_LARGE (the directory is removed first).
+ */
+export async function unpackArchive(source: Buffer | Readable, options: UnpackOptions = {}): Promise<UnpackResult> {
+  const limits: ArchiveLimits = { ...DEFAULT_ARCHIVE_LIMITS, ...options.limits };
+  if (Buffer.isBuffer(source) && source.length > limits.maxCompressedBytes) {
+    throw new StratusError("ARCHIVE_TOO_LARGE", `The archive is ${source.length} bytes; the limit is ${limits.maxCompressedBytes} bytes compressed`);
+  }
+  const dir = await mkdtemp(join(options.parentDir ?? tmpdir(), "stratus-src-"));
+  // The tar stream itself is larger than the files it holds: 512-byte headers (more for pax/long
+  // names) and padding per entry, plus the end blocks. Allow for that, no more.
+  const maxTarBytes = limits.maxUnpackedBytes + (limits.maxEntries + 1) * 3 * 512 + 10_240;
+  const extract = tar.extract();
+  const input = Buffer.isBuffer(source) ? Readable.from([source]) : source;
+  let failure: StratusError | null = null;
+  const feeding = pipeline(
+    input,
+    byteCap(limits.maxCompressedBytes, () => new StratusError("ARCHIVE_TOO_LARGE", `The archive exceeds ${limits.maxCompressedBytes} bytes compressed`)),
+    createGunzip(),
+    byteCap(maxTarBytes, () => new StratusError("ARCHIVE_TOO_LARGE", `The archive unpacks to more than ${limits.maxUnpackedBytes} bytes (decompression stopped early)`)),
+    extract as unknown as NodeJS.WritableStream,
+  ).catch((err: unknown) => {
+    failure ??= asError(err);
+    extract.destroy();
+  });
+
+  let entries = 0;
+  let unpackedBytes = 0;
+  let fileCount = 0;
+  const seen = new Set<string>();
+  try {
+    for await (const entry of extract) {
+      const h = entry.header;
+      const shown = JSON.stringify(h.name.slice(0, 200));
+      entries++;
+      if (entries > limits.maxEntries) throw new StratusError("ARCHIVE_TOO_LARGE", `The archive has more than ${limits.maxEntries} entries (at ${shown})`);
+      const path = normalizeEntryPath(h.name);
+      if (h.type !== "file" && h.type !== "directory") {
+        const what = h.type === "symlink" ? "a symlink" : h.type === "link" ? "a hardlink" : `of type ${h.type}`;
+        throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} is ${what}; only regular files and directories are allowed`);
+      }
+      if (path === "") {
+        if (h.type === "directory") { entry.resume(); continue; }
+        throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has an empty path`);
+      }
+      if (seen.has(path)) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} appears twice`);
+      seen.add(path);
+      const target = join(dir, path);
+      const parent = path.includes("/") ? join(dir, path.slice(0, path.lastIndexOf("/"))) : dir;
+      if (h.type === "directory") {
+        await mkdir(target, { recursive: true, mode: 0o755 });
+        entry.resume();
+        continue;
+      }
+      unpackedBytes += h.size;
+      if (unpackedBytes > limits.maxUnpackedBytes) {
+        throw new StratusError("ARCHIVE_TOO_LARGE", `The archive unpacks to more than ${limits.maxUnpackedBytes} bytes (at ${shown}, ${h.size} bytes)`);
+      }
+      await mkdir(parent, { recursive: true, mode: 0o755 });
+      // wx: O_CREAT|O_EXCL never follows or overwrites anything already there.
+      await pipeline(entry as unknown as NodeJS.ReadableStream, createWriteStream(target, { flags: "wx", mode: (h.mode & 0o111) !== 0 ? 0o755 : 0o644 }));
+      fileCount++;
+    }
+    await feeding;
+    if (failure !== null) throw failure;
+    if (entries === 0) throw new StratusError("INVALID_ARCHIVE", "The archive is empty");
+    return { dir, fileCount, unpackedBytes };
+  } catch (err) {
+    // Our own verdict on an entry wins; otherwise the feeding side's (caps, bad gzip) is the real cause.
+    const fsCode = (err as { code?: string } | undefined)?.code ?? "";
+    const own = err instanceof StratusError ? err : ["EEXIST", "ENOTDIR", "EISDIR"].includes(fsCode) ? asError(err) : null;
+    extract.destroy();
+    await feeding;
+    await rm(dir, { recursive: true, force: true });
+    throw own ?? failure ?? asError(err);
+  }
+}

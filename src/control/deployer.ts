@@ -52,8 +52,18 @@ export interface DeployerOptions {
    * Builds an unpacked project into function versions (artifacts written, nothing activated).
    * @throws StratusError BUILD_FAILED | INVALID_CONFIG | INVALID_FUNCTION_NAME | CONFLICT
    */
-  readonly build: (dir: string, onLog: (line: string) => void) => Promise<BuiltVersion[]>;
+  readonly build: (dir: string, options: { buildId: string; projectName?: string; onLog: (line: string) => void }) => Promise<BuiltVersion[]>;
   readonly functionUrl: (name: string) => string;
+}
+
+/** Options of one deploy. */
+export interface DeployOptions {
+  /** Deploy only these functions of the project (default: all). */
+  readonly only?: readonly string[];
+  /** Names a default-export function when package.json has no `name` (the CLI sends the folder name). */
+  readonly projectName?: string;
+  /** Receives each build log line. Must not throw. */
+  readonly onLog: (line: string) => void;
 }
 
 export interface Deployer {
@@ -64,7 +74,7 @@ export interface Deployer {
    * The project dir is removed afterwards whatever happens.
    * @throws StratusError from the build or the activation (nothing switched in that case)
    */
-  deploy(project: ReceivedProject, options: { only?: readonly string[]; onLog: (line: string) => void }): Promise<DeployedFunction[]>;
+  deploy(project: ReceivedProject, options: DeployOptions): Promise<DeployedFunction[]>;
 }
 
 /** Creates the deploy pipeline. */
@@ -74,15 +84,15 @@ export function createDeployer(options: DeployerOptions): Deployer {
   // compare-and-swap; queuing them gives the user a clear order instead.
   let tail: Promise<unknown> = Promise.resolve();
 
-  async function run(project: ReceivedProject, only: readonly string[] | undefined, onLog: (line: string) => void): Promise<DeployedFunction[]> {
+  async function run(project: ReceivedProject, { only, projectName, onLog }: DeployOptions): Promise<DeployedFunction[]> {
     const build = await store.createBuild();
+    // The builder records its own log lines on the build (buildId); activation lines are ours.
     const log = (line: string) => {
       onLog(line);
       store.appendBuildLog(build.id, [line]).catch((err) => logger.warn({ err }, "could not store a build log line"));
     };
     try {
-      const built = await options.build(project.dir, log);
-      if (built[0]) await store.setBuildSource(build.id, built[0].sourceDigest);
+      const built = await options.build(project.dir, { buildId: build.id, ...(projectName ? { projectName } : {}), onLog });
       const selected = only ? built.filter((b) => only.includes(b.name)) : built;
       if (only) {
         const missing = only.filter((n) => !built.some((b) => b.name === n));
@@ -121,8 +131,8 @@ export function createDeployer(options: DeployerOptions): Deployer {
 
   return {
     receive: (body) => options.unpack(body),
-    deploy(project, { only, onLog }) {
-      const p = tail.then(() => run(project, only, onLog));
+    deploy(project, deployOptions) {
+      const p = tail.then(() => run(project, deployOptions));
       tail = p.catch(() => {});
       return p;
     },

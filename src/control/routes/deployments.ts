@@ -21,7 +21,7 @@ export const deploymentOperations: Operation[] = [
     operationId: "deploy",
     summary: "Builds and activates every function of an uploaded project (or only those in `only`). Streams NDJSON: log lines, then a result or an error line.",
     auth: true,
-    query: { only: "Comma-separated function names to deploy (default: all)." },
+    query: { only: "Comma-separated function names to deploy (default: all).", project: "Project name, naming a default-export function when package.json has none (the CLI sends the folder name)." },
     body: { contentType: "application/gzip", description: "The project as a tar.gz (what `stratus deploy` packs)." },
     responses: { "200": "application/x-ndjson: `{type:\"log\",line}`…, then `{type:\"result\",functions:[{name,version,url,status:\"activated\"|\"unchanged\"}]}` or `{type:\"error\",error:{code,message,details}}`" },
     errors: ["UNSUPPORTED_MEDIA_TYPE", "INVALID_ARCHIVE", "ARCHIVE_TOO_LARGE", "INVALID_ARGUMENT", "INVALID_FUNCTION_NAME", "(in the stream) BUILD_FAILED", "INVALID_CONFIG", "FUNCTION_LOAD_FAILED", "FUNCTION_NOT_FOUND", "CONFLICT"],
@@ -41,6 +41,7 @@ function parseOnly(raw: unknown): string[] | undefined {
 export function registerDeploymentRoutes(router: Router, ctx: ApiContext): void {
   router.post("/api/v1/deployments", async (req, res) => {
     const only = parseOnly(req.query.only);
+    const projectName = typeof req.query.project === "string" && req.query.project !== "" ? req.query.project.slice(0, 100) : undefined;
     const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
     if (!ARCHIVE_TYPES.has(type)) throw new StratusError("UNSUPPORTED_MEDIA_TYPE", "Upload the project as application/gzip (a tar.gz)");
     const declared = Number(req.headers["content-length"]);
@@ -54,7 +55,7 @@ export function registerDeploymentRoutes(router: Router, ctx: ApiContext): void 
       if (!res.writableEnded && !res.destroyed) res.write(JSON.stringify(obj) + "\n");
     };
     try {
-      const functions = await ctx.deployer.deploy(project, { only, onLog: (line) => write({ type: "log", line }) });
+      const functions = await ctx.deployer.deploy(project, { ...(only ? { only } : {}), ...(projectName ? { projectName } : {}), onLog: (line) => write({ type: "log", line }) });
       write({ type: "result", functions });
     } catch (err) {
       const r = toErrorResponse(err);

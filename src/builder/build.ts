@@ -1,0 +1,325 @@
+/**
+ * The build pipeline: an uploaded project (tar.gz or a directory) → one immutable, content-addressed
+ * artifact per function under `<dataDir>/artifacts/sha256-<hex>/`, ready for the control plane to
+ * record (store.addVersion) and activate (store.activateVersions).
+ *
+ * Steps: unpack safely (archive.ts) → source digest (tree-digest.ts) → reuse a previous build of the
+ * same source, if any → `npm ci` when there are dependencies (install-deps.ts) → bundle (bundle.ts) →
+ * discover the functions inside a sandbox (driver.discover: user code never runs in this process) →
+ * validate every name and config, reporting every problem at once → write the artifacts.
+ *
+ * Invariants: an artifact directory is complete or absent (written to a temp dir in the same
+ * filesystem, then renamed); its name is the digest of its content, so it is never rewritten; the
+ * version id is the first 12 hex digits of that digest, so identical code deployed twice yields the
+ * same versions. Temp files of a build are removed whatever happens.
+ */
+import { randomUUID } from "node:crypto";
+import { cp, mkdir, readFile, rename, rm, stat, writeFile, chmod } from "node:fs/promises";
+import { basename, join, relative, resolve } from "node:path";
+import type { Readable } from "node:stream";
+import { isStratusError, StratusError } from "../shared/errors";
+import type { FunctionConfig } from "../shared/function-config";
+import { parseFunctionConfig } from "../shared/function-config";
+import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
+import type { Logger } from "../shared/logger";
+import type { SandboxDriver } from "../sandbox/driver";
+import type { Store } from "../store/store";
+import { unpackArchive, type ArchiveLimits } from "./archive";
+import { bundleProject, formatBundleMessage } from "./bundle";
+import { installDependencies, readProjectPackage } from "./install-deps";
+import { packProject } from "./pack";
+import { digestTree, listTree } from "./tree-digest";
+
+/**
+ * Version of the artifact layout and of the runtime it targets. Part of every manifest (so part of
+ * every digest) and of the reuse key: a new runtime never reuses artifacts built for an old one.
+ */
+export const RUNTIME_VERSION = "1";
+
+/** Name of a default-export function when neither package.json `name` nor `projectName` gives one. */
+export const DEFAULT_PROJECT_NAME = "function";
+
+/** Name of the manifest file in an artifact directory. */
+export const MANIFEST_FILE = "stratus-manifest.json";
+
+/** What `<artifactDir>/stratus-manifest.json` holds. */
+export interface ArtifactManifest {
+  readonly format: 1;
+  readonly function: string;
+  readonly exportName: string;
+  /** Module to load, relative to the artifact dir. */
+  readonly entry: string;
+  /** Resolved config, defaults applied. */
+  readonly config: FunctionConfig;
+  readonly sourceDigest: string;
+  readonly runtimeVersion: string;
+}
+
+/** One built function version, as handed to the control plane. */
+export interface BuiltFunction {
+  readonly name: string;
+  /** 12 hex digits of `digest`. */
+  readonly version: string;
+  /** `sha256-<hex>` of the artifact directory. */
+  readonly digest: string;
+  /** Absolute path of `<dataDir>/artifacts/<digest>`. */
+  readonly artifactDir: string;
+  readonly entry: string;
+  readonly exportName: string;
+  readonly config: Readonly<FunctionConfig>;
+  readonly sourceDigest: string;
+}
+
+export interface BuildResult {
+  readonly sourceDigest: string;
+  /** True when a previous build of the same source was reused (nothing was rebuilt). */
+  readonly reused: boolean;
+  /** Sorted by name. */
+  readonly functions: readonly BuiltFunction[];
+  /** Bundler warnings, `file:line:column: text`. */
+  readonly warnings: readonly string[];
+}
+
+export interface BuildOptions {
+  /** The uploaded tar.gz (exactly one of `archive` and `dir`). */
+  readonly archive?: Buffer | Readable;
+  /** A project directory, packed with the same ignore rules as the CLI, then built like an upload. */
+  readonly dir?: string;
+  /** Root of the node's data (artifacts, build temp dirs, npm cache). */
+  readonly dataDir: string;
+  /** Runs discovery in a sandbox. */
+  readonly driver: Pick<SandboxDriver, "discover">;
+  /** When given with `buildId`, the source digest and every log line are recorded on that build. */
+  readonly store?: Store;
+  readonly buildId?: string;
+  readonly logger: Logger;
+  /** Receives each human-readable build log line (npm output included). Must not throw. */
+  readonly onLog?: (line: string) => void;
+  /** Names a default-export function when package.json has no `name` (the CLI sends the folder name). */
+  readonly projectName?: string;
+  readonly archiveLimits?: Partial<ArchiveLimits>;
+  /** npm ci timeout, ms. Default 300,000. */
+  readonly installTimeoutMs?: number;
+  /** Discovery timeout, ms. Default 30,000. */
+  readonly discoverTimeoutMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** The version id of an artifact digest. */
+export function versionOfDigest(digest: string): string {
+  return digest.replace(/^sha256-/, "").slice(0, 12);
+}
+
+interface Problem { function: string; code: "INVALID_FUNCTION_NAME" | "INVALID_CONFIG" | "FUNCTION_LOAD_FAILED"; message: string; details?: unknown }
+
+/**
+ * Builds a project. See the module comment for the steps.
+ * @throws StratusError INVALID_ARCHIVE | ARCHIVE_TOO_LARGE (upload), INVALID_ARGUMENT (bad `dir`),
+ *   BUILD_FAILED (install, bundle or module load failed — the message carries file:line when known),
+ *   INVALID_CONFIG | INVALID_FUNCTION_NAME (every problem in `details`), INTERNAL.
+ */
+export async function buildProject(options: BuildOptions): Promise<BuildResult> {
+  if ((options.archive === undefined) === (options.dir === undefined)) {
+    throw new StratusError("INVALID_ARGUMENT", "Give exactly one of archive and dir");
+  }
+  const log = options.logger.child({ component: "builder", buildId: options.buildId });
+  let storeLog: Promise<void> = Promise.resolve();
+  const emit = (line: string) => {
+    options.onLog?.(line);
+    if (options.store && options.buildId) {
+      const { store, buildId } = options;
+      storeLog = storeLog.then(() => store.appendBuildLog(buildId, [line])).catch((err: unknown) => log.warn({ err }, "could not record a build log line"));
+    }
+  };
+
+  const dataDir = options.dataDir;
+  const tmpRoot = join(dataDir, "tmp");
+  const artifactsDir = join(dataDir, "artifacts");
+  await mkdir(tmpRoot, { recursive: true });
+  await mkdir(artifactsDir, { recursive: true });
+  const work = join(tmpRoot, `build-${randomUUID()}`);
+  await mkdir(work);
+  try {
+    const upload = options.dir !== undefined ? (await packProject(options.dir)).archive : options.archive!;
+    const unpacked = await unpackArchive(upload, { parentDir: work, limits: options.archiveLimits });
+    // A fixed name: source maps record the path from the bundle to the sources, and a random one
+    // would make identical code produce different artifacts.
+    const srcDir = join(work, "src");
+    await rename(unpacked.dir, srcDir);
+    const sourceDigest = await digestTree(srcDir);
+    emit(`Unpacked ${unpacked.fileCount} files (${unpacked.unpackedBytes} bytes), source ${sourceDigest}`);
+    if (options.store && options.buildId) await options.store.setBuildSource(options.buildId, sourceDigest);
+
+    const reused = await findReusable(dataDir, sourceDigest);
+    if (reused !== null) {
+      emit(`Source unchanged since an earlier build: reusing its ${reused.length} artifact(s), nothing rebuilt`);
+      log.info({ sourceDigest, functions: reused.length }, "build reused");
+      return { sourceDigest, reused: true, functions: reused, warnings: [] };
+    }
+
+    const pkg = await readProjectPackage(srcDir);
+    if (pkg.hasDependencies) {
+      await installDependencies({
+        dir: srcDir, cacheDir: join(dataDir, "cache", "npm"), homeDir: join(work, "home"), allowScripts: pkg.allowScripts,
+        timeoutMs: options.installTimeoutMs, onLog: emit, signal: options.signal,
+      });
+    } else {
+      emit("No dependencies to install");
+    }
+    if (options.signal?.aborted) throw new StratusError("BUILD_FAILED", "The build was cancelled");
+
+    const bundleDir = join(work, "bundle");
+    const bundled = await bundleProject(srcDir, bundleDir);
+    const warnings = bundled.warnings.map(formatBundleMessage);
+    for (const w of warnings) emit(`warning: ${w}`);
+    // The unpack dir has a random name: a default export is named after package.json or the CLI's folder.
+    if (pkg.name === undefined) {
+      const name = options.projectName ?? (options.dir !== undefined ? basename(resolve(options.dir)) : DEFAULT_PROJECT_NAME);
+      await writeFile(join(bundleDir, "package.json"), `${JSON.stringify({ name, private: true })}\n`);
+    }
+    for (const native of bundled.externalNative) {
+      emit(`Native package ${native} stays external: copying its installed folder`);
+      await cp(join(srcDir, "node_modules", native), join(bundleDir, "node_modules", native), { recursive: true, verbatimSymlinks: true });
+    }
+    const entry = relative(bundleDir, bundled.outFile);
+    emit(`Bundled ${relative(srcDir, bundled.entry)} → ${entry} (${bundled.format})`);
+
+    const discovered = await discover(options.driver, bundleDir, entry, options.discoverTimeoutMs ?? 30_000);
+    const functions = validate(discovered);
+    emit(`Found ${functions.length} function(s): ${functions.map((f) => f.name).join(", ")}`);
+
+    const built: BuiltFunction[] = [];
+    for (const f of functions) {
+      const manifest: ArtifactManifest = {
+        format: 1, function: f.name, exportName: f.exportName, entry, config: f.config, sourceDigest, runtimeVersion: RUNTIME_VERSION,
+      };
+      const artifact = await writeArtifact(artifactsDir, bundleDir, manifest);
+      built.push({ name: f.name, version: versionOfDigest(artifact.digest), digest: artifact.digest, artifactDir: artifact.dir, entry, exportName: f.exportName, config: f.config, sourceDigest });
+      emit(`${f.name}: version ${versionOfDigest(artifact.digest)} (${artifact.digest}${artifact.existed ? ", already present" : ""})`);
+    }
+    await recordSource(dataDir, sourceDigest, built);
+    log.info({ sourceDigest, functions: built.map((b) => `${b.name}@${b.version}`) }, "build done");
+    return { sourceDigest, reused: false, functions: built, warnings };
+  } catch (err) {
+    const e = isStratusError(err) ? err : new StratusError("INTERNAL", "The build failed unexpectedly", { cause: err });
+    if (e.code === "INTERNAL") log.error({ err }, "build failed");
+    emit(`Build failed: ${e.code}: ${e.message}`);
+    throw e;
+  } finally {
+    await storeLog;
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function discover(driver: Pick<SandboxDriver, "discover">, artifactDir: string, entry: string, timeoutMs: number) {
+  try {
+    return await driver.discover({ artifactDir, entry, timeoutMs });
+  } catch (err) {
+    if (isStratusError(err) && err.code === "FUNCTION_LOAD_FAILED") {
+      throw new StratusError("BUILD_FAILED", `The module failed to load: ${err.message}`, { cause: err, details: err.details });
+    }
+    throw err;
+  }
+}
+
+/** Checks every discovered function; throws one error listing every problem. */
+function validate(discovered: readonly { name: string; exportName: string; config: unknown; error?: unknown }[]) {
+  if (discovered.length === 0) throw new StratusError("BUILD_FAILED", "The module exports no function");
+  const problems: Problem[] = [];
+  const out: { name: string; exportName: string; config: FunctionConfig }[] = [];
+  const byLower = new Map<string, string>();
+  for (const d of discovered) {
+    let ok = true;
+    if (!isValidFunctionName(d.name)) {
+      problems.push({ function: d.name, code: "INVALID_FUNCTION_NAME", message: `Invalid function name ${JSON.stringify(d.name.slice(0, 80))}: use a letter, then letters, digits, "-" or "_", at most ${FUNCTION_NAME_MAX} characters` });
+      ok = false;
+    } else {
+      const clash = byLower.get(d.name.toLowerCase());
+      if (clash !== undefined) {
+        problems.push({ function: d.name, code: "INVALID_FUNCTION_NAME", message: `Functions "${clash}" and "${d.name}" differ only in case` });
+        ok = false;
+      }
+      byLower.set(d.name.toLowerCase(), d.name);
+    }
+    // The runtime flags handlers that are not functions; bad names and configs we check ourselves.
+    const reported = d.error as { code?: string; message?: string } | undefined;
+    if (reported?.code === "FUNCTION_LOAD_FAILED") {
+      problems.push({ function: d.name, code: "FUNCTION_LOAD_FAILED", message: reported.message ?? "cannot be loaded" });
+      ok = false;
+    }
+    try {
+      const config = parseFunctionConfig(d.name, d.config);
+      if (ok) out.push({ name: d.name, exportName: d.exportName, config });
+    } catch (err) {
+      if (!isStratusError(err)) throw err;
+      problems.push({ function: d.name, code: "INVALID_CONFIG", message: err.message, details: err.details });
+    }
+  }
+  if (problems.length > 0) {
+    // One code for the whole answer: a load problem is the module's fault (422), else 400.
+    const code = problems.some((p) => p.code === "FUNCTION_LOAD_FAILED") ? "BUILD_FAILED"
+      : problems.some((p) => p.code === "INVALID_CONFIG") ? "INVALID_CONFIG" : "INVALID_FUNCTION_NAME";
+    throw new StratusError(code, problems.map((p) => p.message).join("; "), { details: problems });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+/** Writes one artifact (bundle + manifest) to a temp dir, digests it, then renames it into place. */
+async function writeArtifact(artifactsDir: string, bundleDir: string, manifest: ArtifactManifest): Promise<{ dir: string; digest: string; existed: boolean }> {
+  const tmp = join(artifactsDir, `.tmp-${randomUUID()}`);
+  try {
+    await cp(bundleDir, tmp, { recursive: true, verbatimSymlinks: true });
+    await writeFile(join(tmp, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+    const digest = await digestTree(tmp);
+    const dir = join(artifactsDir, digest);
+    if (await exists(dir)) return { dir, digest, existed: true };
+    // Read-only files: an artifact is immutable (the sandbox mounts it read-only anyway).
+    for (const e of await listTree(tmp)) if (e.kind === "file") await chmod(join(tmp, e.path), e.executable ? 0o555 : 0o444);
+    try {
+      await rename(tmp, dir);
+    } catch (err) {
+      // A concurrent build of the same content won the race: same digest, same bytes.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOTEMPTY" || code === "EEXIST") return { dir, digest, existed: true };
+      throw err;
+    }
+    return { dir, digest, existed: false };
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+const exists = (p: string) => stat(p).then(() => true, () => false);
+
+/** The reuse index: `<dataDir>/sources/<sourceDigest>.json` lists the functions built from that source. */
+function sourceIndexFile(dataDir: string, sourceDigest: string): string {
+  return join(dataDir, "sources", `${sourceDigest}.json`);
+}
+
+async function recordSource(dataDir: string, sourceDigest: string, built: readonly BuiltFunction[]): Promise<void> {
+  const file = sourceIndexFile(dataDir, sourceDigest);
+  await mkdir(join(dataDir, "sources"), { recursive: true });
+  const tmp = `${file}.${randomUUID()}.tmp`;
+  const entries = built.map(({ artifactDir: _dir, ...rest }) => rest);
+  await writeFile(tmp, JSON.stringify({ runtimeVersion: RUNTIME_VERSION, functions: entries }));
+  await rename(tmp, file);
+}
+
+/** The functions of an earlier build of the same source, if its index and artifacts are intact. */
+async function findReusable(dataDir: string, sourceDigest: string): Promise<BuiltFunction[] | null> {
+  let index: { runtimeVersion?: string; functions?: Omit<BuiltFunction, "artifactDir">[] };
+  try {
+    index = JSON.parse(await readFile(sourceIndexFile(dataDir, sourceDigest), "utf8")) as typeof index;
+  } catch {
+    return null;
+  }
+  if (index.runtimeVersion !== RUNTIME_VERSION || !Array.isArray(index.functions)) return null;
+  const out: BuiltFunction[] = [];
+  for (const f of index.functions) {
+    const artifactDir = join(dataDir, "artifacts", f.digest);
+    // A GC may have removed an artifact since: then rebuild rather than hand out a dangling path.
+    if (!(await exists(join(artifactDir, MANIFEST_FILE)))) return null;
+    out.push({ ...f, artifactDir });
+  }
+  return out;
+}

@@ -52,7 +52,7 @@ export interface DeployerOptions {
    * Builds an unpacked project into function versions (artifacts written, nothing activated).
    * @throws StratusError BUILD_FAILED | INVALID_CONFIG | INVALID_FUNCTION_NAME | CONFLICT
    */
-  readonly build: (dir: string, options: { buildId: string; projectName?: string; onLog: (line: string) => void }) => Promise<BuiltVersion[]>;
+  readonly build: (dir: string, options: { buildId: string; projectName?: string; onLog: (line: string) => void }) => Promise<readonly BuiltVersion[]>;
   readonly functionUrl: (name: string) => string;
 }
 

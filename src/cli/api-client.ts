@@ -91,7 +91,15 @@ export class ApiClient {
     try {
       return await fetch(this.base + path, { method, headers: this.headers(init.headers), body: init.body });
     } catch (cause) {
-      const reason = (cause as { cause?: { code?: string } }).cause?.code ?? (cause as Error).message;
+      // undici wraps the socket error (ECONNREFUSED, ENOTFOUND…) one or two levels down.
+      let reason = (cause as Error).message;
+      for (let c: unknown = cause, depth = 0; c && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
+        const code = (c as { code?: unknown }).code;
+        if (typeof code === "string") {
+          reason = code;
+          break;
+        }
+      }
       throw new StratusError("UNAVAILABLE", `Could not reach the platform at ${this.base} (${reason}); is \`stratus up\` running?`, { cause });
     }
   }

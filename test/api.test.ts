@@ -198,6 +198,14 @@ test("non-public functions need a valid token at the gateway", async () => {
   assert.equal(await ok.text(), "inside");
 });
 
+test("a restart serves what was deployed (the control plane pushes every active version)", async () => {
+  const before = (await api("GET", "/api/v1/functions")).body.functions.map((f: { name: string }) => f.name);
+  assert.ok(before.includes("keeper"));
+  await fx.restart();
+  assert.equal((await invoke("keeper")).text, "v1");
+  assert.equal((await api("GET", "/readyz", { token: null })).status, 200);
+});
+
 test("the OpenAPI document lists every route of the router", async () => {
   const doc = (await api("GET", "/api/v1/openapi.json", { token: null })).body as { openapi: string; paths: Record<string, Record<string, unknown>> };
   assert.match(doc.openapi, /^3\./);

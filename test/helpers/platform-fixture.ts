@@ -12,11 +12,13 @@ import { makeTarGz } from "./make-tar-gz";
 export const RUNTIME_PATH = resolve("dist/runtime.cjs");
 
 export interface PlatformFixture {
-  readonly platform: Platform;
-  readonly url: string;
+  platform: Platform;
+  url: string;
   readonly token: string;
   readonly dataDir: string;
   close(): Promise<void>;
+  /** Stops the platform (keeping the data dir) and starts a new one on it. */
+  restart(): Promise<void>;
 }
 
 /** Starts the platform. `flags` are platform-config flags (dotted keys). */
@@ -29,13 +31,21 @@ export async function startPlatform(flags: Record<string, unknown> = {}): Promis
   const platform = createPlatform(config, { logger: createSilentLogger(), runtimePath: RUNTIME_PATH });
   const started = await platform.listen();
   if (started.adminToken === null) throw new Error("a fresh data dir must yield an admin token");
-  return {
+  const fx: PlatformFixture = {
     platform, url: started.url, token: started.adminToken, dataDir,
     async close() {
-      await platform.close();
+      await fx.platform.close();
       await rm(root, { recursive: true, force: true });
     },
+    async restart() {
+      await fx.platform.close();
+      fx.platform = createPlatform(config, { logger: createSilentLogger(), runtimePath: RUNTIME_PATH });
+      const again = await fx.platform.listen();
+      if (again.adminToken !== null) throw new Error("a restart must not mint another admin token");
+      fx.url = again.url;
+    },
   };
+  return fx;
 }
 
 /** A project archive from `{ path: content }`. */

@@ -69,7 +69,12 @@ export async function startRuntime(opts: { dir: string; entry: string; exportNam
         else if (line.startsWith(LOG_PREFIX)) {
           const e = JSON.parse(line.slice(LOG_PREFIX.length)) as LogEntry;
           logs.push(e);
-          for (const w of [...waiters]) if (w.pred(e)) (waiters.splice(waiters.indexOf(w), 1), w.resolve(e));
+          for (const w of [...waiters]) {
+            if (w.pred(e)) {
+              waiters.splice(waiters.indexOf(w), 1);
+              w.resolve(e);
+            }
+          }
         } else raw.push(line);
       }
     });

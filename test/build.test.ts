@@ -1,5 +1,6 @@
 // The build pipeline end to end: real archives, real npm ci, real esbuild bundling, real discovery by
-// the instance runtime (dist/runtime.cjs; run `npm run build` first), artifacts on disk.
+// the instance runtime inside the process driver's sandbox (bubblewrap + cgroups; dist/runtime.cjs,
+// run `npm run build` first), artifacts on disk.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -11,21 +12,24 @@ import { buildProject, MANIFEST_FILE, type BuildOptions } from "../src/builder/b
 import { packProject } from "../src/builder/pack";
 import { digestTree } from "../src/builder/tree-digest";
 import { createSilentLogger } from "../src/shared/logger";
-import type { SandboxDriver } from "../src/sandbox/driver";
-import { createDiscoveryDriver } from "./helpers/discovery-driver";
+import { createProcessDriver, type ProcessDriver } from "../src/sandbox/process/process-driver";
 
 const RUNTIME = resolve("dist/runtime.cjs");
 const EXAMPLES = resolve("examples");
 
 let root: string;
-let driver: Pick<SandboxDriver, "discover">;
+let driver: ProcessDriver;
 
 before(async () => {
   assert.ok(existsSync(RUNTIME), `${RUNTIME} is missing: run \`npm run build\` first`);
   root = await mkdtemp(join(tmpdir(), "stratus-build-test-"));
-  driver = createDiscoveryDriver(RUNTIME);
+  // Socket paths must stay short (≤ 107 bytes): the state dir sits just below /tmp.
+  driver = createProcessDriver({ runtimePath: RUNTIME, stateDir: join(root, "st"), cgroupRoot: `stratus-buildtest-${process.pid}` });
 });
-after(() => rm(root, { recursive: true, force: true }));
+after(async () => {
+  await driver?.close();
+  await rm(root, { recursive: true, force: true });
+});
 
 /** A fresh project dir holding `files`. */
 async function project(name: string, files: Record<string, string>): Promise<string> {

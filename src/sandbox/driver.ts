@@ -47,6 +47,11 @@ export interface DiscoveredFunction {
   readonly exportName: string;
   /** The raw, not yet validated `config` the module declares. */
   readonly config: unknown;
+  /**
+   * Set when the runtime found this function unusable (handler not a function, bad name, bad config).
+   * Drivers pass it through rather than throw, so the builder can report every problem at once.
+   */
+  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown };
 }
 
 /** Input of a discovery run: load the module in a sandbox and list its functions. */
@@ -129,7 +134,8 @@ export interface SandboxDriver {
    */
   prepare(spec: InstanceSpec, options?: { onLog?: (line: string) => void }): Promise<{ image?: string }>;
   /**
-   * Loads a module inside a sandbox (never in the platform's own process) and lists its functions.
+   * Loads a module inside a sandbox (never in the platform's own process) and lists its functions,
+   * each with the runtime's `error` when it found one (not thrown: the builder reports all at once).
    * @throws StratusError FUNCTION_LOAD_FAILED (the message carries the module's error, with file:line when known)
    */
   discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]>;

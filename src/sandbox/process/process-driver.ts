@@ -384,12 +384,16 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       const message = typeof parsed.error?.message === "string" ? parsed.error.message : output || `discovery exited with code ${code}`;
       throw new StratusError("FUNCTION_LOAD_FAILED", message);
     }
-    const failed = parsed.functions.find((f) => f.error);
-    if (failed?.error) {
-      const c = isErrorCode(failed.error.code) ? failed.error.code : "FUNCTION_LOAD_FAILED";
-      throw new StratusError(c, typeof failed.error.message === "string" ? failed.error.message : undefined, failed.error.details === undefined ? {} : { details: failed.error.details });
-    }
-    return parsed.functions.map((f) => ({ name: f.name, exportName: f.exportName, config: f.config }));
+    // Per-function problems are passed through, not thrown: the builder reports every one at once.
+    return parsed.functions.map((f) => {
+      if (!f.error) return { name: f.name, exportName: f.exportName, config: f.config };
+      const error = {
+        code: isErrorCode(f.error.code) ? f.error.code : "FUNCTION_LOAD_FAILED",
+        message: typeof f.error.message === "string" ? f.error.message : "this function cannot be loaded",
+        ...(f.error.details === undefined ? {} : { details: f.error.details }),
+      };
+      return { name: f.name, exportName: f.exportName, config: f.config, error };
+    });
   }
 
   async function reconcile(): Promise<{ removed: number }> {

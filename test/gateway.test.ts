@@ -218,6 +218,19 @@ describe("failures", () => {
     assert.equal((await call("/fn/sleeper")).status, 200);
   });
 
+  test("a module that fails to load: parallel and queued requests all get 502 FUNCTION_LOAD_FAILED, none hang", async () => {
+    gateway.setFunction({ ...deployment("exiter"), name: "broken", entry: "broken.js", exportName: "broken", config: parseFunctionConfig("broken", { maxInstances: 1 }) });
+    const rs = await Promise.all([1, 2, 3].map(() => call("/fn/broken")));
+    for (const r of rs) {
+      assert.equal(r.status, 502);
+      assert.equal(r.json.error?.code, "FUNCTION_LOAD_FAILED");
+      assert.equal(r.headers["x-stratus-error-source"], "function");
+    }
+    assert.equal(gateway.stats().broken!.total, 0);
+    await gateway.removeFunction("broken");
+    assert.equal((await call("/fn/broken")).status, 404);
+  });
+
   test("process.exit() in a handler gives 502 and the next request works", async () => {
     const r = await call("/fn/exiter?exit=1");
     assert.equal(r.status, 502);

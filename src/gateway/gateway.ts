@@ -175,7 +175,13 @@ export function createGateway(options: GatewayOptions): Gateway {
         log: () => getLog().child({ instance: slot.instance.id }),
       });
       entry.pool.release(lease, result.outcome);
-      if (result.error !== undefined) sendError(res, result.error, requestId, getLog(), result.error.headers);
+      if (result.error !== undefined) {
+        sendError(res, result.error, requestId, getLog(), {
+          ...result.error.headers,
+          [HEADERS.coldStart]: lease.coldStart ? "true" : "false",
+          "server-timing": serverTiming(lease.queueMs, lease.startMs, 0),
+        });
+      }
     } catch (err) {
       if (!req.socket.destroyed) sendError(res, err, requestId, getLog());
     } finally {

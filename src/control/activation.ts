@@ -22,7 +22,8 @@ export interface Activator {
   /** The deployment of a stored version with the function's current env and secrets. */
   deploymentOf(version: VersionRecord): Promise<FunctionDeployment>;
   /**
-   * Verifies each version loads on the node (one instance started and stopped), then switches all the
+   * Prepares each version for the node's driver when it has no image yet (Docker: build + push; the
+   * image is recorded on the version), verifies each version loads on the node (one instance started and stopped), then switches all the
    * active pointers at once (compare-and-swap on the active versions read before), then pushes them to
    * the node. On any failure before the switch nothing changes: the previous versions keep serving.
    * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED | CONFLICT | UNAVAILABLE
@@ -57,6 +58,18 @@ export function createActivator(options: ActivatorOptions): Activator {
     deploymentOf,
     async activate(versions, onLog) {
       if (versions.length === 0) return;
+      // One at a time: an image build uses the whole machine.
+      const prepared: VersionRecord[] = [];
+      for (const v of versions) {
+        if (v.image !== null) {
+          prepared.push(v);
+          continue;
+        }
+        const r = await node.prepare(await deploymentOf(v));
+        for (const line of r.log) onLog?.(line);
+        prepared.push(r.image === undefined ? v : await store.updateVersion(v.functionName, v.version, { image: r.image }));
+      }
+      versions = prepared;
       const before = await Promise.all(versions.map(async (v) => (await store.getFunction(v.functionName))?.activeVersion ?? null));
       const deployments = await Promise.all(versions.map(deploymentOf));
       for (const d of deployments) {

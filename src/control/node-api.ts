@@ -45,6 +45,12 @@ export interface NodeApi {
   /** Stops serving a function (its instances drain). Idempotent. */
   removeFunction(name: string): Promise<void>;
   /**
+   * Turns a version's artifact into what the node's driver runs, once per version (Docker: builds and
+   * pushes the image; process driver: nothing). Resolves with the image reference, if any, and the log.
+   * @throws StratusError BUILD_FAILED
+   */
+  prepare(deployment: FunctionDeployment): Promise<{ image?: string; log: string[] }>;
+  /**
    * Starts one instance of `deployment` in the sandbox and waits for it to be ready, then stops it:
    * proof that the version loads before it is activated. Resolves with the start time in ms.
    * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED

@@ -51,6 +51,7 @@ export function createNodeClient(options: NodeClientOptions): NodeApi & { close(
   return {
     setFunction: (d: FunctionDeployment) => call<void>("PUT", fn(d.name), d),
     removeFunction: (name: string) => call<void>("DELETE", fn(name)),
+    prepare: (d: FunctionDeployment) => call<{ image?: string; log: string[] }>("POST", "/internal/v1/prepare", d),
     verify: (d: FunctionDeployment) => call<{ startMs: number }>("POST", "/internal/v1/verify", d),
     status: (name: string) => call<FunctionNodeStatus>("GET", `${fn(name)}/status`),
     close: () => client.close(),

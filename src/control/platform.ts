@@ -21,7 +21,8 @@ import { StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createProcessDriver } from "../sandbox/process/process-driver";
-import { createGateway, type Gateway } from "../gateway/gateway";
+import type { Gateway } from "../gateway/gateway";
+import { createNodeAgent, type NodeAgent } from "../node/node-agent";
 import { openSqliteStore } from "../store/sqlite/sqlite-store";
 import { loadOrCreateMasterKey } from "../store/secret-box";
 import type { Store } from "../store/store";
@@ -40,7 +41,7 @@ export interface PlatformDeps {
   readonly logger: Logger;
   /** Path of dist/runtime.cjs (the process driver runs it in every sandbox). */
   readonly runtimePath?: string;
-  /** A ready-made driver (tests, the Docker driver); default: the process driver. */
+  /** A ready-made driver (tests, the Docker driver); default: the process driver. The platform closes it. */
   readonly driver?: SandboxDriver;
   /** Stratus version, shown in the OpenAPI document. */
   readonly version?: string;
@@ -125,6 +126,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
   let store: Store | null = null;
   let url: string | null = null;
   let driver: SandboxDriver | null = null;
+  let agent: NodeAgent | null = null;
   let gateway: Gateway | null = null;
   let internal: Server | null = null;
   let nodeClient: ReturnType<typeof createNodeClient> | null = null;
@@ -146,13 +148,10 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     } else {
       throw new StratusError("INVALID_ARGUMENT", `The ${config.driver} driver is not available in this build`);
     }
-    const { removed } = await driver.reconcile();
-    if (removed > 0) logger.info({ removed }, "removed leftovers of an earlier run");
-
     // Node agent: gateway + driver, reachable by the control plane only through the internal API.
-    gateway = createGateway({
+    agent = createNodeAgent({
       driver,
-      logger: logger.child({ component: "gateway" }),
+      logger: logger.child({ component: "node-agent" }),
       limits: {
         maxHeaderSize: config.gateway.maxHeaderBytes,
         headersTimeoutMs: config.gateway.headersTimeoutMs,
@@ -166,6 +165,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         if (token === "" || (await theStore.verifyToken(token)) === null) throw new StratusError("UNAUTHENTICATED");
       },
     });
+    gateway = agent.gateway;
     const localNode = createLocalNode({ driver, gateway, logger: logger.child({ component: "node" }) });
     internal = createInternalApiServer({ node: localNode, token: nodeToken, logger: logger.child({ component: "internal-api" }) });
     const socketPath = join(dataDir, "node.sock");
@@ -208,7 +208,8 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     };
     mountApi(gateway, createApiApp(ctx, { version: deps.version ?? "0.1.0" }));
 
-    await listenOn(gateway.server, config.port, config.host);
+    // Reconciles the driver's leftovers of an earlier run, then listens.
+    await agent.start({ port: config.port, host: config.host });
     const addr = gateway.server.address() as AddressInfo;
     const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
     url = config.publicUrl !== "" ? config.publicUrl.replace(/\/+$/, "") : `http://${host}:${addr.port}`;
@@ -224,11 +225,12 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
 
   async function doClose(): Promise<void> {
     ready = false;
-    if (gateway) await gateway.drain(config.gateway.drainTimeoutMs).catch((err) => logger.error({ err }, "drain failed"));
-    if (gateway) await gateway.close().catch(() => {});
+    // Drain first (in-flight requests finish), then the control plane's link to the node, then the rest.
+    if (agent) await agent.drain(config.gateway.drainTimeoutMs).catch((err) => logger.error({ err }, "drain failed"));
+    if (agent) await agent.close().catch(() => {});
     if (internal) await closeServer(internal);
     if (nodeClient) await nodeClient.close().catch(() => {});
-    if (driver && !deps.driver) await driver.close().catch((err) => logger.error({ err }, "driver close failed"));
+    if (driver && !agent) await driver.close().catch((err) => logger.error({ err }, "driver close failed"));
     if (store) await store.close();
   }
 

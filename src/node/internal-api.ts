@@ -6,6 +6,7 @@
  *   PUT    /internal/v1/functions/:name          body FunctionDeployment → 204
  *   DELETE /internal/v1/functions/:name          → 204
  *   GET    /internal/v1/functions/:name/status   → FunctionNodeStatus
+ *   POST   /internal/v1/prepare                  body FunctionDeployment → { image?, log }
  *   POST   /internal/v1/verify                   body FunctionDeployment → { startMs }
  *   GET    /internal/v1/health                   → { ok: true }
  *
@@ -83,6 +84,9 @@ export function createInternalApiServer(options: { node: NodeApi; token: string;
     if (parts[0] !== "internal" || parts[1] !== "v1") throw new StratusError("NOT_FOUND");
     const rest = parts.slice(2);
     if (rest.length === 1 && rest[0] === "health" && method === "GET") return send(res, 200, { ok: true });
+    if (rest.length === 1 && rest[0] === "prepare" && method === "POST") {
+      return send(res, 200, await node.prepare(parseDeployment(await readJson(req))));
+    }
     if (rest.length === 1 && rest[0] === "verify" && method === "POST") {
       return send(res, 200, await node.verify(parseDeployment(await readJson(req))));
     }

@@ -24,6 +24,12 @@ export function createLocalNode(options: { driver: SandboxDriver; gateway: Gatew
       versions.delete(name);
       await gateway.removeFunction(name);
     },
+    async prepare(d: FunctionDeployment) {
+      const { name, ...rest } = d;
+      const log: string[] = [];
+      const r = await driver.prepare({ ...rest, functionName: name, instanceId: "prepare" }, { onLog: (line) => log.push(line) });
+      return r.image === undefined ? { log } : { image: r.image, log };
+    },
     async verify(d: FunctionDeployment) {
       const { name, ...rest } = d;
       const instanceId = `verify-${randomBytes(6).toString("hex")}`;

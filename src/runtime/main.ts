@@ -1,1 +1,143 @@
-export {};
+/**
+ * Entry of the instance runtime (bundled to dist/runtime.cjs). Follows src/shared/protocol.ts:
+ *  1. reads the STRATUS_* environment, then deletes every STRATUS_* variable before user code runs;
+ *  2. captures console/stdout/stderr as structured log lines;
+ *  3. discovery mode (STRATUS_DISCOVER=1): loads the module, prints the DISCOVERY_PREFIX line, exits;
+ *  4. otherwise loads the module once, builds the server, unlinks a stale socket, listens, prints READY_LINE.
+ *
+ * One-shot loading: the module named by STRATUS_ENTRY is the only code this process ever loads on its
+ * own account. There is no endpoint that loads code, and the environment that names the entry is gone
+ * before user code runs, so nothing reachable from a request can make the runtime load other code.
+ *
+ * Express and zod are loaded lazily (a dynamic import that esbuild keeps lazy),  so discovery does not pay for Express and
+ * an instance given STRATUS_CONFIG does not pay for zod.
+ */
+import { unlinkSync } from "node:fs";
+import { DISCOVERY_PREFIX, ENV, EXIT, READY_LINE } from "../shared/protocol";
+import { isStratusError } from "../shared/errors";
+import type { FunctionConfig } from "../shared/function-config";
+import { installOutputCapture } from "./output-capture";
+import { listFunctions, loadModule, projectNameOfEntry, selectFunction } from "./loader";
+import { describeLoadError } from "./load-error";
+import { requestContext } from "./request-context";
+
+interface RuntimeEnv {
+  socket?: string;
+  entry?: string;
+  exportName?: string;
+  functionName?: string;
+  config?: string;
+  dev: boolean;
+  instanceId?: string;
+  discover: boolean;
+}
+
+/** Reads the protocol's variables and removes every STRATUS_* variable from `env`. */
+function takeEnv(env: NodeJS.ProcessEnv): RuntimeEnv {
+  const out: RuntimeEnv = {
+    socket: env[ENV.socket],
+    entry: env[ENV.entry],
+    exportName: env[ENV.exportName],
+    functionName: env[ENV.functionName],
+    config: env[ENV.config],
+    dev: env[ENV.dev] === "1",
+    instanceId: env[ENV.instanceId],
+    discover: env[ENV.discover] === "1",
+  };
+  for (const key of Object.keys(env)) if (key.startsWith("STRATUS_")) delete env[key];
+  return out;
+}
+
+async function main(): Promise<void> {
+  const realWrite = process.stdout.write.bind(process.stdout);
+  const env = takeEnv(process.env);
+  // Source-mapped stacks (file:line of the user's sources) where a human reads them; production keeps
+  // the start-up cost of parsing maps off the cold path.
+  if (env.dev || env.discover) process.setSourceMapsEnabled(true);
+  const capture = installOutputCapture(() => requestContext.getStore()?.requestId);
+  const { emit } = capture;
+  const die = (code: number, message: string): never => {
+    emit("error", message);
+    capture.flush();
+    process.exit(code);
+  };
+
+  if (!env.entry) die(EXIT.badEnvironment, `${ENV.entry} is not set`);
+  const entry = env.entry as string;
+
+  let mod: unknown;
+  try {
+    mod = await loadModule(entry);
+  } catch (err) {
+    const message = describeLoadError(err);
+    if (env.discover) realWrite(`${DISCOVERY_PREFIX}${JSON.stringify({ functions: [], error: { code: "FUNCTION_LOAD_FAILED", message } })}\n`);
+    die(EXIT.loadFailed, `The function module failed to load: ${message}`);
+  }
+
+  if (env.discover) {
+    try {
+      const { parseFunctionConfig } = await import("../shared/function-config");
+      const functions = listFunctions(mod, projectNameOfEntry(entry), parseFunctionConfig);
+      realWrite(`${DISCOVERY_PREFIX}${JSON.stringify({ functions })}\n`);
+    } catch (err) {
+      const message = isStratusError(err) ? err.message : String(err);
+      realWrite(`${DISCOVERY_PREFIX}${JSON.stringify({ functions: [], error: { code: "FUNCTION_LOAD_FAILED", message } })}\n`);
+      die(EXIT.loadFailed, message);
+    }
+    capture.flush();
+    process.exit(EXIT.ok);
+  }
+
+  if (!env.socket || !env.exportName) die(EXIT.badEnvironment, `${ENV.socket} and ${ENV.exportName} must be set`);
+  const functionName = env.functionName ?? env.exportName!;
+  let handler;
+  let config: Readonly<FunctionConfig>;
+  try {
+    const selected = selectFunction(mod, env.exportName!);
+    handler = selected.handler;
+    // The platform passes the config it validated at deploy; zod (the largest part of the bundle) is
+    // loaded only when the runtime must validate itself.
+    config = env.config ? (JSON.parse(env.config) as FunctionConfig) : (await import("../shared/function-config")).parseFunctionConfig(functionName, selected.rawConfig);
+  } catch (err) {
+    die(EXIT.loadFailed, isStratusError(err) ? err.message : describeLoadError(err));
+    return;
+  }
+
+  const { createFunctionServer } = await import("./function-server");
+  let exiting = false;
+  const fs = createFunctionServer({
+    functionName,
+    handler,
+    config,
+    dev: env.dev,
+    emit,
+    onUnusable: () => {
+      // The platform replaces this instance; leave once what is in flight has answered.
+      void fs.drain().then(() => exit(EXIT.ok));
+    },
+  });
+  const exit = (code: number) => {
+    capture.flush();
+    process.exit(code);
+  };
+  const crash = (err: unknown) => {
+    const rid = requestContext.getStore()?.requestId;
+    emit("error", `Uncaught ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, rid);
+    if (exiting) return;
+    exiting = true;
+    void fs.answerCrash().then(() => exit(EXIT.crashed));
+  };
+  process.on("uncaughtException", crash);
+  process.on("unhandledRejection", crash);
+  process.once("SIGTERM", () => void fs.drain().then(() => exit(EXIT.ok)));
+
+  try {
+    unlinkSync(env.socket!);
+  } catch {
+    // no stale socket: the usual case
+  }
+  fs.server.listen(env.socket, () => realWrite(`${READY_LINE}\n`));
+  fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
+}
+
+void main();

@@ -24,6 +24,11 @@ export const ENV = {
   dev: "STRATUS_DEV",
   /** Instance id, for logs. */
   instanceId: "STRATUS_INSTANCE_ID",
+  /**
+   * "1": discovery mode. The runtime loads STRATUS_ENTRY, prints one DISCOVERY_PREFIX line listing the
+   * module's functions and exits (EXIT.ok, or EXIT.loadFailed). It needs no socket and serves nothing.
+   */
+  discover: "STRATUS_DISCOVER",
 } as const;
 
 /** Printed alone on a stdout line by the runtime once it listens. */
@@ -34,6 +39,13 @@ export const READY_LINE = "\u0000stratus:ready";
  * Lines without the prefix are raw output (child processes, native code) and are kept untagged.
  */
 export const LOG_PREFIX = "\u0000stratus:log ";
+
+/**
+ * Prefix of the one stdout line printed in discovery mode; the rest of the line is JSON
+ * `{ "functions": [ { "name", "exportName", "config": <raw config>, "error"?: { code, message, details? } } ],
+ *    "error"?: { code, message } }` (top-level `error` when the module itself failed to load).
+ */
+export const DISCOVERY_PREFIX = "\u0000stratus:discovery ";
 
 /** HTTP headers of the platform. Lower-case, as Node presents them. */
 export const HEADERS = {

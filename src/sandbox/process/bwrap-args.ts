@@ -1,0 +1,95 @@
+/**
+ * Builds the command line that starts one instance: a `sh` wrapper that joins the cgroups, then
+ * bubblewrap (running as root, so it can bind host paths the sandbox user cannot traverse), then
+ * setpriv inside the sandbox dropping to the instance uid with no capabilities and no_new_privs, then
+ * node running the runtime.
+ *
+ * Why root bwrap + setpriv inside, rather than setpriv before an unprivileged bwrap with a user
+ * namespace (measured on Debian 12, bwrap 0.8): an unprivileged bwrap resolves every bind source as
+ * the sandbox uid, so the data dir (artifacts, sockets) would have to be traversable by that uid on the
+ * host; `--bind-fd` does not help (bwrap realpath()s /proc/self/fd/N and hits the same EACCES). With root
+ * bwrap the data dir stays 0700 and the process inside is still an unprivileged host uid (which the
+ * network rules match on) with an empty capability set.
+ */
+import { existsSync, lstatSync, readlinkSync } from "node:fs";
+import { dirname } from "node:path";
+
+/** Fixed paths inside every sandbox. */
+export const SANDBOX_PATHS = {
+  /** The function's artifact directory (read-only). */
+  code: "/fn",
+  /** The runtime bundle (read-only). */
+  runtime: "/stratus/runtime.cjs",
+  /** The instance's socket directory (read-write, only this sandbox mounts it). */
+  socketDir: "/stratus/run",
+  /** Socket file name inside the socket directory. */
+  socketName: "fn.sock",
+} as const;
+
+/** /etc files Node and outbound networking need; nothing else of /etc is visible (no shadow, no keys). */
+const ETC_FILES = ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/localtime", "/etc/ssl/openssl.cnf", "/etc/ssl/certs", "/etc/ca-certificates"];
+/** Merged-/usr top-level entries, recreated as symlinks (or bound read-only on a split-/usr host). */
+const TOP_LEVEL = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+/** Inputs of buildSandboxCommand. */
+export interface SandboxCommandInput {
+  readonly bwrapPath: string;
+  readonly setprivPath: string;
+  readonly nodePath: string;
+  readonly runtimePath: string;
+  readonly artifactDir: string;
+  readonly socketDir: string;
+  readonly uid: number;
+  readonly gid: number;
+  /** `cgroup.procs` files the wrapper writes its pid into before exec. */
+  readonly procsFiles: readonly string[];
+  readonly network: "outbound" | "none";
+  readonly tmpSizeBytes: number;
+  /** Extra node flags (e.g. `--max-old-space-size=192`). */
+  readonly nodeArgs: readonly string[];
+}
+
+/**
+ * Returns `[file, args]` for spawn(). The environment is not part of the command line on purpose
+ * (secrets in argv are world-readable in /proc/<pid>/cmdline): the caller passes it as spawn's `env`,
+ * which bwrap and setpriv hand down unchanged.
+ */
+export function buildSandboxCommand(input: SandboxCommandInput): [string, string[]] {
+  const b: string[] = [
+    "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+    ...(input.network === "none" ? ["--unshare-net"] : []),
+    "--die-with-parent", "--new-session", "--hostname", "stratus",
+    // Only setpriv inside uses these two, to switch to the instance uid; it then clears every set.
+    "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+    "--ro-bind", "/usr", "/usr",
+  ];
+  for (const p of TOP_LEVEL) {
+    if (!existsSync(p)) continue;
+    const st = lstatSync(p);
+    if (st.isSymbolicLink()) b.push("--symlink", readlinkSync(p), p);
+    else b.push("--ro-bind", p, p);
+  }
+  const nodeDir = dirname(dirname(input.nodePath));
+  if (!input.nodePath.startsWith("/usr/")) b.push("--ro-bind", nodeDir, nodeDir);
+  // Directories bwrap creates for mount points are 0700 when it runs as root: create them 0755 first.
+  b.push("--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/etc/ssl");
+  for (const p of ETC_FILES) b.push("--ro-bind-try", p, p);
+  b.push(
+    "--proc", "/proc", "--dev", "/dev",
+    "--size", String(input.tmpSizeBytes), "--perms", "1777", "--tmpfs", "/tmp",
+    "--perms", "0755", "--dir", "/stratus",
+    "--ro-bind", input.runtimePath, SANDBOX_PATHS.runtime,
+    "--ro-bind", input.artifactDir, SANDBOX_PATHS.code,
+    "--bind", input.socketDir, SANDBOX_PATHS.socketDir,
+    "--remount-ro", "/",
+    "--chdir", "/tmp",
+    input.setprivPath,
+    "--reuid", String(input.uid), "--regid", String(input.gid), "--clear-groups",
+    "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
+    input.nodePath, ...input.nodeArgs, SANDBOX_PATHS.runtime,
+  );
+  // The wrapper joins every cgroup before exec, so no child of the sandbox is ever outside them
+  // (writing the pid of an already running bwrap races with its forks). Exit 125 = could not join.
+  const script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
+  return ["/bin/sh", ["-c", script, "sh", String(input.procsFiles.length), ...input.procsFiles, input.bwrapPath, ...b]];
+}

@@ -12,13 +12,13 @@
  * Invariants: `instances` holds every instance whose container may still exist; an entry leaves the
  * map only after its container was removed (or the engine said it is gone) and `exited` resolved.
  */
-import { chown, mkdir, rm } from "node:fs/promises";
+import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { constants as osConstants, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import Docker from "dockerode";
-import { StratusError, isStratusError } from "../../shared/errors";
-import { ENV, EXIT } from "../../shared/protocol";
+import { StratusError, isErrorCode, isStratusError } from "../../shared/errors";
+import { DISCOVERY_PREFIX, ENV, EXIT } from "../../shared/protocol";
 import type {
   DiscoveredFunction,
   DiscoverySpec,
@@ -33,15 +33,13 @@ import type {
 } from "../driver";
 import { IMAGE_PATHS, IMAGE_USER, ensureBaseImage } from "./base-image";
 import { engineStatus, followProgress, isNotFound } from "./engine";
-import { LABELS, buildFunctionImage, type RegistryAuth } from "./function-image";
+import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./function-image";
 import { ensureFunctionNetwork } from "./network";
-import { parseOutputLine, readLines } from "./output-lines";
+import { parseOutputLine, splitLines } from "../output-lines";
 
 const MiB = 1024 * 1024;
 /** Socket file name inside the instance's socket directory. */
 export const SOCKET_NAME = "http.sock";
-/** Env var that switches the runtime to discovery mode (see the runtime's protocol). */
-export const DISCOVER_ENV = "STRATUS_DISCOVER";
 
 /** Options of the Docker driver. Every field has a default; units in the names. */
 export interface DockerDriverOptions {
@@ -75,6 +73,8 @@ export interface DockerDriverOptions {
 export interface DockerDriver extends SandboxDriver {
   /** The resolved registry address. */
   readonly registry: string;
+  /** As SandboxDriver.prepare; the image is always set: `<registry>/stratus/<name>@sha256:…`. */
+  prepare(spec: InstanceSpec, options?: { onLog?: (line: string) => void }): Promise<{ image: string }>;
   /**
    * Removes Stratus function images on this engine not referenced by `keep` (digest references
    * `repo@sha256:…`, tags or image ids), and stale base images. Images in use by a container are kept.
@@ -219,6 +219,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         [ENV.config]: JSON.stringify(spec.config),
         [ENV.instanceId]: spec.instanceId,
       };
+      signal?.throwIfAborted();
       container = await docker.createContainer({
         name: containerName(spec.instanceId),
         Image: spec.image,
@@ -267,7 +268,12 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
     let stopping: "close" | "destroy" | null = null;
     let ready = false;
-    const stderrTail: string[] = [];
+    // The last output lines before READY: the message of a failed start.
+    const outputTail: string[] = [];
+    const remember = (message: string) => {
+      outputTail.push(message);
+      if (outputTail.length > 20) outputTail.shift();
+    };
     let resolveReady!: () => void;
     const readyPromise = new Promise<void>((r) => (resolveReady = r));
 
@@ -278,24 +284,24 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         // onLog must not throw; a faulty listener must not take the instance down.
       }
     };
-    readLines(stdout, (line) => {
+    splitLines(stdout, (line) => {
       const parsed = parseOutputLine(line, "stdout", spec.instanceId);
-      if (parsed === "ready") {
+      if (parsed.kind === "ready") {
         if (!ready) {
           ready = true;
           resolveReady();
         }
         return;
       }
-      emit(parsed);
+      if (!ready) remember(parsed.line.message);
+      emit(parsed.line);
     });
-    readLines(stderr, (line) => {
-      if (!ready) {
-        stderrTail.push(line);
-        if (stderrTail.length > 20) stderrTail.shift();
-      }
+    splitLines(stderr, (line) => {
       const parsed = parseOutputLine(line, "stderr", spec.instanceId);
-      if (parsed !== "ready") emit(parsed);
+      if (parsed.kind === "log") {
+        if (!ready) remember(parsed.line.message);
+        emit(parsed.line);
+      }
     });
 
     const streamEnded = new Promise<void>((r) => {
@@ -388,16 +394,15 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
           stats: () => stats(container, () => gone),
         } satisfies Instance;
       }
+      // Same outcomes as the process driver: the function's fault is FUNCTION_LOAD_FAILED, the platform's INSTANCE_START_FAILED.
       const exit = outcome === "exited" ? await exited : await destroy();
-      const output = stderrTail.join("\n").slice(-4000);
-      if (outcome === "exited" && exit.reason === "load-failed") {
-        throw new StratusError("FUNCTION_LOAD_FAILED", `Function ${spec.functionName} failed to load${output === "" ? "" : `:\n${output}`}`);
-      }
-      const why =
-        outcome === "timeout" ? `no READY within ${startTimeoutMs} ms`
-        : outcome === "aborted" ? "the start was aborted"
-        : `the container exited (${exit.reason}, code ${String(exit.exitCode)}) before READY`;
-      throw new StratusError("INSTANCE_START_FAILED", `Could not start ${spec.functionName}@${spec.version}: ${why}${output === "" ? "" : `:\n${output}`}`);
+      const output = outputTail.join("\n").trim().slice(-4000);
+      const withOutput = (m: string) => (output === "" ? m : `${m}:\n${output}`);
+      if (outcome === "aborted") throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: signal?.reason });
+      if (outcome === "timeout") throw new StratusError("FUNCTION_LOAD_FAILED", withOutput(`the function did not become ready within ${startTimeoutMs} ms`));
+      if (exit.reason === "load-failed") throw new StratusError("FUNCTION_LOAD_FAILED", output === "" ? undefined : output);
+      if (exit.reason === "out-of-memory") throw new StratusError("FUNCTION_LOAD_FAILED", withOutput("the function ran out of memory while loading"));
+      throw new StratusError("INSTANCE_START_FAILED", withOutput(`the instance exited before it was ready (exit code ${String(exit.exitCode)})`));
     })();
   }
 
@@ -432,15 +437,22 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
   async function discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
     const base = await baseImage();
+    // A readable copy: the container's user is nobody, and the artifact dir may be 0700 root.
+    const copyDir = await mkdtemp(join(tmpdir(), "stratus-discover-"));
+    const fnDir = join(copyDir, "fn");
+    await copyReadable(spec.artifactDir, fnDir);
     const container = await docker.createContainer({
       Image: base,
       Entrypoint: [IMAGE_PATHS.node],
       Cmd: [IMAGE_PATHS.runtime],
-      Env: [`${DISCOVER_ENV}=1`, `${ENV.entry}=${IMAGE_PATHS.functionDir}/${spec.entry}`],
+      Env: [`${ENV.discover}=1`, `${ENV.entry}=${IMAGE_PATHS.functionDir}/${spec.entry}`],
       User: IMAGE_USER,
       WorkingDir: IMAGE_PATHS.functionDir,
       Labels: { [LABELS.node]: nodeId, "stratus.discovery": "1" },
-      HostConfig: hardenedHostConfig(256, [`${spec.artifactDir}:${IMAGE_PATHS.functionDir}:ro`], "none"),
+      HostConfig: hardenedHostConfig(256, [`${fnDir}:${IMAGE_PATHS.functionDir}:ro`], "none"),
+    }).catch(async (err: unknown) => {
+      await rm(copyDir, { recursive: true, force: true });
+      throw new StratusError("INTERNAL", `Could not create the discovery container: ${(err as Error).message}`, { cause: err });
     });
     try {
       const raw = (await container.attach({ stream: true, stdout: true, stderr: true })) as NodeJS.ReadableStream;
@@ -466,12 +478,13 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       const { StatusCode } = (await container.wait()) as { StatusCode: number };
       const stdoutText = Buffer.concat(out).toString("utf8");
       const stderrText = Buffer.concat(err).toString("utf8");
-      if (StatusCode !== 0) {
-        throw new StratusError("FUNCTION_LOAD_FAILED", `Could not load ${spec.entry}: ${(stderrText.trim() || stdoutText.trim() || `exit code ${StatusCode}`).slice(-4000)}`);
+      if (StatusCode !== 0 && !stdoutText.includes(DISCOVERY_PREFIX)) {
+        throw new StratusError("FUNCTION_LOAD_FAILED", `Could not load ${spec.entry}: ${(stderrText.trim() || `exit code ${StatusCode}`).slice(-4000)}`);
       }
-      return parseDiscovery(stdoutText);
+      return parseDiscovery(stdoutText, stderrText);
     } finally {
       await removeContainer(container).catch(() => undefined);
+      await rm(copyDir, { recursive: true, force: true });
     }
   }
 
@@ -505,6 +518,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     }
     const current = await baseImage();
     for (const image of await docker.listImages({ filters: { label: ["stratus.base"] } })) {
+      // Function images inherit the base's label: only images without a function label are bases.
+      if (image.Labels?.[LABELS.function] !== undefined) continue;
       if ((image.RepoTags ?? []).includes(current) || keepSet.has(image.Id)) continue;
       try {
         await docker.getImage(image.Id).remove({ force: false });
@@ -525,26 +540,27 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 }
 
 /**
- * Reads the discovery output of the runtime: the last stdout line that parses as a JSON array of
- * `{ name, exportName, config }`.
- * @throws StratusError FUNCTION_LOAD_FAILED when there is none.
+ * Reads the runtime's DISCOVERY_PREFIX line (src/shared/protocol.ts).
+ * @throws StratusError FUNCTION_LOAD_FAILED when the module failed to load or printed no discovery line;
+ *   the first per-function problem's code (e.g. INVALID_CONFIG, INVALID_FUNCTION_NAME) when any function
+ *   is invalid, with every problem in `details` and the message.
  */
-export function parseDiscovery(stdout: string): DiscoveredFunction[] {
-  const lines = stdout.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-  for (let i = lines.length - 1; i >= 0; i--) {
-    try {
-      const parsed = JSON.parse(lines[i]!) as unknown;
-      const list = Array.isArray(parsed) ? parsed : (parsed as { functions?: unknown } | null)?.functions;
-      if (Array.isArray(list)) {
-        return list.map((f: { name?: unknown; exportName?: unknown; config?: unknown }) => ({
-          name: String(f.name),
-          exportName: String(f.exportName ?? f.name),
-          config: f.config,
-        }));
-      }
-    } catch {
-      // not the discovery line
-    }
+export function parseDiscovery(stdout: string, stderr = ""): DiscoveredFunction[] {
+  const line = stdout.split("\n").find((l) => l.startsWith(DISCOVERY_PREFIX));
+  if (line === undefined) {
+    throw new StratusError("FUNCTION_LOAD_FAILED", `The module printed no function list${stderr.trim() === "" ? "" : `:\n${stderr.trim().slice(-4000)}`}`);
   }
-  throw new StratusError("FUNCTION_LOAD_FAILED", "The runtime's discovery printed no function list");
+  type Problem = { code?: unknown; message?: unknown; details?: unknown };
+  const parsed = JSON.parse(line.slice(DISCOVERY_PREFIX.length)) as {
+    functions?: { name?: unknown; exportName?: unknown; config?: unknown; error?: Problem }[];
+    error?: Problem;
+  };
+  if (parsed.error !== undefined) throw new StratusError("FUNCTION_LOAD_FAILED", String(parsed.error.message));
+  const functions = parsed.functions ?? [];
+  const problems = functions.filter((f) => f.error !== undefined).map((f) => ({ name: String(f.name), ...f.error }));
+  if (problems.length > 0) {
+    const code = isErrorCode(problems[0]!.code) ? problems[0]!.code : "FUNCTION_LOAD_FAILED";
+    throw new StratusError(code, problems.map((p) => String(p.message)).join("; "), { details: problems });
+  }
+  return functions.map((f) => ({ name: String(f.name), exportName: String(f.exportName ?? f.name), config: f.config }));
 }

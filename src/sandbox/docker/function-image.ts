@@ -10,7 +10,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { cp, lstat, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { chmod, cp, lstat, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import type Docker from "dockerode";
@@ -76,6 +76,24 @@ export async function artifactDigest(artifactDir: string, baseImage: string): Pr
   return `sha256:${hash.digest("hex")}`;
 }
 
+/**
+ * Copies an artifact so that the container's unprivileged user can read it whatever the artifact's own
+ * modes (an artifact dir is often 0700 root): directories 0755, files 0644 (0755 when executable).
+ * Owned by root, so the function cannot change its own code. Symlinks are kept as they are.
+ */
+export async function copyReadable(from: string, to: string): Promise<void> {
+  await cp(from, to, { recursive: true, dereference: false, verbatimSymlinks: true });
+  const walk = async (dir: string): Promise<void> => {
+    await chmod(dir, 0o755);
+    for (const e of await readdir(dir, { withFileTypes: true })) {
+      const path = join(dir, e.name);
+      if (e.isDirectory()) await walk(path);
+      else if (e.isFile()) await chmod(path, ((await lstat(path)).mode & 0o111) !== 0 ? 0o755 : 0o644);
+    }
+  };
+  await walk(to);
+}
+
 /** The Dockerfile of a function version. Labels are JSON-quoted: the function name and version are user input. */
 export function functionDockerfile(input: { baseImage: string; functionName: string; version: string; digest: string }): string {
   return [
@@ -115,7 +133,7 @@ export async function buildFunctionImage(docker: Docker, input: FunctionImageInp
   const ctx = await mkdtemp(join(tmpdir(), "stratus-fn-image-"));
   try {
     if (existing.length === 0) {
-      await cp(input.artifactDir, join(ctx, "fn"), { recursive: true, dereference: false, verbatimSymlinks: true });
+      await copyReadable(input.artifactDir, join(ctx, "fn"));
       await writeFile(join(ctx, "Dockerfile"), functionDockerfile({ ...input, digest }));
       const build = await docker.buildImage({ context: ctx, src: ["Dockerfile", "fn"] }, { t: tag, rm: true, forcerm: true });
       await followProgress(build, (e) => {

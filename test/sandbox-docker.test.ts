@@ -195,7 +195,9 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     let hostConnections = 0;
     host.on("connection", () => hostConnections++);
     const port = (host.address() as AddressInfo).port;
-    const a = await driver.start({ ...base, image });
+    const logs: string[] = [];
+    const a = await driver.start({ ...base, image }, { onLog: (l) => logs.push(`${l.stream} ${l.message}`) });
+    void a.exited.then((e) => logs.push(`exit ${JSON.stringify(e)}`));
     const b = await driver.start({ ...specOf("probe", "probe", dir), image });
     try {
       const net = (await docker.getNetwork("stratus-functions").inspect()) as { IPAM?: { Config?: { Gateway?: string }[] } };
@@ -205,7 +207,11 @@ describe("Docker driver", { timeout: 240_000 }, () => {
       assert.equal(await tryConnect(gateway, port), "connected");
       hostConnections = 0;
 
-      const ra = JSON.parse((await get(a.endpoint.socketPath, `/?host=${gateway}&port=${port}`)).body) as Record<string, unknown>;
+      const ra = JSON.parse(
+        (await get(a.endpoint.socketPath, `/?host=${gateway}&port=${port}`).catch((e: unknown) => {
+          throw new Error(`probe failed: ${String(e)}\n${logs.join("\n")}`);
+        })).body,
+      ) as Record<string, unknown>;
       assert.equal(ra.uid, 65534);
       assert.equal(ra.gid, 65534);
       assert.equal(ra.rootWrite, "EROFS");

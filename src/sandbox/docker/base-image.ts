@@ -36,7 +36,7 @@ export const IMAGE_PATHS = {
 export const IMAGE_USER = "65534:65534";
 
 /** Bump when the image layout changes, so old base images are not reused. */
-const LAYOUT_VERSION = "1";
+const LAYOUT_VERSION = "3";
 
 export interface BaseImageOptions {
   /** Host node binary to ship (default: `process.execPath`). */
@@ -121,7 +121,9 @@ async function buildIfMissing(docker: Docker, tag: string, node: string, libs: s
     await mkdir(join(rootfs, "etc"), { recursive: true });
     await writeFile(join(rootfs, "etc/passwd"), "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/tmp:/sbin/nologin\n");
     await writeFile(join(rootfs, "etc/group"), "root:x:0:\nnogroup:x:65534:\n");
-    for (const dir of ["tmp", IMAGE_PATHS.functionDir.slice(1), IMAGE_PATHS.socketDir.slice(1)]) await mkdir(join(rootfs, dir), { recursive: true });
+    // No /tmp in the image: the engine would copy that directory's mode onto the tmpfs mounted there,
+    // overriding `mode=1777`, and the build context's tar applies the umask (a 1777 dir arrives as 1755).
+    for (const dir of [IMAGE_PATHS.functionDir.slice(1), IMAGE_PATHS.socketDir.slice(1)]) await mkdir(join(rootfs, dir), { recursive: true });
     await writeFile(
       join(ctx, "Dockerfile"),
       [

@@ -162,7 +162,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       CpuShares: Math.max(2, Math.round((memoryMb / 1024) * cpuSharesPerGb)),
       PidsLimit: pidsLimit,
       ReadonlyRootfs: true,
-      Tmpfs: { "/tmp": `rw,nosuid,nodev,noexec,size=${tmpfsMb}m` },
+      Tmpfs: { "/tmp": `rw,nosuid,nodev,noexec,mode=1777,size=${tmpfsMb}m` },
       CapDrop: ["ALL"],
       SecurityOpt: ["no-new-privileges"],
       Binds: binds,

@@ -27,7 +27,7 @@ const SOURCES = {
   probe: `
 const fs = require("node:fs"), net = require("node:net"), os = require("node:os");
 // A TCP listener inside the instance, so another instance can try to reach it.
-net.createServer((s) => s.end("inside")).listen(8080);
+net.createServer((s) => { s.on("error", () => {}); s.end("inside"); }).listen(8080);
 const tryConnect = (host, port) => new Promise((resolve) => {
   const s = net.connect({ host, port, timeout: 1500 });
   s.on("connect", () => { s.destroy(); resolve("connected"); });
@@ -227,16 +227,26 @@ describe("Docker driver", { timeout: 240_000 }, () => {
       const [cb] = await docker.listContainers({ filters: { label: [`stratus.instance=${b.id}`] } });
       const ipB = cb?.NetworkSettings.Networks["stratus-functions"]?.IPAddress;
       assert.ok(ipB !== undefined);
-      const rb = JSON.parse((await get(a.endpoint.socketPath, `/?host=${ipB}&port=8080`)).body) as Record<string, unknown>;
+      const rb = JSON.parse(
+        (await get(a.endpoint.socketPath, `/?host=${ipB}&port=8080`).catch((e: unknown) => {
+          throw new Error(`probe B failed: ${String(e)}\n${logs.join("\n")}`);
+        })).body,
+      ) as Record<string, unknown>;
       assert.notEqual(rb.connect, "connected", "instances cannot reach each other");
     } finally {
       await Promise.all([a.destroy(), b.destroy()]);
       host.close();
     }
 
-    const none = await driver.start({ ...specOf("probe", "probe", dir, { network: "none" }), image });
+    const noneLogs: string[] = [];
+    const none = await driver.start({ ...specOf("probe", "probe", dir, { network: "none" }), image }, { onLog: (l) => noneLogs.push(`${l.stream} ${l.message}`) });
+    void none.exited.then((e) => noneLogs.push(`exit ${JSON.stringify(e)}`));
     try {
-      const r = JSON.parse((await get(none.endpoint.socketPath)).body) as Record<string, unknown>;
+      const r = JSON.parse(
+        (await get(none.endpoint.socketPath).catch((e: unknown) => {
+          throw new Error(`probe none failed: ${String(e)}\n${noneLogs.join("\n")}`);
+        })).body,
+      ) as Record<string, unknown>;
       assert.deepEqual(r.interfaces, ["lo"]);
     } finally {
       await none.destroy();

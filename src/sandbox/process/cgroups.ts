@@ -248,6 +248,8 @@ function readText(p: string): string {
 }
 
 function writeOptional(p: string, value: string): void {
+  // cgroupfs answers EACCES (not ENOENT) for an interface file of a controller that is not enabled.
+  if (!existsSync(p)) return;
   try {
     writeFileSync(p, value);
   } catch (err) {

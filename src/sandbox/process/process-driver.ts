@@ -11,9 +11,10 @@ import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } f
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { once } from "node:events";
+import { randomBytes } from "node:crypto";
 import type { DiscoveredFunction, DiscoverySpec, Instance, InstanceExit, InstanceSpec, InstanceStats, SandboxDriver, StartOptions, ExitReason } from "../driver";
-import { StratusError } from "../../shared/errors";
-import { ENV, EXIT } from "../../shared/protocol";
+import { isErrorCode, StratusError } from "../../shared/errors";
+import { DISCOVERY_PREFIX, ENV, EXIT } from "../../shared/protocol";
 import type { Logger } from "../../shared/logger";
 import { createSilentLogger } from "../../shared/logger";
 import { parseOutputLine, splitLines } from "../output-lines";
@@ -60,6 +61,8 @@ export interface ProcessDriver extends SandboxDriver {
   readonly cgroups: CgroupManager;
 }
 
+/** Memory limit of a discovery run, MB. */
+const DISCOVERY_MEMORY_MB = 256;
 /** Lines of output kept to explain a failed start. */
 const TAIL_LINES = 20;
 
@@ -95,6 +98,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const cgroups = new CgroupManager(layout, options.cgroupRoot ?? "stratus");
   const socketsRoot = join(options.stateDir, "sockets");
   const live = new Map<string, LiveInstance>();
+  /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
+  const discovering = new Set<string>();
   let closed = false;
   let rules: Promise<void> | null = null;
   const ensureRules = (): Promise<void> => {
@@ -298,14 +303,99 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     };
   }
 
-  async function discover(_spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
-    throw new StratusError("INTERNAL", "discover() is not implemented yet by the process driver");
+  /**
+   * Runs the runtime in discovery mode inside the same sandbox and limits as an instance, with no
+   * network and 256 MB, and parses its DISCOVERY_PREFIX line. A function the runtime reports with an
+   * error (bad name, bad config) fails the whole discovery with that error's code.
+   */
+  async function discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
+    if (closed) throw new StratusError("SHUTTING_DOWN");
+    const id = `discover-${randomBytes(6).toString("hex")}`;
+    discovering.add(id);
+    try {
+      return await runDiscovery(id, spec);
+    } finally {
+      discovering.delete(id);
+    }
+  }
+
+  async function runDiscovery(id: string, spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
+    const socketDir = join(socketsRoot, id);
+    let cgroup: InstanceCgroup;
+    try {
+      mkdirSync(socketsRoot, { recursive: true, mode: 0o700 });
+      mkdirSync(socketDir, { mode: 0o700 });
+      chownSync(socketDir, uid, gid);
+      cgroup = cgroups.create(id, { memoryMb: DISCOVERY_MEMORY_MB, pidsMax, cpuWeight: 100 });
+    } catch (err) {
+      rmSync(socketDir, { recursive: true, force: true });
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the discovery sandbox: ${(err as Error).message}`, { cause: err });
+    }
+    const [file, args] = buildSandboxCommand({
+      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: spec.artifactDir, socketDir,
+      uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpSizeBytes,
+      nodeArgs: [`--max-old-space-size=${Math.floor(DISCOVERY_MEMORY_MB * 0.75)}`],
+    });
+    const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", [ENV.discover]: "1", [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}` };
+    const child = spawn(file, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let result: string | null = null;
+    const tail: string[] = [];
+    const keep = (raw: string, stream: "stdout" | "stderr"): void => {
+      if (stream === "stdout" && raw.startsWith(DISCOVERY_PREFIX)) {
+        result = raw.slice(DISCOVERY_PREFIX.length);
+        return;
+      }
+      const parsed = parseOutputLine(raw, stream, id);
+      if (parsed.kind !== "log") return;
+      tail.push(parsed.line.message);
+      if (tail.length > TAIL_LINES) tail.shift();
+    };
+    // The discovery line can be large (many functions): allow 4 MiB for it.
+    if (child.stdout) splitLines(child.stdout, (l) => keep(l, "stdout"), 4 * 1024 * 1024);
+    if (child.stderr) splitLines(child.stderr, (l) => keep(l, "stderr"));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      void cgroup.killAll().catch(() => {});
+    }, spec.timeoutMs);
+    let code: number | null = null;
+    try {
+      if (child.exitCode === null && child.signalCode === null) [code] = (await once(child, "exit").catch(() => [null])) as [number | null];
+      else code = child.exitCode;
+      if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+    } finally {
+      clearTimeout(timer);
+      const oom = cgroup.oomKills();
+      await cgroup.killAll().catch(() => {});
+      await cgroup.remove().catch((err: unknown) => log.error({ err, id }, "removing the discovery cgroup failed"));
+      rmSync(socketDir, { recursive: true, force: true });
+      if (oom > 0) code = 137;
+    }
+    const output = tail.join("\n").trim();
+    if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
+    if (code === 137 || code === 134 || code === 139) throw new StratusError("FUNCTION_LOAD_FAILED", `the module ran out of memory while loading (${DISCOVERY_MEMORY_MB} MB)`);
+    let parsed: { functions?: Array<DiscoveredFunction & { error?: { code?: unknown; message?: unknown; details?: unknown } }>; error?: { message?: unknown } };
+    try {
+      parsed = JSON.parse(result ?? "null") ?? {};
+    } catch {
+      parsed = {};
+    }
+    if (parsed.error || code !== EXIT.ok || !Array.isArray(parsed.functions)) {
+      const message = typeof parsed.error?.message === "string" ? parsed.error.message : output || `discovery exited with code ${code}`;
+      throw new StratusError("FUNCTION_LOAD_FAILED", message);
+    }
+    const failed = parsed.functions.find((f) => f.error);
+    if (failed?.error) {
+      const c = isErrorCode(failed.error.code) ? failed.error.code : "FUNCTION_LOAD_FAILED";
+      throw new StratusError(c, typeof failed.error.message === "string" ? failed.error.message : undefined, failed.error.details === undefined ? {} : { details: failed.error.details });
+    }
+    return parsed.functions.map((f) => ({ name: f.name, exportName: f.exportName, config: f.config }));
   }
 
   async function reconcile(): Promise<{ removed: number }> {
     const removed = new Set<string>();
     for (const id of cgroups.list()) {
-      if (live.has(id)) continue;
+      if (live.has(id) || discovering.has(id)) continue;
       const cg = cgroups.open(id);
       const killed = await cg.killAll();
       await cg.remove();
@@ -319,7 +409,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       // nothing yet
     }
     for (const id of dirs) {
-      if (live.has(id)) continue;
+      if (live.has(id) || discovering.has(id)) continue;
       rmSync(join(socketsRoot, id), { recursive: true, force: true });
       removed.add(id);
     }

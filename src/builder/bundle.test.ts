@@ -1,0 +1,89 @@
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+import { bundleProject, projectNameOf, resolveEntry } from "./bundle";
+import { SDK_RUNTIME_SOURCE } from "./sdk-source";
+import { defineFunction, FUNCTION_BRAND } from "../sdk/index";
+
+const root = mkdtempSync(join(tmpdir(), "stratus-bundle-"));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function project(name: string, files: Record<string, string>): string {
+  const dir = join(root, name);
+  for (const [file, text] of Object.entries(files)) {
+    mkdirSync(join(dir, file, ".."), { recursive: true });
+    writeFileSync(join(dir, file), text);
+  }
+  return dir;
+}
+
+test("entry: package.json main, else index.js / index.ts / …; project name without scope", () => {
+  const a = project("entry-a", { "package.json": '{"name":"@acme/api","main":"src/app.ts"}', "src/app.ts": "" });
+  assert.equal(resolveEntry(a), join(a, "src/app.ts"));
+  assert.equal(projectNameOf(a), "api");
+  const b = project("entry-b", { "index.ts": "" });
+  assert.equal(resolveEntry(b), join(b, "index.ts"));
+  assert.equal(projectNameOf(b), "entry-b");
+  assert.throws(() => resolveEntry(project("entry-c", { "other.js": "" })), (e: { code?: string }) => e.code === "BUILD_FAILED");
+});
+
+test("CJS, TypeScript (with the stratus SDK) and ESM with top-level await all bundle and load", async () => {
+  const cjs = await bundleProject(project("cjs", { "package.json": "{}", "index.js": 'const fs = require("fs"); module.exports.a = { func: async () => typeof fs.readFileSync };' }), join(root, "out-cjs"));
+  assert.equal(cjs.format, "cjs");
+  const m1 = createRequire(cjs.outFile)(cjs.outFile);
+  assert.equal(await m1.a.func(), "function");
+
+  const ts = await bundleProject(
+    project("ts", { "index.ts": 'import { defineFunction } from "stratus";\nexport const t = defineFunction({ handler: async (): Promise<string> => import.meta.url, config: { timeout: 1000 } });' }),
+    join(root, "out-ts"),
+  );
+  const m2 = createRequire(ts.outFile)(ts.outFile);
+  assert.equal(await m2.t.handler(), pathToFileURL(ts.outFile).href);
+  assert.equal(m2.t[Symbol.for("stratus.function")], true);
+
+  const esm = await bundleProject(
+    project("tla", { "package.json": '{"type":"module"}', "dep.cjs": 'module.exports = require("path").sep + typeof __dirname;', "index.js": 'import dep from "./dep.cjs";\nconst v = await Promise.resolve(7);\nexport const e = async () => dep + v;' }),
+    join(root, "out-tla"),
+  );
+  assert.equal(esm.format, "esm");
+  const m3 = await import(pathToFileURL(esm.outFile).href);
+  assert.equal(await m3.e(), "/string7");
+});
+
+test("a syntax error is BUILD_FAILED with file:line:column", async () => {
+  const dir = project("bad", { "index.ts": "export const x = 1;\nexport const y = (;\n" });
+  await assert.rejects(bundleProject(dir, join(root, "out-bad")), (err: { code?: string; message: string; details?: { errors: Array<{ file: string; line: number }> } }) => {
+    assert.equal(err.code, "BUILD_FAILED");
+    assert.match(err.message, /index\.ts:2:\d+: /);
+    assert.deepEqual({ file: err.details!.errors[0]!.file, line: err.details!.errors[0]!.line }, { file: "index.ts", line: 2 });
+    return true;
+  });
+});
+
+test("packages with native addons stay external and are reported", async () => {
+  const dir = project("native", {
+    "index.js": 'const n = require("fake-native"); module.exports.f = () => n;',
+    "node_modules/fake-native/package.json": '{"name":"fake-native","main":"index.js"}',
+    "node_modules/fake-native/index.js": "module.exports = 1;",
+    "node_modules/fake-native/build/Release/addon.node": "",
+  });
+  const r = await bundleProject(dir, join(root, "out-native"));
+  assert.deepEqual(r.externalNative, ["fake-native"]);
+});
+
+test("the SDK served to bundles behaves like src/sdk", async () => {
+  const file = join(root, "sdk.mjs");
+  writeFileSync(file, SDK_RUNTIME_SOURCE);
+  const served = await import(pathToFileURL(file).href);
+  assert.equal(served.FUNCTION_BRAND, FUNCTION_BRAND);
+  for (const define of [served.defineFunction, defineFunction]) {
+    const def = { handler: () => 1 };
+    assert.equal(define(def), def);
+    assert.equal((def as Record<symbol, unknown>)[FUNCTION_BRAND], true);
+    assert.deepEqual(Object.keys(def), ["handler"]);
+  }
+});

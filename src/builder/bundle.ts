@@ -1,0 +1,232 @@
+/**
+ * Bundles a function project into one file the runtime loads: esbuild, platform node, target node20,
+ * TypeScript included, npm dependencies bundled, Node builtins external.
+ *
+ * Output format: CommonJS (`index.cjs`) by default, because it serves CJS, ESM and TS sources alike:
+ * CJS dependencies that `require("fs")` keep a real `require` (an ESM bundle would fail at run time with
+ * "Dynamic require of … is not supported"), and the named exports of a CJS entry stay intact.
+ * `import.meta.url` is defined to the bundle's own file URL. Only when a source uses top-level await
+ * (impossible in CJS) is the project rebuilt as ESM (`index.mjs`), with a `require` made by
+ * `createRequire` and `__dirname`/`__filename` defined for the CJS code inside.
+ *
+ * Native addons: a package holding a `.node` file, a `binding.gyp` or a `prebuilds/` folder cannot be
+ * inlined; it is marked external and listed in `externalNative`. The artifact then needs that package's
+ * installed folder beside the bundle (`<outDir>/node_modules/<name>`): the builder copies it.
+ *
+ * `import … from "stratus"` / `"stratus/sdk"` resolve to the SDK (src/builder/sdk-source.ts), so user
+ * projects install nothing of Stratus.
+ */
+import { build, type BuildFailure, type Message, type Plugin } from "esbuild";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { StratusError } from "../shared/errors";
+import { SDK_RUNTIME_SOURCE } from "./sdk-source";
+
+/** One esbuild diagnostic, with the file position when esbuild knows it. */
+export interface BundleMessage {
+  readonly text: string;
+  /** Path relative to the project dir. */
+  readonly file?: string;
+  readonly line?: number;
+  readonly column?: number;
+  readonly lineText?: string;
+}
+
+export interface BundleResult {
+  /** Absolute path of the bundle (`<outDir>/index.cjs` or `<outDir>/index.mjs`). */
+  readonly outFile: string;
+  readonly format: "cjs" | "esm";
+  /** The resolved entry, absolute. */
+  readonly entry: string;
+  /** package.json `name` without scope, else the folder name (names a default-export function). */
+  readonly projectName: string;
+  readonly warnings: BundleMessage[];
+  /** Packages left external because they hold native addons. */
+  readonly externalNative: string[];
+}
+
+export interface BundleOptions {
+  /** Emit a linked source map (default true): stacks then point at the user's files. */
+  readonly sourcemap?: boolean;
+  /** Minify (default false: readable stacks matter more than bytes for server code). */
+  readonly minify?: boolean;
+}
+
+const ENTRY_CANDIDATES = ["index.js", "index.ts", "index.mjs", "index.cjs", "index.mts", "index.cts"];
+const TLA_ERROR = /Top-level await is currently not supported with the "cjs" output format/;
+
+/** Formats a diagnostic as `file:line:column: text`. */
+export function formatBundleMessage(m: BundleMessage): string {
+  return m.file ? `${m.file}:${m.line ?? 0}:${m.column ?? 0}: ${m.text}` : m.text;
+}
+
+function toMessage(m: Message): BundleMessage {
+  if (!m.location) return { text: m.text };
+  return { text: m.text, file: m.location.file, line: m.location.line, column: m.location.column + 1, lineText: m.location.lineText };
+}
+
+function readPackageJson(dir: string): { name?: unknown; main?: unknown } | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: unknown; main?: unknown };
+  } catch {
+    return undefined;
+  }
+}
+
+/** package.json `name` without its scope, else the folder name. */
+export function projectNameOf(projectDir: string): string {
+  const name = readPackageJson(projectDir)?.name;
+  return typeof name === "string" && name.length > 0 ? name.replace(/^@[^/]+\//, "") : basename(resolve(projectDir));
+}
+
+/**
+ * The entry module of a project: package.json `main`, else the first of index.js, index.ts, index.mjs,
+ * index.cjs (then .mts, .cts).
+ * @throws StratusError BUILD_FAILED when there is none (or `main` names a missing file).
+ */
+export function resolveEntry(projectDir: string): string {
+  const dir = resolve(projectDir);
+  const main = readPackageJson(dir)?.main;
+  if (typeof main === "string" && main.length > 0) {
+    const p = resolve(dir, main);
+    for (const c of [p, `${p}.js`, `${p}.ts`, join(p, "index.js"), join(p, "index.ts")]) {
+      if (existsSync(c) && statSync(c).isFile()) return c;
+    }
+    throw new StratusError("BUILD_FAILED", `package.json "main" names ${main}, which does not exist in ${dir}`);
+  }
+  for (const c of ENTRY_CANDIDATES) if (existsSync(join(dir, c))) return join(dir, c);
+  throw new StratusError("BUILD_FAILED", `No entry module in ${dir}: add package.json "main" or one of ${ENTRY_CANDIDATES.slice(0, 4).join(", ")}`);
+}
+
+/** True when an installed package folder holds a native addon (bounded walk, skips nested node_modules). */
+function hasNativeAddon(pkgDir: string, depth = 0): boolean {
+  if (depth === 0 && (existsSync(join(pkgDir, "binding.gyp")) || existsSync(join(pkgDir, "prebuilds")))) return true;
+  if (depth > 3) return false;
+  let entries;
+  try {
+    entries = readdirSync(pkgDir, { withFileTypes: true });
+  } catch {
+    return false;
+  }
+  for (const e of entries) {
+    if (e.isFile() && e.name.endsWith(".node")) return true;
+    if (e.isDirectory() && e.name !== "node_modules" && hasNativeAddon(join(pkgDir, e.name), depth + 1)) return true;
+  }
+  return false;
+}
+
+function packageNameOf(specifier: string): string {
+  const parts = specifier.split("/");
+  return specifier.startsWith("@") ? parts.slice(0, 2).join("/") : (parts[0] ?? specifier);
+}
+
+function plugins(externalNative: Set<string>): Plugin[] {
+  const nativeCache = new Map<string, boolean>();
+  return [
+    {
+      name: "stratus-sdk",
+      setup(b) {
+        b.onResolve({ filter: /^stratus(\/sdk)?$/ }, () => ({ path: "stratus-sdk", namespace: "stratus-sdk" }));
+        b.onLoad({ filter: /.*/, namespace: "stratus-sdk" }, () => ({ contents: SDK_RUNTIME_SOURCE, loader: "js" }));
+      },
+    },
+    {
+      name: "stratus-native-external",
+      setup(b) {
+        // Bare specifiers only; builtins are external already on platform node.
+        b.onResolve({ filter: /^(@[^/]+\/)?[^./][^:]*$/ }, (args) => {
+          const name = packageNameOf(args.path);
+          let native = nativeCache.get(name);
+          if (native === undefined) {
+            native = false;
+            for (let dir = args.resolveDir; ; dir = dirname(dir)) {
+              const pkgDir = join(dir, "node_modules", name);
+              if (existsSync(join(pkgDir, "package.json"))) {
+                native = hasNativeAddon(pkgDir);
+                break;
+              }
+              if (dirname(dir) === dir) break;
+            }
+            nativeCache.set(name, native);
+          }
+          if (!native) return undefined;
+          externalNative.add(name);
+          return { path: args.path, external: true };
+        });
+      },
+    },
+  ];
+}
+
+/**
+ * Bundles `projectDir` into `outDir` (created if missing) and writes `<outDir>/package.json` holding the
+ * project name, so a runtime in discovery mode can name a default-export function.
+ * @returns the output file, format, warnings with file:line, and native packages left external.
+ * @throws StratusError BUILD_FAILED with `details.errors` (BundleMessage[]) and the first errors in the message.
+ */
+export async function bundleProject(projectDir: string, outDir: string, options: BundleOptions = {}): Promise<BundleResult> {
+  const dir = resolve(projectDir);
+  const entry = resolveEntry(dir);
+  const projectName = projectNameOf(dir);
+  mkdirSync(outDir, { recursive: true });
+  const externalNative = new Set<string>();
+
+  const run = (format: "cjs" | "esm") => {
+    const outfile = resolve(outDir, format === "cjs" ? "index.cjs" : "index.mjs");
+    const banner =
+      format === "cjs"
+        ? 'var __stratus_import_meta_url = require("url").pathToFileURL(__filename).href;'
+        : [
+            'import { createRequire as __stratusCreateRequire } from "module";',
+            'import { fileURLToPath as __stratusFileURLToPath } from "url";',
+            "const require = __stratusCreateRequire(import.meta.url);",
+            "const __stratus_filename = __stratusFileURLToPath(import.meta.url);",
+            'const __stratus_dirname = __stratus_filename.slice(0, __stratus_filename.lastIndexOf("/"));',
+          ].join("\n");
+    const define: Record<string, string> =
+      format === "cjs" ? { "import.meta.url": "__stratus_import_meta_url" } : { __filename: "__stratus_filename", __dirname: "__stratus_dirname" };
+    return build({
+      absWorkingDir: dir,
+      entryPoints: [entry],
+      outfile,
+      bundle: true,
+      platform: "node",
+      target: "node20",
+      format,
+      banner: { js: banner },
+      define,
+      sourcemap: options.sourcemap === false ? false : "linked",
+      sourcesContent: false,
+      minify: options.minify === true,
+      keepNames: true,
+      logLevel: "silent",
+      plugins: plugins(externalNative),
+    }).then((r) => ({ outfile, result: r }));
+  };
+
+  let format: "cjs" | "esm" = "cjs";
+  let out;
+  try {
+    try {
+      out = await run("cjs");
+    } catch (err) {
+      if (!(err as BuildFailure).errors?.some((e) => TLA_ERROR.test(e.text))) throw err;
+      format = "esm";
+      out = await run("esm");
+    }
+  } catch (err) {
+    const errors = ((err as BuildFailure).errors ?? []).map(toMessage);
+    if (errors.length === 0) throw new StratusError("BUILD_FAILED", `Bundling failed: ${(err as Error).message}`, { cause: err });
+    const shown = errors.slice(0, 5).map(formatBundleMessage).join("\n");
+    throw new StratusError("BUILD_FAILED", `Build failed:\n${shown}`, { cause: err, details: { errors } });
+  }
+  writeFileSync(join(outDir, "package.json"), `${JSON.stringify({ name: projectName, private: true })}\n`);
+  return {
+    outFile: out.outfile,
+    format,
+    entry,
+    projectName,
+    warnings: out.result.warnings.map(toMessage),
+    externalNative: [...externalNative].sort(),
+  };
+}

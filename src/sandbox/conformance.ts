@@ -1,0 +1,343 @@
+/**
+ * The conformance suite every sandbox driver runs (process, docker, …): one list of node:test cases
+ * over the contract in ./driver.ts, against the real sandbox and the real runtime. A driver's test file
+ * calls `runDriverConformance(name, makeDriver, options)` at top level.
+ *
+ * Functions under test live in test/fixtures/functions (plain CJS in the original form); each case
+ * builds an InstanceSpec pointing at that directory as the artifact.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { request } from "node:http";
+import { createServer, type Server } from "node:net";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { networkInterfaces, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomBytes } from "node:crypto";
+import type { Instance, InstanceLogLine, InstanceSpec, SandboxDriver } from "./driver";
+import { parseFunctionConfig, type FunctionConfigInput } from "../shared/function-config";
+
+/** Names of the cases, for `skip`. */
+export const CONFORMANCE_CASES = [
+  "serves-http", "load-failure", "idempotent-stop", "exit-reasons", "logs", "memory-limit", "heap-limit", "pids-limit",
+  "isolation-fs-env", "isolation-processes", "network-outbound", "network-none", "nothing-left", "stats", "discover",
+] as const;
+export type ConformanceCase = (typeof CONFORMANCE_CASES)[number];
+
+/** Options of runDriverConformance. */
+export interface ConformanceOptions {
+  /** Directory of the fixture functions (default: test/fixtures/functions of this repository). */
+  readonly fixturesDir?: string;
+  /**
+   * Host paths a function must not be able to read (the platform's data dir, the store…). The suite
+   * adds a temp dir holding a secret file of its own.
+   */
+  readonly hostSecretPaths?: readonly string[];
+  /** Leftovers of an instance after it exited (processes, cgroups, containers, sockets), described; [] when clean. */
+  readonly leftovers?: (instance: Instance) => Promise<string[]>;
+  /** Cases this driver cannot pass, each with the reason (printed as the skip message). */
+  readonly skip?: Partial<Record<ConformanceCase, string>>;
+  /** Per-test timeout, ms (default 60000). */
+  readonly timeoutMs?: number;
+}
+
+/** What an HTTP call to an instance returned. */
+export interface InvokeResult {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: string;
+}
+
+/**
+ * Sends one HTTP request to an instance over its Unix socket.
+ * @throws Error when the connection fails or is reset (e.g. the instance died mid-request).
+ */
+export function invokeInstance(instance: Instance, path = "/", headers: Record<string, string> = {}, timeoutMs = 30_000): Promise<InvokeResult> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: instance.endpoint.socketPath, path, headers, timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+const defaultFixtures = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test", "fixtures", "functions");
+
+/**
+ * Registers the conformance cases for one driver. `makeDriver` runs once before the cases; `cleanup`
+ * once after them (it should close the driver and remove what the test created).
+ */
+export function runDriverConformance(
+  name: string,
+  makeDriver: () => Promise<{ driver: SandboxDriver; cleanup: () => Promise<void> }>,
+  options: ConformanceOptions = {},
+): void {
+  const fixtures = options.fixturesDir ?? defaultFixtures;
+  const timeout = options.timeoutMs ?? 60_000;
+  let driver!: SandboxDriver;
+  let cleanup: (() => Promise<void>) | undefined;
+  let secretDir = "";
+  const hostSentinel = `STRATUS_CONFORMANCE_HOST_${randomBytes(4).toString("hex")}`;
+  const started: Instance[] = [];
+  let seq = 0;
+
+  const spec = (exportName: string, config: FunctionConfigInput = {}, extra: Partial<InstanceSpec> = {}): InstanceSpec => ({
+    instanceId: `conf-${process.pid}-${++seq}-${randomBytes(3).toString("hex")}`,
+    functionName: exportName,
+    version: "1",
+    artifactDir: fixtures,
+    entry: "probe.js",
+    exportName,
+    config: parseFunctionConfig(exportName, config),
+    env: {},
+    ...extra,
+  });
+  const start = async (s: InstanceSpec, onLog?: (l: InstanceLogLine) => void): Promise<Instance> => {
+    const inst = await driver.start(s, onLog ? { onLog } : {});
+    started.push(inst);
+    return inst;
+  };
+  const json = async (inst: Instance, path: string): Promise<Record<string, unknown>> => {
+    const r = await invokeInstance(inst, path);
+    assert.equal(r.status, 200, `GET ${path}: ${r.status} ${r.body}`);
+    return JSON.parse(r.body) as Record<string, unknown>;
+  };
+  const expectClean = async (inst: Instance): Promise<void> => {
+    assert.equal(existsSync(inst.endpoint.socketPath), false, "the socket is removed");
+    if (options.leftovers) assert.deepEqual(await options.leftovers(inst), [], "nothing is left of the instance");
+  };
+  const cases = (c: ConformanceCase, fn: () => Promise<void>): void => {
+    const reason = options.skip?.[c];
+    if (reason) test(c, { skip: reason }, () => {});
+    else test(c, { timeout }, fn);
+  };
+
+  describe(`sandbox driver conformance: ${name}`, () => {
+    before(async () => {
+      process.env[hostSentinel] = "host-secret";
+      secretDir = mkdtempSync(join(tmpdir(), "stratus-conf-secret-"));
+      writeFileSync(join(secretDir, "secret.txt"), "do not read");
+      ({ driver, cleanup } = await makeDriver());
+    });
+    after(async () => {
+      delete process.env[hostSentinel];
+      await Promise.all(started.map((i) => i.destroy()));
+      await cleanup?.();
+      rmSync(secretDir, { recursive: true, force: true });
+    });
+
+    cases("serves-http", async () => {
+      const inst = await start(spec("hello"));
+      assert.equal(typeof inst.startMs, "number");
+      const r = await invokeInstance(inst, "/", { "x-stratus-request-id": "conf-rid-1" });
+      assert.equal(r.status, 200);
+      assert.equal(r.body, "Hello");
+      const again = await invokeInstance(inst, "/");
+      assert.equal(again.body, "Hello", "the instance serves sequential requests");
+      await inst.destroy();
+    });
+
+    cases("load-failure", async () => {
+      const s = spec("hello", {}, { entry: "throws-at-load.js" });
+      await assert.rejects(driver.start(s), (err: { code?: string; message?: string }) => {
+        assert.equal(err.code, "FUNCTION_LOAD_FAILED");
+        assert.match(String(err.message), /kaboom at load time/, "the message carries the module's error");
+        return true;
+      });
+      const missing = spec("no-such-export");
+      await assert.rejects(driver.start(missing), { code: "FUNCTION_LOAD_FAILED" });
+      if (options.leftovers) {
+        const ghost = { id: s.instanceId, spec: s, endpoint: { socketPath: "" } } as unknown as Instance;
+        assert.deepEqual(await options.leftovers(ghost), [], "a failed start leaves nothing behind");
+      }
+    });
+
+    cases("idempotent-stop", async () => {
+      const a = await start(spec("hello"));
+      const [c1, c2] = await Promise.all([a.close(5_000), a.close(5_000)]);
+      assert.equal(c1.reason, "closed");
+      assert.deepEqual(c2, c1);
+      assert.deepEqual(await a.destroy(), c1, "destroy after close returns the same exit");
+      assert.deepEqual(await a.exited, c1);
+      await expectClean(a);
+
+      const b = await start(spec("hello"));
+      const [d1, d2] = await Promise.all([b.destroy(), b.destroy()]);
+      assert.equal(d1.reason, "destroyed");
+      assert.deepEqual(d2, d1);
+      assert.deepEqual(await b.close(), d1);
+      await expectClean(b);
+    });
+
+    cases("exit-reasons", async () => {
+      const inst = await start(spec("crash"));
+      let resolutions = 0;
+      void inst.exited.then(() => resolutions++);
+      await invokeInstance(inst, "/").catch(() => undefined);
+      const exit = await inst.exited;
+      assert.equal(exit.reason, "crashed");
+      assert.notEqual(exit.exitCode, 0);
+      await inst.destroy();
+      await new Promise((r) => setImmediate(r));
+      assert.equal(resolutions, 1, "exited resolves once");
+      await expectClean(inst);
+    });
+
+    cases("logs", async () => {
+      const lines: InstanceLogLine[] = [];
+      const inst = await start(spec("hello"), (l) => lines.push(l));
+      await invokeInstance(inst, "/", { "x-stratus-request-id": "conf-log-rid" });
+      await inst.close(5_000);
+      const line = lines.find((l) => l.message.includes("hello called"));
+      assert.ok(line, `the console line arrives (got ${JSON.stringify(lines.map((l) => l.message))})`);
+      assert.equal(line.requestId, "conf-log-rid");
+      assert.equal(line.instanceId, inst.id);
+      assert.equal(line.stream, "stdout");
+      assert.ok(!lines.some((l) => l.message.includes("stratus:ready")), "the READY line is not function output");
+    });
+
+    cases("memory-limit", async () => {
+      const inst = await start(spec("memhog", { memory: 64 }));
+      await invokeInstance(inst, "/").then(
+        (r) => assert.fail(`expected the instance to die, got ${r.status}`),
+        () => undefined,
+      );
+      const exit = await inst.exited;
+      assert.equal(exit.reason, "out-of-memory", JSON.stringify(exit));
+      await expectClean(inst);
+    });
+
+    cases("heap-limit", async () => {
+      const inst = await start(spec("heaphog", { memory: 128 }));
+      await invokeInstance(inst, "/").catch(() => undefined);
+      const exit = await inst.exited;
+      assert.equal(exit.reason, "out-of-memory", JSON.stringify(exit));
+    });
+
+    cases("pids-limit", async () => {
+      const inst = await start(spec("forkbomb"));
+      const r = await invokeInstance(inst, "/", {}, 30_000).catch((err: Error) => ({ status: 0, body: String(err) }));
+      if (r.status === 200) {
+        const out = JSON.parse(r.body) as { spawned: number; error: string | null };
+        assert.ok(out.error !== null, `spawning was refused at some point (spawned ${out.spawned})`);
+        assert.ok(out.spawned < 1000, `the sandbox capped processes (spawned ${out.spawned})`);
+      }
+      // The host still starts processes promptly while the bomb runs.
+      const t0 = Date.now();
+      const host = spawnSync(process.execPath, ["-e", "0"], { timeout: 20_000 });
+      assert.equal(host.status, 0, "the host can still start a process");
+      assert.ok(Date.now() - t0 < 20_000);
+      await inst.destroy();
+      await expectClean(inst);
+    });
+
+    cases("isolation-fs-env", async () => {
+      const inst = await start(spec("isolation", {}, { env: { FN_VAR: "visible" } }));
+      const reads = [...(options.hostSecretPaths ?? []), secretDir, join(secretDir, "secret.txt")];
+      const q = reads.map((p) => `read=${encodeURIComponent(p)}`).join("&");
+      const out = (await json(inst, `/?${q}`)) as { writeTmp: string; writeCode: string; writeRoot: string; readShadow: string; reads: Record<string, string>; env: string[]; uid: number };
+      assert.equal(out.writeTmp, "ok", "/tmp is writable");
+      assert.notEqual(out.writeCode, "ok", "the code dir is read-only");
+      assert.notEqual(out.writeRoot, "ok", "/ is read-only");
+      assert.notEqual(out.readShadow, "ok", "/etc/shadow is unreadable");
+      for (const p of reads) assert.notEqual(out.reads[p], "ok", `${p} is unreadable`);
+      assert.ok(out.env.includes("FN_VAR"), "the function's env is visible");
+      assert.ok(!out.env.includes(hostSentinel), "the host's env is not visible");
+      assert.ok(!out.env.some((k) => k.startsWith("STRATUS_")), "no platform variables reach user code");
+      assert.notEqual(out.uid, 0, "the function does not run as root");
+    });
+
+    cases("isolation-processes", async () => {
+      const marker = `marker${randomBytes(6).toString("hex")}`;
+      const a = await start(spec("hello", {}, { env: { CONF_MARKER: marker } }));
+      const b = await start(spec("isolation"));
+      const killer = await start(spec("killall"));
+      const out = (await json(b, `/?marker=${marker}`)) as { pids: number; markerSeen: boolean };
+      assert.equal(out.markerSeen, false, "another instance's processes are invisible");
+      assert.ok(out.pids < 10, `only the sandbox's own processes are visible (saw ${out.pids})`);
+      await invokeInstance(killer, "/").catch(() => undefined);
+      const r = await invokeInstance(a, "/");
+      assert.equal(r.body, "Hello", "kill(-1) in one sandbox leaves the others alive");
+      assert.equal((await invokeInstance(b, "/")).status, 200);
+    });
+
+    const hostAddresses = (): string[] => {
+      const out: string[] = [];
+      for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (!a.internal && a.family === "IPv4") out.push(a.address);
+      return out;
+    };
+    const withServers = async (fn: (targets: Array<{ host: string; port: number }>) => Promise<void>): Promise<void> => {
+      const servers: Server[] = [];
+      const targets: Array<{ host: string; port: number }> = [];
+      for (const host of ["127.0.0.1", ...hostAddresses()]) {
+        const s = createServer((c) => c.end("platform secret"));
+        await new Promise<void>((resolve, reject) => s.listen(0, host, resolve).on("error", reject));
+        servers.push(s);
+        targets.push({ host, port: (s.address() as { port: number }).port });
+      }
+      try {
+        await fn(targets);
+      } finally {
+        await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+      }
+    };
+
+    cases("network-outbound", async () => {
+      const inst = await start(spec("connect", { network: "outbound" }));
+      await withServers(async (targets) => {
+        for (const t of targets) {
+          const out = await json(inst, `/?host=${t.host}&port=${t.port}`);
+          assert.equal(out.connected, false, `${t.host}:${t.port} (a host port) is unreachable: ${JSON.stringify(out)}`);
+        }
+      });
+    });
+
+    cases("network-none", async () => {
+      const inst = await start(spec("connect", { network: "none" }));
+      await withServers(async (targets) => {
+        for (const t of [...targets, { host: "1.1.1.1", port: 443 }]) {
+          const out = await json(inst, `/?host=${t.host}&port=${t.port}`);
+          assert.equal(out.connected, false, `${t.host}:${t.port} is unreachable: ${JSON.stringify(out)}`);
+        }
+      });
+    });
+
+    cases("nothing-left", async () => {
+      const inst = await start(spec("hello"));
+      assert.ok(existsSync(inst.endpoint.socketPath), "the socket exists while the instance lives");
+      await inst.destroy();
+      await expectClean(inst);
+      assert.equal(await inst.stats(), null, "stats() of a gone instance is null");
+    });
+
+    cases("stats", async () => {
+      const inst = await start(spec("hello"));
+      const s = await inst.stats();
+      assert.ok(s, "stats of a live instance");
+      assert.ok(Number.isFinite(s.memoryBytes) && s.memoryBytes > 0, `memoryBytes ${s.memoryBytes}`);
+      assert.ok(Number.isFinite(s.peakMemoryBytes) && s.peakMemoryBytes >= 0);
+      await inst.destroy();
+    });
+
+    cases("discover", async () => {
+      const found = await driver.discover({ artifactDir: fixtures, entry: "probe.js", timeoutMs: 20_000 });
+      const names = found.map((f) => f.name).sort();
+      assert.ok(names.includes("hello") && names.includes("memhog"), `found ${names.join(", ")}`);
+      const memhog = found.find((f) => f.name === "memhog");
+      assert.deepEqual(memhog?.config, { memory: 64 });
+      await assert.rejects(driver.discover({ artifactDir: fixtures, entry: "throws-at-load.js", timeoutMs: 20_000 }), (err: { code?: string; message?: string }) => {
+        assert.equal(err.code, "FUNCTION_LOAD_FAILED");
+        assert.match(String(err.message), /kaboom at load time/);
+        return true;
+      });
+    });
+  });
+}

@@ -1,0 +1,192 @@
+// Integration: the real `stratus dev` (dist/cli.js, run `npm run build` first) on port 0, driven over HTTP.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { request } from "undici";
+import { HEADERS } from "../src/shared/protocol";
+
+const repo = fileURLToPath(new URL("..", import.meta.url));
+const cli = join(repo, "dist/cli.js");
+const running: DevProcess[] = [];
+let tmp: string;
+
+interface DevProcess {
+  child: ChildProcess;
+  base: string;
+  lines: string[];
+  waitForLine(re: RegExp, after?: number): Promise<string>;
+}
+
+async function startDev(dir: string): Promise<DevProcess> {
+  const child = spawn(process.execPath, [cli, "dev", dir, "--port", "0"], { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+  const lines: string[] = [];
+  const waiters: Array<{ re: RegExp; from: number; resolve: (l: string) => void }> = [];
+  const onLine = (line: string) => {
+    lines.push(line);
+    for (const w of [...waiters]) {
+      if (lines.length > w.from && w.re.test(line)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  };
+  for (const s of [child.stdout!, child.stderr!]) {
+    let buf = "";
+    s.setEncoding("utf8").on("data", (c: string) => {
+      buf += c;
+      let nl;
+      while ((nl = buf.indexOf("\n")) !== -1) {
+        onLine(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+    });
+  }
+  const waitForLine = (re: RegExp, from = 0) => {
+    const found = lines.slice(from).find((l) => re.test(l));
+    if (found) return Promise.resolve(found);
+    return new Promise<string>((resolve, reject) => {
+      waiters.push({ re, from, resolve });
+      child.once("exit", (code) => reject(new Error(`stratus dev exited (${code}) while waiting for ${re}:\n${lines.join("\n")}`)));
+    });
+  };
+  const listening = await waitForLine(/^Stratus dev server: http:\/\/localhost:(\d+)\//);
+  const port = /localhost:(\d+)/.exec(listening)![1];
+  const p: DevProcess = { child, base: `http://127.0.0.1:${port}`, lines, waitForLine };
+  running.push(p);
+  return p;
+}
+
+async function get(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
+  const res = await request(url, { method: (init.method ?? "GET") as "GET", headers: init.headers, body: init.body });
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, text, json: () => JSON.parse(text) };
+}
+
+before(() => {
+  if (!existsSync(cli) || !existsSync(join(repo, "dist/runtime.cjs"))) throw new Error("dist/ is missing: run `npm run build` first");
+  for (const ex of ["npm-dependency", "express-middleware"]) {
+    const dir = join(repo, "examples", ex);
+    if (existsSync(join(dir, "node_modules"))) continue;
+    const r = spawnSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], { cwd: dir, stdio: "inherit" });
+    assert.equal(r.status, 0, `npm ci failed in ${dir}`);
+  }
+  tmp = mkdtempSync(join(tmpdir(), "stratus-devtest-"));
+});
+
+after(async () => {
+  await Promise.all(
+    running.map((p) => {
+      if (p.child.exitCode !== null) return undefined;
+      const exited = new Promise((r) => p.child.once("exit", r));
+      p.child.kill("SIGTERM");
+      return exited;
+    }),
+  );
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+test("all four examples are served by stratus dev", async () => {
+  const [hello, ts, npmDep, mw] = await Promise.all(["hello", "typescript", "npm-dependency", "express-middleware"].map((ex) => startDev(join(repo, "examples", ex))));
+  const h = await get(`${hello!.base}/fn/myFunction/`);
+  assert.equal(h.status, 200);
+  assert.equal(h.text, "Hello");
+  assert.equal(h.headers[HEADERS.coldStart], "true");
+  assert.deepEqual((await get(`${hello!.base}/fn/counter`)).json(), { calls: 1 });
+  const again = await get(`${hello!.base}/fn/counter`);
+  assert.deepEqual(again.json(), { calls: 2 });
+  assert.equal(again.headers[HEADERS.coldStart], "false");
+  await hello!.waitForLine(/^GET \/fn\/counter 200 [\d.]+ms warm$/);
+
+  assert.deepEqual((await get(`${ts!.base}/fn/greet/x/y?name=Ann`)).json(), { message: "Hello, Ann!", method: "GET", path: "/x/y" });
+  assert.deepEqual((await get(`${npmDep!.base}/fn/duration?d=2h`)).json(), { input: "2h", ms: 7_200_000 });
+
+  assert.equal((await get(`${mw!.base}/fn/notes/notes`)).status, 401);
+  const auth = { authorization: "Bearer demo" };
+  const created = await get(`${mw!.base}/fn/notes/notes`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: '{"text":"hi"}' });
+  assert.equal(created.status, 201);
+  assert.equal(created.headers.location, "/notes/1");
+  assert.deepEqual((await get(`${mw!.base}/fn/notes/notes/1`, { headers: auth })).json(), { id: 1, text: "hi" });
+  const noRoute = await get(`${mw!.base}/fn/notes/elsewhere`, { headers: auth });
+  assert.equal(noRoute.status, 404);
+  assert.equal(noRoute.json().error.code, "NOT_FOUND");
+  const big = await get(`${mw!.base}/fn/notes/notes`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ text: "x".repeat(70_000) }) });
+  assert.equal(big.status, 413);
+  assert.equal(big.json().error.code, "PAYLOAD_TOO_LARGE");
+
+  const missing = await get(`${hello!.base}/fn/nope/`);
+  assert.equal(missing.status, 404);
+  assert.equal(missing.json().error.code, "FUNCTION_NOT_FOUND");
+  assert.equal(missing.headers[HEADERS.errorSource], "platform");
+  const badName = await get(`${hello!.base}/fn/9bad/`);
+  assert.equal(badName.status, 400);
+  assert.equal(badName.json().error.code, "INVALID_FUNCTION_NAME");
+});
+
+test("TypeScript changes reload; a syntax error answers 502 FUNCTION_LOAD_FAILED with file:line and the server survives", async () => {
+  const dir = join(tmp, "reload");
+  const write = (body: string) => writeFileSync(join(dir, "index.ts"), body);
+  spawnSync("mkdir", ["-p", dir]);
+  writeFileSync(join(dir, "package.json"), '{"name":"reload"}');
+  write('export const v = async (): Promise<string> => "v1";\n');
+  const dev = await startDev(dir);
+  assert.equal((await get(`${dev.base}/fn/v/`)).text, "v1");
+
+  let mark = dev.lines.length;
+  write('export const v = async (): Promise<string> => "v2";\n');
+  await dev.waitForLine(/^reloaded in/, mark);
+  assert.equal((await get(`${dev.base}/fn/v/`)).text, "v2");
+
+  mark = dev.lines.length;
+  write('export const v = async (): Promise<string> => "v3";\nexport const w = (;\n');
+  await dev.waitForLine(/index\.ts:2:\d+/, mark);
+  const broken = await get(`${dev.base}/fn/v/`);
+  assert.equal(broken.status, 502);
+  assert.equal(broken.json().error.code, "FUNCTION_LOAD_FAILED");
+  assert.match(broken.json().error.message, /index\.ts:2:\d+/);
+
+  mark = dev.lines.length;
+  write('export const v = { handler: async () => "v4", config: { timeout: "soon" } };\n');
+  await dev.waitForLine(/✗ v: .*timeout/, mark);
+  const badConfig = await get(`${dev.base}/fn/v/`);
+  assert.equal(badConfig.status, 502);
+  assert.match(badConfig.json().error.message, /Invalid config for function "v": timeout/);
+
+  mark = dev.lines.length;
+  write('export const v = async (): Promise<string> => "v5";\n');
+  await dev.waitForLine(/^reloaded in/, mark);
+  assert.equal((await get(`${dev.base}/fn/v/`)).text, "v5");
+});
+
+test("a timed-out or crashed child answers 504 / 502 and is replaced on the next request", async () => {
+  const dir = join(tmp, "faults");
+  spawnSync("mkdir", ["-p", dir]);
+  writeFileSync(
+    join(dir, "index.js"),
+    `module.exports.slow = { func: async (req) => { if (req.query.wait) await new Promise(() => {}); return "fast"; }, config: { timeout: 300 } };
+module.exports.crashy = async (req) => { if (req.query.crash) { setImmediate(() => { throw new Error("kaboom"); }); await new Promise(() => {}); } return "alive"; };
+module.exports.thrower = async () => { throw new Error("visible in dev"); };\n`,
+  );
+  writeFileSync(join(dir, "package.json"), '{"name":"faults"}');
+  const dev = await startDev(dir);
+  const t = await get(`${dev.base}/fn/slow/?wait=1`);
+  assert.equal(t.status, 504);
+  assert.equal(t.json().error.code, "FUNCTION_TIMEOUT");
+  const t2 = await get(`${dev.base}/fn/slow/`);
+  assert.equal(t2.text, "fast");
+  assert.equal(t2.headers[HEADERS.coldStart], "true");
+
+  const c = await get(`${dev.base}/fn/crashy/?crash=1`);
+  assert.equal(c.status, 502);
+  assert.equal(c.json().error.code, "FUNCTION_CRASHED");
+  const c2 = await get(`${dev.base}/fn/crashy/`);
+  assert.equal(c2.text, "alive");
+
+  const e = await get(`${dev.base}/fn/thrower/`);
+  assert.equal(e.status, 500);
+  assert.match(e.json().error.details.stack, /visible in dev[\s\S]*index\.js:3/);
+  await dev.waitForLine(/\[thrower [0-9a-f]{8}\] error Function "thrower" threw/);
+});

@@ -1,0 +1,198 @@
+// Integration: the real dist/runtime.cjs on a Unix socket in a temp dir (run `npm run build` first).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DISCOVERY_PREFIX, ENV, EXIT, HEADERS } from "../src/shared/protocol";
+import { LOG_LINE_MAX_BYTES } from "../src/runtime/output-capture";
+import { runtimePath, startRuntime, type RuntimeProcess } from "./helpers/runtime-process";
+
+const FIXTURE = `
+let n = 0;
+module.exports.hello = { func: async (req, res) => res.send("Hello"), config: { timeout: 10_000 } };
+module.exports.state = { handler: async () => ({ n: ++n }) };
+module.exports.echo = async (req) => ({
+  path: req.path, query: req.query, body: Buffer.isBuffer(req.body) ? "buffer:" + req.body.length : req.body,
+  stratusEnv: Object.keys(process.env).filter((k) => k.startsWith("STRATUS_")), fnEnv: process.env.GREETING,
+});
+module.exports.str = async () => "text";
+module.exports.buf = async () => Buffer.from([1, 2, 3]);
+module.exports.nothing = async () => {};
+module.exports.callback = (req, res) => { setTimeout(() => res.status(201).set("x-custom", "yes").json({ later: true }), 5); };
+module.exports.slow = async (req) => { console.log("started"); await new Promise((r) => setTimeout(r, Number(req.query.ms))); return "slept"; };
+module.exports.throws = async () => { throw new Error("boom secret"); };
+module.exports.crash = async () => { setTimeout(() => { throw new Error("crash!"); }, 5); await new Promise(() => {}); };
+module.exports.logs = async (req) => {
+  console.log("hello from", req.query.tag);
+  console.error("an error line");
+  process.stdout.write("raw1\\nraw2\\n");
+  console.log("x".repeat(${LOG_LINE_MAX_BYTES} + 100));
+  return "ok";
+};
+module.exports.helperValue = 42;
+`;
+
+let dir: string;
+let entry: string;
+const running: RuntimeProcess[] = [];
+
+before(() => {
+  runtimePath();
+  dir = mkdtempSync(join(tmpdir(), "stratus-rt-"));
+  entry = join(dir, "index.cjs");
+  writeFileSync(entry, FIXTURE);
+});
+after(async () => {
+  await Promise.all(running.map((r) => r.stop()));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function start(exportName: string, extra: { config?: object; dev?: boolean; env?: Record<string, string> } = {}) {
+  const r = await startRuntime({ dir, entry, exportName, ...extra });
+  running.push(r);
+  return r;
+}
+
+async function call(r: RuntimeProcess, path: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}) {
+  const res = await r.client.request({ path, method: (init.method ?? "GET") as "GET", headers: init.headers, body: init.body });
+  const buf = Buffer.from(await res.body.arrayBuffer());
+  return { status: res.statusCode, headers: res.headers, text: buf.toString(), buf, json: () => JSON.parse(buf.toString()) };
+}
+
+test("the original CJS form answers, echoes the request id and keeps module state across calls", async () => {
+  const r = await start("hello");
+  const a = await call(r, "/", { headers: { [HEADERS.requestId]: "rid-123" } });
+  assert.equal(a.status, 200);
+  assert.equal(a.text, "Hello");
+  assert.equal(a.headers[HEADERS.requestId], "rid-123");
+  const s = await start("state");
+  assert.deepEqual((await call(s, "/")).json(), { n: 1 });
+  assert.deepEqual((await call(s, "/")).json(), { n: 2 });
+  const generated = await call(s, "/");
+  assert.match(String(generated.headers[HEADERS.requestId]), /^[0-9a-f-]{36}$/);
+});
+
+test("req: path, query, JSON / form / text / raw bodies; STRATUS_* env removed, function env kept", async () => {
+  const r = await start("echo", { env: { GREETING: "hi" } });
+  const j = (await call(r, "/a/b?x=1&y[z]=2", { method: "POST", headers: { "content-type": "application/json" }, body: '{"k":[1,2]}' })).json();
+  assert.deepEqual(j, { path: "/a/b", query: { x: "1", y: { z: "2" } }, body: { k: [1, 2] }, stratusEnv: [], fnEnv: "hi" });
+  const form = (await call(r, "/", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "a=1&b=two" })).json();
+  assert.deepEqual(form.body, { a: "1", b: "two" });
+  const text = (await call(r, "/", { method: "POST", headers: { "content-type": "text/plain" }, body: "plain" })).json();
+  assert.equal(text.body, "plain");
+  const raw = (await call(r, "/", { method: "POST", headers: { "content-type": "application/octet-stream" }, body: Buffer.alloc(10) })).json();
+  assert.equal(raw.body, "buffer:10");
+  const bad = await call(r, "/", { method: "POST", headers: { "content-type": "application/json" }, body: "{nope" });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json().error.code, "INVALID_ARGUMENT");
+});
+
+test("return values: string, Buffer, nothing (204); callback style answers later", async () => {
+  const s = await call(await start("str"), "/");
+  assert.equal(s.status, 200);
+  assert.equal(s.text, "text");
+  assert.match(String(s.headers["content-type"]), /^text\/plain/);
+  const b = await call(await start("buf"), "/");
+  assert.deepEqual([...b.buf], [1, 2, 3]);
+  assert.match(String(b.headers["content-type"]), /octet-stream/);
+  const n = await call(await start("nothing"), "/");
+  assert.equal(n.status, 204);
+  const c = await call(await start("callback"), "/");
+  assert.equal(c.status, 201);
+  assert.equal(c.headers["x-custom"], "yes");
+  assert.deepEqual(c.json(), { later: true });
+});
+
+test("a body above maxBodyBytes gets 413 PAYLOAD_TOO_LARGE in the common error body", async () => {
+  const r = await start("echo", { config: { timeout: 5000, maxBodyBytes: 100 } });
+  const res = await call(r, "/", { method: "POST", headers: { "content-type": "application/json", [HEADERS.requestId]: "rid-413" }, body: JSON.stringify({ s: "x".repeat(200) }) });
+  assert.equal(res.status, 413);
+  assert.equal(res.headers[HEADERS.errorSource], "platform");
+  assert.deepEqual(res.json(), { error: { code: "PAYLOAD_TOO_LARGE", message: "The request body is larger than this function's maxBodyBytes (100 bytes)", requestId: "rid-413" } });
+});
+
+test("past the timeout: 504 FUNCTION_TIMEOUT with the unusable header, then the runtime exits", async () => {
+  const r = await start("slow", { config: { timeout: 300, maxBodyBytes: 1000 } });
+  const t0 = performance.now();
+  const res = await call(r, "/?ms=20000");
+  assert.equal(res.status, 504);
+  assert.ok(performance.now() - t0 < 10_000);
+  assert.equal(res.headers[HEADERS.instanceUnusable], "1");
+  assert.equal(res.headers[HEADERS.errorSource], "function");
+  assert.equal(res.json().error.code, "FUNCTION_TIMEOUT");
+  // The slow handler is still running; the runtime exits only after it drained the rest (its own deadline).
+  const exit = await r.exited;
+  assert.equal(exit.code, EXIT.ok);
+});
+
+test("a thrown error: 500 FUNCTION_ERROR, no stack in production, stack in dev; the stack goes to the logs", async () => {
+  const prod = await start("throws");
+  const p = await call(prod, "/", { headers: { [HEADERS.requestId]: "rid-err" } });
+  assert.equal(p.status, 500);
+  assert.equal(p.headers[HEADERS.errorSource], "function");
+  assert.deepEqual(p.json(), { error: { code: "FUNCTION_ERROR", message: "The function threw an error", requestId: "rid-err" } });
+  const logged = await prod.waitForLog((e) => e.rid === "rid-err" && e.level === "error");
+  assert.match(logged.msg, /boom secret[\s\S]*at /);
+  const dev = await start("throws", { dev: true });
+  const d = (await call(dev, "/")).json();
+  assert.equal(d.error.code, "FUNCTION_ERROR");
+  assert.match(d.error.message, /boom secret/);
+  assert.match(d.error.details.stack, /index\.cjs:\d+/);
+});
+
+test("an uncaught exception: in-flight requests get 502 FUNCTION_CRASHED, the process exits with EXIT.crashed", async () => {
+  const r = await start("crash");
+  const res = await call(r, "/");
+  assert.equal(res.status, 502);
+  assert.equal(res.json().error.code, "FUNCTION_CRASHED");
+  assert.equal(res.headers[HEADERS.instanceUnusable], "1");
+  assert.equal((await r.exited).code, EXIT.crashed);
+  assert.ok(r.logs.some((e) => e.level === "error" && /crash!/.test(e.msg)));
+});
+
+test("SIGTERM drains: an in-flight request finishes, then exit 0", async () => {
+  const r = await start("slow");
+  const pending = call(r, "/?ms=400", { headers: { [HEADERS.requestId]: "rid-drain" } });
+  await r.waitForLog((e) => e.rid === "rid-drain" && e.msg === "started");
+  r.child.kill("SIGTERM");
+  const res = await pending;
+  assert.equal(res.status, 200);
+  assert.equal(res.text, "slept");
+  assert.equal((await r.exited).code, EXIT.ok);
+});
+
+test("console and stdout writes become structured lines tagged with the request id, capped at 16 KiB", async () => {
+  const r = await start("logs");
+  const res = await call(r, "/?tag=t1", { headers: { [HEADERS.requestId]: "rid-log" } });
+  assert.equal(res.text, "ok");
+  await r.waitForLog((e) => e.rid === "rid-log" && e.msg.startsWith("xxx"));
+  const mine = r.logs.filter((e) => e.rid === "rid-log");
+  assert.deepEqual(mine.slice(0, 4).map((e) => [e.level, e.msg]), [["log", "hello from t1"], ["error", "an error line"], ["log", "raw1"], ["log", "raw2"]]);
+  const long = mine[4]!;
+  assert.ok(Buffer.byteLength(long.msg) < LOG_LINE_MAX_BYTES + 100);
+  assert.match(long.msg, /… \[truncated 100 bytes\]$/);
+});
+
+test("discovery lists the functions with raw config; a module that throws at load exits EXIT.loadFailed with file:line", () => {
+  const ok = spawnSync(process.execPath, [runtimePath()], { env: { [ENV.discover]: "1", [ENV.entry]: entry }, encoding: "utf8" });
+  assert.equal(ok.status, EXIT.ok);
+  const line = ok.stdout.split("\n").find((l) => l.startsWith(DISCOVERY_PREFIX))!;
+  const { functions } = JSON.parse(line.slice(DISCOVERY_PREFIX.length));
+  const hello = functions.find((f: { name: string }) => f.name === "hello");
+  assert.deepEqual(hello, { name: "hello", exportName: "hello", config: { timeout: 10_000 } });
+  assert.ok(!functions.some((f: { name: string }) => f.name === "helperValue"));
+  const broken = join(dir, "broken.cjs");
+  writeFileSync(broken, "const x = 1;\nthrow new Error('bad module');\n");
+  const bad = spawnSync(process.execPath, [runtimePath()], { env: { [ENV.discover]: "1", [ENV.entry]: broken }, encoding: "utf8" });
+  assert.equal(bad.status, EXIT.loadFailed);
+  const badLine = bad.stdout.split("\n").find((l) => l.startsWith(DISCOVERY_PREFIX))!;
+  const err = JSON.parse(badLine.slice(DISCOVERY_PREFIX.length)).error;
+  assert.equal(err.code, "FUNCTION_LOAD_FAILED");
+  assert.match(err.message, /bad module.*broken\.cjs:2/);
+});
+
+test("a missing export fails the start with EXIT.loadFailed", async () => {
+  await assert.rejects(start("doesNotExist"), /exited before READY.*"code":71/);
+});

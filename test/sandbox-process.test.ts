@@ -1,0 +1,155 @@
+// The process driver (bubblewrap + cgroups) against the shared conformance suite, plus what only this
+// driver has: cgroup layout detection, a v2 cgroup round trip, reconcile after the node was SIGKILLed,
+// start cost. Needs root, bubblewrap, setpriv, iptables (scripts/test.sh installs them) and `npm run build`.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, rmdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { once } from "node:events";
+import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance";
+import { createProcessDriver, type ProcessDriver } from "../src/sandbox/process/process-driver";
+import { CgroupManager, detectCgroupLayout } from "../src/sandbox/process/cgroups";
+import { parseFunctionConfig } from "../src/shared/function-config";
+import type { Instance } from "../src/sandbox/driver";
+
+const runtimePath = resolve("dist/runtime.cjs");
+const fixtures = resolve("test/fixtures/functions");
+if (!existsSync(runtimePath)) throw new Error(`${runtimePath} is missing: run \`npm run build\` first`);
+if (process.getuid?.() !== 0) throw new Error("the process driver tests need root (cgroups, iptables, bwrap binding host paths)");
+
+const rootName = `stratus-test-${process.pid}`;
+const newDriver = (suffix: string, extra: { pidsMax?: number } = {}): { driver: ProcessDriver; stateDir: string; cleanup: () => Promise<void> } => {
+  // Short state dir: socket paths must stay under 108 bytes.
+  const stateDir = mkdtempSync("/tmp/sst-");
+  const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `${rootName}-${suffix}`, ...extra });
+  return {
+    driver,
+    stateDir,
+    cleanup: async () => {
+      await driver.close();
+      for (const d of driver.cgroups.rootDirs()) if (existsSync(d)) rmdirSync(d);
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+};
+
+const leftoversOf = (driver: ProcessDriver, stateDir: string) => async (inst: Instance): Promise<string[]> => {
+  const out: string[] = [];
+  for (const d of driver.cgroups.rootDirs()) if (existsSync(join(d, inst.id))) out.push(`cgroup ${join(d, inst.id)}`);
+  if (existsSync(join(stateDir, "sockets", inst.id))) out.push(`socket dir of ${inst.id}`);
+  return out;
+};
+
+let conf: ReturnType<typeof newDriver> | undefined;
+runDriverConformance(
+  "process",
+  async () => {
+    conf = newDriver("conf");
+    return { driver: conf.driver, cleanup: conf.cleanup };
+  },
+  {
+    fixturesDir: fixtures,
+    hostSecretPaths: ["/root", "/work", "/var/lib"],
+    leftovers: (inst) => leftoversOf(conf!.driver, conf!.stateDir)(inst),
+  },
+);
+
+test("cgroup layout detection matches the mounts", () => {
+  const mounts = readFileSync("/proc/mounts", "utf8").split("\n").map((l) => l.split(" "));
+  const rootIsV2 = mounts.some((m) => m[1] === "/sys/fs/cgroup" && m[2] === "cgroup2");
+  const layout = detectCgroupLayout();
+  assert.equal(layout.mode, rootIsV2 ? "v2" : "v1");
+  assert.throws(() => detectCgroupLayout("/tmp"), /no usable cgroup hierarchy/);
+  if (existsSync("/sys/fs/cgroup/unified/cgroup.procs")) assert.equal(detectCgroupLayout("/sys/fs/cgroup/unified").mode, "v2");
+});
+
+test("cgroup v2: create, join before exec, kill everything, remove", async (t) => {
+  const fsRoot = existsSync("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup" : "/sys/fs/cgroup/unified";
+  if (!existsSync(join(fsRoot, "cgroup.procs"))) return t.skip("no cgroup v2 hierarchy mounted on this machine");
+  // Here the v2 hierarchy has no controllers (they live in v1), so limits cannot be checked, only the lifecycle.
+  const mgr = new CgroupManager({ mode: "v2", fsRoot }, `${rootName}-v2`, { requireControllers: false });
+  const cg = mgr.create("probe", { memoryMb: 64, pidsMax: 32, cpuWeight: 100 });
+  try {
+    const child = spawn("/bin/sh", ["-c", 'echo $$ > "$1" && exec sh -c "sleep 60 & sleep 60"', "sh", cg.procsFiles[0]!], { stdio: "ignore" });
+    const deadline = Date.now() + 5000;
+    while (cg.pids().length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(cg.pids().length >= 2, `the wrapper and its forks are in the cgroup: ${cg.pids().join(",")}`);
+    assert.ok(cg.pids().includes(child.pid!));
+    const killed = await cg.killAll();
+    assert.ok(killed >= 2);
+    assert.deepEqual(cg.pids(), []);
+    assert.equal(cg.memory()?.currentBytes ?? 0, cg.memory()?.currentBytes ?? 0);
+    assert.deepEqual(mgr.list(), ["probe"]);
+  } finally {
+    await cg.killAll();
+    await cg.remove();
+    for (const d of mgr.rootDirs()) if (existsSync(d)) rmdirSync(d);
+  }
+  assert.equal(existsSync(join(fsRoot, `${rootName}-v2`, "probe")), false);
+});
+
+test("reconcile after the node process was SIGKILLed removes every process, cgroup and socket dir", { timeout: 60_000 }, async () => {
+  const { driver, stateDir, cleanup } = newDriver("reconcile");
+  try {
+    const child = spawn(process.execPath, ["--import", "tsx", "test/fixtures/sandbox/start-two-and-wait.ts", runtimePath, stateDir, driver.cgroups.rootName, fixtures], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.setEncoding("utf8");
+    await new Promise<void>((resolveStarted, reject) => {
+      child.stdout.on("data", (c: string) => {
+        out += c;
+        if (out.includes("started")) resolveStarted();
+      });
+      child.on("exit", (code) => reject(new Error(`child exited early (${code})`)));
+    });
+    assert.deepEqual(driver.cgroups.list().sort(), ["orphan-1", "orphan-2"]);
+    child.kill("SIGKILL");
+    await once(child, "exit");
+    const { removed } = await driver.reconcile();
+    assert.equal(removed, 2);
+    assert.deepEqual(driver.cgroups.list(), [], "no instance cgroup left");
+    for (const d of driver.cgroups.rootDirs()) {
+      assert.equal(readFileSync(join(d, "cgroup.procs"), "utf8").trim(), "", `no process left in ${d}`);
+    }
+    assert.equal(existsSync(join(stateDir, "sockets", "orphan-1")), false, "stale socket dirs are removed");
+    assert.deepEqual(await driver.reconcile(), { removed: 0 }, "reconcile is idempotent");
+  } finally {
+    await cleanup();
+  }
+});
+
+test("pids limit: the cgroup never holds more tasks than pids.max", { timeout: 60_000 }, async () => {
+  const { driver, cleanup } = newDriver("pids", { pidsMax: 64 });
+  try {
+    const inst = await driver.start({ instanceId: "bomb", functionName: "forkbomb", version: "1", artifactDir: fixtures, entry: "probe.js", exportName: "forkbomb", config: parseFunctionConfig("forkbomb", {}), env: {} });
+    await invokeInstance(inst, "/").catch(() => undefined);
+    const pidsDir = driver.cgroups.rootDirs().find((d) => d.includes("/pids/"));
+    if (pidsDir) {
+      const current = Number(readFileSync(join(pidsDir, "bomb", "pids.current"), "utf8"));
+      assert.ok(current <= 64, `pids.current ${current}`);
+    }
+    assert.equal(spawnSync("true").status, 0, "the host still forks");
+    await inst.destroy();
+  } finally {
+    await cleanup();
+  }
+});
+
+test("start cost: time from start() to ready for a hello function", { timeout: 60_000 }, async (t) => {
+  const { driver, cleanup } = newDriver("cost");
+  try {
+    const config = parseFunctionConfig("hello", {});
+    const times: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const inst = await driver.start({ instanceId: `cost-${i}`, functionName: "hello", version: "1", artifactDir: fixtures, entry: "probe.js", exportName: "hello", config, env: {} });
+      times.push(inst.startMs);
+      await inst.destroy();
+    }
+    times.sort((a, b) => a - b);
+    const median = times[Math.floor(times.length / 2)]!;
+    t.diagnostic(`start→ready ms: median ${median.toFixed(1)}, min ${times[0]!.toFixed(1)}, max ${times.at(-1)!.toFixed(1)}`);
+    assert.ok(median < 2000, `median start ${median} ms`);
+  } finally {
+    await cleanup();
+  }
+});

@@ -146,7 +146,14 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
       if (!deps.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
       driver = createProcessDriver({ runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), logger: logger.child({ component: "driver" }) });
     } else {
-      throw new StratusError("INVALID_ARGUMENT", `The ${config.driver} driver is not available in this build`);
+      const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
+      const { username, password, address } = config.registry;
+      driver = createDockerDriver({
+        registry: address,
+        ...(username !== "" ? { registryAuth: { username, password } } : {}),
+        ...(deps.runtimePath ? { runtimeFile: deps.runtimePath } : {}),
+        socketRoot: join(dataDir, "docker"),
+      });
     }
     // Node agent: gateway + driver, reachable by the control plane only through the internal API.
     agent = createNodeAgent({

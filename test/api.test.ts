@@ -10,6 +10,8 @@ import { gzipSync } from "node:zlib";
 import { createApiApp } from "../src/control/api";
 import type { ApiContext } from "../src/control/api-context";
 import { createSilentLogger } from "../src/shared/logger";
+import { readFile } from "node:fs/promises";
+import { createNodeClient } from "../src/control/node-client";
 import { deploy, project, startPlatform, type PlatformFixture } from "./helpers/platform-fixture";
 import { makeTarGz, type TarEntry } from "./helpers/make-tar-gz";
 
@@ -204,6 +206,24 @@ test("a restart serves what was deployed (the control plane pushes every active 
   await fx.restart();
   assert.equal((await invoke("keeper")).text, "v1");
   assert.equal((await api("GET", "/readyz", { token: null })).status, 200);
+});
+
+test("the internal node API needs the node token and validates deployments", async () => {
+  const socketPath = join(fx.dataDir, "node.sock");
+  const token = (await readFile(join(fx.dataDir, "node.token"), "utf8")).trim();
+  const wrong = createNodeClient({ socketPath, token: "not-the-node-token" });
+  const right = createNodeClient({ socketPath, token });
+  try {
+    await assert.rejects(wrong.status("keeper"), { code: "UNAUTHENTICATED" });
+    const st = await right.status("keeper");
+    assert.equal(typeof st.instances, "number");
+    assert.equal(st.version, (await api("GET", "/api/v1/functions/keeper")).body.activeVersion);
+    await assert.rejects(right.verify({ name: "x" } as never), { code: "INVALID_ARGUMENT" });
+    await assert.rejects(right.removeFunction("bad.name"), { code: "INVALID_FUNCTION_NAME" });
+  } finally {
+    await wrong.close();
+    await right.close();
+  }
 });
 
 test("the OpenAPI document lists every route of the router", async () => {

@@ -10,9 +10,6 @@ import { homedir } from "node:os";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { StratusError } from "../../shared/errors";
-import { createLogger } from "../../shared/logger";
-import { resolvePlatformConfig } from "../../shared/platform-config";
-import { createPlatform } from "../../control/platform";
 import { reportError } from "../command-kit";
 import { loadProfile, saveProfile } from "../profile";
 
@@ -54,6 +51,10 @@ export function registerUpCommand(program: Command): void {
     .option("--runtime <path>", "path of runtime.cjs (default: beside the CLI bundle)")
     .action(async (opts: UpOptions) => {
       try {
+        // Loaded here, not at the top: other commands must not pay for the whole platform at start-up.
+        const [{ resolvePlatformConfig }, { createLogger }, { createPlatform }] = await Promise.all([
+          import("../../shared/platform-config"), import("../../shared/logger"), import("../../control/platform"),
+        ]);
         const file = opts.config ? await readConfigFile(opts.config) : undefined;
         const config = resolvePlatformConfig({
           flags: {

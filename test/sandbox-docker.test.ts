@@ -2,7 +2,7 @@
 // with the real runtime (dist/runtime.cjs, from `npm run build`).
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { connect, createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -358,6 +358,31 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     const inst = await driver.start({ ...spec, image });
     assert.equal((await get(inst.endpoint.socketPath)).body, "Hello");
     await inst.destroy();
+  });
+});
+
+describe("Docker driver across an engine restart", { timeout: 180_000 }, () => {
+  test("instances whose containers died with the engine resolve exited; new starts work once it is back", async () => {
+    const spec = specOf("helloWorld_x", "hello", artifact("hello"));
+    const { image } = await driver.prepare(spec);
+    const inst = await driver.start({ ...spec, image });
+    assert.equal((await get(inst.endpoint.socketPath)).body, "Hello");
+    const pid = Number(readFileSync("/var/run/docker.pid", "utf8"));
+    process.kill(pid, "SIGTERM");
+    try {
+      const exit = await inst.exited;
+      assert.equal(exit.reason, "crashed", JSON.stringify(exit));
+      await assert.rejects(get(inst.endpoint.socketPath), "in-flight and later requests to it fail at once");
+    } finally {
+      execFileSync("bash", ["scripts/services.sh"], { stdio: ["ignore", "ignore", "pipe"], timeout: 120_000 });
+    }
+    const next = await driver.start({ ...specOf("helloWorld_x", "hello", artifact("hello")), image });
+    assert.equal((await get(next.endpoint.socketPath)).body, "Hello");
+    await next.destroy();
+    // The dead instance's container could not be removed while the engine was down.
+    const { removed } = await driver.reconcile();
+    assert.ok(removed <= 1);
+    assert.equal((await ourContainers()).length, 0);
   });
 });
 

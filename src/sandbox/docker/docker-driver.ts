@@ -13,6 +13,7 @@
  * map only after its container was removed (or the engine said it is gone) and `exited` resolved.
  */
 import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { Agent } from "node:http";
 import { constants as osConstants, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -43,7 +44,7 @@ export const SOCKET_NAME = "http.sock";
 
 /** Options of the Docker driver. Every field has a default; units in the names. */
 export interface DockerDriverOptions {
-  /** The engine connection (default: `new Docker()`, i.e. /var/run/docker.sock or DOCKER_HOST). */
+  /** The engine connection (default: /var/run/docker.sock or DOCKER_HOST, without keep-alive). */
   readonly docker?: Docker;
   /** Registry `host:port` images are pushed to and pulled from (default `127.0.0.1:5000`). */
   readonly registry?: string;
@@ -102,7 +103,9 @@ function containerName(instanceId: string): string {
  * The services it needs (dockerd, a registry) are started by scripts/services.sh.
  */
 export function createDockerDriver(options: DockerDriverOptions = {}): DockerDriver {
-  const docker = options.docker ?? new Docker();
+  // No keep-alive: Node 20's global agent keeps sockets, and after an engine restart the first call
+  // on a kept socket fails with EPIPE. A new connection to the engine's Unix socket costs well under 1 ms.
+  const docker = options.docker ?? new Docker({ agent: new Agent({ keepAlive: false }) } as Docker.DockerOptions);
   const registry = options.registry ?? "127.0.0.1:5000";
   const runtimeFile = options.runtimeFile ?? join(process.cwd(), "dist", "runtime.cjs");
   const socketRoot = options.socketRoot ?? join(tmpdir(), "stratus-docker");

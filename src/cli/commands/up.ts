@@ -21,6 +21,7 @@ interface UpOptions {
   config?: string;
   logLevel?: string;
   runtime?: string;
+  json?: boolean;
 }
 
 async function readConfigFile(path: string): Promise<unknown> {
@@ -49,6 +50,7 @@ export function registerUpCommand(program: Command): void {
     .option("--config <file>", "JSON config file (flags > STRATUS_* env > file > defaults)")
     .option("--log-level <level>", "trace | debug | info | warn | error | fatal | silent")
     .option("--runtime <path>", "path of runtime.cjs (default: beside the CLI bundle)")
+    .option("--json", "print the start-up line as JSON: { url, dataDir, adminToken }")
     .action(async (opts: UpOptions) => {
       try {
         // Loaded here, not at the top: other commands must not pay for the whole platform at start-up.
@@ -102,7 +104,8 @@ export function registerUpCommand(program: Command): void {
           // Same platform on another port: keep the profile pointing at it.
           await saveProfile(process.env, { ...profile, url: started.url });
         }
-        process.stdout.write(lines.join("\n") + "\n");
+        if (opts.json) process.stdout.write(JSON.stringify({ url: started.url, dataDir: config.dataDir, adminToken: started.adminToken }) + "\n");
+        else process.stdout.write(lines.join("\n") + "\n");
       } catch (err) {
         reportError(err);
         process.exit(1);

@@ -512,6 +512,13 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       const refs = [image.Id, ...(image.RepoDigests ?? []), ...(image.RepoTags ?? [])];
       if (refs.some((r) => keepSet.has(r))) continue;
       try {
+        // Untag first: an image reused for several versions has several tags, and removing it by id
+        // without force is refused while more than one tag points at it.
+        for (const tag of image.RepoTags ?? []) {
+          await docker.getImage(tag).remove({ force: false }).catch((err: unknown) => {
+            if (!isNotFound(err) && engineStatus(err) !== 409) throw err;
+          });
+        }
         await docker.getImage(image.Id).remove({ force: false, noprune: false });
         removed++;
       } catch (err) {

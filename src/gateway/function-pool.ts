@@ -223,9 +223,10 @@ export class FunctionPool {
   /**
    * Switches new requests to `deployment`. A new version retires every instance of the old one
    * (idle ones close now, busy ones after their last request) and starts minInstances of the new one.
+   * The same version with another env (an env var or secret change) rolls the instances the same way.
    */
   setDeployment(deployment: Deployment): void {
-    const versionChanged = deployment.version !== this.dep.version;
+    const versionChanged = deployment.version !== this.dep.version || !sameEnv(deployment.env, this.dep.env);
     this.dep = deployment;
     if (versionChanged) {
       for (const rec of this.starts) rec.stale = true;
@@ -461,4 +462,12 @@ export class FunctionPool {
     const i = this.available.lastIndexOf(slot);
     if (i !== -1) this.available.splice(i, 1);
   }
+}
+
+/** True when two env maps hold the same pairs (order ignored). */
+function sameEnv(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (!Object.hasOwn(b, k) || a[k] !== b[k]) return false;
+  return true;
 }

@@ -535,10 +535,10 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     async queryLogs(functionName, query: LogQuery = {}) {
       const where = ["function_name = ?"];
       const args: unknown[] = [functionName];
-      if (query.since !== undefined) (where.push("ts >= ?"), args.push(query.since));
-      if (query.afterSeq !== undefined) (where.push("seq > ?"), args.push(query.afterSeq));
-      if (query.requestId !== undefined) (where.push("request_id = ?"), args.push(query.requestId));
-      if (query.minLevel !== undefined) (where.push("level >= ?"), args.push(LEVEL_RANK[query.minLevel]));
+      if (query.since !== undefined) { where.push("ts >= ?"); args.push(query.since); }
+      if (query.afterSeq !== undefined) { where.push("seq > ?"); args.push(query.afterSeq); }
+      if (query.requestId !== undefined) { where.push("request_id = ?"); args.push(query.requestId); }
+      if (query.minLevel !== undefined) { where.push("level >= ?"); args.push(LEVEL_RANK[query.minLevel]); }
       args.push(queryLimit(query.limit));
       // Compiled per call: these are API reads, not the write path.
       const rows = db.prepare<unknown[], LogRow>(`SELECT * FROM logs WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args);
@@ -549,13 +549,16 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       const args: unknown[] = [functionName];
       if (query.statusClass !== undefined) {
         if (query.statusClass === 0) where.push("status = 0");
-        else (where.push("status >= ? AND status < ?"), args.push(query.statusClass * 100, query.statusClass * 100 + 100));
+        else {
+          where.push("status >= ? AND status < ?");
+          args.push(query.statusClass * 100, query.statusClass * 100 + 100);
+        }
       }
-      if (query.status !== undefined) (where.push("status = ?"), args.push(query.status));
-      if (query.cold !== undefined) (where.push("cold = ?"), args.push(query.cold ? 1 : 0));
-      if (query.slowerThanMs !== undefined) (where.push("total_ms > ?"), args.push(query.slowerThanMs));
-      if (query.since !== undefined) (where.push("ts >= ?"), args.push(query.since));
-      if (query.requestId !== undefined) (where.push("request_id = ?"), args.push(query.requestId));
+      if (query.status !== undefined) { where.push("status = ?"); args.push(query.status); }
+      if (query.cold !== undefined) { where.push("cold = ?"); args.push(query.cold ? 1 : 0); }
+      if (query.slowerThanMs !== undefined) { where.push("total_ms > ?"); args.push(query.slowerThanMs); }
+      if (query.since !== undefined) { where.push("ts >= ?"); args.push(query.since); }
+      if (query.requestId !== undefined) { where.push("request_id = ?"); args.push(query.requestId); }
       if (query.failed === true) where.push("error_code IS NOT NULL");
       args.push(queryLimit(query.limit));
       return db.prepare<unknown[], InvocationRow>(`SELECT * FROM invocations WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args).map(toInvocation);

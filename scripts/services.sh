@@ -45,8 +45,14 @@ wait_for() { # name, check function
   done
 }
 
+# A daemon that is still starting or stopping holds the pid file: wait until it answers or is gone.
+deadline=$((SECONDS + WAIT_S))
+while [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null && ! docker_up; do
+  if [ $SECONDS -ge $deadline ]; then echo "services: dockerd (pid $(cat /var/run/docker.pid)) neither answers nor exits" >&2; exit 1; fi
+  sleep 0.2
+done
 if docker_up; then
-  echo "==> services: dockerd already answers"
+  echo "==> services: dockerd answers"
 else
   echo "==> services: starting dockerd (log: $DIR/dockerd.log)"
   # A stale pid file from a killed daemon makes dockerd refuse to start.

@@ -29,5 +29,8 @@ npm run typecheck
 echo "==> lint"
 npm run lint
 
+echo "==> services (dockerd, registry on 127.0.0.1:5000)"
+bash scripts/services.sh
+
 echo "==> tests"
 node scripts/run-tests.mjs

@@ -2,15 +2,16 @@
 // with the real runtime (dist/runtime.cjs, from `npm run build`).
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { connect, createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
 import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
-import type { InstanceLogLine, InstanceSpec } from "../src/sandbox/driver";
+import type { InstanceLogLine, InstanceSpec, SandboxDriver } from "../src/sandbox/driver";
+import { runDriverConformance } from "../src/sandbox/conformance";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
 
 const REGISTRY = process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000";
@@ -95,13 +96,64 @@ async function ourContainers(): Promise<Docker.ContainerInfo[]> {
   return docker.listContainers({ all: true, filters: { label: [`stratus.node=${nodeId}`] } });
 }
 
+// Start dockerd and the registry (idempotent, quick when they run) before any case.
+try {
+  execFileSync("bash", ["scripts/services.sh"], { stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
+} catch (err) {
+  throw new Error(`Docker and the registry are needed: scripts/services.sh failed (run it as root to see why): ${(err as Error).message}`);
+}
+if (!existsSync(RUNTIME)) throw new Error(`${RUNTIME} is missing: run \`npm run build\` first`);
+
+/**
+ * The conformance suite builds specs without an image (it is driver-neutral); the deploy pipeline
+ * calls prepare() once per version before any start, and this wrapper does the same.
+ */
+function preparing(inner: DockerDriver): SandboxDriver {
+  const images = new Map<string, Promise<string>>();
+  return {
+    ...inner,
+    start: async (spec, opts) => {
+      const key = `${spec.functionName}\0${spec.artifactDir}`;
+      let image = images.get(key);
+      if (image === undefined) {
+        image = inner.prepare(spec).then((r) => r.image);
+        images.set(key, image);
+      }
+      return inner.start({ ...spec, image: await image }, opts);
+    },
+  };
+}
+
+const confNodeId = `conf-${process.pid}`;
+const confSocketRoot = join(work, "c");
+let confDriver: DockerDriver | undefined;
+runDriverConformance(
+  "docker",
+  async () => {
+    confDriver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot: confSocketRoot, nodeId: confNodeId });
+    return {
+      driver: preparing(confDriver),
+      cleanup: async () => {
+        await confDriver?.close();
+        await confDriver?.reconcile();
+      },
+    };
+  },
+  {
+    fixturesDir: resolve("test/fixtures/functions"),
+    hostSecretPaths: ["/root", "/work", "/var/lib"],
+    leftovers: async (inst) => {
+      const out: string[] = [];
+      const left = await docker.listContainers({ all: true, filters: { label: [`stratus.instance=${inst.id}`] } });
+      for (const c of left) out.push(`container ${c.Names.join(",")} (${c.State})`);
+      if (existsSync(join(confSocketRoot, inst.id))) out.push(`socket dir of ${inst.id}`);
+      return out;
+    },
+    timeoutMs: 90_000,
+  },
+);
+
 before(() => {
-  try {
-    execFileSync("bash", ["scripts/services.sh"], { stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
-  } catch (err) {
-    throw new Error(`Docker and the registry are needed: scripts/services.sh failed (run it as root to see why): ${(err as Error).message}`);
-  }
-  if (!existsSync(RUNTIME)) throw new Error(`${RUNTIME} is missing: run \`npm run build\` first`);
   driver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId });
 });
 
@@ -306,6 +358,31 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     const inst = await driver.start({ ...spec, image });
     assert.equal((await get(inst.endpoint.socketPath)).body, "Hello");
     await inst.destroy();
+  });
+});
+
+describe("Docker driver across an engine restart", { timeout: 180_000 }, () => {
+  test("instances whose containers died with the engine resolve exited; new starts work once it is back", async () => {
+    const spec = specOf("helloWorld_x", "hello", artifact("hello"));
+    const { image } = await driver.prepare(spec);
+    const inst = await driver.start({ ...spec, image });
+    assert.equal((await get(inst.endpoint.socketPath)).body, "Hello");
+    const pid = Number(readFileSync("/var/run/docker.pid", "utf8"));
+    process.kill(pid, "SIGTERM");
+    try {
+      const exit = await inst.exited;
+      assert.equal(exit.reason, "crashed", JSON.stringify(exit));
+      await assert.rejects(get(inst.endpoint.socketPath), "in-flight and later requests to it fail at once");
+    } finally {
+      execFileSync("bash", ["scripts/services.sh"], { stdio: ["ignore", "ignore", "pipe"], timeout: 120_000 });
+    }
+    const next = await driver.start({ ...specOf("helloWorld_x", "hello", artifact("hello")), image });
+    assert.equal((await get(next.endpoint.socketPath)).body, "Hello");
+    await next.destroy();
+    // The dead instance's container could not be removed while the engine was down.
+    const { removed } = await driver.reconcile();
+    assert.ok(removed <= 1);
+    assert.equal((await ourContainers()).length, 0);
   });
 });
 

@@ -1,9 +1,9 @@
 /**
- * Typed client of the public API (`/api/v1`), used by every CLI command. Uses undici's fetch.
+ * Typed client of the public API (`/api/v1`), used by every CLI command. Uses Node's built-in fetch
+ * (undici inside Node): loading the undici package would add to every command's start-up.
  * Error responses become StratusErrors with the server's code and message; an unreachable platform
  * is UNAVAILABLE (with the URL in the message).
  */
-import { fetch } from "undici";
 import { StratusError, isErrorCode } from "../shared/errors";
 import type { ErrorGroup, InvocationRecord, LogEntry, StoredLogEntry } from "../shared/invocation";
 

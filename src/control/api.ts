@@ -57,6 +57,13 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
     const id = requestIdOf(req);
     res.locals.requestId = id;
     res.setHeader(HEADERS.requestId, id);
+    // One access line per API call (never bodies: they may hold secrets); health checks stay quiet.
+    if (!isPublicPath(req.path)) {
+      const t0 = performance.now();
+      res.once("finish", () => {
+        ctx.logger.info({ requestId: id, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(performance.now() - t0), tokenId: res.locals.tokenId }, "api request");
+      });
+    }
     next();
   });
 

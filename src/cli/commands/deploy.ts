@@ -5,7 +5,6 @@
  */
 import type { Command } from "commander";
 import { basename, resolve } from "node:path";
-import { packProject } from "../../builder/pack";
 import type { DeployEvent } from "../api-client";
 import { apiAction, withCommonOptions, type CommonOptions } from "../command-kit";
 
@@ -17,6 +16,7 @@ export function registerDeployCommand(program: Command): void {
     .option("--only <names>", "deploy only these functions (comma-separated)")
     .action(apiAction<[string], CommonOptions & { only?: string }>(async (client, opts, dir) => {
       const root = resolve(dir);
+      const { packProject } = await import("../../builder/pack");
       const { archive, files } = await packProject(root);
       const tty = process.stderr.isTTY === true && !opts.json;
       const only = opts.only?.split(",").map((s) => s.trim()).filter(Boolean);

@@ -10,9 +10,6 @@ import { homedir } from "node:os";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { StratusError } from "../../shared/errors";
-import { createLogger } from "../../shared/logger";
-import { resolvePlatformConfig } from "../../shared/platform-config";
-import { createPlatform } from "../../control/platform";
 import { reportError } from "../command-kit";
 import { loadProfile, saveProfile } from "../profile";
 
@@ -24,6 +21,7 @@ interface UpOptions {
   config?: string;
   logLevel?: string;
   runtime?: string;
+  json?: boolean;
 }
 
 async function readConfigFile(path: string): Promise<unknown> {
@@ -52,8 +50,13 @@ export function registerUpCommand(program: Command): void {
     .option("--config <file>", "JSON config file (flags > STRATUS_* env > file > defaults)")
     .option("--log-level <level>", "trace | debug | info | warn | error | fatal | silent")
     .option("--runtime <path>", "path of runtime.cjs (default: beside the CLI bundle)")
+    .option("--json", "print the start-up line as JSON: { url, dataDir, adminToken }")
     .action(async (opts: UpOptions) => {
       try {
+        // Loaded here, not at the top: other commands must not pay for the whole platform at start-up.
+        const [{ resolvePlatformConfig }, { createLogger }, { createPlatform }] = await Promise.all([
+          import("../../shared/platform-config"), import("../../shared/logger"), import("../../control/platform"),
+        ]);
         const file = opts.config ? await readConfigFile(opts.config) : undefined;
         const config = resolvePlatformConfig({
           flags: {
@@ -101,7 +104,8 @@ export function registerUpCommand(program: Command): void {
           // Same platform on another port: keep the profile pointing at it.
           await saveProfile(process.env, { ...profile, url: started.url });
         }
-        process.stdout.write(lines.join("\n") + "\n");
+        if (opts.json) process.stdout.write(JSON.stringify({ url: started.url, dataDir: config.dataDir, adminToken: started.adminToken }) + "\n");
+        else process.stdout.write(lines.join("\n") + "\n");
       } catch (err) {
         reportError(err);
         process.exit(1);

@@ -13,6 +13,7 @@
  * map only after its container was removed (or the engine said it is gone) and `exited` resolved.
  */
 import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { Agent } from "node:http";
 import { constants as osConstants, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -43,7 +44,7 @@ export const SOCKET_NAME = "http.sock";
 
 /** Options of the Docker driver. Every field has a default; units in the names. */
 export interface DockerDriverOptions {
-  /** The engine connection (default: `new Docker()`, i.e. /var/run/docker.sock or DOCKER_HOST). */
+  /** The engine connection (default: /var/run/docker.sock or DOCKER_HOST, without keep-alive). */
   readonly docker?: Docker;
   /** Registry `host:port` images are pushed to and pulled from (default `127.0.0.1:5000`). */
   readonly registry?: string;
@@ -102,7 +103,9 @@ function containerName(instanceId: string): string {
  * The services it needs (dockerd, a registry) are started by scripts/services.sh.
  */
 export function createDockerDriver(options: DockerDriverOptions = {}): DockerDriver {
-  const docker = options.docker ?? new Docker();
+  // No keep-alive: Node 20's global agent keeps sockets, and after an engine restart the first call
+  // on a kept socket fails with EPIPE. A new connection to the engine's Unix socket costs well under 1 ms.
+  const docker = options.docker ?? new Docker({ agent: new Agent({ keepAlive: false }) } as Docker.DockerOptions);
   const registry = options.registry ?? "127.0.0.1:5000";
   const runtimeFile = options.runtimeFile ?? join(process.cwd(), "dist", "runtime.cjs");
   const socketRoot = options.socketRoot ?? join(tmpdir(), "stratus-docker");
@@ -509,6 +512,13 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       const refs = [image.Id, ...(image.RepoDigests ?? []), ...(image.RepoTags ?? [])];
       if (refs.some((r) => keepSet.has(r))) continue;
       try {
+        // Untag first: an image reused for several versions has several tags, and removing it by id
+        // without force is refused while more than one tag points at it.
+        for (const tag of image.RepoTags ?? []) {
+          await docker.getImage(tag).remove({ force: false }).catch((err: unknown) => {
+            if (!isNotFound(err) && engineStatus(err) !== 409) throw err;
+          });
+        }
         await docker.getImage(image.Id).remove({ force: false, noprune: false });
         removed++;
       } catch (err) {

@@ -5,6 +5,12 @@
  * is UNAVAILABLE (with the URL in the message).
  */
 import { StratusError, isErrorCode } from "../shared/errors";
+import type { ErrorGroup, InvocationRecord, LogEntry, StoredLogEntry } from "../shared/invocation";
+
+function queryString(query: Record<string, string>): string {
+  const q = new URLSearchParams(query).toString();
+  return q === "" ? "" : `?${q}`;
+}
 
 /** A function as listed. */
 export interface FunctionSummary {
@@ -130,6 +136,33 @@ export class ApiClient {
   listTokens = async () => (await this.json<{ tokens: TokenSummary[] }>("GET", "/api/v1/tokens")).tokens;
   createToken = (name?: string) => this.json<TokenSummary & { token: string }>("POST", "/api/v1/tokens", name === undefined ? {} : { name });
   revokeToken = (id: string) => this.json<TokenSummary>("DELETE", `/api/v1/tokens/${encodeURIComponent(id)}`);
+  /** Stored log lines (newest `limit`, oldest first). `query`: since, request, level, limit. */
+  getLogs = async (name: string, query: Record<string, string>) =>
+    (await this.json<{ lines: StoredLogEntry[] }>("GET", `${this.fn(name)}/logs${queryString(query)}`)).lines;
+  /** Follows new log lines (SSE) until `signal` aborts; calls `onLine` for each. */
+  followLogs = async (name: string, query: Record<string, string>, onLine: (line: LogEntry) => void, signal?: AbortSignal): Promise<void> => {
+    const res = await fetch(`${this.base}${this.fn(name)}/logs${queryString({ ...query, follow: "1" })}`, { headers: this.headers(), ...(signal ? { signal } : {}) })
+      .catch((err: unknown) => {
+        throw new StratusError("UNAVAILABLE", `Cannot reach ${this.base}: ${err instanceof Error ? err.message : String(err)}`);
+      });
+    if (res.status !== 200 || res.body === null) throw toError(res.status, await res.text());
+    const decoder = new TextDecoder();
+    let buf = "";
+    for await (const chunk of res.body) {
+      buf += decoder.decode(chunk as Uint8Array, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n\n")) !== -1) {
+        const event = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        for (const line of event.split("\n")) if (line.startsWith("data: ")) onLine(JSON.parse(line.slice(6)) as LogEntry);
+      }
+    }
+  };
+  /** Invocation records, newest first. `query`: status, cold, slowerThanMs, since, request, limit. */
+  listInvocations = async (name: string, query: Record<string, string>) =>
+    (await this.json<{ invocations: InvocationRecord[] }>("GET", `${this.fn(name)}/invocations${queryString(query)}`)).invocations;
+  /** Error groups, most recently seen first. */
+  listErrorGroups = async (name: string) => (await this.json<{ groups: ErrorGroup[] }>("GET", `${this.fn(name)}/errors`)).groups;
 
   /**
    * Uploads a packed project and calls `onEvent` for each streamed line; resolves with the result.

@@ -16,6 +16,9 @@ import { registerSecretsCommand } from "./commands/secrets";
 import { registerTokenCommand } from "./commands/token";
 import { registerInvokeCommand } from "./commands/invoke";
 import { registerInitCommand } from "./commands/init";
+import { registerLogsCommand } from "./commands/logs";
+import { registerInvocationsCommand } from "./commands/invocations";
+import { registerErrorsCommand } from "./commands/errors";
 
 const program = new Command();
 program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError();
@@ -31,5 +34,8 @@ registerRollbackCommand(program);
 registerEnvCommand(program);
 registerSecretsCommand(program);
 registerTokenCommand(program);
+registerLogsCommand(program);
+registerInvocationsCommand(program);
+registerErrorsCommand(program);
 registerRmCommand(program);
 await program.parseAsync(process.argv);

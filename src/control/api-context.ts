@@ -7,6 +7,7 @@ import type { Logger } from "../shared/logger";
 import type { NodeApi } from "./node-api";
 import type { Activator } from "./activation";
 import type { Deployer } from "./deployer";
+import type { Observability } from "../observe/observer";
 
 export interface ApiContext {
   readonly store: Store;
@@ -20,6 +21,10 @@ export interface ApiContext {
   readonly maxArchiveBytes: number;
   /** True once start-up finished (every active version pushed to the node). */
   readonly isReady: () => boolean;
+  /** Logs, invocations, error groups, metrics and live tails (absent: those routes answer 404 NOT_FOUND). */
+  readonly observability?: Observability;
+  /** Serve `/metrics` without a token (platform config observe.publicMetrics). */
+  readonly publicMetrics?: boolean;
 }
 
 /** The URL of a function below the public base URL. */

@@ -20,10 +20,15 @@ import { envOperations, registerEnvRoutes } from "./routes/env";
 import { secretOperations, registerSecretRoutes } from "./routes/secrets";
 import { tokenOperations, registerTokenRoutes } from "./routes/tokens";
 import { openapiOperations, registerOpenApiRoutes, renderOpenApi } from "./routes/openapi";
+import { logOperations, registerLogRoutes } from "./routes/logs";
+import { invocationOperations, registerInvocationRoutes } from "./routes/invocations";
+import { errorGroupOperations, registerErrorGroupRoutes } from "./routes/errors";
+import { metricsOperations, registerMetricsRoutes } from "./routes/metrics";
 
 /** Every operation of the API, in document order. */
 export const API_OPERATIONS: readonly Operation[] = [
   ...healthOperations, ...openapiOperations, ...deploymentOperations, ...functionOperations, ...envOperations, ...secretOperations, ...tokenOperations,
+  ...logOperations, ...invocationOperations, ...errorGroupOperations, ...metricsOperations,
 ];
 
 /** Largest JSON request body of the API, bytes. */
@@ -63,7 +68,7 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
   });
 
   app.use(async (req: Request, res: Response, next: NextFunction) => {
-    if (isPublicPath(req.path)) return next();
+    if (isPublicPath(req.path) || (ctx.publicMetrics === true && req.path === "/metrics")) return next();
     try {
       const auth = req.headers.authorization ?? "";
       const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
@@ -87,6 +92,10 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
   registerEnvRoutes(router, ctx);
   registerSecretRoutes(router, ctx);
   registerTokenRoutes(router, ctx);
+  registerLogRoutes(router, ctx);
+  registerInvocationRoutes(router, ctx);
+  registerErrorGroupRoutes(router, ctx);
+  registerMetricsRoutes(router, ctx);
   app.use(router);
 
   app.use((req: Request) => {

@@ -35,6 +35,7 @@ import { createActivator } from "./activation";
 import { createDeployer } from "./deployer";
 import { createApiApp } from "./api";
 import type { ApiContext } from "./api-context";
+import { createObservability, type Observability } from "../observe/observer";
 
 /** Dependencies of the platform; everything but the logger has a default. */
 export interface PlatformDeps {
@@ -132,6 +133,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
   let nodeClient: ReturnType<typeof createNodeClient> | null = null;
   let ready = false;
   let closing: Promise<void> | null = null;
+  let observability: Observability | null = null;
 
   async function listen(): Promise<PlatformStarted> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -140,6 +142,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const nodeToken = await loadOrCreateNodeToken(dataDir);
     store = openSqliteStore({ file: join(dataDir, "stratus.db"), masterKey });
     const theStore = store;
+    observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
 
     if (deps.driver) driver = deps.driver;
     else if (config.driver === "process") {
@@ -165,6 +168,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         requestTimeoutMs: config.gateway.requestTimeoutMs,
         tickMs: config.gateway.sweepIntervalMs,
       },
+      observer: observability.observer,
       // Non-public functions: any valid, unrevoked API token may invoke.
       authorize: async (req) => {
         const auth = req.headers.authorization ?? "";
@@ -173,6 +177,8 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
       },
     });
     gateway = agent.gateway;
+    const theGateway = gateway;
+    observability.setPoolStats(() => theGateway.stats());
     const localNode = createLocalNode({ driver, gateway, logger: logger.child({ component: "node" }) });
     internal = createInternalApiServer({ node: localNode, token: nodeToken, logger: logger.child({ component: "internal-api" }) });
     const socketPath = join(dataDir, "node.sock");
@@ -212,6 +218,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const ctx: ApiContext = {
       store, node: nodeClient, activator, deployer, logger: logger.child({ component: "api" }),
       publicUrl: () => url ?? "", maxArchiveBytes: config.build.maxArchiveBytes, isReady: () => ready,
+      observability, publicMetrics: config.observe.publicMetrics,
     };
     mountApi(gateway, createApiApp(ctx, { version: deps.version ?? "0.1.0" }));
 
@@ -238,6 +245,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     if (internal) await closeServer(internal);
     if (nodeClient) await nodeClient.close().catch(() => {});
     if (driver && !agent) await driver.close().catch((err) => logger.error({ err }, "driver close failed"));
+    if (observability) await observability.close().catch((err) => logger.error({ err }, "telemetry flush failed"));
     if (store) await store.close();
   }
 

@@ -17,7 +17,7 @@ import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Readable } from "node:stream";
 import type { PlatformConfig } from "../shared/platform-config";
-import { StratusError } from "../shared/errors";
+import { StratusError, toErrorResponse } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createProcessDriver } from "../sandbox/process/process-driver";
@@ -99,23 +99,11 @@ function closeServer(server: Server): Promise<void> {
   });
 }
 
-/** True for the gateway's paths: `/fn` and `/fn/…` (an index scan, no regex: this runs per request). */
-function isFunctionPath(url: string): boolean {
-  return url.startsWith("/fn") && (url.length === 3 || url.charCodeAt(3) === 47 /* / */ || url.charCodeAt(3) === 63 /* ? */);
-}
-
-/**
- * Puts the API beside the gateway on the gateway's own server, so its limits (header size, slow
- * clients) protect both. The gateway answers only `/fn/…`; everything else goes to the API.
- */
-function mountApi(gateway: Gateway, api: (req: IncomingMessage, res: ServerResponse) => void): void {
-  const server = gateway.server;
-  const gatewayHandlers = server.listeners("request") as Array<(req: IncomingMessage, res: ServerResponse) => void>;
-  server.removeAllListeners("request");
-  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
-    if (isFunctionPath(req.url ?? "/")) for (const h of gatewayHandlers) h.call(server, req, res);
-    else api(req, res);
-  });
+/** 503 NOT_READY for API requests that arrive before the API is mounted. */
+function sendNotReady(res: ServerResponse): void {
+  const { status, source, body } = toErrorResponse(new StratusError("NOT_READY"));
+  res.writeHead(status, { "content-type": "application/json", "x-stratus-error-source": source });
+  res.end(JSON.stringify(body));
 }
 
 /**
@@ -132,6 +120,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
   let internal: Server | null = null;
   let nodeClient: ReturnType<typeof createNodeClient> | null = null;
   let ready = false;
+  let apiHandler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null;
   let closing: Promise<void> | null = null;
   let observability: Observability | null = null;
 
@@ -169,6 +158,12 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         tickMs: config.gateway.sweepIntervalMs,
       },
       observer: observability.observer,
+      // The API shares the gateway's server (and so its limits and drain): `/fn/…` is the gateway's,
+      // everything else the API's. The API app is built below, once the node client exists.
+      fallback: (req, res) => {
+        if (apiHandler !== null) return apiHandler(req, res);
+        sendNotReady(res);
+      },
       // Non-public functions: any valid, unrevoked API token may invoke.
       authorize: async (req) => {
         const auth = req.headers.authorization ?? "";
@@ -220,7 +215,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
       publicUrl: () => url ?? "", maxArchiveBytes: config.build.maxArchiveBytes, isReady: () => ready,
       observability, publicMetrics: config.observe.publicMetrics,
     };
-    mountApi(gateway, createApiApp(ctx, { version: deps.version ?? "0.1.0" }));
+    apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 
     // Reconciles the driver's leftovers of an earlier run, then listens.
     await agent.start({ port: config.port, host: config.host });

@@ -42,6 +42,11 @@ export interface GatewayOptions {
   readonly observer?: GatewayObserver;
   /** Names this node in invocation records (default: the host name). */
   readonly nodeId?: string;
+  /**
+   * Answers requests outside `/fn/…` on the same server (the control plane's API in `stratus up`), so
+   * the gateway's limits (header size, slow clients) and drain protect both. Default: 404 NOT_FOUND.
+   */
+  readonly fallback?: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
 export interface Gateway {
@@ -91,6 +96,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   let onIdle: (() => void) | null = null;
   let ticker: NodeJS.Timeout | null = null;
   const observer = options.observer ?? null;
+  const fallback = options.fallback ?? null;
   const nodeId = options.nodeId ?? hostname();
   const memory = new MemorySampler();
 
@@ -126,7 +132,10 @@ export function createGateway(options: GatewayOptions): Gateway {
     const requestId = pickRequestId(req.headers);
     if (draining) return sendError(res, new StratusError("SHUTTING_DOWN"), requestId, logger, CLOSE);
     const route = parseFunctionRoute(req.url ?? "/");
-    if (route === null) return sendError(res, new StratusError("NOT_FOUND"), requestId, logger);
+    if (route === null) {
+      if (fallback !== null) return fallback(req, res);
+      return sendError(res, new StratusError("NOT_FOUND"), requestId, logger);
+    }
     if (!isValidFunctionName(route.name)) return sendError(res, new StratusError("INVALID_FUNCTION_NAME"), requestId, logger);
     const entry = functions.get(route.name);
     if (entry === undefined) {

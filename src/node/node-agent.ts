@@ -6,7 +6,7 @@
 import type { AddressInfo } from "node:net";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Logger } from "../shared/logger";
-import { createGateway, type AuthorizeHook, type Gateway } from "../gateway/gateway";
+import { createGateway, type AuthorizeHook, type Gateway, type GatewayOptions } from "../gateway/gateway";
 import type { GatewayLimitsInput } from "../gateway/limits";
 import type { GatewayObserver } from "../gateway/observer-hook";
 
@@ -19,6 +19,8 @@ export interface NodeAgentOptions {
   readonly authorize?: AuthorizeHook;
   /** Receives invocation records, instance output and lifecycle events (src/observe/). */
   readonly observer?: GatewayObserver;
+  /** Answers requests outside `/fn/…` on the gateway's server (see GatewayOptions.fallback). */
+  readonly fallback?: GatewayOptions["fallback"];
 }
 
 export interface NodeAgent {
@@ -39,6 +41,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const { driver, logger } = options;
   const gateway = createGateway({
     driver, logger, limits: options.limits, authorize: options.authorize, ...(options.observer ? { observer: options.observer } : {}),
+    ...(options.fallback ? { fallback: options.fallback } : {}),
   });
   return {
     gateway,

@@ -11,8 +11,9 @@
  * (a restart serves what was deployed), then report ready on `/readyz`.
  */
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { createHash, randomBytes } from "node:crypto";
+import { join, resolve } from "node:path";
+import { hostname } from "node:os";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Readable } from "node:stream";
@@ -133,10 +134,13 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const theStore = store;
     observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
 
+    // Names this node's sandboxes (cgroups, container labels) after its data dir, so two platforms on
+    // one machine — or a test suite beside a running platform — never reconcile away each other's instances.
+    const nodeKey = createHash("sha256").update(resolve(dataDir)).digest("hex").slice(0, 10);
     if (deps.driver) driver = deps.driver;
     else if (config.driver === "process") {
       if (!deps.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
-      driver = createProcessDriver({ runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), logger: logger.child({ component: "driver" }) });
+      driver = createProcessDriver({ runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${nodeKey}`, logger: logger.child({ component: "driver" }) });
     } else {
       const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
       const { username, password, address } = config.registry;
@@ -145,6 +149,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         ...(username !== "" ? { registryAuth: { username, password } } : {}),
         ...(deps.runtimePath ? { runtimeFile: deps.runtimePath } : {}),
         socketRoot: join(dataDir, "docker"),
+        nodeId: `${hostname()}-${nodeKey}`,
       });
     }
     // Node agent: gateway + driver, reachable by the control plane only through the internal API.

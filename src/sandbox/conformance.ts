@@ -339,5 +339,15 @@ export function runDriverConformance(
         return true;
       });
     });
+
+    cases("discover passes per-function problems through instead of throwing", async () => {
+      const found = await driver.discover({ artifactDir: fixtures, entry: "partly-broken.js", timeoutMs: 20_000 });
+      const byName = new Map(found.map((f) => [f.name, f]));
+      assert.deepEqual([...byName.keys()].sort(), ["badConfig", "good", "noHandler"]);
+      assert.equal(byName.get("good")?.error, undefined);
+      assert.equal(byName.get("noHandler")?.error?.code, "FUNCTION_LOAD_FAILED");
+      assert.equal(byName.get("badConfig")?.error?.code, "INVALID_CONFIG");
+      assert.match(String(byName.get("badConfig")?.error?.message), /timeout/);
+    });
   });
 }

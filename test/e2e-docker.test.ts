@@ -9,7 +9,7 @@ import { after, before, test } from "node:test";
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
 import Docker from "dockerode";
@@ -179,6 +179,7 @@ for (const [example, functions] of Object.entries(EXAMPLE_FUNCTIONS)) {
       const c = running[0]!;
       assert.equal(c.Config.Image, image, "the container runs the deployed image by digest");
       assert.equal(c.Config.Labels["stratus.function"], fn);
+      assert.match(c.Config.Labels["stratus.node"] ?? "", new RegExp(`^${hostname()}-[0-9a-f]{8}$`), "a node id of its own: another platform's reconcile leaves it alone");
       assert.ok(!["", "0", "root", "0:0"].includes(c.Config.User), `non-root user, got ${JSON.stringify(c.Config.User)}`);
       assert.equal(c.Config.User, "65534:65534");
       const h = c.HostConfig;

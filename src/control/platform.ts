@@ -11,7 +11,8 @@
  * (a restart serves what was deployed), then report ready on `/readyz`.
  */
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -156,6 +157,9 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         ...(username !== "" ? { registryAuth: { username, password } } : {}),
         ...(deps.runtimePath ? { runtimeFile: deps.runtimePath } : {}),
         socketRoot: join(dataDir, "docker"),
+        // One node per data dir: reconcile() at start-up removes this node's leftover containers, and
+        // must not take the live containers of another platform on the same host (another data dir).
+        nodeId: `${hostname()}-${createHash("sha256").update(dataDir).digest("hex").slice(0, 8)}`,
       });
     }
     // Node agent: gateway + driver, reachable by the control plane only through the internal API.

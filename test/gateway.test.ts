@@ -9,9 +9,10 @@ import { runGatewayCases } from "./helpers/gateway-cases";
 
 runGatewayCases(
   async () => {
-    // Short: socket paths must stay under 108 bytes.
+    // Short: socket paths must stay under 108 bytes. A cgroup root of its own: reconcile() kills
+    // everything under it, and other checkouts may run this file at the same time on this machine.
     const stateDir = mkdtempSync(join(tmpdir(), "sgw-"));
-    const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: "stratus-gwtest", pidsMax: 64 });
+    const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: `stratus-gwtest-${process.pid}`, pidsMax: 64 });
     await driver.reconcile();
     return {
       driver,

@@ -145,10 +145,15 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const theStore = store;
     observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
 
+    // One node per data dir: reconcile() at start-up removes this node's leftovers (cgroups,
+    // containers), and must not take the live instances of another platform on the same host.
+    const nodeSuffix = createHash("sha256").update(dataDir).digest("hex").slice(0, 8);
     if (deps.driver) driver = deps.driver;
     else if (config.driver === "process") {
       if (!deps.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
-      driver = createProcessDriver({ runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), logger: logger.child({ component: "driver" }) });
+      driver = createProcessDriver({
+        runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${nodeSuffix}`, logger: logger.child({ component: "driver" }),
+      });
     } else {
       const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
       const { username, password, address } = config.registry;
@@ -157,9 +162,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         ...(username !== "" ? { registryAuth: { username, password } } : {}),
         ...(deps.runtimePath ? { runtimeFile: deps.runtimePath } : {}),
         socketRoot: join(dataDir, "docker"),
-        // One node per data dir: reconcile() at start-up removes this node's leftover containers, and
-        // must not take the live containers of another platform on the same host (another data dir).
-        nodeId: `${hostname()}-${createHash("sha256").update(dataDir).digest("hex").slice(0, 8)}`,
+        nodeId: `${hostname()}-${nodeSuffix}`,
       });
     }
     // Node agent: gateway + driver, reachable by the control plane only through the internal API.

@@ -340,7 +340,7 @@ export function runGatewayCases(setup: () => Promise<GatewayDriverFixture>, opti
       assert.equal(refused.json.error?.code, "SHUTTING_DOWN");
       assert.equal(refused.headers.connection, "close");
       const r = await inflight;
-      assert.equal(r.status, 200);
+      assert.equal(r.status, 200, r.text);
       await drained;
       assert.equal(gateway.server.listening, false);
       assert.ok(Object.values(gateway.stats()).every((s) => s.total === 0), "every instance closed");

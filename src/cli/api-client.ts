@@ -24,7 +24,8 @@ export interface FunctionSummary {
 /** A function as described. */
 export interface FunctionDetail extends FunctionSummary {
   config: Record<string, unknown> | null;
-  version: { version: string; digest: string; createdAt: number; exportName: string } | null;
+  /** `image`: the driver's immutable reference of the version (Docker: `registry/repo@sha256:…`), null for the process driver. */
+  version: { version: string; digest: string; createdAt: number; exportName: string; image: string | null } | null;
   instances: { version: string | null; instances: number; busy: number; idle: number; starting: number; queued: number };
 }
 

@@ -12,8 +12,8 @@
  */
 import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createHash, randomBytes } from "node:crypto";
-import { join, resolve } from "node:path";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Readable } from "node:stream";
@@ -134,13 +134,15 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const theStore = store;
     observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
 
-    // Names this node's sandboxes (cgroups, container labels) after its data dir, so two platforms on
-    // one machine — or a test suite beside a running platform — never reconcile away each other's instances.
-    const nodeKey = createHash("sha256").update(resolve(dataDir)).digest("hex").slice(0, 10);
+    // One node per data dir: reconcile() at start-up removes this node's leftovers (cgroups,
+    // containers), and must not take the live instances of another platform on the same host.
+    const nodeSuffix = createHash("sha256").update(dataDir).digest("hex").slice(0, 8);
     if (deps.driver) driver = deps.driver;
     else if (config.driver === "process") {
       if (!deps.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
-      driver = createProcessDriver({ runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${nodeKey}`, logger: logger.child({ component: "driver" }) });
+      driver = createProcessDriver({
+        runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${nodeSuffix}`, logger: logger.child({ component: "driver" }),
+      });
     } else {
       const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
       const { username, password, address } = config.registry;
@@ -149,7 +151,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         ...(username !== "" ? { registryAuth: { username, password } } : {}),
         ...(deps.runtimePath ? { runtimeFile: deps.runtimePath } : {}),
         socketRoot: join(dataDir, "docker"),
-        nodeId: `${hostname()}-${nodeKey}`,
+        nodeId: `${hostname()}-${nodeSuffix}`,
       });
     }
     // Node agent: gateway + driver, reachable by the control plane only through the internal API.

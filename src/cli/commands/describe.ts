@@ -13,6 +13,7 @@ export function registerDescribeCommand(program: Command): void {
           `name:       ${f.name}`,
           `url:        ${f.url}`,
           `version:    ${f.activeVersion ?? "-"}${f.version ? ` (export ${f.version.exportName}, ${f.version.digest.slice(0, 19)}…)` : ""}`,
+          ...(f.version?.image ? [`image:      ${f.version.image}`] : []),
           `activated:  ${formatTime(f.activatedAt)}`,
           `instances:  ${i.instances} (busy ${i.busy}, idle ${i.idle}, starting ${i.starting}, queued ${i.queued})`,
           "config:",

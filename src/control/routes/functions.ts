@@ -13,7 +13,7 @@ const RollbackBody = z.strictObject({ to: z.string().min(1).max(200).optional() 
 /** Operations of this file (for the OpenAPI document). */
 export const functionOperations: Operation[] = [
   { method: "get", path: "/api/v1/functions", operationId: "listFunctions", summary: "Lists functions with their active version and URL.", auth: true, responses: { "200": "`{ functions: [{ name, activeVersion, activatedAt, createdAt, url }] }`" } },
-  { method: "get", path: "/api/v1/functions/:name", operationId: "getFunction", summary: "Describes a function: active version, resolved config, URL, instance counts on the node.", auth: true, responses: { "200": "`{ name, activeVersion, url, config, version, instances }`" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND"] },
+  { method: "get", path: "/api/v1/functions/:name", operationId: "getFunction", summary: "Describes a function: active version, resolved config, URL, instance counts on the node.", auth: true, responses: { "200": "`{ name, activeVersion, url, config, version: { version, digest, createdAt, exportName, image }, instances }` (`image`: the driver's immutable reference, Docker `registry/repo@sha256:…`; null for the process driver)" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND"] },
   { method: "delete", path: "/api/v1/functions/:name", operationId: "deleteFunction", summary: "Stops serving a function and deletes its versions, env vars and secrets.", auth: true, responses: { "200": "`{ deleted: name }`" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND"] },
   { method: "get", path: "/api/v1/functions/:name/versions", operationId: "listVersions", summary: "Lists a function's versions, newest first, marking the active one.", auth: true, responses: { "200": "`{ versions: [{ version, digest, createdAt, status, active }] }`" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND"] },
   { method: "post", path: "/api/v1/functions/:name/rollback", operationId: "rollback", summary: "Switches to an older version (`to`, default: the version before the active one), verifying it loads first.", auth: true, body: RollbackBody, responses: { "200": "`{ name, version, previous, url }`" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND", "VERSION_NOT_FOUND", "FUNCTION_LOAD_FAILED", "CONFLICT"] },
@@ -43,7 +43,7 @@ export function registerFunctionRoutes(router: Router, ctx: ApiContext): void {
       ...fn,
       url: functionUrl(ctx, fn.name),
       config: version?.config ?? null,
-      version: version && { version: version.version, digest: version.digest, createdAt: version.createdAt, exportName: version.exportName },
+      version: version && { version: version.version, digest: version.digest, createdAt: version.createdAt, exportName: version.exportName, image: version.image },
       instances,
     });
   });

@@ -18,7 +18,7 @@ import { constants as osConstants, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import Docker from "dockerode";
-import { StratusError, isErrorCode, isStratusError } from "../../shared/errors";
+import { StratusError, isStratusError } from "../../shared/errors";
 import { DISCOVERY_PREFIX, ENV, EXIT } from "../../shared/protocol";
 import type {
   DiscoveredFunction,
@@ -37,8 +37,11 @@ import { engineStatus, followProgress, isNotFound } from "./engine";
 import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./function-image";
 import { ensureFunctionNetwork } from "./network";
 import { parseOutputLine, splitLines } from "../output-lines";
+import { findDiscoveryPayload, parseDiscoveryRun } from "../discovery-output";
 
 const MiB = 1024 * 1024;
+/** Memory limit of a discovery run, MB (as the process driver). */
+const DISCOVERY_MEMORY_MB = 256;
 /** Socket file name inside the instance's socket directory. */
 export const SOCKET_NAME = "http.sock";
 
@@ -452,7 +455,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       User: IMAGE_USER,
       WorkingDir: IMAGE_PATHS.functionDir,
       Labels: { [LABELS.node]: nodeId, "stratus.discovery": "1" },
-      HostConfig: hardenedHostConfig(256, [`${fnDir}:${IMAGE_PATHS.functionDir}:ro`], "none"),
+      HostConfig: hardenedHostConfig(DISCOVERY_MEMORY_MB, [`${fnDir}:${IMAGE_PATHS.functionDir}:ro`], "none"),
     }).catch(async (err: unknown) => {
       await rm(copyDir, { recursive: true, force: true });
       throw new StratusError("INTERNAL", `Could not create the discovery container: ${(err as Error).message}`, { cause: err });
@@ -480,11 +483,13 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `Loading ${spec.entry} took longer than ${spec.timeoutMs} ms`);
       const { StatusCode } = (await container.wait()) as { StatusCode: number };
       const stdoutText = Buffer.concat(out).toString("utf8");
-      const stderrText = Buffer.concat(err).toString("utf8");
-      if (StatusCode !== 0 && !stdoutText.includes(DISCOVERY_PREFIX)) {
-        throw new StratusError("FUNCTION_LOAD_FAILED", `Could not load ${spec.entry}: ${(stderrText.trim() || `exit code ${StatusCode}`).slice(-4000)}`);
-      }
-      return parseDiscovery(stdoutText, stderrText);
+      // The other output (the runtime's tagged log lines, stderr) explains a module that failed.
+      const output = `${stdoutText}\n${Buffer.concat(err).toString("utf8")}`
+        .split("\n")
+        .filter((l) => l !== "" && !l.startsWith(DISCOVERY_PREFIX))
+        .map((l) => (parseOutputLine(l, "stderr", "discovery") as { line: InstanceLogLine }).line.message)
+        .join("\n");
+      return parseDiscoveryRun({ payload: findDiscoveryPayload(stdoutText), exitCode: StatusCode, output, memoryMb: DISCOVERY_MEMORY_MB });
     } finally {
       await removeContainer(container).catch(() => undefined);
       await rm(copyDir, { recursive: true, force: true });
@@ -547,30 +552,4 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   }
 
   return { name: "docker", registry, start, prepare, discover, reconcile, close, pruneImages, ensureImage };
-}
-
-/**
- * Reads the runtime's DISCOVERY_PREFIX line (src/shared/protocol.ts).
- * @throws StratusError FUNCTION_LOAD_FAILED when the module failed to load or printed no discovery line;
- *   the first per-function problem's code (e.g. INVALID_CONFIG, INVALID_FUNCTION_NAME) when any function
- *   is invalid, with every problem in `details` and the message.
- */
-export function parseDiscovery(stdout: string, stderr = ""): DiscoveredFunction[] {
-  const line = stdout.split("\n").find((l) => l.startsWith(DISCOVERY_PREFIX));
-  if (line === undefined) {
-    throw new StratusError("FUNCTION_LOAD_FAILED", `The module printed no function list${stderr.trim() === "" ? "" : `:\n${stderr.trim().slice(-4000)}`}`);
-  }
-  type Problem = { code?: unknown; message?: unknown; details?: unknown };
-  const parsed = JSON.parse(line.slice(DISCOVERY_PREFIX.length)) as {
-    functions?: { name?: unknown; exportName?: unknown; config?: unknown; error?: Problem }[];
-    error?: Problem;
-  };
-  if (parsed.error !== undefined) throw new StratusError("FUNCTION_LOAD_FAILED", String(parsed.error.message));
-  const functions = parsed.functions ?? [];
-  const problems = functions.filter((f) => f.error !== undefined).map((f) => ({ name: String(f.name), ...f.error }));
-  if (problems.length > 0) {
-    const code = isErrorCode(problems[0]!.code) ? problems[0]!.code : "FUNCTION_LOAD_FAILED";
-    throw new StratusError(code, problems.map((p) => String(p.message)).join("; "), { details: problems });
-  }
-  return functions.map((f) => ({ name: String(f.name), exportName: String(f.exportName ?? f.name), config: f.config }));
 }

@@ -4,8 +4,6 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync, chmodSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { artifactDigest, functionDockerfile, repositoryOf, versionTag } from "./function-image";
-import { parseDiscovery } from "./docker-driver";
-import { DISCOVERY_PREFIX } from "../../shared/protocol";
 
 test("versionTag keeps valid tags and maps the rest into the tag alphabet", () => {
   const cases: Array<[string, string]> = [
@@ -52,16 +50,4 @@ test("artifactDigest depends on contents, paths and modes, not on the directory'
   } finally {
     for (const d of [a, b, c]) rmSync(d, { recursive: true, force: true });
   }
-});
-
-test("parseDiscovery reads the discovery line and reports module and per-function problems", () => {
-  const ok = `noise\n${DISCOVERY_PREFIX}${JSON.stringify({ functions: [{ name: "a", exportName: "a", config: { memory: 64 } }] })}\n`;
-  assert.deepEqual(parseDiscovery(ok), [{ name: "a", exportName: "a", config: { memory: 64 } }]);
-  assert.throws(() => parseDiscovery(`${DISCOVERY_PREFIX}${JSON.stringify({ functions: [], error: { code: "FUNCTION_LOAD_FAILED", message: "kaboom" } })}`), {
-    code: "FUNCTION_LOAD_FAILED",
-    message: "kaboom",
-  });
-  const bad = `${DISCOVERY_PREFIX}${JSON.stringify({ functions: [{ name: "a", error: { code: "INVALID_CONFIG", message: "timeout: too small" } }, { name: "b" }] })}`;
-  assert.throws(() => parseDiscovery(bad), (err: { code?: string; details?: unknown[] }) => err.code === "INVALID_CONFIG" && err.details?.length === 1);
-  assert.throws(() => parseDiscovery("", "SyntaxError: x"), { code: "FUNCTION_LOAD_FAILED", message: /SyntaxError: x/ });
 });

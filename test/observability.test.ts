@@ -65,7 +65,7 @@ const linesOf = (fn: string, pred: (l: StoredLogEntry[]) => boolean, what: strin
 before(async () => {
   assert.ok(existsSync(RUNTIME), "dist/runtime.cjs missing: run `npm run build` first");
   dir = mkdtempSync(join(tmpdir(), "sob-"));
-  driver = createProcessDriver({ runtimePath: RUNTIME, stateDir: join(dir, "r"), cgroupRoot: "stratus-obstest", pidsMax: 64 });
+  driver = createProcessDriver({ runtimePath: RUNTIME, stateDir: join(dir, "r"), cgroupRoot: `stratus-obstest-${process.pid}`, pidsMax: 64 });
   await driver.reconcile();
   store = openSqliteStore({ file: join(dir, "s.db"), masterKey: new Uint8Array(32).fill(7) });
   observe = createObservability({

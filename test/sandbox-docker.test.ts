@@ -197,12 +197,16 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     const spec = specOf("helloWorld_x", "hello", artifact("hello"), { memory: 128 });
     const lines: InstanceLogLine[] = [];
     const inst = await driver.start({ ...spec, image: helloImage }, { onLog: (l) => lines.push(l) });
+    t.after(() => inst.destroy()); // idempotent: a failed assertion below must not leave the container to later tests
     t.diagnostic(`start to READY: ${inst.startMs.toFixed(0)} ms`);
     assert.equal(inst.endpoint.socketPath, join(socketRoot, spec.instanceId, "http.sock"));
     const res = await get(inst.endpoint.socketPath);
     assert.equal(res.status, 200);
     assert.equal(res.body, "Hello");
-    assert.ok(lines.some((l) => l.message === "hello called" && l.stream === "stdout"), JSON.stringify(lines));
+    // Output travels on the attach stream, independent of the HTTP response: it may arrive just after it.
+    const logged = () => lines.some((l) => l.message === "hello called" && l.stream === "stdout");
+    for (let waited = 0; !logged() && waited < 10_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(logged(), JSON.stringify(lines));
 
     const [c] = await docker.listContainers({ filters: { label: [`stratus.instance=${spec.instanceId}`] } });
     assert.ok(c !== undefined, "the container is labelled with its instance");
@@ -333,11 +337,12 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     await assert.rejects(driver.discover({ artifactDir: artifact("broken"), entry: "index.js", timeoutMs: 20_000 }), { code: "FUNCTION_LOAD_FAILED" });
   });
 
-  test("reconcile removes labelled containers this driver does not track", async () => {
+  test("reconcile removes labelled containers this driver does not track", async (t) => {
     // A driver of an earlier run of this node, which died without cleaning up.
     const previous = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId });
     const orphan = await previous.start({ ...specOf("helloWorld_x", "hello", artifact("hello")), image: helloImage });
     const mine = await driver.start({ ...specOf("helloWorld_x", "hello", artifact("hello")), image: helloImage });
+    t.after(() => Promise.all([mine.destroy(), orphan.destroy()]));
     const { removed } = await driver.reconcile();
     assert.equal(removed, 1);
     const left = (await ourContainers()).map((c) => c.Labels["stratus.instance"]);

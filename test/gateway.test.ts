@@ -70,7 +70,8 @@ before(async () => {
   assert.ok(existsSync(RUNTIME), "dist/runtime.cjs missing: run `npm run build` first");
   // Short: socket paths must stay under 108 bytes.
   stateDir = mkdtempSync(join(tmpdir(), "sgw-"));
-  driver = createProcessDriver({ runtimePath: RUNTIME, stateDir, cgroupRoot: "stratus-gwtest", pidsMax: 64 });
+  // The pre-warm pool is on, as on a real node: every cold start below may take a slot.
+  driver = createProcessDriver({ runtimePath: RUNTIME, stateDir, cgroupRoot: "stratus-gwtest", pidsMax: 64, prewarm: 2 });
   await driver.reconcile();
   gateway = createGateway({
     driver,

@@ -58,7 +58,9 @@ export interface ProcessDriverOptions {
   readonly logger?: Logger;
   /**
    * Pre-warm pool: idle generic sandboxes kept for the default limits (memory `prewarmMemoryMb`, network
-   * "outbound"); 0 disables the pool. Default 2. Other limits get slots only from recent demand. See docs/prewarm.md.
+   * "outbound"); 0 disables the pool. Default 0 here (tests and tools that only discover pay nothing);
+   * the platform config's `prewarm` (default 2) is what a node runs with. Other limits get slots only
+   * from recent demand. See docs/prewarm.md.
    */
   readonly prewarm?: number;
   /** Most idle slots per limits key (default 4 × prewarm, at most 32). */
@@ -72,7 +74,14 @@ export interface ProcessDriver extends SandboxDriver {
   readonly cgroupMode: CgroupMode;
   readonly cgroups: CgroupManager;
   /** The pre-warm pool (inspection for tests and metrics). */
-  readonly prewarm: { readonly enabled: boolean; idleCount(): number; refill(): void };
+  readonly prewarm: {
+    readonly enabled: boolean;
+    /** Idle slots now. */
+    idleCount(): number;
+    refill(): void;
+    /** Starts served from a slot (`hits`) and fresh (`misses`) since the driver was created. */
+    counts(): { hits: number; misses: number };
+  };
 }
 
 /** Memory limit of a discovery run, MB. */
@@ -337,6 +346,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     return mounts;
   }
 
+  const counts = { hits: 0, misses: 0 };
   const pool = new PrewarmPool<Sandbox>(
     {
       create: createSlot,
@@ -344,7 +354,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       alive: (sb) => sb.state.exitedValue === null && sb.child.exitCode === null && sb.child.signalCode === null,
     },
     {
-      size: options.prewarm ?? 2,
+      size: options.prewarm ?? 0,
       maxSize: options.prewarmMax,
       defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound"),
       onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
@@ -360,11 +370,9 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
    */
   async function specialise(sb: Sandbox, spec: InstanceSpec, onLog: (l: InstanceLogLine) => void): Promise<void> {
     const helper = await ensureMounts();
-    const tm = performance.now();
     await helper.bindReadOnly(spec.artifactDir, join(stageRoot, sb.internalId), sb.slotDir!);
     // Name everything after the instance, as a fresh start does (operators and reconcile see one name).
     // cgroup v1 allows renaming within the parent; v2 does not (the slot name then stays).
-    const tr = performance.now();
     if (cgroups.layout.mode === "v1") {
       const dirs = cgroups.rootDirs();
       const done: string[] = [];
@@ -396,7 +404,6 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     };
     const channel = sb.child.stdio[3] as Writable;
     channel.end(JSON.stringify(message));
-    if (process.env.PWDEBUG) { const t1 = performance.now(); void sb.readyPromise.then(() => console.error(`mount ${(tr - tm).toFixed(2)} rename ${(t1 - tr).toFixed(2)} msg->ready ${(performance.now() - t1).toFixed(2)}`)); }
   }
 
   async function start(spec: InstanceSpec, startOptions: StartOptions = {}): Promise<Instance> {
@@ -472,6 +479,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     }
     const startMs = performance.now() - t0;
     log.debug({ instanceId: spec.instanceId, startMs, prewarmed }, "instance ready");
+    counts[prewarmed ? "hits" : "misses"]++;
 
     let closing: Promise<InstanceExit> | null = null;
     const close = (graceMs = spec.config.timeout): Promise<InstanceExit> => {
@@ -662,7 +670,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     name: "process",
     cgroupMode: layout.mode,
     cgroups,
-    prewarm: { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill() },
+    prewarm: { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill(), counts: () => ({ ...counts }) },
     start,
     prepare: async () => ({}),
     discover,

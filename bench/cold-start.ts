@@ -100,7 +100,7 @@ ${machine(before, after)}
 
 | setup | p50 | p90 | p99 (= max at n=${STARTS}) | p50 / baseline | notes |
 |---|---|---|---|---|---|
-${row("bare \`node\` http server, spawned (baseline, no sandbox)", baseline, "spawn → first byte, 15 runs")}
+${row("bare `node` http server, spawned (baseline, no sandbox)", baseline, "spawn → first byte, 15 runs")}
 ${row("process driver, no pool", fresh, "bwrap + cgroup + node start + load")}
 ${row("process driver, pool with an idle slot", pooled, `${pooledHits}/${STARTS} served from the pool`)}
 ${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}

@@ -14,7 +14,7 @@ test("node agent: reconciles, serves the original-form hello function, drains", 
   const runtimePath = resolve("dist/runtime.cjs");
   assert.ok(existsSync(runtimePath), "dist/runtime.cjs missing: run `npm run build` first");
   const stateDir = mkdtempSync(join(tmpdir(), "sna-"));
-  const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: "stratus-natest" });
+  const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `stratus-natest-${process.pid}` });
   let reconciled = false;
   const reconcile = driver.reconcile.bind(driver);
   driver.reconcile = async () => {

@@ -1,10 +1,41 @@
 /**
- * The `stratus` command line (bundled to dist/cli.js). One thin file per command under commands/.
+ * The `stratus` command line (bundled to dist/cli.js). One thin file per command under commands/;
+ * they speak to the platform only through the public API (src/cli/api-client.ts).
  */
 import { Command } from "commander";
 import { registerDevCommand } from "./commands/dev";
+import { registerUpCommand } from "./commands/up";
+import { registerDeployCommand } from "./commands/deploy";
+import { registerLsCommand } from "./commands/ls";
+import { registerDescribeCommand } from "./commands/describe";
+import { registerRmCommand } from "./commands/rm";
+import { registerVersionsCommand } from "./commands/versions";
+import { registerRollbackCommand } from "./commands/rollback";
+import { registerEnvCommand } from "./commands/env";
+import { registerSecretsCommand } from "./commands/secrets";
+import { registerTokenCommand } from "./commands/token";
+import { registerInvokeCommand } from "./commands/invoke";
+import { registerInitCommand } from "./commands/init";
+import { registerLogsCommand } from "./commands/logs";
+import { registerInvocationsCommand } from "./commands/invocations";
+import { registerErrorsCommand } from "./commands/errors";
 
 const program = new Command();
 program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError();
+registerUpCommand(program);
+registerInitCommand(program);
 registerDevCommand(program);
+registerDeployCommand(program);
+registerLsCommand(program);
+registerDescribeCommand(program);
+registerInvokeCommand(program);
+registerVersionsCommand(program);
+registerRollbackCommand(program);
+registerEnvCommand(program);
+registerSecretsCommand(program);
+registerTokenCommand(program);
+registerLogsCommand(program);
+registerInvocationsCommand(program);
+registerErrorsCommand(program);
+registerRmCommand(program);
 await program.parseAsync(process.argv);

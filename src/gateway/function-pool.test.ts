@@ -161,7 +161,7 @@ test("pool: a failed start rejects the waiters it would have served; the next re
   assert.equal(pending.length, 2);
   pending[1]!.fail(new Error("spawn failed"));
   await assert.rejects(b, (err: StratusError) => err.code === "INSTANCE_START_FAILED");
-  assert.deepEqual({ ...pool.stats() }, { ready: 0, starting: 0, busy: 0, retiring: 0, waiting: 0, total: 0 });
+  assert.deepEqual({ ...pool.stats() }, { ready: 0, starting: 0, busy: 0, idle: 0, retiring: 0, waiting: 0, total: 0 });
 });
 
 test("pool: idle instances are reaped after idleTimeout, minInstances stay warm and are replaced", async () => {

@@ -25,6 +25,7 @@ import { randomBytes } from "node:crypto";
 import { Pool as UndiciPool, type Dispatcher } from "undici";
 import type { Instance, InstanceExit, InstanceLogLine, SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError } from "../shared/errors";
+import type { PlatformEvent } from "../shared/invocation";
 import type { Logger } from "../shared/logger";
 import type { Deployment } from "./deployment";
 import { FixedQueue } from "./fixed-queue";
@@ -93,6 +94,8 @@ export interface FunctionPoolOptions {
   readonly connect?: (instance: Instance, deployment: Deployment) => Dispatcher;
   /** Retry-After seconds sent with QUEUE_FULL (default 1). */
   readonly retryAfterS?: number;
+  /** Receives lifecycle events (started, start failed, reaped, stopped, crashed, out of memory). Must not throw. */
+  readonly onEvent?: (event: PlatformEvent) => void;
 }
 
 /** Longest back-off between failed minInstances starts, ms. */
@@ -122,6 +125,7 @@ export class FunctionPool {
   private readonly onInstanceLog: (line: InstanceLogLine) => void;
   private readonly connect: (instance: Instance, deployment: Deployment) => Dispatcher;
   private readonly retryAfter: string;
+  private readonly onEvent: ((event: PlatformEvent) => void) | null;
 
   private readonly slots = new Set<InstanceSlot>();
   private readonly available: InstanceSlot[] = [];
@@ -144,6 +148,7 @@ export class FunctionPool {
     });
     this.connect = options.connect ?? defaultConnect;
     this.retryAfter = String(options.retryAfterS ?? 1);
+    this.onEvent = options.onEvent ?? null;
     this.ensureMinInstances();
   }
 
@@ -153,14 +158,16 @@ export class FunctionPool {
   }
 
   /** Counters for tests, metrics and the dashboard. */
-  stats(): { ready: number; starting: number; busy: number; retiring: number; waiting: number; total: number } {
+  stats(): { ready: number; starting: number; busy: number; idle: number; retiring: number; waiting: number; total: number } {
     let busy = 0;
+    let idle = 0;
     let retiring = 0;
     for (const s of this.slots) {
       if (s.active > 0) busy++;
+      else if (s.state === "ready") idle++;
       if (s.state === "retiring") retiring++;
     }
-    return { ready: this.readyCurrent, starting: this.starts.size, busy, retiring, waiting: this.waitingLive, total: this.slots.size + this.starts.size };
+    return { ready: this.readyCurrent, starting: this.starts.size, busy, idle, retiring, waiting: this.waitingLive, total: this.slots.size + this.starts.size };
   }
 
   /** Fast path: a lease on a warm instance with spare capacity, or null. Never starts anything. */
@@ -223,9 +230,10 @@ export class FunctionPool {
   /**
    * Switches new requests to `deployment`. A new version retires every instance of the old one
    * (idle ones close now, busy ones after their last request) and starts minInstances of the new one.
+   * The same version with another env (an env var or secret change) rolls the instances the same way.
    */
   setDeployment(deployment: Deployment): void {
-    const versionChanged = deployment.version !== this.dep.version;
+    const versionChanged = deployment.version !== this.dep.version || !sameEnv(deployment.env, this.dep.env);
     this.dep = deployment;
     if (versionChanged) {
       for (const rec of this.starts) rec.stale = true;
@@ -260,6 +268,7 @@ export class FunctionPool {
       const slot = this.available[i]!;
       if (slot.active === 0 && now - slot.lastUsedAt >= idleTimeout) {
         this.log.debug({ instance: slot.instance.id }, "idle instance reaped");
+        this.emit("instance-reaped", "info", slot.instance.id, `instance ${slot.instance.id} reaped after ${Math.round(now - slot.lastUsedAt)} ms idle`);
         this.retireSlot(slot); // removes it from `available`
       } else {
         i++;
@@ -387,6 +396,8 @@ export class FunctionPool {
     this.readyCurrent++;
     this.available.push(slot);
     this.log.debug({ instance: instance.id, startMs: instance.startMs }, "instance ready");
+    this.emit("instance-started", "info", instance.id,
+      `instance ${instance.id} of version ${dep.version} started in ${Math.round(instance.startMs)} ms (${onDemand ? "on demand" : "minInstances"})`);
     instance.exited.then(
       (exit) => this.onExited(slot, exit),
       () => this.onExited(slot, { reason: "crashed", exitCode: null, signal: null }),
@@ -403,6 +414,7 @@ export class FunctionPool {
     this.startingCurrent--;
     const error = isStratusError(err) ? err : new StratusError("INSTANCE_START_FAILED", undefined, { cause: err });
     this.log.warn({ err, code: error.code }, "instance start failed");
+    this.emit("instance-start-failed", "error", null, `instance start failed: ${error.code}: ${error.message}`);
     if (!onDemand) {
       this.minFailures++;
       this.minRetryAt = this.now() + Math.min(MAX_MIN_BACKOFF_MS, 500 * 2 ** this.minFailures);
@@ -423,12 +435,25 @@ export class FunctionPool {
       if (exit.reason !== "closed" && exit.reason !== "destroyed") {
         this.log.warn({ instance: slot.instance.id, ...exit }, "instance exited");
       }
+    }
+    if (this.onEvent !== null) {
+      const id = slot.instance.id;
+      const how = `exit code ${exit.exitCode ?? "-"}, signal ${exit.signal ?? "-"}`;
+      if (exit.reason === "out-of-memory") this.emit("instance-out-of-memory", "error", id, `instance ${id} ran out of memory (limit ${slot.deployment.config.memory} MB; ${how})`);
+      else if (exit.reason === "crashed" || exit.reason === "load-failed") this.emit("instance-crashed", "error", id, `instance ${id} crashed (${exit.reason}; ${how})`);
+      else this.emit("instance-stopped", "info", id, `instance ${id} stopped (${exit.reason})`);
+    }
+    if (slot.state !== "gone") {
       this.forget(slot);
     }
     this.slots.delete(slot);
     void slot.dispatcher.destroy().catch(() => undefined);
     this.pump();
     this.ensureMinInstances();
+  }
+
+  private emit(kind: PlatformEvent["kind"], level: PlatformEvent["level"], instanceId: string | null, message: string): void {
+    this.onEvent?.({ ts: Date.now(), functionName: this.dep.name, kind, level, instanceId, requestId: null, message });
   }
 
   /** Takes a slot out of service (idempotent); the caller stops the instance. */
@@ -461,4 +486,12 @@ export class FunctionPool {
     const i = this.available.lastIndexOf(slot);
     if (i !== -1) this.available.splice(i, 1);
   }
+}
+
+/** True when two env maps hold the same pairs (order ignored). */
+function sameEnv(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (!Object.hasOwn(b, k) || a[k] !== b[k]) return false;
+  return true;
 }

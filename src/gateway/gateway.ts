@@ -9,16 +9,20 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import { hostname } from "node:os";
 import type { SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError, toErrorResponse, type ErrorCode } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import { isValidFunctionName } from "../shared/names";
 import { HEADERS } from "../shared/protocol";
+import { resolveTraceparent } from "../observe/traceparent";
 import type { Deployment } from "./deployment";
-import { FunctionPool } from "./function-pool";
+import { FunctionPool, type Lease } from "./function-pool";
+import { MemorySampler } from "./memory-sampler";
+import type { GatewayObserver } from "./observer-hook";
 import { pickRequestId, serverTiming } from "./headers";
 import { resolveGatewayLimits, type GatewayLimitsInput } from "./limits";
-import { proxyRequest, type BodyMode } from "./proxy";
+import { proxyRequest, type BodyMode, type ProxyMeter } from "./proxy";
 import { parseFunctionRoute } from "./route";
 
 /**
@@ -34,6 +38,15 @@ export interface GatewayOptions {
   readonly limits?: GatewayLimitsInput;
   /** Default: deny every non-public function with 401 UNAUTHENTICATED. */
   readonly authorize?: AuthorizeHook;
+  /** Receives invocation records, instance output and lifecycle events (default: none; output goes to the logger). */
+  readonly observer?: GatewayObserver;
+  /** Names this node in invocation records (default: the host name). */
+  readonly nodeId?: string;
+  /**
+   * Answers requests outside `/fn/…` on the same server (the control plane's API in `stratus up`), so
+   * the gateway's limits (header size, slow clients) and drain protect both. Default: 404 NOT_FOUND.
+   */
+  readonly fallback?: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
 export interface Gateway {
@@ -82,6 +95,10 @@ export function createGateway(options: GatewayOptions): Gateway {
   let inFlight = 0;
   let onIdle: (() => void) | null = null;
   let ticker: NodeJS.Timeout | null = null;
+  const observer = options.observer ?? null;
+  const fallback = options.fallback ?? null;
+  const nodeId = options.nodeId ?? hostname();
+  const memory = new MemorySampler();
 
   const server = createServer({
     maxHeaderSize: limits.maxHeaderSize,
@@ -111,10 +128,14 @@ export function createGateway(options: GatewayOptions): Gateway {
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t0 = performance.now();
     const requestId = pickRequestId(req.headers);
     if (draining) return sendError(res, new StratusError("SHUTTING_DOWN"), requestId, logger, CLOSE);
     const route = parseFunctionRoute(req.url ?? "/");
-    if (route === null) return sendError(res, new StratusError("NOT_FOUND"), requestId, logger);
+    if (route === null) {
+      if (fallback !== null) return fallback(req, res);
+      return sendError(res, new StratusError("NOT_FOUND"), requestId, logger);
+    }
     if (!isValidFunctionName(route.name)) return sendError(res, new StratusError("INVALID_FUNCTION_NAME"), requestId, logger);
     const entry = functions.get(route.name);
     if (entry === undefined) {
@@ -123,6 +144,58 @@ export function createGateway(options: GatewayOptions): Gateway {
     const deployment = entry.deployment;
     let log: Logger | null = null;
     const getLog = (): Logger => (log ??= logger.child({ rid: requestId, fn: route.name }));
+    if (observer === null) return serve(req, res, entry, deployment, route.path, requestId, getLog, null);
+    const draft: Draft = { ts: Date.now() - (performance.now() - t0), t0, errorCode: null, lease: null, meter: null, traceparent: "" };
+    try {
+      await serve(req, res, entry, deployment, route.path, requestId, getLog, draft);
+    } finally {
+      record(res, deployment, requestId, draft);
+    }
+  }
+
+  /** Emits the invocation record once the request ended; peak memory is sampled off the response path. */
+  function record(res: ServerResponse, deployment: Deployment, requestId: string, d: Draft): void {
+    const lease = d.lease;
+    const m = d.meter;
+    const base = {
+      requestId,
+      functionName: deployment.name,
+      version: lease?.slot.deployment.version ?? deployment.version,
+      instanceId: lease?.slot.instance.id ?? null,
+      nodeId,
+      coldStart: lease?.coldStart ?? false,
+      queueMs: lease?.queueMs ?? 0,
+      startMs: lease?.startMs ?? 0,
+      initMs: null,
+      handlerMs: m?.handlerMs ?? 0,
+      totalMs: performance.now() - d.t0,
+      status: res.headersSent ? res.statusCode : 0,
+      errorCode: d.errorCode ?? m?.errorCode ?? null,
+      bytesIn: m?.bytesIn ?? 0,
+      bytesOut: m === null ? d.errorBytes ?? 0 : m.bytesOut + (d.errorBytes ?? 0),
+      traceparent: d.traceparent,
+      ts: d.ts,
+    };
+    if (lease === null) {
+      observer!.onInvocation({ ...base, peakMemoryBytes: null });
+      return;
+    }
+    void memory.peak(lease.slot.instance).then((peakMemoryBytes) => observer!.onInvocation({ ...base, peakMemoryBytes }));
+  }
+
+  async function serve(
+    req: IncomingMessage, res: ServerResponse, entry: FunctionEntry, deployment: Deployment, path: string,
+    requestId: string, getLog: () => Logger, draft: Draft | null,
+  ): Promise<void> {
+    const sendError = (res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): void => {
+      const sent = sendErrorResponse(res, err, requestId, log, extra);
+      if (draft !== null && sent !== null) {
+        draft.errorCode = sent.code;
+        draft.errorBytes = sent.bytes;
+      }
+    };
+    const trace = resolveTraceparent(req.headers.traceparent);
+    if (draft !== null) draft.traceparent = trace.traceparent;
 
     if (!deployment.config.public) {
       try {
@@ -145,7 +218,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
     inFlight++;
     try {
-      let lease = entry.pool.tryAcquire();
+      let lease: Lease | null = entry.pool.tryAcquire();
       if (lease === null) {
         const pending = entry.pool.wait();
         const cancel = (): void => pending.cancel();
@@ -161,20 +234,27 @@ export function createGateway(options: GatewayOptions): Gateway {
           return;
         }
       }
+      if (draft !== null) draft.lease = lease;
       const slot = lease.slot;
       const result = await proxyRequest({
         req,
         res,
         lease,
-        path: route.path,
+        path,
         requestId,
         bodyMode,
         dropAuthorization: entry.dropAuthorization,
+        traceparent: trace.traceparent,
+        freshTrace: trace.fresh,
         timeoutGraceMs: limits.timeoutGraceMs,
         crashWaitMs: limits.crashWaitMs,
         log: () => getLog().child({ instance: slot.instance.id }),
       });
       entry.pool.release(lease, result.outcome);
+      if (draft !== null) {
+        draft.meter = result.meter;
+        if (result.error !== undefined) draft.errorCode = result.error.code;
+      }
       if (result.error !== undefined) {
         sendError(res, result.error, requestId, getLog(), {
           ...result.error.headers,
@@ -262,9 +342,21 @@ export function createGateway(options: GatewayOptions): Gateway {
       if (!isValidFunctionName(deployment.name)) throw new StratusError("INVALID_FUNCTION_NAME");
       if (draining) throw new StratusError("SHUTTING_DOWN");
       const entry = functions.get(deployment.name);
+      if (observer !== null && entry?.deployment.version !== deployment.version) {
+        observer.onPlatformEvent({
+          ts: Date.now(), functionName: deployment.name, kind: "version-activated", level: "info", instanceId: null, requestId: null,
+          message: `version ${deployment.version} activated${entry === undefined ? "" : ` (was ${entry.deployment.version})`}`,
+        });
+      }
       if (entry === undefined) {
         functions.set(deployment.name, {
-          pool: new FunctionPool({ deployment, driver, logger, retryAfterS: limits.retryAfterS }),
+          pool: new FunctionPool({
+            deployment, driver, logger, retryAfterS: limits.retryAfterS,
+            ...(observer === null ? {} : {
+              onInstanceLog: (line) => observer.onInstanceLog(deployment.name, line),
+              onEvent: (event) => observer.onPlatformEvent(event),
+            }),
+          }),
           deployment,
           dropAuthorization: !deployment.config.public,
         });
@@ -310,14 +402,32 @@ export function createGateway(options: GatewayOptions): Gateway {
   };
 }
 
-/** Writes the common error body with the platform headers; destroys the response if a head went out. */
+/** An invocation being measured (only when an observer is set). */
+interface Draft {
+  readonly ts: number;
+  readonly t0: number;
+  errorCode: string | null;
+  errorBytes?: number;
+  lease: Lease | null;
+  meter: ProxyMeter | null;
+  traceparent: string;
+}
+
 function sendError(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): void {
+  sendErrorResponse(res, err, requestId, log, extra);
+}
+
+/**
+ * Writes the common error body with the platform headers; destroys the response if a head went out.
+ * Returns the code and body size sent, or null when nothing could be sent.
+ */
+function sendErrorResponse(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): { code: string; bytes: number } | null {
   if (!isStratusError(err)) log.error({ err, rid: requestId }, "internal error");
   if (res.headersSent) {
     res.destroy();
-    return;
+    return null;
   }
-  if (res.destroyed) return;
+  if (res.destroyed) return null;
   const r = toErrorResponse(err, requestId);
   const body = JSON.stringify(r.body);
   res.writeHead(r.status, {
@@ -331,4 +441,5 @@ function sendError(res: ServerResponse, err: unknown, requestId: string, log: Lo
     ...extra,
   });
   res.end(body);
+  return { code: r.body.error.code, bytes: Buffer.byteLength(body) };
 }

@@ -56,7 +56,7 @@ export function pickRequestId(headers: IncomingHttpHeaders): string {
 export function buildUpstreamHeaders(
   incoming: IncomingHttpHeaders,
   requestId: string,
-  options: { deadlineMs: number; dropAuthorization: boolean; remoteAddress: string | undefined },
+  options: { deadlineMs: number; dropAuthorization: boolean; remoteAddress: string | undefined; traceparent?: string; freshTrace?: boolean },
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const connection = incoming.connection;
@@ -72,6 +72,11 @@ export function buildUpstreamHeaders(
   }
   out[HEADERS.requestId] = requestId;
   out[HEADERS.deadlineMs] = String(options.deadlineMs);
+  if (options.traceparent !== undefined) {
+    out.traceparent = options.traceparent;
+    // W3C Trace Context §3.3: a new trace-id invalidates the caller's tracestate.
+    if (options.freshTrace === true) delete out.tracestate;
+  }
   if (options.remoteAddress !== undefined) out["x-forwarded-for"] = options.remoteAddress;
   return out;
 }

@@ -24,6 +24,10 @@ export interface ProxyParams {
   /** none: no body; fixed: Content-Length already checked; counted: chunked, counted against maxBodyBytes. */
   readonly bodyMode: BodyMode;
   readonly dropAuthorization: boolean;
+  /** W3C traceparent to send (already validated or freshly made by the gateway). */
+  readonly traceparent: string;
+  /** True when `traceparent` is new: the caller's `tracestate` is dropped (it belonged to another trace). */
+  readonly freshTrace: boolean;
   /** Added to the function's timeout for the backstop, ms. */
   readonly timeoutGraceMs: number;
   /** Bounded wait for an exit reason after a broken connection, ms. */
@@ -36,9 +40,24 @@ export interface ProxyResult {
   readonly outcome: ReleaseOutcome;
   /** Set when the exchange failed; rendered by the gateway if nothing was sent yet. */
   readonly error?: StratusError;
+  /** What the exchange measured, for the invocation record (filled in place, also on failure). */
+  readonly meter: ProxyMeter;
 }
 
-const BROKEN: ProxyResult = { outcome: "destroy" };
+/** Measurements of one exchange. */
+export interface ProxyMeter {
+  /** Request body bytes sent to the instance. */
+  bytesIn: number;
+  /** Response body bytes sent to the client. */
+  bytesOut: number;
+  /** From sending the request until the response ended (or failed), ms. */
+  handlerMs: number;
+  /** The `error.code` of an error body the runtime sent (`x-stratus-error-source` set), else null. */
+  errorCode: string | null;
+}
+
+/** Bytes of an error body kept to read its code: error bodies are small JSON objects. */
+const ERROR_BODY_PEEK_BYTES = 4096;
 
 /**
  * Sends the request, streams the response back. Never throws.
@@ -66,14 +85,20 @@ export async function proxyRequest(p: ProxyParams): Promise<ProxyResult> {
   };
   res.once("close", onClose);
 
+  const meter: ProxyMeter = { bytesIn: 0, bytesOut: 0, handlerMs: 0, errorCode: null };
   let body: Readable | null = null;
   if (p.bodyMode === "fixed") {
     body = req;
   } else if (p.bodyMode === "counted") {
-    body = countBytes(req, config.maxBodyBytes, () => (tooLarge = true));
+    body = countBytes(req, config.maxBodyBytes, () => (tooLarge = true), (n) => (meter.bytesIn = n));
   }
   const backstopMs = config.timeout + p.timeoutGraceMs;
   const started = performance.now();
+  if (p.bodyMode === "fixed") meter.bytesIn = Number(req.headers["content-length"]);
+  const done = (r: Omit<ProxyResult, "meter">): ProxyResult => {
+    meter.handlerMs = performance.now() - started;
+    return { ...r, meter };
+  };
   try {
     const up = await slot.dispatcher.request({
       method: req.method as "GET",
@@ -82,6 +107,8 @@ export async function proxyRequest(p: ProxyParams): Promise<ProxyResult> {
         deadlineMs: config.timeout,
         dropAuthorization: p.dropAuthorization,
         remoteAddress: req.socket.remoteAddress,
+        traceparent: p.traceparent,
+        freshTrace: p.freshTrace,
       }),
       body,
       signal: abort.signal,
@@ -96,23 +123,33 @@ export async function proxyRequest(p: ProxyParams): Promise<ProxyResult> {
     headers[HEADERS.requestId] = p.requestId;
     headers[HEADERS.coldStart] = lease.coldStart ? "true" : "false";
     res.writeHead(up.statusCode, headers);
+    const isError = up.headers[HEADERS.errorSource] !== undefined;
+    const length = up.headers["content-length"];
     try {
-      await pipeline(up.body, res);
+      if (!isError && typeof length === "string") {
+        // The common case needs no counting stage: the runtime's res.send sets Content-Length.
+        await pipeline(up.body, res);
+        meter.bytesOut = Number(length);
+      } else {
+        const peek: Buffer[] | null = isError ? [] : null;
+        await pipeline(up.body, meterStream(meter, peek), res);
+        if (peek !== null) meter.errorCode = errorCodeOf(peek);
+      }
     } catch (err) {
-      if (clientGone || req.socket.destroyed) return { outcome: "retire" };
+      if (clientGone || req.socket.destroyed) return done({ outcome: "retire" });
       p.log().warn({ err }, "response stream from the instance broke");
-      return BROKEN;
+      return done({ outcome: "destroy" });
     }
-    return { outcome: unusable ? "destroy" : "reuse" };
+    return done({ outcome: unusable ? "destroy" : "reuse" });
   } catch (err) {
-    if (tooLarge) return { outcome: "retire", error: new StratusError("PAYLOAD_TOO_LARGE", undefined, { headers: { connection: "close" } }) };
-    if (clientGone || req.socket.destroyed) return { outcome: "retire" };
+    if (tooLarge) return done({ outcome: "retire", error: new StratusError("PAYLOAD_TOO_LARGE", undefined, { headers: { connection: "close" } }) });
+    if (clientGone || req.socket.destroyed) return done({ outcome: "retire" });
     const code = (err as { code?: unknown }).code;
     if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
       p.log().warn({ backstopMs }, "instance did not answer within timeout + grace; destroying it");
-      return { outcome: "destroy", error: new StratusError("FUNCTION_TIMEOUT") };
+      return done({ outcome: "destroy", error: new StratusError("FUNCTION_TIMEOUT") });
     }
-    return { outcome: "destroy", error: await classifyBrokenInstance(lease, err, p) };
+    return done({ outcome: "destroy", error: await classifyBrokenInstance(lease, err, p) });
   } finally {
     res.off("close", onClose);
   }
@@ -134,11 +171,12 @@ async function classifyBrokenInstance(lease: Lease, err: unknown, p: ProxyParams
  * Passes a chunked body through, failing once more than `maxBytes` went by. Uses `pipe`, not
  * `pipeline`: on failure the client's request must stay open so the 413 can still be written.
  */
-function countBytes(src: IncomingMessage, maxBytes: number, onTooLarge: () => void): Readable {
+function countBytes(src: IncomingMessage, maxBytes: number, onTooLarge: () => void, onCount: (seen: number) => void): Readable {
   let seen = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _enc, callback) {
       seen += chunk.length;
+      onCount(seen);
       if (seen > maxBytes) {
         onTooLarge();
         callback(new StratusError("PAYLOAD_TOO_LARGE"));
@@ -149,4 +187,29 @@ function countBytes(src: IncomingMessage, maxBytes: number, onTooLarge: () => vo
   });
   src.once("error", (err) => counter.destroy(err));
   return src.pipe(counter);
+}
+
+/** Counts response bytes into `meter`, keeping the first ERROR_BODY_PEEK_BYTES in `peek` when given. */
+function meterStream(meter: ProxyMeter, peek: Buffer[] | null): Transform {
+  let kept = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, callback) {
+      meter.bytesOut += chunk.length;
+      if (peek !== null && kept < ERROR_BODY_PEEK_BYTES) {
+        peek.push(chunk);
+        kept += chunk.length;
+      }
+      callback(null, chunk);
+    },
+  });
+}
+
+/** `error.code` of a JSON error body, or null when it is not one. */
+function errorCodeOf(peek: Buffer[]): string | null {
+  try {
+    const body = JSON.parse(Buffer.concat(peek).toString("utf8")) as { error?: { code?: unknown } };
+    return typeof body.error?.code === "string" ? body.error.code : null;
+  } catch {
+    return null;
+  }
 }

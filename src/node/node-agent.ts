@@ -6,8 +6,9 @@
 import type { AddressInfo } from "node:net";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Logger } from "../shared/logger";
-import { createGateway, type AuthorizeHook, type Gateway } from "../gateway/gateway";
+import { createGateway, type AuthorizeHook, type Gateway, type GatewayOptions } from "../gateway/gateway";
 import type { GatewayLimitsInput } from "../gateway/limits";
+import type { GatewayObserver } from "../gateway/observer-hook";
 
 export interface NodeAgentOptions {
   readonly driver: SandboxDriver;
@@ -16,6 +17,10 @@ export interface NodeAgentOptions {
   readonly limits?: GatewayLimitsInput;
   /** Access check for non-public functions (default: deny with 401). */
   readonly authorize?: AuthorizeHook;
+  /** Receives invocation records, instance output and lifecycle events (src/observe/). */
+  readonly observer?: GatewayObserver;
+  /** Answers requests outside `/fn/…` on the gateway's server (see GatewayOptions.fallback). */
+  readonly fallback?: GatewayOptions["fallback"];
 }
 
 export interface NodeAgent {
@@ -34,7 +39,10 @@ export interface NodeAgent {
 /** Composes driver + gateway (see the file comment). */
 export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const { driver, logger } = options;
-  const gateway = createGateway({ driver, logger, limits: options.limits, authorize: options.authorize });
+  const gateway = createGateway({
+    driver, logger, limits: options.limits, authorize: options.authorize, ...(options.observer ? { observer: options.observer } : {}),
+    ...(options.fallback ? { fallback: options.fallback } : {}),
+  });
   return {
     gateway,
     async start({ port, host = "127.0.0.1" }) {

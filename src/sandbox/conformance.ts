@@ -22,7 +22,7 @@ import { parseFunctionConfig, type FunctionConfigInput } from "../shared/functio
 /** Names of the cases, for `skip`. */
 export const CONFORMANCE_CASES = [
   "serves-http", "load-failure", "idempotent-stop", "exit-reasons", "logs", "memory-limit", "heap-limit", "pids-limit",
-  "isolation-fs-env", "isolation-processes", "network-outbound", "network-none", "nothing-left", "stats", "discover",
+  "isolation-fs-env", "isolation-processes", "network-outbound", "network-none", "nothing-left", "stats", "discover", "discover-problems",
 ] as const;
 export type ConformanceCase = (typeof CONFORMANCE_CASES)[number];
 
@@ -338,6 +338,16 @@ export function runDriverConformance(
         assert.match(String(err.message), /kaboom at load time/);
         return true;
       });
+    });
+
+    cases("discover-problems", async () => {
+      const found = await driver.discover({ artifactDir: fixtures, entry: "partly-broken.js", timeoutMs: 20_000 });
+      const byName = new Map(found.map((f) => [f.name, f]));
+      assert.deepEqual([...byName.keys()].sort(), ["badConfig", "good", "noHandler"]);
+      assert.equal(byName.get("good")?.error, undefined);
+      assert.equal(byName.get("noHandler")?.error?.code, "FUNCTION_LOAD_FAILED");
+      assert.equal(byName.get("badConfig")?.error?.code, "INVALID_CONFIG");
+      assert.match(String(byName.get("badConfig")?.error?.message), /timeout/);
     });
   });
 }

@@ -45,6 +45,7 @@ export const ERROR_CODES = {
   QUEUE_TIMEOUT: { status: 503, source: "platform", message: "The request waited too long for an instance" },
   SHUTTING_DOWN: { status: 503, source: "platform", message: "The node is shutting down" },
   NOT_READY: { status: 503, source: "platform", message: "The platform is not ready" },
+  UNAVAILABLE: { status: 503, source: "platform", message: "The platform could not be reached" },
   FUNCTION_TIMEOUT: { status: 504, source: "function", message: "The function did not answer within its timeout" },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -36,9 +36,3 @@ test("~ in dataDir expands to the home dir given", () => {
   assert.equal(resolvePlatformConfig({ homeDir: "/home/x" }).dataDir, "/home/x/.stratus/data");
   assert.ok(PlatformConfigSchema);
 });
-
-test("docs/configuration.md is current (regenerate with scripts/gen-platform-config-docs.mjs)", async () => {
-  const { readFileSync } = await import("node:fs");
-  const { renderConfigurationDoc } = await import("./platform-config-docs");
-  assert.equal(readFileSync(new URL("../../docs/configuration.md", import.meta.url), "utf8"), renderConfigurationDoc());
-});

@@ -28,6 +28,16 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "build.maxUnpackedBytes", env: "STRATUS_BUILD_MAX_UNPACKED_BYTES", unit: "bytes", default: 200 * MiB, doc: "Largest unpacked project." },
   { key: "build.maxEntries", env: "STRATUS_BUILD_MAX_ENTRIES", unit: "entries", default: 10_000, doc: "Most files and folders in an upload." },
   { key: "build.timeoutMs", env: "STRATUS_BUILD_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Longest build (install + bundle + discovery)." },
+  { key: "observe.maxLineBytes", env: "STRATUS_OBSERVE_MAX_LINE_BYTES", unit: "bytes", default: 8192, doc: "Longest stored log line; longer lines are cut with `… [truncated N bytes]`." },
+  { key: "observe.maxLinesPerInvocation", env: "STRATUS_OBSERVE_MAX_LINES_PER_INVOCATION", unit: "lines", default: 2000, doc: "Log lines kept per invocation; the rest are dropped with one `[… N lines truncated]` marker." },
+  { key: "observe.flushIntervalMs", env: "STRATUS_OBSERVE_FLUSH_INTERVAL_MS", unit: "ms", default: 250, doc: "Longest time a log line or record waits before its batch is written (one transaction)." },
+  { key: "observe.flushMaxEntries", env: "STRATUS_OBSERVE_FLUSH_MAX_ENTRIES", unit: "entries", default: 1000, doc: "A batch is written as soon as this many lines and records wait." },
+  { key: "observe.bufferMaxEntries", env: "STRATUS_OBSERVE_BUFFER_MAX_ENTRIES", unit: "entries", default: 100_000, doc: "Most entries waiting for the store; beyond it lines are dropped and counted (`stratus_log_lines_dropped_total`)." },
+  { key: "observe.retentionMs", env: "STRATUS_OBSERVE_RETENTION_MS", unit: "ms", default: 604_800_000, doc: "Logs, invocation records and error groups older than this are purged (7 days)." },
+  { key: "observe.maxLogRows", env: "STRATUS_OBSERVE_MAX_LOG_ROWS", unit: "rows", default: 5_000_000, doc: "Most log lines kept (all functions); the oldest go first." },
+  { key: "observe.maxInvocationRows", env: "STRATUS_OBSERVE_MAX_INVOCATION_ROWS", unit: "rows", default: 1_000_000, doc: "Most invocation records kept (all functions)." },
+  { key: "observe.purgeIntervalMs", env: "STRATUS_OBSERVE_PURGE_INTERVAL_MS", unit: "ms", default: 60_000, doc: "Period of the retention purge." },
+  { key: "observe.publicMetrics", env: "STRATUS_OBSERVE_PUBLIC_METRICS", unit: "", default: false, doc: "Serve `/metrics` without a token (default: it needs an API bearer token like the API)." },
   { key: "registry.address", env: "STRATUS_REGISTRY", unit: "host:port", default: "127.0.0.1:5000", doc: "Image registry of the Docker driver." },
   { key: "registry.username", env: "STRATUS_REGISTRY_USERNAME", unit: "", default: "", doc: "Registry user (empty: anonymous)." },
   { key: "registry.password", env: "STRATUS_REGISTRY_PASSWORD", unit: "", default: "", doc: "Registry password." },
@@ -59,6 +69,20 @@ export const PlatformConfigSchema = z.strictObject({
       maxUnpackedBytes: posInt(1024, 16_384 * MiB).default(200 * MiB),
       maxEntries: posInt(1, 1_000_000).default(10_000),
       timeoutMs: posInt(1000, 3_600_000).default(300_000),
+    })
+    .prefault({}),
+  observe: z
+    .strictObject({
+      maxLineBytes: posInt(256, 1024 * 1024).default(8192),
+      maxLinesPerInvocation: posInt(1, 10_000_000).default(2000),
+      flushIntervalMs: posInt(10, 60_000).default(250),
+      flushMaxEntries: posInt(1, 1_000_000).default(1000),
+      bufferMaxEntries: posInt(100, 100_000_000).default(100_000),
+      retentionMs: posInt(60_000, 3650 * 86_400_000).default(604_800_000),
+      maxLogRows: posInt(1000, 1_000_000_000).default(5_000_000),
+      maxInvocationRows: posInt(1000, 1_000_000_000).default(1_000_000),
+      purgeIntervalMs: posInt(1000, 86_400_000).default(60_000),
+      publicMetrics: z.union([z.boolean(), z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1")]).default(false),
     })
     .prefault({}),
   registry: z

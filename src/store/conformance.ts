@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import type { InvocationRecord, LogEntry } from "../shared/invocation";
 import type { NewVersion, Store } from "./store";
 
 /** What a factory returns: a fresh store; `reopen` (optional) closes it and opens the same data again. */
@@ -177,6 +178,59 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       assert.deepEqual(failed.error, { code: "BUILD_FAILED", message: "syntax" });
       await expectCode(s.appendBuildLog("nope", ["x"]), "NOT_FOUND");
       assert.equal(await s.getBuild("nope"), null);
+    });
+
+    withStore("telemetry: logs, invocations and error groups written per batch, filtered, purged", async (s) => {
+      const line = (ts: number, level: LogEntry["level"], message: string, requestId: string | null = "r1", functionName = "fn"): LogEntry =>
+        ({ ts, functionName, level, source: "function", stream: "stdout", requestId, instanceId: "i1", message });
+      const inv = (requestId: string, ts: number, extra: Partial<InvocationRecord> = {}): InvocationRecord => ({
+        requestId, functionName: "fn", version: "v1", instanceId: "i1", nodeId: "n1", coldStart: false, queueMs: 0, startMs: 0, initMs: null,
+        handlerMs: 5, totalMs: 6, status: 200, errorCode: null, bytesIn: 0, bytesOut: 2, peakMemoryBytes: 1024, traceparent: "00-x", ts, ...extra,
+      });
+      await s.writeTelemetry({
+        logs: [line(1000, "info", "a"), line(1001, "error", "b"), line(1002, "debug", "c", "r2"), line(1003, "warn", "other fn", null, "g")],
+        invocations: [inv("r1", 1000, { coldStart: true, startMs: 50, totalMs: 70 }), inv("r2", 1002, { status: 500, errorCode: "FUNCTION_ERROR", totalMs: 700 })],
+        errors: [{ functionName: "fn", fingerprint: "fp1", code: "FUNCTION_ERROR", messageShape: "boom <n>", topFrame: "f (a.js:1)", requestId: "r2", ts: 1002 }],
+      });
+      await s.writeTelemetry({
+        logs: [line(5000, "info", "d", "r3")],
+        invocations: [inv("r3", 5000)],
+        errors: [{ functionName: "fn", fingerprint: "fp1", code: "FUNCTION_ERROR", messageShape: "boom <n>", topFrame: "f (a.js:1)", requestId: "r3", ts: 5000 }],
+      });
+      const all = await s.queryLogs("fn");
+      assert.deepEqual(all.map((l) => l.message), ["a", "b", "c", "d"]);
+      assert.ok(all[0]!.seq < all[1]!.seq);
+      assert.deepEqual(all[1], { ...line(1001, "error", "b"), seq: all[1]!.seq });
+      assert.deepEqual((await s.queryLogs("fn", { minLevel: "warn" })).map((l) => l.message), ["b"]);
+      assert.deepEqual((await s.queryLogs("fn", { requestId: "r2" })).map((l) => l.message), ["c"]);
+      assert.deepEqual((await s.queryLogs("fn", { since: 1001, limit: 2 })).map((l) => l.message), ["c", "d"]);
+      assert.deepEqual((await s.queryLogs("fn", { afterSeq: all[2]!.seq })).map((l) => l.message), ["d"]);
+      await expectCode(s.queryLogs("fn", { limit: 0 }), "INVALID_ARGUMENT");
+
+      const invs = await s.queryInvocations("fn");
+      assert.deepEqual(invs.map((r) => r.requestId), ["r3", "r2", "r1"]);
+      assert.deepEqual(invs[2], inv("r1", 1000, { coldStart: true, startMs: 50, totalMs: 70 }));
+      assert.deepEqual((await s.queryInvocations("fn", { statusClass: 5 })).map((r) => r.requestId), ["r2"]);
+      assert.deepEqual((await s.queryInvocations("fn", { cold: true })).map((r) => r.requestId), ["r1"]);
+      assert.deepEqual((await s.queryInvocations("fn", { slowerThanMs: 100 })).map((r) => r.requestId), ["r2"]);
+      assert.deepEqual((await s.queryInvocations("fn", { failed: true })).map((r) => r.requestId), ["r2"]);
+
+      const [group] = await s.listErrorGroups("fn");
+      assert.deepEqual(group, {
+        functionName: "fn", fingerprint: "fp1", code: "FUNCTION_ERROR", messageShape: "boom <n>", topFrame: "f (a.js:1)",
+        count: 2, firstSeen: 1002, lastSeen: 5000, sampleRequestId: "r3",
+      });
+
+      // Age: everything before 2000 goes (the group was seen at 5000, it stays).
+      assert.deepEqual(await s.purgeTelemetry({ olderThan: 2000 }), { logs: 4, invocations: 2, errorGroups: 0 });
+      assert.deepEqual((await s.queryLogs("fn")).map((l) => l.message), ["d"]);
+      assert.deepEqual((await s.queryInvocations("fn")).map((r) => r.requestId), ["r3"]);
+      // Rows: keep the newest one of each.
+      await s.writeTelemetry({ logs: [line(6000, "info", "e")], invocations: [inv("r4", 6000)], errors: [] });
+      assert.deepEqual(await s.purgeTelemetry({ olderThan: 0, maxLogRows: 1, maxInvocationRows: 1 }), { logs: 1, invocations: 1, errorGroups: 0 });
+      assert.deepEqual((await s.queryLogs("fn")).map((l) => l.message), ["e"]);
+      assert.equal((await s.purgeTelemetry({ olderThan: 10_000 })).errorGroups, 1);
+      assert.deepEqual(await s.listErrorGroups("fn"), []);
     });
 
     withStore("reopening keeps every kind of data", async (s, h) => {

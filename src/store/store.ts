@@ -13,8 +13,15 @@
  *    ever returns plaintext; listings show names only;
  *  - API tokens are stored as sha256 hashes only; the plaintext is returned once, at creation.
  *
+ * Telemetry (invocation records, log lines, error groups) is append-mostly: written in batches, one
+ * transaction per batch, read newest first, and purged by age and row count (`purgeTelemetry`). It is
+ * keyed by function name, not by the function's row, so a platform may record requests to functions
+ * the store does not know (a node serving a function deployed elsewhere) and keeps a deleted function's
+ * logs until retention removes them.
+ *
  * Times are epoch milliseconds. Errors are StratusErrors (src/shared/errors.ts).
  */
+import type { ErrorGroup, ErrorOccurrence, InvocationRecord, LogEntry, LogLevelName, StoredLogEntry } from "../shared/invocation";
 
 /** A deployed function (the versions hang off it). */
 export interface FunctionRecord {
@@ -198,7 +205,65 @@ export interface Store {
   /** The newest succeeded build with this source digest, or null. */
   findSucceededBuild(sourceDigest: string): Promise<BuildRecord | null>;
 
+  // Telemetry ---------------------------------------------------------------------------------
+  /**
+   * Writes one batch in one transaction: log lines (appended in order), invocation records, and error
+   * occurrences folded into their groups (count + 1, last seen, sample request id).
+   */
+  writeTelemetry(batch: TelemetryBatch): Promise<void>;
+  /** The newest `limit` matching log lines of a function, returned oldest first (by `seq`). */
+  queryLogs(functionName: string, query?: LogQuery): Promise<StoredLogEntry[]>;
+  /** The newest `limit` matching invocation records of a function, newest first. */
+  queryInvocations(functionName: string, query?: InvocationQuery): Promise<InvocationRecord[]>;
+  /** Error groups of a function, most recently seen first (at most `limit`, default 100). */
+  listErrorGroups(functionName: string, limit?: number): Promise<ErrorGroup[]>;
+  /**
+   * Deletes telemetry older than `olderThan` (epoch ms; error groups by last seen), then the oldest
+   * rows beyond `maxLogRows` / `maxInvocationRows` (all functions together). Returns what was deleted.
+   */
+  purgeTelemetry(policy: { olderThan: number; maxLogRows?: number; maxInvocationRows?: number }): Promise<{ logs: number; invocations: number; errorGroups: number }>;
+
   // Lifecycle ---------------------------------------------------------------------------------
   /** Closes the store (idempotent). Later calls fail. */
   close(): Promise<void>;
+}
+
+/** One flush of the observer's write buffer. */
+export interface TelemetryBatch {
+  readonly logs: readonly LogEntry[];
+  readonly invocations: readonly InvocationRecord[];
+  readonly errors: readonly ErrorOccurrence[];
+}
+
+/** Most rows one telemetry query returns. */
+export const TELEMETRY_QUERY_MAX = 10_000;
+
+/** Filters of `queryLogs`; all optional. */
+export interface LogQuery {
+  /** Lines at or after this time (epoch ms). */
+  readonly since?: number;
+  /** Lines with `seq` greater than this (paging, following). */
+  readonly afterSeq?: number;
+  readonly requestId?: string;
+  /** This level or above (debug < info < warn < error). */
+  readonly minLevel?: LogLevelName;
+  /** Default 100, at most TELEMETRY_QUERY_MAX. */
+  readonly limit?: number;
+}
+
+/** Filters of `queryInvocations`; all optional. */
+export interface InvocationQuery {
+  /** Status class: 2 for 2xx … 5 for 5xx; 0 for "no status sent". */
+  readonly statusClass?: number;
+  /** Exact status. */
+  readonly status?: number;
+  readonly cold?: boolean;
+  /** Only records with totalMs above this, ms. */
+  readonly slowerThanMs?: number;
+  readonly since?: number;
+  readonly requestId?: string;
+  /** Only failed requests (an error code set). */
+  readonly failed?: boolean;
+  /** Default 100, at most TELEMETRY_QUERY_MAX. */
+  readonly limit?: number;
 }

@@ -4,7 +4,6 @@
  */
 import type { Command } from "commander";
 import { fileURLToPath } from "node:url";
-import { createDevServer } from "../../dev/dev-server";
 
 /** dist/runtime.cjs beside the bundled dist/cli.js this code runs in. */
 function defaultRuntimePath(): string {
@@ -26,6 +25,8 @@ export function registerDevCommand(program: Command): void {
       if (!Number.isInteger(port) || port < 0 || port > 65535) {
         program.error(`--port must be an integer 0–65535, got ${JSON.stringify(opts.port)}`);
       }
+      // Loaded lazily so that other commands do not load the bundler at start-up.
+      const { createDevServer } = await import("../../dev/dev-server");
       const server = createDevServer({ dir, port, host: opts.host, runtimePath: opts.runtime ?? defaultRuntimePath(), watch: opts.watch });
       const stop = () => void server.close().then(() => process.exit(0));
       process.once("SIGINT", stop);

@@ -15,11 +15,12 @@ import { once } from "node:events";
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { DiscoveredFunction, DiscoverySpec, Instance, InstanceExit, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver, StartOptions, ExitReason } from "../driver";
-import { isErrorCode, StratusError } from "../../shared/errors";
+import { StratusError } from "../../shared/errors";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../../shared/protocol";
 import type { Logger } from "../../shared/logger";
 import { createSilentLogger } from "../../shared/logger";
 import { parseOutputLine, splitLines } from "../output-lines";
+import { parseDiscoveryRun } from "../discovery-output";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
 import { installOutboundRules } from "./network";
@@ -541,8 +542,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
 
   /**
    * Runs the runtime in discovery mode inside the same sandbox and limits as an instance, with no
-   * network and 256 MB, and parses its DISCOVERY_PREFIX line. A function the runtime reports with an
-   * error (bad name, bad config) fails the whole discovery with that error's code.
+   * network and 256 MB, and parses its DISCOVERY_PREFIX line (src/sandbox/discovery-output.ts): a
+   * function the runtime reports with an error is passed through with it.
    */
   async function discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
     if (closed) throw new StratusError("SHUTTING_DOWN");
@@ -607,29 +608,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       rmSync(socketDir, { recursive: true, force: true });
       if (oom > 0) code = 137;
     }
-    const output = tail.join("\n").trim();
     if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
-    if (code === 137 || code === 134 || code === 139) throw new StratusError("FUNCTION_LOAD_FAILED", `the module ran out of memory while loading (${DISCOVERY_MEMORY_MB} MB)`);
-    let parsed: { functions?: Array<DiscoveredFunction & { error?: { code?: unknown; message?: unknown; details?: unknown } }>; error?: { message?: unknown } };
-    try {
-      parsed = JSON.parse(result ?? "null") ?? {};
-    } catch {
-      parsed = {};
-    }
-    if (parsed.error || code !== EXIT.ok || !Array.isArray(parsed.functions)) {
-      const message = typeof parsed.error?.message === "string" ? parsed.error.message : output || `discovery exited with code ${code}`;
-      throw new StratusError("FUNCTION_LOAD_FAILED", message);
-    }
-    // Per-function problems are passed through, not thrown: the builder reports every one at once.
-    return parsed.functions.map((f) => {
-      if (!f.error) return { name: f.name, exportName: f.exportName, config: f.config };
-      const error = {
-        code: isErrorCode(f.error.code) ? f.error.code : "FUNCTION_LOAD_FAILED",
-        message: typeof f.error.message === "string" ? f.error.message : "this function cannot be loaded",
-        ...(f.error.details === undefined ? {} : { details: f.error.details }),
-      };
-      return { name: f.name, exportName: f.exportName, config: f.config, error };
-    });
+    return parseDiscoveryRun({ payload: result, exitCode: code, output: tail.join("\n"), memoryMb: DISCOVERY_MEMORY_MB });
   }
 
   async function reconcile(): Promise<{ removed: number }> {

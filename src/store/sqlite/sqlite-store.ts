@@ -14,8 +14,10 @@ import { StratusError } from "../../shared/errors";
 import { assertValidFunctionName } from "../../shared/names";
 import { assertMasterKey, decryptSecret, encryptSecret, generateToken, tokenId, tokenMatches } from "../secret-box";
 import type {
-  Activation, BuildRecord, BuildStatus, FunctionRecord, NewVersion, Store, TokenRecord, VersionRecord, VersionStatus,
+  Activation, BuildRecord, BuildStatus, FunctionRecord, InvocationQuery, LogQuery, NewVersion, Store, TelemetryBatch, TokenRecord, VersionRecord, VersionStatus,
 } from "../store";
+import { TELEMETRY_QUERY_MAX } from "../store";
+import type { ErrorGroup, InvocationRecord, LogLevelName, StoredLogEntry } from "../../shared/invocation";
 
 /** Ordered migrations; index + 1 is the schema version. Never edit a released entry, append. */
 const MIGRATIONS: readonly string[] = [
@@ -80,7 +82,63 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (build_id, seq)
   );
   `,
+  // 2: telemetry. Keyed by function name (see the Store contract). No index on ts: rows arrive in
+  // time order, so an age purge finds its cut-off by walking seq from the oldest row.
+  `
+  CREATE TABLE logs (
+    seq INTEGER PRIMARY KEY,
+    function_name TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    stream TEXT,
+    request_id TEXT,
+    instance_id TEXT,
+    message TEXT NOT NULL
+  );
+  CREATE INDEX logs_function ON logs (function_name, seq);
+  CREATE INDEX logs_request ON logs (request_id) WHERE request_id IS NOT NULL;
+  CREATE TABLE invocations (
+    seq INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    function_name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    instance_id TEXT,
+    node_id TEXT NOT NULL,
+    cold INTEGER NOT NULL,
+    queue_ms REAL NOT NULL,
+    start_ms REAL NOT NULL,
+    init_ms REAL,
+    handler_ms REAL NOT NULL,
+    total_ms REAL NOT NULL,
+    status INTEGER NOT NULL,
+    error_code TEXT,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    peak_memory_bytes INTEGER,
+    traceparent TEXT NOT NULL,
+    ts INTEGER NOT NULL
+  );
+  CREATE INDEX invocations_function ON invocations (function_name, seq);
+  CREATE INDEX invocations_request ON invocations (request_id);
+  CREATE TABLE error_groups (
+    function_name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    code TEXT NOT NULL,
+    message_shape TEXT NOT NULL,
+    top_frame TEXT,
+    count INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    sample_request_id TEXT NOT NULL,
+    PRIMARY KEY (function_name, fingerprint)
+  );
+  CREATE INDEX error_groups_seen ON error_groups (function_name, last_seen);
+  `,
 ];
+
+const LEVEL_RANK: Record<LogLevelName, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+const RANK_LEVEL: Record<number, LogLevelName> = { 10: "debug", 20: "info", 30: "warn", 40: "error" };
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -114,6 +172,41 @@ const toBuild = (r: BuildRow): BuildRecord => ({
   result: r.result === null ? null : (JSON.parse(r.result) as unknown),
   createdAt: r.created_at, finishedAt: r.finished_at,
 });
+
+interface LogRow {
+  seq: number; function_name: string; ts: number; level: number; source: "function" | "platform"; stream: "stdout" | "stderr" | null;
+  request_id: string | null; instance_id: string | null; message: string;
+}
+interface InvocationRow {
+  request_id: string; function_name: string; version: string; instance_id: string | null; node_id: string; cold: number;
+  queue_ms: number; start_ms: number; init_ms: number | null; handler_ms: number; total_ms: number; status: number;
+  error_code: string | null; bytes_in: number; bytes_out: number; peak_memory_bytes: number | null; traceparent: string; ts: number;
+}
+interface ErrorGroupRow {
+  function_name: string; fingerprint: string; code: string; message_shape: string; top_frame: string | null; count: number;
+  first_seen: number; last_seen: number; sample_request_id: string;
+}
+
+const toLog = (r: LogRow): StoredLogEntry => ({
+  seq: r.seq, functionName: r.function_name, ts: r.ts, level: RANK_LEVEL[r.level] ?? "info", source: r.source, stream: r.stream,
+  requestId: r.request_id, instanceId: r.instance_id, message: r.message,
+});
+const toInvocation = (r: InvocationRow): InvocationRecord => ({
+  requestId: r.request_id, functionName: r.function_name, version: r.version, instanceId: r.instance_id, nodeId: r.node_id,
+  coldStart: r.cold === 1, queueMs: r.queue_ms, startMs: r.start_ms, initMs: r.init_ms, handlerMs: r.handler_ms, totalMs: r.total_ms,
+  status: r.status, errorCode: r.error_code, bytesIn: r.bytes_in, bytesOut: r.bytes_out, peakMemoryBytes: r.peak_memory_bytes,
+  traceparent: r.traceparent, ts: r.ts,
+});
+const toErrorGroup = (r: ErrorGroupRow): ErrorGroup => ({
+  functionName: r.function_name, fingerprint: r.fingerprint, code: r.code, messageShape: r.message_shape, topFrame: r.top_frame,
+  count: r.count, firstSeen: r.first_seen, lastSeen: r.last_seen, sampleRequestId: r.sample_request_id,
+});
+
+function queryLimit(limit: number | undefined): number {
+  if (limit === undefined) return 100;
+  if (!Number.isInteger(limit) || limit < 1) throw new StratusError("INVALID_ARGUMENT", "limit must be a positive integer");
+  return Math.min(limit, TELEMETRY_QUERY_MAX);
+}
 
 const VERSION_COLUMNS = `f.name AS function_name, v.version, v.digest, v.entry, v.export_name, v.config,
   v.source_digest, v.status, v.image, v.created_at`;
@@ -175,6 +268,28 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     logNext: db.prepare<[string], { n: number }>("SELECT COUNT(*) AS n FROM build_logs WHERE build_id = ?"),
     logInsert: db.prepare<[string, number, string]>("INSERT INTO build_logs (build_id, seq, line) VALUES (?, ?, ?)"),
     logGet: db.prepare<[string, number], { line: string }>("SELECT line FROM build_logs WHERE build_id = ? AND seq >= ? ORDER BY seq"),
+    telLog: db.prepare("INSERT INTO logs (function_name, ts, level, source, stream, request_id, instance_id, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+    telInvocation: db.prepare(`INSERT INTO invocations (request_id, function_name, version, instance_id, node_id, cold, queue_ms, start_ms,
+      init_ms, handler_ms, total_ms, status, error_code, bytes_in, bytes_out, peak_memory_bytes, traceparent, ts)
+      VALUES (@requestId, @functionName, @version, @instanceId, @nodeId, @cold, @queueMs, @startMs, @initMs, @handlerMs, @totalMs,
+      @status, @errorCode, @bytesIn, @bytesOut, @peakMemoryBytes, @traceparent, @ts)`),
+    telError: db.prepare(`INSERT INTO error_groups (function_name, fingerprint, code, message_shape, top_frame, count, first_seen, last_seen, sample_request_id)
+      VALUES (@functionName, @fingerprint, @code, @messageShape, @topFrame, 1, @ts, @ts, @requestId)
+      ON CONFLICT (function_name, fingerprint) DO UPDATE SET count = count + 1,
+        first_seen = MIN(first_seen, excluded.first_seen),
+        last_seen = MAX(last_seen, excluded.last_seen),
+        sample_request_id = CASE WHEN excluded.last_seen >= last_seen THEN excluded.sample_request_id ELSE sample_request_id END`),
+    errGroups: db.prepare<[string, number], ErrorGroupRow>("SELECT * FROM error_groups WHERE function_name = ? ORDER BY last_seen DESC, fingerprint LIMIT ?"),
+    // First row young enough to keep: rows before it (in arrival order) are old.
+    logCut: db.prepare<[number], { seq: number }>("SELECT seq FROM logs WHERE ts >= ? ORDER BY seq LIMIT 1"),
+    logMaxSeq: db.prepare<[], { seq: number | null }>("SELECT MAX(seq) AS seq FROM logs"),
+    logDeleteBefore: db.prepare<[number]>("DELETE FROM logs WHERE seq < ?"),
+    logKeepFrom: db.prepare<[number], { seq: number }>("SELECT seq FROM logs ORDER BY seq DESC LIMIT 1 OFFSET ?"),
+    invCut: db.prepare<[number], { seq: number }>("SELECT seq FROM invocations WHERE ts >= ? ORDER BY seq LIMIT 1"),
+    invMaxSeq: db.prepare<[], { seq: number | null }>("SELECT MAX(seq) AS seq FROM invocations"),
+    invDeleteBefore: db.prepare<[number]>("DELETE FROM invocations WHERE seq < ?"),
+    invKeepFrom: db.prepare<[number], { seq: number }>("SELECT seq FROM invocations ORDER BY seq DESC LIMIT 1 OFFSET ?"),
+    errPurge: db.prepare<[number]>("DELETE FROM error_groups WHERE last_seen < ?"),
   };
 
   function requireFunction(name: string): FunctionRow {
@@ -247,6 +362,44 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     let seq = q.logNext.get(id)!.n;
     for (const line of lines) q.logInsert.run(id, seq++, line);
   });
+
+  const writeTelemetryTx = db.transaction((batch: TelemetryBatch) => {
+    for (const l of batch.logs) {
+      q.telLog.run(l.functionName, l.ts, LEVEL_RANK[l.level] ?? 20, l.source, l.stream, l.requestId, l.instanceId, l.message);
+    }
+    for (const r of batch.invocations) {
+      q.telInvocation.run({
+        ...r, cold: r.coldStart ? 1 : 0, bytesIn: Math.round(r.bytesIn), bytesOut: Math.round(r.bytesOut),
+        peakMemoryBytes: r.peakMemoryBytes === null ? null : Math.round(r.peakMemoryBytes),
+      });
+    }
+    for (const e of batch.errors) q.telError.run(e);
+  });
+
+  /** Deletes rows older than `olderThan`, then beyond `maxRows`; rows are in arrival (≈ time) order. */
+  function purgeTable(
+    cut: Database.Statement<[number], { seq: number }>, maxSeq: Database.Statement<[], { seq: number | null }>,
+    deleteBefore: Database.Statement<[number]>, keepFrom: Database.Statement<[number], { seq: number }>,
+    olderThan: number, maxRows: number | undefined,
+  ): number {
+    let deleted = 0;
+    const young = cut.get(olderThan);
+    // No young row: everything is old (delete up to max + 1).
+    const firstKept = young?.seq ?? (maxSeq.get()?.seq ?? 0) + 1;
+    deleted += deleteBefore.run(firstKept).changes;
+    if (maxRows !== undefined) {
+      const boundary = maxRows <= 0 ? null : keepFrom.get(maxRows - 1);
+      if (maxRows <= 0) deleted += deleteBefore.run((maxSeq.get()?.seq ?? 0) + 1).changes;
+      else if (boundary !== undefined && boundary !== null) deleted += deleteBefore.run(boundary.seq).changes;
+    }
+    return deleted;
+  }
+
+  const purgeTx = db.transaction((policy: { olderThan: number; maxLogRows?: number; maxInvocationRows?: number }) => ({
+    logs: purgeTable(q.logCut, q.logMaxSeq, q.logDeleteBefore, q.logKeepFrom, policy.olderThan, policy.maxLogRows),
+    invocations: purgeTable(q.invCut, q.invMaxSeq, q.invDeleteBefore, q.invKeepFrom, policy.olderThan, policy.maxInvocationRows),
+    errorGroups: q.errPurge.run(policy.olderThan).changes,
+  }));
 
   let closed = false;
   return {
@@ -374,6 +527,47 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     async findSucceededBuild(sourceDigest) {
       const row = q.buildBySource.get(sourceDigest);
       return row === undefined ? null : toBuild(row);
+    },
+
+    async writeTelemetry(batch) {
+      writeTelemetryTx(batch);
+    },
+    async queryLogs(functionName, query: LogQuery = {}) {
+      const where = ["function_name = ?"];
+      const args: unknown[] = [functionName];
+      if (query.since !== undefined) { where.push("ts >= ?"); args.push(query.since); }
+      if (query.afterSeq !== undefined) { where.push("seq > ?"); args.push(query.afterSeq); }
+      if (query.requestId !== undefined) { where.push("request_id = ?"); args.push(query.requestId); }
+      if (query.minLevel !== undefined) { where.push("level >= ?"); args.push(LEVEL_RANK[query.minLevel]); }
+      args.push(queryLimit(query.limit));
+      // Compiled per call: these are API reads, not the write path.
+      const rows = db.prepare<unknown[], LogRow>(`SELECT * FROM logs WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args);
+      return rows.reverse().map(toLog);
+    },
+    async queryInvocations(functionName, query: InvocationQuery = {}) {
+      const where = ["function_name = ?"];
+      const args: unknown[] = [functionName];
+      if (query.statusClass !== undefined) {
+        if (query.statusClass === 0) where.push("status = 0");
+        else {
+          where.push("status >= ? AND status < ?");
+          args.push(query.statusClass * 100, query.statusClass * 100 + 100);
+        }
+      }
+      if (query.status !== undefined) { where.push("status = ?"); args.push(query.status); }
+      if (query.cold !== undefined) { where.push("cold = ?"); args.push(query.cold ? 1 : 0); }
+      if (query.slowerThanMs !== undefined) { where.push("total_ms > ?"); args.push(query.slowerThanMs); }
+      if (query.since !== undefined) { where.push("ts >= ?"); args.push(query.since); }
+      if (query.requestId !== undefined) { where.push("request_id = ?"); args.push(query.requestId); }
+      if (query.failed === true) where.push("error_code IS NOT NULL");
+      args.push(queryLimit(query.limit));
+      return db.prepare<unknown[], InvocationRow>(`SELECT * FROM invocations WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args).map(toInvocation);
+    },
+    async listErrorGroups(functionName, limit) {
+      return q.errGroups.all(functionName, queryLimit(limit)).map(toErrorGroup);
+    },
+    async purgeTelemetry(policy) {
+      return purgeTx(policy);
     },
 
     async close() {

@@ -1,0 +1,25 @@
+/** `stratus describe <fn>`: active version, config, URL and instance counts. */
+import type { Command } from "commander";
+import { apiAction, formatTime, output, withCommonOptions, type CommonOptions } from "../command-kit";
+
+/** Registers the `describe` command. */
+export function registerDescribeCommand(program: Command): void {
+  withCommonOptions(program.command("describe").description("show a function: version, config, URL, instances").argument("<fn>", "function name"))
+    .action(apiAction<[string], CommonOptions>(async (client, opts, name) => {
+      const f = await client.getFunction(name);
+      output(opts, f, () => {
+        const i = f.instances;
+        const lines = [
+          `name:       ${f.name}`,
+          `url:        ${f.url}`,
+          `version:    ${f.activeVersion ?? "-"}${f.version ? ` (export ${f.version.exportName}, ${f.version.digest.slice(0, 19)}…)` : ""}`,
+          ...(f.version?.image ? [`image:      ${f.version.image}`] : []),
+          `activated:  ${formatTime(f.activatedAt)}`,
+          `instances:  ${i.instances} (busy ${i.busy}, idle ${i.idle}, starting ${i.starting}, queued ${i.queued})`,
+          "config:",
+          ...Object.entries(f.config ?? {}).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`),
+        ];
+        return lines.join("\n");
+      });
+    }));
+}

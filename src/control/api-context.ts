@@ -1,0 +1,33 @@
+/**
+ * What every API route file receives: the store, the node, the activator, the deployer, limits and
+ * the public base URL. Built once by src/control/platform.ts.
+ */
+import type { Store } from "../store/store";
+import type { Logger } from "../shared/logger";
+import type { NodeApi } from "./node-api";
+import type { Activator } from "./activation";
+import type { Deployer } from "./deployer";
+import type { Observability } from "../observe/observer";
+
+export interface ApiContext {
+  readonly store: Store;
+  readonly node: NodeApi;
+  readonly activator: Activator;
+  readonly deployer: Deployer;
+  readonly logger: Logger;
+  /** Base URL for function URLs, without a trailing slash (`http://127.0.0.1:8080`). */
+  readonly publicUrl: () => string;
+  /** Largest upload, bytes (platform config build.maxArchiveBytes). */
+  readonly maxArchiveBytes: number;
+  /** True once start-up finished (every active version pushed to the node). */
+  readonly isReady: () => boolean;
+  /** Logs, invocations, error groups, metrics and live tails (absent: those routes answer 404 NOT_FOUND). */
+  readonly observability?: Observability;
+  /** Serve `/metrics` without a token (platform config observe.publicMetrics). */
+  readonly publicMetrics?: boolean;
+}
+
+/** The URL of a function below the public base URL. */
+export function functionUrl(ctx: ApiContext, name: string): string {
+  return `${ctx.publicUrl()}/fn/${name}`;
+}

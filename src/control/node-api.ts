@@ -1,0 +1,64 @@
+/**
+ * The internal node API: what the control plane asks of a node agent. The control plane and the node
+ * agent are separate components; `stratus up` runs both in one process, but they only ever talk
+ * through this contract, which has an HTTP form (`/internal/v1/…`, served by src/node/internal-api.ts
+ * on a Unix socket in the data dir, authenticated with the node token) so they can later run on
+ * different machines. docs/api.md documents the wire format.
+ *
+ * Invariant: the node holds no state of its own that the control plane cannot push again; on start the
+ * control plane pushes every active function version (`setFunction`), so a restart serves what was deployed.
+ */
+import type { FunctionConfig } from "../shared/function-config";
+
+/** One function version as the node runs it: an InstanceSpec minus the instance id, plus its env. */
+export interface FunctionDeployment {
+  readonly name: string;
+  readonly version: string;
+  /** Host directory of the immutable artifact (shared between control plane and node in `up`). */
+  readonly artifactDir: string;
+  /** Module path relative to `artifactDir`. */
+  readonly entry: string;
+  readonly exportName: string;
+  readonly config: Readonly<FunctionConfig>;
+  /** config.env + the function's env vars + its decrypted secrets (secrets win). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Driver-specific image reference (Docker). */
+  readonly image?: string;
+}
+
+/** Instance counts of one function on a node. */
+export interface FunctionNodeStatus {
+  readonly version: string | null;
+  readonly instances: number;
+  readonly busy: number;
+  readonly idle: number;
+  readonly starting: number;
+  readonly queued: number;
+}
+
+export interface NodeApi {
+  /**
+   * Serves `deployment` for its function: new requests go to it, old instances drain. Calling it again
+   * with the same version and another env rolls the instances without a rebuild.
+   */
+  setFunction(deployment: FunctionDeployment): Promise<void>;
+  /** Stops serving a function (its instances drain). Idempotent. */
+  removeFunction(name: string): Promise<void>;
+  /**
+   * Turns a version's artifact into what the node's driver runs, once per version (Docker: builds and
+   * pushes the image; process driver: nothing). Resolves with the image reference, if any, and the log.
+   * @throws StratusError BUILD_FAILED
+   */
+  prepare(deployment: FunctionDeployment): Promise<{ image?: string; log: string[] }>;
+  /**
+   * Starts one instance of `deployment` in the sandbox and waits for it to be ready, then stops it:
+   * proof that the version loads before it is activated. Resolves with the start time in ms.
+   * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED
+   */
+  verify(deployment: FunctionDeployment): Promise<{ startMs: number }>;
+  /** Instance counts of a function (zeros when the node does not serve it). */
+  status(name: string): Promise<FunctionNodeStatus>;
+}
+
+/** Counts of a function the node does not know. */
+export const EMPTY_NODE_STATUS: FunctionNodeStatus = Object.freeze({ version: null, instances: 0, busy: 0, idle: 0, starting: 0, queued: 0 });

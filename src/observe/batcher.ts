@@ -1,0 +1,104 @@
+/**
+ * A bounded write-behind buffer: items are pushed synchronously (never blocking the caller) and handed
+ * to `flush` in batches, after `flushIntervalMs` or as soon as `maxBatch` items wait, whichever comes
+ * first. When `maxBuffered` items are already waiting (the sink is slower than the producers), new
+ * items are dropped and counted through `onDrop` — the gateway must never wait on its logs.
+ *
+ * Invariants: at most one `flush` runs at a time; `buffer.length <= maxBuffered`; every pushed item is
+ * either flushed once, or dropped and counted once; no timer runs while the buffer is empty.
+ */
+
+export interface BatcherOptions<T> {
+  /** Longest time an item waits before its batch is written, ms (default 250). */
+  readonly flushIntervalMs?: number;
+  /** A batch is written as soon as this many items wait (default 500). */
+  readonly maxBatch?: number;
+  /** Most items waiting; beyond it new items are dropped (default 50,000). */
+  readonly maxBuffered?: number;
+  /** Writes one batch (one transaction). A throw is reported to `onError`, the batch is lost. */
+  readonly flush: (items: T[]) => void | Promise<void>;
+  /** Called with each dropped item (buffer full). Must not throw. */
+  readonly onDrop?: (item: T) => void;
+  /** Called when `flush` failed. Must not throw. */
+  readonly onError?: (err: unknown, lost: number) => void;
+}
+
+/** See the file comment. */
+export class Batcher<T> {
+  private buffer: T[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private closed = false;
+  private readonly intervalMs: number;
+  private readonly maxBatch: number;
+  private readonly maxBuffered: number;
+
+  constructor(private readonly options: BatcherOptions<T>) {
+    this.intervalMs = options.flushIntervalMs ?? 250;
+    this.maxBatch = options.maxBatch ?? 500;
+    this.maxBuffered = options.maxBuffered ?? 50_000;
+  }
+
+  /** Items waiting to be written. */
+  get size(): number {
+    return this.buffer.length;
+  }
+
+  /** Queues an item; returns false (and counts it through `onDrop`) when the buffer is full or closed. */
+  push(item: T): boolean {
+    if (this.closed || this.buffer.length >= this.maxBuffered) {
+      this.options.onDrop?.(item);
+      return false;
+    }
+    this.buffer.push(item);
+    if (this.buffer.length >= this.maxBatch) {
+      if (this.running === null) void this.flushNow();
+    } else if (this.timer === null) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        void this.flushNow();
+      }, this.intervalMs);
+      this.timer.unref(); // pending logs never keep the process alive; close() flushes them
+    }
+    return true;
+  }
+
+  /** Writes everything waiting now (after a flush in progress). Resolves when the buffer was written. */
+  async flushNow(): Promise<void> {
+    while (this.running !== null) await this.running;
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.buffer.length === 0) return;
+    const batch = this.buffer;
+    this.buffer = [];
+    this.running = (async () => {
+      try {
+        await this.options.flush(batch);
+      } catch (err) {
+        this.options.onError?.(err, batch.length);
+      }
+    })();
+    try {
+      await this.running;
+    } finally {
+      this.running = null;
+    }
+    // Items that arrived during the write get their own timer (or an immediate flush when many).
+    if (this.buffer.length >= this.maxBatch) await this.flushNow();
+    else if (this.buffer.length > 0 && this.timer === null && !this.closed) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        void this.flushNow();
+      }, this.intervalMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Flushes what waits, then refuses new items (they are dropped and counted). Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flushNow();
+  }
+}

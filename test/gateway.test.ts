@@ -9,10 +9,11 @@ import { runGatewayCases } from "./helpers/gateway-cases";
 
 runGatewayCases(
   async () => {
+    // The pre-warm pool is on, as on a real node: every cold start below may take a slot.
     // Short: socket paths must stay under 108 bytes. A cgroup root of its own: reconcile() kills
     // everything under it, and other checkouts may run this file at the same time on this machine.
     const stateDir = mkdtempSync(join(tmpdir(), "sgw-"));
-    const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: `stratus-gwtest-${process.pid}`, pidsMax: 64 });
+    const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: `stratus-gwtest-${process.pid}`, pidsMax: 64, prewarm: 2 });
     await driver.reconcile();
     return {
       driver,

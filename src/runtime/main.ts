@@ -9,11 +9,17 @@
  * own account. There is no endpoint that loads code, and the environment that names the entry is gone
  * before user code runs, so nothing reachable from a request can make the runtime load other code.
  *
+ * Generic mode (STRATUS_GENERIC=1, a pre-warmed pool slot): the runtime preloads its server code, prints
+ * GENERIC_READY_LINE and reads ONE SpecializeMessage from the inherited fd SPECIALIZE_FD until EOF, then
+ * closes the fd before any user code runs. The driver holds the only other end and closes it after
+ * writing, so the channel is gone for good: a specialised runtime can never be told to load other code.
+ *
  * Express and zod are loaded lazily (a dynamic import that esbuild keeps lazy),  so discovery does not pay for Express and
  * an instance given STRATUS_CONFIG does not pay for zod.
  */
 import { unlinkSync } from "node:fs";
-import { DISCOVERY_PREFIX, ENV, EXIT, READY_LINE } from "../shared/protocol";
+import { Socket } from "node:net";
+import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, READY_LINE, SPECIALIZE_FD, type SpecializeMessage } from "../shared/protocol";
 import { isStratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
 import { installOutputCapture } from "./output-capture";
@@ -30,6 +36,7 @@ interface RuntimeEnv {
   dev: boolean;
   instanceId?: string;
   discover: boolean;
+  generic: boolean;
 }
 
 /** Reads the protocol's variables and removes every STRATUS_* variable from `env`. */
@@ -43,6 +50,7 @@ function takeEnv(env: NodeJS.ProcessEnv): RuntimeEnv {
     dev: env[ENV.dev] === "1",
     instanceId: env[ENV.instanceId],
     discover: env[ENV.discover] === "1",
+    generic: env[ENV.generic] === "1",
   };
   for (const key of Object.keys(env)) if (key.startsWith("STRATUS_")) delete env[key];
   return out;
@@ -61,6 +69,31 @@ async function main(): Promise<void> {
     capture.flush();
     process.exit(code);
   };
+
+  let preloaded: Promise<typeof import("./function-server")> | undefined;
+  if (env.generic) {
+    // Pay for Express now, while the slot waits, not on the cold path.
+    preloaded = import("./function-server");
+    const { createFunctionServer: warm } = await preloaded;
+    // One throwaway server answering one real request over a private socket loads and compiles
+    // everything the first request would otherwise pay for (Express's lazy parts, body parsers and their
+    // charset tables, the HTTP parser): measured 25–160 ms off the first request after specialisation.
+    await warmUp(warm({ functionName: "warm-up", handler: (_req, res) => void (res as { send(b: string): void }).send("warm"), config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
+    realWrite(`${GENERIC_READY_LINE}\n`);
+    let message: SpecializeMessage;
+    try {
+      message = JSON.parse(await readOnce(SPECIALIZE_FD)) as SpecializeMessage;
+    } catch (err) {
+      die(EXIT.badEnvironment, `no valid specialisation message on fd ${SPECIALIZE_FD}: ${(err as Error).message}`);
+      return;
+    }
+    for (const [k, v] of Object.entries(message.env ?? {})) if (!k.startsWith("STRATUS_")) process.env[k] = String(v);
+    env.entry = message.entry;
+    env.exportName = message.exportName;
+    env.functionName = message.functionName;
+    env.config = JSON.stringify(message.config);
+    env.instanceId = message.instanceId;
+  }
 
   if (!env.entry) die(EXIT.badEnvironment, `${ENV.entry} is not set`);
   const entry = env.entry as string;
@@ -103,7 +136,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  const { createFunctionServer } = await import("./function-server");
+  const { createFunctionServer } = await (preloaded ?? import("./function-server"));
   let exiting = false;
   const fs = createFunctionServer({
     functionName,
@@ -138,6 +171,61 @@ async function main(): Promise<void> {
   }
   fs.server.listen(env.socket, () => realWrite(`${READY_LINE}\n`));
   fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
+}
+
+/**
+ * Serves one JSON POST on a private Unix socket in /tmp (the sandbox's own tmpfs) to `server`, then
+ * closes it and removes the socket. Failures are ignored: warming is an optimisation only.
+ */
+async function warmUp(server: import("node:http").Server): Promise<void> {
+  const path = `/tmp/.stratus-warm-${process.pid}.sock`;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(path, resolve);
+    });
+    const { request } = await import("node:http");
+    await new Promise<void>((resolve) => {
+      const req = request({ socketPath: path, method: "POST", path: "/warm?x=1", headers: { "content-type": "application/json", connection: "close" } }, (res) => {
+        res.resume();
+        res.on("end", resolve);
+        res.on("error", () => resolve());
+      });
+      req.on("error", () => resolve());
+      req.end('{"warm":true}');
+    });
+  } catch {
+    // not warmed: the first request pays instead
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    try {
+      unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/**
+ * Reads `fd` to EOF (the sender closes its end after one message), then closes it: after this the
+ * process holds no specialisation channel. Resolves with the text; rejects on a read error or > 1 MiB.
+ */
+function readOnce(fd: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = new Socket({ fd, readable: true, writable: false });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    sock.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > 1024 * 1024) sock.destroy(new Error("specialisation message too large"));
+      else chunks.push(c);
+    });
+    sock.once("error", reject);
+    sock.once("end", () => {
+      sock.destroy();
+      resolve(Buffer.concat(chunks).toString("utf8"));
+    });
+  });
 }
 
 void main();

@@ -29,7 +29,36 @@ export const ENV = {
    * module's functions and exits (EXIT.ok, or EXIT.loadFailed). It needs no socket and serves nothing.
    */
   discover: "STRATUS_DISCOVER",
+  /**
+   * "1": generic (pre-warmed) mode. The runtime starts with no function: it preloads its own server code,
+   * prints GENERIC_READY_LINE, then reads exactly one SpecializeMessage from fd SPECIALIZE_FD until EOF,
+   * closes that fd, applies the message and continues as a normal start (load, listen, READY_LINE).
+   * STRATUS_SOCKET is set at start; every other variable comes in the message.
+   */
+  generic: "STRATUS_GENERIC",
 } as const;
+
+/** The inherited fd a generic runtime reads its one SpecializeMessage from (then closes, before user code). */
+export const SPECIALIZE_FD = 3;
+
+/** Printed alone on a stdout line by a generic runtime once it waits for its SpecializeMessage. */
+export const GENERIC_READY_LINE = "\u0000stratus:generic-ready";
+
+/**
+ * The one message that turns a generic runtime into one function's instance (JSON, sent once on
+ * SPECIALIZE_FD, then the sender closes its end). Fields mirror the ENV variables of a fresh start.
+ */
+export interface SpecializeMessage {
+  /** Absolute path of the module inside the sandbox. */
+  readonly entry: string;
+  readonly exportName: string;
+  readonly functionName: string;
+  /** The resolved FunctionConfig. */
+  readonly config: unknown;
+  readonly instanceId: string;
+  /** The function's environment, applied to process.env before its module loads. */
+  readonly env: Readonly<Record<string, string>>;
+}
 
 /** Printed alone on a stdout line by the runtime once it listens. */
 export const READY_LINE = "\u0000stratus:ready";

@@ -7,14 +7,16 @@
  * while it is there; `exited` resolves after both are removed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, rmSync } from "node:fs";
+import type { Writable } from "node:stream";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { once } from "node:events";
 import { randomBytes } from "node:crypto";
-import type { DiscoveredFunction, DiscoverySpec, Instance, InstanceExit, InstanceSpec, InstanceStats, SandboxDriver, StartOptions, ExitReason } from "../driver";
+import { availableParallelism } from "node:os";
+import type { DiscoveredFunction, DiscoverySpec, Instance, InstanceExit, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver, StartOptions, ExitReason } from "../driver";
 import { StratusError } from "../../shared/errors";
-import { DISCOVERY_PREFIX, ENV, EXIT } from "../../shared/protocol";
+import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../../shared/protocol";
 import type { Logger } from "../../shared/logger";
 import { createSilentLogger } from "../../shared/logger";
 import { parseOutputLine, splitLines } from "../output-lines";
@@ -22,6 +24,8 @@ import { parseDiscoveryRun } from "../discovery-output";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
 import { installOutboundRules } from "./network";
+import { startMountHelper, type MountHelper } from "./mount-helper";
+import { PrewarmPool } from "../prewarm-pool";
 
 /** Default uid/gid of instances. Pick one no other software on the host uses: network rules match on it. */
 export const DEFAULT_SANDBOX_UID = 60500;
@@ -54,12 +58,39 @@ export interface ProcessDriverOptions {
   readonly bwrapPath?: string;
   readonly setprivPath?: string;
   readonly logger?: Logger;
+  /**
+   * Pre-warm pool: idle generic sandboxes kept for the default limits (memory `prewarmMemoryMb`, network
+   * "outbound"); 0 disables the pool. Default 0 here (tests and tools that only discover pay nothing);
+   * the platform config's `prewarm` (default 2) is what a node runs with. Other limits get slots only
+   * from recent demand. See docs/prewarm.md.
+   */
+  readonly prewarm?: number;
+  /** Most idle slots per limits key (default 4 × prewarm, at most 32). */
+  readonly prewarmMax?: number;
+  /** Memory size, MB, of the default pool (default 256, the function config default). */
+  readonly prewarmMemoryMb?: number;
+  /**
+   * Sandboxes booting at the same time (fresh starts and pool refills; specialising a slot does not
+   * count). Default: 2 × CPU cores. Measured (bench/burst.ts): 100 unbounded concurrent starts on 2
+   * cores each took longer than startTimeoutMs, so every one failed; bounded, they finish one after
+   * another and the first ones already serve. Time waiting here does not count against startTimeoutMs.
+   */
+  readonly maxConcurrentStarts?: number;
 }
 
 /** The process driver, plus what tests and operators may inspect. */
 export interface ProcessDriver extends SandboxDriver {
   readonly cgroupMode: CgroupMode;
   readonly cgroups: CgroupManager;
+  /** The pre-warm pool (inspection for tests and metrics). */
+  readonly prewarm: {
+    readonly enabled: boolean;
+    /** Idle slots now. */
+    idleCount(): number;
+    refill(): void;
+    /** Starts served from a slot (`hits`) and fresh (`misses`) since the driver was created. */
+    counts(): { hits: number; misses: number };
+  };
 }
 
 /** Memory limit of a discovery run, MB. */
@@ -67,13 +98,26 @@ const DISCOVERY_MEMORY_MB = 256;
 /** Lines of output kept to explain a failed start. */
 const TAIL_LINES = 20;
 
-interface LiveInstance {
-  readonly id: string;
-  readonly cgroup: InstanceCgroup;
+/** One sandbox process: a fresh instance, or a pre-warm slot (then specialised into an instance). */
+interface Sandbox {
+  /** Name of the slot it started as (= the instance id for a fresh start); names its slot dirs. */
+  readonly internalId: string;
+  /** Current name of its cgroup and socket dir (the instance id once specialised on cgroup v1). */
+  id: string;
+  cgroup: InstanceCgroup;
+  socketDir: string;
   readonly child: ChildProcess;
+  /** The slot's code mount point (`<stateDir>/slots/<id>`), null for a fresh start. */
+  readonly slotDir: string | null;
   /** Why we stopped it (null: it ended on its own) and, once gone, how it ended. */
   readonly state: { reason: ExitReason | null; exitedValue: InstanceExit | null };
-  readonly exited: Promise<InstanceExit>;
+  ready: boolean;
+  /** Last output lines before READY, to explain a failed start. */
+  readonly tail: string[];
+  onLog: (line: InstanceLogLine) => void;
+  readyPromise: Promise<void>;
+  genericPromise: Promise<void>;
+  exited: Promise<InstanceExit>;
   kill(): void;
 }
 
@@ -91,6 +135,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const pidsMax = options.pidsMax ?? 128;
   const tmpSizeBytes = (options.tmpSizeMb ?? 64) * 1024 * 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  const bootGate = createGate(options.maxConcurrentStarts ?? 2 * Math.max(1, availableParallelism()));
   for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath]] as const) {
     if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux)`);
   }
@@ -98,7 +143,10 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const layout = detectCgroupLayout(options.cgroupFsRoot);
   const cgroups = new CgroupManager(layout, options.cgroupRoot ?? "stratus");
   const socketsRoot = join(options.stateDir, "sockets");
-  const live = new Map<string, LiveInstance>();
+  /** Every sandbox by its current id; null while its cgroup is being created (reconcile must leave it alone). */
+  const live = new Map<string, Sandbox | null>();
+  const slotsRoot = join(options.stateDir, "slots");
+  const stageRoot = join(options.stateDir, "stage");
   /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
   const discovering = new Set<string>();
   let closed = false;
@@ -112,141 +160,328 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   };
   log.debug({ cgroupMode: layout.mode, cgroupRoot: cgroups.rootName }, "process driver created");
 
-  async function start(spec: InstanceSpec, startOptions: StartOptions = {}): Promise<Instance> {
-    if (closed) throw new StratusError("SHUTTING_DOWN");
-    if (!/^[a-z0-9-]{1,64}$/.test(spec.instanceId)) throw new StratusError("INSTANCE_START_FAILED", `invalid instance id "${spec.instanceId}"`);
-    if (live.has(spec.instanceId)) throw new StratusError("INSTANCE_START_FAILED", `instance ${spec.instanceId} already exists`);
-    const t0 = performance.now();
-    const socketDir = join(socketsRoot, spec.instanceId);
-    const socketPath = join(socketDir, SANDBOX_PATHS.socketName);
-    if (Buffer.byteLength(socketPath) > 107) throw new StratusError("INSTANCE_START_FAILED", `socket path too long (${socketPath}): use a shorter stateDir`);
-    const onLog = startOptions.onLog ?? (() => {});
-    if (spec.config.network === "outbound") {
+  /** Everything fixed when a sandbox process starts: the pool key of a slot. */
+  const poolKeyOf = (memoryMb: number, network: "outbound" | "none"): string => `${memoryMb}:${network}`;
+
+  /**
+   * Starts one sandbox process: socket dir, cgroup, bwrap. `fresh` loads the function from the start;
+   * `generic` starts a pre-warm slot (code dir = an empty, per-slot mount point, specialisation fd 3).
+   * The caller waits on `sb.readyPromise` / `sb.genericPromise` and `sb.exited`.
+   */
+  async function launch(internalId: string, memoryMb: number, network: "outbound" | "none", mode: { kind: "fresh"; spec: InstanceSpec } | { kind: "generic"; codeDir: string }): Promise<Sandbox> {
+    const socketDir = join(socketsRoot, internalId);
+    if (network === "outbound") {
       try {
         await ensureRules();
       } catch (err) {
         throw new StratusError("INSTANCE_START_FAILED", `cannot install the network rules: ${(err as Error).message}`, { cause: err });
       }
     }
-    const limits = { memoryMb: spec.config.memory, pidsMax, cpuWeight: Math.min(10_000, Math.max(1, Math.round((spec.config.memory / 256) * 100))) };
+    const limits = { memoryMb, pidsMax, cpuWeight: Math.min(10_000, Math.max(1, Math.round((memoryMb / 256) * 100))) };
     let cgroup: InstanceCgroup;
     try {
       mkdirSync(socketsRoot, { recursive: true, mode: 0o700 });
       rmSync(socketDir, { recursive: true, force: true });
       mkdirSync(socketDir, { mode: 0o700 });
       chownSync(socketDir, uid, gid);
-      cgroup = cgroups.create(spec.instanceId, limits);
+      cgroup = cgroups.create(internalId, limits);
     } catch (err) {
       rmSync(socketDir, { recursive: true, force: true });
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
     }
-
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: spec.artifactDir, socketDir,
-      uid, gid, procsFiles: cgroup.procsFiles, network: spec.config.network, tmpSizeBytes,
+      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir,
+      uid, gid, procsFiles: cgroup.procsFiles, network, tmpSizeBytes,
       // Node inside the sandbox cannot see the cgroup limit (no /sys): size the heap to ~75 % of it so V8
-      // fails with a clear heap OOM before the kernel kills it.
-      nodeArgs: [`--max-old-space-size=${Math.max(16, Math.floor(spec.config.memory * 0.75))}`],
+      // fails with a clear heap OOM before the kernel kills it. Fixed at start: one reason pool slots are keyed by memory.
+      nodeArgs: [`--max-old-space-size=${Math.max(16, Math.floor(memoryMb * 0.75))}`],
     });
     // A clean, explicit environment: never the platform's own (it leaks secrets, and NODE_EXTRA_CA_CERTS
     // alone doubles start time, see MEASURED.md). Protocol variables win over the function's env.
-    const env: Record<string, string> = {
-      PATH: "/usr/local/bin:/usr/bin:/bin",
-      HOME: "/tmp",
-      LANG: "C.UTF-8",
-      ...spec.env,
-      [ENV.socket]: `${SANDBOX_PATHS.socketDir}/${SANDBOX_PATHS.socketName}`,
-      [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}`,
-      [ENV.exportName]: spec.exportName,
-      [ENV.functionName]: spec.functionName,
-      [ENV.config]: JSON.stringify(spec.config),
-      [ENV.instanceId]: spec.instanceId,
-    };
-    const child = spawn(file, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    const base = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8" };
+    const socketEnv = `${SANDBOX_PATHS.socketDir}/${SANDBOX_PATHS.socketName}`;
+    const env: Record<string, string> = mode.kind === "generic"
+      ? { ...base, [ENV.socket]: socketEnv, [ENV.generic]: "1" }
+      : { ...base, ...mode.spec.env, [ENV.socket]: socketEnv, ...specEnv(mode.spec) };
+    // Generic slots get fd 3, the one-shot specialisation channel; the driver holds its only other end.
+    const child = spawn(file, args, { env, stdio: mode.kind === "generic" ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"] });
 
-    let ready = false;
-    const tail: string[] = [];
+    const sb: Sandbox = {
+      internalId, id: internalId, cgroup, child, socketDir, slotDir: mode.kind === "generic" ? mode.codeDir : null,
+      state: { reason: null, exitedValue: null },
+      ready: false, tail: [], onLog: () => {},
+      readyPromise: null as unknown as Promise<void>,
+      genericPromise: null as unknown as Promise<void>,
+      exited: null as unknown as Promise<InstanceExit>,
+      kill: () => {
+        void sb.cgroup.killAll().catch(() => {});
+        child.kill("SIGKILL");
+      },
+    };
     let resolveReady!: () => void;
-    const readyPromise = new Promise<void>((r) => (resolveReady = r));
+    let resolveGeneric!: () => void;
+    sb.readyPromise = new Promise<void>((r) => (resolveReady = r));
+    sb.genericPromise = new Promise<void>((r) => (resolveGeneric = r));
     const handle = (raw: string, stream: "stdout" | "stderr"): void => {
-      const parsed = parseOutputLine(raw, stream, spec.instanceId);
+      if (stream === "stdout" && raw === GENERIC_READY_LINE && sb.slotDir !== null) {
+        resolveGeneric();
+        return;
+      }
+      const parsed = parseOutputLine(raw, stream, sb.id);
       if (parsed.kind === "ready") {
-        ready = true;
+        sb.ready = true;
         resolveReady();
         return;
       }
-      if (!ready) {
-        tail.push(parsed.line.message);
-        if (tail.length > TAIL_LINES) tail.shift();
+      if (!sb.ready) {
+        sb.tail.push(parsed.line.message);
+        if (sb.tail.length > TAIL_LINES) sb.tail.shift();
       }
       try {
-        onLog(parsed.line);
+        sb.onLog(parsed.line);
       } catch (err) {
         log.warn({ err }, "onLog threw");
       }
     };
     if (child.stdout) splitLines(child.stdout, (l) => handle(l, "stdout"));
     if (child.stderr) splitLines(child.stderr, (l) => handle(l, "stderr"));
+    // A write to the channel of a slot that died must not become an uncaught error.
+    (child.stdio[3] as Writable | null | undefined)?.on("error", () => {});
 
-    const state: LiveInstance["state"] = { reason: null, exitedValue: null };
-    const inst: LiveInstance = {
-      id: spec.instanceId, cgroup, child, state,
-      exited: (async (): Promise<InstanceExit> => {
-        let code: number | null = null;
-        let signal: string | null = null;
-        if (child.exitCode === null && child.signalCode === null) {
-          const [c, s] = (await once(child, "exit").catch(() => [null, null])) as [number | null, NodeJS.Signals | null];
-          code = c;
-          signal = s;
-        } else {
-          code = child.exitCode;
-          signal = child.signalCode;
+    sb.exited = (async (): Promise<InstanceExit> => {
+      let code: number | null = null;
+      let signal: string | null = null;
+      if (child.exitCode === null && child.signalCode === null) {
+        const [c, sig] = (await once(child, "exit").catch(() => [null, null])) as [number | null, NodeJS.Signals | null];
+        code = c;
+        signal = sig;
+      } else {
+        code = child.exitCode;
+        signal = child.signalCode;
+      }
+      // Whatever is left (forks that left the sandbox's process tree) dies with the cgroup.
+      const oom = sb.cgroup.oomKills();
+      await sb.cgroup.killAll().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "killing the cgroup failed"));
+      if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+      await sb.cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "removing the cgroup failed"));
+      rmSync(sb.socketDir, { recursive: true, force: true });
+      if (sb.slotDir !== null) await removeSlotDir(sb.internalId);
+      live.delete(sb.id);
+      let reason = sb.state.reason;
+      if (reason === null) {
+        // bwrap reports a signalled child as 128 + signal: 137 = SIGKILL (the OOM killer when oom > 0),
+        // 134 = SIGABRT (V8's "heap out of memory"), 139 = SIGSEGV (heap OOM seen when node is PID 1).
+        if (oom > 0 || code === 134 || code === 139) reason = "out-of-memory";
+        else if (!sb.ready && code === EXIT.loadFailed) reason = "load-failed";
+        else reason = "crashed";
+      }
+      const value: InstanceExit = { reason, exitCode: code, signal };
+      sb.state.exitedValue = value;
+      log.debug({ instanceId: sb.id, ...value }, "instance exited");
+      return value;
+    })();
+    return sb;
+  }
+
+  const destroySandbox = async (sb: Sandbox): Promise<InstanceExit> => {
+    if (sb.state.exitedValue) return sb.state.exitedValue;
+    sb.state.reason ??= "destroyed";
+    sb.kill();
+    return sb.exited;
+  };
+
+  /** Creates a pre-warm slot for `key`: a generic sandbox whose /fn is an empty per-slot mount point. */
+  async function createSlot(key: string): Promise<Sandbox> {
+    if (closed) throw new StratusError("SHUTTING_DOWN");
+    const [memory, network] = key.split(":") as [string, "outbound" | "none"];
+    // The shared slots mount must exist before bwrap binds a slot dir, or mounts will not propagate.
+    await ensureMounts();
+    const slotId = `pw-${randomBytes(6).toString("hex")}`;
+    const codeDir = join(slotsRoot, slotId);
+    mkdirSync(codeDir, { mode: 0o755 });
+    mkdirSync(join(stageRoot, slotId), { mode: 0o755 });
+    live.set(slotId, null);
+    const release = await bootGate();
+    let sb: Sandbox;
+    try {
+      sb = await launch(slotId, Number(memory), network, { kind: "generic", codeDir });
+    } catch (err) {
+      release();
+      live.delete(slotId);
+      await removeSlotDir(slotId);
+      throw err;
+    }
+    void Promise.race([sb.genericPromise, sb.exited]).finally(release);
+    live.set(slotId, sb);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), startTimeoutMs)));
+    const outcome = await Promise.race([sb.genericPromise.then(() => "ready" as const), sb.exited.then(() => "exited" as const), timeout]);
+    clearTimeout(timer);
+    if (outcome !== "ready") {
+      await destroySandbox(sb);
+      throw new StratusError("INSTANCE_START_FAILED", `a pre-warm slot did not start (${outcome}): ${sb.tail.join("\n")}`);
+    }
+    return sb;
+  }
+
+  /** Unmounts (propagating into the sandbox, if still alive) and removes a slot's code dir and stage dir. */
+  async function removeSlotDir(slotId: string): Promise<void> {
+    const codeDir = join(slotsRoot, slotId);
+    if (mounts) {
+      const helper = await mounts.catch(() => null);
+      // EINVAL: nothing is mounted there (a slot never specialised); any other failure is logged.
+      await helper?.unmount(codeDir).catch((err: Error) => {
+        if (!/Invalid argument/.test(err.message)) log.error({ err, slotId }, "unmounting a slot's code failed");
+      });
+    }
+    for (const d of [codeDir, join(stageRoot, slotId)]) {
+      try {
+        rmdirSync(d);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") log.error({ err, dir: d }, "removing a slot dir failed");
+      }
+    }
+  }
+
+  let mounts: Promise<MountHelper> | null = null;
+  /** Starts the mount helper once and prepares `<stateDir>/slots` (shared) and `<stateDir>/stage` (private). */
+  function ensureMounts(): Promise<MountHelper> {
+    mounts ??= (async () => {
+      const helper = startMountHelper();
+      for (const [dir, shared] of [[slotsRoot, true], [stageRoot, false]] as const) {
+        mkdirSync(dir, { recursive: true, mode: 0o755 });
+        // Idempotent across driver restarts: bind onto itself only when it is not a mount point yet.
+        if (!isMountPoint(dir)) await (shared ? helper.makeShared(dir) : helper.makePrivate(dir));
+      }
+      return helper;
+    })();
+    mounts.catch(() => (mounts = null));
+    return mounts;
+  }
+
+  const counts = { hits: 0, misses: 0 };
+  const pool = new PrewarmPool<Sandbox>(
+    {
+      create: createSlot,
+      destroy: async (sb) => void (await destroySandbox(sb)),
+      alive: (sb) => sb.state.exitedValue === null && sb.child.exitCode === null && sb.child.signalCode === null,
+    },
+    {
+      size: options.prewarm ?? 0,
+      maxSize: options.prewarmMax,
+      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound"),
+      onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
+    },
+  );
+  // Fill the pool in the background from the start: the first cold start should already find a slot.
+  if (pool.enabled) setImmediate(() => pool.refill());
+
+  /**
+   * Turns a ready slot into `spec`'s instance: bind the artifact read-only onto the slot's /fn (the
+   * mount propagates into the sandbox), name its cgroup and socket dir after the instance, send the one
+   * SpecializeMessage and close the channel. Resolves when the runtime printed READY.
+   */
+  async function specialise(sb: Sandbox, spec: InstanceSpec, onLog: (l: InstanceLogLine) => void): Promise<void> {
+    const helper = await ensureMounts();
+    await helper.bindReadOnly(spec.artifactDir, join(stageRoot, sb.internalId), sb.slotDir!);
+    // Name everything after the instance, as a fresh start does (operators and reconcile see one name).
+    // cgroup v1 allows renaming within the parent; v2 does not (the slot name then stays).
+    if (cgroups.layout.mode === "v1") {
+      const dirs = cgroups.rootDirs();
+      const done: string[] = [];
+      try {
+        for (const d of dirs) {
+          renameSync(join(d, sb.internalId), join(d, spec.instanceId));
+          done.push(d);
         }
-        // Whatever is left (forks that left the sandbox's process tree) dies with the cgroup.
-        const oom = cgroup.oomKills();
-        await cgroup.killAll().catch((err: unknown) => log.error({ err, instanceId: spec.instanceId }, "killing the cgroup failed"));
-        if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
-        await cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: spec.instanceId }, "removing the cgroup failed"));
-        rmSync(socketDir, { recursive: true, force: true });
+        renameSync(sb.socketDir, join(socketsRoot, spec.instanceId));
+        live.delete(sb.id);
+        sb.id = spec.instanceId;
+        sb.cgroup = cgroups.open(spec.instanceId);
+        sb.socketDir = join(socketsRoot, spec.instanceId);
+        live.set(sb.id, sb);
+      } catch (err) {
+        for (const d of done) renameSync(join(d, spec.instanceId), join(d, sb.internalId));
+        throw err;
+      }
+    }
+    sb.onLog = onLog;
+    sb.tail.length = 0;
+    const message: SpecializeMessage = {
+      entry: `${SANDBOX_PATHS.code}/${spec.entry}`,
+      exportName: spec.exportName,
+      functionName: spec.functionName,
+      config: spec.config,
+      instanceId: spec.instanceId,
+      env: spec.env,
+    };
+    const channel = sb.child.stdio[3] as Writable;
+    channel.end(JSON.stringify(message));
+  }
+
+  async function start(spec: InstanceSpec, startOptions: StartOptions = {}): Promise<Instance> {
+    if (closed) throw new StratusError("SHUTTING_DOWN");
+    if (!/^[a-z0-9-]{1,64}$/.test(spec.instanceId) || spec.instanceId.startsWith("pw-")) throw new StratusError("INSTANCE_START_FAILED", `invalid instance id "${spec.instanceId}"`);
+    if (live.has(spec.instanceId)) throw new StratusError("INSTANCE_START_FAILED", `instance ${spec.instanceId} already exists`);
+    const t0 = performance.now();
+    if (Buffer.byteLength(join(socketsRoot, spec.instanceId, SANDBOX_PATHS.socketName)) > 107) throw new StratusError("INSTANCE_START_FAILED", `socket path too long: use a shorter stateDir`);
+    startOptions.signal?.throwIfAborted();
+
+    const sb: Sandbox | undefined = pool.take(poolKeyOf(spec.config.memory, spec.config.network));
+    try {
+      return await startOn(sb, spec, startOptions, t0);
+    } finally {
+      // Refill only now (see PrewarmPool.take): a booting slot would slow this start down.
+      pool.refill();
+    }
+  }
+
+  async function startOn(taken: Sandbox | undefined, spec: InstanceSpec, startOptions: StartOptions, t0: number): Promise<Instance> {
+    const onLog = startOptions.onLog ?? (() => {});
+    const socketPathOf = (dir: string): string => join(dir, SANDBOX_PATHS.socketName);
+    let sb = taken;
+    let prewarmed = false;
+    if (sb) {
+      try {
+        await specialise(sb, spec, onLog);
+        prewarmed = true;
+      } catch (err) {
+        // The slot is spoiled (e.g. the mount failed): discard it and start fresh.
+        log.warn({ err, instanceId: spec.instanceId }, "specialising a pre-warm slot failed; starting fresh");
+        await destroySandbox(sb);
+        sb = undefined;
+      }
+    }
+    if (!sb) {
+      live.set(spec.instanceId, null);
+      const release = await bootGate();
+      try {
+        if (closed) throw new StratusError("SHUTTING_DOWN");
+        startOptions.signal?.throwIfAborted();
+        sb = await launch(spec.instanceId, spec.config.memory, spec.config.network, { kind: "fresh", spec });
+      } catch (err) {
+        release();
         live.delete(spec.instanceId);
-        let reason = state.reason;
-        if (reason === null) {
-          // bwrap reports a signalled child as 128 + signal: 137 = SIGKILL (the OOM killer when oom > 0),
-          // 134 = SIGABRT (V8's "heap out of memory"), 139 = SIGSEGV (heap OOM seen when node is PID 1).
-          if (oom > 0 || code === 134 || code === 139) reason = "out-of-memory";
-          else if (!ready && code === EXIT.loadFailed) reason = "load-failed";
-          else reason = "crashed";
-        }
-        const value: InstanceExit = { reason, exitCode: code, signal };
-        state.exitedValue = value;
-        log.debug({ instanceId: spec.instanceId, ...value }, "instance exited");
-        return value;
-      })(),
-      kill: () => {
-        void cgroup.killAll().catch(() => {});
-        child.kill("SIGKILL");
-      },
-    };
-    live.set(spec.instanceId, inst);
-
-    const destroy = async (): Promise<InstanceExit> => {
-      if (inst.state.exitedValue) return inst.state.exitedValue;
-      inst.state.reason ??= "destroyed";
-      inst.kill();
-      return inst.exited;
-    };
+        if ((err as { code?: unknown }).code === "ABORT_ERR") throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: err });
+        throw err;
+      }
+      void Promise.race([sb.readyPromise, sb.exited]).finally(release);
+      sb.onLog = onLog;
+      live.set(spec.instanceId, sb);
+    }
+    const inst = sb;
 
     let timer: NodeJS.Timeout | undefined;
-    const abort = (): void => void destroy();
+    const abort = (): void => void destroySandbox(inst);
     try {
       startOptions.signal?.throwIfAborted();
       startOptions.signal?.addEventListener("abort", abort, { once: true });
       const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), startTimeoutMs)));
-      const outcome = await Promise.race([readyPromise.then(() => "ready" as const), inst.exited.then(() => "exited" as const), timeout]);
+      const outcome = await Promise.race([inst.readyPromise.then(() => "ready" as const), inst.exited.then(() => "exited" as const), timeout]);
       if (outcome !== "ready") {
         if (outcome === "timeout") inst.state.reason = "load-failed";
-        const exit = await destroy();
-        const output = tail.join("\n").trim();
+        const exit = await destroySandbox(inst);
+        const output = inst.tail.join("\n").trim();
         if (startOptions.signal?.aborted) throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: startOptions.signal.reason });
         if (outcome === "timeout") throw new StratusError("FUNCTION_LOAD_FAILED", `the function did not become ready within ${startTimeoutMs} ms${output ? `:\n${output}` : ""}`);
         if (exit.reason === "load-failed") throw new StratusError("FUNCTION_LOAD_FAILED", output || undefined);
@@ -254,7 +489,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
         throw new StratusError("INSTANCE_START_FAILED", `the instance exited before it was ready (exit code ${exit.exitCode ?? exit.signal})${output ? `:\n${output}` : ""}`);
       }
     } catch (err) {
-      if (!inst.state.exitedValue) await destroy();
+      if (!inst.state.exitedValue) await destroySandbox(inst);
       if ((err as { code?: unknown }).code === "ABORT_ERR") throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: err });
       throw err;
     } finally {
@@ -262,14 +497,15 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       startOptions.signal?.removeEventListener("abort", abort);
     }
     const startMs = performance.now() - t0;
-    log.debug({ instanceId: spec.instanceId, startMs }, "instance ready");
+    log.debug({ instanceId: spec.instanceId, startMs, prewarmed }, "instance ready");
+    counts[prewarmed ? "hits" : "misses"]++;
 
     let closing: Promise<InstanceExit> | null = null;
     const close = (graceMs = spec.config.timeout): Promise<InstanceExit> => {
       if (inst.state.exitedValue) return Promise.resolve(inst.state.exitedValue);
       closing ??= (async () => {
         inst.state.reason ??= "closed";
-        const pid = findRuntimePid(cgroup);
+        const pid = findRuntimePid(inst.cgroup);
         if (pid === null) inst.kill();
         else {
           try {
@@ -291,14 +527,14 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     return {
       id: spec.instanceId,
       spec,
-      endpoint: { socketPath },
+      endpoint: { socketPath: socketPathOf(inst.socketDir) },
       startMs,
       exited: inst.exited,
       close,
-      destroy,
+      destroy: () => destroySandbox(inst),
       stats: async (): Promise<InstanceStats | null> => {
         if (inst.state.exitedValue) return null;
-        const m = cgroup.memory();
+        const m = inst.cgroup.memory();
         return m ? { memoryBytes: m.currentBytes, peakMemoryBytes: m.peakBytes } : null;
       },
     };
@@ -397,28 +633,94 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       rmSync(join(socketsRoot, id), { recursive: true, force: true });
       removed.add(id);
     }
+    // Slot mount points of a killed run: unmount whatever is mounted there, then remove them.
+    let slots: string[] = [];
+    try {
+      slots = readdirSync(slotsRoot);
+    } catch {
+      // no pool yet
+    }
+    for (const id of slots) {
+      if (live.has(id)) continue;
+      await removeSlotDir(id);
+    }
     return { removed: removed.size };
   }
 
   async function close(): Promise<void> {
     closed = true;
+    await pool.close();
     await Promise.all([...live.values()].map(async (inst) => {
+      if (!inst) return;
       inst.state.reason ??= "destroyed";
       inst.kill();
       await inst.exited;
     }));
+    const helper = await mounts?.catch(() => null);
+    if (helper) {
+      // Leave no mount behind on the host: the state dir must stay removable.
+      for (const dir of [slotsRoot, stageRoot]) await helper.unmount(dir).catch((err: unknown) => log.warn({ err, dir }, "unmounting a pool dir failed"));
+      helper.close();
+    }
   }
 
   return {
     name: "process",
     cgroupMode: layout.mode,
     cgroups,
+    prewarm: { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill(), counts: () => ({ ...counts }) },
     start,
     prepare: async () => ({}),
     discover,
     reconcile,
     close,
   };
+}
+
+/**
+ * A counting semaphore: `acquire()` resolves with a release function once fewer than `limit` holders
+ * exist; waiters are served in FIFO order.
+ */
+function createGate(limit: number): () => Promise<() => void> {
+  let held = 0;
+  const waiters: Array<() => void> = [];
+  const release = (): void => {
+    const next = waiters.shift();
+    if (next) next();
+    else held--;
+  };
+  return () => {
+    let released = false;
+    const once = (): void => {
+      if (released) return;
+      released = true;
+      release();
+    };
+    if (held < limit) {
+      held++;
+      return Promise.resolve(once);
+    }
+    return new Promise((resolve) => waiters.push(() => resolve(once)));
+  };
+}
+
+/** The protocol variables of a fresh start (a pre-warm slot gets the same fields in its SpecializeMessage). */
+function specEnv(spec: InstanceSpec): Record<string, string> {
+  return {
+    [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}`,
+    [ENV.exportName]: spec.exportName,
+    [ENV.functionName]: spec.functionName,
+    [ENV.config]: JSON.stringify(spec.config),
+    [ENV.instanceId]: spec.instanceId,
+  };
+}
+
+/** Whether `dir` is a mount point in this process's mount namespace (field 5 of /proc/self/mountinfo). */
+function isMountPoint(dir: string): boolean {
+  const text = readFileSync("/proc/self/mountinfo", "utf8");
+  // mountinfo escapes space, tab, newline and backslash as octal.
+  const escaped = dir.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
+  return text.split("\n").some((line) => line.split(" ")[4] === escaped);
 }
 
 /**

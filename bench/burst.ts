@@ -1,0 +1,83 @@
+// Burst: 1,000 concurrent requests into a cold function whose handler waits 100 ms, maxInstances 100.
+// Reports errors, latency p50/p99, wall time and instances started, with and without the pre-warm pool,
+// against a baseline in the same run: the same burst into a bare Node http server that waits 100 ms.
+// Usage: npm run build && npx tsx bench/burst.ts [requests=1000]. Writes bench/results/burst.md. ~1–2 min.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { Agent, request } from "undici";
+import { spawnGateway } from "./lib/spawn-gateway";
+import { load, machine, pct, sorted, writeResult } from "./lib/report";
+
+const N = Number(process.argv[2] ?? 1000);
+
+interface BurstResult {
+  wallMs: number;
+  latencies: number[];
+  errors: Map<string, number>;
+}
+
+async function burst(url: string): Promise<BurstResult> {
+  // One connection per request, like 1,000 independent clients.
+  const agent = new Agent({ connections: N, pipelining: 1, headersTimeout: 120_000, bodyTimeout: 120_000 });
+  const errors = new Map<string, number>();
+  const latencies: number[] = [];
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: N }, async () => {
+    const s = performance.now();
+    try {
+      const r = await request(url, { dispatcher: agent });
+      const body = await r.body.text();
+      if (r.statusCode !== 200) {
+        const code = (JSON.parse(body) as { error?: { code?: string } }).error?.code ?? String(r.statusCode);
+        errors.set(code, (errors.get(code) ?? 0) + 1);
+      }
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? "client error";
+      errors.set(code, (errors.get(code) ?? 0) + 1);
+    }
+    latencies.push(performance.now() - s);
+  }));
+  const wallMs = performance.now() - t0;
+  await agent.close();
+  return { wallMs, latencies, errors };
+}
+
+const before = load();
+const bare = spawn(process.execPath, ["bench/fixtures/bare-server.cjs", "0", "100"], { stdio: ["ignore", "pipe", "inherit"] });
+const [line] = (await once(bare.stdout!, "data")) as [Buffer];
+const baseline = await burst(`http://127.0.0.1:${Number(/listening (\d+)/.exec(line.toString())![1])}/`);
+bare.kill();
+
+const config = { maxInstances: 100, maxQueue: 2000, queueTimeout: 60_000, idleTimeout: 60_000 };
+const runs: Array<{ label: string; r: BurstResult; started: number; hits: number }> = [];
+for (const prewarm of [0, 4]) {
+  const gw = await spawnGateway({ prewarm, cgroupRoot: "stratus-bench-burst", functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
+  if (prewarm > 0) while ((await gw.stats()).prewarm.idle < prewarm) await new Promise((r) => setTimeout(r, 50));
+  const r = await burst(`http://127.0.0.1:${gw.port}/fn/wait/`);
+  const s = await gw.stats();
+  runs.push({ label: prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool", r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits });
+  await gw.close();
+}
+const after = load();
+
+const fmt = (r: BurstResult) => {
+  const s = sorted(r.latencies);
+  const errs = [...r.errors].map(([k, v]) => `${k} ×${v}`).join(", ") || "0";
+  return `${errs} | ${pct(s, 0.5).toFixed(0)} ms | ${pct(s, 0.99).toFixed(0)} ms | ${r.wallMs.toFixed(0)} ms | ${(r.wallMs / baseline.wallMs).toFixed(2)}`;
+};
+const md = `# Burst — ${N} concurrent requests into a cold function (handler waits 100 ms, maxInstances 100)
+
+\`npx tsx bench/burst.ts\` · process driver · ${N} requests fired at once, one connection each (undici),
+gateway in its own process; the function config: ${JSON.stringify(config)}.
+
+${machine(before, after)}
+
+| target | errors | p50 | p99 | wall time | wall / baseline | instances at the end | from the pool |
+|---|---|---|---|---|---|---|---|
+| bare Node http, waits 100 ms (baseline) | ${fmt(baseline)} | – | – |
+${runs.map((x) => `| ${x.label} | ${fmt(x.r)} | ${x.started} | ${x.hits} |`).join("\n")}
+
+With concurrency 1 and at most 100 instances, ${N} requests need at least ${Math.ceil(N / 100)} waves of 100 ms once
+every instance is up; the rest of the wall time is starting instances on 2 cores (each start competes with the others).
+`;
+writeResult("burst", md);

@@ -1,0 +1,110 @@
+// Cold start: time to first byte through the gateway for a function never started on the node (its
+// artifact present), process driver: without the pool, with the pool (a slot idle), and with the pool
+// exhausted (the only slot was just taken and is being refilled). Baseline in the same run: a bare
+// `node` http server spawned and asked for its first byte (no sandbox, no platform).
+// Usage: npm run build && npx tsx bench/cold-start.ts [starts=30]. Writes bench/results/cold-start.md. ~2 min.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { request } from "undici";
+import { setTimeout as delay } from "node:timers/promises";
+import { spawnGateway, type BenchFunction, type BenchGateway } from "./lib/spawn-gateway";
+import { load, machine, pct, sorted, writeResult } from "./lib/report";
+
+const STARTS = Number(process.argv[2] ?? 30);
+const fn = (name: string): BenchFunction => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { idleTimeout: 1000 } });
+
+async function ttfb(gw: BenchGateway, name: string): Promise<{ ms: number; cold: boolean }> {
+  const t0 = performance.now();
+  const r = await request(`http://127.0.0.1:${gw.port}/fn/${name}/`);
+  const ms = performance.now() - t0; // headers received = first byte
+  const body = await r.body.text();
+  if (r.statusCode !== 200 || body !== "Hello") throw new Error(`${name}: ${r.statusCode} ${body}`);
+  return { ms, cold: r.headers["x-stratus-cold-start"] === "true" };
+}
+
+async function until(cond: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error("timed out waiting for the pool");
+    await delay(20);
+  }
+}
+
+async function bareNode(n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, ["bench/fixtures/bare-server.cjs", "0"], { stdio: ["ignore", "pipe", "inherit"], env: { PATH: "/usr/bin:/bin" } });
+    const [line] = (await once(child.stdout!, "data")) as [Buffer];
+    const port = Number(/listening (\d+)/.exec(line.toString())![1]);
+    const r = await request(`http://127.0.0.1:${port}/`);
+    out.push(performance.now() - t0);
+    await r.body.text();
+    child.kill();
+    await once(child, "exit");
+  }
+  return out;
+}
+
+const before = load();
+const names = (prefix: string) => Array.from({ length: STARTS + 1 }, (_, i) => `${prefix}-${i}`);
+
+// Without the pool.
+const fresh: number[] = [];
+{
+  const gw = await spawnGateway({ prewarm: 0, cgroupRoot: "stratus-bench-cold", functions: names("f").map(fn) });
+  for (const name of names("f").slice(0, STARTS)) {
+    const r = await ttfb(gw, name);
+    if (!r.cold) throw new Error("expected a cold start");
+    fresh.push(r.ms);
+  }
+  await gw.close();
+}
+// With the pool: wait for an idle slot before each start (the steady state of a node with spare slots).
+const pooled: number[] = [];
+const exhausted: number[] = [];
+let pooledHits = 0;
+let exhaustedHits = 0;
+{
+  const gw = await spawnGateway({ prewarm: 1, cgroupRoot: "stratus-bench-cold", functions: [...names("p"), ...names("x")].map(fn) });
+  const idle = async () => (await gw.stats()).prewarm.idle >= 1;
+  for (let i = 0; i < STARTS; i++) {
+    await until(idle);
+    let s = await gw.stats();
+    const hits0 = s.prewarm.hits;
+    pooled.push((await ttfb(gw, `p-${i}`)).ms);
+    s = await gw.stats();
+    pooledHits += s.prewarm.hits - hits0;
+    // Exhausted: the one slot was just taken by p-i and its replacement is still starting.
+    const x = await ttfb(gw, `x-${i}`);
+    exhausted.push(x.ms);
+    exhaustedHits += (await gw.stats()).prewarm.hits - s.prewarm.hits;
+  }
+  await gw.close();
+}
+const baseline = await bareNode(15);
+const after = load();
+
+const row = (label: string, xs: number[], note: string) => {
+  const s = sorted(xs);
+  const b = pct(sorted(baseline), 0.5);
+  return `| ${label} | ${pct(s, 0.5).toFixed(1)} ms | ${pct(s, 0.9).toFixed(1)} ms | ${pct(s, 0.99).toFixed(1)} ms | ${(pct(s, 0.5) / b).toFixed(2)} | ${note} |`;
+};
+const md = `# Cold start — time to first byte for a function never started on the node
+
+\`npx tsx bench/cold-start.ts\` · process driver (bubblewrap + cgroups) · ${STARTS} starts per row, each a
+different function name (so each is a real first start), hello function, artifact on disk. Measured from the
+client: request sent → response headers received, through the gateway (which runs in its own process).
+
+${machine(before, after)}
+
+| setup | p50 | p90 | p99 (= max at n=${STARTS}) | p50 / baseline | notes |
+|---|---|---|---|---|---|
+${row("bare `node` http server, spawned (baseline, no sandbox)", baseline, "spawn → first byte, 15 runs")}
+${row("process driver, no pool", fresh, "bwrap + cgroup + node start + load")}
+${row("process driver, pool with an idle slot", pooled, `${pooledHits}/${STARTS} served from the pool`)}
+${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}
+
+Docker driver: not measured — the \`docker\` branch had not landed on main when this ran.
+`;
+writeResult("cold-start", md);

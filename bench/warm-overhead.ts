@@ -1,0 +1,116 @@
+// Warm overhead: the hello function through the gateway vs. a bare Node http server answering the same
+// bytes. 1 connection: added latency p50/p99 (sequential requests, undici); 50 connections: throughput
+// ratio (autocannon). Gateway and baseline each run in their own process; rounds are interleaved so
+// background load hits both alike. Usage: npm run build && npx tsx bench/warm-overhead.ts
+// Writes bench/results/warm-overhead.md. Needs root + bubblewrap (the process driver). ~1.5 min.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { Client } from "undici";
+import autocannon from "autocannon";
+import { spawnGateway } from "./lib/spawn-gateway";
+import { load, machine, pct, sorted, writeResult } from "./lib/report";
+
+const SEQ_REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
+const ROUNDS = 3;
+const DURATION_S = 8;
+
+const before = load();
+const bare = spawn(process.execPath, ["bench/fixtures/bare-server.cjs", "0"], { stdio: ["ignore", "pipe", "inherit"] });
+const [line] = (await once(bare.stdout!, "data")) as [Buffer];
+const barePort = Number(/listening (\d+)/.exec(line.toString())![1]);
+// "hello": the default config (concurrency 1 per instance, up to 10 instances, like Lambda);
+// "hello-shared": one instance taking all 50 connections (concurrency 50): the proxy path alone.
+const gw = await spawnGateway({
+  prewarm: 0,
+  cgroupRoot: "stratus-bench-warm",
+  functions: [
+    { name: "hello", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: {} },
+    { name: "hello-shared", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { concurrency: 50, maxInstances: 1 } },
+  ],
+});
+const targets = { bare: `http://127.0.0.1:${barePort}/`, gateway: `http://127.0.0.1:${gw.port}/fn/hello/`, shared: `http://127.0.0.1:${gw.port}/fn/hello-shared/` } as const;
+
+async function sequential(url: string, n: number): Promise<number[]> {
+  const u = new URL(url);
+  const client = new Client(u.origin, { pipelining: 1 });
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < n + 200; i++) {
+      const t0 = performance.now();
+      const r = await client.request({ method: "GET", path: u.pathname });
+      const body = await r.body.text();
+      if (r.statusCode !== 200 || body !== "Hello") throw new Error(`${url}: ${r.statusCode} ${body}`);
+      if (i >= 200) times.push((performance.now() - t0) * 1000);
+    }
+  } finally {
+    await client.close();
+  }
+  return times;
+}
+
+async function throughput(url: string, durationS = DURATION_S): Promise<{ rps: number; errors: number; non2xx: number; p99: number }> {
+  const r = await autocannon({ url, connections: 50, duration: durationS, pipelining: 1 });
+  return { rps: r.requests.average, errors: r.errors + r.timeouts, non2xx: r.non2xx, p99: r.latency.p99 };
+}
+
+// Warm the instance (first request starts it) and both JITs.
+await sequential(targets.gateway, 300);
+await sequential(targets.bare, 300);
+await sequential(targets.shared, 300);
+// Start the instances the 50-connection runs will use (cold starts are measured elsewhere).
+await throughput(targets.gateway, 3);
+
+const lat = { bare: [] as number[], gateway: [] as number[] };
+const tput = { bare: [] as Awaited<ReturnType<typeof throughput>>[], gateway: [] as Awaited<ReturnType<typeof throughput>>[], shared: [] as Awaited<ReturnType<typeof throughput>>[] };
+for (let round = 0; round < ROUNDS; round++) {
+  lat.bare.push(...(await sequential(targets.bare, SEQ_REQUESTS)));
+  lat.gateway.push(...(await sequential(targets.gateway, SEQ_REQUESTS)));
+}
+for (let round = 0; round < 2; round++) {
+  tput.bare.push(await throughput(targets.bare));
+  tput.gateway.push(await throughput(targets.gateway));
+  tput.shared.push(await throughput(targets.shared));
+}
+const stats = await gw.stats();
+await gw.close();
+bare.kill();
+const after = load();
+
+const b = sorted(lat.bare);
+const g = sorted(lat.gateway);
+const us = (x: number) => `${Math.round(x)} µs`;
+const med = (xs: number[]) => sorted(xs)[Math.floor(xs.length / 2)]!;
+const bareRps = med(tput.bare.map((t) => t.rps));
+const gwRps = med(tput.gateway.map((t) => t.rps));
+const sharedRps = med(tput.shared.map((t) => t.rps));
+const errs = (xs: Awaited<ReturnType<typeof throughput>>[]) => xs.reduce((n, t) => n + t.errors + t.non2xx, 0);
+const md = `# Warm overhead — hello through the gateway vs. a bare Node http server
+
+\`npx tsx bench/warm-overhead.ts\` · process driver, one warm instance (maxInstances 1, concurrency 1) ·
+gateway and baseline each in their own process, load generator in a third.
+
+${machine(before, after)}
+
+## 1 connection, sequential (${ROUNDS} interleaved rounds × ${SEQ_REQUESTS} requests each, after 300 warm-up)
+
+| target | p50 | p90 | p99 |
+|---|---|---|---|
+| bare Node http (baseline) | ${us(pct(b, 0.5))} | ${us(pct(b, 0.9))} | ${us(pct(b, 0.99))} |
+| gateway → instance | ${us(pct(g, 0.5))} | ${us(pct(g, 0.9))} | ${us(pct(g, 0.99))} |
+| **added by the platform** | **${us(pct(g, 0.5) - pct(b, 0.5))}** | ${us(pct(g, 0.9) - pct(b, 0.9))} | **${us(pct(g, 0.99) - pct(b, 0.99))}** |
+| ratio gateway / bare | ${(pct(g, 0.5) / pct(b, 0.5)).toFixed(2)} | ${(pct(g, 0.9) / pct(b, 0.9)).toFixed(2)} | ${(pct(g, 0.99) / pct(b, 0.99)).toFixed(2)} |
+
+## 50 connections (autocannon, ${DURATION_S} s per run, 2 interleaved runs each, median)
+
+| target | req/s | p99 latency | errors + non-2xx |
+|---|---|---|---|
+| bare Node http (baseline) | ${Math.round(bareRps)} | ${tput.bare.map((t) => `${t.p99} ms`).join(", ")} | ${errs(tput.bare)} |
+| gateway, default config (concurrency 1, ≤ 10 instances) | ${Math.round(gwRps)} | ${tput.gateway.map((t) => `${t.p99} ms`).join(", ")} | ${errs(tput.gateway)} |
+| gateway, one instance with concurrency 50 | ${Math.round(sharedRps)} | ${tput.shared.map((t) => `${t.p99} ms`).join(", ")} | ${errs(tput.shared)} |
+| **throughput ratio gateway / bare** (default · shared) | **${(gwRps / bareRps).toFixed(2)}** · **${(sharedRps / bareRps).toFixed(2)}** | | |
+
+Runs (req/s): bare ${tput.bare.map((t) => Math.round(t.rps)).join(", ")}; default ${tput.gateway.map((t) => Math.round(t.rps)).join(", ")}; shared ${tput.shared.map((t) => Math.round(t.rps)).join(", ")}.
+Both paths pay a proxy hop plus Express in the instance on the same 2 cores as the load generator; the bare server
+is the ceiling. Instances at the end: ${JSON.stringify(stats.gateway)}.
+`;
+writeResult("warm-overhead", md);

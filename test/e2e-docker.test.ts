@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { appendFile, cp, mkdtemp, rm } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
@@ -66,6 +66,8 @@ before(async () => {
   env = {
     PATH: process.env.PATH, HOME: join(root, "home"), STRATUS_CONFIG_DIR: join(root, "cfg"), STRATUS_LOG_LEVEL: "warn",
     STRATUS_REGISTRY: REGISTRY,
+    // Short, so the pruning test below sees a sweep within seconds (default: 10 minutes).
+    STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS: "1500",
   };
   up = spawn(process.execPath, [BIN, "up", "--driver", "docker", "--port", "0", "--data-dir", dataDir], { env, stdio: ["ignore", "pipe", "pipe"] });
   up.stderr!.on("data", (c: Buffer) => (upOutput += c.toString()));
@@ -201,6 +203,33 @@ for (const [example, functions] of Object.entries(EXAMPLE_FUNCTIONS)) {
     }
   });
 }
+
+test("a new version's deploy lets the node prune the old image; the registry keeps it and a rollback pulls it by digest", async () => {
+  const imageOf = async (fn: string) => (JSON.parse(await ok("describe", fn, "--json")) as { version: { image: string } }).version.image;
+  const old = await imageOf("myFunction");
+  await docker.getImage(old).inspect(); // control: on the engine now
+  const project = join(root, "hello-v2");
+  await cp(join(EXAMPLES, "hello"), project, { recursive: true });
+  await appendFile(join(project, "index.js"), "\n// v2\n");
+  await ok("deploy", project);
+  const current = await imageOf("myFunction");
+  assert.notEqual(current, old);
+  let gone = false;
+  for (let waited = 0; !gone && waited < 60_000; waited += 500) {
+    gone = await docker.getImage(old).inspect().then(() => false, (e: { statusCode?: number }) => e.statusCode === 404);
+    if (!gone) await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.ok(gone, `the old image ${old} was pruned from the engine`);
+  await docker.getImage(current).inspect(); // the active version's image stays
+  const m = /^([^/]+)\/(stratus\/[a-z0-9_.-]+)@(sha256:[0-9a-f]{64})$/.exec(old)!;
+  const head = await fetch(`http://${m[1]}/v2/${m[2]}/manifests/${m[3]}`, {
+    method: "HEAD", headers: { accept: "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json" },
+  });
+  assert.equal(head.status, 200, "the registry still serves the old version");
+  await ok("rollback", "myFunction");
+  assert.equal(await imageOf("myFunction"), old);
+  assert.equal(await ok("invoke", "myFunction"), "Hello");
+});
 
 test("SIGTERM drains, exits 0 and leaves no container", async () => {
   assert.ok((await containersOf()).length > 0, "control: the warm instances are there before");

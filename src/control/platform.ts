@@ -121,6 +121,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
   let internal: Server | null = null;
   let nodeClient: ReturnType<typeof createNodeClient> | null = null;
   let ready = false;
+  let pruneTimer: NodeJS.Timeout | null = null;
   let apiHandler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null;
   let closing: Promise<void> | null = null;
   let observability: Observability | null = null;
@@ -236,11 +237,47 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const pushed = await activator.pushAll();
     ready = true;
     logger.info({ url, pushed }, "platform ready");
+    startImagePruning();
     return { url, adminToken };
+  }
+
+  /**
+   * Docker mode: removes function images that no active version uses, at start-up and then every
+   * `docker.imagePruneIntervalMs`. The registry keeps every version, so a rollback pulls by digest again;
+   * images of running containers are never removed (the engine refuses).
+   */
+  function startImagePruning(): void {
+    const d = driver as (SandboxDriver & { pruneImages?: (keep: readonly string[]) => Promise<{ removed: number }> }) | null;
+    const intervalMs = config.docker.imagePruneIntervalMs;
+    if (d === null || typeof d.pruneImages !== "function" || intervalMs === 0 || store === null) return;
+    const prune = d.pruneImages.bind(d);
+    const theStore = store;
+    let running = false;
+    const sweep = async (): Promise<void> => {
+      if (running || closing !== null) return;
+      running = true;
+      try {
+        const keep: string[] = [];
+        for (const fn of await theStore.listFunctions()) {
+          const active = await theStore.getActiveVersion(fn.name);
+          if (active?.image) keep.push(active.image);
+        }
+        const { removed } = await prune(keep);
+        if (removed > 0) logger.info({ removed, kept: keep.length }, "pruned unused function images");
+      } catch (err) {
+        logger.warn({ err }, "image pruning failed; will retry");
+      } finally {
+        running = false;
+      }
+    };
+    void sweep();
+    pruneTimer = setInterval(() => void sweep(), intervalMs);
+    pruneTimer.unref();
   }
 
   async function doClose(): Promise<void> {
     ready = false;
+    if (pruneTimer !== null) clearInterval(pruneTimer);
     // Drain first (in-flight requests finish), then the control plane's link to the node, then the rest.
     if (agent) await agent.drain(config.gateway.drainTimeoutMs).catch((err) => logger.error({ err }, "drain failed"));
     if (agent) await agent.close().catch(() => {});

@@ -41,6 +41,7 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "registry.address", env: "STRATUS_REGISTRY", unit: "host:port", default: "127.0.0.1:5000", doc: "Image registry of the Docker driver." },
   { key: "registry.username", env: "STRATUS_REGISTRY_USERNAME", unit: "", default: "", doc: "Registry user (empty: anonymous)." },
   { key: "registry.password", env: "STRATUS_REGISTRY_PASSWORD", unit: "", default: "", doc: "Registry password." },
+  { key: "docker.imagePruneIntervalMs", env: "STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS", unit: "ms", default: 600_000, doc: "Docker driver: how often the node removes function images no active version uses (the registry keeps every version; a rollback pulls by digest). 0 disables." },
 ] as const;
 
 const port = z.coerce.number().int().min(0).max(65_535);
@@ -90,6 +91,11 @@ export const PlatformConfigSchema = z.strictObject({
       address: z.string().min(1).default("127.0.0.1:5000"),
       username: z.string().default(""),
       password: z.string().default(""),
+    })
+    .prefault({}),
+  docker: z
+    .strictObject({
+      imagePruneIntervalMs: posInt(0, 86_400_000).default(600_000),
     })
     .prefault({}),
 });

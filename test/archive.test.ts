@@ -6,29 +6,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { test } from "node:test";
-import { gzipSync, createGzip } from "node:zlib";
+import { gzipSync } from "node:zlib";
 import * as tar from "tar-stream";
 import { unpackArchive, normalizeEntryPath } from "../src/builder/archive";
 import { packProject } from "../src/builder/pack";
-
-type Entry = { name: string; type?: "file" | "directory" | "symlink" | "link" | "character-device" | "block-device" | "fifo"; body?: string; linkname?: string; size?: number };
-
-/** A tar.gz built entry by entry, headers exactly as given (no sanitising). */
-async function makeTarGz(entries: Entry[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const gz = createGzip();
-  const done = new Promise<void>((res, rej) => { gz.on("data", (c: Buffer) => chunks.push(c)); gz.on("end", res); gz.on("error", rej); });
-  pack.pipe(gz);
-  for (const e of entries) {
-    const type = e.type ?? "file";
-    if (type === "file") pack.entry({ name: e.name, type, mode: 0o644 }, e.body ?? "x");
-    else pack.entry({ name: e.name, type, mode: 0o644, linkname: e.linkname ?? "", devmajor: 1, devminor: 3 });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
+import { makeTarGz, type TarEntry } from "./helpers/make-tar-gz";
 
 async function sandboxDir(t: { after: (fn: () => Promise<void>) => void }): Promise<{ root: string; parent: string }> {
   const root = await mkdtemp(join(tmpdir(), "stratus-archive-test-"));
@@ -43,7 +25,7 @@ async function listAll(dir: string): Promise<string[]> {
   return ((await readdir(dir, { recursive: true })) as string[]).sort();
 }
 
-const hostile: { title: string; entries: Entry[]; code: string; mention: RegExp }[] = [
+const hostile: { title: string; entries: TarEntry[]; code: string; mention: RegExp }[] = [
   { title: "absolute path", entries: [{ name: "/tmp/stratus-evil-abs" }], code: "INVALID_ARCHIVE", mention: /absolute.*|stratus-evil-abs/ },
   { title: "dot-dot component", entries: [{ name: "ok.txt" }, { name: "../../evil.txt" }], code: "INVALID_ARCHIVE", mention: /evil\.txt.*"\.\."/ },
   { title: "dot-dot inside", entries: [{ name: "src/../../evil.txt" }], code: "INVALID_ARCHIVE", mention: /evil/ },

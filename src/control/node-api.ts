@@ -8,23 +8,14 @@
  * Invariant: the node holds no state of its own that the control plane cannot push again; on start the
  * control plane pushes every active function version (`setFunction`), so a restart serves what was deployed.
  */
-import type { FunctionConfig } from "../shared/function-config";
+import type { Deployment } from "../gateway/deployment";
 
-/** One function version as the node runs it: an InstanceSpec minus the instance id, plus its env. */
-export interface FunctionDeployment {
-  readonly name: string;
-  readonly version: string;
-  /** Host directory of the immutable artifact (shared between control plane and node in `up`). */
-  readonly artifactDir: string;
-  /** Module path relative to `artifactDir`. */
-  readonly entry: string;
-  readonly exportName: string;
-  readonly config: Readonly<FunctionConfig>;
-  /** config.env + the function's env vars + its decrypted secrets (secrets win). */
-  readonly env: Readonly<Record<string, string>>;
-  /** Driver-specific image reference (Docker). */
-  readonly image?: string;
-}
+/**
+ * One function version as the node runs it: the gateway's Deployment (an InstanceSpec minus the instance
+ * id). `artifactDir` is a host path shared by control plane and node in `up`; `env` is config.env + the
+ * function's env vars + its decrypted secrets (secrets win); `image` is the Docker reference, if any.
+ */
+export type FunctionDeployment = Deployment;
 
 /** Instance counts of one function on a node. */
 export interface FunctionNodeStatus {

@@ -4,27 +4,22 @@
 // env and secret changes → tokens → rm → 404, then SIGTERM exits 0.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { spawn, execFile, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
+import { runStratus, startStratusUp, type CliResult } from "./helpers/stratus-cli";
 
-const BIN = resolve("bin/stratus.js");
 let root: string;
 let env: NodeJS.ProcessEnv;
 let up: ChildProcess;
 let url: string;
-let upOutput = "";
+let upOutputOf: () => string = () => "";
 
-function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(process.execPath, [BIN, ...args], { env, cwd: root, timeout: 120_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1) : 0;
-      res({ code, stdout, stderr });
-    });
-  });
+function cli(...args: string[]): Promise<CliResult> {
+  return runStratus(args, { env, cwd: root, timeoutMs: 120_000 });
 }
 
 async function ok(...args: string[]): Promise<string> {
@@ -37,23 +32,10 @@ before(async () => {
   if (!existsSync(resolve("dist/cli.js")) || !existsSync(resolve("dist/runtime.cjs"))) throw new Error("dist/ is missing: run `npm run build` first");
   root = await mkdtemp(join(tmpdir(), "st-e2e-"));
   env = { PATH: process.env.PATH, HOME: join(root, "home"), STRATUS_CONFIG_DIR: join(root, "cfg"), STRATUS_LOG_LEVEL: "warn" };
-  up = spawn(process.execPath, [BIN, "up", "--port", "0", "--data-dir", join(root, "d")], { env, stdio: ["ignore", "pipe", "pipe"] });
-  up.stderr!.on("data", (c: Buffer) => (upOutput += c.toString()));
-  url = await new Promise<string>((res, rej) => {
-    let out = "";
-    const onData = (c: Buffer) => {
-      out += c.toString();
-      upOutput += c.toString();
-      const m = /Stratus is up at (http:\/\/\S+)/.exec(out);
-      if (m && /saved to/.test(out)) {
-        up.stdout!.off("data", onData);
-        up.stdout!.on("data", (d: Buffer) => (upOutput += d.toString()));
-        res(m[1]!);
-      }
-    };
-    up.stdout!.on("data", onData);
-    up.once("exit", (code) => rej(new Error(`stratus up exited with ${code}:\n${upOutput}`)));
-  });
+  const started = await startStratusUp(["--port", "0", "--data-dir", join(root, "d")], env);
+  up = started.child;
+  url = started.url;
+  upOutputOf = started.output;
 });
 
 after(async () => {
@@ -65,7 +47,7 @@ after(async () => {
 });
 
 test("first start prints the admin token once and saves a 0600 profile", async () => {
-  assert.match(upOutput, /admin token \(shown once\): stx_/);
+  assert.match(upOutputOf(), /admin token \(shown once\): stx_/);
   const profileFile = join(root, "cfg", "config.json");
   assert.equal((await stat(profileFile)).mode & 0o777, 0o600);
   const profile = JSON.parse(await readFile(profileFile, "utf8"));
@@ -147,5 +129,5 @@ test("tokens: create, use, revoke; errors are CODE: message with exit 1", async 
 test("SIGTERM drains and exits 0", async () => {
   up.kill("SIGTERM");
   const [code] = await once(up, "exit");
-  assert.equal(code, 0, upOutput);
+  assert.equal(code, 0, upOutputOf());
 });

@@ -6,15 +6,15 @@
 // leaves no container. Needs dockerd and the registry (scripts/services.sh, run here first).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFileSync, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { appendFile, cp, mkdtemp, rm } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
+import { runStratus, startStratusUp, type CliResult } from "./helpers/stratus-cli";
 import Docker from "dockerode";
 
-const BIN = resolve("bin/stratus.js");
 const EXAMPLES = resolve("examples");
 const REGISTRY = process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000";
 const docker = new Docker();
@@ -23,20 +23,15 @@ let dataDir: string;
 let env: NodeJS.ProcessEnv;
 let up: ChildProcess;
 let url: string;
-let upOutput = "";
+let upOutputOf: () => string = () => "";
 
-function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(process.execPath, [BIN, ...args], { env, cwd: root, timeout: 300_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1) : 0;
-      res({ code, stdout, stderr });
-    });
-  });
+function cli(...args: string[]): Promise<CliResult> {
+  return runStratus(args, { env, cwd: root, timeoutMs: 300_000 });
 }
 
 async function ok(...args: string[]): Promise<string> {
   const r = await cli(...args);
-  assert.equal(r.code, 0, `stratus ${args.join(" ")} failed:\n${r.stderr}${r.stdout}\n--- stratus up:\n${upOutput.slice(-4000)}`);
+  assert.equal(r.code, 0, `stratus ${args.join(" ")} failed:\n${r.stderr}${r.stdout}\n--- stratus up:\n${upOutputOf().slice(-4000)}`);
   return r.stdout;
 }
 
@@ -69,23 +64,10 @@ before(async () => {
     // Short, so the pruning test below sees a sweep within seconds (default: 10 minutes).
     STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS: "1500",
   };
-  up = spawn(process.execPath, [BIN, "up", "--driver", "docker", "--port", "0", "--data-dir", dataDir], { env, stdio: ["ignore", "pipe", "pipe"] });
-  up.stderr!.on("data", (c: Buffer) => (upOutput += c.toString()));
-  url = await new Promise<string>((res, rej) => {
-    let out = "";
-    const onData = (c: Buffer) => {
-      out += c.toString();
-      upOutput += c.toString();
-      const m = /Stratus is up at (http:\/\/\S+)/.exec(out);
-      if (m && /saved to/.test(out)) {
-        up.stdout!.off("data", onData);
-        up.stdout!.on("data", (d: Buffer) => (upOutput += d.toString()));
-        res(m[1]!);
-      }
-    };
-    up.stdout!.on("data", onData);
-    up.once("exit", (code) => rej(new Error(`stratus up exited with ${code}:\n${upOutput}`)));
-  });
+  const started = await startStratusUp(["--driver", "docker", "--port", "0", "--data-dir", dataDir], env);
+  up = started.child;
+  url = started.url;
+  upOutputOf = started.output;
 });
 
 after(async () => {
@@ -235,6 +217,6 @@ test("SIGTERM drains, exits 0 and leaves no container", async () => {
   assert.ok((await containersOf()).length > 0, "control: the warm instances are there before");
   up.kill("SIGTERM");
   const [code] = await once(up, "exit");
-  assert.equal(code, 0, upOutput);
+  assert.equal(code, 0, upOutputOf());
   assert.deepEqual((await containersOf()).map((c) => c.Name), []);
 });

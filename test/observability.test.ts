@@ -108,8 +108,10 @@ describe("invocation records and the log stream", () => {
     const warm = await recordOf("hello", b.rid);
     assert.equal(cold.coldStart, true);
     assert.ok(cold.startMs > 0, "a cold start has a start time");
+    assert.ok(cold.initMs !== null && cold.initMs > 0 && cold.initMs < cold.startMs, `init time ${cold.initMs} within start ${cold.startMs}`);
     assert.equal(warm.coldStart, false);
     assert.equal(warm.startMs, 0);
+    assert.equal(warm.initMs, null);
     assert.equal(warm.instanceId, cold.instanceId, "the warm request reuses the instance");
     for (const r of [cold, warm]) {
       assert.equal(r.functionName, "hello");

@@ -88,7 +88,7 @@ export class DevInstance {
   private readyWaiters: Array<() => void> = [];
 
   private onLine(line: string, rawLevel: string): void {
-    if (line === READY_LINE) {
+    if (line.startsWith(READY_LINE)) {
       this.ready = true;
       for (const w of this.readyWaiters) w();
       return;

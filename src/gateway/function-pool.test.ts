@@ -34,6 +34,7 @@ function fakeDriver() {
             const inst: FakeInstance = {
               id: spec.instanceId,
               spec,
+              initMs: null,
               endpoint: { socketPath: "/nonexistent" },
               startMs: 40,
               exited,

@@ -166,7 +166,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       coldStart: lease?.coldStart ?? false,
       queueMs: lease?.queueMs ?? 0,
       startMs: lease?.startMs ?? 0,
-      initMs: null,
+      initMs: lease?.coldStart ? lease.slot.instance.initMs : null,
       handlerMs: m?.handlerMs ?? 0,
       totalMs: performance.now() - d.t0,
       status: res.headersSent ? res.statusCode : 0,

@@ -99,6 +99,7 @@ async function main(): Promise<void> {
   const entry = env.entry as string;
 
   let mod: unknown;
+  const loadStart = performance.now();
   try {
     mod = await loadModule(entry);
   } catch (err) {
@@ -169,7 +170,9 @@ async function main(): Promise<void> {
   } catch {
     // no stale socket: the usual case
   }
-  fs.server.listen(env.socket, () => realWrite(`${READY_LINE}\n`));
+  // Init time: loading (and running the top level of) the user's module, reported with READY.
+  const initMs = Math.round((performance.now() - loadStart) * 100) / 100;
+  fs.server.listen(env.socket, () => realWrite(`${READY_LINE} ${JSON.stringify({ initMs })}\n`));
   fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
 }
 

@@ -103,6 +103,8 @@ export interface Instance {
   readonly endpoint: InstanceEndpoint;
   /** Milliseconds from start() to ready. */
   readonly startMs: number;
+  /** Milliseconds the runtime spent loading the function's module (part of startMs), when it reported it. */
+  readonly initMs: number | null;
   /** Resolves once, when the instance is gone and its resources released. */
   readonly exited: Promise<InstanceExit>;
   /** Graceful stop: SIGTERM, then kill after `graceMs` (default: the function's timeout). Idempotent. */

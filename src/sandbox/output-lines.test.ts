@@ -25,7 +25,10 @@ test("splitLines: lines across chunks, the unterminated tail, and the cap", asyn
 });
 
 test("parseOutputLine: ready, structured with request id, raw, malformed", () => {
-  assert.deepEqual(parseOutputLine(READY_LINE, "stdout", "i1"), { kind: "ready" });
+  assert.deepEqual(parseOutputLine(READY_LINE, "stdout", "i1"), { kind: "ready", initMs: null });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":12.5}`, "stdout", "i1"), { kind: "ready", initMs: 12.5 });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":-1}`, "stdout", "i1"), { kind: "ready", initMs: null });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} not json`, "stdout", "i1"), { kind: "ready", initMs: null });
   const structured = parseOutputLine(`${LOG_PREFIX}{"ts":5,"level":"warn","rid":"r1","msg":"hi"}`, "stdout", "i1");
   assert.deepEqual(structured, { kind: "log", line: { ts: 5, stream: "stdout", level: "warn", message: "hi", instanceId: "i1", requestId: "r1" } });
   const raw = parseOutputLine("plain", "stderr", "i1");

@@ -46,14 +46,25 @@ export function splitLines(stream: Readable, onLine: (line: string) => void, max
 }
 
 /** What one output line means to the platform. */
-export type ParsedLine = { kind: "ready" } | { kind: "log"; line: InstanceLogLine };
+/** `initMs`: how long the runtime took to load the module, when it said so on the READY line. */
+export type ParsedLine = { kind: "ready"; initMs: number | null } | { kind: "log"; line: InstanceLogLine };
 
 /**
  * Classifies one line: the READY line, a structured `LOG_PREFIX` JSON line (tagged with its request id),
  * or raw output (level "info" on stdout, "error" on stderr). A malformed structured line is kept raw.
  */
 export function parseOutputLine(raw: string, stream: "stdout" | "stderr", instanceId: string): ParsedLine {
-  if (stream === "stdout" && raw === READY_LINE) return { kind: "ready" };
+  if (stream === "stdout" && raw.startsWith(READY_LINE)) {
+    if (raw.length === READY_LINE.length) return { kind: "ready", initMs: null };
+    if (raw.charCodeAt(READY_LINE.length) === 32 /* space */) {
+      try {
+        const v = (JSON.parse(raw.slice(READY_LINE.length + 1)) as { initMs?: unknown }).initMs;
+        return { kind: "ready", initMs: typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : null };
+      } catch {
+        return { kind: "ready", initMs: null };
+      }
+    }
+  }
   if (raw.startsWith(LOG_PREFIX)) {
     try {
       const j = JSON.parse(raw.slice(LOG_PREFIX.length)) as { ts?: unknown; level?: unknown; rid?: unknown; msg?: unknown };

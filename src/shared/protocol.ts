@@ -60,7 +60,10 @@ export interface SpecializeMessage {
   readonly env: Readonly<Record<string, string>>;
 }
 
-/** Printed alone on a stdout line by the runtime once it listens. */
+/**
+ * Printed on a stdout line by the runtime once it listens, optionally followed by a space and
+ * `{"initMs": <ms the module took to load>}` (drivers accept both forms).
+ */
 export const READY_LINE = "\u0000stratus:ready";
 /**
  * Prefix of a structured log line on stdout: the rest of the line is JSON

@@ -65,7 +65,7 @@ export async function startRuntime(opts: { dir: string; entry: string; exportNam
       while ((nl = buf.indexOf("\n")) !== -1) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (line === READY_LINE) onReady();
+        if (line.startsWith(READY_LINE)) onReady();
         else if (line.startsWith(LOG_PREFIX)) {
           const e = JSON.parse(line.slice(LOG_PREFIX.length)) as LogEntry;
           logs.push(e);

@@ -274,6 +274,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
     let stopping: "close" | "destroy" | null = null;
     let ready = false;
+    let initMs: number | null = null;
     // The last output lines before READY: the message of a failed start.
     const outputTail: string[] = [];
     const remember = (message: string) => {
@@ -295,6 +296,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       if (parsed.kind === "ready") {
         if (!ready) {
           ready = true;
+          initMs = parsed.initMs;
           resolveReady();
         }
         return;
@@ -394,6 +396,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
           spec,
           endpoint: { socketPath: join(socketDir, SOCKET_NAME) },
           startMs,
+          initMs,
           exited,
           close,
           destroy,

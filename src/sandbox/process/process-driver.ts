@@ -112,6 +112,8 @@ interface Sandbox {
   /** Why we stopped it (null: it ended on its own) and, once gone, how it ended. */
   readonly state: { reason: ExitReason | null; exitedValue: InstanceExit | null };
   ready: boolean;
+  /** Module load time the runtime reported on its READY line, ms. */
+  initMs: number | null;
   /** Last output lines before READY, to explain a failed start. */
   readonly tail: string[];
   onLog: (line: InstanceLogLine) => void;
@@ -209,7 +211,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     const sb: Sandbox = {
       internalId, id: internalId, cgroup, child, socketDir, slotDir: mode.kind === "generic" ? mode.codeDir : null,
       state: { reason: null, exitedValue: null },
-      ready: false, tail: [], onLog: () => {},
+      ready: false, initMs: null, tail: [], onLog: () => {},
       readyPromise: null as unknown as Promise<void>,
       genericPromise: null as unknown as Promise<void>,
       exited: null as unknown as Promise<InstanceExit>,
@@ -230,6 +232,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       const parsed = parseOutputLine(raw, stream, sb.id);
       if (parsed.kind === "ready") {
         sb.ready = true;
+        sb.initMs = parsed.initMs;
         resolveReady();
         return;
       }
@@ -529,6 +532,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       spec,
       endpoint: { socketPath: socketPathOf(inst.socketDir) },
       startMs,
+      initMs: inst.initMs,
       exited: inst.exited,
       close,
       destroy: () => destroySandbox(inst),

@@ -1,5 +1,6 @@
-// A node (process driver + gateway) in its own process, so the load generator does not share its CPU.
-// Spawned by bench/lib/spawn-gateway.ts with an IPC channel. argv[2]: JSON { prewarm, functions: [{ name, file, exportName, config }] }.
+// A node (process or docker driver + gateway) in its own process, so the load generator does not share its CPU.
+// Spawned by bench/lib/spawn-gateway.ts with an IPC channel. argv[2]: JSON { driver?, prewarm, cgroupRoot, functions: [{ name, file, exportName, config }] }.
+// Docker: dockerd and the registry must run (scripts/services.sh); every function's image is prepared before listening.
 // Messages in: { type: "stats" } → { type: "stats", gateway, prewarm: { idle, hits, misses } }; { type: "close" }.
 import { mkdtempSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
@@ -8,25 +9,36 @@ import { createProcessDriver } from "../../src/sandbox/process/process-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../../src/shared/function-config";
 import { createSilentLogger } from "../../src/shared/logger";
 import { createGateway } from "../../src/gateway/gateway";
+import type { SandboxDriver } from "../../src/sandbox/driver";
 
 interface Setup {
+  driver?: "process" | "docker";
   prewarm: number;
   cgroupRoot: string;
   functions: Array<{ name: string; dir: string; file: string; exportName: string; config: FunctionConfigInput }>;
 }
 const setup = JSON.parse(process.argv[2]!) as Setup;
 const stateDir = mkdtempSync("/tmp/sbn-");
-const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm) });
+const processDriver = setup.driver === "docker"
+  ? null
+  : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm) });
+const driver: SandboxDriver = processDriver
+  ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
+    runtimeFile: resolve("dist/runtime.cjs"), socketRoot: stateDir, nodeId: `bench-${process.pid}`,
+  });
 await driver.reconcile();
 const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { tickMs: 200 } });
 for (const f of setup.functions) {
-  gateway.setFunction({ name: f.name, version: "1", artifactDir: resolve(f.dir), entry: f.file, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config), env: {} });
+  const d = { name: f.name, version: "1", artifactDir: resolve(f.dir), entry: f.file, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config), env: {} };
+  const { image } = await driver.prepare({ ...d, functionName: f.name, instanceId: "prepare" });
+  gateway.setFunction(image === undefined ? d : { ...d, image });
 }
 await new Promise<void>((r) => gateway.server.listen(0, "127.0.0.1", r));
 const send = (m: unknown): void => void process.send!(m);
 process.on("message", (m: { type: string }) => {
   if (m.type === "stats") {
-    send({ type: "stats", gateway: gateway.stats(), prewarm: { idle: driver.prewarm.idleCount(), ...driver.prewarm.counts() } });
+    const prewarm = processDriver ? { idle: processDriver.prewarm.idleCount(), ...processDriver.prewarm.counts() } : { idle: 0, hits: 0, misses: 0 };
+    send({ type: "stats", gateway: gateway.stats(), prewarm });
   } else if (m.type === "close") {
     void (async () => {
       await gateway.close();

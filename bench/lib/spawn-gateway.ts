@@ -24,7 +24,7 @@ export interface BenchGateway {
 }
 
 /** Spawns the child and resolves once it listens. */
-export async function spawnGateway(setup: { prewarm: number; cgroupRoot: string; functions: BenchFunction[] }): Promise<BenchGateway> {
+export async function spawnGateway(setup: { driver?: "process" | "docker"; prewarm: number; cgroupRoot: string; functions: BenchFunction[] }): Promise<BenchGateway> {
   const script = fileURLToPath(new URL("./gateway-child.ts", import.meta.url));
   const child = spawn(process.execPath, ["--import", "tsx", script, JSON.stringify(setup)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const [ready] = (await Promise.race([once(child, "message"), once(child, "exit").then(() => { throw new Error("gateway child exited"); })])) as [{ port: number }];

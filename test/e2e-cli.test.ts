@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
-import { runStratus, startStratusUp, type CliResult } from "./helpers/stratus-cli";
+import { bindStratus, startStratusUp } from "./helpers/stratus-cli";
 
 let root: string;
 let env: NodeJS.ProcessEnv;
@@ -18,15 +18,7 @@ let up: ChildProcess;
 let url: string;
 let upOutputOf: () => string = () => "";
 
-function cli(...args: string[]): Promise<CliResult> {
-  return runStratus(args, { env, cwd: root, timeoutMs: 120_000 });
-}
-
-async function ok(...args: string[]): Promise<string> {
-  const r = await cli(...args);
-  assert.equal(r.code, 0, `stratus ${args.join(" ")} failed:\n${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
+const { cli, ok } = bindStratus(() => ({ env, cwd: root }), 120_000);
 
 before(async () => {
   if (!existsSync(resolve("dist/cli.js")) || !existsSync(resolve("dist/runtime.cjs"))) throw new Error("dist/ is missing: run `npm run build` first");

@@ -12,7 +12,7 @@ import { appendFile, cp, mkdtemp, rm } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
-import { runStratus, startStratusUp, type CliResult } from "./helpers/stratus-cli";
+import { bindStratus, startStratusUp } from "./helpers/stratus-cli";
 import Docker from "dockerode";
 
 const EXAMPLES = resolve("examples");
@@ -25,15 +25,7 @@ let up: ChildProcess;
 let url: string;
 let upOutputOf: () => string = () => "";
 
-function cli(...args: string[]): Promise<CliResult> {
-  return runStratus(args, { env, cwd: root, timeoutMs: 300_000 });
-}
-
-async function ok(...args: string[]): Promise<string> {
-  const r = await cli(...args);
-  assert.equal(r.code, 0, `stratus ${args.join(" ")} failed:\n${r.stderr}${r.stdout}\n--- stratus up:\n${upOutputOf().slice(-4000)}`);
-  return r.stdout;
-}
+const { ok } = bindStratus(() => ({ env, cwd: root }), 300_000, () => `\n--- stratus up:\n${upOutputOf().slice(-4000)}`);
 
 /** The containers of this platform (their socket dirs live in our data dir) serving `fn`. */
 async function containersOf(fn?: string): Promise<Docker.ContainerInspectInfo[]> {

@@ -11,7 +11,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { Client } from "undici";
 import { StratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
-import { ENV, LOG_PREFIX, READY_LINE } from "../shared/protocol";
+import { ENV } from "../shared/protocol";
+import { parseOutputLine, splitLines } from "../sandbox/output-lines";
 
 /** One line of output of a dev child, already parsed. */
 export interface DevLogLine {
@@ -29,24 +30,6 @@ export interface DevInstanceOptions {
   readonly config: Readonly<FunctionConfig>;
   readonly socketPath: string;
   readonly onLog: (line: DevLogLine) => void;
-}
-
-/** Splits a stream into lines and calls `onLine` for each (the last partial line on end). */
-function readLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
-  let buf = "";
-  stream.setEncoding("utf8");
-  stream.on("data", (chunk: string) => {
-    buf += chunk;
-    let nl = buf.indexOf("\n");
-    while (nl !== -1) {
-      onLine(buf.slice(0, nl));
-      buf = buf.slice(nl + 1);
-      nl = buf.indexOf("\n");
-    }
-  });
-  stream.on("end", () => {
-    if (buf !== "") onLine(buf);
-  });
 }
 
 /** A supervised runtime child. */
@@ -81,29 +64,21 @@ export class DevInstance {
     this.child = spawn(process.execPath, [`--max-old-space-size=${heapMb}`, options.runtimePath], { env, stdio: ["ignore", "pipe", "pipe"] });
     this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve({ code, signal })));
     this.child.once("error", () => undefined); // 'exit' follows, or spawn failed and 'exit' never comes
-    readLines(this.child.stdout!, (line) => this.onLine(line, "log"));
-    readLines(this.child.stderr!, (line) => this.onLine(line, "error"));
+    // The same line protocol (READY, tagged log lines, raw output, length cap) the drivers parse.
+    splitLines(this.child.stdout!, (line) => this.onLine(line, "stdout"));
+    splitLines(this.child.stderr!, (line) => this.onLine(line, "stderr"));
   }
 
   private readyWaiters: Array<() => void> = [];
 
-  private onLine(line: string, rawLevel: string): void {
-    if (line.startsWith(READY_LINE)) {
+  private onLine(raw: string, stream: "stdout" | "stderr"): void {
+    const line = parseOutputLine(raw, stream, this.options.functionName);
+    if (line.kind === "ready") {
       this.ready = true;
       for (const w of this.readyWaiters) w();
       return;
     }
-    let parsed: DevLogLine;
-    if (line.startsWith(LOG_PREFIX)) {
-      try {
-        const j = JSON.parse(line.slice(LOG_PREFIX.length)) as { level: string; rid?: string; msg: string };
-        parsed = { functionName: this.options.functionName, level: j.level, requestId: j.rid, message: j.msg };
-      } catch {
-        parsed = { functionName: this.options.functionName, level: rawLevel, message: line };
-      }
-    } else {
-      parsed = { functionName: this.options.functionName, level: rawLevel, message: line };
-    }
+    const parsed: DevLogLine = { functionName: this.options.functionName, level: line.line.level, requestId: line.line.requestId, message: line.line.message };
     if (!this.ready) {
       this.recent.push(parsed.message);
       if (this.recent.length > 20) this.recent.shift();

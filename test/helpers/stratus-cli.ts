@@ -2,6 +2,7 @@
  * Drives the real CLI the way a user does: `node bin/stratus.js …` as child processes (after
  * `npm run build`). Shared by the end-to-end suites.
  */
+import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { resolve } from "node:path";
 
@@ -53,4 +54,18 @@ export function startStratusUp(args: readonly string[], env: NodeJS.ProcessEnv):
     child.stdout!.on("data", onData);
     child.once("exit", onExit);
   });
+}
+
+/**
+ * `cli(...args)` and `ok(...args)` (asserts exit 0, resolves stdout) bound to a session whose env and
+ * working dir are known only once the suite's `before` ran; `context()` adds text to failure messages.
+ */
+export function bindStratus(session: () => { env: NodeJS.ProcessEnv; cwd: string }, timeoutMs: number, context: () => string = () => "") {
+  const cli = (...args: string[]): Promise<CliResult> => runStratus(args, { ...session(), timeoutMs });
+  const ok = async (...args: string[]): Promise<string> => {
+    const r = await cli(...args);
+    assert.equal(r.code, 0, `stratus ${args.join(" ")} failed:\n${r.stderr}${r.stdout}${context()}`);
+    return r.stdout;
+  };
+  return { cli, ok };
 }

@@ -1,6 +1,8 @@
 /**
  * Node-wide limits of the gateway's HTTP server and its timers (per-function limits live in the
  * function's config). One schema with every default and unit; problems reported at once; frozen.
+ * The defaults equal the platform config's `gateway.*` defaults (src/shared/platform-config.ts; a unit
+ * test keeps them equal), so embedding the gateway directly behaves like `stratus up`.
  */
 import { z } from "zod";
 import { StratusError } from "../shared/errors";
@@ -13,7 +15,7 @@ export const GatewayLimitsSchema = z.strictObject({
   /** Time a client has to send the whole head, ms; past it 408 REQUEST_TIMEOUT. */
   headersTimeoutMs: int(100, 600_000).default(10_000),
   /** Time a client has to send the whole request (head + body), ms; past it 408 REQUEST_TIMEOUT. */
-  requestTimeoutMs: int(100, 3_600_000).default(120_000),
+  requestTimeoutMs: int(100, 3_600_000).default(300_000),
   /** Idle keep-alive connections from clients are closed after this, ms (Node's default). */
   keepAliveTimeoutMs: int(100, 600_000).default(5_000),
   /**

@@ -17,7 +17,7 @@ test("precedence: flag > env > file > default", () => {
   assert.equal(c.port, 3);
   assert.equal(c.gateway.drainTimeoutMs, 2);
   assert.equal(c.logLevel, "debug");
-  assert.equal(c.gateway.sweepIntervalMs, 1000);
+  assert.equal(c.gateway.sweepIntervalMs, 250);
   assert.ok(Object.isFrozen(c.gateway));
 });
 
@@ -35,4 +35,14 @@ test("every problem reported at once, never a silent fallback", () => {
 test("~ in dataDir expands to the home dir given", () => {
   assert.equal(resolvePlatformConfig({ homeDir: "/home/x" }).dataDir, "/home/x/.stratus/data");
   assert.ok(PlatformConfigSchema);
+});
+
+test("the gateway's own defaults equal the platform's gateway.* defaults", async () => {
+  const { resolveGatewayLimits } = await import("../gateway/limits");
+  const g = resolveGatewayLimits(undefined);
+  const p = resolvePlatformConfig({}).gateway;
+  assert.equal(g.maxHeaderSize, p.maxHeaderBytes);
+  assert.equal(g.headersTimeoutMs, p.headersTimeoutMs);
+  assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
+  assert.equal(g.tickMs, p.sweepIntervalMs);
 });

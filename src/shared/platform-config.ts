@@ -22,7 +22,7 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "gateway.maxHeaderBytes", env: "STRATUS_GATEWAY_MAX_HEADER_BYTES", unit: "bytes", default: 16_384, doc: "Largest request head; larger gets 431 HEADERS_TOO_LARGE." },
   { key: "gateway.headersTimeoutMs", env: "STRATUS_GATEWAY_HEADERS_TIMEOUT_MS", unit: "ms", default: 10_000, doc: "Time a client has to send the request head; then 408." },
   { key: "gateway.requestTimeoutMs", env: "STRATUS_GATEWAY_REQUEST_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Time a client has to send the whole request; then 408." },
-  { key: "gateway.sweepIntervalMs", env: "STRATUS_GATEWAY_SWEEP_INTERVAL_MS", unit: "ms", default: 1_000, doc: "Period of the one timer that reaps idle instances and expires queued requests." },
+  { key: "gateway.sweepIntervalMs", env: "STRATUS_GATEWAY_SWEEP_INTERVAL_MS", unit: "ms", default: 250, doc: "Period of the one timer that reaps idle instances and expires queued requests." },
   { key: "gateway.drainTimeoutMs", env: "STRATUS_GATEWAY_DRAIN_TIMEOUT_MS", unit: "ms", default: 30_000, doc: "Longest wait for in-flight requests on SIGTERM." },
   { key: "build.maxArchiveBytes", env: "STRATUS_BUILD_MAX_ARCHIVE_BYTES", unit: "bytes", default: 50 * MiB, doc: "Largest upload (compressed)." },
   { key: "build.maxUnpackedBytes", env: "STRATUS_BUILD_MAX_UNPACKED_BYTES", unit: "bytes", default: 200 * MiB, doc: "Largest unpacked project." },
@@ -60,7 +60,7 @@ export const PlatformConfigSchema = z.strictObject({
       maxHeaderBytes: posInt(1024, 1024 * 1024).default(16_384),
       headersTimeoutMs: posInt(100, 3_600_000).default(10_000),
       requestTimeoutMs: posInt(100, 3_600_000).default(300_000),
-      sweepIntervalMs: posInt(10, 60_000).default(1_000),
+      sweepIntervalMs: posInt(10, 60_000).default(250),
       drainTimeoutMs: posInt(0, 3_600_000).default(30_000),
     })
     .prefault({}),

@@ -238,10 +238,12 @@ function readOnce(fd: number): Promise<string> {
     sock.once("error", reject);
     sock.once("end", () => {
       sock.once("close", () => {
-        // A closed stdin would make a later `process.stdin` fail: put /dev/null in its place (the lowest
-        // free fd, which is this one), as Node does at start-up for a missing stdio fd.
+        // libuv never closes fds 0–2 with their handle: close it here. Then put /dev/null in its place (the
+        // lowest free fd, which is this one), as Node does at start-up for a missing stdio fd, so a later
+        // `process.stdin` works.
         if (fd <= 2) {
           try {
+            closeSync(fd);
             const n = openSync("/dev/null", "r");
             if (n !== fd) closeSync(n);
           } catch {

@@ -4,13 +4,20 @@
  *
  * Every container: read-only root fs, a size-capped tmpfs /tmp, user nobody, all capabilities
  * dropped, no-new-privileges, memory limit without swap, CPU shares, a pids limit, tini as PID 1,
- * no Docker socket and no host mount but the instance's own socket directory (rw at /run/stratus),
- * on the functions network (see network.ts) or with no network at all. The runtime listens on
- * /run/stratus/http.sock; the gateway reaches it at `<socketRoot>/<instanceId>/http.sock` on the host,
- * exactly as with the process driver.
+ * no Docker socket and no host mount but the instance's own socket directory (rw at /run/stratus)
+ * (and, for a pool slot, its read-only code dir), on the functions network (see network.ts) or with no
+ * network at all. The runtime listens on /run/stratus/http.sock; the gateway reaches it at
+ * `<socketRoot>/<instanceId>/http.sock` on the host, exactly as with the process driver.
+ *
+ * Pre-warm pool (option `prewarm`, docs/prewarm.md): slots are containers of the base image running the
+ * runtime in generic mode, with the same host config; `start()` mounts the artifact read-only onto a
+ * slot's code dir and sends the one SpecializeMessage on its stdin (StdinOnce), instead of creating a
+ * container from the version's image.
  *
  * Invariants: `instances` holds every instance whose container may still exist; an entry leaves the
  * map only after its container was removed (or the engine said it is gone) and `exited` resolved.
+ * `slotIds` holds every pool slot (idle or specialised) from before its container is created until its
+ * container, socket dir and code dir are gone.
  */
 import { randomBytes } from "node:crypto";
 import { statSync } from "node:fs";

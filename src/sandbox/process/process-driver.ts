@@ -25,7 +25,7 @@ import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
 import { installOutboundRules } from "./network";
 import { createSlotMounts } from "../slot-mounts";
-import { PrewarmPool } from "../prewarm-pool";
+import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
 
 /** Default uid/gid of instances. Pick one no other software on the host uses: network rules match on it. */
 export const DEFAULT_SANDBOX_UID = 60500;
@@ -83,14 +83,7 @@ export interface ProcessDriver extends SandboxDriver {
   readonly cgroupMode: CgroupMode;
   readonly cgroups: CgroupManager;
   /** The pre-warm pool (inspection for tests and metrics). */
-  readonly prewarm: {
-    readonly enabled: boolean;
-    /** Idle slots now. */
-    idleCount(): number;
-    refill(): void;
-    /** Starts served from a slot (`hits`) and fresh (`misses`) since the driver was created. */
-    counts(): { hits: number; misses: number };
-  };
+  readonly prewarm: PrewarmStatus;
 }
 
 /** Memory limit of a discovery run, MB. */

@@ -5,8 +5,9 @@
 // both) and `npm run build`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -204,5 +205,38 @@ test("docker: other limits fall back to a fresh start from the image; an unreada
     }
   } finally {
     await cleanup();
+  }
+});
+
+test("docker: reconcile() after a SIGKILL of the node removes its slots (idle and specialised), mounts and dirs", { timeout: 240_000 }, async () => {
+  const socketRoot = mkdtempSync(join(tmpdir(), "spk-"));
+  const nodeId = `pwd-killed-${process.pid}`;
+  const child = spawn(process.execPath, ["--import", "tsx", "test/helpers/docker-pool-node.ts", JSON.stringify({ socketRoot, nodeId, registry: REGISTRY, runtimeFile: RUNTIME, artifactDir: prewarmFixtures })], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.setEncoding("utf8");
+  await new Promise<void>((resolveReady, reject) => {
+    child.stdout.on("data", (c: string) => {
+      out += c;
+      if (out.includes("ready ")) resolveReady();
+    });
+    child.once("exit", (code) => reject(new Error(`the node exited (${code}) before it was ready: ${out}`)));
+  });
+  child.kill("SIGKILL");
+  await once(child, "exit");
+  const ours = () => docker.listContainers({ all: true, filters: { label: [`stratus.node=${nodeId}`] } });
+  assert.equal((await ours()).length, 2, "control: one specialised and one idle slot survive the node");
+  assert.ok(mountsUnder(socketRoot).length >= 3, `control: the pool's mounts survive too: ${mountsUnder(socketRoot).join(" ")}`);
+
+  const driver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId });
+  try {
+    const { removed } = await driver.reconcile();
+    assert.equal(removed, 2);
+    assert.deepEqual((await ours()).map((c) => c.Names[0]), [], "no container left");
+    assert.deepEqual(readdirSync(socketRoot).filter((d) => d !== ".pool"), [], "no socket dir left (the specialised one was renamed to its instance)");
+    assert.deepEqual(readdirSync(join(socketRoot, ".pool", "slots")), [], "no slot dir left");
+  } finally {
+    await driver.close();
+    assert.deepEqual(mountsUnder(socketRoot), [], "no mount left once the new driver closed");
+    rmSync(socketRoot, { recursive: true, force: true });
   }
 });

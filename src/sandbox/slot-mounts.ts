@@ -99,6 +99,8 @@ export function createSlotMounts(root: string, log: Logger): SlotMounts {
       }
     },
     async close() {
+      // A killed run's mounts are unmounted too, even when this run never made a slot.
+      if (!mounts && (isMountPoint(slotsRoot) || isMountPoint(stageRoot))) ensure().catch(() => undefined);
       const helper = await mounts?.catch(() => null);
       mounts = null;
       if (!helper) return;

@@ -88,9 +88,9 @@ runDriverConformance(
       driver: preparing(conf.driver),
       cleanup: async () => {
         const { hits } = conf!.driver.prewarm.counts();
+        await conf!.cleanup();
         // The suite must really have run on specialised slots, not only on fresh starts.
         assert.ok(hits >= 3, `starts served from the pool: ${hits}`);
-        await conf!.cleanup();
       },
     };
   },

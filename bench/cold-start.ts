@@ -2,8 +2,9 @@
 // artifact present), process driver: without the pool, with the pool (a slot idle), and with the pool
 // exhausted (the only slot was just taken and is being refilled). Baseline in the same run: a bare
 // `node` http server spawned and asked for its first byte (no sandbox, no platform).
-// Docker driver (no pool yet): needs dockerd + the registry (`bash scripts/services.sh`); images are prepared
-// before timing, so a row measures container create + start + READY + first byte.
+// Docker driver, the same three rows: needs dockerd + the registry (`bash scripts/services.sh`); images are
+// prepared before timing, so the no-pool row measures container create + start + READY + first byte, and the
+// pool rows a slot's specialisation (artifact mount + one message on stdin + load) + first byte.
 // Usage: npm run build && npx tsx bench/cold-start.ts [starts=30]. Writes bench/results/cold-start.md. ~3 min.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -95,6 +96,27 @@ const dockerStarts: number[] = [];
   }
   await gw.close();
 }
+// Docker driver with the pool: as the process rows (an idle slot, then the pool exhausted).
+const dockerPooled: number[] = [];
+const dockerExhausted: number[] = [];
+let dockerPooledHits = 0;
+let dockerExhaustedHits = 0;
+{
+  const gw = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", functions: [...names("dp"), ...names("dx")].map(fn) });
+  const idle = async () => (await gw.stats()).prewarm.idle >= 1;
+  for (let i = 0; i < STARTS; i++) {
+    await until(idle);
+    let s = await gw.stats();
+    const hits0 = s.prewarm.hits;
+    dockerPooled.push((await ttfb(gw, `dp-${i}`)).ms);
+    s = await gw.stats();
+    dockerPooledHits += s.prewarm.hits - hits0;
+    const x = await ttfb(gw, `dx-${i}`);
+    dockerExhausted.push(x.ms);
+    dockerExhaustedHits += (await gw.stats()).prewarm.hits - s.prewarm.hits;
+  }
+  await gw.close();
+}
 const baseline = await bareNode(15);
 const after = load();
 
@@ -117,6 +139,8 @@ ${row("bare `node` http server, spawned (baseline, no sandbox)", baseline, "spaw
 ${row("process driver, no pool", fresh, "bwrap + cgroup + node start + load")}
 ${row("process driver, pool with an idle slot", pooled, `${pooledHits}/${STARTS} served from the pool`)}
 ${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}
-${row("docker driver, no pool (image present)", dockerStarts, "container create + start + READY; the Docker driver has no pool yet")}
+${row("docker driver, no pool (image present)", dockerStarts, "container create + start + READY")}
+${row("docker driver, pool with an idle slot", dockerPooled, `${dockerPooledHits}/${STARTS} served from the pool`)}
+${row("docker driver, pool exhausted", dockerExhausted, `${dockerExhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}
 `;
 writeResult("cold-start", md);

@@ -55,6 +55,10 @@ before(async () => {
     STRATUS_REGISTRY: REGISTRY,
     // Short, so the pruning test below sees a sweep within seconds (default: 10 minutes).
     STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS: "1500",
+    // This suite checks the image path (the container runs the version's image by digest, pulled after a
+    // prune): the pre-warm pool would serve these starts from base-image slots instead. The pooled path
+    // has its own suites: test/prewarm-docker.test.ts (conformance + one-shot) and test/gateway-docker.test.ts.
+    STRATUS_PREWARM: "0",
   };
   const started = await startStratusUp(["--driver", "docker", "--port", "0", "--data-dir", dataDir], env);
   up = started.child;

@@ -1,6 +1,7 @@
 // The gateway's integration cases (test/helpers/gateway-cases.ts) against the real Docker driver: a real
 // engine and registry (scripts/services.sh starts both) and the real runtime (dist/runtime.cjs).
 // Deployments get their image the way the control plane's activation does: prepare() once per version.
+// The pre-warm pool is on (as test/gateway.test.ts does for the process driver).
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,6 +24,8 @@ runGatewayCases(
       socketRoot: work,
       nodeId: `gwtest-${process.pid}`,
       pidsLimit: 64, // as the process driver's case: the fork bomb must hit it
+      // The pre-warm pool is on, as on a real node: every cold start below may take a slot.
+      prewarm: 2,
     });
     await driver.reconcile();
     const images = new Map<string, Promise<string>>();

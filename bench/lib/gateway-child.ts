@@ -10,6 +10,7 @@ import { parseFunctionConfig, type FunctionConfigInput } from "../../src/shared/
 import { createSilentLogger } from "../../src/shared/logger";
 import { createGateway } from "../../src/gateway/gateway";
 import type { SandboxDriver } from "../../src/sandbox/driver";
+import type { PrewarmStatus } from "../../src/sandbox/prewarm-pool";
 
 interface Setup {
   driver?: "process" | "docker";
@@ -24,7 +25,7 @@ const processDriver = setup.driver === "docker"
   : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm) });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
-    runtimeFile: resolve("dist/runtime.cjs"), socketRoot: stateDir, nodeId: `bench-${process.pid}`,
+    runtimeFile: resolve("dist/runtime.cjs"), socketRoot: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm),
   });
 await driver.reconcile();
 const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { tickMs: 200 } });
@@ -37,7 +38,8 @@ await new Promise<void>((r) => gateway.server.listen(0, "127.0.0.1", r));
 const send = (m: unknown): void => void process.send!(m);
 process.on("message", (m: { type: string }) => {
   if (m.type === "stats") {
-    const prewarm = processDriver ? { idle: processDriver.prewarm.idleCount(), ...processDriver.prewarm.counts() } : { idle: 0, hits: 0, misses: 0 };
+    const pool = "prewarm" in driver ? (driver as { prewarm: PrewarmStatus }).prewarm : null;
+    const prewarm = pool ? { idle: pool.idleCount(), ...pool.counts() } : { idle: 0, hits: 0, misses: 0 };
     send({ type: "stats", gateway: gateway.stats(), prewarm });
   } else if (m.type === "close") {
     void (async () => {

@@ -153,6 +153,8 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         ...(deps.runtimePath ? { runtimeFile: deps.runtimePath } : {}),
         socketRoot: join(dataDir, "docker"),
         nodeId: `${hostname()}-${nodeSuffix}`,
+        prewarm: config.prewarm,
+        logger: logger.child({ component: "driver" }),
       });
     }
     // Node agent: gateway + driver, reachable by the control plane only through the internal API.

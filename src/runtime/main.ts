@@ -10,14 +10,15 @@
  * before user code runs, so nothing reachable from a request can make the runtime load other code.
  *
  * Generic mode (STRATUS_GENERIC=1, a pre-warmed pool slot): the runtime preloads its server code, prints
- * GENERIC_READY_LINE and reads ONE SpecializeMessage from the inherited fd SPECIALIZE_FD until EOF, then
+ * GENERIC_READY_LINE and reads ONE SpecializeMessage from the inherited fd SPECIALIZE_FD (or STRATUS_SPECIALIZE_FD:
+ * the Docker driver passes 0, the container's one-shot stdin) until EOF, then
  * closes the fd before any user code runs. The driver holds the only other end and closes it after
  * writing, so the channel is gone for good: a specialised runtime can never be told to load other code.
  *
  * Express and zod are loaded lazily (a dynamic import that esbuild keeps lazy),  so discovery does not pay for Express and
  * an instance given STRATUS_CONFIG does not pay for zod.
  */
-import { unlinkSync } from "node:fs";
+import { closeSync, openSync, unlinkSync } from "node:fs";
 import { Socket } from "node:net";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, READY_LINE, SPECIALIZE_FD, type SpecializeMessage } from "../shared/protocol";
 import { isStratusError } from "../shared/errors";
@@ -37,6 +38,7 @@ interface RuntimeEnv {
   instanceId?: string;
   discover: boolean;
   generic: boolean;
+  specializeFd?: string;
 }
 
 /** Reads the protocol's variables and removes every STRATUS_* variable from `env`. */
@@ -51,6 +53,7 @@ function takeEnv(env: NodeJS.ProcessEnv): RuntimeEnv {
     instanceId: env[ENV.instanceId],
     discover: env[ENV.discover] === "1",
     generic: env[ENV.generic] === "1",
+    specializeFd: env[ENV.specializeFd],
   };
   for (const key of Object.keys(env)) if (key.startsWith("STRATUS_")) delete env[key];
   return out;
@@ -79,13 +82,22 @@ async function main(): Promise<void> {
     // everything the first request would otherwise pay for (Express's lazy parts, body parsers and their
     // charset tables, the HTTP parser): measured 25–160 ms off the first request after specialisation.
     await warmUp(warm({ functionName: "warm-up", handler: (_req, res) => void (res as { send(b: string): void }).send("warm"), config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
+    const fd = env.specializeFd === undefined ? SPECIALIZE_FD : Number(env.specializeFd);
+    if (!Number.isInteger(fd) || fd < 0) die(EXIT.badEnvironment, `${ENV.specializeFd} is not an fd number`);
     realWrite(`${GENERIC_READY_LINE}\n`);
     let message: SpecializeMessage;
     try {
-      message = JSON.parse(await readOnce(SPECIALIZE_FD)) as SpecializeMessage;
+      message = JSON.parse(await readOnce(fd)) as SpecializeMessage;
     } catch (err) {
-      die(EXIT.badEnvironment, `no valid specialisation message on fd ${SPECIALIZE_FD}: ${(err as Error).message}`);
+      die(EXIT.badEnvironment, `no valid specialisation message on fd ${fd}: ${(err as Error).message}`);
       return;
+    }
+    // The code was mounted over the working directory after this process entered it: enter it again so
+    // relative paths see the function's files, as after a fresh start (the Docker driver's cwd is the code dir).
+    try {
+      process.chdir(process.cwd());
+    } catch {
+      // the cwd is gone: keep it, as a fresh start would have failed the same way
     }
     for (const [k, v] of Object.entries(message.env ?? {})) if (!k.startsWith("STRATUS_")) process.env[k] = String(v);
     env.entry = message.entry;
@@ -225,8 +237,22 @@ function readOnce(fd: number): Promise<string> {
     });
     sock.once("error", reject);
     sock.once("end", () => {
+      sock.once("close", () => {
+        // libuv never closes fds 0–2 with their handle: close it here. Then put /dev/null in its place (the
+        // lowest free fd, which is this one), as Node does at start-up for a missing stdio fd, so a later
+        // `process.stdin` works.
+        if (fd <= 2) {
+          try {
+            closeSync(fd);
+            const n = openSync("/dev/null", "r");
+            if (n !== fd) closeSync(n);
+          } catch {
+            // no /dev/null: user code that reads stdin gets an error instead of EOF
+          }
+        }
+        resolve(Buffer.concat(chunks).toString("utf8"));
+      });
       sock.destroy();
-      resolve(Buffer.concat(chunks).toString("utf8"));
     });
   });
 }

@@ -11,6 +11,17 @@
  * `demandWindowMs` (so a burst of cold starts grows the pool), capped at `maxSize`; other keys start at 0.
  */
 
+/** What a driver with a pool exposes of it (tests, metrics, benchmarks). */
+export interface PrewarmStatus {
+  readonly enabled: boolean;
+  /** Idle slots now. */
+  idleCount(): number;
+  /** Starts slot creations up to the targets (normally automatic). */
+  refill(): void;
+  /** Starts served from a slot (`hits`) and fresh (`misses`) since the driver was created. */
+  counts(): { hits: number; misses: number };
+}
+
 /** What a driver provides for its slots. */
 export interface PrewarmSlotFactory<S> {
   /** Starts one generic sandbox for `key`; resolves when it is ready to be specialised. */

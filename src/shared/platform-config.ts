@@ -16,7 +16,7 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "port", env: "STRATUS_PORT", unit: "", default: 8080, doc: "Port of the API (`/api/v1`), health (`/healthz`, `/readyz`) and functions (`/fn/<name>/…`); 0 picks a free one." },
   { key: "dataDir", env: "STRATUS_DATA_DIR", unit: "path", default: "~/.stratus/data", doc: "Store, artifacts, keys and instance sockets." },
   { key: "driver", env: "STRATUS_DRIVER", unit: "", default: "process", doc: "Sandbox driver: `process` (bubblewrap + cgroups) or `docker`." },
-  { key: "prewarm", env: "STRATUS_PREWARM", unit: "sandboxes", default: 2, doc: "Pre-started generic sandboxes the process driver keeps for the default limits (256 MB, outbound); cold starts take one and only load the code. 0 disables. The docker driver has no pool yet (docs/prewarm.md)." },
+  { key: "prewarm", env: "STRATUS_PREWARM", unit: "sandboxes", default: 2, doc: "Pre-started generic sandboxes (process driver: bubblewrap sandboxes; docker driver: containers from the base image) kept for the default limits (256 MB, outbound); cold starts take one and only load the code. 0 disables. See docs/prewarm.md." },
   { key: "logLevel", env: "STRATUS_LOG_LEVEL", unit: "", default: "info", doc: "pino level: trace, debug, info, warn, error, fatal, silent." },
   { key: "publicUrl", env: "STRATUS_PUBLIC_URL", unit: "URL", default: "", doc: "Base URL printed for functions; defaults to http://host:port." },
   { key: "gateway.maxHeaderBytes", env: "STRATUS_GATEWAY_MAX_HEADER_BYTES", unit: "bytes", default: 16_384, doc: "Largest request head; larger gets 431 HEADERS_TOO_LARGE." },

@@ -36,9 +36,17 @@ export const ENV = {
    * STRATUS_SOCKET is set at start; every other variable comes in the message.
    */
   generic: "STRATUS_GENERIC",
+  /**
+   * Generic mode only: the fd number to read the SpecializeMessage from, when not SPECIALIZE_FD. The Docker
+   * driver uses 0 (the container's stdin, opened once with StdinOnce); the process driver leaves it unset.
+   */
+  specializeFd: "STRATUS_SPECIALIZE_FD",
 } as const;
 
-/** The inherited fd a generic runtime reads its one SpecializeMessage from (then closes, before user code). */
+/**
+ * The inherited fd a generic runtime reads its one SpecializeMessage from (then closes, before user code),
+ * unless ENV.specializeFd names another one.
+ */
 export const SPECIALIZE_FD = 3;
 
 /** Printed alone on a stdout line by a generic runtime once it waits for its SpecializeMessage. */

@@ -4,22 +4,32 @@
  *
  * Every container: read-only root fs, a size-capped tmpfs /tmp, user nobody, all capabilities
  * dropped, no-new-privileges, memory limit without swap, CPU shares, a pids limit, tini as PID 1,
- * no Docker socket and no host mount but the instance's own socket directory (rw at /run/stratus),
- * on the functions network (see network.ts) or with no network at all. The runtime listens on
- * /run/stratus/http.sock; the gateway reaches it at `<socketRoot>/<instanceId>/http.sock` on the host,
- * exactly as with the process driver.
+ * no Docker socket and no host mount but the instance's own socket directory (rw at /run/stratus)
+ * (and, for a pool slot, its read-only code dir), on the functions network (see network.ts) or with no
+ * network at all. The runtime listens on /run/stratus/http.sock; the gateway reaches it at
+ * `<socketRoot>/<instanceId>/http.sock` on the host, exactly as with the process driver.
+ *
+ * Pre-warm pool (option `prewarm`, docs/prewarm.md): slots are containers of the base image running the
+ * runtime in generic mode, with the same host config; `start()` mounts the artifact read-only onto a
+ * slot's code dir and sends the one SpecializeMessage on its stdin (StdinOnce), instead of creating a
+ * container from the version's image.
  *
  * Invariants: `instances` holds every instance whose container may still exist; an entry leaves the
  * map only after its container was removed (or the engine said it is gone) and `exited` resolved.
+ * `slotIds` holds every pool slot (idle or specialised) from before its container is created until its
+ * container, socket dir and code dir are gone.
  */
-import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
+import { chown, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { Agent } from "node:http";
 import { constants as osConstants, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import Docker from "dockerode";
 import { StratusError, isStratusError } from "../../shared/errors";
-import { DISCOVERY_PREFIX, ENV, EXIT } from "../../shared/protocol";
+import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../../shared/protocol";
+import { createSilentLogger, type Logger } from "../../shared/logger";
 import type {
   DiscoveredFunction,
   DiscoverySpec,
@@ -38,6 +48,8 @@ import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./f
 import { ensureFunctionNetwork } from "./network";
 import { parseOutputLine, splitLines } from "../output-lines";
 import { findDiscoveryPayload, parseDiscoveryRun } from "../discovery-output";
+import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
+import { createSlotMounts } from "../slot-mounts";
 
 const MiB = 1024 * 1024;
 /** Memory limit of a discovery run, MB (as the process driver). */
@@ -71,6 +83,22 @@ export interface DockerDriverOptions {
   readonly cpuSharesPerGb?: number;
   /** Longest wait from create to READY before the start fails (default 30 000 ms). */
   readonly startTimeoutMs?: number;
+  readonly logger?: Logger;
+  /**
+   * Pre-warm pool: idle generic containers (base image, no code) kept for the default limits (memory
+   * `prewarmMemoryMb`, network "outbound"); 0 disables it. Default 0 here; the platform config's `prewarm`
+   * is what a node runs with. Other limits get slots only from recent demand. See docs/prewarm.md.
+   */
+  readonly prewarm?: number;
+  /** Most idle slots per limits key (default 4 × prewarm, at most 32). */
+  readonly prewarmMax?: number;
+  /** Memory size, MB, of the default pool (default 256, the function config default). */
+  readonly prewarmMemoryMb?: number;
+  /**
+   * Host dir of the slots' code mounts (`slots/<slot>`, a shared mount, and `stage/<slot>`); default
+   * `<socketRoot>/.pool`. Needs root and /usr/bin/perl (the mount helper), like the process driver's pool.
+   */
+  readonly poolRoot?: string;
 }
 
 /** Extra operations of the Docker driver beyond the contract. */
@@ -87,6 +115,39 @@ export interface DockerDriver extends SandboxDriver {
   pruneImages(keep: readonly string[]): Promise<{ removed: number }>;
   /** Pulls an image reference (by digest) unless the engine has it. Concurrent calls share one pull. */
   ensureImage(image: string): Promise<void>;
+  /** The pre-warm pool (inspection for tests and metrics). */
+  readonly prewarm: PrewarmStatus;
+}
+
+/**
+ * One container and what the driver knows of it: a fresh instance, or a pre-warm slot (then
+ * specialised into an instance, for life).
+ */
+interface Box {
+  readonly container: Docker.Container;
+  /** The slot id of a pool slot (its code dir, its label), null for a fresh start. */
+  readonly slotId: string | null;
+  /** The instance id (the slot id until specialised). */
+  id: string;
+  /** Host socket dir (a slot's is renamed to the instance id at specialisation). */
+  socketDir: string;
+  /** A slot's hijacked attach stream: its write side is the container's stdin, the one-shot channel. */
+  readonly stdin: NodeJS.WritableStream | null;
+  /** False while a slot waits for its message (its GENERIC_READY_LINE is expected then). */
+  specialised: boolean;
+  onLog: ((line: InstanceLogLine) => void) | undefined;
+  ready: boolean;
+  /** Module load time the runtime reported on its READY line, ms. */
+  initMs: number | null;
+  /** Last output lines before READY, to explain a failed start. */
+  readonly tail: string[];
+  readonly readyPromise: Promise<void>;
+  readonly genericPromise: Promise<void>;
+  exited: Promise<InstanceExit>;
+  /** Why the driver stops it (null: it ends on its own). */
+  stopping: "close" | "destroy" | null;
+  /** The attach stream ended: the container stopped or the engine went away. */
+  gone: boolean;
 }
 
 interface Tracked {
@@ -95,6 +156,20 @@ interface Tracked {
 }
 
 const SIGNAL_NAMES = new Map<number, string>(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+
+/** Heap limit of an instance, MB: ~75 % of its memory, so V8 fails with a clear heap OOM before the kernel kills it. */
+function heapMbOf(memoryMb: number): number {
+  return Math.max(16, Math.floor(memoryMb * 0.75));
+}
+
+/** Whether others (the containers' user, nobody) may list and read `dir`; false when it cannot be read. */
+function othersCanRead(dir: string): boolean {
+  try {
+    return (statSync(dir).mode & 0o005) === 0o005;
+  } catch {
+    return false;
+  }
+}
 
 /** Container names need `[a-zA-Z0-9][a-zA-Z0-9_.-]`; instance ids are `[a-z0-9-]`. */
 function containerName(instanceId: string): string {
@@ -122,6 +197,10 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const tmpfsMb = options.tmpfsMb ?? 64;
   const cpuSharesPerGb = options.cpuSharesPerGb ?? 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 30_000;
+  const log = options.logger ?? createSilentLogger();
+  const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);
+  /** Ids of live pool slots, idle or specialised (reconcile must leave their containers alone). */
+  const slotIds = new Set<string>();
   const auth = options.registryAuth === undefined
     ? undefined
     : { username: options.registryAuth.username, password: options.registryAuth.password, serveraddress: options.registryAuth.serveraddress ?? registry };
@@ -191,17 +270,331 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     }
   }
 
+  /** Everything fixed when a container is created, for a pool slot: memory (limit, heap flag, CPU shares) and network. */
+  const poolKeyOf = (memoryMb: number, network: "outbound" | "none"): string => `${memoryMb}:${network}`;
+
+  /**
+   * Follows a started-or-about-to-start container's output and exit (from its attach stream, opened
+   * before start so no line is missed). `stdin` is the hijacked attach stream of a pool slot: writing the
+   * SpecializeMessage and ending it closes the container's stdin for good (StdinOnce).
+   */
+  function watchContainer(container: Docker.Container, raw: NodeJS.ReadableStream, socketDir: string, id: string, slotId: string | null, stdin: NodeJS.WritableStream | null): Box {
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    docker.modem.demuxStream(raw, stdout, stderr);
+    raw.on("end", () => {
+      stdout.end();
+      stderr.end();
+    });
+    raw.on("error", () => {
+      stdout.end();
+      stderr.end();
+    });
+    let resolveReady!: () => void;
+    let resolveGeneric!: () => void;
+    const box: Box = {
+      container, slotId, id, socketDir, stdin, specialised: slotId === null,
+      onLog: undefined, ready: false, initMs: null, tail: [],
+      readyPromise: new Promise<void>((r) => (resolveReady = r)),
+      genericPromise: new Promise<void>((r) => (resolveGeneric = r)),
+      exited: null as unknown as Promise<InstanceExit>,
+      stopping: null, gone: false,
+    };
+    const remember = (message: string) => {
+      box.tail.push(message);
+      if (box.tail.length > 20) box.tail.shift();
+    };
+    const emit = (line: InstanceLogLine) => {
+      try {
+        box.onLog?.(line);
+      } catch {
+        // onLog must not throw; a faulty listener must not take the instance down.
+      }
+    };
+    splitLines(stdout, (line) => {
+      if (line === GENERIC_READY_LINE && !box.specialised) {
+        resolveGeneric();
+        return;
+      }
+      const parsed = parseOutputLine(line, "stdout", box.id);
+      if (parsed.kind === "ready") {
+        if (!box.ready) {
+          box.ready = true;
+          box.initMs = parsed.initMs;
+          resolveReady();
+        }
+        return;
+      }
+      if (!box.ready) remember(parsed.line.message);
+      emit(parsed.line);
+    });
+    splitLines(stderr, (line) => {
+      const parsed = parseOutputLine(line, "stderr", box.id);
+      if (parsed.kind === "log") {
+        if (!box.ready) remember(parsed.line.message);
+        emit(parsed.line);
+      }
+    });
+
+    const streamEnded = new Promise<void>((r) => {
+      raw.once("end", r);
+      raw.once("close", r);
+      raw.once("error", () => r());
+    });
+    box.exited = streamEnded.then(async () => {
+      box.gone = true;
+      let exitCode: number | null = null;
+      let oomKilled = false;
+      try {
+        const waited = (await container.wait()) as { StatusCode?: number };
+        exitCode = typeof waited.StatusCode === "number" ? waited.StatusCode : null;
+        const info = await container.inspect();
+        oomKilled = info.State.OOMKilled;
+        exitCode = info.State.ExitCode;
+      } catch {
+        // The engine is gone or restarting (its containers died with it); reconcile() cleans up later.
+      }
+      await removeContainer(container).catch(() => undefined);
+      await rm(box.socketDir, { recursive: true, force: true }).catch(() => undefined);
+      if (box.slotId !== null) {
+        await slotMounts.remove(box.slotId);
+        slotIds.delete(box.slotId);
+      }
+      if (instances.get(box.id)?.container === container) instances.delete(box.id);
+      let reason: ExitReason;
+      if (box.stopping === "destroy") reason = "destroyed";
+      // The kernel's OOM kill (OOMKilled) or V8's own heap-limit abort (134; 139 without an init).
+      else if (oomKilled || exitCode === 134 || exitCode === 139) reason = "out-of-memory";
+      else if (box.stopping === "close") reason = "closed";
+      else if (exitCode === EXIT.loadFailed) reason = "load-failed";
+      else reason = "crashed";
+      // An idle slot that died (killed from outside) is replaced now, not at the next cold start.
+      if (!box.specialised && !closed) pool.refill();
+      const signalName = exitCode !== null && exitCode > 128 ? (SIGNAL_NAMES.get(exitCode - 128) ?? null) : null;
+      return { reason, exitCode, signal: signalName };
+    });
+    return box;
+  }
+
+  async function killBox(box: Box, sig: "SIGTERM" | "SIGKILL"): Promise<void> {
+    try {
+      await box.container.kill({ signal: sig });
+    } catch {
+      // 404/409: not running any more; transport error: the engine is down, the stream will end.
+    }
+  }
+
+  async function destroyBox(box: Box): Promise<InstanceExit> {
+    box.stopping = "destroy";
+    await killBox(box, "SIGKILL");
+    return box.exited;
+  }
+
+  /** Waits for READY (or exit, timeout, abort) and returns the instance; on failure the container is gone. */
+  async function awaitReady(box: Box, spec: InstanceSpec, t0: number, signal: AbortSignal | undefined): Promise<Instance> {
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const outcome = await Promise.race([
+      box.readyPromise.then(() => "ready" as const),
+      box.exited.then(() => "exited" as const),
+      new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), startTimeoutMs))),
+      new Promise<"aborted">((r) => {
+        onAbort = () => r("aborted");
+        if (signal?.aborted === true) onAbort();
+        else signal?.addEventListener("abort", onAbort, { once: true });
+      }),
+    ]).finally(() => {
+      clearTimeout(timer);
+      if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
+    });
+    if (outcome === "ready") {
+      const close = async (graceMs: number = spec.config.timeout): Promise<InstanceExit> => {
+        if (box.stopping !== null) return box.exited;
+        box.stopping = "close";
+        await killBox(box, "SIGTERM");
+        const timer = setTimeout(() => void killBox(box, "SIGKILL"), graceMs);
+        try {
+          return await box.exited;
+        } finally {
+          clearTimeout(timer);
+        }
+      };
+      return {
+        id: spec.instanceId,
+        spec,
+        endpoint: { socketPath: join(box.socketDir, SOCKET_NAME) },
+        startMs: performance.now() - t0,
+        initMs: box.initMs,
+        exited: box.exited,
+        close,
+        destroy: () => destroyBox(box),
+        stats: () => stats(box.container, () => box.gone),
+      } satisfies Instance;
+    }
+    // Same outcomes as the process driver: the function's fault is FUNCTION_LOAD_FAILED, the platform's INSTANCE_START_FAILED.
+    const exit = outcome === "exited" ? await box.exited : await destroyBox(box);
+    const output = box.tail.join("\n").trim().slice(-4000);
+    const withOutput = (m: string) => (output === "" ? m : `${m}:\n${output}`);
+    if (outcome === "aborted") throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: signal?.reason });
+    if (outcome === "timeout") throw new StratusError("FUNCTION_LOAD_FAILED", withOutput(`the function did not become ready within ${startTimeoutMs} ms`));
+    if (exit.reason === "load-failed") throw new StratusError("FUNCTION_LOAD_FAILED", output === "" ? undefined : output);
+    if (exit.reason === "out-of-memory") throw new StratusError("FUNCTION_LOAD_FAILED", withOutput("the function ran out of memory while loading"));
+    throw new StratusError("INSTANCE_START_FAILED", withOutput(`the instance exited before it was ready (exit code ${String(exit.exitCode)})`));
+  }
+
+  /**
+   * Creates a pre-warm slot for `key`: a container from the base image with the hardening and limits of a
+   * fresh start, its code dir an empty per-slot mount point (rslave: the artifact mounted there later
+   * propagates in), the runtime in generic mode reading its one SpecializeMessage from stdin.
+   * Resolves once the runtime printed GENERIC_READY_LINE.
+   */
+  async function createSlot(key: string): Promise<Box> {
+    if (closed) throw new StratusError("SHUTTING_DOWN", "The Docker driver is closed");
+    const [memory, network] = key.split(":") as [string, "outbound" | "none"];
+    const memoryMb = Number(memory);
+    const slotId = `pw-${randomBytes(6).toString("hex")}`;
+    const socketDir = join(socketRoot, slotId);
+    slotIds.add(slotId);
+    let container: Docker.Container | null = null;
+    let box: Box | null = null;
+    try {
+      const image = await baseImage();
+      const networkMode = network === "none" ? "none" : await functionNetwork();
+      const codeDir = await slotMounts.create(slotId);
+      await mkdir(socketDir, { recursive: true, mode: 0o700 });
+      await chown(socketDir, 65534, 65534);
+      container = await docker.createContainer({
+        name: containerName(slotId),
+        Image: image,
+        Entrypoint: [IMAGE_PATHS.node],
+        Cmd: [`--max-old-space-size=${heapMbOf(memoryMb)}`, IMAGE_PATHS.runtime],
+        // Minimal: the function's env arrives with the message, never on the container's config.
+        Env: [`${ENV.socket}=${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`, `${ENV.generic}=1`, `${ENV.specializeFd}=0`],
+        User: IMAGE_USER,
+        WorkingDir: IMAGE_PATHS.functionDir,
+        Labels: { [LABELS.slot]: slotId, [LABELS.node]: nodeId },
+        AttachStdin: true,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: false,
+        // The one-shot channel: stdin is open for the first attach only, and closed for good once that
+        // attach ends its input (StdinOnce); the driver holds that attach.
+        OpenStdin: true,
+        StdinOnce: true,
+        HostConfig: hardenedHostConfig(memoryMb, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`, `${codeDir}:${IMAGE_PATHS.functionDir}:ro,rslave`], networkMode),
+      });
+      const raw = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadWriteStream;
+      box = watchContainer(container, raw, socketDir, slotId, slotId, raw);
+      await container.start();
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        box.genericPromise.then(() => "ready" as const),
+        box.exited.then(() => "exited" as const),
+        new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), startTimeoutMs))),
+      ]).finally(() => clearTimeout(timer));
+      if (outcome !== "ready") throw new Error(`a pre-warm slot did not start (${outcome}): ${box.tail.join("\n")}`);
+      return box;
+    } catch (err) {
+      if (box !== null) await destroyBox(box);
+      else {
+        if (container !== null) await removeContainer(container).catch(() => undefined);
+        await rm(socketDir, { recursive: true, force: true });
+        await slotMounts.remove(slotId);
+        slotIds.delete(slotId);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Turns an idle slot into `spec`'s instance: mount the artifact read-only on its code dir (propagates
+   * into the container), name its socket dir after the instance, send the one SpecializeMessage on stdin
+   * and close it. Throws before the message is sent when the slot cannot be used (the caller starts fresh).
+   */
+  async function specialise(box: Box, spec: InstanceSpec, onLog: ((line: InstanceLogLine) => void) | undefined): Promise<void> {
+    await slotMounts.attach(box.slotId!, spec.artifactDir);
+    const socketDir = join(socketRoot, spec.instanceId);
+    // The container's bind follows the directory, not its name: the gateway and operators see the
+    // instance's own path, as after a fresh start.
+    await rename(box.socketDir, socketDir);
+    box.socketDir = socketDir;
+    box.id = spec.instanceId;
+    box.specialised = true;
+    box.onLog = onLog;
+    box.tail.length = 0;
+    instances.set(spec.instanceId, { container: box.container, destroy: () => destroyBox(box) });
+    const message: SpecializeMessage = {
+      entry: `${IMAGE_PATHS.functionDir}/${spec.entry}`,
+      exportName: spec.exportName,
+      functionName: spec.functionName,
+      config: spec.config,
+      instanceId: spec.instanceId,
+      env: spec.env,
+    };
+    box.stdin!.end(JSON.stringify(message));
+    // Off the cold path: the container gets the instance's name, as after a fresh start (reconcile
+    // finds the instance's socket dir by it).
+    void box.container.rename({ name: containerName(spec.instanceId) }).catch(() => undefined);
+  }
+
+  const counts = { hits: 0, misses: 0 };
+  const pool = new PrewarmPool<Box>(
+    {
+      create: createSlot,
+      destroy: async (box) => void (await destroyBox(box)),
+      alive: (box) => !box.gone && box.stopping === null,
+    },
+    {
+      size: options.prewarm ?? 0,
+      maxSize: options.prewarmMax,
+      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound"),
+      onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
+    },
+  );
+  // Fill the pool in the background from the start: the first cold start should already find a slot.
+  if (pool.enabled) setImmediate(() => pool.refill());
+
   async function start(spec: InstanceSpec, startOptions: StartOptions = {}): Promise<Instance> {
     const t0 = performance.now();
     if (closed) throw new StratusError("SHUTTING_DOWN", "The Docker driver is closed");
     if (spec.image === undefined) throw new StratusError("INSTANCE_START_FAILED", `No image for ${spec.functionName}@${spec.version}: call prepare() first`);
     if (instances.has(spec.instanceId)) throw new StratusError("INSTANCE_START_FAILED", `Instance ${spec.instanceId} already exists`);
+    if (spec.instanceId.startsWith("pw-")) throw new StratusError("INSTANCE_START_FAILED", `invalid instance id "${spec.instanceId}" (pw- names pool slots)`);
+    startOptions.signal?.throwIfAborted();
+    // A slot's user (nobody) reads the artifact in place; an artifact it cannot read takes the image path.
+    const slot = pool.enabled && othersCanRead(spec.artifactDir) ? pool.take(poolKeyOf(spec.config.memory, spec.config.network)) : undefined;
+    try {
+      if (slot !== undefined) {
+        let specialised = false;
+        try {
+          await specialise(slot, spec, startOptions.onLog);
+          specialised = true;
+        } catch (err) {
+          // The slot is spoiled (e.g. the mount failed): discard it and start fresh.
+          log.warn({ err, instanceId: spec.instanceId }, "specialising a pre-warm slot failed; starting fresh");
+          await destroyBox(slot);
+        }
+        if (specialised) {
+          const inst = await awaitReady(slot, spec, t0, startOptions.signal);
+          counts.hits++;
+          return inst;
+        }
+      }
+      const inst = await startFresh(spec, startOptions, t0);
+      counts.misses++;
+      return inst;
+    } finally {
+      // Refill only now (see PrewarmPool.take): a booting slot would slow this start down.
+      pool.refill();
+    }
+  }
+
+  /** A fresh container from the version's image (no slot for these limits, or the pool is off). */
+  async function startFresh(spec: InstanceSpec, startOptions: StartOptions, t0: number): Promise<Instance> {
+    const image = spec.image!;
     const signal = startOptions.signal;
-    const onLog = startOptions.onLog;
     const fail = (err: unknown): StratusError =>
       isStratusError(err) ? err : new StratusError("INSTANCE_START_FAILED", `Could not start ${spec.functionName}@${spec.version}: ${(err as Error).message}`, { cause: err });
-    signal?.throwIfAborted();
-
     const socketDir = join(socketRoot, spec.instanceId);
     let container: Docker.Container | null = null;
     const cleanup = async () => {
@@ -210,12 +603,11 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     };
 
     try {
-      await ensureImage(spec.image);
+      await ensureImage(image);
       const networkMode = spec.config.network === "none" ? "none" : await functionNetwork();
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
       // The function's user creates the socket; only it and root (the gateway) may enter the directory.
       await chown(socketDir, 65534, 65534);
-      const heapMb = Math.max(16, Math.floor(spec.config.memory * 0.75));
       const env: Record<string, string> = {
         ...spec.env,
         [ENV.socket]: `${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`,
@@ -228,9 +620,9 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       signal?.throwIfAborted();
       container = await docker.createContainer({
         name: containerName(spec.instanceId),
-        Image: spec.image,
+        Image: image,
         Entrypoint: [IMAGE_PATHS.node],
-        Cmd: [`--max-old-space-size=${heapMb}`, IMAGE_PATHS.runtime],
+        Cmd: [`--max-old-space-size=${heapMbOf(spec.config.memory)}`, IMAGE_PATHS.runtime],
         Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
         User: IMAGE_USER,
         WorkingDir: IMAGE_PATHS.functionDir,
@@ -244,175 +636,15 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       // Attach before start so no output (nor the READY line) is missed; the stream ends when the
       // container stops or the engine goes away, which is how the driver learns of an exit.
       const raw = (await container.attach({ stream: true, stdout: true, stderr: true })) as NodeJS.ReadableStream;
-      return await runInstance(spec, container, raw, socketDir, t0, onLog, signal);
+      const box = watchContainer(container, raw, socketDir, spec.instanceId, null, null);
+      box.onLog = startOptions.onLog;
+      instances.set(spec.instanceId, { container, destroy: () => destroyBox(box) });
+      await container.start();
+      return await awaitReady(box, spec, t0, signal);
     } catch (err) {
       await cleanup();
       throw fail(err);
     }
-  }
-
-  function runInstance(
-    spec: InstanceSpec,
-    container: Docker.Container,
-    raw: NodeJS.ReadableStream,
-    socketDir: string,
-    t0: number,
-    onLog: ((line: InstanceLogLine) => void) | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<Instance> {
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    docker.modem.demuxStream(raw, stdout, stderr);
-    raw.on("end", () => {
-      stdout.end();
-      stderr.end();
-    });
-    raw.on("error", () => {
-      stdout.end();
-      stderr.end();
-    });
-
-    let stopping: "close" | "destroy" | null = null;
-    let ready = false;
-    let initMs: number | null = null;
-    // The last output lines before READY: the message of a failed start.
-    const outputTail: string[] = [];
-    const remember = (message: string) => {
-      outputTail.push(message);
-      if (outputTail.length > 20) outputTail.shift();
-    };
-    let resolveReady!: () => void;
-    const readyPromise = new Promise<void>((r) => (resolveReady = r));
-
-    const emit = (line: InstanceLogLine) => {
-      try {
-        onLog?.(line);
-      } catch {
-        // onLog must not throw; a faulty listener must not take the instance down.
-      }
-    };
-    splitLines(stdout, (line) => {
-      const parsed = parseOutputLine(line, "stdout", spec.instanceId);
-      if (parsed.kind === "ready") {
-        if (!ready) {
-          ready = true;
-          initMs = parsed.initMs;
-          resolveReady();
-        }
-        return;
-      }
-      if (!ready) remember(parsed.line.message);
-      emit(parsed.line);
-    });
-    splitLines(stderr, (line) => {
-      const parsed = parseOutputLine(line, "stderr", spec.instanceId);
-      if (parsed.kind === "log") {
-        if (!ready) remember(parsed.line.message);
-        emit(parsed.line);
-      }
-    });
-
-    const streamEnded = new Promise<void>((r) => {
-      raw.once("end", r);
-      raw.once("close", r);
-      raw.once("error", () => r());
-    });
-
-    let gone = false;
-    const exited: Promise<InstanceExit> = streamEnded.then(async () => {
-      gone = true;
-      let exitCode: number | null = null;
-      let oomKilled = false;
-      try {
-        const waited = (await container.wait()) as { StatusCode?: number };
-        exitCode = typeof waited.StatusCode === "number" ? waited.StatusCode : null;
-        const info = await container.inspect();
-        oomKilled = info.State.OOMKilled;
-        exitCode = info.State.ExitCode;
-      } catch {
-        // The engine is gone or restarting (its containers died with it); reconcile() cleans up later.
-      }
-      await removeContainer(container).catch(() => undefined);
-      await rm(socketDir, { recursive: true, force: true }).catch(() => undefined);
-      instances.delete(spec.instanceId);
-      let reason: ExitReason;
-      if (stopping === "destroy") reason = "destroyed";
-      // The kernel's OOM kill (OOMKilled) or V8's own heap-limit abort (134; 139 without an init).
-      else if (oomKilled || exitCode === 134 || exitCode === 139) reason = "out-of-memory";
-      else if (stopping === "close") reason = "closed";
-      else if (exitCode === EXIT.loadFailed) reason = "load-failed";
-      else reason = "crashed";
-      const signalName = exitCode !== null && exitCode > 128 ? (SIGNAL_NAMES.get(exitCode - 128) ?? null) : null;
-      return { reason, exitCode, signal: signalName };
-    });
-
-    const kill = async (sig: "SIGTERM" | "SIGKILL") => {
-      try {
-        await container.kill({ signal: sig });
-      } catch {
-        // 404/409: not running any more; transport error: the engine is down, the stream will end.
-      }
-    };
-    const destroy = async (): Promise<InstanceExit> => {
-      stopping ??= "destroy";
-      if (stopping === "close") stopping = "destroy";
-      await kill("SIGKILL");
-      return exited;
-    };
-    const close = async (graceMs: number = spec.config.timeout): Promise<InstanceExit> => {
-      if (stopping !== null) return exited;
-      stopping = "close";
-      await kill("SIGTERM");
-      const timer = setTimeout(() => void kill("SIGKILL"), graceMs);
-      try {
-        return await exited;
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    instances.set(spec.instanceId, { container, destroy });
-
-    return (async () => {
-      await container.start();
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort: (() => void) | undefined;
-      const outcome = await Promise.race([
-        readyPromise.then(() => "ready" as const),
-        exited.then(() => "exited" as const),
-        new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), startTimeoutMs))),
-        new Promise<"aborted">((r) => {
-          onAbort = () => r("aborted");
-          if (signal?.aborted === true) onAbort();
-          else signal?.addEventListener("abort", onAbort, { once: true });
-        }),
-      ]).finally(() => {
-        clearTimeout(timer);
-        if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
-      });
-      if (outcome === "ready") {
-        const startMs = performance.now() - t0;
-        return {
-          id: spec.instanceId,
-          spec,
-          endpoint: { socketPath: join(socketDir, SOCKET_NAME) },
-          startMs,
-          initMs,
-          exited,
-          close,
-          destroy,
-          stats: () => stats(container, () => gone),
-        } satisfies Instance;
-      }
-      // Same outcomes as the process driver: the function's fault is FUNCTION_LOAD_FAILED, the platform's INSTANCE_START_FAILED.
-      const exit = outcome === "exited" ? await exited : await destroy();
-      const output = outputTail.join("\n").trim().slice(-4000);
-      const withOutput = (m: string) => (output === "" ? m : `${m}:\n${output}`);
-      if (outcome === "aborted") throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: signal?.reason });
-      if (outcome === "timeout") throw new StratusError("FUNCTION_LOAD_FAILED", withOutput(`the function did not become ready within ${startTimeoutMs} ms`));
-      if (exit.reason === "load-failed") throw new StratusError("FUNCTION_LOAD_FAILED", output === "" ? undefined : output);
-      if (exit.reason === "out-of-memory") throw new StratusError("FUNCTION_LOAD_FAILED", withOutput("the function ran out of memory while loading"));
-      throw new StratusError("INSTANCE_START_FAILED", withOutput(`the instance exited before it was ready (exit code ${String(exit.exitCode)})`));
-    })();
   }
 
   async function stats(container: Docker.Container, isGone: () => boolean): Promise<InstanceStats | null> {
@@ -504,11 +736,21 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     let removed = 0;
     for (const c of found) {
       const instanceId = c.Labels[LABELS.instance];
+      const slotId = c.Labels[LABELS.slot];
       if (instanceId !== undefined && instances.has(instanceId)) continue;
+      if (slotId !== undefined && slotIds.has(slotId)) continue;
       await removeContainer(docker.getContainer(c.Id));
       if (instanceId !== undefined) await rm(join(socketRoot, instanceId), { recursive: true, force: true });
+      if (slotId !== undefined) {
+        // A specialised slot's socket dir carries the instance id, which its container's name tells
+        // once renamed (a node killed between the message and the rename leaves that one dir behind).
+        const named = /^\/stratus-([a-z0-9-]{1,64})$/.exec(c.Names[0] ?? "")?.[1];
+        for (const id of [slotId, named]) if (id !== undefined && !instances.has(id)) await rm(join(socketRoot, id), { recursive: true, force: true });
+      }
       removed++;
     }
+    // Slot code dirs of a killed run: unmount whatever is mounted there, then remove them.
+    for (const id of slotMounts.list()) if (!slotIds.has(id)) await slotMounts.remove(id);
     return { removed };
   }
 
@@ -551,8 +793,12 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
   async function close(): Promise<void> {
     closed = true;
+    await pool.close();
     await Promise.all([...instances.values()].map((t) => t.destroy()));
+    // Leave no mount behind on the host: the socket root must stay removable.
+    await slotMounts.close();
   }
 
-  return { name: "docker", registry, start, prepare, discover, reconcile, close, pruneImages, ensureImage };
+  const prewarm: PrewarmStatus = { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill(), counts: () => ({ ...counts }) };
+  return { name: "docker", registry, prewarm, start, prepare, discover, reconcile, close, pruneImages, ensureImage };
 }

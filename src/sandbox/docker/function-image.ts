@@ -46,6 +46,8 @@ export const LABELS = {
   digest: "stratus.digest",
   instance: "stratus.instance",
   node: "stratus.node",
+  /** On pre-warm slot containers (they start before any instance id exists): the slot id. */
+  slot: "stratus.slot",
 } as const;
 
 /** A Docker tag allows `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`; anything else in a version becomes `-`. */

@@ -7,7 +7,7 @@
  * while it is there; `exited` resolves after both are removed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, rmSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -24,8 +24,8 @@ import { parseDiscoveryRun } from "../discovery-output";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
 import { installOutboundRules } from "./network";
-import { startMountHelper, type MountHelper } from "./mount-helper";
-import { PrewarmPool } from "../prewarm-pool";
+import { createSlotMounts } from "../slot-mounts";
+import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
 
 /** Default uid/gid of instances. Pick one no other software on the host uses: network rules match on it. */
 export const DEFAULT_SANDBOX_UID = 60500;
@@ -83,14 +83,7 @@ export interface ProcessDriver extends SandboxDriver {
   readonly cgroupMode: CgroupMode;
   readonly cgroups: CgroupManager;
   /** The pre-warm pool (inspection for tests and metrics). */
-  readonly prewarm: {
-    readonly enabled: boolean;
-    /** Idle slots now. */
-    idleCount(): number;
-    refill(): void;
-    /** Starts served from a slot (`hits`) and fresh (`misses`) since the driver was created. */
-    counts(): { hits: number; misses: number };
-  };
+  readonly prewarm: PrewarmStatus;
 }
 
 /** Memory limit of a discovery run, MB. */
@@ -147,8 +140,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const socketsRoot = join(options.stateDir, "sockets");
   /** Every sandbox by its current id; null while its cgroup is being created (reconcile must leave it alone). */
   const live = new Map<string, Sandbox | null>();
-  const slotsRoot = join(options.stateDir, "slots");
-  const stageRoot = join(options.stateDir, "stage");
+  const slotMounts = createSlotMounts(options.stateDir, log);
   /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
   const discovering = new Set<string>();
   let closed = false;
@@ -297,12 +289,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   async function createSlot(key: string): Promise<Sandbox> {
     if (closed) throw new StratusError("SHUTTING_DOWN");
     const [memory, network] = key.split(":") as [string, "outbound" | "none"];
-    // The shared slots mount must exist before bwrap binds a slot dir, or mounts will not propagate.
-    await ensureMounts();
     const slotId = `pw-${randomBytes(6).toString("hex")}`;
-    const codeDir = join(slotsRoot, slotId);
-    mkdirSync(codeDir, { mode: 0o755 });
-    mkdirSync(join(stageRoot, slotId), { mode: 0o755 });
+    const codeDir = await slotMounts.create(slotId);
     live.set(slotId, null);
     const release = await bootGate();
     let sb: Sandbox;
@@ -328,39 +316,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   }
 
   /** Unmounts (propagating into the sandbox, if still alive) and removes a slot's code dir and stage dir. */
-  async function removeSlotDir(slotId: string): Promise<void> {
-    const codeDir = join(slotsRoot, slotId);
-    if (mounts) {
-      const helper = await mounts.catch(() => null);
-      // EINVAL: nothing is mounted there (a slot never specialised); any other failure is logged.
-      await helper?.unmount(codeDir).catch((err: Error) => {
-        if (!/Invalid argument/.test(err.message)) log.error({ err, slotId }, "unmounting a slot's code failed");
-      });
-    }
-    for (const d of [codeDir, join(stageRoot, slotId)]) {
-      try {
-        rmdirSync(d);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOENT") log.error({ err, dir: d }, "removing a slot dir failed");
-      }
-    }
-  }
-
-  let mounts: Promise<MountHelper> | null = null;
-  /** Starts the mount helper once and prepares `<stateDir>/slots` (shared) and `<stateDir>/stage` (private). */
-  function ensureMounts(): Promise<MountHelper> {
-    mounts ??= (async () => {
-      const helper = startMountHelper();
-      for (const [dir, shared] of [[slotsRoot, true], [stageRoot, false]] as const) {
-        mkdirSync(dir, { recursive: true, mode: 0o755 });
-        // Idempotent across driver restarts: bind onto itself only when it is not a mount point yet.
-        if (!isMountPoint(dir)) await (shared ? helper.makeShared(dir) : helper.makePrivate(dir));
-      }
-      return helper;
-    })();
-    mounts.catch(() => (mounts = null));
-    return mounts;
-  }
+  const removeSlotDir = (slotId: string): Promise<void> => slotMounts.remove(slotId);
 
   const counts = { hits: 0, misses: 0 };
   const pool = new PrewarmPool<Sandbox>(
@@ -385,8 +341,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
    * SpecializeMessage and close the channel. Resolves when the runtime printed READY.
    */
   async function specialise(sb: Sandbox, spec: InstanceSpec, onLog: (l: InstanceLogLine) => void): Promise<void> {
-    const helper = await ensureMounts();
-    await helper.bindReadOnly(spec.artifactDir, join(stageRoot, sb.internalId), sb.slotDir!);
+    await slotMounts.attach(sb.internalId, spec.artifactDir);
     // Name everything after the instance, as a fresh start does (operators and reconcile see one name).
     // cgroup v1 allows renaming within the parent; v2 does not (the slot name then stays).
     if (cgroups.layout.mode === "v1") {
@@ -638,13 +593,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       removed.add(id);
     }
     // Slot mount points of a killed run: unmount whatever is mounted there, then remove them.
-    let slots: string[] = [];
-    try {
-      slots = readdirSync(slotsRoot);
-    } catch {
-      // no pool yet
-    }
-    for (const id of slots) {
+    for (const id of slotMounts.list()) {
       if (live.has(id)) continue;
       await removeSlotDir(id);
     }
@@ -660,12 +609,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       inst.kill();
       await inst.exited;
     }));
-    const helper = await mounts?.catch(() => null);
-    if (helper) {
-      // Leave no mount behind on the host: the state dir must stay removable.
-      for (const dir of [slotsRoot, stageRoot]) await helper.unmount(dir).catch((err: unknown) => log.warn({ err, dir }, "unmounting a pool dir failed"));
-      helper.close();
-    }
+    // Leave no mount behind on the host: the state dir must stay removable.
+    await slotMounts.close();
   }
 
   return {
@@ -717,14 +662,6 @@ function specEnv(spec: InstanceSpec): Record<string, string> {
     [ENV.config]: JSON.stringify(spec.config),
     [ENV.instanceId]: spec.instanceId,
   };
-}
-
-/** Whether `dir` is a mount point in this process's mount namespace (field 5 of /proc/self/mountinfo). */
-function isMountPoint(dir: string): boolean {
-  const text = readFileSync("/proc/self/mountinfo", "utf8");
-  // mountinfo escapes space, tab, newline and backslash as octal.
-  const escaped = dir.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
-  return text.split("\n").some((line) => line.split(" ")[4] === escaped);
 }
 
 /**

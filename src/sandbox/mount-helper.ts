@@ -9,7 +9,7 @@
  * `err <errno text>`. Paths containing TAB or newline are refused before they reach the helper.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { splitLines } from "../output-lines";
+import { splitLines } from "./output-lines";
 
 /** mount(2) flags (linux/mount.h). */
 const MS = { RDONLY: 1, NOSUID: 2, NODEV: 4, REMOUNT: 32, BIND: 4096, MOVE: 8192, REC: 16384, PRIVATE: 1 << 18, SHARED: 1 << 20 } as const;

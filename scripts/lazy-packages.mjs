@@ -1,0 +1,59 @@
+// esbuild plugin for dist/runtime.cjs: bundles some npm packages separately and embeds each as ONE string
+// literal, compiled only when the package is first required.
+//
+// Why: V8 pre-parses every function of a script when it compiles it, so 1.3 MB of zod and iconv-lite
+// cost every instance start ~25 ms of CPU even though most instances never call them (measured with
+// bench/runtime-start.mjs: 164 → 139 ms to READY, PSS at READY 24 → 20 MiB). Scanning a string literal is
+// nearly free. The runtime stays one self-contained file (the sandboxes and the Docker image mount or
+// copy just that file).
+//
+// Modes:
+//  - "plain": the package is compiled when the module that requires it is first evaluated. Enough for
+//    zod, whose only importer (src/shared/function-config.ts) the runtime itself loads lazily.
+//  - "proxy": `require()` returns a Proxy that compiles the package on the first property access. For
+//    iconv-lite, which body-parser and raw-body require at load time but call only to decode a body.
+import { build } from "esbuild";
+import { brotliCompressSync, constants as zlibConstants } from "node:zlib";
+
+/**
+ * @param {Record<string, "plain" | "proxy">} packages package name → mode
+ * @returns {import("esbuild").Plugin}
+ */
+export function lazyPackages(packages) {
+  const names = Object.keys(packages);
+  const filter = new RegExp(`^(${names.map((n) => n.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&")).join("|")})$`);
+  return {
+    name: "lazy-packages",
+    setup(b) {
+      b.onResolve({ filter }, (args) => ({ path: args.path, namespace: "lazy-package", pluginData: { resolveDir: args.resolveDir } }));
+      b.onLoad({ filter: /.*/, namespace: "lazy-package" }, async (args) => {
+        const inner = await build({
+          stdin: { contents: `module.exports = require(${JSON.stringify(args.path)});`, resolveDir: args.pluginData.resolveDir, loader: "js" },
+          bundle: true,
+          write: false,
+          platform: "node",
+          target: b.initialOptions.target,
+          format: "cjs",
+          minifyWhitespace: true,
+          logLevel: "warning",
+        });
+        // Brotli + base64: Node decodes a CommonJS file as UTF-8 at ~10 ms per MB here and V8 scans every byte of
+        // it (string literals too), so what matters is the size of the file, not only what is compiled.
+        const packed = brotliCompressSync(Buffer.from(`${inner.outputFiles[0].text}\n//# sourceURL=stratus-lazy:${args.path}`), {
+          params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_MODE]: zlibConstants.BROTLI_MODE_TEXT },
+        }).toString("base64");
+        const compile = `(() => { const m = { exports: {} }; const src = require("node:zlib").brotliDecompressSync(Buffer.from("${packed}", "base64")).toString("utf8"); new Function("module", "exports", "require", src)(m, m.exports, require); return m.exports; })`;
+        const contents = packages[args.path] === "proxy"
+          ? `let real; const load = () => (real ??= ${compile}());
+module.exports = new Proxy({}, {
+  get: (_t, k) => load()[k],
+  has: (_t, k) => k in load(),
+  ownKeys: () => Reflect.ownKeys(load()),
+  getOwnPropertyDescriptor: (_t, k) => { const d = Reflect.getOwnPropertyDescriptor(load(), k); return d && { ...d, configurable: true }; },
+});`
+          : `module.exports = ${compile}();`;
+        return { contents, loader: "js", resolveDir: args.pluginData.resolveDir };
+      });
+    },
+  };
+}

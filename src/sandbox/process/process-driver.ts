@@ -430,8 +430,11 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     if (Buffer.byteLength(join(socketsRoot, spec.instanceId, SANDBOX_PATHS.socketName)) > 107) throw new StratusError("INSTANCE_START_FAILED", `socket path too long: use a shorter stateDir`);
     startOptions.signal?.throwIfAborted();
 
-    const sb: Sandbox | undefined = pool.take(poolKeyOf(spec.config.memory, spec.config.network));
+    const key = poolKeyOf(spec.config.memory, spec.config.network);
     try {
+      let sb: Sandbox | undefined = pool.take(key);
+      const booting = sb ? undefined : pool.claimBooting(key);
+      if (booting) sb = await untilAborted(booting, startOptions.signal, (late) => void (late && destroySandbox(late)));
       return await startOn(sb, spec, startOptions, t0);
     } finally {
       // Refill only now (see PrewarmPool.take): a booting slot would slow this start down.
@@ -706,6 +709,26 @@ function createGate(limit: number): () => Promise<() => void> {
     }
     return new Promise((resolve) => waiters.push(() => resolve(once)));
   };
+}
+
+/**
+ * Resolves with what `p` resolves to, or throws an INSTANCE_START_FAILED "start aborted" as soon as
+ * `signal` aborts; a value that arrives after that is handed to `discard`.
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, discard: (late: T) => void): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      void p.then(discard);
+      reject(new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: signal.reason }));
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    void p.then((v) => {
+      signal.removeEventListener("abort", onAbort);
+      if (!signal.aborted) resolve(v);
+    });
+  });
 }
 
 /** The protocol variables of a fresh start (a pre-warm slot gets the same fields in its SpecializeMessage). */

@@ -116,7 +116,7 @@ ${machine(before, after)}
 ${row("bare `node` http server, spawned (baseline, no sandbox)", baseline, "spawn → first byte, 15 runs")}
 ${row("process driver, no pool", fresh, "bwrap + cgroup + node start + load")}
 ${row("process driver, pool with an idle slot", pooled, `${pooledHits}/${STARTS} served from the pool`)}
-${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}
+${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool (the start waits for the slot being refilled)`)}
 ${row("docker driver, no pool (image present)", dockerStarts, "container create + start + READY; the Docker driver has no pool yet")}
 `;
 writeResult("cold-start", md);

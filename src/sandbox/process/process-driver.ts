@@ -71,9 +71,12 @@ export interface ProcessDriverOptions {
   readonly prewarmMemoryMb?: number;
   /**
    * Sandboxes booting at the same time (fresh starts and pool refills; specialising a slot does not
-   * count). Default: 2 × CPU cores. Measured (bench/burst.ts): 100 unbounded concurrent starts on 2
-   * cores each took longer than startTimeoutMs, so every one failed; bounded, they finish one after
-   * another and the first ones already serve. Time waiting here does not count against startTimeoutMs.
+   * count). Default: the number of CPU cores, at least 2. Measured (bench/burst.ts): 100 unbounded
+   * concurrent starts on 2 cores each took longer than startTimeoutMs, so every one failed; bounded, they
+   * finish one after another and the first ones already serve. A boot is mostly CPU, so one per core
+   * finishes each sooner than two per core, for the same throughput: burst p99 without a pool 7.4–13.4 s
+   * with 2 vs 14.3–15.7 s with 4 on 2 cores (3 alternated runs, load 8–15). Time waiting here does not
+   * count against startTimeoutMs.
    */
   readonly maxConcurrentStarts?: number;
 }
@@ -137,7 +140,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const pidsMax = options.pidsMax ?? 128;
   const tmpSizeBytes = (options.tmpSizeMb ?? 64) * 1024 * 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
-  const bootGate = createGate(options.maxConcurrentStarts ?? 2 * Math.max(1, availableParallelism()));
+  const bootGate = createGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath]] as const) {
     if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux)`);
   }

@@ -96,6 +96,13 @@ export interface ProcessDriver extends SandboxDriver {
   };
 }
 
+/**
+ * glibc malloc settings of every instance (a function's own env may override them). Setting the trim
+ * threshold at all turns off glibc's dynamic thresholds, which after start-up's large frees let an idle
+ * instance keep ~0.5 MiB of freed heap it never returns; 512 KiB keeps trimming rare on the hot path.
+ * Measured: private memory after one request 11.2 → 10.6 MiB, warm p50/p99 within noise.
+ */
+const MALLOC_TUNABLES = "glibc.malloc.trim_threshold=524288";
 /** Memory limit of a discovery run, MB. */
 const DISCOVERY_MEMORY_MB = 256;
 /** Lines of output kept to explain a failed start. */
@@ -203,7 +210,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     });
     // A clean, explicit environment: never the platform's own (it leaks secrets, and NODE_EXTRA_CA_CERTS
     // alone doubles start time, see MEASURED.md). Protocol variables win over the function's env.
-    const base = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8" };
+    const base = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", GLIBC_TUNABLES: MALLOC_TUNABLES };
     const socketEnv = `${SANDBOX_PATHS.socketDir}/${SANDBOX_PATHS.socketName}`;
     const env: Record<string, string> = mode.kind === "generic"
       ? { ...base, [ENV.socket]: socketEnv, [ENV.generic]: "1" }

@@ -21,10 +21,10 @@ await Promise.all([
     // Whitespace only: full minification made start-up slower here (V8 compiles more functions
     // eagerly in minified code; measured 164 → 207 ms to READY, PSS 24 → 32 MiB).
     minifyWhitespace: true,
-    // zod (only for discovery) and iconv-lite (only for request bodies) are 0.8 + 0.5 MB of the 1.5 MB
-    // bundle; embedded as strings, V8 no longer pre-parses them at every instance start. See lazy-packages.mjs.
+    // zod (only for discovery) and iconv-lite (only for request bodies not in UTF-8) are 0.8 + 0.5 MB of the
+    // 1.5 MB bundle; embedded compressed, they cost an instance nothing until used. See lazy-packages.mjs.
     // mime-types' maps are computed at build time (precomputed-mime.mjs): ~40 % of loading Express.
-    plugins: [lazyPackages({ zod: "plain", "iconv-lite": "proxy" }), precomputedMime()],
+    plugins: [lazyPackages({ zod: "plain", "iconv-lite": { front: "src/runtime/iconv-front.cjs" } }), precomputedMime()],
     sourcemap: "linked",
     logLevel: "warning",
   }),

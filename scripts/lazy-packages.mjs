@@ -10,22 +10,33 @@
 // Modes:
 //  - "plain": the package is compiled when the module that requires it is first evaluated. Enough for
 //    zod, whose only importer (src/shared/function-config.ts) the runtime itself loads lazily.
-//  - "proxy": `require()` returns a Proxy that compiles the package on the first property access. For
-//    iconv-lite, which body-parser and raw-body require at load time but call only to decode a body.
+//  - { front: file }: every `require(pkg)` gets `file` instead, which reaches the embedded package as
+//    `require("lazy:pkg")` when it needs it. For iconv-lite, which body-parser and raw-body require at load
+//    time: src/runtime/iconv-front.cjs decodes UTF-8 itself and compiles iconv-lite for other charsets.
 import { build } from "esbuild";
+import { resolve } from "node:path";
 import { brotliCompressSync, constants as zlibConstants } from "node:zlib";
 
 /**
- * @param {Record<string, "plain" | "proxy">} packages package name → mode
+ * @param {Record<string, "plain" | { front: string }>} packages package name → mode (front: a path from the repository root)
  * @returns {import("esbuild").Plugin}
  */
 export function lazyPackages(packages) {
-  const names = Object.keys(packages);
-  const filter = new RegExp(`^(${names.map((n) => n.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&")).join("|")})$`);
+  const names = Object.keys(packages).map((n) => n.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&")).join("|");
+  const filter = new RegExp(`^(lazy:)?(${names})$`);
   return {
     name: "lazy-packages",
     setup(b) {
-      b.onResolve({ filter }, (args) => ({ path: args.path, namespace: "lazy-package", pluginData: { resolveDir: args.resolveDir } }));
+      b.onResolve({ filter }, (args) => {
+        const name = args.path.replace(/^lazy:/, "");
+        const mode = packages[name];
+        if (typeof mode === "object" && !args.path.startsWith("lazy:")) {
+          const front = resolve(mode.front);
+          if (args.importer === front) throw new Error(`${front} must require "lazy:${name}", not "${name}"`);
+          return { path: front };
+        }
+        return { path: name, namespace: "lazy-package", pluginData: { resolveDir: args.resolveDir } };
+      });
       b.onLoad({ filter: /.*/, namespace: "lazy-package" }, async (args) => {
         const inner = await build({
           stdin: { contents: `module.exports = require(${JSON.stringify(args.path)});`, resolveDir: args.pluginData.resolveDir, loader: "js" },
@@ -43,15 +54,7 @@ export function lazyPackages(packages) {
           params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_MODE]: zlibConstants.BROTLI_MODE_TEXT },
         }).toString("base64");
         const compile = `(() => { const m = { exports: {} }; const src = require("node:zlib").brotliDecompressSync(Buffer.from("${packed}", "base64")).toString("utf8"); new Function("module", "exports", "require", src)(m, m.exports, require); return m.exports; })`;
-        const contents = packages[args.path] === "proxy"
-          ? `let real; const load = () => (real ??= ${compile}());
-module.exports = new Proxy({}, {
-  get: (_t, k) => load()[k],
-  has: (_t, k) => k in load(),
-  ownKeys: () => Reflect.ownKeys(load()),
-  getOwnPropertyDescriptor: (_t, k) => { const d = Reflect.getOwnPropertyDescriptor(load(), k); return d && { ...d, configurable: true }; },
-});`
-          : `module.exports = ${compile}();`;
+        const contents = `module.exports = ${compile}();`;
         return { contents, loader: "js", resolveDir: args.pluginData.resolveDir };
       });
     },

@@ -1,5 +1,5 @@
-// The build plugins of dist/runtime.cjs (scripts/precomputed-mime.mjs, scripts/lazy-packages.mjs) must not
-// change what the packages do: each is bundled here with and without its plugin and the results compared.
+// The build plugins of dist/runtime.cjs (scripts/precomputed-mime.mjs, scripts/lazy-packages.mjs with
+// src/runtime/iconv-front.cjs) must not change what the packages do: each is bundled here with and without its plugin and the results compared.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
@@ -34,11 +34,38 @@ test("precomputed mime-types answers exactly like mime-types for every type and 
   }
 });
 
-test("a lazily embedded (compressed, compiled on first use) package behaves as the package", async () => {
-  const lazy = await bundled("iconv-lite", [lazyPackages({ "iconv-lite": "proxy" }) as Plugin]) as { decode(b: Buffer, e: string): string; encodingExists(e: string): boolean };
-  const real = createRequire(import.meta.url)("iconv-lite") as typeof lazy;
-  assert.equal(lazy.encodingExists("klingon"), false);
-  assert.equal(lazy.decode(Buffer.from([0x63, 0x61, 0x66, 0xe9]), "latin1"), real.decode(Buffer.from([0x63, 0x61, 0x66, 0xe9]), "latin1"));
-  assert.equal(lazy.decode(Buffer.from("\u00e9t\u00e9", "utf16le"), "utf-16le"), "\u00e9t\u00e9");
-  assert.ok("getDecoder" in lazy);
+test("the iconv-lite front decodes UTF-8 exactly like iconv-lite, and hands other charsets to the embedded one", async () => {
+  type Decoder = { write(b: Buffer): string; end(): string | undefined };
+  type Iconv = { decode(b: Buffer, e: string, o?: object): string; getDecoder(e: string, o?: object): Decoder; encodingExists(e: string): boolean };
+  const front = (await bundled("iconv-lite", [lazyPackages({ "iconv-lite": { front: "src/runtime/iconv-front.cjs" } }) as Plugin])) as Iconv;
+  const real = createRequire(import.meta.url)("iconv-lite") as Iconv;
+  const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+  const samples = [
+    Buffer.from('{"k":"caf\u00e9 \u{1f600}"}'), Buffer.concat([bom, Buffer.from("x\u00e9")]), Buffer.concat([bom, bom, Buffer.from("y")]),
+    bom, Buffer.alloc(0), Buffer.from([0xc3]), Buffer.from([0xff, 0xfe, 0x41, 0xe2, 0x82]), Buffer.from("\u20ac".repeat(50)),
+  ];
+  for (const enc of ["utf-8", "UTF8", "utf8", "Unicode-1-1-UTF-8", "UTF-8:2000"]) {
+    assert.equal(front.encodingExists(enc), real.encodingExists(enc), enc);
+    for (const buf of samples) {
+      for (const options of [undefined, { stripBOM: false }, { stripBOM: true }]) {
+        assert.equal(front.decode(buf, enc, options), real.decode(buf, enc, options), `decode ${enc} ${buf.toString("hex")} ${JSON.stringify(options)}`);
+        // Every split into two chunks: multi-byte sequences and the BOM cut across writes.
+        for (let cut = 0; cut <= buf.length; cut++) {
+          const run = (lib: Iconv) => {
+            const d = lib.getDecoder(enc, options);
+            return [d.write(buf.subarray(0, cut)), d.write(buf.subarray(cut)), d.end()];
+          };
+          assert.deepEqual(run(front), run(real), `chunks ${enc} ${buf.toString("hex")} at ${cut}`);
+        }
+      }
+    }
+  }
+  let called = 0;
+  assert.equal(front.decode(Buffer.concat([bom, Buffer.from("z")]), "utf8", { stripBOM: () => called++ }), "z");
+  assert.equal(called, 1, "the stripBOM callback runs as in iconv-lite");
+  // Other charsets and properties: the embedded iconv-lite, compiled on first use.
+  assert.equal(front.encodingExists("klingon"), false);
+  assert.equal(front.decode(Buffer.from([0x63, 0x61, 0x66, 0xe9]), "latin1"), "caf\u00e9");
+  assert.equal(front.decode(Buffer.from("\u00e9t\u00e9", "utf16le"), "utf-16le"), "\u00e9t\u00e9");
+  assert.equal(typeof (front as unknown as { encode: unknown }).encode, "function");
 });

@@ -45,13 +45,15 @@ export function lazyPackages(packages) {
           platform: "node",
           target: b.initialOptions.target,
           format: "cjs",
-          minifyWhitespace: true,
+          // Fully minified, unlike the main bundle: this code is compiled only when used, and every byte of
+          // its compressed text stays in each instance's heap as part of the script's source.
+          minify: true,
           logLevel: "warning",
         });
         // Brotli + base64: Node decodes a CommonJS file as UTF-8 at ~10 ms per MB here and V8 scans every byte of
         // it (string literals too), so what matters is the size of the file, not only what is compiled.
         const packed = brotliCompressSync(Buffer.from(`${inner.outputFiles[0].text}\n//# sourceURL=stratus-lazy:${args.path}`), {
-          params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_MODE]: zlibConstants.BROTLI_MODE_TEXT },
+          params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_LGWIN]: 24, [zlibConstants.BROTLI_PARAM_MODE]: zlibConstants.BROTLI_MODE_TEXT },
         }).toString("base64");
         const compile = `(() => { const m = { exports: {} }; const src = require("node:zlib").brotliDecompressSync(Buffer.from("${packed}", "base64")).toString("utf8"); new Function("module", "exports", "require", src)(m, m.exports, require); return m.exports; })`;
         const contents = `module.exports = ${compile}();`;

@@ -138,7 +138,7 @@ ${machine(before, after)}
 ${row("bare `node` http server, spawned (baseline, no sandbox)", baseline, "spawn → first byte, 15 runs")}
 ${row("process driver, no pool", fresh, "bwrap + cgroup + node start + load")}
 ${row("process driver, pool with an idle slot", pooled, `${pooledHits}/${STARTS} served from the pool`)}
-${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}
+${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool (the start waits for the slot being refilled)`)}
 ${row("docker driver, no pool (image present)", dockerStarts, "container create + start + READY")}
 ${row("docker driver, pool with an idle slot", dockerPooled, `${dockerPooledHits}/${STARTS} served from the pool`)}
 ${row("docker driver, pool exhausted", dockerExhausted, `${dockerExhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}

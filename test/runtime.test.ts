@@ -196,3 +196,25 @@ test("discovery lists the functions with raw config; a module that throws at loa
 test("a missing export fails the start with EXIT.loadFailed", async () => {
   await assert.rejects(start("doesNotExist"), /exited before READY.*"code":71/);
 });
+
+// iconv-lite and zod are compiled on first use from compressed strings (scripts/lazy-packages.mjs):
+// these cases go through both lazy paths of the shipped bundle.
+test("lazily compiled packages: a latin1 / UTF-16 body is decoded, an unknown charset is 415; discovery validates configs", async () => {
+  const r = await start("echo");
+  const latin1 = (await call(r, "/", { method: "POST", headers: { "content-type": "text/plain; charset=iso-8859-1" }, body: Buffer.from([0x63, 0x61, 0x66, 0xe9]) })).json();
+  assert.equal(latin1.body, "café");
+  const utf16 = (await call(r, "/", { method: "POST", headers: { "content-type": "application/json; charset=utf-16le" }, body: Buffer.from('{"k":"é"}', "utf16le") })).json();
+  assert.deepEqual(utf16.body, { k: "é" });
+  const unknown = await call(r, "/", { method: "POST", headers: { "content-type": "text/plain; charset=klingon" }, body: "x" });
+  assert.equal(unknown.status, 415);
+  assert.equal(unknown.json().error.code, "UNSUPPORTED_MEDIA_TYPE");
+
+  const bad = join(dir, "bad-config.cjs");
+  writeFileSync(bad, "module.exports.f = { func: async () => 'x', config: { timeout: 'soon' } };\n");
+  const run = spawnSync(process.execPath, [runtimePath()], { env: { [ENV.discover]: "1", [ENV.entry]: bad }, encoding: "utf8" });
+  assert.equal(run.status, EXIT.ok);
+  const line = run.stdout.split("\n").find((l) => l.startsWith(DISCOVERY_PREFIX))!;
+  const [f] = JSON.parse(line.slice(DISCOVERY_PREFIX.length)).functions;
+  assert.equal(f.error.code, "INVALID_CONFIG");
+  assert.match(f.error.message, /timeout/);
+});

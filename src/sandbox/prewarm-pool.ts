@@ -5,7 +5,8 @@
  * this module decides how many to keep and when to start them. See docs/prewarm.md.
  *
  * Invariants: a slot is either idle in `idle` (ready, never handed out) or gone from the pool forever;
- * `take()` hands each slot out at most once; at most `concurrency` slots are being created at a time.
+ * `take()` hands each slot out at most once; at most `concurrency` slots are being created at a time; a
+ * creation claimed with `claimBooting()` goes to its one claimer, never to `idle`.
  *
  * Sizing: the default key keeps `size` idle slots; any key keeps as many as were taken in the last
  * `demandWindowMs` (so a burst of cold starts grows the pool), capped at `maxSize`; other keys start at 0.
@@ -65,6 +66,8 @@ export class PrewarmPool<S> {
   private retryTimer: NodeJS.Timeout | undefined;
   /** Slot creations in progress, so close() can wait for them and destroy what they produce. */
   private readonly pending = new Set<Promise<void>>();
+  /** Creations in progress per key, oldest first, each with the start that claimed it (if any). */
+  private readonly booting = new Map<string, Array<{ claimer: ((slot: S | undefined) => void) | null }>>();
 
   constructor(private readonly factory: PrewarmSlotFactory<S>, private readonly options: PrewarmPoolOptions) {
     this.maxSize = options.maxSize ?? Math.min(32, options.size * 4);
@@ -119,6 +122,20 @@ export class PrewarmPool<S> {
     return slot;
   }
 
+  /**
+   * When `take()` found no idle slot: claims the oldest unclaimed slot of `key` still booting, so the
+   * start waits for a sandbox that is already part-way up instead of booting a second one beside it
+   * (two boots on a 2-core node slow each other down: measured 312 ms for a start with the pool just
+   * exhausted vs 233 ms with no pool at all, bench/results/cold-start.md). Returns undefined when none
+   * boots; the promise resolves with the slot, or with undefined when its creation failed or the pool
+   * closed (then start fresh).
+   */
+  claimBooting(key: string): Promise<S | undefined> | undefined {
+    const entry = this.booting.get(key)?.find((e) => e.claimer === null);
+    if (!entry) return undefined;
+    return new Promise((resolve) => (entry.claimer = resolve));
+  }
+
   /** Starts slot creations until every key with demand reaches its target (bounded by `concurrency`). */
   refill(): void {
     if (!this.enabled || Date.now() < this.backoffUntil) return;
@@ -135,14 +152,32 @@ export class PrewarmPool<S> {
   private createOne(key: string): void {
     this.inFlight++;
     this.creating.set(key, (this.creating.get(key) ?? 0) + 1);
+    const entry: { claimer: ((slot: S | undefined) => void) | null } = { claimer: null };
+    const booting = this.booting.get(key) ?? [];
+    booting.push(entry);
+    this.booting.set(key, booting);
+    const settle = (): void => {
+      const i = booting.indexOf(entry);
+      if (i !== -1) booting.splice(i, 1);
+    };
     const p = this.factory.create(key).then(
       (slot) => {
-        if (this.closed) return this.factory.destroy(slot);
+        settle();
+        if (this.closed) {
+          entry.claimer?.(undefined);
+          return this.factory.destroy(slot);
+        }
+        if (entry.claimer) {
+          entry.claimer(slot);
+          return;
+        }
         const list = this.idle.get(key) ?? [];
         list.push(slot);
         this.idle.set(key, list);
       },
       (err: unknown) => {
+        settle();
+        entry.claimer?.(undefined);
         this.options.onError?.(err);
         this.backoffUntil = Date.now() + (this.options.retryMs ?? 1000);
         clearTimeout(this.retryTimer);
@@ -153,7 +188,8 @@ export class PrewarmPool<S> {
       this.inFlight--;
       this.creating.set(key, (this.creating.get(key) ?? 1) - 1);
       this.pending.delete(p);
-      this.refill();
+      // A claimed slot's start refills once it is done (see take()); refilling now would compete with it.
+      if (entry.claimer === null) this.refill();
     });
     this.pending.add(p);
   }

@@ -23,7 +23,7 @@ import { randomBytes } from "node:crypto";
 import { statSync } from "node:fs";
 import { chown, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { Agent } from "node:http";
-import { constants as osConstants, hostname, tmpdir } from "node:os";
+import { availableParallelism, constants as osConstants, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import Docker from "dockerode";
@@ -49,6 +49,7 @@ import { ensureFunctionNetwork } from "./network";
 import { parseOutputLine, splitLines } from "../output-lines";
 import { findDiscoveryPayload, parseDiscoveryRun } from "../discovery-output";
 import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
+import { createStartGate, untilAborted } from "../start-gate";
 import { createSlotMounts } from "../slot-mounts";
 
 const MiB = 1024 * 1024;
@@ -99,6 +100,12 @@ export interface DockerDriverOptions {
    * `<socketRoot>/.pool`. Needs root and /usr/bin/perl (the mount helper), like the process driver's pool.
    */
   readonly poolRoot?: string;
+  /**
+   * Container boots (fresh starts and slot creations) at the same time (default: one per core, at least
+   * 2). Further boots wait in FIFO order; the wait does not count against startTimeoutMs. A create +
+   * start is mostly the engine's CPU: a burst started all at once finishes every boot late.
+   */
+  readonly maxConcurrentStarts?: number;
 }
 
 /** Extra operations of the Docker driver beyond the contract. */
@@ -197,6 +204,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const tmpfsMb = options.tmpfsMb ?? 64;
   const cpuSharesPerGb = options.cpuSharesPerGb ?? 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 30_000;
+  const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   const log = options.logger ?? createSilentLogger();
   const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);
   /** Ids of live pool slots, idle or specialised (reconcile must leave their containers alone). */
@@ -452,6 +460,16 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     if (closed) throw new StratusError("SHUTTING_DOWN", "The Docker driver is closed");
     const [memory, network] = key.split(":") as [string, "outbound" | "none"];
     const memoryMb = Number(memory);
+    const release = await bootGate();
+    try {
+      return await createSlotGated(memoryMb, network);
+    } finally {
+      release();
+    }
+  }
+
+  async function createSlotGated(memoryMb: number, network: "outbound" | "none"): Promise<Box> {
+    if (closed) throw new StratusError("SHUTTING_DOWN", "The Docker driver is closed");
     const slotId = `pw-${randomBytes(6).toString("hex")}`;
     const socketDir = join(socketRoot, slotId);
     slotIds.add(slotId);
@@ -562,7 +580,12 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     if (spec.instanceId.startsWith("pw-")) throw new StratusError("INSTANCE_START_FAILED", `invalid instance id "${spec.instanceId}" (pw- names pool slots)`);
     startOptions.signal?.throwIfAborted();
     // A slot's user (nobody) reads the artifact in place; an artifact it cannot read takes the image path.
-    const slot = pool.enabled && othersCanRead(spec.artifactDir) ? pool.take(poolKeyOf(spec.config.memory, spec.config.network)) : undefined;
+    const key = poolKeyOf(spec.config.memory, spec.config.network);
+    const poolable = pool.enabled && othersCanRead(spec.artifactDir);
+    let slot = poolable ? pool.take(key) : undefined;
+    // No idle slot: a slot already booting is ready sooner than a fresh container would be.
+    const booting = poolable && slot === undefined ? pool.claimBooting(key) : undefined;
+    if (booting) slot = await untilAborted(booting, startOptions.signal, (late) => void (late && destroyBox(late)));
     try {
       if (slot !== undefined) {
         let specialised = false;
@@ -602,7 +625,9 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       await rm(socketDir, { recursive: true, force: true });
     };
 
+    const release = await bootGate();
     try {
+      if (closed) throw new StratusError("SHUTTING_DOWN", "The Docker driver is closed");
       await ensureImage(image);
       const networkMode = spec.config.network === "none" ? "none" : await functionNetwork();
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
@@ -644,6 +669,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     } catch (err) {
       await cleanup();
       throw fail(err);
+    } finally {
+      release();
     }
   }
 

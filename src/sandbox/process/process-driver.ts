@@ -26,6 +26,7 @@ import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup
 import { installOutboundRules } from "./network";
 import { createSlotMounts } from "../slot-mounts";
 import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
+import { createStartGate, untilAborted } from "../start-gate";
 
 /** Default uid/gid of instances. Pick one no other software on the host uses: network rules match on it. */
 export const DEFAULT_SANDBOX_UID = 60500;
@@ -140,7 +141,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const pidsMax = options.pidsMax ?? 128;
   const tmpSizeBytes = (options.tmpSizeMb ?? 64) * 1024 * 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
-  const bootGate = createGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
+  const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath]] as const) {
     if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux)`);
   }
@@ -637,53 +638,6 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     reconcile,
     close,
   };
-}
-
-/**
- * A counting semaphore: `acquire()` resolves with a release function once fewer than `limit` holders
- * exist; waiters are served in FIFO order.
- */
-function createGate(limit: number): () => Promise<() => void> {
-  let held = 0;
-  const waiters: Array<() => void> = [];
-  const release = (): void => {
-    const next = waiters.shift();
-    if (next) next();
-    else held--;
-  };
-  return () => {
-    let released = false;
-    const once = (): void => {
-      if (released) return;
-      released = true;
-      release();
-    };
-    if (held < limit) {
-      held++;
-      return Promise.resolve(once);
-    }
-    return new Promise((resolve) => waiters.push(() => resolve(once)));
-  };
-}
-
-/**
- * Resolves with what `p` resolves to, or throws an INSTANCE_START_FAILED "start aborted" as soon as
- * `signal` aborts; a value that arrives after that is handed to `discard`.
- */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, discard: (late: T) => void): Promise<T> {
-  if (!signal) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      void p.then(discard);
-      reject(new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: signal.reason }));
-    };
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    void p.then((v) => {
-      signal.removeEventListener("abort", onAbort);
-      if (!signal.aborted) resolve(v);
-    });
-  });
 }
 
 /** The protocol variables of a fresh start (a pre-warm slot gets the same fields in its SpecializeMessage). */

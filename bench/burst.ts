@@ -50,7 +50,9 @@ bare.kill();
 
 const config = { maxInstances: 100, maxQueue: 2000, queueTimeout: 60_000, idleTimeout: 60_000 };
 const runs: Array<{ label: string; r: BurstResult; started: number; hits: number }> = [];
-for (const prewarm of [0, 4]) {
+// Pool sizes: none, the small default-like pool, and one sized for the burst (32 idle slots, ~11 MiB each).
+const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map(Number);
+for (const prewarm of POOLS) {
   const gw = await spawnGateway({ prewarm, cgroupRoot: "stratus-bench-burst", functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
   if (prewarm > 0) while ((await gw.stats()).prewarm.idle < prewarm) await new Promise((r) => setTimeout(r, 50));
   const r = await burst(`http://127.0.0.1:${gw.port}/fn/wait/`);
@@ -79,5 +81,8 @@ ${runs.map((x) => `| ${x.label} | ${fmt(x.r)} | ${x.started} | ${x.hits} |`).joi
 
 With concurrency 1 and at most 100 instances, ${N} requests need at least ${Math.ceil(N / 100)} waves of 100 ms once
 every instance is up; the rest of the wall time is starting instances on 2 cores (each start competes with the others).
+A boot costs ~0.2 s of CPU here, so with boots finishing every ~0.1 s (2 cores) the 100 s of handler time drains in
+about sqrt(200 × 0.1) ≈ 4.5 s at best without a pool; idle pool slots serve from the first millisecond, which is what a
+pool sized for the expected burst (\`prewarm\`) buys, at ~11 MiB of memory per idle slot (bench/results/density.md).
 `;
 writeResult("burst", md);

@@ -8,7 +8,7 @@ import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Client } from "undici";
+import { Client, Pool } from "undici";
 import autocannon from "autocannon";
 import { spawnGateway } from "./lib/spawn-gateway";
 import { load, machine, pct, sorted, writeResult } from "./lib/report";
@@ -69,8 +69,26 @@ await sequential(targets.gateway, 300);
 await sequential(targets.bare, 300);
 await sequential(targets.minimal, 300);
 await sequential(targets.shared, 300);
-// Start the instances the 50-connection runs will use (cold starts are measured elsewhere).
-await throughput(targets.gateway, 3);
+// Start the instances the 50-connection runs will use (cold starts are measured elsewhere), before every
+// run: autocannon ends a run by closing 50 connections with requests in flight, and the gateway retires
+// an instance whose client left mid-request (docs/gateway.md), so without this each run of the default
+// config would begin with up to 10 cold starts.
+async function warmInstances(fn: "hello" | "hello-shared", want: number): Promise<void> {
+  const client = new Pool(`http://127.0.0.1:${gw.port}`, { connections: want, pipelining: 1 });
+  try {
+    for (let round = 0; round < 50; round++) {
+      const st = (await gw.stats()).gateway[fn];
+      if (st !== undefined && st.ready >= want && st.starting === 0) return;
+      await Promise.all(Array.from({ length: want }, async () => {
+        const r = await client.request({ method: "GET", path: `/fn/${fn}/` });
+        await r.body.text();
+      }));
+    }
+    throw new Error(`${fn}: could not warm ${want} instances`);
+  } finally {
+    await client.close();
+  }
+}
 
 const lat = { bare: [] as number[], minimal: [] as number[], gateway: [] as number[] };
 const tput = { bare: [] as Awaited<ReturnType<typeof throughput>>[], minimal: [] as Awaited<ReturnType<typeof throughput>>[], gateway: [] as Awaited<ReturnType<typeof throughput>>[], shared: [] as Awaited<ReturnType<typeof throughput>>[] };
@@ -82,7 +100,9 @@ for (let round = 0; round < ROUNDS; round++) {
 for (let round = 0; round < 2; round++) {
   tput.bare.push(await throughput(targets.bare));
   tput.minimal.push(await throughput(targets.minimal));
+  await warmInstances("hello", 10);
   tput.gateway.push(await throughput(targets.gateway));
+  await warmInstances("hello-shared", 1);
   tput.shared.push(await throughput(targets.shared));
 }
 const stats = await gw.stats();

@@ -75,16 +75,20 @@ await sequential(targets.shared, 300);
 // config would begin with up to 10 cold starts.
 async function warmInstances(fn: "hello" | "hello-shared", want: number): Promise<void> {
   const client = new Pool(`http://127.0.0.1:${gw.port}`, { connections: want, pipelining: 1 });
+  const deadline = Date.now() + 30_000;
   try {
-    for (let round = 0; round < 50; round++) {
+    // Bursts of `want` parallel requests make the pool start instances; starts take a while on a loaded
+    // machine, so poll (each burst is also the wait) until all are ready.
+    while (Date.now() < deadline) {
       const st = (await gw.stats()).gateway[fn];
       if (st !== undefined && st.ready >= want && st.starting === 0) return;
       await Promise.all(Array.from({ length: want }, async () => {
         const r = await client.request({ method: "GET", path: `/fn/${fn}/` });
         await r.body.text();
       }));
+      await new Promise((r) => setTimeout(r, 20));
     }
-    throw new Error(`${fn}: could not warm ${want} instances`);
+    throw new Error(`${fn}: could not warm ${want} instances in 30 s`);
   } finally {
     await client.close();
   }

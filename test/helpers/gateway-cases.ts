@@ -30,6 +30,7 @@ const CONFIGS: Record<string, FunctionConfigInput> = {
   echo: { maxBodyBytes: 1024 },
   private: { public: false },
   spin: { timeout: 300 },
+  stream: {},
 };
 
 /** A driver for the cases, and what the deploy pipeline does with it before the gateway serves a version. */
@@ -143,6 +144,25 @@ export function runGatewayCases(setup: () => Promise<GatewayDriverFixture>, opti
       const root = await call("/fn/sleeper");
       assert.equal(root.json.path, "/");
       assert.equal(root.headers["x-stratus-cold-start"], "false", "second request is warm");
+    });
+
+    test("a large streamed response reaches a slow reader intact; repeated headers and the function's Server-Timing kept", async () => {
+      const r = await request(`${base}/fn/stream?mib=8`, { dispatcher: agent });
+      assert.equal(r.statusCode, 200);
+      assert.deepEqual(r.headers["set-cookie"], ["a=1", "b=2"]);
+      assert.match(String(r.headers["server-timing"]), /^queue;dur=[\d.]+, start;dur=[\d.]+, handler;dur=[\d.]+, fn;dur=1$/);
+      assert.equal(r.headers["content-length"], undefined, "chunked, not buffered");
+      let seen = 0;
+      let bad = -1;
+      for await (const chunk of r.body as AsyncIterable<Buffer>) {
+        for (let i = 0; i < chunk.length && bad < 0; i++) if (chunk[i] !== (seen + i) % 251) bad = seen + i;
+        seen += chunk.length;
+        // Slower than the instance writes, so the gateway has to pause it (backpressure).
+        await new Promise((resolveTick) => setImmediate(resolveTick));
+      }
+      assert.equal(bad, -1, "every byte in order");
+      assert.equal(seen, 8 * 1024 * 1024);
+      assert.equal((await call("/fn/stream?mib=0")).status, 200, "the instance is reused after a long stream");
     });
 
     test("non-public function: 401 by default", async () => {

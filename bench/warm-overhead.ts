@@ -5,19 +5,30 @@
 // Writes bench/results/warm-overhead.md. Needs root + bubblewrap (the process driver). ~1.5 min.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { Client } from "undici";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Client, Pool } from "undici";
 import autocannon from "autocannon";
 import { spawnGateway } from "./lib/spawn-gateway";
 import { load, machine, pct, sorted, writeResult } from "./lib/report";
 
 const SEQ_REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
-const ROUNDS = 3;
-const DURATION_S = 8;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 8);
 
 const before = load();
 const bare = spawn(process.execPath, ["bench/fixtures/bare-server.cjs", "0"], { stdio: ["ignore", "pipe", "inherit"] });
 const [line] = (await once(bare.stdout!, "data")) as [Buffer];
 const barePort = Number(/listening (\d+)/.exec(line.toString())![1]);
+// The floor of one hop: a minimal undici.Pool proxy (bench/fixtures/minimal-proxy.cjs) to a second bare
+// server on a Unix socket, as the gateway reaches its instances.
+const sockDir = mkdtempSync(join(tmpdir(), "swo-"));
+const bareSock = spawn(process.execPath, ["bench/fixtures/bare-server.cjs", join(sockDir, "bare.sock")], { stdio: ["ignore", "pipe", "inherit"] });
+await once(bareSock.stdout!, "data");
+const minimal = spawn(process.execPath, ["bench/fixtures/minimal-proxy.cjs", join(sockDir, "bare.sock"), "50"], { stdio: ["ignore", "pipe", "inherit"] });
+const [mline] = (await once(minimal.stdout!, "data")) as [Buffer];
+const minimalPort = Number(/listening (\d+)/.exec(mline.toString())![1]);
 // "hello": the default config (concurrency 1 per instance, up to 10 instances, like Lambda);
 // "hello-shared": one instance taking all 50 connections (concurrency 50): the proxy path alone.
 const gw = await spawnGateway({
@@ -28,7 +39,7 @@ const gw = await spawnGateway({
     { name: "hello-shared", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { concurrency: 50, maxInstances: 1 } },
   ],
 });
-const targets = { bare: `http://127.0.0.1:${barePort}/`, gateway: `http://127.0.0.1:${gw.port}/fn/hello/`, shared: `http://127.0.0.1:${gw.port}/fn/hello-shared/` } as const;
+const targets = { bare: `http://127.0.0.1:${barePort}/`, minimal: `http://127.0.0.1:${minimalPort}/`, gateway: `http://127.0.0.1:${gw.port}/fn/hello/`, shared: `http://127.0.0.1:${gw.port}/fn/hello-shared/` } as const;
 
 async function sequential(url: string, n: number): Promise<number[]> {
   const u = new URL(url);
@@ -56,31 +67,63 @@ async function throughput(url: string, durationS = DURATION_S): Promise<{ rps: n
 // Warm the instance (first request starts it) and both JITs.
 await sequential(targets.gateway, 300);
 await sequential(targets.bare, 300);
+await sequential(targets.minimal, 300);
 await sequential(targets.shared, 300);
-// Start the instances the 50-connection runs will use (cold starts are measured elsewhere).
-await throughput(targets.gateway, 3);
+// Start the instances the 50-connection runs will use (cold starts are measured elsewhere), before every
+// run: autocannon ends a run by closing 50 connections with requests in flight, and the gateway retires
+// an instance whose client left mid-request (docs/gateway.md), so without this each run of the default
+// config would begin with up to 10 cold starts.
+async function warmInstances(fn: "hello" | "hello-shared", want: number): Promise<void> {
+  const client = new Pool(`http://127.0.0.1:${gw.port}`, { connections: want, pipelining: 1 });
+  const deadline = Date.now() + 30_000;
+  try {
+    // Bursts of `want` parallel requests make the pool start instances; starts take a while on a loaded
+    // machine, so poll (each burst is also the wait) until all are ready.
+    while (Date.now() < deadline) {
+      const st = (await gw.stats()).gateway[fn];
+      if (st !== undefined && st.ready >= want && st.starting === 0) return;
+      await Promise.all(Array.from({ length: want }, async () => {
+        const r = await client.request({ method: "GET", path: `/fn/${fn}/` });
+        await r.body.text();
+      }));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`${fn}: could not warm ${want} instances in 30 s`);
+  } finally {
+    await client.close();
+  }
+}
 
-const lat = { bare: [] as number[], gateway: [] as number[] };
-const tput = { bare: [] as Awaited<ReturnType<typeof throughput>>[], gateway: [] as Awaited<ReturnType<typeof throughput>>[], shared: [] as Awaited<ReturnType<typeof throughput>>[] };
+const lat = { bare: [] as number[], minimal: [] as number[], gateway: [] as number[] };
+const tput = { bare: [] as Awaited<ReturnType<typeof throughput>>[], minimal: [] as Awaited<ReturnType<typeof throughput>>[], gateway: [] as Awaited<ReturnType<typeof throughput>>[], shared: [] as Awaited<ReturnType<typeof throughput>>[] };
 for (let round = 0; round < ROUNDS; round++) {
   lat.bare.push(...(await sequential(targets.bare, SEQ_REQUESTS)));
+  lat.minimal.push(...(await sequential(targets.minimal, SEQ_REQUESTS)));
   lat.gateway.push(...(await sequential(targets.gateway, SEQ_REQUESTS)));
 }
 for (let round = 0; round < 2; round++) {
   tput.bare.push(await throughput(targets.bare));
+  tput.minimal.push(await throughput(targets.minimal));
+  await warmInstances("hello", 10);
   tput.gateway.push(await throughput(targets.gateway));
+  await warmInstances("hello-shared", 1);
   tput.shared.push(await throughput(targets.shared));
 }
 const stats = await gw.stats();
 await gw.close();
 bare.kill();
+bareSock.kill();
+minimal.kill();
+rmSync(sockDir, { recursive: true, force: true });
 const after = load();
 
 const b = sorted(lat.bare);
+const m = sorted(lat.minimal);
 const g = sorted(lat.gateway);
 const us = (x: number) => `${Math.round(x)} µs`;
 const med = (xs: number[]) => sorted(xs)[Math.floor(xs.length / 2)]!;
 const bareRps = med(tput.bare.map((t) => t.rps));
+const minimalRps = med(tput.minimal.map((t) => t.rps));
 const gwRps = med(tput.gateway.map((t) => t.rps));
 const sharedRps = med(tput.shared.map((t) => t.rps));
 const errs = (xs: Awaited<ReturnType<typeof throughput>>[]) => xs.reduce((n, t) => n + t.errors + t.non2xx, 0);
@@ -96,8 +139,10 @@ ${machine(before, after)}
 | target | p50 | p90 | p99 |
 |---|---|---|---|
 | bare Node http (baseline) | ${us(pct(b, 0.5))} | ${us(pct(b, 0.9))} | ${us(pct(b, 0.99))} |
+| minimal undici.Pool proxy → bare server on a Unix socket (the floor of one hop) | ${us(pct(m, 0.5))} | ${us(pct(m, 0.9))} | ${us(pct(m, 0.99))} |
 | gateway → instance | ${us(pct(g, 0.5))} | ${us(pct(g, 0.9))} | ${us(pct(g, 0.99))} |
 | **added by the platform** | **${us(pct(g, 0.5) - pct(b, 0.5))}** | ${us(pct(g, 0.9) - pct(b, 0.9))} | **${us(pct(g, 0.99) - pct(b, 0.99))}** |
+| added by the minimal proxy (floor) | ${us(pct(m, 0.5) - pct(b, 0.5))} | ${us(pct(m, 0.9) - pct(b, 0.9))} | ${us(pct(m, 0.99) - pct(b, 0.99))} |
 | ratio gateway / bare | ${(pct(g, 0.5) / pct(b, 0.5)).toFixed(2)} | ${(pct(g, 0.9) / pct(b, 0.9)).toFixed(2)} | ${(pct(g, 0.99) / pct(b, 0.99)).toFixed(2)} |
 
 ## 50 connections (autocannon, ${DURATION_S} s per run, 2 interleaved runs each, median)
@@ -105,12 +150,16 @@ ${machine(before, after)}
 | target | req/s | p99 latency | errors + non-2xx |
 |---|---|---|---|
 | bare Node http (baseline) | ${Math.round(bareRps)} | ${tput.bare.map((t) => `${t.p99} ms`).join(", ")} | ${errs(tput.bare)} |
+| minimal undici.Pool proxy (floor of one hop) | ${Math.round(minimalRps)} | ${tput.minimal.map((t) => `${t.p99} ms`).join(", ")} | ${errs(tput.minimal)} |
 | gateway, default config (concurrency 1, ≤ 10 instances) | ${Math.round(gwRps)} | ${tput.gateway.map((t) => `${t.p99} ms`).join(", ")} | ${errs(tput.gateway)} |
 | gateway, one instance with concurrency 50 | ${Math.round(sharedRps)} | ${tput.shared.map((t) => `${t.p99} ms`).join(", ")} | ${errs(tput.shared)} |
 | **throughput ratio gateway / bare** (default · shared) | **${(gwRps / bareRps).toFixed(2)}** · **${(sharedRps / bareRps).toFixed(2)}** | | |
+| throughput ratio minimal proxy / bare (the floor) | ${(minimalRps / bareRps).toFixed(2)} | | |
 
-Runs (req/s): bare ${tput.bare.map((t) => Math.round(t.rps)).join(", ")}; default ${tput.gateway.map((t) => Math.round(t.rps)).join(", ")}; shared ${tput.shared.map((t) => Math.round(t.rps)).join(", ")}.
+Runs (req/s): bare ${tput.bare.map((t) => Math.round(t.rps)).join(", ")}; minimal ${tput.minimal.map((t) => Math.round(t.rps)).join(", ")}; default ${tput.gateway.map((t) => Math.round(t.rps)).join(", ")}; shared ${tput.shared.map((t) => Math.round(t.rps)).join(", ")}.
 Both paths pay a proxy hop plus Express in the instance on the same 2 cores as the load generator; the bare server
 is the ceiling. Instances at the end: ${JSON.stringify(stats.gateway)}.
 `;
-writeResult("warm-overhead", md);
+// BENCH_PRINT_ONLY=1: A/B runs on a shared machine print without replacing the recorded result.
+if (process.env.BENCH_PRINT_ONLY === "1") process.stdout.write(md);
+else writeResult("warm-overhead", md);

@@ -31,6 +31,7 @@ module.exports.logs = async (req) => {
   console.log("x".repeat(${LOG_LINE_MAX_BYTES} + 100));
   return "ok";
 };
+module.exports.tagged = (req, res) => res.set("etag", '"v1"').send("cached");
 module.exports.helperValue = 42;
 `;
 
@@ -72,6 +73,18 @@ test("the original CJS form answers, echoes the request id and keeps module stat
   assert.deepEqual((await call(s, "/")).json(), { n: 2 });
   const generated = await call(s, "/");
   assert.match(String(generated.headers[HEADERS.requestId]), /^[0-9a-f-]{36}$/);
+});
+
+test("no automatic ETag; a function's own ETag still gets 304 for a matching If-None-Match", async () => {
+  const r = await start("hello");
+  assert.equal((await call(r, "/")).headers.etag, undefined);
+  const t = await start("tagged");
+  const first = await call(t, "/");
+  assert.equal(first.status, 200);
+  assert.equal(first.headers.etag, '"v1"');
+  const again = await call(t, "/", { headers: { "if-none-match": '"v1"' } });
+  assert.equal(again.status, 304);
+  assert.equal(again.text, "");
 });
 
 test("req: path, query, JSON / form / text / raw bodies; STRATUS_* env removed, function env kept", async () => {

@@ -3,7 +3,10 @@
 // Docker: dockerd and the registry must run (scripts/services.sh); every function's image is prepared before listening.
 // Messages in: { type: "stats" } → { type: "stats", gateway, prewarm: { idle, hits, misses } }; { type: "close" }.
 import { mkdtempSync, rmSync } from "node:fs";
-import { resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { join, resolve } from "node:path";
+import { createObservability } from "../../src/observe/observer";
+import { openSqliteStore } from "../../src/store/sqlite/sqlite-store";
 import type { AddressInfo } from "node:net";
 import { createProcessDriver } from "../../src/sandbox/process/process-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../../src/shared/function-config";
@@ -28,7 +31,12 @@ const driver: SandboxDriver = processDriver
     runtimeFile: resolve("dist/runtime.cjs"), socketRoot: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm),
   });
 await driver.reconcile();
-const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { tickMs: 200 } });
+// BENCH_OBSERVE=1: the full observability pipeline of `stratus up` (records, REPORT lines, metrics,
+// batched into a real SQLite store), so the gateway's observer path is measured too.
+const observability = process.env.BENCH_OBSERVE === "1"
+  ? createObservability({ store: openSqliteStore({ file: join(stateDir, "bench.db"), masterKey: randomBytes(32) }), logger: createSilentLogger(), defaultMetrics: false })
+  : null;
+const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { tickMs: 200 }, ...(observability === null ? {} : { observer: observability.observer }) });
 for (const f of setup.functions) {
   const d = { name: f.name, version: "1", artifactDir: resolve(f.dir), entry: f.file, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config), env: {} };
   const { image } = await driver.prepare({ ...d, functionName: f.name, instanceId: "prepare" });
@@ -45,6 +53,7 @@ process.on("message", (m: { type: string }) => {
     void (async () => {
       await gateway.close();
       await driver.close();
+      await observability?.close();
       rmSync(stateDir, { recursive: true, force: true });
       send({ type: "closed" });
       process.disconnect();

@@ -26,7 +26,10 @@ export interface BenchGateway {
 /** Spawns the child and resolves once it listens. */
 export async function spawnGateway(setup: { driver?: "process" | "docker"; prewarm: number; cgroupRoot: string; functions: BenchFunction[] }): Promise<BenchGateway> {
   const script = fileURLToPath(new URL("./gateway-child.ts", import.meta.url));
-  const child = spawn(process.execPath, ["--import", "tsx", script, JSON.stringify(setup)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  // BENCH_GATEWAY_PROF=<dir>: CPU profile of the gateway process (written when it exits).
+  const prof = process.env.BENCH_GATEWAY_PROF;
+  const flags = prof === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${prof}`];
+  const child = spawn(process.execPath, [...flags, "--import", "tsx", script, JSON.stringify(setup)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const [ready] = (await Promise.race([once(child, "message"), once(child, "exit").then(() => { throw new Error("gateway child exited"); })])) as [{ port: number }];
   const ask = async <T>(type: string, answer: string): Promise<T> => {
     const p = new Promise<T>((resolve) => {

@@ -12,17 +12,18 @@ import type { Socket } from "node:net";
 import { hostname } from "node:os";
 import type { SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError, toErrorResponse, type ErrorCode } from "../shared/errors";
+import type { InvocationRecord } from "../shared/invocation";
 import type { Logger } from "../shared/logger";
 import { isValidFunctionName } from "../shared/names";
 import { HEADERS } from "../shared/protocol";
 import { resolveTraceparent } from "../observe/traceparent";
 import type { Deployment } from "./deployment";
-import { FunctionPool, type Lease } from "./function-pool";
+import { FunctionPool, type Lease, type PendingLease } from "./function-pool";
 import { MemorySampler } from "./memory-sampler";
 import type { GatewayObserver } from "./observer-hook";
 import { pickRequestId, serverTiming } from "./headers";
 import { resolveGatewayLimits, type GatewayLimitsInput } from "./limits";
-import { proxyRequest, type BodyMode, type ProxyMeter } from "./proxy";
+import { proxyRequest, type BodyMode, type ProxyMeter, type ProxyParams, type ProxyResult } from "./proxy";
 import { parseFunctionRoute } from "./route";
 
 /**
@@ -108,11 +109,11 @@ export function createGateway(options: GatewayOptions): Gateway {
     connectionsCheckingInterval: limits.connectionsCheckingIntervalMs,
   });
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
-    handle(req, res).catch((err: unknown) => {
-      logger.error({ err }, "gateway request handler failed");
-      if (!res.headersSent) sendError(res, err, "unknown", logger);
-      else res.destroy();
-    });
+    try {
+      handle(req, res);
+    } catch (err) {
+      unexpected(err, res);
+    }
   });
   server.on("clientError", onClientError);
 
@@ -127,8 +128,16 @@ export function createGateway(options: GatewayOptions): Gateway {
     ticker.unref(); // never the reason the process stays alive
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const t0 = performance.now();
+  function unexpected(err: unknown, res: ServerResponse): void {
+    logger.error({ err }, "gateway request handler failed");
+    if (!res.headersSent) sendError(res, err, "unknown", logger);
+    else res.destroy();
+  }
+
+  // The warm path is synchronous from the request event to undici's dispatch: no async function, no
+  // Promise, one Invocation object (which is also the proxy's parameter object) and one closure.
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    const t0 = observer === null ? 0 : performance.now();
     const requestId = pickRequestId(req.headers);
     if (draining) return sendError(res, new StratusError("SHUTTING_DOWN"), requestId, logger, CLOSE);
     const route = parseFunctionRoute(req.url ?? "/");
@@ -141,24 +150,119 @@ export function createGateway(options: GatewayOptions): Gateway {
     if (entry === undefined) {
       return sendError(res, new StratusError("FUNCTION_NOT_FOUND", `Function "${route.name}" not found`), requestId, logger);
     }
-    const deployment = entry.deployment;
-    let log: Logger | null = null;
-    const getLog = (): Logger => (log ??= logger.child({ rid: requestId, fn: route.name }));
-    if (observer === null) return serve(req, res, entry, deployment, route.path, requestId, getLog, null);
-    const draft: Draft = { ts: Date.now() - (performance.now() - t0), t0, errorCode: null, lease: null, meter: null, traceparent: "" };
+    const trace = resolveTraceparent(req.headers.traceparent);
+    const inv = new Invocation(req, res, entry, route.path, requestId, trace.traceparent, trace.fresh, t0, limits, logger);
+    if (entry.deployment.config.public) return admit(inv);
+    // Non-public: the hook may be async (a store lookup); any throw or rejection refuses.
+    new Promise<void>((resolve) => resolve(authorize(req, inv.deployment))).then(
+      () => admit(inv),
+      (err: unknown) => {
+        fail(inv, err);
+        record(inv);
+      },
+    ).catch((err: unknown) => unexpected(err, res));
+  }
+
+  /** Body checks, then a warm lease at once or a place in the queue. */
+  function admit(inv: Invocation): void {
+    const { req, res } = inv;
+    const contentLength = req.headers["content-length"];
+    if (contentLength !== undefined) {
+      // Node's parser already refused a malformed Content-Length.
+      const n = Number(contentLength);
+      if (n > inv.deployment.config.maxBodyBytes) {
+        fail(inv, new StratusError("PAYLOAD_TOO_LARGE"), CLOSE);
+        return record(inv);
+      }
+      if (n > 0) inv.bodyMode = "fixed";
+    } else if (req.headers["transfer-encoding"] !== undefined) {
+      inv.bodyMode = "counted";
+    }
+
+    inFlight++;
+    const pool = inv.entry.pool;
+    const lease = pool.tryAcquire();
+    if (lease !== null) return proxy(inv, lease);
+    let pending: PendingLease;
     try {
-      await serve(req, res, entry, deployment, route.path, requestId, getLog, draft);
-    } finally {
-      record(res, deployment, requestId, draft);
+      pending = pool.wait();
+    } catch (err) {
+      fail(inv, err);
+      return end(inv);
+    }
+    const cancel = (): void => pending.cancel();
+    res.once("close", cancel);
+    pending.promise.then(
+      (lease) => {
+        res.off("close", cancel);
+        if (req.socket.destroyed) {
+          // The client left while it waited: the instance never saw the request, keep it.
+          pool.release(lease, "reuse");
+          return end(inv);
+        }
+        proxy(inv, lease);
+      },
+      (err: unknown) => {
+        res.off("close", cancel);
+        if (!req.socket.destroyed) fail(inv, err);
+        end(inv);
+      },
+    ).catch((err: unknown) => {
+      unexpected(err, res);
+      end(inv);
+    });
+  }
+
+  function proxy(inv: Invocation, lease: Lease): void {
+    inv.lease = lease;
+    try {
+      proxyRequest(inv, lease, (result) => proxied(inv, lease, result));
+    } catch (err) {
+      // A bug, not the instance's fault: give the instance back unharmed.
+      inv.entry.pool.release(lease, "reuse");
+      unexpected(err, inv.res);
+      end(inv);
     }
   }
 
-  /** Emits the invocation record once the request ended; peak memory is sampled off the response path. */
-  function record(res: ServerResponse, deployment: Deployment, requestId: string, d: Draft): void {
-    const lease = d.lease;
-    const m = d.meter;
-    const base = {
-      requestId,
+  function proxied(inv: Invocation, lease: Lease, result: ProxyResult): void {
+    inv.entry.pool.release(lease, result.outcome);
+    inv.meter = result.meter;
+    if (result.error !== undefined) {
+      fail(inv, result.error, {
+        ...result.error.headers,
+        [HEADERS.coldStart]: lease.coldStart ? "true" : "false",
+        "server-timing": serverTiming(lease.queueMs, lease.startMs, 0),
+      });
+    }
+    end(inv);
+  }
+
+  /** Answers an error for this invocation and notes it for the record. */
+  function fail(inv: Invocation, err: unknown, extra?: Record<string, string>): void {
+    const sent = sendErrorResponse(inv.res, err, inv.requestId, isStratusError(err) ? logger : inv.log(), extra);
+    if (isStratusError(err)) inv.errorCode = err.code;
+    if (sent !== null) {
+      inv.errorCode = sent.code;
+      inv.errorBytes = sent.bytes;
+    }
+  }
+
+  function end(inv: Invocation): void {
+    inFlight--;
+    record(inv);
+    if (inFlight === 0 && onIdle !== null) onIdle();
+  }
+
+  /** Emits the invocation record once the request ended (only with an observer). */
+  function record(inv: Invocation): void {
+    if (observer === null) return;
+    const lease = inv.lease;
+    const m = inv.meter;
+    const deployment = inv.deployment;
+    const res = inv.res;
+    const r: Mutable<InvocationRecord> = {
+      requestId: inv.requestId,
       functionName: deployment.name,
       version: lease?.slot.deployment.version ?? deployment.version,
       instanceId: lease?.slot.instance.id ?? null,
@@ -168,106 +272,26 @@ export function createGateway(options: GatewayOptions): Gateway {
       startMs: lease?.startMs ?? 0,
       initMs: lease?.coldStart ? lease.slot.instance.initMs : null,
       handlerMs: m?.handlerMs ?? 0,
-      totalMs: performance.now() - d.t0,
+      totalMs: performance.now() - inv.t0,
       status: res.headersSent ? res.statusCode : 0,
-      errorCode: d.errorCode ?? m?.errorCode ?? null,
+      errorCode: inv.errorCode ?? m?.errorCode ?? null,
       bytesIn: m?.bytesIn ?? 0,
-      bytesOut: m === null ? d.errorBytes ?? 0 : m.bytesOut + (d.errorBytes ?? 0),
-      traceparent: d.traceparent,
-      ts: d.ts,
+      bytesOut: (m?.bytesOut ?? 0) + inv.errorBytes,
+      peakMemoryBytes: null,
+      traceparent: inv.traceparent,
+      ts: Date.now() - (performance.now() - inv.t0),
     };
-    if (lease === null) {
-      observer!.onInvocation({ ...base, peakMemoryBytes: null });
-      return;
+    if (lease === null) return observer.onInvocation(r);
+    // Peak memory is sampled at most once a second per instance: in between, the record goes out now.
+    const cached = memory.cached(lease.slot.instance);
+    if (cached !== undefined) {
+      r.peakMemoryBytes = cached;
+      return observer.onInvocation(r);
     }
-    void memory.peak(lease.slot.instance).then((peakMemoryBytes) => observer!.onInvocation({ ...base, peakMemoryBytes }));
-  }
-
-  async function serve(
-    req: IncomingMessage, res: ServerResponse, entry: FunctionEntry, deployment: Deployment, path: string,
-    requestId: string, getLog: () => Logger, draft: Draft | null,
-  ): Promise<void> {
-    const sendError = (res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): void => {
-      const sent = sendErrorResponse(res, err, requestId, log, extra);
-      if (draft !== null && sent !== null) {
-        draft.errorCode = sent.code;
-        draft.errorBytes = sent.bytes;
-      }
-    };
-    const trace = resolveTraceparent(req.headers.traceparent);
-    if (draft !== null) draft.traceparent = trace.traceparent;
-
-    if (!deployment.config.public) {
-      try {
-        await authorize(req, deployment);
-      } catch (err) {
-        return sendError(res, err, requestId, getLog());
-      }
-    }
-
-    let bodyMode: BodyMode = "none";
-    const contentLength = req.headers["content-length"];
-    if (contentLength !== undefined) {
-      // Node's parser already refused a malformed Content-Length.
-      const n = Number(contentLength);
-      if (n > deployment.config.maxBodyBytes) return sendError(res, new StratusError("PAYLOAD_TOO_LARGE"), requestId, logger, CLOSE);
-      if (n > 0) bodyMode = "fixed";
-    } else if (req.headers["transfer-encoding"] !== undefined) {
-      bodyMode = "counted";
-    }
-
-    inFlight++;
-    try {
-      let lease: Lease | null = entry.pool.tryAcquire();
-      if (lease === null) {
-        const pending = entry.pool.wait();
-        const cancel = (): void => pending.cancel();
-        res.once("close", cancel);
-        try {
-          lease = await pending.promise;
-        } finally {
-          res.off("close", cancel);
-        }
-        if (req.socket.destroyed) {
-          // The client left while it waited: the instance never saw the request, keep it.
-          entry.pool.release(lease, "reuse");
-          return;
-        }
-      }
-      if (draft !== null) draft.lease = lease;
-      const slot = lease.slot;
-      const result = await proxyRequest({
-        req,
-        res,
-        lease,
-        path,
-        requestId,
-        bodyMode,
-        dropAuthorization: entry.dropAuthorization,
-        traceparent: trace.traceparent,
-        freshTrace: trace.fresh,
-        timeoutGraceMs: limits.timeoutGraceMs,
-        crashWaitMs: limits.crashWaitMs,
-        log: () => getLog().child({ instance: slot.instance.id }),
-      });
-      entry.pool.release(lease, result.outcome);
-      if (draft !== null) {
-        draft.meter = result.meter;
-        if (result.error !== undefined) draft.errorCode = result.error.code;
-      }
-      if (result.error !== undefined) {
-        sendError(res, result.error, requestId, getLog(), {
-          ...result.error.headers,
-          [HEADERS.coldStart]: lease.coldStart ? "true" : "false",
-          "server-timing": serverTiming(lease.queueMs, lease.startMs, 0),
-        });
-      }
-    } catch (err) {
-      if (!req.socket.destroyed) sendError(res, err, requestId, getLog());
-    } finally {
-      inFlight--;
-      if (inFlight === 0 && onIdle !== null) onIdle();
-    }
+    void memory.peak(lease.slot.instance).then((peakMemoryBytes) => {
+      r.peakMemoryBytes = peakMemoryBytes;
+      observer.onInvocation(r);
+    });
   }
 
   function onClientError(err: Error & { code?: string }, socket: Socket): void {
@@ -402,15 +426,48 @@ export function createGateway(options: GatewayOptions): Gateway {
   };
 }
 
-/** An invocation being measured (only when an observer is set). */
-interface Draft {
-  readonly ts: number;
-  readonly t0: number;
-  errorCode: string | null;
-  errorBytes?: number;
-  lease: Lease | null;
-  meter: ProxyMeter | null;
-  traceparent: string;
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/**
+ * One request to a known function, from routing to its record; also the proxy's parameters, so the
+ * warm path allocates one object for both.
+ */
+class Invocation implements ProxyParams {
+  bodyMode: BodyMode = "none";
+  lease: Lease | null = null;
+  meter: ProxyMeter | null = null;
+  errorCode: string | null = null;
+  errorBytes = 0;
+  readonly deployment: Deployment;
+  readonly dropAuthorization: boolean;
+  readonly timeoutGraceMs: number;
+  readonly crashWaitMs: number;
+  private logger: Logger | null = null;
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly entry: FunctionEntry,
+    readonly path: string,
+    readonly requestId: string,
+    readonly traceparent: string,
+    readonly freshTrace: boolean,
+    /** performance.now() at arrival; 0 without an observer (nothing reads it then). */
+    readonly t0: number,
+    limits: { timeoutGraceMs: number; crashWaitMs: number },
+    private readonly root: Logger,
+  ) {
+    this.deployment = entry.deployment;
+    this.dropAuthorization = entry.dropAuthorization;
+    this.timeoutGraceMs = limits.timeoutGraceMs;
+    this.crashWaitMs = limits.crashWaitMs;
+  }
+
+  /** The per-request child logger, built only when something is logged. */
+  log(): Logger {
+    this.logger ??= this.root.child({ rid: this.requestId, fn: this.deployment.name });
+    return this.lease === null ? this.logger : this.logger.child({ instance: this.lease.slot.instance.id });
+  }
 }
 
 function sendError(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): void {

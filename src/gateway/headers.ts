@@ -3,7 +3,7 @@
  * Everything here is on the hot path: lookups in precomputed Sets, char-code scans, no regex.
  */
 import { randomUUID } from "node:crypto";
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import type { IncomingHttpHeaders } from "node:http";
 import { HEADERS } from "../shared/protocol";
 
 /** Longest client-supplied request id we keep, characters. */
@@ -81,27 +81,54 @@ export function buildUpstreamHeaders(
   return out;
 }
 
+/** The instance's response head as the client gets it (see filterDownstreamHeaders). */
+export interface DownstreamHead {
+  /** Flat `[name, value, name, value, …]` for `res.writeHead` (keeps repeated headers such as set-cookie). */
+  readonly headers: string[];
+  /** The instance sent `x-stratus-instance-unusable`: destroy it after this response. */
+  readonly unusable: boolean;
+  /** The instance sent `x-stratus-error-source`: the body is a platform error body. */
+  readonly errorSource: boolean;
+  /** The function's own Server-Timing values (joined with ", "), or null. */
+  readonly serverTiming: string | null;
+}
+
 /**
- * Response headers sent back to the client: the instance's minus hop-by-hop ones and minus
- * `x-stratus-instance-unusable` (reported through `unusable`). `x-stratus-error-source` set by the
- * runtime is kept.
+ * Response headers sent back to the client, from undici's raw head (`[name, value, …]` as Buffers):
+ * the instance's minus hop-by-hop ones, minus `x-stratus-instance-unusable` (reported as `unusable`),
+ * minus `server-timing`, `x-stratus-request-id` and `x-stratus-cold-start` (the gateway writes its
+ * own, merging the function's Server-Timing after its own). `x-stratus-error-source` set by the
+ * runtime is kept. A flat array straight from the raw head: no header object is built per response.
  */
-export function filterDownstreamHeaders(upstream: Record<string, string | string[] | undefined>): { headers: OutgoingHttpHeaders; unusable: boolean } {
-  const headers: OutgoingHttpHeaders = {};
+export function filterDownstreamHeaders(raw: readonly (Buffer | string)[]): DownstreamHead {
+  const headers: string[] = [];
   let unusable = false;
-  for (const key in upstream) {
-    if (key === HEADERS.instanceUnusable) {
-      unusable = true;
-      continue;
+  let errorSource = false;
+  let serverTiming: string | null = null;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toString("latin1");
+    const key = name.toLowerCase();
+    const value = raw[i + 1]!.toString("latin1");
+    if (key.startsWith(STRATUS_PREFIX)) {
+      if (key === HEADERS.instanceUnusable) unusable = true;
+      else if (key === HEADERS.errorSource) {
+        errorSource = true;
+        headers.push(name, value);
+      } else if (key !== HEADERS.requestId && key !== HEADERS.coldStart) headers.push(name, value);
+    } else if (key === "server-timing") {
+      serverTiming = serverTiming === null ? value : `${serverTiming}, ${value}`;
+    } else if (!HOP_BY_HOP.has(key)) {
+      headers.push(name, value);
     }
-    if (HOP_BY_HOP.has(key)) continue;
-    const value = upstream[key];
-    if (value !== undefined) headers[key] = value;
   }
-  return { headers, unusable };
+  return { headers, unusable, errorSource, serverTiming };
 }
 
 /** `Server-Timing` value: `queue;dur=…, start;dur=…, handler;dur=…` (ms, 0.1 ms precision). */
 export function serverTiming(queueMs: number, startMs: number, handlerMs: number): string {
+  if (queueMs === 0 && startMs === 0) return WARM_TIMING_PREFIX + handlerMs.toFixed(1);
   return `queue;dur=${queueMs.toFixed(1)}, start;dur=${startMs.toFixed(1)}, handler;dur=${handlerMs.toFixed(1)}`;
 }
+
+/** A warm request never queued nor started anything: one number to format, not three. */
+const WARM_TIMING_PREFIX = "queue;dur=0.0, start;dur=0.0, handler;dur=";

@@ -4,7 +4,6 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Transform, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import { HEADERS } from "../shared/protocol";
@@ -17,7 +16,6 @@ export type BodyMode = "none" | "fixed" | "counted";
 export interface ProxyParams {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
-  readonly lease: Lease;
   /** Path + query below the function root. */
   readonly path: string;
   readonly requestId: string;
@@ -32,7 +30,8 @@ export interface ProxyParams {
   readonly timeoutGraceMs: number;
   /** Bounded wait for an exit reason after a broken connection, ms. */
   readonly crashWaitMs: number;
-  readonly log: () => Logger;
+  /** The request's logger (built lazily by the caller). */
+  log(): Logger;
 }
 
 /** What happened: the instance's fate, and the error to answer when one occurred. */
@@ -59,8 +58,19 @@ export interface ProxyMeter {
 /** Bytes of an error body kept to read its code: error bodies are small JSON objects. */
 const ERROR_BODY_PEEK_BYTES = 4096;
 
+/** Reason given to undici when the client left: never shown to anyone. */
+const CLIENT_GONE = new Error("the client closed the connection");
+
+type AbortUpstream = (reason?: Error) => void;
+
 /**
- * Sends the request, streams the response back. Never throws.
+ * Sends the request and streams the response back; calls `onDone` exactly once with the result, as
+ * soon as the instance finished the exchange (its last body byte, or a failure). Never throws.
+ *
+ * Hot path (docs/gateway.md, "Performance"): one object per request is undici's dispatch handler
+ * itself, writing the instance's head and body chunks straight into `res`; no Promise, no Readable
+ * of undici's, no `pipe`, no AbortController (undici hands `onConnect` an abort function), no
+ * AsyncResource, no header object in either direction.
  *
  * Backstop: undici's headersTimeout and bodyTimeout (coarse shared timers inside undici) are set to
  * the function's timeout + grace; the runtime enforces the timeout itself, so reaching the backstop
@@ -70,88 +80,148 @@ const ERROR_BODY_PEEK_BYTES = 4096;
  * never given another request): the handler may still run inside, and with concurrency 1 a second
  * request must never share it. Graceful close lets that handler finish within its timeout.
  */
-export async function proxyRequest(p: ProxyParams): Promise<ProxyResult> {
-  const { req, res, lease } = p;
-  const slot = lease.slot;
-  const config = slot.deployment.config;
-  const abort = new AbortController();
-  let clientGone = false;
-  let tooLarge = false;
-  const onClose = (): void => {
-    if (!res.writableFinished) {
-      clientGone = true;
-      abort.abort();
-    }
-  };
-  res.once("close", onClose);
+export function proxyRequest(p: ProxyParams, lease: Lease, onDone: (result: ProxyResult) => void): void {
+  new Exchange(p, lease, onDone).start();
+}
 
-  const meter: ProxyMeter = { bytesIn: 0, bytesOut: 0, handlerMs: 0, errorCode: null };
-  let body: Readable | null = null;
-  if (p.bodyMode === "fixed") {
-    body = req;
-  } else if (p.bodyMode === "counted") {
-    body = countBytes(req, config.maxBodyBytes, () => (tooLarge = true), (n) => (meter.bytesIn = n));
-  }
-  const backstopMs = config.timeout + p.timeoutGraceMs;
-  const started = performance.now();
-  if (p.bodyMode === "fixed") meter.bytesIn = Number(req.headers["content-length"]);
-  const done = (r: Omit<ProxyResult, "meter">): ProxyResult => {
-    meter.handlerMs = performance.now() - started;
-    return { ...r, meter };
+/**
+ * One exchange with an instance, and undici's (legacy, internal) dispatch handler for it: these are
+ * the callbacks undici's own `request()` implements, without its wrapper objects.
+ * Invariants: `onDone` runs once (`done`); the response head is written at most once, by onHeaders
+ * or later by the gateway for an error (`res.headersSent` tells them apart).
+ */
+class Exchange implements ProxyMeter {
+  bytesIn = 0;
+  bytesOut = 0;
+  handlerMs = 0;
+  errorCode: string | null = null;
+  private abortUpstream: AbortUpstream | null = null;
+  private clientGone = false;
+  private tooLarge = false;
+  private unusable = false;
+  private done = false;
+  private peek: Buffer[] | null = null;
+  private peekBytes = 0;
+  private started = 0;
+  private resume: (() => void) | null = null;
+  private readonly onDrain = (): void => this.resume?.();
+  private readonly onClientClose = (): void => {
+    if (this.done || this.p.res.writableFinished) return;
+    this.clientGone = true;
+    this.abortUpstream?.(CLIENT_GONE);
   };
-  try {
-    const up = await slot.dispatcher.request({
+
+  constructor(private readonly p: ProxyParams, private readonly lease: Lease, private readonly onDone: (result: ProxyResult) => void) {}
+
+  start(): void {
+    const { req, res } = this.p;
+    const lease = this.lease;
+    const config = lease.slot.deployment.config;
+    let body: Readable | null = null;
+    if (this.p.bodyMode === "fixed") {
+      body = req;
+      this.bytesIn = Number(req.headers["content-length"]);
+    } else if (this.p.bodyMode === "counted") {
+      body = countBytes(req, config.maxBodyBytes, () => (this.tooLarge = true), (n) => (this.bytesIn = n));
+    }
+    res.once("close", this.onClientClose);
+    const backstopMs = config.timeout + this.p.timeoutGraceMs;
+    this.started = performance.now();
+    lease.slot.dispatcher.dispatch({
       method: req.method as "GET",
-      path: p.path,
-      headers: buildUpstreamHeaders(req.headers, p.requestId, {
+      path: this.p.path,
+      headers: buildUpstreamHeaders(req.headers, this.p.requestId, {
         deadlineMs: config.timeout,
-        dropAuthorization: p.dropAuthorization,
+        dropAuthorization: this.p.dropAuthorization,
         remoteAddress: req.socket.remoteAddress,
-        traceparent: p.traceparent,
-        freshTrace: p.freshTrace,
+        traceparent: this.p.traceparent,
+        freshTrace: this.p.freshTrace,
       }),
       body,
-      signal: abort.signal,
       headersTimeout: backstopMs,
       bodyTimeout: backstopMs,
-    });
-    const handlerMs = performance.now() - started;
-    const { headers, unusable } = filterDownstreamHeaders(up.headers);
-    const theirs = headers["server-timing"];
-    const ours = serverTiming(lease.queueMs, lease.startMs, handlerMs);
-    headers["server-timing"] = theirs === undefined ? ours : `${ours}, ${String(theirs)}`;
-    headers[HEADERS.requestId] = p.requestId;
-    headers[HEADERS.coldStart] = lease.coldStart ? "true" : "false";
-    res.writeHead(up.statusCode, headers);
-    const isError = up.headers[HEADERS.errorSource] !== undefined;
-    const length = up.headers["content-length"];
-    try {
-      if (!isError && typeof length === "string") {
-        // The common case needs no counting stage: the runtime's res.send sets Content-Length.
-        await forward(up.body, res);
-        meter.bytesOut = Number(length);
-      } else {
-        const peek: Buffer[] | null = isError ? [] : null;
-        await pipeline(up.body, meterStream(meter, peek), res);
-        if (peek !== null) meter.errorCode = errorCodeOf(peek);
-      }
-    } catch (err) {
-      if (clientGone || req.socket.destroyed) return done({ outcome: "retire" });
-      p.log().warn({ err }, "response stream from the instance broke");
-      return done({ outcome: "destroy" });
+    }, this);
+  }
+
+  onConnect(abort: AbortUpstream): void {
+    if (this.clientGone) abort(CLIENT_GONE);
+    else this.abortUpstream = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx: the final head follows (as undici's request() does)
+    const res = this.p.res;
+    const lease = this.lease;
+    if (this.clientGone || res.destroyed) return true; // onError follows (the abort above)
+    const head = filterDownstreamHeaders(rawHeaders);
+    this.unusable = head.unusable;
+    if (head.errorSource) this.peek = [];
+    const ours = serverTiming(lease.queueMs, lease.startMs, performance.now() - this.started);
+    head.headers.push(
+      "server-timing", head.serverTiming === null ? ours : `${ours}, ${head.serverTiming}`,
+      HEADERS.requestId, this.p.requestId,
+      HEADERS.coldStart, lease.coldStart ? "true" : "false",
+    );
+    res.writeHead(statusCode, head.headers);
+    this.resume = resume;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.bytesOut += chunk.length;
+    if (this.peek !== null && this.peekBytes < ERROR_BODY_PEEK_BYTES) {
+      this.peek.push(chunk);
+      this.peekBytes += chunk.length;
     }
-    return done({ outcome: unusable ? "destroy" : "reuse" });
-  } catch (err) {
-    if (tooLarge) return done({ outcome: "retire", error: new StratusError("PAYLOAD_TOO_LARGE", undefined, { headers: { connection: "close" } }) });
-    if (clientGone || req.socket.destroyed) return done({ outcome: "retire" });
+    if (this.p.res.write(chunk)) return true;
+    // A slow client: pause the instance's socket until the client drains (backpressure).
+    this.p.res.once("drain", this.onDrain);
+    return false;
+  }
+
+  onComplete(): void {
+    const res = this.p.res;
+    if (this.peek !== null) this.errorCode = errorCodeOf(this.peek);
+    if (!this.clientGone && !res.destroyed) res.end();
+    this.finish(this.clientGone ? "retire" : this.unusable ? "destroy" : "reuse");
+  }
+
+  onError(err: Error): void {
+    if (this.done) return;
+    const { req, res } = this.p;
+    if (this.tooLarge) {
+      this.finish("retire", new StratusError("PAYLOAD_TOO_LARGE", undefined, { headers: { connection: "close" } }));
+      return;
+    }
+    if (this.clientGone || req.socket.destroyed) {
+      this.finish("retire");
+      return;
+    }
+    if (res.headersSent) {
+      // The response broke after its head went out: nothing left to tell the client but a cut.
+      this.p.log().warn({ err }, "response stream from the instance broke");
+      res.destroy();
+      this.finish("destroy");
+      return;
+    }
     const code = (err as { code?: unknown }).code;
     if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
-      p.log().warn({ backstopMs }, "instance did not answer within timeout + grace; destroying it");
-      return done({ outcome: "destroy", error: new StratusError("FUNCTION_TIMEOUT") });
+      this.p.log().warn({ backstopMs: this.lease.slot.deployment.config.timeout + this.p.timeoutGraceMs }, "instance did not answer within timeout + grace; destroying it");
+      this.finish("destroy", new StratusError("FUNCTION_TIMEOUT"));
+      return;
     }
-    return done({ outcome: "destroy", error: await classifyBrokenInstance(lease, err, p) });
-  } finally {
-    res.off("close", onClose);
+    this.handlerMs = performance.now() - this.started;
+    this.done = true;
+    this.p.res.off("close", this.onClientClose);
+    void classifyBrokenInstance(this.lease, err, this.p).then((error) => this.onDone({ outcome: "destroy", error, meter: this }));
+  }
+
+  private finish(outcome: ReleaseOutcome, error?: StratusError): void {
+    if (this.done) return;
+    this.done = true;
+    this.handlerMs = performance.now() - this.started;
+    this.p.res.off("close", this.onClientClose);
+    this.onDone(error === undefined ? { outcome, meter: this } : { outcome, error, meter: this });
   }
 }
 
@@ -187,58 +257,6 @@ function countBytes(src: IncomingMessage, maxBytes: number, onTooLarge: () => vo
   });
   src.once("error", (err) => counter.destroy(err));
   return src.pipe(counter);
-}
-
-/**
- * `up.pipe(res)` as a promise, with pipeline's failure semantics (either side failing or closing early
- * destroys both and rejects). Not `stream/promises.pipeline`: it makes an AbortController per call and
- * aborts it on completion, building a DOMException with a stack each time, ~4 % of the gateway's CPU on
- * the warm path (bench/gateway-latency.ts profile).
- */
-function forward(src: Readable, dst: ServerResponse): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const cleanup = (): void => {
-      src.off("error", fail);
-      dst.off("error", fail);
-      dst.off("finish", onFinish);
-      dst.off("close", onClose);
-    };
-    function fail(err: unknown): void {
-      cleanup();
-      // A late second error from either side must not become an uncaught exception.
-      src.on("error", () => {});
-      src.destroy();
-      dst.destroy();
-      reject(err instanceof Error ? err : new Error(String(err)));
-    }
-    function onFinish(): void {
-      cleanup();
-      resolve();
-    }
-    function onClose(): void {
-      if (!dst.writableFinished) fail(new Error("response closed before the body was sent"));
-    }
-    src.once("error", fail);
-    dst.once("error", fail);
-    dst.once("finish", onFinish);
-    dst.once("close", onClose);
-    src.pipe(dst);
-  });
-}
-
-/** Counts response bytes into `meter`, keeping the first ERROR_BODY_PEEK_BYTES in `peek` when given. */
-function meterStream(meter: ProxyMeter, peek: Buffer[] | null): Transform {
-  let kept = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, callback) {
-      meter.bytesOut += chunk.length;
-      if (peek !== null && kept < ERROR_BODY_PEEK_BYTES) {
-        peek.push(chunk);
-        kept += chunk.length;
-      }
-      callback(null, chunk);
-    },
-  });
 }
 
 /** `error.code` of a JSON error body, or null when it is not one. */

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseFunctionRoute } from "./route";
-import { buildUpstreamHeaders, filterDownstreamHeaders, isSaneRequestId, pickRequestId } from "./headers";
+import { buildUpstreamHeaders, filterDownstreamHeaders, isSaneRequestId, pickRequestId, serverTiming } from "./headers";
 
 test("parseFunctionRoute: table", () => {
   const cases: [string, { name: string; path: string } | null][] = [
@@ -58,8 +58,22 @@ test("upstream headers: hop-by-hop, Connection-named and x-stratus-* stripped; a
   assert.equal(kept.authorization, "Bearer u");
 });
 
-test("downstream headers: unusable flag reported and stripped", () => {
-  const r = filterDownstreamHeaders({ "content-type": "text/plain", connection: "keep-alive", "keep-alive": "timeout=5", "x-stratus-instance-unusable": "1", "set-cookie": ["a=1", "b=2"] });
+test("downstream headers: hop-by-hop and our own stripped, unusable and error source reported, Server-Timing merged", () => {
+  const raw = [
+    "Content-Type", "text/plain", "Connection", "keep-alive", "Keep-Alive", "timeout=5", "X-Stratus-Instance-Unusable", "1",
+    "set-cookie", "a=1", "set-cookie", "b=2", "x-stratus-request-id", "rid", "x-stratus-error-source", "function",
+    "Server-Timing", "db;dur=2", "server-timing", "cache;desc=hit",
+  ].map((s) => Buffer.from(s, "latin1"));
+  const r = filterDownstreamHeaders(raw);
   assert.equal(r.unusable, true);
-  assert.deepEqual(r.headers, { "content-type": "text/plain", "set-cookie": ["a=1", "b=2"] });
+  assert.equal(r.errorSource, true);
+  assert.equal(r.serverTiming, "db;dur=2, cache;desc=hit");
+  assert.deepEqual(r.headers, ["Content-Type", "text/plain", "set-cookie", "a=1", "set-cookie", "b=2", "x-stratus-error-source", "function"]);
+  const plain = filterDownstreamHeaders(["content-length", "5"]);
+  assert.deepEqual(plain, { headers: ["content-length", "5"], unusable: false, errorSource: false, serverTiming: null });
+});
+
+test("server timing: warm shortcut formats like the general case", () => {
+  assert.equal(serverTiming(0, 0, 1.234), "queue;dur=0.0, start;dur=0.0, handler;dur=1.2");
+  assert.equal(serverTiming(2, 30.06, 1), "queue;dur=2.0, start;dur=30.1, handler;dur=1.0");
 });

@@ -47,6 +47,12 @@ export interface PrewarmPoolOptions {
   readonly concurrency?: number;
   /** Called when creating a slot fails (it is retried on the next take or after `retryMs`). */
   readonly onError?: (err: unknown) => void;
+  /**
+   * Quiet time after the last start before refillAfterStart() refills, ms (default 250). A slot boot is
+   * ~0.2 s of CPU: started right after a cold start, it slowed that instance's first request from ~2.5 ms
+   * to 10–40 ms on 2 cores (bench/results/cold-start.md).
+   */
+  readonly refillDelayMs?: number;
   /** Back-off after a failed creation (default 1000). */
   readonly retryMs?: number;
 }
@@ -64,6 +70,7 @@ export class PrewarmPool<S> {
   private closed = false;
   private backoffUntil = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  private refillTimer: NodeJS.Timeout | undefined;
   /** Slot creations in progress, so close() can wait for them and destroy what they produce. */
   private readonly pending = new Set<Promise<void>>();
   /** Creations in progress per key, oldest first, each with the start that claimed it (if any). */
@@ -100,7 +107,7 @@ export class PrewarmPool<S> {
 
   /**
    * Hands out one ready idle slot of `key` (oldest first), or undefined, and records the demand. It does
-   * not refill: the caller calls refill() once its start is done, so a slot booting (bwrap's mounts, Node
+   * not refill: the caller calls refillAfterStart() once its start is done, so a slot booting (bwrap's mounts, Node
    * start-up) does not compete with the specialisation for the CPU and the mount lock (measured: the
    * specialisation took 40–60 ms instead of ~20 with a slot booting beside it on a loaded 2-core node).
    */
@@ -134,6 +141,18 @@ export class PrewarmPool<S> {
     const entry = this.booting.get(key)?.find((e) => e.claimer === null);
     if (!entry) return undefined;
     return new Promise((resolve) => (entry.claimer = resolve));
+  }
+
+  /**
+   * What a driver calls when a start is done: refill once no start happened for `refillDelayMs`, so the
+   * boot does not compete with the first requests of the instance just started (nor with the next starts
+   * of a burst; those that find no slot boot fresh through the driver's gate, which costs the same).
+   */
+  refillAfterStart(): void {
+    if (!this.enabled) return;
+    clearTimeout(this.refillTimer);
+    this.refillTimer = setTimeout(() => this.refill(), this.options.refillDelayMs ?? 250);
+    this.refillTimer.unref();
   }
 
   /** Starts slot creations until every key with demand reaches its target (bounded by `concurrency`). */
@@ -198,6 +217,7 @@ export class PrewarmPool<S> {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.refillTimer);
     const slots = [...this.idle.values()].flat();
     this.idle.clear();
     await Promise.all([...slots.map((s) => this.factory.destroy(s)), ...this.pending]);

@@ -607,8 +607,9 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       counts.misses++;
       return inst;
     } finally {
-      // Refill only now (see PrewarmPool.take): a booting slot would slow this start down.
-      pool.refill();
+      // Refill only later (see PrewarmPool.take, refillAfterStart): a booting slot would slow this start
+      // and the instance's first requests down.
+      pool.refillAfterStart();
     }
   }
 

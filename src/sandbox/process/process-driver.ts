@@ -403,8 +403,9 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       if (booting) sb = await untilAborted(booting, startOptions.signal, (late) => void (late && destroySandbox(late)));
       return await startOn(sb, spec, startOptions, t0);
     } finally {
-      // Refill only now (see PrewarmPool.take): a booting slot would slow this start down.
-      pool.refill();
+      // Refill only later (see PrewarmPool.take, refillAfterStart): a booting slot would slow this start
+      // and the instance's first requests down.
+      pool.refillAfterStart();
     }
   }
 

@@ -19,7 +19,7 @@ export function machine(before: string, after: string): string {
   return [
     `- machine: ${c.length} × ${c[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM (${(freemem() / 2 ** 30).toFixed(1)} free), Linux ${release()}, Node ${process.version}`,
     `- load average (1/5/15 min) before: ${before}; after: ${after}`,
-    busy ? `- **the 1-minute load average was above 1 per core (other work, or the benchmark's own processes lingering): absolute figures are pessimistic; compare the ratios**` : `- the machine was mostly idle`,
+    busy ? `- **the 1-minute load average was above half the core count (other work, or the benchmark's own processes lingering): absolute figures are pessimistic; compare the ratios**` : `- the machine was mostly idle`,
     `- date: ${new Date().toISOString()}`,
   ].join("\n");
 }

@@ -14,8 +14,9 @@ import { setTimeout as delay } from "node:timers/promises";
 import Docker from "dockerode";
 import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance";
 import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
+import { preparing } from "./helpers/preparing-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
-import type { Instance, InstanceSpec, SandboxDriver } from "../src/sandbox/driver";
+import type { Instance, InstanceSpec } from "../src/sandbox/driver";
 
 const REGISTRY = process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000";
 const RUNTIME = resolve("dist/runtime.cjs");
@@ -61,22 +62,6 @@ async function poolFilled(driver: DockerDriver, n: number, timeoutMs = 90_000): 
   }
 }
 
-/** As the deploy pipeline: prepare() once per version (the image stays the deploy artifact), then start. */
-function preparing(inner: DockerDriver): SandboxDriver {
-  const images = new Map<string, Promise<string>>();
-  return {
-    ...inner,
-    start: async (spec, opts) => {
-      const key = `${spec.functionName}\0${spec.artifactDir}`;
-      let image = images.get(key);
-      if (image === undefined) {
-        image = inner.prepare(spec).then((r) => r.image);
-        images.set(key, image);
-      }
-      return inner.start({ ...spec, image: await image }, opts);
-    },
-  };
-}
 
 let conf: ReturnType<typeof newDriver> | undefined;
 runDriverConformance(

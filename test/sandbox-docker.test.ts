@@ -10,7 +10,8 @@ import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
 import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
-import type { InstanceLogLine, InstanceSpec, SandboxDriver } from "../src/sandbox/driver";
+import { preparing } from "./helpers/preparing-driver";
+import type { InstanceLogLine, InstanceSpec } from "../src/sandbox/driver";
 import { runDriverConformance } from "../src/sandbox/conformance";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
 
@@ -104,25 +105,6 @@ try {
 }
 if (!existsSync(RUNTIME)) throw new Error(`${RUNTIME} is missing: run \`npm run build\` first`);
 
-/**
- * The conformance suite builds specs without an image (it is driver-neutral); the deploy pipeline
- * calls prepare() once per version before any start, and this wrapper does the same.
- */
-function preparing(inner: DockerDriver): SandboxDriver {
-  const images = new Map<string, Promise<string>>();
-  return {
-    ...inner,
-    start: async (spec, opts) => {
-      const key = `${spec.functionName}\0${spec.artifactDir}`;
-      let image = images.get(key);
-      if (image === undefined) {
-        image = inner.prepare(spec).then((r) => r.image);
-        images.set(key, image);
-      }
-      return inner.start({ ...spec, image: await image }, opts);
-    },
-  };
-}
 
 const confNodeId = `conf-${process.pid}`;
 const confSocketRoot = join(work, "c");

@@ -58,19 +58,22 @@ test("a claim resolves undefined when the creation fails or the pool closes", as
   await pool.close();
 });
 
-test("refillAfterStart waits for a quiet time after the last start, then refills", async () => {
+test("refillAfterStart waits for a quiet time after the last start, then refills", async (t) => {
   const { factory, creations } = fakeFactory();
   const pool = new PrewarmPool(factory, { size: 1, defaultKey: "k", refillDelayMs: 40 });
   pool.refill();
   creations[0]!.resolve("a");
   await tick();
   assert.equal(pool.take("k"), "a");
+  t.mock.timers.enable({ apis: ["setTimeout"] });
   pool.refillAfterStart();
-  await new Promise((r) => setTimeout(r, 25));
+  t.mock.timers.tick(25);
   pool.refillAfterStart(); // a second start within the delay pushes the refill back
-  await new Promise((r) => setTimeout(r, 25));
+  t.mock.timers.tick(25);
   assert.equal(creations.length, 1, "no boot while starts keep coming");
-  await new Promise((r) => setTimeout(r, 40));
+  t.mock.timers.tick(15);
   assert.equal(creations.length, 2, "refilled once the starts stopped");
+  t.mock.timers.reset();
+  creations[1]!.resolve("b");
   await pool.close();
 });

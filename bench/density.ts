@@ -17,6 +17,8 @@ import { load, machine, pct, sorted, writeResult } from "./lib/report";
 const K = Number(process.argv[2] ?? 60);
 const ROOT = "stratus-bench-density";
 const MiB = 1024 * 1024;
+/** How long instances (and bare servers) sit idle before the "idle" sample, ms. */
+const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 15_000);
 
 function pssBytes(pid: number): number {
   try {
@@ -80,6 +82,10 @@ for (let i = 1; i < K; i += 4) {
 // Let start-up garbage be collected and the instances settle before measuring "idle".
 await new Promise((r) => setTimeout(r, 3000));
 const mem = instanceMemory();
+// An instance left idle: V8's memory reducer runs a few seconds after allocation stops (measured ~5 MiB
+// less per instance after ~10 s here), which is what a warm instance waiting for its next request costs.
+await new Promise((r) => setTimeout(r, IDLE_MS - 3000));
+const memIdle = instanceMemory();
 const many = await latency(client, names.map((n) => `/fn/${n}/`), 1500);
 await client.close();
 await gw.close();
@@ -96,12 +102,18 @@ for (let i = 0; i < BARE; i++) {
 }
 await new Promise((r) => setTimeout(r, 2000));
 for (const c of bare) barePss += pssBytes(c.pid!);
+await new Promise((r) => setTimeout(r, IDLE_MS - 2000));
+let barePssIdle = 0;
+for (const c of bare) barePssIdle += pssBytes(c.pid!);
 for (const c of bare) c.kill();
 const after = load();
 
 const perInstPss = mem.pssBytes / mem.instances;
 const perInstCg = mem.cgroupBytes / mem.instances;
 const perBare = barePss / BARE;
+const perInstPssIdle = memIdle.pssBytes / memIdle.instances;
+const perInstCgIdle = memIdle.cgroupBytes / memIdle.instances;
+const perBareIdle = barePssIdle / BARE;
 const a = sorted(alone);
 const m = sorted(many);
 const md = `# Density — idle warm instances per GiB, and warm latency with many resident
@@ -112,12 +124,23 @@ const md = `# Density — idle warm instances per GiB, and warm latency with man
 
 ${machine(before, after)}
 
+3 s after the last start (start-up garbage still in the heap):
+
 | measure | total | per instance | instances per GiB |
 |---|---|---|---|
 | cgroup memory usage, summed (page cache included) | ${(mem.cgroupBytes / MiB).toFixed(0)} MiB | ${(perInstCg / MiB).toFixed(1)} MiB | ${Math.floor(1024 * MiB / perInstCg)} |
 | PSS, summed over the instances' processes | ${(mem.pssBytes / MiB).toFixed(0)} MiB | ${(perInstPss / MiB).toFixed(1)} MiB | **${Math.floor(1024 * MiB / perInstPss)}** |
 | baseline: ${BARE} bare idle Node http servers, PSS | ${(barePss / MiB).toFixed(0)} MiB | ${(perBare / MiB).toFixed(1)} MiB | ${Math.floor(1024 * MiB / perBare)} |
 | ratio instance / bare server (PSS) | | ${(perInstPss / perBare).toFixed(2)} | |
+
+After ${IDLE_MS / 1000} s idle (V8's memory reducer has run; this is what a warm instance waiting for traffic holds):
+
+| measure | total | per instance | instances per GiB |
+|---|---|---|---|
+| cgroup memory usage, summed (page cache included) | ${(memIdle.cgroupBytes / MiB).toFixed(0)} MiB | ${(perInstCgIdle / MiB).toFixed(1)} MiB | ${Math.floor(1024 * MiB / perInstCgIdle)} |
+| PSS, summed over the instances' processes | ${(memIdle.pssBytes / MiB).toFixed(0)} MiB | ${(perInstPssIdle / MiB).toFixed(1)} MiB | **${Math.floor(1024 * MiB / perInstPssIdle)}** |
+| baseline: ${BARE} bare Node http servers idle as long, PSS | ${(barePssIdle / MiB).toFixed(0)} MiB | ${(perBareIdle / MiB).toFixed(1)} MiB | ${Math.floor(1024 * MiB / perBareIdle)} |
+| ratio instance / bare server (PSS) | | ${(perInstPssIdle / perBareIdle).toFixed(2)} | |
 
 PSS counts a shared page (the node binary, shared libraries) once in total, split among the processes sharing
 it, so the PSS sum is the real memory the instances cost together. The cgroup figure also counts the page cache

@@ -346,6 +346,17 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     assert.equal((await get(inst.endpoint.socketPath)).body, "Hello");
     await inst.destroy();
   });
+
+  test("a prune racing a fresh start never makes the start fail (the start pulls the image again if needed)", async () => {
+    const spec = specOf("pruneRace", "hello", artifact("hello", "\n// prune race"));
+    const { image } = await driver.prepare(spec);
+    for (let i = 0; i < 4; i++) {
+      // Nothing keeps the image: the prune removes it whenever no start is between its pull and create.
+      const [inst] = await Promise.all([driver.start({ ...spec, instanceId: `${spec.instanceId}-r${i}`, image }), driver.pruneImages([helloImage])]);
+      assert.equal((await get(inst.endpoint.socketPath)).body, "Hello");
+      await inst.destroy();
+    }
+  });
 });
 
 describe("Docker driver across an engine restart", { timeout: 180_000 }, () => {

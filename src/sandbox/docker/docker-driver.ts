@@ -215,6 +215,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
   const instances = new Map<string, Tracked>();
   const pulls = new Map<string, Promise<void>>();
+  /** Image references of fresh starts between their ensureImage and their container's creation (pruning skips them). */
+  const imagesStarting = new Map<string, number>();
   let network: Promise<string> | null = null;
   let closed = false;
 
@@ -627,8 +629,18 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     };
 
     const release = await bootGate();
+    let startingImage = false;
+    const doneStarting = (): void => {
+      if (!startingImage) return;
+      startingImage = false;
+      const n = (imagesStarting.get(image) ?? 1) - 1;
+      if (n === 0) imagesStarting.delete(image);
+      else imagesStarting.set(image, n);
+    };
     try {
       if (closed) throw new StratusError("SHUTTING_DOWN", "The Docker driver is closed");
+      imagesStarting.set(image, (imagesStarting.get(image) ?? 0) + 1);
+      startingImage = true;
       await ensureImage(image);
       const networkMode = spec.config.network === "none" ? "none" : await functionNetwork();
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
@@ -644,7 +656,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         [ENV.instanceId]: spec.instanceId,
       };
       signal?.throwIfAborted();
-      container = await docker.createContainer({
+      const create = () => docker.createContainer({
         name: containerName(spec.instanceId),
         Image: image,
         Entrypoint: [IMAGE_PATHS.node],
@@ -659,6 +671,17 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         OpenStdin: false,
         HostConfig: hardenedHostConfig(spec.config.memory, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`], networkMode),
       });
+      try {
+        container = await create();
+      } catch (err) {
+        // A prune that had already chosen this image may remove it between ensureImage and create
+        // (it skips images of starts in progress, but its check and its removal are not atomic with
+        // ours): pull it again, once.
+        if (!isNotFound(err)) throw err;
+        await ensureImage(image);
+        container = await create();
+      }
+      doneStarting();
       // Attach before start so no output (nor the READY line) is missed; the stream ends when the
       // container stops or the engine goes away, which is how the driver learns of an exit.
       const raw = (await container.attach({ stream: true, stdout: true, stderr: true })) as NodeJS.ReadableStream;
@@ -671,6 +694,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       await cleanup();
       throw fail(err);
     } finally {
+      doneStarting();
       release();
     }
   }
@@ -788,7 +812,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     let removed = 0;
     for (const image of images) {
       const refs = [image.Id, ...(image.RepoDigests ?? []), ...(image.RepoTags ?? [])];
-      if (refs.some((r) => keepSet.has(r))) continue;
+      // Checked per image, just before removing it: a start may have begun since the list was taken.
+      if (refs.some((r) => keepSet.has(r) || imagesStarting.has(r))) continue;
       try {
         // Untag first: an image reused for several versions has several tags, and removing it by id
         // without force is refused while more than one tag points at it.
@@ -800,8 +825,10 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         await docker.getImage(image.Id).remove({ force: false, noprune: false });
         removed++;
       } catch (err) {
-        // 409: a container uses it; 404: removed meanwhile.
-        if (!isNotFound(err) && engineStatus(err) !== 409) throw err;
+        // 404: removing its last tag removed the image (or someone did meanwhile): it is gone, count it.
+        // 409: a container uses it.
+        if (isNotFound(err)) removed++;
+        else if (engineStatus(err) !== 409) throw err;
       }
     }
     const current = await baseImage();

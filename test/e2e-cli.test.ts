@@ -5,12 +5,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { once } from "node:events";
-import { bindStratus, startStratusUp } from "./helpers/stratus-cli";
+import { bindStratus, killUp, startUpInTempRoot } from "./helpers/stratus-cli";
 
 let root: string;
 let env: NodeJS.ProcessEnv;
@@ -21,20 +19,13 @@ let upOutputOf: () => string = () => "";
 const { cli, ok } = bindStratus(() => ({ env, cwd: root }), 120_000);
 
 before(async () => {
-  if (!existsSync(resolve("dist/cli.js")) || !existsSync(resolve("dist/runtime.cjs"))) throw new Error("dist/ is missing: run `npm run build` first");
-  root = await mkdtemp(join(tmpdir(), "st-e2e-"));
-  env = { PATH: process.env.PATH, HOME: join(root, "home"), STRATUS_CONFIG_DIR: join(root, "cfg"), STRATUS_LOG_LEVEL: "warn" };
-  const started = await startStratusUp(["--port", "0", "--data-dir", join(root, "d")], env);
-  up = started.child;
-  url = started.url;
-  upOutputOf = started.output;
+  const p = await startUpInTempRoot("st-e2e-", []);
+  ({ root, env, url, child: up } = p);
+  upOutputOf = p.output;
 });
 
 after(async () => {
-  if (up && up.exitCode === null) {
-    up.kill("SIGKILL");
-    await once(up, "exit").catch(() => {});
-  }
+  await killUp(up);
   if (root) await rm(root, { recursive: true, force: true });
 });
 

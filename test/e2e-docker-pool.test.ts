@@ -4,14 +4,12 @@
 // test/e2e-docker.test.ts covers the image path (pool off). Needs dockerd and the registry (scripts/services.sh).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { execFileSync, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import type { ChildProcess } from "node:child_process";
+import { rm } from "node:fs/promises";
+import { resolve } from "node:path";
 import { once } from "node:events";
 import { setTimeout as delay } from "node:timers/promises";
-import { bindStratus, startStratusUp } from "./helpers/stratus-cli";
+import { bindStratus, ensureDockerServices, killUp, startUpInTempRoot } from "./helpers/stratus-cli";
 import Docker from "dockerode";
 
 const docker = new Docker();
@@ -32,30 +30,14 @@ async function containersOfThisPlatform(): Promise<Docker.ContainerInspectInfo[]
 }
 
 before(async () => {
-  if (!existsSync(resolve("dist/cli.js")) || !existsSync(resolve("dist/runtime.cjs"))) throw new Error("dist/ is missing: run `npm run build` first");
-  try {
-    execFileSync("bash", ["scripts/services.sh"], { stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
-  } catch (err) {
-    throw new Error(`Docker and the registry are needed: scripts/services.sh failed (run it as root to see why): ${(err as Error).message}`);
-  }
-  root = await mkdtemp(join(tmpdir(), "st-e2ep-"));
-  dataDir = join(root, "d");
-  env = {
-    PATH: process.env.PATH, HOME: join(root, "home"), STRATUS_CONFIG_DIR: join(root, "cfg"), STRATUS_LOG_LEVEL: "warn",
-    STRATUS_REGISTRY: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000",
-    STRATUS_PREWARM: "2",
-  };
-  const started = await startStratusUp(["--driver", "docker", "--port", "0", "--data-dir", dataDir], env);
-  up = started.child;
-  url = started.url;
-  upOutputOf = started.output;
+  ensureDockerServices();
+  const p = await startUpInTempRoot("st-e2ep-", ["--driver", "docker"], { STRATUS_REGISTRY: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", STRATUS_PREWARM: "2" });
+  ({ root, dataDir, env, url, child: up } = p);
+  upOutputOf = p.output;
 });
 
 after(async () => {
-  if (up && up.exitCode === null) {
-    up.kill("SIGKILL");
-    await once(up, "exit").catch(() => {});
-  }
+  await killUp(up);
   if (dataDir) for (const c of await containersOfThisPlatform().catch(() => [])) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
   if (root) await rm(root, { recursive: true, force: true });
 });

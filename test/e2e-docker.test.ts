@@ -6,13 +6,13 @@
 // leaves no container. Needs dockerd and the registry (scripts/services.sh, run here first).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { execFileSync, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { appendFile, cp, mkdtemp, rm } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
+import { appendFile, cp, rm } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
-import { bindStratus, startStratusUp } from "./helpers/stratus-cli";
+import { bindStratus, ensureDockerServices, killUp, startUpInTempRoot } from "./helpers/stratus-cli";
 import Docker from "dockerode";
 
 const EXAMPLES = resolve("examples");
@@ -35,42 +35,28 @@ async function containersOf(fn?: string): Promise<Docker.ContainerInspectInfo[]>
 }
 
 before(async () => {
-  if (!existsSync(resolve("dist/cli.js")) || !existsSync(resolve("dist/runtime.cjs"))) throw new Error("dist/ is missing: run `npm run build` first");
-  try {
-    execFileSync("bash", ["scripts/services.sh"], { stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
-  } catch (err) {
-    throw new Error(`Docker and the registry are needed: scripts/services.sh failed (run it as root to see why): ${(err as Error).message}`);
-  }
+  ensureDockerServices();
   for (const ex of ["npm-dependency", "express-middleware"]) {
     const dir = join(EXAMPLES, ex);
     if (existsSync(join(dir, "node_modules"))) continue;
     const r = spawnSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], { cwd: dir, stdio: "inherit" });
     assert.equal(r.status, 0, `npm ci failed in ${dir}`);
   }
-  // Short: instance sockets live under <dataDir>/docker/<id>/ (Unix socket paths ≤ 107 bytes).
-  root = await mkdtemp(join(tmpdir(), "st-e2ed-"));
-  dataDir = join(root, "d");
-  env = {
-    PATH: process.env.PATH, HOME: join(root, "home"), STRATUS_CONFIG_DIR: join(root, "cfg"), STRATUS_LOG_LEVEL: "warn",
+  const p = await startUpInTempRoot("st-e2ed-", ["--driver", "docker"], {
     STRATUS_REGISTRY: REGISTRY,
     // Short, so the pruning test below sees a sweep within seconds (default: 10 minutes).
     STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS: "1500",
     // This suite checks the image path (the container runs the version's image by digest, pulled after a
     // prune): the pre-warm pool would serve these starts from base-image slots instead. The pooled path
-    // has its own suites: test/prewarm-docker.test.ts (conformance + one-shot) and test/gateway-docker.test.ts.
+    // has its own suites: test/e2e-docker-pool.test.ts, test/prewarm-docker.test.ts, test/gateway-docker.test.ts.
     STRATUS_PREWARM: "0",
-  };
-  const started = await startStratusUp(["--driver", "docker", "--port", "0", "--data-dir", dataDir], env);
-  up = started.child;
-  url = started.url;
-  upOutputOf = started.output;
+  });
+  ({ root, dataDir, env, url, child: up } = p);
+  upOutputOf = p.output;
 });
 
 after(async () => {
-  if (up && up.exitCode === null) {
-    up.kill("SIGKILL");
-    await once(up, "exit").catch(() => {});
-  }
+  await killUp(up);
   // Whatever a failed run left: containers of this data dir, then the dir.
   if (dataDir) for (const c of await containersOf().catch(() => [])) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
   if (root) await rm(root, { recursive: true, force: true });

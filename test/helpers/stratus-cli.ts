@@ -3,8 +3,12 @@
  * `npm run build`). Shared by the end-to-end suites.
  */
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { resolve } from "node:path";
+import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { existsSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 
 export const STRATUS_BIN = resolve("bin/stratus.js");
 
@@ -68,4 +72,46 @@ export function bindStratus(session: () => { env: NodeJS.ProcessEnv; cwd: string
     return r.stdout;
   };
   return { cli, ok };
+}
+
+/** A `stratus up` of an e2e suite, in a temp root of its own (see startUpInTempRoot). */
+export interface SuitePlatform extends RunningUp {
+  /** The temp root: HOME, CLI config (`cfg/`) and data dir (`d/`) live here; remove it in `after`. */
+  readonly root: string;
+  readonly dataDir: string;
+  /** The environment the CLI runs with (the same as `stratus up`'s). */
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/**
+ * Checks dist/ is built, then starts `stratus up --port 0 --data-dir <root>/d <upArgs>` in a fresh temp
+ * root (prefix short: instance sockets live under the data dir, Unix socket paths ≤ 107 bytes) with a
+ * clean environment (PATH, HOME, CLI config dir, log level warn) plus `extraEnv`.
+ */
+export async function startUpInTempRoot(prefix: string, upArgs: readonly string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<SuitePlatform> {
+  if (!existsSync(resolve("dist/cli.js")) || !existsSync(resolve("dist/runtime.cjs"))) throw new Error("dist/ is missing: run `npm run build` first");
+  const root = await mkdtemp(join(tmpdir(), prefix));
+  const dataDir = join(root, "d");
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: join(root, "home"), STRATUS_CONFIG_DIR: join(root, "cfg"), STRATUS_LOG_LEVEL: "warn", ...extraEnv };
+  const up = await startStratusUp(["--port", "0", "--data-dir", dataDir, ...upArgs], env);
+  return { ...up, root, dataDir, env };
+}
+
+/** SIGKILLs a `stratus up` still running (a failed suite's leftover) and waits for its exit. */
+export async function killUp(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGKILL");
+  await once(child, "exit").catch(() => {});
+}
+
+/**
+ * Starts dockerd and the registry on 127.0.0.1:5000 if they are not running (scripts/services.sh).
+ * @throws with a clear message when they cannot be started.
+ */
+export function ensureDockerServices(): void {
+  try {
+    execFileSync("bash", ["scripts/services.sh"], { stdio: ["ignore", "ignore", "pipe"], timeout: 300_000 });
+  } catch (err) {
+    throw new Error(`Docker and the registry are needed: scripts/services.sh failed (run it as root to see why): ${(err as Error).message}`);
+  }
 }

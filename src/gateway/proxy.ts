@@ -210,18 +210,21 @@ class Exchange implements ProxyMeter {
       this.finish("destroy", new StratusError("FUNCTION_TIMEOUT"));
       return;
     }
-    this.handlerMs = performance.now() - this.started;
-    this.done = true;
-    this.p.res.off("close", this.onClientClose);
+    this.settle();
     void classifyBrokenInstance(this.lease, err, this.p).then((error) => this.onDone({ outcome: "destroy", error, meter: this }));
   }
 
   private finish(outcome: ReleaseOutcome, error?: StratusError): void {
     if (this.done) return;
+    this.settle();
+    this.onDone(error === undefined ? { outcome, meter: this } : { outcome, error, meter: this });
+  }
+
+  /** Ends the exchange's own bookkeeping; `onDone` follows (at once, or after classifying a crash). */
+  private settle(): void {
     this.done = true;
     this.handlerMs = performance.now() - this.started;
     this.p.res.off("close", this.onClientClose);
-    this.onDone(error === undefined ? { outcome, meter: this } : { outcome, error, meter: this });
   }
 }
 

@@ -17,9 +17,6 @@ import type { FunctionConfig } from "../shared/function-config";
 
 export const DRIVER_NAMES = ["process", "docker"] as const;
 export type DriverName = (typeof DRIVER_NAMES)[number];
-export function isDriverName(v: unknown): v is DriverName {
-  return typeof v === "string" && (DRIVER_NAMES as readonly string[]).includes(v);
-}
 
 /** Everything a driver needs to start one instance of one function version. */
 export interface InstanceSpec {

@@ -37,9 +37,6 @@ export interface FunctionRecord {
 /** Lifecycle of a version: `ready` may be activated; `failed` (e.g. driver.prepare failed) may not. */
 export const VERSION_STATUSES = ["ready", "failed"] as const;
 export type VersionStatus = (typeof VERSION_STATUSES)[number];
-export function isVersionStatus(v: unknown): v is VersionStatus {
-  return typeof v === "string" && (VERSION_STATUSES as readonly string[]).includes(v);
-}
 
 /** What a build produces for one function; the store adds `createdAt`. */
 export interface NewVersion {
@@ -78,9 +75,6 @@ export interface TokenRecord {
 
 export const BUILD_STATUSES = ["running", "succeeded", "failed"] as const;
 export type BuildStatus = (typeof BUILD_STATUSES)[number];
-export function isBuildStatus(v: unknown): v is BuildStatus {
-  return typeof v === "string" && (BUILD_STATUSES as readonly string[]).includes(v);
-}
 
 export interface BuildRecord {
   readonly id: string;

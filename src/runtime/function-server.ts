@@ -16,6 +16,7 @@ import { HEADERS } from "../shared/protocol";
 import type { RuntimeHandler } from "./loader";
 import type { EmitLog } from "./output-capture";
 import { requestContext } from "./request-context";
+import { bufferBody, exposeBody, exposeNoBody, isBodyError } from "./request-body";
 
 
 export interface FunctionServerOptions {
@@ -64,21 +65,6 @@ function sendError(res: Response, err: StratusError, requestId: string, extraHea
   res.json(r.body);
 }
 
-/** Maps a body-parser error (it carries `type` and `status`) to a platform error code. */
-function bodyError(err: { type?: string; status?: number; message?: string }, limit: number): StratusError {
-  switch (err.type) {
-    case "entity.too.large":
-      return new StratusError("PAYLOAD_TOO_LARGE", `The request body is larger than this function's maxBodyBytes (${limit} bytes)`);
-    case "entity.parse.failed":
-      return new StratusError("INVALID_ARGUMENT", "The request body is not valid for its content-type");
-    case "encoding.unsupported":
-    case "charset.unsupported":
-      return new StratusError("UNSUPPORTED_MEDIA_TYPE", err.message);
-    default:
-      return new StratusError("INVALID_ARGUMENT", "The request body could not be read");
-  }
-}
-
 function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === "object" || typeof v === "function") && typeof (v as { then?: unknown }).then === "function";
 }
@@ -111,8 +97,9 @@ function applyReturnValue(res: Response, value: unknown, fromPromise: boolean): 
 
 /**
  * Builds the instance server for one function.
- * Per request: request id from `x-stratus-request-id` (generated if absent, echoed back); body parsed by
- * content-type (JSON, urlencoded, text/*, anything else raw Buffer), bounded by `config.maxBodyBytes`;
+ * Per request: request id from `x-stratus-request-id` (generated if absent, echoed back); body buffered
+ * (bounded by `config.maxBodyBytes`) and given back to the stream unread, `req.rawBody` its bytes, `req.body`
+ * parsed by content-type on first read (JSON, urlencoded, text/*, anything else raw Buffer; `{}` without a body);
  * deadline `config.timeout` ms, after which the caller gets 504 FUNCTION_TIMEOUT with
  * `x-stratus-instance-unusable: 1` and `onUnusable` is called.
  */
@@ -167,32 +154,24 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     requestContext.run({ requestId }, parseThenInvoke, req, res, next);
   });
 
-  const parsers = [
-    express.json({ limit, type: ["application/json", "application/*+json"] }),
-    express.urlencoded({ limit, extended: true, type: "application/x-www-form-urlencoded" }),
-    express.text({ limit, type: "text/*" }),
-    express.raw({ limit, type: () => true }),
-  ];
-  // One Express layer runs the parsers in turn instead of four layers: each router hop costs more than
-  // the parser's own type check. A request without a body (no Content-Length, no Transfer-Encoding: the
-  // test body-parser itself applies) skips them all, leaving `req.body` undefined as they would.
+  // The body is buffered, then given back to the request stream unread (request-body.ts): handlers that
+  // read the stream themselves and handlers that read req.body / req.rawBody both work.
   function parseThenInvoke(req: Request, res: Response, next: NextFunction): void {
     if (req.headers["content-length"] === undefined && req.headers["transfer-encoding"] === undefined) {
-      if (!("body" in req)) (req as { body?: unknown }).body = undefined;
+      exposeNoBody(req);
       invoke(req, res, next);
       return;
     }
-    let i = 0;
-    const step = (err?: unknown): void => {
-      if (err !== undefined) {
-        next(bodyError(err as { type?: string }, limit));
-      } else if (i < parsers.length) {
-        parsers[i++]!(req, res, step);
-      } else {
-        invoke(req, res, next);
+    bufferBody(req, limit, (raw) => {
+      if (raw === null) {
+        next(new StratusError("PAYLOAD_TOO_LARGE", `The request body is larger than this function's maxBodyBytes (${limit} bytes)`));
+        return;
       }
-    };
-    step();
+      // Zero bytes and no content-type (a POST without a body): the same as no body at all.
+      if (raw.length === 0 && req.headers["content-type"] === undefined) exposeNoBody(req);
+      else exposeBody(req, raw, limit);
+      invoke(req, res, next);
+    });
   }
 
   function invoke(req: Request, res: Response, next: NextFunction): void {
@@ -226,6 +205,11 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
       return;
     }
     const cause = err instanceof FunctionFailure ? err.cause : err;
+    // The function read a req.body that does not parse: the caller's fault, said by the platform.
+    if (isBodyError(cause)) {
+      sendError(res, cause, requestId);
+      return;
+    }
     const stack = cause instanceof Error ? (cause.stack ?? String(cause)) : `Non-error thrown: ${safeString(cause)}`;
     emit("error", `Function "${options.functionName}" threw: ${stack}`, requestId);
     if (res.headersSent) {

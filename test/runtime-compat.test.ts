@@ -219,3 +219,18 @@ test("maxBodyBytes still bounds a body read by the stream, and a bad JSON body r
   assert.equal(bad.json().error.code, "INVALID_ARGUMENT");
   assert.ok(!shape.logs.some((e) => /threw/.test(e.msg)), "a body that does not parse is not logged as a function error");
 });
+
+test("/favicon.ico and /robots.txt get 404 with an empty body without reaching the function", async () => {
+  const b = await bundled("ignored", { "index.js": "let n = 0; exports.count = (req, res) => res.send(String(++n));" });
+  const r = await start(b, "count");
+  for (const path of ["/favicon.ico", "/robots.txt", "/robots.txt?x=1"]) {
+    const res = await call(r, path);
+    assert.equal(res.status, 404, path);
+    assert.equal(res.text, "", path);
+    assert.equal(res.headers["x-stratus-error-source"], "platform");
+  }
+  assert.equal((await call(r, "/favicon.ico", { method: "POST", body: "x" })).status, 404);
+  // Other paths reach it; the ignored ones never did.
+  assert.equal((await call(r, "/robots.txt.bak")).text, "1");
+  assert.equal((await call(r, "/a/favicon.ico")).text, "2");
+});

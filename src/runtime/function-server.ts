@@ -65,6 +65,17 @@ function sendError(res: Response, err: StratusError, requestId: string, extraHea
   res.json(r.body);
 }
 
+/**
+ * True for `/favicon.ico` and `/robots.txt` (any method, any query), which never reach the function: the
+ * runtime answers 404 with an empty body, as functions-framework does for HTTP functions.
+ */
+export function isIgnoredPath(url: string | undefined): boolean {
+  if (url === undefined || url.length < 11 || url.charCodeAt(0) !== 47 /* / */) return false;
+  const q = url.indexOf("?");
+  const path = q === -1 ? url : url.slice(0, q);
+  return path === "/favicon.ico" || path === "/robots.txt";
+}
+
 function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === "object" || typeof v === "function") && typeof (v as { then?: unknown }).then === "function";
 }
@@ -126,6 +137,13 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     if (draining || unusable) {
       res.setHeader("connection", "close");
       sendError(res, new StratusError("SHUTTING_DOWN", "This instance is shutting down"), requestId);
+      return;
+    }
+    if (isIgnoredPath(req.url)) {
+      // As Cloud Functions' default ignored routes: browsers and crawlers, not callers, ask for these.
+      res.statusCode = 404;
+      res.setHeader(HEADERS.errorSource, "platform");
+      res.end();
       return;
     }
     const item: InFlight = { res, requestId };

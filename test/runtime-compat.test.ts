@@ -234,3 +234,35 @@ test("/favicon.ico and /robots.txt get 404 with an empty body without reaching t
   assert.equal((await call(r, "/robots.txt.bak")).text, "1");
   assert.equal((await call(r, "/a/favicon.ico")).text, "2");
 });
+
+test("a function error follows Accept: text for browsers and */*, the JSON envelope for JSON callers and without Accept", async () => {
+  const b = await bundled("errors", { "index.js": "exports.boom = async () => { throw new Error('secret detail'); };\nexports.bad = (req) => req.body;" });
+  const r = await start(b, "boom");
+  const cases: Array<[string | undefined, "text" | "json"]> = [
+    [undefined, "json"],
+    ["application/json", "json"],
+    ["application/json, text/plain, */*", "json"],
+    ["application/json;q=0.5, text/html", "json"],
+    ["*/*", "text"],
+    ["text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text"],
+    ["text/plain", "text"],
+    ["text/plain, application/json", "text"],
+    ["image/png", "text"],
+  ];
+  for (const [accept, kind] of cases) {
+    const res = await call(r, "/", { headers: { ...(accept === undefined ? {} : { accept }), "x-stratus-request-id": "rid-accept" } });
+    assert.equal(res.status, 500, String(accept));
+    assert.equal(res.headers["x-stratus-error-source"], "function");
+    if (kind === "json") {
+      assert.deepEqual(res.json(), { error: { code: "FUNCTION_ERROR", message: "The function threw an error", requestId: "rid-accept" } }, String(accept));
+    } else {
+      assert.match(String(res.headers["content-type"]), /^text\/plain/, String(accept));
+      assert.equal(res.text, "The function threw an error (request rid-accept)\n", String(accept));
+    }
+  }
+  // Platform errors keep the envelope whatever the Accept.
+  const bad = await start(b, "bad");
+  const platform = await call(bad, "/", { method: "POST", headers: { accept: "*/*", "content-type": "application/json" }, body: "{x" });
+  assert.equal(platform.status, 400);
+  assert.equal(platform.json().error.code, "INVALID_ARGUMENT");
+});

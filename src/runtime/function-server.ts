@@ -76,6 +76,27 @@ export function isIgnoredPath(url: string | undefined): boolean {
   return path === "/favicon.ico" || path === "/robots.txt";
 }
 
+/**
+ * True when a function error's body should be text: the caller sent an Accept header and, negotiated
+ * between `text/plain` and `application/json`, it does not rank JSON strictly first (ties, any-type,
+ * `text/html` and headers naming neither go to text, as Cloud Functions answers). No Accept header: JSON
+ * (API clients).
+ */
+function prefersText(req: Request): boolean {
+  const accept = req.headers.accept;
+  if (accept === undefined || accept === "") return false;
+  // Ties go to the first listed: text, so `*/*` is text and `application/json, text/plain` is JSON.
+  return req.accepts(["text/plain", "application/json"]) !== "application/json";
+}
+
+/** A function error as text: the message (and in dev the stack), same status and platform headers. */
+function sendTextError(res: Response, err: StratusError, requestId: string, stack: string | undefined): void {
+  const r = toErrorResponse(err, requestId);
+  res.status(r.status);
+  res.set({ ...r.headers, [HEADERS.errorSource]: r.source, "content-type": "text/plain; charset=utf-8" });
+  res.send(`${r.body.error.message} (request ${requestId})\n${stack === undefined ? "" : `${stack}\n`}`);
+}
+
 function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === "object" || typeof v === "function") && typeof (v as { then?: unknown }).then === "function";
 }
@@ -236,7 +257,9 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     }
     const details = options.dev ? { stack } : undefined;
     const message = options.dev && cause instanceof Error ? `The function threw an error: ${cause.message}` : undefined;
-    sendError(res, new StratusError("FUNCTION_ERROR", message, { details }), requestId);
+    const error = new StratusError("FUNCTION_ERROR", message, { details });
+    if (prefersText(req)) sendTextError(res, error, requestId, options.dev ? stack : undefined);
+    else sendError(res, error, requestId);
   });
 
   const server = http.createServer((req, res) => {

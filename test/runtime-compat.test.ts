@@ -266,3 +266,13 @@ test("a function error follows Accept: text for browsers and */*, the JSON envel
   assert.equal(platform.status, 400);
   assert.equal(platform.json().error.code, "INVALID_ARGUMENT");
 });
+
+test("trust proxy: req.ip, req.protocol, req.hostname come from the gateway's X-Forwarded-* (one hop trusted)", async () => {
+  const b = await bundled("proxy", { "index.js": "exports.who = (req) => ({ ip: req.ip ?? null, ips: req.ips, protocol: req.protocol, secure: req.secure, hostname: req.hostname });" });
+  const r = await start(b, "who");
+  const behind = await call(r, "/", { headers: { host: "instance.local", "x-forwarded-for": "6.6.6.6, 203.0.113.7", "x-forwarded-proto": "https", "x-forwarded-host": "api.example.com" } });
+  // The client wrote 6.6.6.6 itself; the gateway appended the address it saw: only that one is trusted.
+  assert.deepEqual(behind.json(), { ip: "203.0.113.7", ips: ["203.0.113.7"], protocol: "https", secure: true, hostname: "api.example.com" });
+  const direct = await call(r, "/", { headers: { host: "instance.local" } });
+  assert.deepEqual(direct.json(), { ip: null, ips: [], protocol: "http", secure: false, hostname: "instance.local" });
+});

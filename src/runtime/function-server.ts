@@ -151,6 +151,10 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   // from Express's freshness check (docs/function-contract.md).
   app.set("etag", false);
   app.set("query parser", "extended");
+  // One trusted hop: the gateway, the only peer that can reach this socket. req.ip is the address the
+  // gateway appended to X-Forwarded-For (not one a client wrote before it); req.protocol / req.hostname
+  // come from the X-Forwarded-Proto / -Host the gateway sets. Computed only when read.
+  app.set("trust proxy", 1);
 
   app.use((req: Request, res: Response, next: NextFunction) => {
     const requestId = (req.headers[HEADERS.requestId] as string | undefined) ?? randomUUID();

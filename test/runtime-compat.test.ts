@@ -276,3 +276,20 @@ test("trust proxy: req.ip, req.protocol, req.hostname come from the gateway's X-
   const direct = await call(r, "/", { headers: { host: "instance.local" } });
   assert.deepEqual(direct.json(), { ip: null, ips: [], protocol: "http", secure: false, hostname: "instance.local" });
 });
+
+test("Vercel's request helpers: req.cookies parsed (and assignable), req.query, res.status().json() / send()", async () => {
+  const b = await bundled("vercel", {
+    "api/index.js": `
+module.exports = function handler(req, res) {
+  const { name = "World" } = req.query;
+  if (req.query.assign) req.cookies = { replaced: "yes" };
+  res.status(200).json({ message: "Hello " + name + "!", cookies: req.cookies, method: req.method });
+};`,
+    "package.json": JSON.stringify({ name: "vercel-fn", main: "api/index.js" }),
+  });
+  const r = await start(b, "default");
+  const withCookies = await call(r, "/?name=Vercel", { headers: { cookie: "session=abc%20def; theme=dark" } });
+  assert.deepEqual(withCookies.json(), { message: "Hello Vercel!", cookies: { session: "abc def", theme: "dark" }, method: "GET" });
+  assert.deepEqual((await call(r, "/")).json().cookies, {});
+  assert.deepEqual((await call(r, "/?assign=1", { headers: { cookie: "a=1" } })).json().cookies, { replaced: "yes" });
+});

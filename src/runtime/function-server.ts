@@ -9,6 +9,7 @@
  */
 import http from "node:http";
 import { randomUUID } from "node:crypto";
+import { parse as parseCookies } from "cookie";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { StratusError, toErrorResponse } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
@@ -155,6 +156,22 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   // gateway appended to X-Forwarded-For (not one a client wrote before it); req.protocol / req.hostname
   // come from the X-Forwarded-Proto / -Host the gateway sets. Computed only when read.
   app.set("trust proxy", 1);
+  // Vercel's req.cookies: the Cookie header parsed on first read (then a plain property), {} without one.
+  // On the prototype, so a request that never reads it pays nothing; an app of the function's own (an
+  // Express app swaps the prototype) or cookie-parser assigning req.cookies replaces it.
+  Object.defineProperty(app.request, "cookies", {
+    configurable: true,
+    enumerable: true,
+    get(this: Request) {
+      const header = this.headers.cookie;
+      const value = header ? parseCookies(header) : {};
+      Object.defineProperty(this, "cookies", { value, writable: true, enumerable: true, configurable: true });
+      return value;
+    },
+    set(this: Request, value: unknown) {
+      Object.defineProperty(this, "cookies", { value, writable: true, enumerable: true, configurable: true });
+    },
+  });
 
   app.use((req: Request, res: Response, next: NextFunction) => {
     const requestId = (req.headers[HEADERS.requestId] as string | undefined) ?? randomUUID();

@@ -260,7 +260,7 @@ test("a function error follows Accept: text for browsers and */*, the JSON envel
       assert.deepEqual(res.json(), { error: { code: "FUNCTION_ERROR", message: "The function threw an error", requestId: "rid-accept" } }, String(accept));
     } else {
       assert.match(String(res.headers["content-type"]), /^text\/plain/, String(accept));
-      assert.equal(res.text, "The function threw an error (request rid-accept)\n", String(accept));
+      assert.equal(res.text, "FUNCTION_ERROR: The function threw an error (request rid-accept)\n", String(accept));
     }
   }
   // Platform errors keep the envelope whatever the Accept.

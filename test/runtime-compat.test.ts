@@ -77,6 +77,7 @@ functions.cloudEvent('helloEvent', (cloudEvent) => {
   return { got: cloudEvent.type, data: cloudEvent.data };
 });
 exports.exported = (req, res) => res.send('exported too');
+exports.lookup = (req, res) => res.send(typeof functions.getFunction('helloHttp') + ' ' + typeof functions.getFunction('nope'));
 `,
 };
 
@@ -88,11 +89,13 @@ test("functions-framework: http() and cloudEvent() registrations are discovered 
     ["exported", "exported", null],
     ["helloEvent", "functions-framework:helloEvent", null],
     ["helloHttp", "functions-framework:helloHttp", null],
+    ["lookup", "lookup", null],
   ]);
   const r = await start(b, "functions-framework:helloHttp");
   const res = await call(r, "/?name=Stratus");
   assert.equal(res.status, 200);
   assert.equal(res.text, "Hello Stratus!");
+  assert.equal((await call(await start(b, "lookup"), "/")).text, "function undefined");
   const e = await start(b, "functions-framework:helloEvent");
   const binary = await call(e, "/", {
     method: "POST",

@@ -235,7 +235,7 @@ export function openSqlitePersistence(file: string): StorePersistence {
     fnByName: db.prepare<[string], FunctionRow>("SELECT * FROM functions WHERE name = ?"),
     fnByLower: db.prepare<[string], FunctionRow>("SELECT * FROM functions WHERE name_lower = ?"),
     fnAll: db.prepare<[], FunctionRow>("SELECT * FROM functions ORDER BY name"),
-    fnInsert: db.prepare<[string, string, number]>("INSERT INTO functions (name, name_lower, created_at) VALUES (?, ?, ?) ON CONFLICT (name_lower) DO NOTHING"),
+    fnInsert: db.prepare<[string, string, number]>("INSERT INTO functions (name, name_lower, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
     fnDelete: db.prepare<[string]>("DELETE FROM functions WHERE name = ?"),
     fnActivate: db.prepare<[string, number, number]>("UPDATE functions SET active_version = ?, activated_at = ? WHERE id = ?"),
     verGet: db.prepare<[string, string], VersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE f.name = ? AND v.version = ?`),

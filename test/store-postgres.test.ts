@@ -11,6 +11,7 @@ import type { InvocationRecord, LogEntry } from "../src/shared/invocation";
 import { runStoreConformance } from "../src/store/conformance";
 import { openPostgresStore, partitionOf } from "../src/store/postgres/postgres-store";
 import { MIGRATIONS } from "../src/store/postgres/migrations";
+import { openStore } from "../src/store/open-store";
 import type { Store } from "../src/store/store";
 import { startPostgres, type PostgresServer } from "./helpers/postgres-server";
 
@@ -164,6 +165,16 @@ describe("postgres specifics", () => {
       assert.deepEqual(await wrong.listSecretNames("sec"), ["TOKEN"]);
     } finally {
       await wrong.close();
+    }
+  });
+
+  test("openStore opens PostgreSQL for a postgres:// location", async () => {
+    const s = await openStore(url, { masterKey: randomBytes(32) });
+    try {
+      await s.ensureFunction("viaOpenStore");
+      assert.equal((await raw.query("SELECT 1 FROM functions WHERE name = 'viaOpenStore'")).rowCount, 1);
+    } finally {
+      await s.close();
     }
   });
 

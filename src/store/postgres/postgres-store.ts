@@ -14,7 +14,7 @@
  * PARTITION_DAYS_AHEAD days ahead at open), so writes never hit a missing partition; retention detaches
  * (`DETACH PARTITION … CONCURRENTLY`) and drops whole partitions older than the cut-off and deletes rows
  * only in the one partition the cut-off falls into. Batches are written with multi-row INSERTs of at
- * most INSERT_CHUNK_ROWS rows (PostgreSQL allows 65 535 parameters per statement; 19 columns × 1 000
+ * most INSERT_CHUNK_ROWS rows (PostgreSQL allows 65 535 parameters per statement; 18 columns × 1 000
  * rows stays below). COPY (pg-copy-streams) measured 200k rows in 1.4 s in ../shared/CLUSTER-NOTES.md,
  * but the observer flushes at most a few thousand rows per second and also needs the error-group
  * upsert in the same transaction, which COPY cannot do; multi-row INSERT keeps one code path.

@@ -178,6 +178,22 @@ describe("postgres specifics", () => {
     }
   });
 
+  test("a server restart: the pool reconnects, later calls work", async () => {
+    await store.ensureFunction("beforeRestart");
+    await raw.end();
+    await server.restart();
+    raw = new pg.Client({ connectionString: url });
+    await raw.connect();
+    // The pool's idle connections died with the server; a call may fail once while it notices.
+    let ok = false;
+    for (let attempt = 0; attempt < 3 && !ok; attempt++) {
+      ok = await store.listFunctions().then((fns) => fns.some((f) => f.name === "beforeRestart"), () => false);
+    }
+    assert.ok(ok, "the store serves again after the restart");
+    await store.ensureFunction("afterRestart");
+    assert.equal((await raw.query("SELECT 1 FROM functions WHERE name = 'afterRestart'")).rowCount, 1);
+  });
+
   test("an unreachable server fails the open with the connection error", async () => {
     await assert.rejects(openPostgresStore({ connectionString: `postgres://x@127.0.0.1:1/none`, masterKey: randomBytes(32) }), /ECONNREFUSED/);
     await assert.rejects(openPostgresStore({ connectionString: url, masterKey: randomBytes(8) }), { code: "INTERNAL" });

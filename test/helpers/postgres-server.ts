@@ -5,7 +5,7 @@
 // Used by test/store-postgres.test.ts; the cluster tests reuse it. Never silently skipped: when the
 // binaries are missing, `startPostgres` throws with the command that installs them.
 import { execFile, spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { chown, mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -126,6 +126,19 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     throw new Error(`PostgreSQL did not start: ${(err as Error).message}\n${log.slice(-2000)}`, { cause: err });
   }
 
+  // If the test process ends without stop() (a crash, an uncaught error), take the server down with it:
+  // SIGQUIT is PostgreSQL's immediate shutdown, and an exit handler can only do synchronous work.
+  const onExit = () => {
+    try {
+      const pid = Number(readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
+      if (pid > 0) process.kill(pid, "SIGQUIT");
+    } catch {
+      // Already stopped.
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
+
   const url = (database = "postgres") => `postgres://${encodeURIComponent(user.name)}@127.0.0.1:${port}/${database}`;
   const query = async <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => {
     const client = new pg.Client({ connectionString: url() });
@@ -157,6 +170,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     async stop() {
       if (stopped) return;
       stopped = true;
+      process.removeListener("exit", onExit);
       await stopServer().catch(() => {});
       await rm(dir, { recursive: true, force: true });
     },

@@ -11,7 +11,7 @@
  *
  * Telemetry: `logs` and `invocations` are partitioned by day on `ts` (UTC days, partitions named
  * `<table>_pYYYYMMDD`). A partition is created before the first row of its day is written (and
- * PARTITION_DAYS_AHEAD days ahead at open), so writes never hit a missing partition; retention detaches
+ * PARTITION_DAYS_AHEAD days ahead at open and at each purge), so writes never hit a missing partition; retention detaches
  * (`DETACH PARTITION … CONCURRENTLY`) and drops whole partitions older than the cut-off and deletes rows
  * only in the one partition the cut-off falls into. Batches are written with multi-row INSERTs of at
  * most INSERT_CHUNK_ROWS rows (PostgreSQL allows 65 535 parameters per statement; 18 columns × 1 000
@@ -244,12 +244,14 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
       known.add(name);
     }
   }
-  await loadPartitions();
-  {
+  /** Today's and the next PARTITION_DAYS_AHEAD days' partitions (a no-op when known). */
+  async function ensureComingPartitions(): Promise<void> {
     const today = Date.now();
     const days = Array.from({ length: PARTITION_DAYS_AHEAD + 1 }, (_, i) => today + i * DAY_MS);
     for (const t of TELEMETRY_TABLES) await ensurePartitions(t, days);
   }
+  await loadPartitions();
+  await ensureComingPartitions();
 
   async function insertTelemetry(c: pg.ClientBase, batch: TelemetryBatch): Promise<void> {
     for (const part of chunks(batch.logs, INSERT_CHUNK_ROWS)) {
@@ -549,6 +551,9 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
       return rows.map(toErrorGroup);
     },
     async purgeTelemetry(policy: PurgePolicy) {
+      // The periodic purge also keeps partitions created ahead, so a long-running control plane
+      // never creates one (a brief lock on the parent) on the write path at midnight.
+      await ensureComingPartitions();
       return {
         logs: await purgeTable("logs", policy.olderThan, policy.maxLogRows),
         invocations: await purgeTable("invocations", policy.olderThan, policy.maxInvocationRows),

@@ -21,10 +21,14 @@
  */
 import pg from "pg";
 import { StratusError } from "../../shared/errors";
-import type { ErrorGroup, ErrorOccurrence, InvocationRecord, LogLevelName, StoredLogEntry } from "../../shared/invocation";
+import type { ErrorOccurrence } from "../../shared/invocation";
 import type { StorePersistence } from "../persistence";
 import { assertMasterKey } from "../secret-box";
-import type { BuildRecord, BuildStatus, FunctionRecord, PurgePolicy, Store, TelemetryBatch, TokenRecord, VersionRecord, VersionStatus } from "../store";
+import {
+  LEVEL_RANK, toBuild, toErrorGroup, toFunction, toInvocation, toLog, toToken, toVersion, VERSION_COLUMNS,
+  type BuildRow, type ErrorGroupRow, type FunctionRow, type InvocationRow, type LogRow, type TokenRow, type VersionRow,
+} from "../rows";
+import type { FunctionRecord, PurgePolicy, Store, TelemetryBatch, VersionRecord } from "../store";
 import { createStore } from "../store-rules";
 import { migrate } from "./migrations";
 
@@ -52,69 +56,12 @@ const TX_ATTEMPTS = 5;
 const TELEMETRY_TABLES = ["logs", "invocations"] as const;
 type TelemetryTable = (typeof TELEMETRY_TABLES)[number];
 
-const LEVEL_RANK: Record<LogLevelName, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-const RANK_LEVEL: Record<number, LogLevelName> = { 10: "debug", 20: "info", 30: "warn", 40: "error" };
-
 // int8 as a JS number: every bigint here is an epoch ms, a row count or a sequence number, all far
 // below 2^53. Set per pool (not globally), so other pg users in the process keep the default.
 const TYPES = {
   getTypeParser: ((oid: number, format?: "text" | "binary") =>
     oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
-
-interface FunctionRow { id: number; name: string; created_at: number; active_version: string | null; activated_at: number | null }
-interface VersionRow {
-  function_name: string; version: string; digest: string; entry: string; export_name: string; config: unknown;
-  source_digest: string; status: VersionStatus; image: string | null; created_at: number;
-}
-interface TokenRow { id: string; name: string; hash: string; created_at: number; revoked_at: number | null }
-interface BuildRow {
-  id: string; status: BuildStatus; source_digest: string | null; error_code: string | null; error_message: string | null;
-  result: unknown; created_at: number; finished_at: number | null;
-}
-interface LogRow {
-  seq: number; function_name: string; ts: number; level: number; source: "function" | "platform"; stream: "stdout" | "stderr" | null;
-  request_id: string | null; instance_id: string | null; message: string;
-}
-interface InvocationRow {
-  request_id: string; function_name: string; version: string; instance_id: string | null; node_id: string; cold: boolean;
-  queue_ms: number; start_ms: number; init_ms: number | null; handler_ms: number; total_ms: number; status: number;
-  error_code: string | null; bytes_in: number; bytes_out: number; peak_memory_bytes: number | null; traceparent: string; ts: number;
-}
-interface ErrorGroupRow {
-  function_name: string; fingerprint: string; code: string; message_shape: string; top_frame: string | null; count: number;
-  first_seen: number; last_seen: number; sample_request_id: string;
-}
-
-const toFunction = (r: FunctionRow): FunctionRecord =>
-  ({ name: r.name, createdAt: r.created_at, activeVersion: r.active_version, activatedAt: r.activated_at });
-const toVersion = (r: VersionRow): VersionRecord => ({
-  functionName: r.function_name, version: r.version, digest: r.digest, entry: r.entry, exportName: r.export_name,
-  config: r.config, sourceDigest: r.source_digest, status: r.status, image: r.image, createdAt: r.created_at,
-});
-const toToken = (r: TokenRow): TokenRecord => ({ id: r.id, name: r.name, createdAt: r.created_at, revokedAt: r.revoked_at });
-const toBuild = (r: BuildRow): BuildRecord => ({
-  id: r.id, status: r.status, sourceDigest: r.source_digest,
-  error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? "" },
-  result: r.result ?? null, createdAt: r.created_at, finishedAt: r.finished_at,
-});
-const toLog = (r: LogRow): StoredLogEntry => ({
-  seq: r.seq, functionName: r.function_name, ts: r.ts, level: RANK_LEVEL[r.level] ?? "info", source: r.source, stream: r.stream,
-  requestId: r.request_id, instanceId: r.instance_id, message: r.message,
-});
-const toInvocation = (r: InvocationRow): InvocationRecord => ({
-  requestId: r.request_id, functionName: r.function_name, version: r.version, instanceId: r.instance_id, nodeId: r.node_id,
-  coldStart: r.cold, queueMs: r.queue_ms, startMs: r.start_ms, initMs: r.init_ms, handlerMs: r.handler_ms, totalMs: r.total_ms,
-  status: r.status, errorCode: r.error_code, bytesIn: r.bytes_in, bytesOut: r.bytes_out, peakMemoryBytes: r.peak_memory_bytes,
-  traceparent: r.traceparent, ts: r.ts,
-});
-const toErrorGroup = (r: ErrorGroupRow): ErrorGroup => ({
-  functionName: r.function_name, fingerprint: r.fingerprint, code: r.code, messageShape: r.message_shape, topFrame: r.top_frame,
-  count: r.count, firstSeen: r.first_seen, lastSeen: r.last_seen, sampleRequestId: r.sample_request_id,
-});
-
-const VERSION_COLUMNS = `f.name AS function_name, v.version, v.digest, v.entry, v.export_name, v.config,
-  v.source_digest, v.status, v.image, v.created_at`;
 
 /** `<table>_pYYYYMMDD` of the UTC day holding `ts`, with that day's bounds. */
 export function partitionOf(table: TelemetryTable, ts: number): { name: string; from: number; to: number } {

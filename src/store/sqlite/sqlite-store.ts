@@ -13,9 +13,12 @@ import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { StratusError } from "../../shared/errors";
-import type { ErrorGroup, InvocationRecord, LogLevelName, StoredLogEntry } from "../../shared/invocation";
 import type { ActivationCheck, FinishResult, StorePersistence, StoredToken } from "../persistence";
-import type { Activation, BuildOutcome, BuildRecord, BuildStatus, FunctionRecord, PurgePolicy, Store, TelemetryBatch, TokenRecord, VersionRecord, VersionStatus } from "../store";
+import {
+  LEVEL_RANK, toBuild as toBuildRecord, toErrorGroup, toFunction, toInvocation, toLog, toToken, toVersion as toVersionRecord, VERSION_COLUMNS,
+  type BuildRow, type ErrorGroupRow, type FunctionRow, type InvocationRow, type LogRow, type TokenRow, type VersionRow,
+} from "../rows";
+import type { Activation, BuildOutcome, BuildRecord, FunctionRecord, PurgePolicy, Store, TelemetryBatch, TokenRecord, VersionRecord } from "../store";
 import { assertMasterKey } from "../secret-box";
 import { createStore } from "../store-rules";
 
@@ -137,65 +140,11 @@ const MIGRATIONS: readonly string[] = [
   `,
 ];
 
-const LEVEL_RANK: Record<LogLevelName, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-const RANK_LEVEL: Record<number, LogLevelName> = { 10: "debug", 20: "info", 30: "warn", 40: "error" };
-
-interface FunctionRow { id: number; name: string; created_at: number; active_version: string | null; activated_at: number | null }
-interface VersionRow {
-  function_name: string; version: string; digest: string; entry: string; export_name: string; config: string;
-  source_digest: string; status: VersionStatus; image: string | null; created_at: number;
-}
-interface TokenRow { id: string; name: string; hash: string; created_at: number; revoked_at: number | null }
-interface BuildRow {
-  id: string; status: BuildStatus; source_digest: string | null; error_code: string | null; error_message: string | null;
-  result: string | null; created_at: number; finished_at: number | null;
-}
-
-const toFunction = (r: FunctionRow): FunctionRecord =>
-  ({ name: r.name, createdAt: r.created_at, activeVersion: r.active_version, activatedAt: r.activated_at });
-const toVersion = (r: VersionRow): VersionRecord => ({
-  functionName: r.function_name, version: r.version, digest: r.digest, entry: r.entry, exportName: r.export_name,
-  config: JSON.parse(r.config) as unknown, sourceDigest: r.source_digest, status: r.status, image: r.image, createdAt: r.created_at,
-});
-const toToken = (r: TokenRow): TokenRecord => ({ id: r.id, name: r.name, createdAt: r.created_at, revokedAt: r.revoked_at });
-const toBuild = (r: BuildRow): BuildRecord => ({
-  id: r.id, status: r.status, sourceDigest: r.source_digest,
-  error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? "" },
-  result: r.result === null ? null : (JSON.parse(r.result) as unknown),
-  createdAt: r.created_at, finishedAt: r.finished_at,
-});
-
-interface LogRow {
-  seq: number; function_name: string; ts: number; level: number; source: "function" | "platform"; stream: "stdout" | "stderr" | null;
-  request_id: string | null; instance_id: string | null; message: string;
-}
-interface InvocationRow {
-  request_id: string; function_name: string; version: string; instance_id: string | null; node_id: string; cold: number;
-  queue_ms: number; start_ms: number; init_ms: number | null; handler_ms: number; total_ms: number; status: number;
-  error_code: string | null; bytes_in: number; bytes_out: number; peak_memory_bytes: number | null; traceparent: string; ts: number;
-}
-interface ErrorGroupRow {
-  function_name: string; fingerprint: string; code: string; message_shape: string; top_frame: string | null; count: number;
-  first_seen: number; last_seen: number; sample_request_id: string;
-}
-
-const toLog = (r: LogRow): StoredLogEntry => ({
-  seq: r.seq, functionName: r.function_name, ts: r.ts, level: RANK_LEVEL[r.level] ?? "info", source: r.source, stream: r.stream,
-  requestId: r.request_id, instanceId: r.instance_id, message: r.message,
-});
-const toInvocation = (r: InvocationRow): InvocationRecord => ({
-  requestId: r.request_id, functionName: r.function_name, version: r.version, instanceId: r.instance_id, nodeId: r.node_id,
-  coldStart: r.cold === 1, queueMs: r.queue_ms, startMs: r.start_ms, initMs: r.init_ms, handlerMs: r.handler_ms, totalMs: r.total_ms,
-  status: r.status, errorCode: r.error_code, bytesIn: r.bytes_in, bytesOut: r.bytes_out, peakMemoryBytes: r.peak_memory_bytes,
-  traceparent: r.traceparent, ts: r.ts,
-});
-const toErrorGroup = (r: ErrorGroupRow): ErrorGroup => ({
-  functionName: r.function_name, fingerprint: r.fingerprint, code: r.code, messageShape: r.message_shape, topFrame: r.top_frame,
-  count: r.count, firstSeen: r.first_seen, lastSeen: r.last_seen, sampleRequestId: r.sample_request_id,
-});
-
-const VERSION_COLUMNS = `f.name AS function_name, v.version, v.digest, v.entry, v.export_name, v.config,
-  v.source_digest, v.status, v.image, v.created_at`;
+// SQLite keeps JSON as TEXT: decoded here, then mapped like every SQL implementation's rows.
+type SqliteVersionRow = Omit<VersionRow, "config"> & { config: string };
+type SqliteBuildRow = Omit<BuildRow, "result"> & { result: string | null };
+const toVersion = (r: SqliteVersionRow): VersionRecord => toVersionRecord({ ...r, config: JSON.parse(r.config) as unknown });
+const toBuild = (r: SqliteBuildRow): BuildRecord => toBuildRecord({ ...r, result: r.result === null ? null : (JSON.parse(r.result) as unknown) });
 
 /** Options of `openSqliteStore`. */
 export interface SqliteStoreOptions {
@@ -238,8 +187,8 @@ export function openSqlitePersistence(file: string): StorePersistence {
     fnInsert: db.prepare<[string, string, number]>("INSERT INTO functions (name, name_lower, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
     fnDelete: db.prepare<[string]>("DELETE FROM functions WHERE name = ?"),
     fnActivate: db.prepare<[string, number, number]>("UPDATE functions SET active_version = ?, activated_at = ? WHERE id = ?"),
-    verGet: db.prepare<[string, string], VersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE f.name = ? AND v.version = ?`),
-    verList: db.prepare<[number], VersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE v.function_id = ? ORDER BY v.seq DESC`),
+    verGet: db.prepare<[string, string], SqliteVersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE f.name = ? AND v.version = ?`),
+    verList: db.prepare<[number], SqliteVersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE v.function_id = ? ORDER BY v.seq DESC`),
     verInsert: db.prepare(`INSERT INTO versions (function_id, version, digest, entry, export_name, config, source_digest, status, image, created_at)
       VALUES (@functionId, @version, @digest, @entry, @exportName, @config, @sourceDigest, @status, @image, @createdAt) ON CONFLICT (function_id, version) DO NOTHING`),
     verUpdate: db.prepare<[string | null, number, string | null, string, string]>(`UPDATE versions SET status = COALESCE(?, status), image = CASE WHEN ? THEN ? ELSE image END
@@ -255,7 +204,7 @@ export function openSqlitePersistence(file: string): StorePersistence {
     tokAll: db.prepare<[], TokenRow>("SELECT * FROM tokens ORDER BY created_at, rowid"),
     tokRevoke: db.prepare<[number, string]>("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
     buildInsert: db.prepare<[string, number]>("INSERT INTO builds (id, status, created_at) VALUES (?, 'running', ?)"),
-    buildGet: db.prepare<[string], BuildRow>("SELECT * FROM builds WHERE id = ?"),
+    buildGet: db.prepare<[string], SqliteBuildRow>("SELECT * FROM builds WHERE id = ?"),
     buildSource: db.prepare<[string, string]>("UPDATE builds SET source_digest = ? WHERE id = ?"),
     buildFinish: db.prepare("UPDATE builds SET status = @status, error_code = @errorCode, error_message = @errorMessage, result = @result, finished_at = @finishedAt WHERE id = @id AND status = 'running'"),
     logNext: db.prepare<[string], { n: number }>("SELECT COUNT(*) AS n FROM build_logs WHERE build_id = ?"),

@@ -2,9 +2,12 @@
 // (test/helpers/postgres-server.ts: Debian's postgresql, initdb + pg_ctl on a private port and socket
 // dir, as an unprivileged user), one fresh database per case; plus what is PostgreSQL-specific:
 // versioned migrations, daily partitions of telemetry and retention by dropping them, multi-row
-// writes of large batches, secrets encrypted at rest.
+// writes of large batches, secrets encrypted at rest; and the whole platform (`stratus up --store
+// postgres://…`, process driver) keeping its state there.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import type { InvocationRecord, LogEntry } from "../src/shared/invocation";
@@ -13,6 +16,7 @@ import { openPostgresStore, partitionOf } from "../src/store/postgres/postgres-s
 import { MIGRATIONS } from "../src/store/postgres/migrations";
 import { openStore } from "../src/store/open-store";
 import type { Store } from "../src/store/store";
+import { deploy, project, startPlatform } from "./helpers/platform-fixture";
 import { startPostgres, type PostgresServer } from "./helpers/postgres-server";
 
 let server: PostgresServer;
@@ -197,5 +201,75 @@ describe("postgres specifics", () => {
   test("an unreachable server fails the open with the connection error", async () => {
     await assert.rejects(openPostgresStore({ connectionString: `postgres://x@127.0.0.1:1/none`, masterKey: randomBytes(32) }), /ECONNREFUSED/);
     await assert.rejects(openPostgresStore({ connectionString: url, masterKey: randomBytes(8) }), { code: "INTERNAL" });
+  });
+});
+
+describe("the platform on PostgreSQL (store = postgres://…)", () => {
+  test("deploy, invoke, env, secrets, logs, records, rollback and tokens persist in PostgreSQL, across a restart", async (t) => {
+    const { url, name } = await freshDatabase();
+    const fx = await startPlatform({ store: url, "observe.flushIntervalMs": 50 });
+    const c = new pg.Client({ connectionString: url });
+    t.after(async () => {
+      await c.end().catch(() => {});
+      await fx.close();
+      await server.dropDatabase(name);
+    });
+    const api = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(fx.url + path, {
+        method, headers: { authorization: `Bearer ${fx.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json() as Record<string, unknown> };
+    };
+    const invoke = async (fn: string) => (await fetch(`${fx.url}/fn/${fn}/`)).text();
+    const src = (tag: string) => project({
+      "index.js": `module.exports.pgfn = { handler: async () => { console.log("hello from ${tag}"); return { v: "${tag}", mode: process.env.MODE ?? null, s: process.env.S ?? null }; } };`,
+    });
+
+    const d1 = await deploy(fx, await src("one"));
+    assert.equal(d1.final?.type, "result", JSON.stringify(d1.events));
+    const d2 = await deploy(fx, await src("two"));
+    assert.equal(d2.final?.type, "result", JSON.stringify(d2.events));
+    assert.equal((await api("PATCH", "/api/v1/functions/pgfn/env", { set: { MODE: "blue" } })).status, 200);
+    assert.equal((await api("PATCH", "/api/v1/functions/pgfn/secrets", { set: { S: "pg-secret-value" } })).status, 200);
+    assert.deepEqual(JSON.parse(await invoke("pgfn")), { v: "two", mode: "blue", s: "pg-secret-value" });
+
+    // The rows are in PostgreSQL, the secret as ciphertext, and no SQLite file was made.
+    await c.connect();
+    assert.equal((await c.query("SELECT v.version FROM versions v JOIN functions f ON f.id = v.function_id WHERE f.name = 'pgfn'")).rowCount, 2);
+    const { rows: sec } = await c.query<{ ciphertext: string }>("SELECT ciphertext FROM secrets");
+    assert.ok(sec.length === 1 && !sec[0]!.ciphertext.includes("pg-secret-value"));
+    assert.equal(existsSync(join(fx.dataDir, "stratus.db")), false, "no SQLite store beside PostgreSQL");
+
+    // Telemetry reaches the partitioned tables (the observer flushes every 50 ms; bounded wait).
+    let logged = 0;
+    for (let i = 0; i < 50 && logged === 0; i++) {
+      logged = (await c.query("SELECT 1 FROM logs WHERE function_name = 'pgfn' AND message LIKE 'hello from two%'")).rowCount ?? 0;
+      if (logged === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(logged > 0, `the function's log line is stored in PostgreSQL; stored: ${JSON.stringify((await c.query("SELECT message FROM logs LIMIT 20")).rows)}`);
+    const records = await api("GET", "/api/v1/functions/pgfn/invocations");
+    assert.ok((records.body.invocations as unknown[]).length >= 1, JSON.stringify(records.body));
+
+    const rb = await api("POST", "/api/v1/functions/pgfn/rollback", {});
+    assert.equal(rb.status, 200, JSON.stringify(rb.body));
+    assert.equal(JSON.parse(await invoke("pgfn")).v, "one");
+
+    const created = await api("POST", "/api/v1/tokens", { name: "ci" });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+
+    await fx.restart();
+    assert.equal(JSON.parse(await invoke("pgfn")).v, "one", "after a restart the active version comes from PostgreSQL");
+    const tokens = (await api("GET", "/api/v1/tokens")).body.tokens as Array<{ name: string }>;
+    assert.deepEqual(tokens.map((x) => x.name).sort(), ["admin", "ci"]);
+  });
+
+  test("a bad store location stops start-up with the other config problems, without echoing it", async () => {
+    await assert.rejects(startPlatform({ store: "mysql://u:topsecret@h/db" }), (err: { code?: string; message: string }) => {
+      assert.equal(err.code, "INVALID_ARGUMENT");
+      assert.match(err.message, /store: a store location is/);
+      assert.ok(!err.message.includes("topsecret"));
+      return true;
+    });
   });
 });

@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
 import { runStoreConformance } from "../src/store/conformance";
-import { openStore, parseStoreLocation } from "../src/store/open-store";
+import { openStore } from "../src/store/open-store";
+import { parseStoreLocation } from "../src/shared/store-location";
 import { loadOrCreateMasterKey } from "../src/store/secret-box";
 import { openSqliteStore } from "../src/store/sqlite/sqlite-store";
 

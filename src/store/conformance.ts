@@ -233,6 +233,23 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       assert.deepEqual(await s.listErrorGroups("fn"), []);
     });
 
+    withStore("telemetry: fractional times are stored as whole milliseconds", async (s) => {
+      const ts = 1_700_000_000_123.6;
+      await s.writeTelemetry({
+        logs: [{ ts, functionName: "fn", level: "info", source: "function", stream: "stdout", requestId: "r", instanceId: "i", message: "m" }],
+        invocations: [{
+          requestId: "r", functionName: "fn", version: "v1", instanceId: "i", nodeId: "n", coldStart: false, queueMs: 0.25, startMs: 0, initMs: null,
+          handlerMs: 1.5, totalMs: 1.75, status: 200, errorCode: null, bytesIn: 0, bytesOut: 0, peakMemoryBytes: null, traceparent: "00-x", ts,
+        }],
+        errors: [{ functionName: "fn", fingerprint: "f", code: "FUNCTION_ERROR", messageShape: "x", topFrame: null, requestId: "r", ts }],
+      });
+      assert.equal((await s.queryLogs("fn"))[0]?.ts, 1_700_000_000_124);
+      const [r] = await s.queryInvocations("fn");
+      assert.equal(r?.ts, 1_700_000_000_124);
+      assert.equal(r?.totalMs, 1.75, "durations keep their fraction");
+      assert.equal((await s.listErrorGroups("fn"))[0]?.lastSeen, 1_700_000_000_124);
+    });
+
     // Concurrency: N callers at once (Promise.allSettled), so an implementation with a connection pool
     // really runs them in parallel. Each rule that needs "read then write" must hold under the race.
     const RACERS = 8;

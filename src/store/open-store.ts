@@ -1,9 +1,9 @@
 /**
  * Opens the store a location names: `postgres://…` / `postgresql://…` → PostgreSQL
  * (src/store/postgres/), `sqlite:<file>` or a plain file path → SQLite (src/store/sqlite/).
- * The one place a composition root needs to pick an implementation (not wired into `stratus up` yet).
+ * The one place a composition root picks an implementation (`stratus up` does, from its `store` setting).
  */
-import { StratusError } from "../shared/errors";
+import { parseStoreLocation } from "../shared/store-location";
 import { openPostgresStore } from "./postgres/postgres-store";
 import { openSqliteStore } from "./sqlite/sqlite-store";
 import type { Store } from "./store";
@@ -14,17 +14,6 @@ export interface OpenStoreOptions {
   readonly masterKey: Uint8Array;
   /** Clock, epoch ms; default Date.now. */
   readonly now?: () => number;
-}
-
-/** Which implementation `location` names, and what to open it with. */
-export function parseStoreLocation(location: string): { kind: "postgres"; connectionString: string } | { kind: "sqlite"; file: string } {
-  if (/^postgres(ql)?:\/\//i.test(location)) return { kind: "postgres", connectionString: location };
-  const file = location.startsWith("sqlite:") ? location.slice("sqlite:".length) : location;
-  if (file === "" || /^[a-z][a-z0-9+.-]*:\/\//i.test(file)) {
-    // Never echo the location: a URL may carry a password.
-    throw new StratusError("INVALID_ARGUMENT", "A store location is postgres://…, postgresql://…, sqlite:<file> or a file path");
-  }
-  return { kind: "sqlite", file };
 }
 
 /**

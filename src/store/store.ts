@@ -22,7 +22,8 @@
  * the store does not know (a node serving a function deployed elsewhere) and keeps a deleted function's
  * logs until retention removes them.
  *
- * Times are epoch milliseconds. Errors are StratusErrors (src/shared/errors.ts).
+ * Times are epoch milliseconds; telemetry times are stored rounded to whole milliseconds (the gateway
+ * computes an invocation's start as a fraction). Errors are StratusErrors (src/shared/errors.ts).
  */
 import type { ErrorGroup, ErrorOccurrence, InvocationRecord, LogEntry, LogLevelName, StoredLogEntry } from "../shared/invocation";
 

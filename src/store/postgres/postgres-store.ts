@@ -100,11 +100,12 @@ function foldErrors(errors: readonly ErrorOccurrence[]) {
   for (const e of errors) {
     const k = `${e.functionName}\u0000${e.fingerprint}`;
     const g = groups.get(k);
-    if (g === undefined) groups.set(k, { e, count: 1, first: e.ts, last: e.ts, sample: e.requestId });
+    const ts = Math.round(e.ts);
+    if (g === undefined) groups.set(k, { e, count: 1, first: ts, last: ts, sample: e.requestId });
     else {
       g.count++;
-      g.first = Math.min(g.first, e.ts);
-      if (e.ts >= g.last) { g.last = e.ts; g.sample = e.requestId; }
+      g.first = Math.min(g.first, ts);
+      if (ts >= g.last) { g.last = ts; g.sample = e.requestId; }
     }
   }
   return [...groups.values()];
@@ -203,7 +204,7 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
   async function insertTelemetry(c: pg.ClientBase, batch: TelemetryBatch): Promise<void> {
     for (const part of chunks(batch.logs, INSERT_CHUNK_ROWS)) {
       const params: unknown[] = [];
-      for (const l of part) params.push(l.functionName, l.ts, LEVEL_RANK[l.level] ?? 20, l.source, l.stream, l.requestId, l.instanceId, l.message);
+      for (const l of part) params.push(l.functionName, Math.round(l.ts), LEVEL_RANK[l.level] ?? 20, l.source, l.stream, l.requestId, l.instanceId, l.message);
       // Rows of one VALUES list take their seq (the column default) in list order.
       await c.query(`INSERT INTO logs (function_name, ts, level, source, stream, request_id, instance_id, message) VALUES ${valuesList(part.length, 8)}`, params);
     }
@@ -212,7 +213,7 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
       for (const r of part) {
         params.push(r.requestId, r.functionName, r.version, r.instanceId, r.nodeId, r.coldStart, r.queueMs, r.startMs, r.initMs, r.handlerMs,
           r.totalMs, r.status, r.errorCode, Math.round(r.bytesIn), Math.round(r.bytesOut),
-          r.peakMemoryBytes === null ? null : Math.round(r.peakMemoryBytes), r.traceparent, r.ts);
+          r.peakMemoryBytes === null ? null : Math.round(r.peakMemoryBytes), r.traceparent, Math.round(r.ts));
       }
       await c.query(`INSERT INTO invocations (request_id, function_name, version, instance_id, node_id, cold, queue_ms, start_ms, init_ms,
         handler_ms, total_ms, status, error_code, bytes_in, bytes_out, peak_memory_bytes, traceparent, ts) VALUES ${valuesList(part.length, 18)}`, params);
@@ -453,8 +454,8 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
     async writeTelemetry(batch) {
       if (batch.logs.length + batch.invocations.length + batch.errors.length === 0) return;
       for (let attempt = 1; ; attempt++) {
-        await ensurePartitions("logs", batch.logs.map((l) => l.ts));
-        await ensurePartitions("invocations", batch.invocations.map((r) => r.ts));
+        await ensurePartitions("logs", batch.logs.map((l) => Math.round(l.ts)));
+        await ensurePartitions("invocations", batch.invocations.map((r) => Math.round(r.ts)));
         try {
           await tx((c) => insertTelemetry(c, batch));
           return;

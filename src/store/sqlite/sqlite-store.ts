@@ -300,15 +300,15 @@ export function openSqlitePersistence(file: string): StorePersistence {
 
   const writeTelemetryTx = db.transaction((batch: TelemetryBatch) => {
     for (const l of batch.logs) {
-      q.telLog.run(l.functionName, l.ts, LEVEL_RANK[l.level] ?? 20, l.source, l.stream, l.requestId, l.instanceId, l.message);
+      q.telLog.run(l.functionName, Math.round(l.ts), LEVEL_RANK[l.level] ?? 20, l.source, l.stream, l.requestId, l.instanceId, l.message);
     }
     for (const r of batch.invocations) {
       q.telInvocation.run({
-        ...r, cold: r.coldStart ? 1 : 0, bytesIn: Math.round(r.bytesIn), bytesOut: Math.round(r.bytesOut),
+        ...r, ts: Math.round(r.ts), cold: r.coldStart ? 1 : 0, bytesIn: Math.round(r.bytesIn), bytesOut: Math.round(r.bytesOut),
         peakMemoryBytes: r.peakMemoryBytes === null ? null : Math.round(r.peakMemoryBytes),
       });
     }
-    for (const e of batch.errors) q.telError.run(e);
+    for (const e of batch.errors) q.telError.run({ ...e, ts: Math.round(e.ts) });
   });
 
   /** Deletes rows older than `olderThan`, then beyond `maxRows`; rows are in arrival (≈ time) order. */

@@ -198,8 +198,13 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
     const days = Array.from({ length: PARTITION_DAYS_AHEAD + 1 }, (_, i) => today + i * DAY_MS);
     for (const t of TELEMETRY_TABLES) await ensurePartitions(t, days);
   }
-  await loadPartitions();
-  await ensureComingPartitions();
+  try {
+    await loadPartitions();
+    await ensureComingPartitions();
+  } catch (err) {
+    await pool.end();
+    throw err;
+  }
 
   async function insertTelemetry(c: pg.ClientBase, batch: TelemetryBatch): Promise<void> {
     for (const part of chunks(batch.logs, INSERT_CHUNK_ROWS)) {
@@ -230,7 +235,11 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
     }
   }
 
-  /** Detaches and drops one partition; returns the rows it held. */
+  /**
+   * Detaches and drops one partition; returns the rows it held (counted just before the detach: a
+   * row written to a day that old in between is dropped uncounted — rows arrive in time order, so
+   * only a writer days late could do that).
+   */
   async function dropPartition(table: TelemetryTable, name: string): Promise<number> {
     const { rows } = await query<{ n: number }>(`SELECT count(*)::bigint AS n FROM ${name}`);
     try {

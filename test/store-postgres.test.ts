@@ -6,7 +6,9 @@
 // postgres://…`, process driver) keeping its state there.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
@@ -18,6 +20,7 @@ import { openStore } from "../src/store/open-store";
 import type { Store } from "../src/store/store";
 import { deploy, project, startPlatform } from "./helpers/platform-fixture";
 import { startPostgres, type PostgresServer } from "./helpers/postgres-server";
+import { bindStratus, killUp, startUpInTempRoot } from "./helpers/stratus-cli";
 
 let server: PostgresServer;
 before(async () => {
@@ -262,6 +265,43 @@ describe("the platform on PostgreSQL (store = postgres://…)", () => {
     assert.equal(JSON.parse(await invoke("pgfn")).v, "one", "after a restart the active version comes from PostgreSQL");
     const tokens = (await api("GET", "/api/v1/tokens")).body.tokens as Array<{ name: string }>;
     assert.deepEqual(tokens.map((x) => x.name).sort(), ["admin", "ci"]);
+  });
+
+  test("`stratus up --store postgres://…` from the CLI: deploy, invoke, tokens; SIGTERM closes the store", async (t) => {
+    const { url, name } = await freshDatabase();
+    const up = await startUpInTempRoot("st-pg-", ["--store", url]);
+    t.after(async () => {
+      await killUp(up.child);
+      await rm(up.root, { recursive: true, force: true });
+      await server.dropDatabase(name);
+    });
+    const { ok } = bindStratus(() => ({ env: up.env, cwd: up.root }), 120_000, () => `\n--- stratus up:\n${up.output()}`);
+    const dir = join(up.root, "proj");
+    await mkdir(dir);
+    await writeFile(join(dir, "index.js"), `module.exports.clifn = { handler: async () => "from the cli" };`);
+    await ok("deploy", dir);
+    assert.equal(await (await fetch(`${up.url}/fn/clifn/`)).text(), "from the cli");
+    await ok("token", "create", "--name", "cli-made");
+    assert.match(await ok("token", "ls"), /cli-made/);
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      assert.deepEqual((await c.query<{ name: string }>("SELECT name FROM tokens ORDER BY seq")).rows.map((r) => r.name), ["admin", "cli-made"]);
+      assert.equal((await c.query("SELECT 1 FROM functions WHERE name = 'clifn' AND active_version IS NOT NULL")).rowCount, 1);
+    } finally {
+      await c.end();
+    }
+    assert.equal(existsSync(join(up.dataDir, "stratus.db")), false);
+    up.child.kill("SIGTERM");
+    const [code] = await once(up.child, "exit");
+    assert.equal(code, 0, up.output());
+    // Closed means the pool's sessions are gone (bounded wait: the backend exits right after the client).
+    let sessions = -1;
+    for (let i = 0; i < 50 && sessions !== 0; i++) {
+      sessions = (await server.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1", [name])).rows[0]!.n;
+      if (sessions !== 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(sessions, 0, "stratus up left sessions open on PostgreSQL");
   });
 
   test("a bad store location stops start-up with the other config problems, without echoing it", async () => {

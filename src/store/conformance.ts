@@ -76,6 +76,9 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       const up = await s.updateVersion("fn", "bbb", { image: "reg/fn@sha256:1" });
       assert.equal(up.image, "reg/fn@sha256:1");
       await expectCode(s.updateVersion("fn", "zzz", { status: "failed" }), "VERSION_NOT_FOUND");
+      await expectCode(s.updateVersion("fn", "bbb", { status: "gone" as never }), "INVALID_ARGUMENT");
+      await expectCode(s.addVersion(version("fn", "ccc", digest("c"), { status: "gone" as never })), "INVALID_ARGUMENT");
+      assert.equal((await s.updateVersion("fn", "bbb", { status: "failed" })).image, "reg/fn@sha256:1", "a patch keeps what it does not name");
     });
 
     withStore("activation: atomic switch, rollback, compare-and-swap, all or nothing", async (s) => {
@@ -164,6 +167,7 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       await s.appendBuildLog(b.id, ["three"]);
       assert.deepEqual(await s.getBuildLog(b.id), ["one", "two", "three"]);
       assert.deepEqual(await s.getBuildLog(b.id, 2), ["three"]);
+      await expectCode(s.getBuildLog(b.id, -1), "INVALID_ARGUMENT");
       await s.setBuildSource(b.id, digest("c"));
       assert.equal((await s.getBuild(b.id))?.sourceDigest, digest("c"));
       const done = await s.finishBuild(b.id, { status: "succeeded", result: [{ name: "fn" }] });

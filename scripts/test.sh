@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure-deps.sh
-ensure_debian_packages
+# postgresql: test/store-postgres.test.ts starts a private server from its binaries (initdb + pg_ctl).
+ensure_debian_packages postgresql
 echo "==> npm ci"
 npm ci --no-audit --no-fund
 

@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
 import { runStoreConformance } from "../src/store/conformance";
+import { openStore } from "../src/store/open-store";
+import { parseStoreLocation } from "../src/shared/store-location";
 import { loadOrCreateMasterKey } from "../src/store/secret-box";
 import { openSqliteStore } from "../src/store/sqlite/sqlite-store";
 
@@ -66,4 +68,28 @@ test("sqlite: WAL mode and a recorded schema version", async (t) => {
   t.after(() => raw.close());
   assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
   assert.deepEqual(raw.prepare("SELECT version FROM schema_migrations").all(), [{ version: 1 }, { version: 2 }]);
+});
+
+test("openStore picks the implementation from the location", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "stratus-store-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  assert.deepEqual(parseStoreLocation("postgres://u:pw@h:5432/db"), { kind: "postgres", connectionString: "postgres://u:pw@h:5432/db" });
+  assert.deepEqual(parseStoreLocation("postgresql://h/db"), { kind: "postgres", connectionString: "postgresql://h/db" });
+  assert.deepEqual(parseStoreLocation("sqlite:/x/s.db"), { kind: "sqlite", file: "/x/s.db" });
+  assert.deepEqual(parseStoreLocation("/x/s.db"), { kind: "sqlite", file: "/x/s.db" });
+  for (const bad of ["", "sqlite:", "mysql://u:secretpw@h/db"]) {
+    assert.throws(() => parseStoreLocation(bad), (err: { code?: string; message: string }) => {
+      assert.equal(err.code, "INVALID_ARGUMENT");
+      assert.ok(!err.message.includes("secretpw"), "the location (and its password) is not echoed");
+      return true;
+    });
+  }
+  const masterKey = randomBytes(32);
+  const file = join(dir, "a.db");
+  const s = await openStore(`sqlite:${file}`, { masterKey });
+  await s.ensureFunction("fn");
+  await s.close();
+  const again = await openStore(file, { masterKey });
+  t.after(() => again.close());
+  assert.deepEqual((await again.listFunctions()).map((f) => f.name), ["fn"]);
 });

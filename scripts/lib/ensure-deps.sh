@@ -1,5 +1,6 @@
 # Sourced by scripts/up.sh and scripts/test.sh: installs the Debian packages the process driver needs
-# (bubblewrap, iptables, util-linux's setpriv) when missing, then npm dependencies.
+# (bubblewrap, iptables, util-linux's setpriv) when missing, plus any package named as an argument
+# (scripts/test.sh adds `postgresql`, whose binaries the PostgreSQL store tests run), then npm dependencies.
 ensure_debian_packages() {
   local sudo="" pkgs=()
   if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi

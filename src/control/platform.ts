@@ -24,7 +24,7 @@ import type { SandboxDriver } from "../sandbox/driver";
 import { createProcessDriver } from "../sandbox/process/process-driver";
 import type { Gateway } from "../gateway/gateway";
 import { createNodeAgent, type NodeAgent } from "../node/node-agent";
-import { openSqliteStore } from "../store/sqlite/sqlite-store";
+import { openStore } from "../store/open-store";
 import { loadOrCreateMasterKey } from "../store/secret-box";
 import type { Store } from "../store/store";
 import { unpackArchive } from "../builder/archive";
@@ -131,7 +131,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     await chmod(dataDir, 0o700);
     const masterKey = await loadOrCreateMasterKey(dataDir);
     const nodeToken = await loadOrCreateNodeToken(dataDir);
-    store = openSqliteStore({ file: join(dataDir, "stratus.db"), masterKey });
+    store = await openStore(config.store === "" ? join(dataDir, "stratus.db") : config.store, { masterKey });
     const theStore = store;
     observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
 

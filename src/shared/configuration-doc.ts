@@ -13,7 +13,7 @@ export function renderConfigurationDoc(): string {
 \`stratus up\` reads one configuration, from four sources in this order of precedence:
 **flag > environment variable > config file > default**.
 
-- Flags: \`--port\`, \`--host\`, \`--data-dir\`, \`--driver\`, \`--log-level\`, \`--config FILE\`.
+- Flags: \`--port\`, \`--host\`, \`--data-dir\`, \`--store\`, \`--driver\`, \`--log-level\`, \`--config FILE\`.
 - Environment: the \`STRATUS_*\` variables below.
 - Config file: \`stratus up --config stratus.json\`, a JSON object with the keys below (dotted keys nest:
   \`{ "gateway": { "drainTimeoutMs": 5000 } }\`).
@@ -27,7 +27,7 @@ The CLI (every command but \`up\`) reads its connection from \`--url\`/\`--token
 then the profile \`stratus up\` saved on first start (\`$STRATUS_CONFIG_DIR/config.json\`, default
 \`~/.stratus/config.json\`, mode 0600).
 
-Files in the data dir: \`stratus.db\` (SQLite store), \`master.key\` (secrets key, 0600), \`node.token\` and
+Files in the data dir: \`stratus.db\` (SQLite store, unless \`store\` names another), \`master.key\` (secrets key, 0600), \`node.token\` and
 \`node.sock\` (the internal node API, 0600), \`artifacts/\` (immutable, content-addressed builds), \`run/\`
 (instance sockets), \`tmp/\` (uploads being unpacked and built).
 `;

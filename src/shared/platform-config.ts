@@ -7,6 +7,16 @@
 import { z } from "zod";
 import { StratusError } from "./errors";
 import { DRIVER_NAMES } from "../sandbox/driver";
+import { parseStoreLocation } from "./store-location";
+
+const isStoreLocation = (v: string): boolean => {
+  try {
+    parseStoreLocation(v);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 const MiB = 1024 * 1024;
 
@@ -15,6 +25,7 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "host", env: "STRATUS_HOST", unit: "", default: "127.0.0.1", doc: "Address the API and gateway listen on." },
   { key: "port", env: "STRATUS_PORT", unit: "", default: 8080, doc: "Port of the API (`/api/v1`), health (`/healthz`, `/readyz`) and functions (`/fn/<name>/…`); 0 picks a free one." },
   { key: "dataDir", env: "STRATUS_DATA_DIR", unit: "path", default: "~/.stratus/data", doc: "Store, artifacts, keys and instance sockets." },
+  { key: "store", env: "STRATUS_STORE", unit: "URL or path", default: "", doc: "Where the control plane keeps its state: empty for `<dataDir>/stratus.db` (SQLite, embedded), a file path or `sqlite:<file>`, or `postgres://user:password@host:port/database` (PostgreSQL; migrated at start). See docs/store.md." },
   { key: "driver", env: "STRATUS_DRIVER", unit: "", default: "process", doc: "Sandbox driver: `process` (bubblewrap + cgroups) or `docker`." },
   { key: "prewarm", env: "STRATUS_PREWARM", unit: "sandboxes", default: 2, doc: "Pre-started generic sandboxes (process driver: bubblewrap sandboxes; docker driver: containers from the base image) kept for the default limits (256 MB, outbound); cold starts take one and only load the code. 0 disables. See docs/prewarm.md." },
   { key: "logLevel", env: "STRATUS_LOG_LEVEL", unit: "", default: "info", doc: "pino level: trace, debug, info, warn, error, fatal, silent." },
@@ -51,6 +62,7 @@ export const PlatformConfigSchema = z.strictObject({
   host: z.string().min(1).default("127.0.0.1"),
   port: port.default(8080),
   dataDir: z.string().min(1).default("~/.stratus/data"),
+  store: z.string().default("").refine((v) => v === "" || isStoreLocation(v), "a store location is postgres://…, postgresql://…, sqlite:<file> or a file path"),
   driver: z.enum(DRIVER_NAMES).default("process"),
   prewarm: posInt(0, 64).default(2),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),

@@ -76,6 +76,9 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       const up = await s.updateVersion("fn", "bbb", { image: "reg/fn@sha256:1" });
       assert.equal(up.image, "reg/fn@sha256:1");
       await expectCode(s.updateVersion("fn", "zzz", { status: "failed" }), "VERSION_NOT_FOUND");
+      await expectCode(s.updateVersion("fn", "bbb", { status: "gone" as never }), "INVALID_ARGUMENT");
+      await expectCode(s.addVersion(version("fn", "ccc", digest("c"), { status: "gone" as never })), "INVALID_ARGUMENT");
+      assert.equal((await s.updateVersion("fn", "bbb", { status: "failed" })).image, "reg/fn@sha256:1", "a patch keeps what it does not name");
     });
 
     withStore("activation: atomic switch, rollback, compare-and-swap, all or nothing", async (s) => {
@@ -164,14 +167,15 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       await s.appendBuildLog(b.id, ["three"]);
       assert.deepEqual(await s.getBuildLog(b.id), ["one", "two", "three"]);
       assert.deepEqual(await s.getBuildLog(b.id, 2), ["three"]);
+      await expectCode(s.getBuildLog(b.id, -1), "INVALID_ARGUMENT");
       await s.setBuildSource(b.id, digest("c"));
-      assert.equal(await s.findSucceededBuild(digest("c")), null);
+      assert.equal((await s.getBuild(b.id))?.sourceDigest, digest("c"));
       const done = await s.finishBuild(b.id, { status: "succeeded", result: [{ name: "fn" }] });
       assert.equal(done.status, "succeeded");
       assert.deepEqual(done.result, [{ name: "fn" }]);
       assert.equal(typeof done.finishedAt, "number");
       await expectCode(s.finishBuild(b.id, { status: "failed", error: { code: "INTERNAL", message: "x" } }), "CONFLICT");
-      assert.equal((await s.findSucceededBuild(digest("c")))?.id, b.id);
+      assert.deepEqual(await s.getBuild(b.id), done);
 
       const f = await s.createBuild();
       const failed = await s.finishBuild(f.id, { status: "failed", error: { code: "BUILD_FAILED", message: "syntax" } });
@@ -231,6 +235,113 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       assert.deepEqual((await s.queryLogs("fn")).map((l) => l.message), ["e"]);
       assert.equal((await s.purgeTelemetry({ olderThan: 10_000 })).errorGroups, 1);
       assert.deepEqual(await s.listErrorGroups("fn"), []);
+    });
+
+    withStore("telemetry: fractional times are stored as whole milliseconds", async (s) => {
+      const ts = 1_700_000_000_123.6;
+      await s.writeTelemetry({
+        logs: [{ ts, functionName: "fn", level: "info", source: "function", stream: "stdout", requestId: "r", instanceId: "i", message: "m" }],
+        invocations: [{
+          requestId: "r", functionName: "fn", version: "v1", instanceId: "i", nodeId: "n", coldStart: false, queueMs: 0.25, startMs: 0, initMs: null,
+          handlerMs: 1.5, totalMs: 1.75, status: 200, errorCode: null, bytesIn: 0, bytesOut: 0, peakMemoryBytes: null, traceparent: "00-x", ts,
+        }],
+        errors: [{ functionName: "fn", fingerprint: "f", code: "FUNCTION_ERROR", messageShape: "x", topFrame: null, requestId: "r", ts }],
+      });
+      assert.equal((await s.queryLogs("fn"))[0]?.ts, 1_700_000_000_124);
+      const [r] = await s.queryInvocations("fn");
+      assert.equal(r?.ts, 1_700_000_000_124);
+      assert.equal(r?.totalMs, 1.75, "durations keep their fraction");
+      assert.equal((await s.listErrorGroups("fn"))[0]?.lastSeen, 1_700_000_000_124);
+    });
+
+    // Concurrency: N callers at once (Promise.allSettled), so an implementation with a connection pool
+    // really runs them in parallel. Each rule that needs "read then write" must hold under the race.
+    const RACERS = 8;
+    const settle = <T>(n: number, fn: (i: number) => Promise<T>) => Promise.allSettled(Array.from({ length: n }, (_, i) => fn(i)));
+    const fulfilled = <T>(rs: PromiseSettledResult<T>[]) => rs.filter((r): r is PromiseFulfilledResult<T> => r.status === "fulfilled").map((r) => r.value);
+    const rejectedCodes = (rs: PromiseSettledResult<unknown>[]) =>
+      rs.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => (r.reason as { code?: string }).code ?? String(r.reason));
+
+    withStore("race: compare-and-swap activations, exactly one writer wins", async (s) => {
+      for (let i = 0; i < RACERS; i++) await s.addVersion(version("fn", `v${i}`, digest(String(i))));
+      const rs = await settle(RACERS, (i) => s.activateVersions([{ functionName: "fn", version: `v${i}`, expectedActive: null }]));
+      const won = fulfilled(rs);
+      assert.equal(won.length, 1, `exactly one activation wins, got ${won.length}`);
+      assert.deepEqual(rejectedCodes(rs), Array(RACERS - 1).fill("CONFLICT"));
+      assert.equal((await s.getActiveVersion("fn"))?.version, won[0]![0]!.activeVersion);
+      // Without a guard every switch succeeds and the pointer ends on one of them.
+      const free = await settle(RACERS, (i) => s.activateVersions([{ functionName: "fn", version: `v${i}` }]));
+      assert.equal(fulfilled(free).length, RACERS);
+      assert.match((await s.getActiveVersion("fn"))?.version ?? "", /^v\d$/);
+    });
+
+    withStore("race: multi-function activations in opposite orders neither deadlock nor mix", async (s) => {
+      for (const fn of ["a", "b"]) {
+        await s.addVersion(version(fn, `${fn}1`, digest("1")));
+        await s.addVersion(version(fn, `${fn}2`, digest("2")));
+      }
+      const rs = await settle(RACERS, (i) => s.activateVersions(i % 2 === 0
+        ? [{ functionName: "a", version: "a1" }, { functionName: "b", version: "b1" }]
+        : [{ functionName: "b", version: "b2" }, { functionName: "a", version: "a2" }]));
+      assert.deepEqual(rejectedCodes(rs), [], "no activation may fail (a deadlock would)");
+      const a = (await s.getFunction("a"))?.activeVersion, b = (await s.getFunction("b"))?.activeVersion;
+      // All or nothing: the last writer set both, so both pointers come from the same deploy.
+      assert.ok((a === "a1" && b === "b1") || (a === "a2" && b === "b2"), `mixed deploys: a=${a} b=${b}`);
+    });
+
+    withStore("race: concurrent revocations all return the one revocation time", async (s) => {
+      const { token, record } = await s.createToken("ci");
+      const rs = await settle(RACERS, () => s.revokeToken(record.id));
+      const all = fulfilled(rs);
+      assert.equal(all.length, RACERS);
+      assert.equal(new Set(all.map((r) => r.revokedAt)).size, 1, "one revocation time");
+      assert.equal(typeof all[0]!.revokedAt, "number");
+      assert.equal(await s.verifyToken(token), null);
+      assert.deepEqual(await s.listTokens(), [all[0]]);
+    });
+
+    withStore("race: a build finishes exactly once", async (s) => {
+      const b = await s.createBuild();
+      const rs = await settle(RACERS, (i) => s.finishBuild(b.id, i % 2 === 0
+        ? { status: "succeeded", result: { by: i } }
+        : { status: "failed", error: { code: "BUILD_FAILED", message: `by ${i}` } }));
+      const won = fulfilled(rs);
+      assert.equal(won.length, 1, `exactly one finish wins, got ${won.length}`);
+      assert.deepEqual(rejectedCodes(rs), Array(RACERS - 1).fill("CONFLICT"));
+      assert.deepEqual(await s.getBuild(b.id), won[0]);
+    });
+
+    withStore("race: build log appends keep each call's lines together and lose none", async (s) => {
+      const b = await s.createBuild();
+      const rs = await settle(RACERS, (i) => s.appendBuildLog(b.id, [`w${i} 0`, `w${i} 1`, `w${i} 2`]));
+      assert.deepEqual(rejectedCodes(rs), []);
+      const log = await s.getBuildLog(b.id);
+      assert.equal(log.length, RACERS * 3);
+      for (let k = 0; k < log.length; k += 3) {
+        const w = log[k]!.split(" ")[0];
+        assert.deepEqual(log.slice(k, k + 3), [`${w} 0`, `${w} 1`, `${w} 2`]);
+      }
+    });
+
+    withStore("race: names and versions stay unique under concurrent writers", async (s) => {
+      const names = ["Race", "race", "RACE", "rAce"];
+      const fns = await settle(RACERS, (i) => s.ensureFunction(names[i % names.length]!));
+      const winner = fulfilled(fns)[0]?.name;
+      assert.ok(winner !== undefined);
+      assert.equal(fulfilled(fns).length, RACERS / names.length, "only calls with the winning spelling succeed");
+      assert.deepEqual(rejectedCodes(fns), Array(RACERS - RACERS / names.length).fill("CONFLICT"));
+      assert.deepEqual((await s.listFunctions()).map((f) => f.name), [winner]);
+
+      const same = fulfilled(await settle(RACERS, () => s.addVersion(version("fn", "v1"))));
+      assert.equal(same.length, RACERS, "identical redeploys all succeed");
+      assert.ok(same.every((v) => JSON.stringify(v) === JSON.stringify(same[0])), "and return the one stored record");
+      const clash = await settle(RACERS, (i) => s.addVersion(version("fn", "v2", digest(String(i)))));
+      assert.equal(fulfilled(clash).length, 1);
+      assert.deepEqual(rejectedCodes(clash), Array(RACERS - 1).fill("CONFLICT"));
+      assert.equal((await s.getVersion("fn", "v2"))?.digest, fulfilled(clash)[0]!.digest);
+
+      await settle(RACERS, (i) => s.setEnvVars("fn", { [`K${i}`]: String(i) }));
+      assert.equal(Object.keys(await s.getEnvVars("fn")).length, RACERS, "concurrent patches of different keys all land");
     });
 
     withStore("reopening keeps every kind of data", async (s, h) => {

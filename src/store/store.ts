@@ -1,6 +1,9 @@
 /**
- * The store contract: everything the control plane persists. One interface, async methods, so that
- * SQLite (embedded, src/store/sqlite/) and later PostgreSQL implement it the same way; every
+ * The store contract: everything the control plane persists, split by concern (functions and
+ * versions, env and secrets, tokens, builds, telemetry) and joined in `Store`. Callers see this;
+ * implementations do not implement it directly: the rules below live in one store-neutral layer
+ * (src/store/store-rules.ts, `createStore`) over a `StorePersistence` (src/store/persistence.ts) that
+ * only persists — SQLite (embedded, src/store/sqlite/) and PostgreSQL (src/store/postgres/). Every
  * implementation runs src/store/conformance.ts.
  *
  * Invariants every implementation keeps:
@@ -19,7 +22,8 @@
  * the store does not know (a node serving a function deployed elsewhere) and keeps a deleted function's
  * logs until retention removes them.
  *
- * Times are epoch milliseconds. Errors are StratusErrors (src/shared/errors.ts).
+ * Times are epoch milliseconds; telemetry times are stored rounded to whole milliseconds (the gateway
+ * computes an invocation's start as a fraction). Errors are StratusErrors (src/shared/errors.ts).
  */
 import type { ErrorGroup, ErrorOccurrence, InvocationRecord, LogEntry, LogLevelName, StoredLogEntry } from "../shared/invocation";
 
@@ -101,8 +105,11 @@ export interface Activation {
   readonly expectedActive?: string | null;
 }
 
-export interface Store {
-  // Functions ---------------------------------------------------------------------------------
+/**
+ * Functions, their immutable versions and the active pointer (deploy, rollback).
+ * Used by the deploy pipeline, activation and the function routes.
+ */
+export interface FunctionStore {
   /**
    * Returns the function, creating it if needed.
    * @throws StratusError INVALID_FUNCTION_NAME; CONFLICT when a function whose name differs only in case exists.
@@ -117,8 +124,6 @@ export interface Store {
    * @throws StratusError FUNCTION_NOT_FOUND
    */
   deleteFunction(name: string): Promise<void>;
-
-  // Versions ----------------------------------------------------------------------------------
   /**
    * Records a built version (creating the function if needed). Idempotent for the same
    * `(functionName, version, digest)`: returns the existing record unchanged.
@@ -134,20 +139,23 @@ export interface Store {
   listVersions(functionName: string): Promise<VersionRecord[]>;
   /**
    * Sets a version's status and/or driver image (after `driver.prepare()`).
-   * @throws StratusError VERSION_NOT_FOUND
+   * @throws StratusError VERSION_NOT_FOUND; INVALID_ARGUMENT for an unknown status.
    */
   updateVersion(functionName: string, version: string, patch: { status?: VersionStatus; image?: string | null }): Promise<VersionRecord>;
   /** The active version's record, or null when none is active. */
   getActiveVersion(functionName: string): Promise<VersionRecord | null>;
   /**
    * Atomically moves the active pointers of one or more functions (a deploy, or a rollback to an
-   * older version). All or nothing.
+   * older version). All or nothing; two callers racing on one function are serialised, so with
+   * `expectedActive` exactly one of them wins.
    * @throws StratusError FUNCTION_NOT_FOUND | VERSION_NOT_FOUND | CONFLICT (version not ready, or
    *   `expectedActive` no longer matches); INVALID_ARGUMENT for an empty list or a function named twice.
    */
   activateVersions(activations: readonly Activation[]): Promise<FunctionRecord[]>;
+}
 
-  // Environment and secrets -------------------------------------------------------------------
+/** Plain environment variables and encrypted secrets of a function. */
+export interface ConfigStore {
   /** Plain env vars of a function (empty when none). @throws StratusError FUNCTION_NOT_FOUND */
   getEnvVars(functionName: string): Promise<Record<string, string>>;
   /**
@@ -169,45 +177,52 @@ export interface Store {
    * @throws StratusError FUNCTION_NOT_FOUND; INTERNAL when a value fails to decrypt (wrong master key, tampering).
    */
   getSecretValues(functionName: string): Promise<Record<string, string>>;
+}
 
-  // API tokens --------------------------------------------------------------------------------
+/** API tokens. */
+export interface TokenStore {
   /** Creates a token; the plaintext `token` is returned only here. @throws StratusError INVALID_ARGUMENT for an empty name */
   createToken(name: string): Promise<{ token: string; record: TokenRecord }>;
   /** Every token (revoked ones included), oldest first. */
   listTokens(): Promise<TokenRecord[]>;
-  /** Revokes at once (idempotent). @throws StratusError NOT_FOUND */
+  /** Revokes at once (idempotent: a second or concurrent revocation returns the same `revokedAt`). @throws StratusError NOT_FOUND */
   revokeToken(id: string): Promise<TokenRecord>;
   /** The token's record when `token` is valid and not revoked, else null. Compares hashes in constant time. */
   verifyToken(token: string): Promise<TokenRecord | null>;
+}
 
-  // Builds ------------------------------------------------------------------------------------
+/** Build records and their log lines. */
+export interface BuildStore {
   /** Starts a build record with status `running`. */
   createBuild(): Promise<BuildRecord>;
-  /** Appends log lines (kept in order). @throws StratusError NOT_FOUND */
+  /** Appends log lines (kept in order; concurrent appends never interleave within one call). @throws StratusError NOT_FOUND */
   appendBuildLog(id: string, lines: readonly string[]): Promise<void>;
   /** Records the source digest once known. @throws StratusError NOT_FOUND */
   setBuildSource(id: string, sourceDigest: string): Promise<void>;
   /**
-   * Ends a running build.
+   * Ends a running build, exactly once (of two racing callers one wins, the other gets CONFLICT).
    * @throws StratusError NOT_FOUND; CONFLICT when it already ended.
    */
-  finishBuild(id: string, outcome: { status: "succeeded"; result: unknown } | { status: "failed"; error: { code: string; message: string } }): Promise<BuildRecord>;
+  finishBuild(id: string, outcome: BuildOutcome): Promise<BuildRecord>;
   /** Null when absent. */
   getBuild(id: string): Promise<BuildRecord | null>;
   /** Log lines, in order, from line `fromLine` (default 0). @throws StratusError NOT_FOUND */
   getBuildLog(id: string, fromLine?: number): Promise<string[]>;
-  /** The newest succeeded build with this source digest, or null. */
-  findSucceededBuild(sourceDigest: string): Promise<BuildRecord | null>;
+}
 
-  // Telemetry ---------------------------------------------------------------------------------
+/** How a build ended, for `finishBuild`. */
+export type BuildOutcome = { status: "succeeded"; result: unknown } | { status: "failed"; error: { code: string; message: string } };
+
+/** Invocation records, log lines and error groups (see the header for the rules). */
+export interface TelemetryStore {
   /**
    * Writes one batch in one transaction: log lines (appended in order), invocation records, and error
    * occurrences folded into their groups (count + 1, last seen, sample request id).
    */
   writeTelemetry(batch: TelemetryBatch): Promise<void>;
-  /** The newest `limit` matching log lines of a function, returned oldest first (by `seq`). */
+  /** The newest `limit` matching log lines of a function, returned oldest first (by `seq`). @throws StratusError INVALID_ARGUMENT for a bad limit */
   queryLogs(functionName: string, query?: LogQuery): Promise<StoredLogEntry[]>;
-  /** The newest `limit` matching invocation records of a function, newest first. */
+  /** The newest `limit` matching invocation records of a function, newest first. @throws StratusError INVALID_ARGUMENT for a bad limit */
   queryInvocations(functionName: string, query?: InvocationQuery): Promise<InvocationRecord[]>;
   /** Error groups of a function, most recently seen first (at most `limit`, default 100). */
   listErrorGroups(functionName: string, limit?: number): Promise<ErrorGroup[]>;
@@ -215,9 +230,28 @@ export interface Store {
    * Deletes telemetry older than `olderThan` (epoch ms; error groups by last seen), then the oldest
    * rows beyond `maxLogRows` / `maxInvocationRows` (all functions together). Returns what was deleted.
    */
-  purgeTelemetry(policy: { olderThan: number; maxLogRows?: number; maxInvocationRows?: number }): Promise<{ logs: number; invocations: number; errorGroups: number }>;
+  purgeTelemetry(policy: PurgePolicy): Promise<PurgeResult>;
+}
 
-  // Lifecycle ---------------------------------------------------------------------------------
+/** Retention policy of `purgeTelemetry`. */
+export interface PurgePolicy {
+  readonly olderThan: number;
+  readonly maxLogRows?: number;
+  readonly maxInvocationRows?: number;
+}
+
+/** Rows removed by `purgeTelemetry`. */
+export interface PurgeResult {
+  readonly logs: number;
+  readonly invocations: number;
+  readonly errorGroups: number;
+}
+
+/**
+ * Everything the control plane persists: the concerns together, plus the lifecycle. Callers that need
+ * only one concern take that interface (the observer takes a TelemetryStore).
+ */
+export interface Store extends FunctionStore, ConfigStore, TokenStore, BuildStore, TelemetryStore {
   /** Closes the store (idempotent). Later calls fail. */
   close(): Promise<void>;
 }

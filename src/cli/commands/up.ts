@@ -18,6 +18,7 @@ interface UpOptions {
   host?: string;
   dataDir?: string;
   driver?: string;
+  store?: string;
   config?: string;
   logLevel?: string;
   runtime?: string;
@@ -47,6 +48,7 @@ export function registerUpCommand(program: Command): void {
     .option("--host <host>", "address to listen on (default 127.0.0.1)")
     .option("--data-dir <dir>", "store, artifacts and keys (default ~/.stratus/data)")
     .option("--driver <driver>", "sandbox driver: process | docker (default process)")
+    .option("--store <location>", "postgres://… (PostgreSQL) or a SQLite file (default <data dir>/stratus.db)")
     .option("--config <file>", "JSON config file (flags > STRATUS_* env > file > defaults)")
     .option("--log-level <level>", "trace | debug | info | warn | error | fatal | silent")
     .option("--runtime <path>", "path of runtime.cjs (default: beside the CLI bundle)")
@@ -64,6 +66,7 @@ export function registerUpCommand(program: Command): void {
             host: opts.host,
             dataDir: opts.dataDir === undefined ? undefined : resolve(opts.dataDir),
             driver: opts.driver,
+            store: opts.store,
             logLevel: opts.logLevel,
           },
           env: process.env,

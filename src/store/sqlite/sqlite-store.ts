@@ -1,23 +1,26 @@
 /**
  * The embedded store: one SQLite file (better-sqlite3), WAL mode, prepared statements, and a
- * `schema_migrations` table so later releases can add migrations in order.
+ * `schema_migrations` table so later releases can add migrations in order. It implements
+ * StorePersistence only (src/store/persistence.ts); the rules and encryption are in
+ * src/store/store-rules.ts, and `openSqliteStore` joins the two.
  *
- * better-sqlite3 is synchronous; the methods are async only to honour the Store contract. Each
- * method runs in one SQLite transaction where it touches more than one row, so a crash never leaves
- * half of an operation behind.
+ * better-sqlite3 is synchronous; the methods are async only to honour the contract. Every method that
+ * reads then writes, or touches more than one row, runs in one SQLite transaction: that is what makes
+ * it atomic (with one connection per process, a synchronous transaction cannot interleave with another
+ * caller), and a crash never leaves half of an operation behind.
  */
 import Database from "better-sqlite3";
-import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { StratusError } from "../../shared/errors";
-import { assertValidFunctionName } from "../../shared/names";
-import { assertMasterKey, decryptSecret, encryptSecret, generateToken, tokenId, tokenMatches } from "../secret-box";
-import type {
-  Activation, BuildRecord, BuildStatus, FunctionRecord, InvocationQuery, LogQuery, NewVersion, Store, TelemetryBatch, TokenRecord, VersionRecord, VersionStatus,
-} from "../store";
-import { TELEMETRY_QUERY_MAX } from "../store";
-import type { ErrorGroup, InvocationRecord, LogLevelName, StoredLogEntry } from "../../shared/invocation";
+import type { ActivationCheck, FinishResult, StorePersistence, StoredToken } from "../persistence";
+import {
+  LEVEL_RANK, toBuild as toBuildRecord, toErrorGroup, toFunction, toInvocation, toLog, toToken, toVersion as toVersionRecord, VERSION_COLUMNS,
+  type BuildRow, type ErrorGroupRow, type FunctionRow, type InvocationRow, type LogRow, type TokenRow, type VersionRow,
+} from "../rows";
+import type { Activation, BuildOutcome, BuildRecord, FunctionRecord, PurgePolicy, Store, TelemetryBatch, TokenRecord, VersionRecord } from "../store";
+import { assertMasterKey } from "../secret-box";
+import { createStore } from "../store-rules";
 
 /** Ordered migrations; index + 1 is the schema version. Never edit a released entry, append. */
 const MIGRATIONS: readonly string[] = [
@@ -137,79 +140,11 @@ const MIGRATIONS: readonly string[] = [
   `,
 ];
 
-const LEVEL_RANK: Record<LogLevelName, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-const RANK_LEVEL: Record<number, LogLevelName> = { 10: "debug", 20: "info", 30: "warn", 40: "error" };
-
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function assertEnvName(kind: string, name: string): void {
-  if (!ENV_NAME.test(name) || name.startsWith("STRATUS_") || name.length > 256) {
-    throw new StratusError("INVALID_ARGUMENT", `Invalid ${kind} name ${JSON.stringify(name.slice(0, 80))}: use [A-Za-z_][A-Za-z0-9_]*, not the reserved STRATUS_ prefix`);
-  }
-}
-
-interface FunctionRow { id: number; name: string; created_at: number; active_version: string | null; activated_at: number | null }
-interface VersionRow {
-  function_name: string; version: string; digest: string; entry: string; export_name: string; config: string;
-  source_digest: string; status: VersionStatus; image: string | null; created_at: number;
-}
-interface TokenRow { id: string; name: string; hash: string; created_at: number; revoked_at: number | null }
-interface BuildRow {
-  id: string; status: BuildStatus; source_digest: string | null; error_code: string | null; error_message: string | null;
-  result: string | null; created_at: number; finished_at: number | null;
-}
-
-const toFunction = (r: FunctionRow): FunctionRecord =>
-  ({ name: r.name, createdAt: r.created_at, activeVersion: r.active_version, activatedAt: r.activated_at });
-const toVersion = (r: VersionRow): VersionRecord => ({
-  functionName: r.function_name, version: r.version, digest: r.digest, entry: r.entry, exportName: r.export_name,
-  config: JSON.parse(r.config) as unknown, sourceDigest: r.source_digest, status: r.status, image: r.image, createdAt: r.created_at,
-});
-const toToken = (r: TokenRow): TokenRecord => ({ id: r.id, name: r.name, createdAt: r.created_at, revokedAt: r.revoked_at });
-const toBuild = (r: BuildRow): BuildRecord => ({
-  id: r.id, status: r.status, sourceDigest: r.source_digest,
-  error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? "" },
-  result: r.result === null ? null : (JSON.parse(r.result) as unknown),
-  createdAt: r.created_at, finishedAt: r.finished_at,
-});
-
-interface LogRow {
-  seq: number; function_name: string; ts: number; level: number; source: "function" | "platform"; stream: "stdout" | "stderr" | null;
-  request_id: string | null; instance_id: string | null; message: string;
-}
-interface InvocationRow {
-  request_id: string; function_name: string; version: string; instance_id: string | null; node_id: string; cold: number;
-  queue_ms: number; start_ms: number; init_ms: number | null; handler_ms: number; total_ms: number; status: number;
-  error_code: string | null; bytes_in: number; bytes_out: number; peak_memory_bytes: number | null; traceparent: string; ts: number;
-}
-interface ErrorGroupRow {
-  function_name: string; fingerprint: string; code: string; message_shape: string; top_frame: string | null; count: number;
-  first_seen: number; last_seen: number; sample_request_id: string;
-}
-
-const toLog = (r: LogRow): StoredLogEntry => ({
-  seq: r.seq, functionName: r.function_name, ts: r.ts, level: RANK_LEVEL[r.level] ?? "info", source: r.source, stream: r.stream,
-  requestId: r.request_id, instanceId: r.instance_id, message: r.message,
-});
-const toInvocation = (r: InvocationRow): InvocationRecord => ({
-  requestId: r.request_id, functionName: r.function_name, version: r.version, instanceId: r.instance_id, nodeId: r.node_id,
-  coldStart: r.cold === 1, queueMs: r.queue_ms, startMs: r.start_ms, initMs: r.init_ms, handlerMs: r.handler_ms, totalMs: r.total_ms,
-  status: r.status, errorCode: r.error_code, bytesIn: r.bytes_in, bytesOut: r.bytes_out, peakMemoryBytes: r.peak_memory_bytes,
-  traceparent: r.traceparent, ts: r.ts,
-});
-const toErrorGroup = (r: ErrorGroupRow): ErrorGroup => ({
-  functionName: r.function_name, fingerprint: r.fingerprint, code: r.code, messageShape: r.message_shape, topFrame: r.top_frame,
-  count: r.count, firstSeen: r.first_seen, lastSeen: r.last_seen, sampleRequestId: r.sample_request_id,
-});
-
-function queryLimit(limit: number | undefined): number {
-  if (limit === undefined) return 100;
-  if (!Number.isInteger(limit) || limit < 1) throw new StratusError("INVALID_ARGUMENT", "limit must be a positive integer");
-  return Math.min(limit, TELEMETRY_QUERY_MAX);
-}
-
-const VERSION_COLUMNS = `f.name AS function_name, v.version, v.digest, v.entry, v.export_name, v.config,
-  v.source_digest, v.status, v.image, v.created_at`;
+// SQLite keeps JSON as TEXT: decoded here, then mapped like every SQL implementation's rows.
+type SqliteVersionRow = Omit<VersionRow, "config"> & { config: string };
+type SqliteBuildRow = Omit<BuildRow, "result"> & { result: string | null };
+const toVersion = (r: SqliteVersionRow): VersionRecord => toVersionRecord({ ...r, config: JSON.parse(r.config) as unknown });
+const toBuild = (r: SqliteBuildRow): BuildRecord => toBuildRecord({ ...r, result: r.result === null ? null : (JSON.parse(r.result) as unknown) });
 
 /** Options of `openSqliteStore`. */
 export interface SqliteStoreOptions {
@@ -222,49 +157,56 @@ export interface SqliteStoreOptions {
 }
 
 /**
- * Opens (creating and migrating as needed) a SQLite store.
+ * Opens (creating and migrating as needed) a SQLite store: `createStore` over `openSqlitePersistence`.
  * @throws StratusError INTERNAL for a bad master key, or a database newer than this code knows.
  */
 export function openSqliteStore(options: SqliteStoreOptions): Store {
+  // Checked before the file is touched, so a bad key never leaves a database behind.
   assertMasterKey(options.masterKey);
-  const key = Buffer.from(options.masterKey);
-  const now = options.now ?? Date.now;
-  if (options.file !== ":memory:") mkdirSync(dirname(options.file), { recursive: true });
-  const db = new Database(options.file);
+  return createStore(openSqlitePersistence(options.file), { masterKey: options.masterKey, ...(options.now ? { now: options.now } : {}) });
+}
+
+/**
+ * Opens (creating and migrating as needed) the SQLite persistence in `file`.
+ * @throws StratusError INTERNAL for a database newer than this code knows.
+ */
+export function openSqlitePersistence(file: string): StorePersistence {
+  if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
+  const db = new Database(file);
   db.pragma("journal_mode = WAL");
   // NORMAL is durable against application crashes in WAL mode; only an OS crash may lose the last commit.
   db.pragma("synchronous = NORMAL");
   db.pragma("foreign_keys = ON");
   db.pragma("busy_timeout = 5000");
-  migrate(db, now);
+  migrate(db);
 
   const q = {
     fnByName: db.prepare<[string], FunctionRow>("SELECT * FROM functions WHERE name = ?"),
     fnByLower: db.prepare<[string], FunctionRow>("SELECT * FROM functions WHERE name_lower = ?"),
     fnAll: db.prepare<[], FunctionRow>("SELECT * FROM functions ORDER BY name"),
-    fnInsert: db.prepare<[string, string, number]>("INSERT INTO functions (name, name_lower, created_at) VALUES (?, ?, ?)"),
-    fnDelete: db.prepare<[number]>("DELETE FROM functions WHERE id = ?"),
+    fnInsert: db.prepare<[string, string, number]>("INSERT INTO functions (name, name_lower, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
+    fnDelete: db.prepare<[string]>("DELETE FROM functions WHERE name = ?"),
     fnActivate: db.prepare<[string, number, number]>("UPDATE functions SET active_version = ?, activated_at = ? WHERE id = ?"),
-    verGet: db.prepare<[string, string], VersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE f.name = ? AND v.version = ?`),
-    verList: db.prepare<[number], VersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE v.function_id = ? ORDER BY v.seq DESC`),
-    verInsert: db.prepare("INSERT INTO versions (function_id, version, digest, entry, export_name, config, source_digest, status, image, created_at) VALUES (@functionId, @version, @digest, @entry, @exportName, @config, @sourceDigest, @status, @image, @createdAt)"),
-    verUpdate: db.prepare<[string, string | null, number, string]>("UPDATE versions SET status = ?, image = ? WHERE function_id = ? AND version = ?"),
+    verGet: db.prepare<[string, string], SqliteVersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE f.name = ? AND v.version = ?`),
+    verList: db.prepare<[number], SqliteVersionRow>(`SELECT ${VERSION_COLUMNS} FROM versions v JOIN functions f ON f.id = v.function_id WHERE v.function_id = ? ORDER BY v.seq DESC`),
+    verInsert: db.prepare(`INSERT INTO versions (function_id, version, digest, entry, export_name, config, source_digest, status, image, created_at)
+      VALUES (@functionId, @version, @digest, @entry, @exportName, @config, @sourceDigest, @status, @image, @createdAt) ON CONFLICT (function_id, version) DO NOTHING`),
+    verUpdate: db.prepare<[string | null, number, string | null, string, string]>(`UPDATE versions SET status = COALESCE(?, status), image = CASE WHEN ? THEN ? ELSE image END
+      WHERE function_id = (SELECT id FROM functions WHERE name = ?) AND version = ?`),
     envGet: db.prepare<[number], { name: string; value: string }>("SELECT name, value FROM env_vars WHERE function_id = ? ORDER BY name"),
     envSet: db.prepare<[number, string, string]>("INSERT INTO env_vars (function_id, name, value) VALUES (?, ?, ?) ON CONFLICT (function_id, name) DO UPDATE SET value = excluded.value"),
     envDel: db.prepare<[number, string]>("DELETE FROM env_vars WHERE function_id = ? AND name = ?"),
     secSet: db.prepare<[number, string, string, number]>("INSERT INTO secrets (function_id, name, ciphertext, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (function_id, name) DO UPDATE SET ciphertext = excluded.ciphertext, updated_at = excluded.updated_at"),
     secDel: db.prepare<[number, string]>("DELETE FROM secrets WHERE function_id = ? AND name = ?"),
-    secNames: db.prepare<[number], { name: string }>("SELECT name FROM secrets WHERE function_id = ? ORDER BY name"),
     secAll: db.prepare<[number], { name: string; ciphertext: string }>("SELECT name, ciphertext FROM secrets WHERE function_id = ? ORDER BY name"),
     tokInsert: db.prepare<[string, string, string, number]>("INSERT INTO tokens (id, name, hash, created_at) VALUES (?, ?, ?, ?)"),
     tokGet: db.prepare<[string], TokenRow>("SELECT * FROM tokens WHERE id = ?"),
     tokAll: db.prepare<[], TokenRow>("SELECT * FROM tokens ORDER BY created_at, rowid"),
     tokRevoke: db.prepare<[number, string]>("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
     buildInsert: db.prepare<[string, number]>("INSERT INTO builds (id, status, created_at) VALUES (?, 'running', ?)"),
-    buildGet: db.prepare<[string], BuildRow>("SELECT * FROM builds WHERE id = ?"),
+    buildGet: db.prepare<[string], SqliteBuildRow>("SELECT * FROM builds WHERE id = ?"),
     buildSource: db.prepare<[string, string]>("UPDATE builds SET source_digest = ? WHERE id = ?"),
     buildFinish: db.prepare("UPDATE builds SET status = @status, error_code = @errorCode, error_message = @errorMessage, result = @result, finished_at = @finishedAt WHERE id = @id AND status = 'running'"),
-    buildBySource: db.prepare<[string], BuildRow>("SELECT * FROM builds WHERE source_digest = ? AND status = 'succeeded' ORDER BY finished_at DESC, rowid DESC LIMIT 1"),
     logNext: db.prepare<[string], { n: number }>("SELECT COUNT(*) AS n FROM build_logs WHERE build_id = ?"),
     logInsert: db.prepare<[string, number, string]>("INSERT INTO build_logs (build_id, seq, line) VALUES (?, ?, ?)"),
     logGet: db.prepare<[string, number], { line: string }>("SELECT line FROM build_logs WHERE build_id = ? AND seq >= ? ORDER BY seq"),
@@ -292,88 +234,81 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     errPurge: db.prepare<[number]>("DELETE FROM error_groups WHERE last_seen < ?"),
   };
 
-  function requireFunction(name: string): FunctionRow {
-    const row = q.fnByName.get(name);
-    if (row === undefined) throw new StratusError("FUNCTION_NOT_FOUND", `Function ${JSON.stringify(name)} does not exist`);
-    return row;
-  }
+  const fnId = (name: string): number | null => q.fnByName.get(name)?.id ?? null;
+  const getVersion = (fn: string, v: string): VersionRecord | null => {
+    const row = q.verGet.get(fn, v);
+    return row === undefined ? null : toVersion(row);
+  };
 
-  const ensureFunctionTx = db.transaction((name: string): FunctionRow => {
-    assertValidFunctionName(name);
-    const existing = q.fnByLower.get(name.toLowerCase());
-    if (existing !== undefined) {
-      if (existing.name !== name) {
-        throw new StratusError("CONFLICT", `Function ${JSON.stringify(name)} clashes with the existing function ${JSON.stringify(existing.name)} (names are unique regardless of case)`);
-      }
-      return existing;
-    }
-    q.fnInsert.run(name, name.toLowerCase(), now());
-    return q.fnByName.get(name)!;
+  const ensureFunctionTx = db.transaction((name: string, nameLower: string, at: number): FunctionRow => {
+    q.fnInsert.run(name, nameLower, at);
+    return q.fnByLower.get(nameLower)!;
   });
 
-  const addVersionTx = db.transaction((v: NewVersion): VersionRow => {
-    const fn = ensureFunctionTx(v.functionName);
-    const existing = q.verGet.get(fn.name, v.version);
-    if (existing !== undefined) {
-      if (existing.digest !== v.digest) {
-        throw new StratusError("CONFLICT", `Version ${v.version} of ${fn.name} already exists with another digest`);
-      }
-      return existing;
-    }
+  const insertVersionTx = db.transaction((v: VersionRecord): VersionRecord | null => {
+    const id = fnId(v.functionName);
+    if (id === null) return null;
     q.verInsert.run({
-      functionId: fn.id, version: v.version, digest: v.digest, entry: v.entry, exportName: v.exportName,
-      config: JSON.stringify(v.config ?? {}), sourceDigest: v.sourceDigest, status: v.status ?? "ready", image: v.image ?? null, createdAt: now(),
+      functionId: id, version: v.version, digest: v.digest, entry: v.entry, exportName: v.exportName,
+      config: JSON.stringify(v.config ?? {}), sourceDigest: v.sourceDigest, status: v.status, image: v.image, createdAt: v.createdAt,
     });
-    return q.verGet.get(fn.name, v.version)!;
+    return getVersion(v.functionName, v.version);
   });
 
-  const activateTx = db.transaction((activations: readonly Activation[]): FunctionRow[] => {
-    if (activations.length === 0) throw new StratusError("INVALID_ARGUMENT", "Nothing to activate");
-    const seen = new Set<string>();
-    const at = now();
+  const activateTx = db.transaction((activations: readonly Activation[], at: number, check: ActivationCheck): FunctionRecord[] => {
     for (const a of activations) {
-      if (seen.has(a.functionName)) throw new StratusError("INVALID_ARGUMENT", `Function ${a.functionName} is named twice`);
-      seen.add(a.functionName);
-      const fn = requireFunction(a.functionName);
-      const ver = q.verGet.get(fn.name, a.version);
-      if (ver === undefined) throw new StratusError("VERSION_NOT_FOUND", `Version ${a.version} of ${fn.name} does not exist`);
-      if (ver.status !== "ready") throw new StratusError("CONFLICT", `Version ${a.version} of ${fn.name} is ${ver.status}, not ready`);
-      if (a.expectedActive !== undefined && a.expectedActive !== fn.active_version) {
-        throw new StratusError("CONFLICT", `The active version of ${fn.name} changed meanwhile (expected ${a.expectedActive ?? "none"}, found ${fn.active_version ?? "none"})`);
-      }
-      q.fnActivate.run(a.version, at, fn.id);
+      const fn = q.fnByName.get(a.functionName);
+      check(a, fn === undefined ? null : toFunction(fn), fn === undefined ? null : getVersion(fn.name, a.version));
+      q.fnActivate.run(a.version, at, fn!.id);
     }
-    return activations.map((a) => q.fnByName.get(a.functionName)!);
+    return activations.map((a) => toFunction(q.fnByName.get(a.functionName)!));
   });
 
-  const setEnvTx = db.transaction((functionName: string, patch: Readonly<Record<string, string | null>>) => {
-    const fn = requireFunction(functionName);
+  const patchEnvTx = db.transaction((functionName: string, patch: Readonly<Record<string, string | null>>) => {
+    const id = fnId(functionName);
+    if (id === null) return null;
     for (const [name, value] of Object.entries(patch)) {
-      assertEnvName("environment variable", name);
-      if (value === null) q.envDel.run(fn.id, name);
-      else if (typeof value === "string") q.envSet.run(fn.id, name, value);
-      else throw new StratusError("INVALID_ARGUMENT", `The value of ${name} must be a string or null`);
+      if (value === null) q.envDel.run(id, name);
+      else q.envSet.run(id, name, value);
     }
-    return Object.fromEntries(q.envGet.all(fn.id).map((r) => [r.name, r.value]));
+    return Object.fromEntries(q.envGet.all(id).map((r) => [r.name, r.value]));
   });
 
-  const appendLogTx = db.transaction((id: string, lines: readonly string[]) => {
-    if (q.buildGet.get(id) === undefined) throw new StratusError("NOT_FOUND", `Build ${id} does not exist`);
+  const revokeTx = db.transaction((id: string, at: number): TokenRecord | null => {
+    q.tokRevoke.run(at, id);
+    const row = q.tokGet.get(id);
+    return row === undefined ? null : toToken(row);
+  });
+
+  const appendLogTx = db.transaction((id: string, lines: readonly string[]): boolean => {
+    if (q.buildGet.get(id) === undefined) return false;
     let seq = q.logNext.get(id)!.n;
     for (const line of lines) q.logInsert.run(id, seq++, line);
+    return true;
+  });
+
+  const finishTx = db.transaction((id: string, outcome: BuildOutcome, at: number): FinishResult | null => {
+    const changes = q.buildFinish.run({
+      id, status: outcome.status, finishedAt: at,
+      errorCode: outcome.status === "failed" ? outcome.error.code : null,
+      errorMessage: outcome.status === "failed" ? outcome.error.message : null,
+      result: outcome.status === "succeeded" ? JSON.stringify(outcome.result ?? null) : null,
+    }).changes;
+    const row = q.buildGet.get(id);
+    return row === undefined ? null : { finished: changes === 1, record: toBuild(row) };
   });
 
   const writeTelemetryTx = db.transaction((batch: TelemetryBatch) => {
     for (const l of batch.logs) {
-      q.telLog.run(l.functionName, l.ts, LEVEL_RANK[l.level] ?? 20, l.source, l.stream, l.requestId, l.instanceId, l.message);
+      q.telLog.run(l.functionName, Math.round(l.ts), LEVEL_RANK[l.level] ?? 20, l.source, l.stream, l.requestId, l.instanceId, l.message);
     }
     for (const r of batch.invocations) {
       q.telInvocation.run({
-        ...r, cold: r.coldStart ? 1 : 0, bytesIn: Math.round(r.bytesIn), bytesOut: Math.round(r.bytesOut),
+        ...r, ts: Math.round(r.ts), cold: r.coldStart ? 1 : 0, bytesIn: Math.round(r.bytesIn), bytesOut: Math.round(r.bytesOut),
         peakMemoryBytes: r.peakMemoryBytes === null ? null : Math.round(r.peakMemoryBytes),
       });
     }
-    for (const e of batch.errors) q.telError.run(e);
+    for (const e of batch.errors) q.telError.run({ ...e, ts: Math.round(e.ts) });
   });
 
   /** Deletes rows older than `olderThan`, then beyond `maxRows`; rows are in arrival (≈ time) order. */
@@ -395,7 +330,7 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     return deleted;
   }
 
-  const purgeTx = db.transaction((policy: { olderThan: number; maxLogRows?: number; maxInvocationRows?: number }) => ({
+  const purgeTx = db.transaction((policy: PurgePolicy) => ({
     logs: purgeTable(q.logCut, q.logMaxSeq, q.logDeleteBefore, q.logKeepFrom, policy.olderThan, policy.maxLogRows),
     invocations: purgeTable(q.invCut, q.invMaxSeq, q.invDeleteBefore, q.invKeepFrom, policy.olderThan, policy.maxInvocationRows),
     errorGroups: q.errPurge.run(policy.olderThan).changes,
@@ -403,8 +338,8 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
 
   let closed = false;
   return {
-    async ensureFunction(name) {
-      return toFunction(ensureFunctionTx(name));
+    async ensureFunction(name, nameLower, at) {
+      return toFunction(ensureFunctionTx(name, nameLower, at));
     },
     async getFunction(name) {
       const row = q.fnByName.get(name);
@@ -414,137 +349,106 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return q.fnAll.all().map(toFunction);
     },
     async deleteFunction(name) {
-      q.fnDelete.run(requireFunction(name).id);
+      return q.fnDelete.run(name).changes === 1;
     },
 
-    async addVersion(version) {
-      return toVersion(addVersionTx(version));
+    async insertVersion(version) {
+      return insertVersionTx(version);
     },
     async getVersion(functionName, version) {
-      const row = q.verGet.get(functionName, version);
-      return row === undefined ? null : toVersion(row);
+      return getVersion(functionName, version);
     },
     async listVersions(functionName) {
-      return q.verList.all(requireFunction(functionName).id).map(toVersion);
+      const id = fnId(functionName);
+      return id === null ? null : q.verList.all(id).map(toVersion);
     },
     async updateVersion(functionName, version, patch) {
-      const row = q.verGet.get(functionName, version);
-      if (row === undefined) throw new StratusError("VERSION_NOT_FOUND", `Version ${version} of ${functionName} does not exist`);
-      const fn = requireFunction(functionName);
-      q.verUpdate.run(patch.status ?? row.status, patch.image === undefined ? row.image : patch.image, fn.id, version);
-      return toVersion(q.verGet.get(functionName, version)!);
+      const changes = q.verUpdate.run(patch.status ?? null, patch.image === undefined ? 0 : 1, patch.image ?? null, functionName, version).changes;
+      return changes === 0 ? null : getVersion(functionName, version);
     },
     async getActiveVersion(functionName) {
       const fn = q.fnByName.get(functionName);
-      if (fn === undefined || fn.active_version === null) return null;
-      const row = q.verGet.get(fn.name, fn.active_version);
-      return row === undefined ? null : toVersion(row);
+      return fn === undefined || fn.active_version === null ? null : getVersion(fn.name, fn.active_version);
     },
-    async activateVersions(activations) {
-      return activateTx(activations).map(toFunction);
+    async activateVersions(activations, at, check) {
+      return activateTx(activations, at, check);
     },
 
     async getEnvVars(functionName) {
-      return Object.fromEntries(q.envGet.all(requireFunction(functionName).id).map((r) => [r.name, r.value]));
+      const id = fnId(functionName);
+      return id === null ? null : Object.fromEntries(q.envGet.all(id).map((r) => [r.name, r.value]));
     },
-    async setEnvVars(functionName, patch) {
-      return setEnvTx(functionName, patch);
+    async patchEnvVars(functionName, patch) {
+      return patchEnvTx(functionName, patch);
     },
-    async setSecret(functionName, name, value) {
-      const fn = requireFunction(functionName);
-      assertEnvName("secret", name);
-      if (typeof value !== "string") throw new StratusError("INVALID_ARGUMENT", `The value of secret ${name} must be a string`);
-      q.secSet.run(fn.id, name, encryptSecret(key, fn.name, name, value), now());
+    async putSecret(functionName, name, ciphertext, at) {
+      const id = fnId(functionName);
+      if (id === null) return false;
+      q.secSet.run(id, name, ciphertext, at);
+      return true;
     },
     async deleteSecret(functionName, name) {
-      const fn = requireFunction(functionName);
-      if (q.secDel.run(fn.id, name).changes === 0) throw new StratusError("NOT_FOUND", `Secret ${name} of ${fn.name} does not exist`);
+      const id = fnId(functionName);
+      if (id === null) return "no-function";
+      return q.secDel.run(id, name).changes === 0 ? "no-secret" : "deleted";
     },
-    async listSecretNames(functionName) {
-      return q.secNames.all(requireFunction(functionName).id).map((r) => r.name);
-    },
-    async getSecretValues(functionName) {
-      const fn = requireFunction(functionName);
-      return Object.fromEntries(q.secAll.all(fn.id).map((r) => [r.name, decryptSecret(key, fn.name, r.name, r.ciphertext)]));
+    async listSecrets(functionName) {
+      const id = fnId(functionName);
+      return id === null ? null : q.secAll.all(id);
     },
 
-    async createToken(name) {
-      if (typeof name !== "string" || name.trim() === "" || name.length > 200) {
-        throw new StratusError("INVALID_ARGUMENT", "A token needs a name of 1 to 200 characters");
-      }
-      const t = generateToken();
-      q.tokInsert.run(t.id, name, t.hash, now());
-      return { token: t.token, record: toToken(q.tokGet.get(t.id)!) };
+    async insertToken(t: StoredToken) {
+      q.tokInsert.run(t.id, t.name, t.hash, t.createdAt);
+    },
+    async getToken(id) {
+      const row = q.tokGet.get(id);
+      return row === undefined ? null : { ...toToken(row), hash: row.hash };
     },
     async listTokens() {
       return q.tokAll.all().map(toToken);
     },
-    async revokeToken(id) {
-      if (q.tokGet.get(id) === undefined) throw new StratusError("NOT_FOUND", `Token ${id} does not exist`);
-      q.tokRevoke.run(now(), id);
-      return toToken(q.tokGet.get(id)!);
-    },
-    async verifyToken(token) {
-      if (typeof token !== "string") return null;
-      const id = tokenId(token);
-      if (id === null) return null;
-      const row = q.tokGet.get(id);
-      if (row === undefined || row.revoked_at !== null) return null;
-      return tokenMatches(token, row.hash) ? toToken(row) : null;
+    async revokeToken(id, at) {
+      return revokeTx(id, at);
     },
 
-    async createBuild() {
-      const id = randomUUID();
-      q.buildInsert.run(id, now());
+    async insertBuild(id, at) {
+      q.buildInsert.run(id, at);
       return toBuild(q.buildGet.get(id)!);
     },
     async appendBuildLog(id, lines) {
-      appendLogTx(id, lines);
+      return appendLogTx(id, lines);
     },
     async setBuildSource(id, sourceDigest) {
-      if (q.buildSource.run(sourceDigest, id).changes === 0) throw new StratusError("NOT_FOUND", `Build ${id} does not exist`);
+      return q.buildSource.run(sourceDigest, id).changes === 1;
     },
-    async finishBuild(id, outcome) {
-      const row = q.buildGet.get(id);
-      if (row === undefined) throw new StratusError("NOT_FOUND", `Build ${id} does not exist`);
-      const changes = q.buildFinish.run({
-        id, status: outcome.status, finishedAt: now(),
-        errorCode: outcome.status === "failed" ? outcome.error.code : null,
-        errorMessage: outcome.status === "failed" ? outcome.error.message : null,
-        result: outcome.status === "succeeded" ? JSON.stringify(outcome.result ?? null) : null,
-      }).changes;
-      if (changes === 0) throw new StratusError("CONFLICT", `Build ${id} already ended (${row.status})`);
-      return toBuild(q.buildGet.get(id)!);
+    async finishBuild(id, outcome, at) {
+      return finishTx(id, outcome, at);
     },
     async getBuild(id) {
       const row = q.buildGet.get(id);
       return row === undefined ? null : toBuild(row);
     },
-    async getBuildLog(id, fromLine = 0) {
-      if (q.buildGet.get(id) === undefined) throw new StratusError("NOT_FOUND", `Build ${id} does not exist`);
+    async getBuildLog(id, fromLine) {
+      if (q.buildGet.get(id) === undefined) return null;
       return q.logGet.all(id, fromLine).map((r) => r.line);
-    },
-    async findSucceededBuild(sourceDigest) {
-      const row = q.buildBySource.get(sourceDigest);
-      return row === undefined ? null : toBuild(row);
     },
 
     async writeTelemetry(batch) {
       writeTelemetryTx(batch);
     },
-    async queryLogs(functionName, query: LogQuery = {}) {
+    async queryLogs(functionName, query) {
       const where = ["function_name = ?"];
       const args: unknown[] = [functionName];
       if (query.since !== undefined) { where.push("ts >= ?"); args.push(query.since); }
       if (query.afterSeq !== undefined) { where.push("seq > ?"); args.push(query.afterSeq); }
       if (query.requestId !== undefined) { where.push("request_id = ?"); args.push(query.requestId); }
       if (query.minLevel !== undefined) { where.push("level >= ?"); args.push(LEVEL_RANK[query.minLevel]); }
-      args.push(queryLimit(query.limit));
+      args.push(query.limit);
       // Compiled per call: these are API reads, not the write path.
       const rows = db.prepare<unknown[], LogRow>(`SELECT * FROM logs WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args);
       return rows.reverse().map(toLog);
     },
-    async queryInvocations(functionName, query: InvocationQuery = {}) {
+    async queryInvocations(functionName, query) {
       const where = ["function_name = ?"];
       const args: unknown[] = [functionName];
       if (query.statusClass !== undefined) {
@@ -560,11 +464,11 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       if (query.since !== undefined) { where.push("ts >= ?"); args.push(query.since); }
       if (query.requestId !== undefined) { where.push("request_id = ?"); args.push(query.requestId); }
       if (query.failed === true) where.push("error_code IS NOT NULL");
-      args.push(queryLimit(query.limit));
+      args.push(query.limit);
       return db.prepare<unknown[], InvocationRow>(`SELECT * FROM invocations WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args).map(toInvocation);
     },
     async listErrorGroups(functionName, limit) {
-      return q.errGroups.all(functionName, queryLimit(limit)).map(toErrorGroup);
+      return q.errGroups.all(functionName, limit).map(toErrorGroup);
     },
     async purgeTelemetry(policy) {
       return purgeTx(policy);
@@ -578,7 +482,7 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
   };
 }
 
-function migrate(db: Database.Database, now: () => number): void {
+function migrate(db: Database.Database): void {
   db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
   const current = db.prepare<[], { v: number | null }>("SELECT MAX(version) AS v FROM schema_migrations").get()?.v ?? 0;
   if (current > MIGRATIONS.length) {
@@ -588,7 +492,7 @@ function migrate(db: Database.Database, now: () => number): void {
   for (let v = current + 1; v <= MIGRATIONS.length; v++) {
     db.transaction(() => {
       db.exec(MIGRATIONS[v - 1]!);
-      record.run(v, now());
+      record.run(v, Date.now());
     })();
   }
 }

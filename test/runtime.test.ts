@@ -20,6 +20,8 @@ module.exports.echo = async (req) => ({
 module.exports.str = async () => "text";
 module.exports.buf = async () => Buffer.from([1, 2, 3]);
 module.exports.nothing = async () => {};
+module.exports.resolvesFirst = async (req, res) => { await null; setTimeout(() => res.status(202).send("answered after the promise"), 30); };
+module.exports.sendsThenResolvesValue = async (req, res) => { res.send("sent"); return "ignored"; };
 module.exports.callback = (req, res) => { setTimeout(() => res.status(201).set("x-custom", "yes").json({ later: true }), 5); };
 module.exports.slow = async (req) => { console.log("started"); await new Promise((r) => setTimeout(r, Number(req.query.ms))); return "slept"; };
 module.exports.throws = async () => { throw new Error("boom secret"); };
@@ -102,7 +104,7 @@ test("req: path, query, JSON / form / text / raw bodies; STRATUS_* env removed, 
   assert.equal(bad.json().error.code, "INVALID_ARGUMENT");
 });
 
-test("return values: string, Buffer, nothing (204); callback style answers later", async () => {
+test("return values: string, Buffer; callback style answers later", async () => {
   const s = await call(await start("str"), "/");
   assert.equal(s.status, 200);
   assert.equal(s.text, "text");
@@ -110,12 +112,27 @@ test("return values: string, Buffer, nothing (204); callback style answers later
   const b = await call(await start("buf"), "/");
   assert.deepEqual([...b.buf], [1, 2, 3]);
   assert.match(String(b.headers["content-type"]), /octet-stream/);
-  const n = await call(await start("nothing"), "/");
-  assert.equal(n.status, 204);
   const c = await call(await start("callback"), "/");
   assert.equal(c.status, 201);
   assert.equal(c.headers["x-custom"], "yes");
   assert.deepEqual(c.json(), { later: true });
+});
+
+test("the promise rule: a promise resolving undefined before the response waits for it; one that never answers times out", async () => {
+  const later = await start("resolvesFirst");
+  const a = await call(later, "/");
+  assert.equal(a.status, 202);
+  assert.equal(a.text, "answered after the promise");
+  // No ERR_HTTP_HEADERS_SENT: the late answer was the only one.
+  assert.ok(!later.logs.some((e) => /ERR_HTTP_HEADERS_SENT|Uncaught/.test(e.msg)), JSON.stringify(later.logs));
+  const sent = await call(await start("sendsThenResolvesValue"), "/");
+  assert.equal(sent.text, "sent");
+  const n = await start("nothing", { config: { timeout: 300, maxBodyBytes: 1000 } });
+  const res = await call(n, "/", { headers: { [HEADERS.requestId]: "rid-nothing" } });
+  assert.equal(res.status, 504);
+  assert.equal(res.json().error.code, "FUNCTION_TIMEOUT");
+  const logged = await n.waitForLog((e) => e.rid === "rid-nothing" && e.level === "error");
+  assert.match(logged.msg, /promise resolved undefined without sending a response/);
 });
 
 test("a body above maxBodyBytes gets 413 PAYLOAD_TOO_LARGE in the common error body", async () => {

@@ -14,13 +14,16 @@
  * installed folder beside the bundle (`<outDir>/node_modules/<name>`): the builder copies it.
  *
  * `import … from "stratus"` / `"stratus/sdk"` resolve to the SDK (src/builder/sdk-source.ts), so user
- * projects install nothing of Stratus.
+ * projects install nothing of Stratus. `@google-cloud/functions-framework` resolves to a registration shim
+ * (src/builder/functions-framework-shim.ts), installed or not: its `http(name, handler)` registrations become
+ * functions beside the exports.
  */
 import { build, type BuildFailure, type Message, type Plugin } from "esbuild";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { StratusError } from "../shared/errors";
 import { SDK_RUNTIME_SOURCE } from "./sdk-source";
+import { FUNCTIONS_FRAMEWORK_SHIM_SOURCE } from "./functions-framework-shim";
 
 /** One esbuild diagnostic, with the file position when esbuild knows it. */
 export interface BundleMessage {
@@ -128,6 +131,14 @@ function plugins(externalNative: Set<string>): Plugin[] {
       setup(b) {
         b.onResolve({ filter: /^stratus(\/sdk)?$/ }, () => ({ path: "stratus-sdk", namespace: "stratus-sdk" }));
         b.onLoad({ filter: /.*/, namespace: "stratus-sdk" }, () => ({ contents: SDK_RUNTIME_SOURCE, loader: "js" }));
+      },
+    },
+    {
+      // Compatibility with Google Cloud Functions: the framework's registration API, not the framework.
+      name: "stratus-functions-framework",
+      setup(b) {
+        b.onResolve({ filter: /^@google-cloud\/functions-framework$/ }, () => ({ path: "functions-framework", namespace: "stratus-functions-framework" }));
+        b.onLoad({ filter: /.*/, namespace: "stratus-functions-framework" }, () => ({ contents: FUNCTIONS_FRAMEWORK_SHIM_SOURCE, loader: "js" }));
       },
     },
     {

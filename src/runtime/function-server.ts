@@ -83,14 +83,20 @@ function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === "object" || typeof v === "function") && typeof (v as { then?: unknown }).then === "function";
 }
 
-/** Turns a handler's return value into the response, unless the handler already answered. */
+/** Set on a response whose handler's promise resolved `undefined` before anything was sent (for the timeout log). */
+const RESOLVED_UNANSWERED = Symbol("stratus.resolvedUnanswered");
+
+/**
+ * Turns a handler's return value into the response, unless the handler already answered.
+ * `undefined` (returned, or resolved by a promise) is never a response: as on Cloud Functions, which
+ * ignores an HTTP handler's return value, the function answers through `res` later (a callback, an Express
+ * app called without `await`, Firebase's `onRequest` wrapper) or the deadline answers 504.
+ */
 function applyReturnValue(res: Response, value: unknown, fromPromise: boolean): void {
   // A stream piped into res has not sent headers yet, but it is answering.
   if (res.headersSent || res.writableEnded || res.listenerCount("unpipe") > 0) return;
   if (value === undefined) {
-    // Only an async handler that settled means "done"; a sync one returning nothing answers later
-    // (callbacks, an Express router calling next()).
-    if (fromPromise) res.status(204).end();
+    if (fromPromise) (res as unknown as Record<symbol, boolean>)[RESOLVED_UNANSWERED] = true;
     return;
   }
   if (typeof value === "string") {
@@ -138,7 +144,10 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     const item: InFlight = { res, requestId };
     inFlight.add(item);
     const timer = setTimeout(() => {
-      emit("error", `Function "${options.functionName}" did not answer within its timeout (${config.timeout} ms)`, requestId);
+      const hint = (res as unknown as Record<symbol, boolean>)[RESOLVED_UNANSWERED]
+        ? ": its promise resolved undefined without sending a response (an async handler must answer through res, or return the body)"
+        : "";
+      emit("error", `Function "${options.functionName}" did not answer within its timeout (${config.timeout} ms)${hint}`, requestId);
       unusable = true;
       if (!res.headersSent) {
         sendError(res, new StratusError("FUNCTION_TIMEOUT", `The function did not answer within its timeout (${config.timeout} ms)`), requestId, {

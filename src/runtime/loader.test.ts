@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { listFunctions, selectFunction, type FunctionEntry } from "./loader";
+import { cloudEventHandler, listFunctions, selectFunction, type FunctionEntry, type Registration } from "./loader";
 import { parseFunctionConfig } from "../shared/function-config";
 import { defineFunction } from "../sdk/index";
 
@@ -49,4 +49,43 @@ test("selectFunction picks by export name", () => {
   assert.equal(selectFunction(h, "default").handler, h);
   assert.equal(selectFunction({ default: h }, "default").handler, h);
   assert.throws(() => selectFunction({ a: h }, "b"), /no function export "b"/);
+});
+
+test("functions-framework registrations are functions beside the exports", () => {
+  const other = async () => "other";
+  const reg = (entries: Array<[string, Registration]>) => new Map(entries);
+  const cases: Array<[string, unknown, Map<string, Registration>, Array<[string, string, string | null]>]> = [
+    ["only registrations (module.exports stays {})", {}, reg([["helloHttp", { kind: "http", handler: h }]]), [["helloHttp", "functions-framework:helloHttp", null]]],
+    ["a cloudEvent registration is listed", {}, reg([["onEvent", { kind: "cloudevent", handler: h }]]), [["onEvent", "functions-framework:onEvent", null]]],
+    ["beside exports", { a: h }, reg([["b", { kind: "http", handler: other }]]), [["a", "a", null], ["b", "functions-framework:b", null]]],
+    ["exported and registered as the same handler: one function", { a: h }, reg([["a", { kind: "http", handler: h }]]), [["a", "a", null]]],
+    ["exported and registered as different handlers: an error", { a: h }, reg([["a", { kind: "http", handler: other }]]), [["a", "a", null], ["a", "functions-framework:a", "FUNCTION_LOAD_FAILED"]]],
+    ["a registered non-function is an error", {}, reg([["x", { kind: "http", handler: 5 }]]), [["x", "functions-framework:x", "FUNCTION_LOAD_FAILED"]]],
+    ["a registered name differing in case from an export", { hello: h }, reg([["Hello", { kind: "http", handler: other }]]), [["hello", "hello", null], ["Hello", "functions-framework:Hello", "INVALID_FUNCTION_NAME"]]],
+  ];
+  for (const [label, mod, registered, expected] of cases) assert.deepEqual(summary(listFunctions(mod, "proj", parseFunctionConfig, registered)), expected, label);
+  assert.throws(() => listFunctions({}, "proj", parseFunctionConfig, new Map()), /no function/);
+  const registered = reg([["b", { kind: "http", handler: other }]]);
+  assert.equal(selectFunction({}, "functions-framework:b", registered).handler, other);
+  assert.equal(selectFunction({}, "functions-framework:b", registered).rawConfig, undefined);
+  assert.throws(() => selectFunction({}, "functions-framework:c", registered), /registers no function "c"/);
+});
+
+test("cloudEventHandler: binary and structured mode, result → response", async () => {
+  const seen: unknown[] = [];
+  const sent: Array<[string, unknown]> = [];
+  const res = { headersSent: false, sendStatus: (s: number) => sent.push(["status", s]), json: (v: unknown) => sent.push(["json", v]), send: (v: unknown) => sent.push(["send", v]) };
+  const fn = cloudEventHandler((e) => {
+    seen.push(e);
+    return (e as { data?: { r?: unknown } }).data?.r;
+  });
+  const binary = { headers: { "ce-id": "1", "ce-source": "//src", "ce-type": "t.created", "ce-specversion": "1.0", "ce-subject": "s", "content-type": "application/json", traceparent: "00-a-b-01" }, body: { r: 7 } };
+  await fn(binary, res, () => undefined);
+  assert.deepEqual(seen[0], { id: "1", source: "//src", type: "t.created", specversion: "1.0", subject: "s", data: { r: 7 }, traceparent: "00-a-b-01" });
+  const structured = { headers: { "content-type": "application/cloudevents+json" }, body: { id: "2", source: "x", type: "y", specversion: "1.0", data: { r: "done" } } };
+  await fn(structured, res, () => undefined);
+  assert.equal((seen[1] as { id: string }).id, "2");
+  await fn({ headers: {}, body: { id: "3" } }, res, () => undefined);
+  assert.deepEqual(sent, [["json", 7], ["send", "done"], ["status", 204]]);
+  await assert.rejects(Promise.resolve(cloudEventHandler(() => { throw new Error("bad event"); })({ headers: {}, body: {} }, res, () => undefined)), /bad event/);
 });

@@ -7,7 +7,11 @@
  *  - `exports.name = { func | handler | definition: fn, config? }` (one function per export);
  *  - `exports.name = fn` (default config);
  *  - `module.exports = fn` / `export default fn` / `export default { handler, config }`: one function named
- *    after the project (package.json `name` without scope, else the folder name), export name `default`.
+ *    after the project (package.json `name` without scope, else the folder name), export name `default`;
+ *  - Google Cloud Functions' declarative form, `require("@google-cloud/functions-framework").http(name, fn)`
+ *    (and `.cloudEvent(name, fn)`): the bundler's shim records these in a process-wide registry
+ *    (`readRegistrations`); each is a function with the default config, export name
+ *    `functions-framework:<name>`, listed beside the exports.
  * Other exports (constants, helpers that are not definitions) are ignored.
  */
 import { readFileSync } from "node:fs";
@@ -17,6 +21,7 @@ import { pathToFileURL } from "node:url";
 import { StratusError, type ErrorCode } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
 import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
+import { FUNCTIONS_FRAMEWORK_REGISTRY } from "../shared/protocol";
 
 /** A handler as the runtime calls it: Express `(req, res, next)`. */
 export type RuntimeHandler = (req: unknown, res: unknown, next: (err?: unknown) => void) => unknown;
@@ -33,6 +38,26 @@ export interface FunctionEntry {
 
 /** The export name used for a module-level (default) function. */
 export const DEFAULT_EXPORT = "default";
+
+/** Prefix of the export name of a function registered through `@google-cloud/functions-framework`. */
+export const REGISTERED_EXPORT_PREFIX = "functions-framework:";
+
+/** One `http(name, fn)` / `cloudEvent(name, fn)` registration, as the shim records it. */
+export interface Registration {
+  readonly kind: "http" | "cloudevent";
+  readonly handler: unknown;
+}
+
+const NO_REGISTRATIONS: ReadonlyMap<string, Registration> = new Map();
+
+/**
+ * The functions-framework registrations made so far in this process (empty when the module never
+ * imported the framework). Read after the module has loaded.
+ */
+export function readRegistrations(): ReadonlyMap<string, Registration> {
+  const r = (globalThis as Record<symbol, unknown>)[Symbol.for(FUNCTIONS_FRAMEWORK_REGISTRY)];
+  return r instanceof Map ? (r as Map<string, Registration>) : NO_REGISTRATIONS;
+}
 
 const HANDLER_KEYS = ["func", "handler", "definition"] as const;
 
@@ -57,28 +82,38 @@ function handlerOf(value: unknown): { handler?: RuntimeHandler; config?: unknown
  * validates). Never throws for a bad function: the problem is in that entry's `error`.
  * @param moduleExports `module.exports` of a CJS bundle, or the namespace of an ESM one.
  * @param projectName name of a default-export function.
- * @throws StratusError FUNCTION_LOAD_FAILED when the module exports no function at all.
+ * @param registered functions-framework registrations (`readRegistrations()`); a name both exported and
+ *   registered is one function when both are the same handler, else an error.
+ * @throws StratusError FUNCTION_LOAD_FAILED when the module exports (and registers) no function at all.
  */
 export function listFunctions(
   moduleExports: unknown,
   projectName: string,
   parseConfig: (name: string, raw: unknown) => Readonly<FunctionConfig>,
+  registered: ReadonlyMap<string, Registration> = NO_REGISTRATIONS,
 ): FunctionEntry[] {
-  const found: Array<{ name: string; exportName: string; config: unknown; invalid?: string }> = [];
+  const found: Array<{ name: string; exportName: string; config: unknown; invalid?: string; handler?: unknown }> = [];
   const whole = handlerOf(moduleExports);
   if (typeof moduleExports === "function" && whole) {
-    found.push({ name: projectName, exportName: DEFAULT_EXPORT, config: whole.config, invalid: whole.invalid });
+    found.push({ name: projectName, exportName: DEFAULT_EXPORT, config: whole.config, invalid: whole.invalid, handler: whole.handler });
   } else if (isObject(moduleExports)) {
     for (const key of Object.keys(moduleExports)) {
       if (key === "__esModule") continue;
       const def = handlerOf(moduleExports[key]);
       if (def === null) continue;
       const name = key === DEFAULT_EXPORT ? projectName : key;
-      found.push({ name, exportName: key, config: def.config, invalid: def.invalid });
+      found.push({ name, exportName: key, config: def.config, invalid: def.invalid, handler: def.handler });
     }
   }
+  for (const [name, reg] of registered) {
+    const exported = found.find((f) => f.name === name);
+    if (exported !== undefined && exported.handler === reg.handler) continue;
+    const invalid = exported !== undefined ? `registered with functions.${reg.kind === "http" ? "http" : "cloudEvent"}() and also exported as a different function`
+      : typeof reg.handler !== "function" ? `the registered handler must be a function, got ${reg.handler === null ? "null" : typeof reg.handler}` : undefined;
+    found.push({ name, exportName: `${REGISTERED_EXPORT_PREFIX}${name}`, config: undefined, invalid });
+  }
   if (found.length === 0) {
-    throw new StratusError("FUNCTION_LOAD_FAILED", "The module exports no function: export `{ func: (req, res) => …, config }`, a function, or a default export");
+    throw new StratusError("FUNCTION_LOAD_FAILED", "The module exports no function: export `{ func: (req, res) => …, config }`, a function, or a default export (or register one with functions-framework's http())");
   }
   const byLower = new Map<string, string>();
   return found.map(({ name, exportName, config, invalid }): FunctionEntry => {
@@ -104,10 +139,24 @@ export function listFunctions(
 }
 
 /**
- * Picks one function out of a loaded module and validates it.
+ * Picks one function out of a loaded module and validates it. A `functions-framework:<name>` export name
+ * is looked up in `registered`; a CloudEvent function is wrapped to take its event from the HTTP request
+ * (`cloudEventHandler`).
  * @throws StratusError FUNCTION_LOAD_FAILED (missing export, not a function), INVALID_FUNCTION_NAME, INVALID_CONFIG.
  */
-export function selectFunction(moduleExports: unknown, exportName: string): { handler: RuntimeHandler; rawConfig: unknown } {
+export function selectFunction(
+  moduleExports: unknown,
+  exportName: string,
+  registered: ReadonlyMap<string, Registration> = NO_REGISTRATIONS,
+): { handler: RuntimeHandler; rawConfig: unknown } {
+  if (exportName.startsWith(REGISTERED_EXPORT_PREFIX)) {
+    const name = exportName.slice(REGISTERED_EXPORT_PREFIX.length);
+    const reg = registered.get(name);
+    if (reg === undefined) throw new StratusError("FUNCTION_LOAD_FAILED", `The module registers no function "${name}" with functions-framework`);
+    if (typeof reg.handler !== "function") throw new StratusError("FUNCTION_LOAD_FAILED", `Registered function "${name}" is not a function`);
+    const fn = reg.handler as (...args: unknown[]) => unknown;
+    return { handler: reg.kind === "cloudevent" ? cloudEventHandler(fn) : (fn as RuntimeHandler), rawConfig: undefined };
+  }
   let value: unknown;
   if (exportName === DEFAULT_EXPORT && typeof moduleExports === "function") value = moduleExports;
   else if (isObject(moduleExports) || typeof moduleExports === "function") value = (moduleExports as Record<string, unknown>)[exportName];
@@ -115,6 +164,45 @@ export function selectFunction(moduleExports: unknown, exportName: string): { ha
   if (def === null) throw new StratusError("FUNCTION_LOAD_FAILED", `The module has no function export "${exportName}"`);
   if (def.invalid !== undefined || def.handler === undefined) throw new StratusError("FUNCTION_LOAD_FAILED", `Export "${exportName}": ${def.invalid}`);
   return { handler: def.handler, rawConfig: def.config };
+}
+
+interface MinimalReq {
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body?: unknown;
+}
+interface MinimalRes {
+  readonly headersSent: boolean;
+  sendStatus(status: number): unknown;
+  json(v: unknown): unknown;
+  send(v: unknown): unknown;
+}
+
+/**
+ * An HTTP handler around a CloudEvent function, as functions-framework delivers events over HTTP: binary
+ * mode (`ce-id`, `ce-source`, `ce-type`, `ce-specversion` headers; every `ce-*` header is an attribute and
+ * the parsed body is `data`) or structured mode (the parsed body is the event). The function gets the
+ * event; its result is the response (`undefined`/`null` → 204, a number → JSON, else `res.send`); a
+ * throw or rejection is a function error.
+ */
+export function cloudEventHandler(fn: (event: unknown) => unknown): RuntimeHandler {
+  return async (rawReq, rawRes) => {
+    const req = rawReq as MinimalReq;
+    const res = rawRes as MinimalRes;
+    const h = req.headers;
+    let event: unknown = req.body;
+    if (h["ce-type"] && h["ce-specversion"] && h["ce-source"] && h["ce-id"]) {
+      const context: Record<string, unknown> = {};
+      for (const name of Object.keys(h)) if (name.startsWith("ce-")) context[name.slice(3)] = h[name];
+      context.data = req.body;
+      event = context;
+    }
+    if (typeof h.traceparent === "string" && isObject(event)) event.traceparent = h.traceparent;
+    const result = await fn(event);
+    if (res.headersSent) return;
+    if (result === undefined || result === null) res.sendStatus(204);
+    else if (typeof result === "number") res.json(result);
+    else res.send(result);
+  };
 }
 
 /**

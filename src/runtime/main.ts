@@ -24,7 +24,7 @@ import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, READY_LINE, SPECIALIZE
 import { isStratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
 import { installOutputCapture } from "./output-capture";
-import { listFunctions, loadModule, projectNameOfEntry, selectFunction } from "./loader";
+import { listFunctions, loadModule, projectNameOfEntry, readRegistrations, selectFunction } from "./loader";
 import { describeLoadError } from "./load-error";
 import { requestContext } from "./request-context";
 
@@ -123,7 +123,7 @@ async function main(): Promise<void> {
   if (env.discover) {
     try {
       const { parseFunctionConfig } = await import("../shared/function-config");
-      const functions = listFunctions(mod, projectNameOfEntry(entry), parseFunctionConfig);
+      const functions = listFunctions(mod, projectNameOfEntry(entry), parseFunctionConfig, readRegistrations());
       realWrite(`${DISCOVERY_PREFIX}${JSON.stringify({ functions })}\n`);
     } catch (err) {
       const message = isStratusError(err) ? err.message : String(err);
@@ -139,7 +139,7 @@ async function main(): Promise<void> {
   let handler;
   let config: Readonly<FunctionConfig>;
   try {
-    const selected = selectFunction(mod, env.exportName!);
+    const selected = selectFunction(mod, env.exportName!, readRegistrations());
     handler = selected.handler;
     // The platform passes the config it validated at deploy; zod (the largest part of the bundle) is
     // loaded only when the runtime must validate itself.

@@ -14,7 +14,8 @@ export type StratusResponse = Response;
 
 /**
  * A function handler. It may answer through `res`, or return a value that becomes the response:
- * string/Buffer → body, any other value → JSON, `undefined` from an async handler with nothing sent → 204.
+ * string/Buffer → body, any other value → JSON. `undefined` (returned or resolved) is not a response: the
+ * runtime waits for `res` to be answered, up to the function's timeout (docs/function-contract.md).
  * `next` lets an Express router or middleware stack be a handler.
  */
 export type Handler = (req: Request, res: Response, next: NextFunction) => unknown;

@@ -87,6 +87,13 @@ export const LOG_PREFIX = "\u0000stratus:log ";
  */
 export const DISCOVERY_PREFIX = "\u0000stratus:discovery ";
 
+/**
+ * `Symbol.for` key of the registry that the bundled `@google-cloud/functions-framework` shim
+ * (src/builder/functions-framework-shim.ts) fills: a `Map<name, { kind: "http" | "cloudevent", handler }>`
+ * on `globalThis`. The runtime reads it after the user's module has loaded (src/runtime/loader.ts).
+ */
+export const FUNCTIONS_FRAMEWORK_REGISTRY = "stratus.functions-framework.registry";
+
 /** HTTP headers of the platform. Lower-case, as Node presents them. */
 export const HEADERS = {
   requestId: "x-stratus-request-id",

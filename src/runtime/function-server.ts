@@ -9,6 +9,7 @@
  */
 import http from "node:http";
 import { randomUUID } from "node:crypto";
+import { parse as parseCookies } from "cookie";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { StratusError, toErrorResponse } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
@@ -16,6 +17,7 @@ import { HEADERS } from "../shared/protocol";
 import type { RuntimeHandler } from "./loader";
 import type { EmitLog } from "./output-capture";
 import { requestContext } from "./request-context";
+import { bufferBody, exposeBody, exposeNoBody, isBodyError } from "./request-body";
 
 
 export interface FunctionServerOptions {
@@ -64,19 +66,36 @@ function sendError(res: Response, err: StratusError, requestId: string, extraHea
   res.json(r.body);
 }
 
-/** Maps a body-parser error (it carries `type` and `status`) to a platform error code. */
-function bodyError(err: { type?: string; status?: number; message?: string }, limit: number): StratusError {
-  switch (err.type) {
-    case "entity.too.large":
-      return new StratusError("PAYLOAD_TOO_LARGE", `The request body is larger than this function's maxBodyBytes (${limit} bytes)`);
-    case "entity.parse.failed":
-      return new StratusError("INVALID_ARGUMENT", "The request body is not valid for its content-type");
-    case "encoding.unsupported":
-    case "charset.unsupported":
-      return new StratusError("UNSUPPORTED_MEDIA_TYPE", err.message);
-    default:
-      return new StratusError("INVALID_ARGUMENT", "The request body could not be read");
-  }
+/**
+ * True for `/favicon.ico` and `/robots.txt` (any method, any query), which never reach the function: the
+ * runtime answers 404 with an empty body, as functions-framework does for HTTP functions.
+ */
+export function isIgnoredPath(url: string | undefined): boolean {
+  if (url === undefined || url.length < 11 || url.charCodeAt(0) !== 47 /* / */) return false;
+  const q = url.indexOf("?");
+  const path = q === -1 ? url : url.slice(0, q);
+  return path === "/favicon.ico" || path === "/robots.txt";
+}
+
+/**
+ * True when a function error's body should be text: the caller sent an Accept header and, negotiated
+ * between `text/plain` and `application/json`, it does not rank JSON strictly first (ties, any-type,
+ * `text/html` and headers naming neither go to text, as Cloud Functions answers). No Accept header: JSON
+ * (API clients).
+ */
+function prefersText(req: Request): boolean {
+  const accept = req.headers.accept;
+  if (accept === undefined || accept === "") return false;
+  // Ties go to the first listed: text, so `*/*` is text and `application/json, text/plain` is JSON.
+  return req.accepts(["text/plain", "application/json"]) !== "application/json";
+}
+
+/** A function error as text: the message (and in dev the stack), same status and platform headers. */
+function sendTextError(res: Response, err: StratusError, requestId: string, stack: string | undefined): void {
+  const r = toErrorResponse(err, requestId);
+  res.status(r.status);
+  res.set({ ...r.headers, [HEADERS.errorSource]: r.source, "content-type": "text/plain; charset=utf-8" });
+  res.send(`${r.body.error.message} (request ${requestId})\n${stack === undefined ? "" : `${stack}\n`}`);
 }
 
 function isPromiseLike(v: unknown): v is PromiseLike<unknown> {
@@ -111,8 +130,9 @@ function applyReturnValue(res: Response, value: unknown, fromPromise: boolean): 
 
 /**
  * Builds the instance server for one function.
- * Per request: request id from `x-stratus-request-id` (generated if absent, echoed back); body parsed by
- * content-type (JSON, urlencoded, text/*, anything else raw Buffer), bounded by `config.maxBodyBytes`;
+ * Per request: request id from `x-stratus-request-id` (generated if absent, echoed back); body buffered
+ * (bounded by `config.maxBodyBytes`) and given back to the stream unread, `req.rawBody` its bytes, `req.body`
+ * parsed by content-type on first read (JSON, urlencoded, text/*, anything else raw Buffer; `{}` without a body);
  * deadline `config.timeout` ms, after which the caller gets 504 FUNCTION_TIMEOUT with
  * `x-stratus-instance-unusable: 1` and `onUnusable` is called.
  */
@@ -132,6 +152,26 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   // from Express's freshness check (docs/function-contract.md).
   app.set("etag", false);
   app.set("query parser", "extended");
+  // One trusted hop: the gateway, the only peer that can reach this socket. req.ip is the address the
+  // gateway appended to X-Forwarded-For (not one a client wrote before it); req.protocol / req.hostname
+  // come from the X-Forwarded-Proto / -Host the gateway sets. Computed only when read.
+  app.set("trust proxy", 1);
+  // Vercel's req.cookies: the Cookie header parsed on first read (then a plain property), {} without one.
+  // On the prototype, so a request that never reads it pays nothing; an app of the function's own (an
+  // Express app swaps the prototype) or cookie-parser assigning req.cookies replaces it.
+  Object.defineProperty(app.request, "cookies", {
+    configurable: true,
+    enumerable: true,
+    get(this: Request) {
+      const header = this.headers.cookie;
+      const value = header ? parseCookies(header) : {};
+      Object.defineProperty(this, "cookies", { value, writable: true, enumerable: true, configurable: true });
+      return value;
+    },
+    set(this: Request, value: unknown) {
+      Object.defineProperty(this, "cookies", { value, writable: true, enumerable: true, configurable: true });
+    },
+  });
 
   app.use((req: Request, res: Response, next: NextFunction) => {
     const requestId = (req.headers[HEADERS.requestId] as string | undefined) ?? randomUUID();
@@ -139,6 +179,13 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     if (draining || unusable) {
       res.setHeader("connection", "close");
       sendError(res, new StratusError("SHUTTING_DOWN", "This instance is shutting down"), requestId);
+      return;
+    }
+    if (isIgnoredPath(req.url)) {
+      // As Cloud Functions' default ignored routes: browsers and crawlers, not callers, ask for these.
+      res.statusCode = 404;
+      res.setHeader(HEADERS.errorSource, "platform");
+      res.end();
       return;
     }
     const item: InFlight = { res, requestId };
@@ -167,32 +214,24 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     requestContext.run({ requestId }, parseThenInvoke, req, res, next);
   });
 
-  const parsers = [
-    express.json({ limit, type: ["application/json", "application/*+json"] }),
-    express.urlencoded({ limit, extended: true, type: "application/x-www-form-urlencoded" }),
-    express.text({ limit, type: "text/*" }),
-    express.raw({ limit, type: () => true }),
-  ];
-  // One Express layer runs the parsers in turn instead of four layers: each router hop costs more than
-  // the parser's own type check. A request without a body (no Content-Length, no Transfer-Encoding: the
-  // test body-parser itself applies) skips them all, leaving `req.body` undefined as they would.
+  // The body is buffered, then given back to the request stream unread (request-body.ts): handlers that
+  // read the stream themselves and handlers that read req.body / req.rawBody both work.
   function parseThenInvoke(req: Request, res: Response, next: NextFunction): void {
     if (req.headers["content-length"] === undefined && req.headers["transfer-encoding"] === undefined) {
-      if (!("body" in req)) (req as { body?: unknown }).body = undefined;
+      exposeNoBody(req);
       invoke(req, res, next);
       return;
     }
-    let i = 0;
-    const step = (err?: unknown): void => {
-      if (err !== undefined) {
-        next(bodyError(err as { type?: string }, limit));
-      } else if (i < parsers.length) {
-        parsers[i++]!(req, res, step);
-      } else {
-        invoke(req, res, next);
+    bufferBody(req, limit, (raw) => {
+      if (raw === null) {
+        next(new StratusError("PAYLOAD_TOO_LARGE", `The request body is larger than this function's maxBodyBytes (${limit} bytes)`));
+        return;
       }
-    };
-    step();
+      // Zero bytes and no content-type (a POST without a body): the same as no body at all.
+      if (raw.length === 0 && req.headers["content-type"] === undefined) exposeNoBody(req);
+      else exposeBody(req, raw, limit);
+      invoke(req, res, next);
+    });
   }
 
   function invoke(req: Request, res: Response, next: NextFunction): void {
@@ -226,6 +265,11 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
       return;
     }
     const cause = err instanceof FunctionFailure ? err.cause : err;
+    // The function read a req.body that does not parse: the caller's fault, said by the platform.
+    if (isBodyError(cause)) {
+      sendError(res, cause, requestId);
+      return;
+    }
     const stack = cause instanceof Error ? (cause.stack ?? String(cause)) : `Non-error thrown: ${safeString(cause)}`;
     emit("error", `Function "${options.functionName}" threw: ${stack}`, requestId);
     if (res.headersSent) {
@@ -234,7 +278,9 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     }
     const details = options.dev ? { stack } : undefined;
     const message = options.dev && cause instanceof Error ? `The function threw an error: ${cause.message}` : undefined;
-    sendError(res, new StratusError("FUNCTION_ERROR", message, { details }), requestId);
+    const error = new StratusError("FUNCTION_ERROR", message, { details });
+    if (prefersText(req)) sendTextError(res, error, requestId, options.dev ? stack : undefined);
+    else sendError(res, error, requestId);
   });
 
   const server = http.createServer((req, res) => {

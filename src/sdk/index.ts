@@ -7,8 +7,11 @@ import type { NextFunction, Request, Response } from "express";
 import type { FunctionConfigInput } from "../shared/function-config";
 
 export type { FunctionConfigInput };
-/** The request a handler receives: a real Express 5 request (`req.body`, `req.query`, `req.params`…). */
-export type StratusRequest = Request;
+/**
+ * The request a handler receives: a real Express 5 request (`req.body`, `req.query`, `req.params`…), plus
+ * `rawBody` (the exact bytes of the body; empty without one) and `cookies` (the Cookie header, parsed).
+ */
+export type StratusRequest = Request & { readonly rawBody: Buffer; cookies: Record<string, string> };
 /** The response a handler writes to: a real Express 5 response (`res.status().json()`, `res.set`…). */
 export type StratusResponse = Response;
 
@@ -18,7 +21,7 @@ export type StratusResponse = Response;
  * runtime waits for `res` to be answered, up to the function's timeout (docs/function-contract.md).
  * `next` lets an Express router or middleware stack be a handler.
  */
-export type Handler = (req: Request, res: Response, next: NextFunction) => unknown;
+export type Handler = (req: StratusRequest, res: Response, next: NextFunction) => unknown;
 
 /** A function definition: the handler (under `handler`, or its synonyms `func` / `definition`) and its config. */
 export type FunctionDefinition =

@@ -93,6 +93,38 @@ test("fromLambdaResult: the response a function URL sends for each result form",
   assert.throws(() => fromLambdaResult({ statusCode: 200, body: { x: 1 } }), { code: "FUNCTION_ERROR", message: /body must be a string/ });
 });
 
+test("adaptLambdaHandler: callback-style handlers, context.succeed/fail, a thrown error", async () => {
+  const res = () => {
+    const out = { status: 0, headers: {} as Record<string, unknown>, body: "" };
+    return {
+      out,
+      headersSent: false,
+      getHeader: () => "rid",
+      setHeader: (k: string, v: unknown) => void (out.headers[k] = v),
+      set statusCode(s: number) { out.status = s; },
+      end: (b?: Buffer) => void (out.body = b ? b.toString() : ""),
+    };
+  };
+  const req = () => Object.assign(fakeReq("GET", "/cb", ["Host", "h"]), { rawBody: Buffer.alloc(0), readable: false });
+  const opts = { functionName: "f", memoryMb: 128, timeoutMs: 1000, maxBodyBytes: 10 };
+  const cases: Array<[string, (e: FunctionUrlEvent, c: { succeed(v: unknown): void; fail(e: unknown): void }, cb: (err: unknown, v?: unknown) => void) => unknown, number | Error]> = [
+    ["callback", (_e, _c, cb) => void setImmediate(() => cb(null, { statusCode: 202, body: "cb" })), 202],
+    ["context.succeed", (_e, c) => void setImmediate(() => c.succeed({ statusCode: 203, body: "ok" })), 203],
+    ["callback error", (_e, _c, cb) => void setImmediate(() => cb(new Error("bad"))), new Error("bad")],
+    ["context.fail", (_e, c) => void c.fail(new Error("failed")), new Error("failed")],
+    ["sync throw", () => { throw new Error("thrown"); }, new Error("thrown")],
+  ];
+  for (const [name, fn, want] of cases) {
+    const r = res();
+    const run = adaptLambdaHandler(fn, opts)(req(), r);
+    if (want instanceof Error) await assert.rejects(run, { message: want.message }, name);
+    else {
+      await run;
+      assert.equal(r.out.status, want, name);
+    }
+  }
+});
+
 test("defineLambdaHandler: src/sdk and the SDK served to bundles agree", async () => {
   const dir = mkdtempSync(join(tmpdir(), "st-sdk-"));
   try {

@@ -18,7 +18,9 @@
  * (`cookies` become Set-Cookie headers; content-type defaults to application/json as on function URLs);
  * anything else is a 200 `application/json` response of the value (a string as is, other values as
  * JSON); `undefined`/`null` is a 200 with an empty body. A handler that throws, rejects or calls back
- * with an error becomes the runtime's function error (500 FUNCTION_ERROR), like any other handler.
+ * with an error becomes the runtime's function error (500 FUNCTION_ERROR), like any other handler. A
+ * non-async handler that returns nothing must answer through the callback or `context.succeed/fail/done`,
+ * else the invocation times out.
  *
  * Context: `functionName`, `functionVersion` ("$LATEST"), `invokedFunctionArn` (a `arn:stratus:…` name:
  * there is no AWS account), `memoryLimitInMB`, `awsRequestId` (the request id), `logGroupName` and
@@ -280,10 +282,12 @@ export function adaptLambdaHandler(handler: unknown, options: LambdaAdapterOptio
       // An async handler answers with its promise; a callback-style one (returns undefined) calls back.
       if (returned !== null && (typeof returned === "object" || typeof returned === "function") && typeof (returned as { then?: unknown }).then === "function") {
         (returned as PromiseLike<unknown>).then((v) => callback(null, v), (err: unknown) => callback(err ?? new Error("The Lambda handler rejected")));
-      } else if (returned !== undefined || fn.length < 3) {
-        // A plain value, or a handler that takes no callback and returned nothing (Lambda answers null).
+      } else if (returned !== undefined) {
         callback(null, returned);
       }
+      // A non-async handler that returned nothing answers through callback / context.succeed|fail|done;
+      // if it never does, the invocation times out (Lambda would answer null once its event loop is empty,
+      // which a shared runtime cannot observe).
     });
     const out = fromLambdaResult(result);
     if (res.headersSent) return;

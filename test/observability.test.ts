@@ -168,8 +168,10 @@ describe("invocation records and the log stream", () => {
   test("error groups: the same failure with different ids is one group with a count", async () => {
     const rids: string[] = [];
     for (const id of ["17", "4242", "99999"]) {
-      const r = await call(`/thrower?id=${id}`);
+      // The second asks as curl does (Accept: */*): a text body, still recorded under its code.
+      const r = await call(`/thrower?id=${id}`, id === "4242" ? { accept: "*/*" } : {});
       assert.equal(r.status, 500);
+      if (id === "4242") assert.match(r.text, /^FUNCTION_ERROR: /);
       rids.push(r.rid);
     }
     const groups = await eventually(() => store.listErrorGroups("thrower"), (g) => g.length === 1 && g[0]!.count === 3, "one group of 3");

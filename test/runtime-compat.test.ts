@@ -10,6 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundleProject } from "../src/builder/bundle";
+import { buildProject } from "../src/builder/build";
+import { createProcessDriver } from "../src/sandbox/process/process-driver";
+import { createSilentLogger } from "../src/shared/logger";
 import { DISCOVERY_PREFIX, ENV, EXIT } from "../src/shared/protocol";
 import { runtimePath, startRuntime, type RuntimeProcess } from "./helpers/runtime-process";
 
@@ -74,6 +77,7 @@ functions.cloudEvent('helloEvent', (cloudEvent) => {
   return { got: cloudEvent.type, data: cloudEvent.data };
 });
 exports.exported = (req, res) => res.send('exported too');
+exports.lookup = (req, res) => res.send(typeof functions.getFunction('helloHttp') + ' ' + typeof functions.getFunction('nope'));
 `,
 };
 
@@ -85,11 +89,13 @@ test("functions-framework: http() and cloudEvent() registrations are discovered 
     ["exported", "exported", null],
     ["helloEvent", "functions-framework:helloEvent", null],
     ["helloHttp", "functions-framework:helloHttp", null],
+    ["lookup", "lookup", null],
   ]);
   const r = await start(b, "functions-framework:helloHttp");
   const res = await call(r, "/?name=Stratus");
   assert.equal(res.status, 200);
   assert.equal(res.text, "Hello Stratus!");
+  assert.equal((await call(await start(b, "lookup"), "/")).text, "function undefined");
   const e = await start(b, "functions-framework:helloEvent");
   const binary = await call(e, "/", {
     method: "POST",
@@ -257,7 +263,7 @@ test("a function error follows Accept: text for browsers and */*, the JSON envel
       assert.deepEqual(res.json(), { error: { code: "FUNCTION_ERROR", message: "The function threw an error", requestId: "rid-accept" } }, String(accept));
     } else {
       assert.match(String(res.headers["content-type"]), /^text\/plain/, String(accept));
-      assert.equal(res.text, "The function threw an error (request rid-accept)\n", String(accept));
+      assert.equal(res.text, "FUNCTION_ERROR: The function threw an error (request rid-accept)\n", String(accept));
     }
   }
   // Platform errors keep the envelope whatever the Accept.
@@ -292,4 +298,59 @@ module.exports = function handler(req, res) {
   assert.deepEqual(withCookies.json(), { message: "Hello Vercel!", cookies: { session: "abc def", theme: "dark" }, method: "GET" });
   assert.deepEqual((await call(r, "/")).json().cookies, {});
   assert.deepEqual((await call(r, "/?assign=1", { headers: { cookie: "a=1" } })).json().cookies, { replaced: "yes" });
+});
+
+// What firebase-functions 7.4.0's onRequest(options, handler) returns, reduced to what Stratus reads: the
+// handler with the `__endpoint` the real package computes (recorded from it; ResetValue is its class for
+// "unset"). The compatibility suite (test/compat*) runs the real package.
+const FIREBASE_SHAPED = `
+class ResetValue {}
+function onRequest(opts, handler) {
+  const f = (req, res) => Promise.resolve(handler(req, res));
+  f.__endpoint = {
+    availableMemoryMb: opts.memory === "1GiB" ? 1024 : null, timeoutSeconds: opts.timeoutSeconds ?? null,
+    minInstances: opts.minInstances ?? null, maxInstances: opts.maxInstances ?? null, ingressSettings: new ResetValue(),
+    concurrency: opts.concurrency ?? null, serviceAccountEmail: new ResetValue(), vpc: new ResetValue(), platform: "gcfv2",
+    region: ["europe-west1"], ...(opts.cpu ? { cpu: opts.cpu } : {}), labels: {}, httpsTrigger: {},
+  };
+  return f;
+}
+module.exports = { onRequest };
+`;
+
+test("deploy-time discovery: Firebase onRequest options become the config, the rest are build-log warnings; registrations build too", async () => {
+  const dataDir = join(root, "build-data");
+  const driver = createProcessDriver({ runtimePath: runtimePath(), stateDir: join(root, "st"), cgroupRoot: `stratus-compattest-${process.pid}` });
+  try {
+    const dir = join(root, "firebase-project");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "fb", main: "index.js" }));
+    writeFileSync(join(dir, "firebase-shaped.js"), FIREBASE_SHAPED);
+    writeFileSync(join(dir, "index.js"), `
+const { onRequest } = require("./firebase-shaped");
+exports.api = onRequest({ timeoutSeconds: 120, memory: "1GiB", minInstances: 1, maxInstances: 5, concurrency: 20, cpu: 2 }, async (req, res) => {
+  setTimeout(() => res.send("ok"), 5);
+});
+require("@google-cloud/functions-framework").http("ffHello", (req, res) => res.send("hi"));
+`);
+    const lines: string[] = [];
+    const result = await buildProject({ dir, dataDir, driver, logger: createSilentLogger(), onLog: (l) => lines.push(l) });
+    const byName = new Map(result.functions.map((f) => [f.name, f]));
+    const api = byName.get("api")!;
+    assert.equal(api.config.timeout, 120_000);
+    assert.equal(api.config.memory, 1024);
+    assert.equal(api.config.minInstances, 1);
+    assert.equal(api.config.maxInstances, 5);
+    assert.equal(api.config.concurrency, 20);
+    assert.equal(byName.get("ffHello")!.exportName, "functions-framework:ffHello");
+    const warnings = lines.filter((l) => l.startsWith("warning: api: "));
+    assert.equal(warnings.length, 2, lines.join("\n"));
+    assert.match(warnings[0]!, /region \["europe-west1"\]/);
+    assert.match(warnings[1]!, /cpu 2 has no Stratus equivalent/);
+    // The built Firebase handler answers though its promise resolves before the response (the promise rule).
+    const r = await start({ dir: api.artifactDir, entry: join(api.artifactDir, api.entry) }, api.exportName, { config: api.config });
+    assert.equal((await call(r, "/")).text, "ok");
+  } finally {
+    await driver.close();
+  }
 });

@@ -1,6 +1,6 @@
 // A whole Express router as one function. Express is this project's own dependency, bundled like any
-// other npm package (run `npm ci` here first). The runtime has already parsed the body (JSON, form,
-// text or raw, bounded by maxBodyBytes), so the router needs no body parser of its own.
+// other npm package (run `npm ci` here first). The runtime parses the body (JSON, form, text or raw,
+// bounded by maxBodyBytes) when req.body is read, so the router needs no body parser of its own.
 const express = require("express");
 
 const router = express.Router();

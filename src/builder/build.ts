@@ -185,6 +185,8 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     emit(`Bundled ${relative(srcDir, bundled.entry)} → ${entry} (${bundled.format})`);
 
     const discovered = await discover(options.driver, bundleDir, entry, options.discoverTimeoutMs ?? 30_000);
+    // Settings in another platform's form that Stratus does not apply (Firebase's onRequest options).
+    for (const d of discovered) for (const w of d.warnings ?? []) emit(`warning: ${d.name}: ${w}`);
     const functions = validate(discovered);
     emit(`Found ${functions.length} function(s): ${functions.map((f) => f.name).join(", ")}`);
 

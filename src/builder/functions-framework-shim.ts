@@ -1,6 +1,7 @@
 /**
  * The JavaScript served by the bundler for `require("@google-cloud/functions-framework")`: Google's
- * declarative registration API (`http(name, handler)`, `cloudEvent(name, handler)`), recording each
+ * declarative registration API (`http(name, handler)`, `cloudEvent(name, handler)`, and `getFunction(name)`
+ * as the package's testing entry has it), recording each
  * registration in the process-wide registry the runtime reads after the module loaded
  * (FUNCTIONS_FRAMEWORK_REGISTRY, src/runtime/loader.ts). The real package (Express, body-parser,
  * cloudevents…) is never bundled: Stratus's runtime is the server. `@google-cloud/functions-framework/testing`
@@ -22,5 +23,6 @@ function register(functionName, kind, handler) {
 }
 export function http(functionName, handler) { register(functionName, "http", handler); }
 export function cloudEvent(functionName, handler) { register(functionName, "cloudevent", handler); }
-export default { http, cloudEvent };
+export function getFunction(functionName) { const r = registry.get(functionName); return r === undefined ? undefined : r.handler; }
+export default { http, cloudEvent, getFunction };
 `;

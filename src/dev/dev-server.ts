@@ -110,6 +110,7 @@ export function createDevServer(options: DevServerOptions): DevServer {
     }
     try {
       for (const f of await runDiscovery(options.runtimePath, entry)) {
+        for (const w of f.warnings ?? []) print(`warning: ${f.name}: ${w}`);
         if (f.error) {
           print(`✗ ${f.name}: ${f.error.message}`);
           functions.set(f.name, { name: f.name, exportName: f.exportName, error: f.error.message });

@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Transform, type Readable } from "node:stream";
-import { StratusError } from "../shared/errors";
+import { isErrorCode, StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import { HEADERS } from "../shared/protocol";
 import type { Lease, ReleaseOutcome } from "./function-pool";
@@ -262,12 +262,18 @@ function countBytes(src: IncomingMessage, maxBytes: number, onTooLarge: () => vo
   return src.pipe(counter);
 }
 
-/** `error.code` of a JSON error body, or null when it is not one. */
+/**
+ * `error.code` of a JSON error body, or the leading `CODE: ` of a text one (a function error answered to a
+ * caller that does not prefer JSON, docs/function-contract.md), or null when it is neither.
+ */
 function errorCodeOf(peek: Buffer[]): string | null {
+  const text = Buffer.concat(peek).toString("utf8");
   try {
-    const body = JSON.parse(Buffer.concat(peek).toString("utf8")) as { error?: { code?: unknown } };
+    const body = JSON.parse(text) as { error?: { code?: unknown } };
     return typeof body.error?.code === "string" ? body.error.code : null;
   } catch {
-    return null;
+    const colon = text.indexOf(": ");
+    const code = colon > 0 ? text.slice(0, colon) : "";
+    return isErrorCode(code) ? code : null;
   }
 }

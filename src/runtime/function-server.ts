@@ -90,12 +90,15 @@ function prefersText(req: Request): boolean {
   return req.accepts(["text/plain", "application/json"]) !== "application/json";
 }
 
-/** A function error as text: the message (and in dev the stack), same status and platform headers. */
+/**
+ * A function error as text: `CODE: message (request id)` (and in dev the stack), same status and platform
+ * headers. The gateway reads the leading code for the invocation record, as it reads a JSON body's.
+ */
 function sendTextError(res: Response, err: StratusError, requestId: string, stack: string | undefined): void {
   const r = toErrorResponse(err, requestId);
   res.status(r.status);
   res.set({ ...r.headers, [HEADERS.errorSource]: r.source, "content-type": "text/plain; charset=utf-8" });
-  res.send(`${r.body.error.message} (request ${requestId})\n${stack === undefined ? "" : `${stack}\n`}`);
+  res.send(`${r.body.error.code}: ${r.body.error.message} (request ${requestId})\n${stack === undefined ? "" : `${stack}\n`}`);
 }
 
 function isPromiseLike(v: unknown): v is PromiseLike<unknown> {

@@ -11,7 +11,9 @@
  *  - Google Cloud Functions' declarative form, `require("@google-cloud/functions-framework").http(name, fn)`
  *    (and `.cloudEvent(name, fn)`): the bundler's shim records these in a process-wide registry
  *    (`readRegistrations`); each is a function with the default config, export name
- *    `functions-framework:<name>`, listed beside the exports.
+ *    `functions-framework:<name>`, listed beside the exports;
+ *  - a function made by firebase-functions' `onRequest(options, handler)`: its options map into the config
+ *    (src/runtime/firebase-settings.ts), with a warning for each one Stratus does not apply.
  * Other exports (constants, helpers that are not definitions) are ignored.
  */
 import { readFileSync } from "node:fs";
@@ -22,6 +24,7 @@ import { StratusError, type ErrorCode } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
 import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
 import { FUNCTIONS_FRAMEWORK_REGISTRY } from "../shared/protocol";
+import { firebaseSettingsOf } from "./firebase-settings";
 
 /** A handler as the runtime calls it: Express `(req, res, next)`. */
 export type RuntimeHandler = (req: unknown, res: unknown, next: (err?: unknown) => void) => unknown;
@@ -34,6 +37,8 @@ export interface FunctionEntry {
   readonly config: unknown;
   /** Set when this function cannot be served (bad name, bad config, handler not a function). */
   readonly error?: { code: ErrorCode; message: string; details?: unknown };
+  /** Settings written in another platform's form that Stratus does not apply (shown at deploy). */
+  readonly warnings?: string[];
 }
 
 /** The export name used for a module-level (default) function. */
@@ -110,14 +115,20 @@ export function listFunctions(
     if (exported !== undefined && exported.handler === reg.handler) continue;
     const invalid = exported !== undefined ? `registered with functions.${reg.kind === "http" ? "http" : "cloudEvent"}() and also exported as a different function`
       : typeof reg.handler !== "function" ? `the registered handler must be a function, got ${reg.handler === null ? "null" : typeof reg.handler}` : undefined;
-    found.push({ name, exportName: `${REGISTERED_EXPORT_PREFIX}${name}`, config: undefined, invalid });
+    found.push({ name, exportName: `${REGISTERED_EXPORT_PREFIX}${name}`, config: undefined, invalid, handler: reg.handler });
   }
   if (found.length === 0) {
     throw new StratusError("FUNCTION_LOAD_FAILED", "The module exports no function: export `{ func: (req, res) => …, config }`, a function, or a default export (or register one with functions-framework's http())");
   }
   const byLower = new Map<string, string>();
-  return found.map(({ name, exportName, config, invalid }): FunctionEntry => {
-    const entry = { name, exportName, config };
+  return found.map(({ name, exportName, config: written, invalid, handler }): FunctionEntry => {
+    // Firebase's onRequest(options, handler) carries its options on the function (firebase-settings.ts):
+    // they fill in what a written config does not set.
+    const firebase = firebaseSettingsOf(handler);
+    if (firebase?.notHttp !== undefined) invalid ??= firebase.notHttp;
+    const config = firebase === null || Object.keys(firebase.config).length === 0 ? written
+      : written === undefined ? firebase.config : isObject(written) ? { ...firebase.config, ...written } : written;
+    const entry = { name, exportName, config, ...(firebase !== null && firebase.warnings.length > 0 ? { warnings: firebase.warnings } : {}) };
     if (invalid) return { ...entry, error: { code: "FUNCTION_LOAD_FAILED", message: `Function "${name}": ${invalid}` } };
     if (!isValidFunctionName(name)) {
       const why = exportName === DEFAULT_EXPORT ? " (a default export is named after the project: set package.json \"name\")" : "";

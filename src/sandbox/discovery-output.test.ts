@@ -23,6 +23,7 @@ test("parseDiscoveryRun lists functions and passes per-function errors through",
       { name: "b", config: {}, error: { code: "INVALID_CONFIG", message: "timeout: too small", details: [{ path: "timeout" }] } },
       { name: "c", exportName: "default", error: { code: "NOT_A_CODE", message: 5 } },
       { name: "d", exportName: "d", error: null },
+      { name: "e", exportName: "e", config: { timeout: 1000 }, warnings: ["cpu 2 has no Stratus equivalent: ignored", 7] },
     ],
   }));
   assert.deepEqual(found, [
@@ -30,6 +31,7 @@ test("parseDiscoveryRun lists functions and passes per-function errors through",
     { name: "b", exportName: "b", config: {}, error: { code: "INVALID_CONFIG", message: "timeout: too small", details: [{ path: "timeout" }] } },
     { name: "c", exportName: "default", config: undefined, error: { code: "FUNCTION_LOAD_FAILED", message: "this function cannot be loaded" } },
     { name: "d", exportName: "d", config: undefined },
+    { name: "e", exportName: "e", config: { timeout: 1000 }, warnings: ["cpu 2 has no Stratus equivalent: ignored"] },
   ]);
 });
 

@@ -31,7 +31,7 @@ export function findDiscoveryPayload(stdout: string): string | null {
 }
 
 type RawProblem = { code?: unknown; message?: unknown; details?: unknown };
-type RawFunction = { name?: unknown; exportName?: unknown; config?: unknown; error?: RawProblem | null };
+type RawFunction = { name?: unknown; exportName?: unknown; config?: unknown; error?: RawProblem | null; warnings?: unknown };
 
 /**
  * Turns a discovery run into the functions the module exports. A function the runtime found unusable
@@ -62,7 +62,8 @@ export function parseDiscoveryRun(run: DiscoveryRun): DiscoveredFunction[] {
   }
   return (parsed.functions as RawFunction[]).map((f) => {
     const name = String(f.name);
-    const fn = { name, exportName: typeof f.exportName === "string" ? f.exportName : name, config: f.config };
+    const warnings = Array.isArray(f.warnings) ? f.warnings.filter((w): w is string => typeof w === "string") : [];
+    const fn = { name, exportName: typeof f.exportName === "string" ? f.exportName : name, config: f.config, ...(warnings.length > 0 ? { warnings } : {}) };
     if (f.error === undefined || f.error === null) return fn;
     const error = {
       code: isErrorCode(f.error.code) ? f.error.code : "FUNCTION_LOAD_FAILED",

@@ -49,6 +49,8 @@ export interface DiscoveredFunction {
    * Drivers pass it through rather than throw, so the builder can report every problem at once.
    */
   readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown };
+  /** Settings written in another platform's form that Stratus does not apply (the build log shows them). */
+  readonly warnings?: readonly string[];
 }
 
 /** Input of a discovery run: load the module in a sandbox and list its functions. */

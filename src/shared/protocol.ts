@@ -82,7 +82,7 @@ export const LOG_PREFIX = "\u0000stratus:log ";
 
 /**
  * Prefix of the one stdout line printed in discovery mode; the rest of the line is JSON
- * `{ "functions": [ { "name", "exportName", "config": <raw config>, "error"?: { code, message, details? } } ],
+ * `{ "functions": [ { "name", "exportName", "config": <raw config>, "error"?: { code, message, details? }, "warnings"?: string[] } ],
  *    "error"?: { code, message } }` (top-level `error` when the module itself failed to load).
  */
 export const DISCOVERY_PREFIX = "\u0000stratus:discovery ";

@@ -14,7 +14,7 @@
  * same versions. Temp files of a build are removed whatever happens.
  */
 import { randomUUID } from "node:crypto";
-import { cp, mkdir, readFile, rename, rm, stat, writeFile, chmod } from "node:fs/promises";
+import { cp, lstat, mkdir, readFile, realpath, rename, rm, stat, writeFile, chmod } from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { isStratusError, StratusError } from "../shared/errors";
@@ -25,7 +25,8 @@ import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Store } from "../store/store";
 import { unpackArchive, type ArchiveLimits } from "./archive";
-import { bundleProject, formatBundleMessage } from "./bundle";
+import { formatBundleMessage } from "./bundle";
+import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
 import { installDependencies, readProjectPackage } from "./install-deps";
 import { packProject } from "./pack";
 import { digestTree, listTree } from "./tree-digest";
@@ -103,6 +104,8 @@ export interface BuildOptions {
   /** Discovery timeout, ms. Default 30,000. */
   readonly discoverTimeoutMs?: number;
   readonly signal?: AbortSignal;
+  /** Where npm ci and the bundler run (default: createBuildSandbox() with its defaults). */
+  readonly sandbox?: BuildSandbox;
 }
 
 /** The version id of an artifact digest. */
@@ -158,9 +161,12 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     }
 
     const pkg = await readProjectPackage(srcDir);
+    // npm ci and esbuild run in the build sandbox: only the work dir is writable, the data dir invisible.
+    const sandbox = options.sandbox ?? createBuildSandbox();
+    await sandbox.prepareWorkDir(work);
     if (pkg.hasDependencies) {
       await installDependencies({
-        dir: srcDir, cacheDir: join(dataDir, "cache", "npm"), homeDir: join(work, "home"), allowScripts: pkg.allowScripts,
+        workDir: work, cacheDir: join(dataDir, "cache", "npm"), sandbox, allowScripts: pkg.allowScripts,
         timeoutMs: options.installTimeoutMs, onLog: emit, signal: options.signal,
       });
     } else {
@@ -169,7 +175,7 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     if (options.signal?.aborted) throw new StratusError("BUILD_FAILED", "The build was cancelled");
 
     const bundleDir = join(work, "bundle");
-    const bundled = await bundleProject(srcDir, bundleDir);
+    const bundled = await sandbox.bundle(work, { signal: options.signal });
     const warnings = bundled.warnings.map(formatBundleMessage);
     for (const w of warnings) emit(`warning: ${w}`);
     // The unpack dir has a random name: a default export is named after package.json or the CLI's folder.
@@ -179,7 +185,7 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     }
     for (const native of bundled.externalNative) {
       emit(`Native package ${native} stays external: copying its installed folder`);
-      await cp(join(srcDir, "node_modules", native), join(bundleDir, "node_modules", native), { recursive: true, verbatimSymlinks: true });
+      await copyNativePackage(srcDir, native, join(bundleDir, "node_modules", native), emit);
     }
     const entry = relative(bundleDir, bundled.outFile);
     emit(`Bundled ${relative(srcDir, bundled.entry)} → ${entry} (${bundled.format})`);
@@ -287,6 +293,32 @@ async function writeArtifact(artifactsDir: string, bundleDir: string, manifest: 
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * Copies an installed native package into the artifact. Its folder must really be inside the
+ * project's node_modules (npm may have made it a symlink, e.g. a `file:` dependency pointing out of
+ * the project); symlinks inside it are left out (an artifact holds only files and directories).
+ * @throws StratusError BUILD_IMPORT_OUTSIDE_PROJECT when the package resolves outside the project.
+ */
+async function copyNativePackage(srcDir: string, name: string, to: string, emit: (line: string) => void): Promise<void> {
+  const from = join(srcDir, "node_modules", name);
+  const realFrom = await realpath(from);
+  const root = `${await realpath(join(srcDir, "node_modules"))}/`;
+  if (!realFrom.startsWith(root)) {
+    throw new StratusError("BUILD_IMPORT_OUTSIDE_PROJECT", `Native package ${name} resolves outside the project`, { details: { imports: [{ specifier: name, importer: "node_modules" }] } });
+  }
+  let skipped = 0;
+  await cp(realFrom, to, {
+    recursive: true,
+    filter: async (p) => {
+      const st = await lstat(p);
+      if (st.isFile() || st.isDirectory()) return true;
+      skipped++;
+      return false;
+    },
+  });
+  if (skipped > 0) emit(`${name}: left out ${skipped} symlink(s) or special file(s)`);
 }
 
 const exists = (p: string) => stat(p).then(() => true, () => false);

@@ -17,8 +17,9 @@
  * projects install nothing of Stratus.
  */
 import { build, type BuildFailure, type Message, type Plugin } from "esbuild";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { isBuiltin } from "node:module";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { StratusError } from "../shared/errors";
 import { SDK_RUNTIME_SOURCE } from "./sdk-source";
 
@@ -89,6 +90,9 @@ export function resolveEntry(projectDir: string): string {
   const main = readPackageJson(dir)?.main;
   if (typeof main === "string" && main.length > 0) {
     const p = resolve(dir, main);
+    if (!isInside(p, dir) || !isInside(safeRealpath(p), safeRealpath(dir))) {
+      throw new StratusError("BUILD_IMPORT_OUTSIDE_PROJECT", `package.json "main" (${JSON.stringify(main.slice(0, 200))}) points outside the project`, { details: { imports: [{ specifier: main.slice(0, 200), importer: "package.json" }] } });
+    }
     for (const c of [p, `${p}.js`, `${p}.ts`, join(p, "index.js"), join(p, "index.ts")]) {
       if (existsSync(c) && statSync(c).isFile()) return c;
     }
@@ -120,7 +124,72 @@ function packageNameOf(specifier: string): string {
   return specifier.startsWith("@") ? parts.slice(0, 2).join("/") : (parts[0] ?? specifier);
 }
 
-function plugins(externalNative: Set<string>): Plugin[] {
+/** One import the confinement refused: who imported what (never the content of the target). */
+export interface OutsideImport {
+  /** The specifier as written. */
+  readonly specifier: string;
+  /** Importing file, relative to the project dir ("(entry)" for the entry point). */
+  readonly importer: string;
+  readonly line?: number;
+  readonly column?: number;
+}
+
+/** True when `path` (already real) is `root` or below it. */
+function isInside(path: string, root: string): boolean {
+  return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
+}
+
+const CONFINE_MARK = "stratus-confine-checked";
+const OUTSIDE_TEXT = "Import resolves outside the project:";
+
+/**
+ * Confinement: every import must resolve to a file inside the project dir (its own files and its
+ * installed node_modules), after symlinks are followed; Node builtins and the Stratus SDK are the
+ * only other targets. Anything else (`require("/etc/passwd")`, `../../x`, a node_modules symlink
+ * pointing out of the project, tsconfig `paths` that lead outside) is refused, and every refusal is
+ * collected so the error lists them all.
+ */
+function confinePlugin(root: string, refused: OutsideImport[]): Plugin {
+  return {
+    name: "stratus-confine",
+    setup(b) {
+      b.onResolve({ filter: /.*/ }, async (args) => {
+        if ((args.pluginData as Record<string, unknown> | undefined)?.[CONFINE_MARK] === true) return undefined;
+        if (args.namespace !== "file") return undefined;
+        if (isBuiltin(args.path)) return undefined;
+        const importer = args.kind === "entry-point" ? "(entry)" : relative(root, args.importer) || args.importer;
+        const refuse = () => {
+          refused.push({ specifier: args.path, importer });
+          return { errors: [{ text: `${OUTSIDE_TEXT} ${JSON.stringify(args.path)}` }] };
+        };
+        // A path specifier is judged before resolution: whether or not its target exists (in the
+        // build sandbox the host's files do not), leaving the project is refused the same way.
+        if (isAbsolute(args.path) || args.path.startsWith("./") || args.path.startsWith("../") || args.path === "." || args.path === "..") {
+          const lexical = resolve(args.resolveDir || root, args.path);
+          if (!isInside(lexical, root)) return refuse();
+        }
+        const r = await b.resolve(args.path, {
+          kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, namespace: args.namespace,
+          pluginData: { [CONFINE_MARK]: true }, with: args.with,
+        });
+        // Unresolvable: let esbuild's own resolution fail the same way (inside try/catch a missing
+        // optional require is only a warning, e.g. debug's `require("supports-color")`).
+        if (r.errors.length > 0) return undefined;
+        if (r.external || r.namespace !== "file") return { ...r, pluginData: undefined };
+        let real: string;
+        try {
+          real = realpathSync(r.path);
+        } catch {
+          real = r.path;
+        }
+        if (isInside(real, root)) return { path: r.path, namespace: r.namespace, sideEffects: r.sideEffects, suffix: r.suffix };
+        return refuse();
+      });
+    },
+  };
+}
+
+function plugins(root: string, externalNative: Set<string>, refused: OutsideImport[]): Plugin[] {
   const nativeCache = new Map<string, boolean>();
   return [
     {
@@ -139,10 +208,11 @@ function plugins(externalNative: Set<string>): Plugin[] {
           let native = nativeCache.get(name);
           if (native === undefined) {
             native = false;
-            for (let dir = args.resolveDir; ; dir = dirname(dir)) {
+            // Only node_modules inside the project count (the confinement refuses the others anyway).
+            for (let dir = args.resolveDir; isInside(dir, root); dir = dirname(dir)) {
               const pkgDir = join(dir, "node_modules", name);
               if (existsSync(join(pkgDir, "package.json"))) {
-                native = hasNativeAddon(pkgDir);
+                native = isInside(safeRealpath(pkgDir), root) && hasNativeAddon(pkgDir);
                 break;
               }
               if (dirname(dir) === dir) break;
@@ -155,7 +225,16 @@ function plugins(externalNative: Set<string>): Plugin[] {
         });
       },
     },
+    confinePlugin(root, refused),
   ];
+}
+
+function safeRealpath(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
 }
 
 /**
@@ -166,10 +245,12 @@ function plugins(externalNative: Set<string>): Plugin[] {
  */
 export async function bundleProject(projectDir: string, outDir: string, options: BundleOptions = {}): Promise<BundleResult> {
   const dir = resolve(projectDir);
+  const root = safeRealpath(dir);
   const entry = resolveEntry(dir);
   const projectName = projectNameOf(dir);
   mkdirSync(outDir, { recursive: true });
   const externalNative = new Set<string>();
+  const refused: OutsideImport[] = [];
 
   const run = (format: "cjs" | "esm") => {
     const outfile = resolve(outDir, format === "cjs" ? "index.cjs" : "index.mjs");
@@ -200,7 +281,7 @@ export async function bundleProject(projectDir: string, outDir: string, options:
       minify: options.minify === true,
       keepNames: true,
       logLevel: "silent",
-      plugins: plugins(externalNative),
+      plugins: plugins(root, externalNative, refused),
     }).then((r) => ({ outfile, result: r }));
   };
 
@@ -216,6 +297,17 @@ export async function bundleProject(projectDir: string, outDir: string, options:
     }
   } catch (err) {
     const errors = ((err as BuildFailure).errors ?? []).map(toMessage);
+    if (refused.length > 0) {
+      // Every refused import, with its position when esbuild attached one to our error.
+      // esbuild resolves in parallel: match each located error to its import by file and specifier.
+      const imports: OutsideImport[] = refused.map((r) => {
+        const at = errors.find((e) => e.file === r.importer && e.text === `${OUTSIDE_TEXT} ${JSON.stringify(r.specifier)}`);
+        return at?.line !== undefined ? { ...r, line: at.line, column: at.column } : r;
+      });
+      imports.sort((a, b) => (a.importer < b.importer ? -1 : a.importer > b.importer ? 1 : (a.line ?? 0) - (b.line ?? 0)));
+      const list = imports.map((r) => `${r.importer}${r.line !== undefined ? `:${r.line}:${r.column}` : ""}: ${JSON.stringify(r.specifier)}`).join("\n");
+      throw new StratusError("BUILD_IMPORT_OUTSIDE_PROJECT", `${imports.length} import(s) resolve outside the uploaded project (only its own files, its node_modules and the Stratus SDK can be imported):\n${list}`, { details: { imports } });
+    }
     if (errors.length === 0) throw new StratusError("BUILD_FAILED", `Bundling failed: ${(err as Error).message}`, { cause: err });
     const shown = errors.slice(0, 5).map(formatBundleMessage).join("\n");
     throw new StratusError("BUILD_FAILED", `Build failed:\n${shown}`, { cause: err, details: { errors } });

@@ -24,7 +24,7 @@ import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Store } from "../store/store";
-import { unpackArchive, type ArchiveLimits } from "./archive";
+import { isStorageError, unpackArchive, type ArchiveLimits } from "./archive";
 import { formatBundleMessage } from "./bundle";
 import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
 import { installDependencies, readProjectPackage } from "./install-deps";
@@ -118,6 +118,7 @@ interface Problem { function: string; code: "INVALID_FUNCTION_NAME" | "INVALID_C
 /**
  * Builds a project. See the module comment for the steps.
  * @throws StratusError INVALID_ARCHIVE | ARCHIVE_TOO_LARGE (upload), INVALID_ARGUMENT (bad `dir`),
+ *   BUILD_STORAGE_ERROR (the host's disk is full or failing),
  *   BUILD_FAILED (install, bundle or module load failed — the message carries file:line when known),
  *   INVALID_CONFIG | INVALID_FUNCTION_NAME (every problem in `details`), INTERNAL.
  */
@@ -207,7 +208,9 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     log.info({ sourceDigest, functions: built.map((b) => `${b.name}@${b.version}`) }, "build done");
     return { sourceDigest, reused: false, functions: built, warnings };
   } catch (err) {
-    const e = isStratusError(err) ? err : new StratusError("INTERNAL", "The build failed unexpectedly", { cause: err });
+    const e = isStratusError(err) ? err
+      : isStorageError(err) ? new StratusError("BUILD_STORAGE_ERROR", `The build host ran out of storage (${(err as { code?: string }).code})`, { cause: err })
+      : new StratusError("INTERNAL", "The build failed unexpectedly", { cause: err });
     if (e.code === "INTERNAL") log.error({ err }, "build failed");
     emit(`Build failed: ${e.code}: ${e.message}`);
     throw e;

@@ -48,6 +48,7 @@ export const ERROR_CODES = {
   NOT_READY: { status: 503, source: "platform", message: "The platform is not ready" },
   UNAVAILABLE: { status: 503, source: "platform", message: "The platform could not be reached" },
   FUNCTION_TIMEOUT: { status: 504, source: "function", message: "The function did not answer within its timeout" },
+  BUILD_STORAGE_ERROR: { status: 507, source: "platform", message: "The build host could not store the upload" },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

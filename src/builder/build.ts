@@ -4,8 +4,10 @@
  * record (store.addVersion) and activate (store.activateVersions).
  *
  * Steps: unpack safely (archive.ts) → source digest (tree-digest.ts) → reuse a previous build of the
- * same source, if any → `npm ci` when there are dependencies (install-deps.ts) → bundle (bundle.ts) →
- * discover the functions inside a sandbox (driver.discover: user code never runs in this process) →
+ * same source, if any → `npm ci` when there are dependencies (install-deps.ts) → bundle (bundle.ts;
+ * both in the build sandbox, build-sandbox.ts) →
+ * ship the project's files beside the bundle (shipProjectFiles) → discover the functions inside a
+ * sandbox (driver.discover: user code never runs in this process) →
  * validate every name and config, reporting every problem at once → write the artifacts.
  *
  * Invariants: an artifact directory is complete or absent (written to a temp dir in the same
@@ -14,7 +16,8 @@
  * same versions. Temp files of a build are removed whatever happens.
  */
 import { randomUUID } from "node:crypto";
-import { cp, lstat, mkdir, readFile, realpath, rename, rm, stat, writeFile, chmod } from "node:fs/promises";
+import { copyFile, cp, lstat, mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile, chmod } from "node:fs/promises";
+import ignore from "ignore";
 import { basename, join, relative, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { isStratusError, StratusError } from "../shared/errors";
@@ -24,11 +27,11 @@ import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Store } from "../store/store";
-import { isStorageError, unpackArchive, type ArchiveLimits } from "./archive";
-import { formatBundleMessage } from "./bundle";
+import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits } from "./archive";
+import { BUNDLE_FILES, formatBundleMessage } from "./bundle";
 import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
 import { installDependencies, readProjectPackage } from "./install-deps";
-import { packProject } from "./pack";
+import { ALWAYS_IGNORED, IGNORE_FILES, packProject } from "./pack";
 import { digestTree, listTree } from "./tree-digest";
 
 /**
@@ -179,10 +182,20 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     const bundled = await sandbox.bundle(work, { signal: options.signal });
     const warnings = bundled.warnings.map(formatBundleMessage);
     for (const w of warnings) emit(`warning: ${w}`);
+    // The project's files ship beside the bundle (read-only), so code can read what sits next to it.
+    const shipped = await shipProjectFiles(srcDir, bundleDir, {
+      maxBytes: options.archiveLimits?.maxUnpackedBytes ?? DEFAULT_ARCHIVE_LIMITS.maxUnpackedBytes,
+      maxFiles: options.archiveLimits?.maxEntries ?? DEFAULT_ARCHIVE_LIMITS.maxEntries,
+    });
+    emit(`Shipping ${shipped.files} project file(s) (${shipped.bytes} bytes) beside the bundle${shipped.skipped > 0 ? `; left out ${shipped.skipped} symlink(s) or special file(s)` : ""}`);
     // The unpack dir has a random name: a default export is named after package.json or the CLI's folder.
     if (pkg.name === undefined) {
       const name = options.projectName ?? (options.dir !== undefined ? basename(resolve(options.dir)) : DEFAULT_PROJECT_NAME);
-      await writeFile(join(bundleDir, "package.json"), `${JSON.stringify({ name, private: true })}\n`);
+      let own: Record<string, unknown> = {};
+      try {
+        own = JSON.parse(await readFile(join(srcDir, "package.json"), "utf8")) as Record<string, unknown>;
+      } catch { /* no package.json: only the name is written */ }
+      await writeFile(join(bundleDir, "package.json"), `${JSON.stringify({ ...own, name, private: true })}\n`);
     }
     for (const native of bundled.externalNative) {
       emit(`Native package ${native} stays external: copying its installed folder`);
@@ -296,6 +309,55 @@ async function writeArtifact(artifactsDir: string, bundleDir: string, manifest: 
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** Names the artifact's own files take at its root; an upload may not hold files of these names. */
+const RESERVED_ROOT_FILES = [BUNDLE_FILES.cjs, `${BUNDLE_FILES.cjs}.map`, BUNDLE_FILES.esm, `${BUNDLE_FILES.esm}.map`, MANIFEST_FILE];
+
+/**
+ * Copies the project's files into the artifact beside the bundle: everything under `srcDir` except
+ * `node_modules/` and `.git/` (dependencies are bundled; native packages are copied on their own) and
+ * what the project's root `.gitignore` / `.stratusignore` exclude (the same rules as `stratus deploy`'s
+ * packing, applied again here because an upload need not come from the CLI). Symlinks and special
+ * files (only an allowed install script can have made them) are left out. The project's package.json
+ * replaces the bundler's.
+ * @throws StratusError BUILD_FAILED when a reserved name is taken or the files exceed the caps.
+ */
+async function shipProjectFiles(srcDir: string, to: string, caps: { maxBytes: number; maxFiles: number }): Promise<{ files: number; bytes: number; skipped: number }> {
+  const ig = ignore().add([...ALWAYS_IGNORED]);
+  for (const f of IGNORE_FILES) {
+    const text = await readFile(join(srcDir, f), "utf8").catch(() => null);
+    if (text !== null) ig.add(text);
+  }
+  for (const name of RESERVED_ROOT_FILES) {
+    if (await exists(join(srcDir, name))) throw new StratusError("BUILD_FAILED", `The project may not hold a file named ${name} at its root: the artifact uses that name`);
+  }
+  let files = 0;
+  let bytes = 0;
+  let skipped = 0;
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of (await readdir(join(srcDir, rel))).sort()) {
+      const r = rel === "" ? name : `${rel}/${name}`;
+      const st = await lstat(join(srcDir, r));
+      if (st.isDirectory()) {
+        if (ig.ignores(`${r}/`)) continue;
+        await mkdir(join(to, r), { recursive: true });
+        await walk(r);
+      } else if (st.isFile()) {
+        if (ig.ignores(r)) continue;
+        files++;
+        bytes += st.size;
+        if (files > caps.maxFiles) throw new StratusError("BUILD_FAILED", `The project has more than ${caps.maxFiles} files to ship`);
+        if (bytes > caps.maxBytes) throw new StratusError("BUILD_FAILED", `The project's files exceed ${caps.maxBytes} bytes (at ${r})`);
+        await copyFile(join(srcDir, r), join(to, r));
+        if ((st.mode & 0o111) !== 0) await chmod(join(to, r), 0o755);
+      } else if (!ig.ignores(r)) {
+        skipped++;
+      }
+    }
+  };
+  await walk("");
+  return { files, bytes, skipped };
 }
 
 /**

@@ -2,11 +2,13 @@
  * Bundles a function project into one file the runtime loads: esbuild, platform node, target node20,
  * TypeScript included, npm dependencies bundled, Node builtins external.
  *
- * Output format: CommonJS (`index.cjs`) by default, because it serves CJS, ESM and TS sources alike:
+ * Output format: CommonJS (`.stratus-bundle.cjs`, at the root of the output dir) by default, because it serves CJS, ESM and TS sources alike:
  * CJS dependencies that `require("fs")` keep a real `require` (an ESM bundle would fail at run time with
  * "Dynamic require of … is not supported"), and the named exports of a CJS entry stay intact.
- * `import.meta.url` is defined to the bundle's own file URL. Only when a source uses top-level await
- * (impossible in CJS) is the project rebuilt as ESM (`index.mjs`), with a `require` made by
+ * The project's own modules get their own `__dirname`, `__filename` and `import.meta.url` (see
+ * modulePathsPlugin: the project's files ship beside the bundle); elsewhere `import.meta.url` is the
+ * bundle's own file URL. Only when a source uses top-level await
+ * (impossible in CJS) is the project rebuilt as ESM (`.stratus-bundle.mjs`), with a `require` made by
  * `createRequire` and `__dirname`/`__filename` defined for the CJS code inside.
  *
  * Native addons: a package holding a `.node` file, a `binding.gyp` or a `prebuilds/` folder cannot be
@@ -16,8 +18,9 @@
  * `import … from "stratus"` / `"stratus/sdk"` resolve to the SDK (src/builder/sdk-source.ts), so user
  * projects install nothing of Stratus.
  */
-import { build, type BuildFailure, type Message, type Plugin } from "esbuild";
+import { build, transform, type BuildFailure, type Loader, type Message, type Plugin } from "esbuild";
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { isBuiltin } from "node:module";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { StratusError } from "../shared/errors";
@@ -34,7 +37,7 @@ export interface BundleMessage {
 }
 
 export interface BundleResult {
-  /** Absolute path of the bundle (`<outDir>/index.cjs` or `<outDir>/index.mjs`). */
+  /** Absolute path of the bundle (`<outDir>/.stratus-bundle.cjs` or `.mjs`). */
   readonly outFile: string;
   readonly format: "cjs" | "esm";
   /** The resolved entry, absolute. */
@@ -51,6 +54,11 @@ export interface BundleOptions {
   readonly sourcemap?: boolean;
   /** Minify (default false: readable stacks matter more than bytes for server code). */
   readonly minify?: boolean;
+  /**
+   * Absolute dir the project's files are found in at run time (default: the bundle's own dir, which is
+   * the artifact root). `stratus dev` runs a bundle from a temp dir and passes the project dir.
+   */
+  readonly filesRoot?: string;
 }
 
 const ENTRY_CANDIDATES = ["index.js", "index.ts", "index.mjs", "index.cjs", "index.mts", "index.cts"];
@@ -189,7 +197,49 @@ function confinePlugin(root: string, refused: OutsideImport[]): Plugin {
   };
 }
 
-function plugins(root: string, externalNative: Set<string>, refused: OutsideImport[]): Plugin[] {
+/** Names of the bundle in an artifact (at its root); a project may not ship files of these names. */
+export const BUNDLE_FILES = { cjs: ".stratus-bundle.cjs", esm: ".stratus-bundle.mjs" } as const;
+
+const PATHS_PLACEHOLDER = "{}/*STRATUS_PATHS*/";
+const LOADERS: Record<string, Loader> = { ".js": "js", ".cjs": "js", ".mjs": "js", ".jsx": "jsx", ".ts": "ts", ".cts": "ts", ".mts": "ts", ".tsx": "tsx" };
+
+/**
+ * Per-module `__dirname`, `__filename` and `import.meta.url` for the project's own files: the bundle
+ * sits at the artifact root, beside the project's shipped files, and each source module sees the
+ * path it has in the project (`lib/render.js` gets `<artifact>/lib`), as it would unbundled — so
+ * `fs.readFileSync(path.join(__dirname, "template.html"))` finds the file next to the code. Only files
+ * that mention one of the three are rewritten (an esbuild transform with `define`, source map kept);
+ * `files` receives index → project-relative path, written into the bundle's first line afterwards.
+ * Dependencies in node_modules keep the bundle-level values (their folders are not shipped).
+ */
+function modulePathsPlugin(root: string, files: string[]): Plugin {
+  return {
+    name: "stratus-module-paths",
+    setup(b) {
+      b.onLoad({ filter: /\.(c|m)?[jt]sx?$/, namespace: "file" }, async (args) => {
+        const rel = relative(root, args.path);
+        if (rel.startsWith("..") || isAbsolute(rel) || rel.split(sep).includes("node_modules")) return undefined;
+        const source = await readFile(args.path, "utf8");
+        if (!/__dirname|__filename|import\.meta\.url/.test(source)) return undefined;
+        const loader = LOADERS[args.path.slice(args.path.lastIndexOf("."))] ?? "js";
+        let i = files.indexOf(rel);
+        if (i === -1) i = files.push(rel) - 1;
+        const out = await transform(source, {
+          loader, sourcefile: rel, sourcemap: "inline", sourcesContent: false,
+          define: { __dirname: `__stratus_paths.d${i}`, __filename: `__stratus_paths.f${i}`, "import.meta.url": `__stratus_paths.u${i}` },
+        });
+        return { contents: out.code, loader: "js", resolveDir: dirname(args.path) };
+      });
+    },
+  };
+}
+
+/** First-line helper building `__stratus_paths` from the bundle's own dir and the index → path table. */
+function pathsBanner(rootExpr: string): string {
+  return `var __stratus_paths = (function (r, m) { var p = require("path"), u = require("url"), o = {}; for (var k in m) { var f = p.join(r, m[k]); o["f" + k] = f; o["d" + k] = p.dirname(f); o["u" + k] = u.pathToFileURL(f).href; } return o; })(${rootExpr}, ${PATHS_PLACEHOLDER});`;
+}
+
+function plugins(root: string, externalNative: Set<string>, refused: OutsideImport[], files: string[]): Plugin[] {
   const nativeCache = new Map<string, boolean>();
   return [
     {
@@ -226,6 +276,7 @@ function plugins(root: string, externalNative: Set<string>, refused: OutsideImpo
       },
     },
     confinePlugin(root, refused),
+    modulePathsPlugin(root, files),
   ];
 }
 
@@ -252,17 +303,17 @@ export async function bundleProject(projectDir: string, outDir: string, options:
   const externalNative = new Set<string>();
   const refused: OutsideImport[] = [];
 
+  const files: string[] = [];
   const run = (format: "cjs" | "esm") => {
-    const outfile = resolve(outDir, format === "cjs" ? "index.cjs" : "index.mjs");
+    files.length = 0;
+    const outfile = resolve(outDir, BUNDLE_FILES[format]);
+    // The paths helper is on the banner's first line: filling its table in afterwards shifts no
+    // mapped line of the source map.
     const banner =
       format === "cjs"
-        ? 'var __stratus_import_meta_url = require("url").pathToFileURL(__filename).href;'
+        ? `${pathsBanner(options.filesRoot !== undefined ? JSON.stringify(options.filesRoot) : "__dirname")} var __stratus_import_meta_url = require("url").pathToFileURL(__filename).href;`
         : [
-            'import { createRequire as __stratusCreateRequire } from "module";',
-            'import { fileURLToPath as __stratusFileURLToPath } from "url";',
-            "const require = __stratusCreateRequire(import.meta.url);",
-            "const __stratus_filename = __stratusFileURLToPath(import.meta.url);",
-            'const __stratus_dirname = __stratus_filename.slice(0, __stratus_filename.lastIndexOf("/"));',
+            'import { createRequire as __stratusCreateRequire } from "module"; import { fileURLToPath as __stratusFileURLToPath } from "url"; const require = __stratusCreateRequire(import.meta.url); const __stratus_filename = __stratusFileURLToPath(import.meta.url); const __stratus_dirname = __stratus_filename.slice(0, __stratus_filename.lastIndexOf("/")); ' + pathsBanner(options.filesRoot !== undefined ? JSON.stringify(options.filesRoot) : "__stratus_dirname"),
           ].join("\n");
     const define: Record<string, string> =
       format === "cjs" ? { "import.meta.url": "__stratus_import_meta_url" } : { __filename: "__stratus_filename", __dirname: "__stratus_dirname" };
@@ -281,7 +332,7 @@ export async function bundleProject(projectDir: string, outDir: string, options:
       minify: options.minify === true,
       keepNames: true,
       logLevel: "silent",
-      plugins: plugins(root, externalNative, refused),
+      plugins: plugins(root, externalNative, refused, files),
     }).then((r) => ({ outfile, result: r }));
   };
 
@@ -312,6 +363,10 @@ export async function bundleProject(projectDir: string, outDir: string, options:
     const shown = errors.slice(0, 5).map(formatBundleMessage).join("\n");
     throw new StratusError("BUILD_FAILED", `Build failed:\n${shown}`, { cause: err, details: { errors } });
   }
+  const text = readFileSync(out.outfile, "utf8");
+  const at = text.indexOf(PATHS_PLACEHOLDER);
+  if (at === -1) throw new StratusError("INTERNAL", "The bundle lost its paths table");
+  writeFileSync(out.outfile, text.slice(0, at) + JSON.stringify(Object.fromEntries(files.map((f, i) => [String(i), f.split(sep).join("/")]))) + text.slice(at + PATHS_PLACEHOLDER.length));
   writeFileSync(join(outDir, "package.json"), `${JSON.stringify({ name: projectName, private: true })}\n`);
   return {
     outFile: out.outfile,

@@ -202,6 +202,33 @@ describe("build pipeline", () => {
     assert.deepEqual(await readdir(markerDir), [], "a script cannot write outside the build sandbox");
   });
 
+  test("engines.node the platform's Node cannot satisfy → UNSUPPORTED_NODE_VERSION at deploy, before npm runs", async () => {
+    const dir = await project("engines-root", {
+      "package.json": JSON.stringify({ name: "engines-root", engines: { node: ">=22" } }),
+      "index.js": "module.exports.a = () => 1;\n",
+    });
+    const lines: string[] = [];
+    await expectBuildError(build({ dir, onLog: (l) => lines.push(l) }), "UNSUPPORTED_NODE_VERSION", />=22/, new RegExp(process.version.slice(1).replace(/\./g, "\\.")));
+    assert.ok(!lines.some((l) => l.startsWith("$ npm")), "npm never ran");
+    const fine = await project("engines-ok", {
+      "package.json": JSON.stringify({ name: "engines-ok", engines: { node: `>=${process.versions.node.split(".")[0]}` } }),
+      "index.js": "module.exports.a = () => 1;\n",
+    });
+    assert.equal((await build({ dir: fine })).result.functions.length, 1);
+  });
+
+  test("a dependency whose engines exclude this Node fails npm ci (--engine-strict), not a silent skip", async () => {
+    const dir = await project("engines-dep", {
+      "package.json": JSON.stringify({ name: "engines-dep", version: "1.0.0", dependencies: { "needs-node-99": "file:./needs-node-99" } }),
+      "needs-node-99/package.json": JSON.stringify({ name: "needs-node-99", version: "1.0.0", main: "index.js", engines: { node: ">=99" } }),
+      "needs-node-99/index.js": "module.exports = 1;\n",
+      "index.js": "const d = require('needs-node-99');\nmodule.exports.a = () => d;\n",
+    });
+    const r = spawnSync("npm", ["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: dir, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    await expectBuildError(build({ dir }), "UNSUPPORTED_NODE_VERSION", /needs-node-99@1\.0\.0/, />=99/);
+  });
+
   test("a failed build leaves no artifact and no temp files", async () => {
     const dataDir = join(root, "data-fail");
     const dir = await project("partial", { "index.js": "module.exports.good = () => 1;\nmodule.exports.bad = { func: () => 1, config: { timeout: -1 } };\n" });

@@ -30,7 +30,7 @@ import type { Store } from "../store/store";
 import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits } from "./archive";
 import { BUNDLE_FILES, formatBundleMessage } from "./bundle";
 import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
-import { installDependencies, readProjectPackage } from "./install-deps";
+import { checkEnginesNode, installDependencies, readProjectPackage } from "./install-deps";
 import { ALWAYS_IGNORED, IGNORE_FILES, packProject } from "./pack";
 import { digestTree, listTree } from "./tree-digest";
 
@@ -165,6 +165,8 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     }
 
     const pkg = await readProjectPackage(srcDir);
+    // Before anything is installed: npm would only warn, and the code would fail at load.
+    checkEnginesNode(pkg.enginesNode, process.version);
     // npm ci and esbuild run in the build sandbox: only the work dir is writable, the data dir invisible.
     const sandbox = options.sandbox ?? createBuildSandbox();
     await sandbox.prepareWorkDir(work);

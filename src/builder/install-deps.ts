@@ -11,6 +11,7 @@
  */
 import { chown, lstat, mkdir, readdir, readFile, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import semver from "semver";
 import { StratusError } from "../shared/errors";
 import { BUILD_SANDBOX_PATHS, type BuildSandbox } from "./build-sandbox";
 
@@ -19,6 +20,26 @@ export interface ProjectPackage {
   readonly name?: string;
   readonly hasDependencies: boolean;
   readonly allowScripts: boolean;
+  /** `engines.node` as written, when there is one. */
+  readonly enginesNode?: string;
+}
+
+/**
+ * Checks package.json `engines.node` against the Node that runs the functions (both drivers run the
+ * host's node: the process driver directly, the Docker base image copies that binary).
+ * Prereleases of the running version count as that version (`includePrerelease`).
+ * @param nodeVersion e.g. `process.version` ("v20.20.2").
+ * @throws StratusError UNSUPPORTED_NODE_VERSION when the range is not valid semver or excludes `nodeVersion`.
+ */
+export function checkEnginesNode(range: string | undefined, nodeVersion: string): void {
+  if (range === undefined) return;
+  const version = semver.coerce(nodeVersion)?.version ?? nodeVersion;
+  if (semver.validRange(range) === null) {
+    throw new StratusError("UNSUPPORTED_NODE_VERSION", `package.json "engines.node" is ${JSON.stringify(range.slice(0, 100))}, which is not a valid semver range (e.g. ">=20")`, { details: { required: range.slice(0, 100), actual: version } });
+  }
+  if (!semver.satisfies(version, range, { includePrerelease: true })) {
+    throw new StratusError("UNSUPPORTED_NODE_VERSION", `package.json "engines.node" is ${JSON.stringify(range)}, but functions on this platform run on Node ${version}: widen the range (running several Node versions side by side is not supported yet)`, { details: { required: range, actual: version } });
+  }
 }
 
 /**
@@ -43,7 +64,13 @@ export async function readProjectPackage(dir: string): Promise<ProjectPackage> {
   if (stratus.allowScripts !== undefined && typeof stratus.allowScripts !== "boolean") {
     throw new StratusError("BUILD_FAILED", 'package.json "stratus.allowScripts" must be true or false');
   }
+  const engines = pkg.engines as Record<string, unknown> | undefined;
+  const enginesNode = engines !== null && typeof engines === "object" ? engines.node : undefined;
+  if (enginesNode !== undefined && typeof enginesNode !== "string") {
+    throw new StratusError("UNSUPPORTED_NODE_VERSION", 'package.json "engines.node" must be a string (a semver range such as ">=20")');
+  }
   return {
+    ...(enginesNode !== undefined ? { enginesNode } : {}),
     name: typeof pkg.name === "string" && pkg.name !== "" ? pkg.name.replace(/^@[^/]+\//, "") : undefined,
     hasDependencies: count(pkg.dependencies) + count(pkg.devDependencies) + count(pkg.optionalDependencies) > 0,
     allowScripts: stratus.allowScripts === true,
@@ -80,7 +107,9 @@ export async function installDependencies(options: InstallOptions): Promise<void
   await handCacheTo(options.cacheDir, options.sandbox.uid, options.sandbox.gid);
   await mkdir(join(options.workDir, "home"), { recursive: true });
   await chown(join(options.workDir, "home"), options.sandbox.uid, options.sandbox.gid);
-  const args = ["ci", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn"];
+  // --engine-strict: a dependency whose `engines` excludes this Node fails the install (npm only warns
+  // by default, and the package then fails at load, or worse, later).
+  const args = ["ci", "--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn", "--engine-strict"];
   if (!options.allowScripts) args.push("--ignore-scripts");
   options.onLog(`$ npm ${args.join(" ")}${options.allowScripts ? "   (lifecycle scripts allowed by package.json stratus.allowScripts)" : ""}`);
   // npm sits next to node in every official distribution; the explicit PATH keeps the host's out.
@@ -103,6 +132,12 @@ export async function installDependencies(options: InstallOptions): Promise<void
     },
   });
   if (exit.killed !== null) throw new StratusError("BUILD_FAILED", exit.killed.startsWith("timed out") ? `npm ci ${exit.killed}` : exit.killed);
+  if (exit.code !== 0 && errorLines.some((l) => /\bEBADENGINE\b/.test(l))) {
+    // npm error engine Not compatible with your version of node/npm: dep@1.0.0 / notsup Required: {...}
+    const what = errorLines.filter((l) => /Not compatible|Required:|Actual:/.test(l)).map((l) => l.replace(/^npm (error|ERR!)\s*(engine|notsup)?\s*/, "").replace(/\s+/g, " "));
+    const uniq = [...new Set(what)].slice(0, 6);
+    throw new StratusError("UNSUPPORTED_NODE_VERSION", `A dependency does not support Node ${process.version} (its package.json "engines"): ${uniq.join("; ") || "see the build log"}`, { details: { npm: uniq } });
+  }
   if (exit.code !== 0) {
     // npm's last lines are boilerplate (usage, "a complete log…"): show its error lines before them.
     const useful = errorLines.filter((l) => !NPM_BOILERPLATE.test(l)).slice(0, 8);

@@ -166,6 +166,17 @@ describe("build pipeline", () => {
     await expectBuildError(build({ dir }), "BUILD_FAILED", /package-lock\.json/);
   });
 
+  for (const [file, tool] of [["pnpm-lock.yaml", /pnpm/], ["yarn.lock", /Yarn/]] as const) {
+    test(`dependencies locked only by ${file} → UNSUPPORTED_LOCKFILE saying what to do`, async () => {
+      const dir = await project(`lock-${file}`, {
+        "package.json": JSON.stringify({ name: "otherlock", dependencies: { ms: "^2.1.3" } }),
+        [file]: "# a lockfile of another tool\n",
+        "index.js": "module.exports.a = () => 1;\n",
+      });
+      await expectBuildError(build({ dir }), "UNSUPPORTED_LOCKFILE", new RegExp(file.replace(".", "\\.")), tool, /npm install --package-lock-only/);
+    });
+  }
+
   test("lifecycle scripts are off by default, on only when the project opts in, and run inside the build sandbox", async () => {
     // Inside the build sandbox the npm cache (/cache/npm = <dataDir>/cache/npm) is the only writable
     // path besides the project: a script that ran leaves its marker there, and its attempt to write

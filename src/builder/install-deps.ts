@@ -101,6 +101,11 @@ export async function installDependencies(options: InstallOptions): Promise<void
   const dir = join(options.workDir, "src");
   const hasLock = (f: string) => stat(join(dir, f)).then(() => true, () => false);
   if (!(await hasLock("package-lock.json")) && !(await hasLock("npm-shrinkwrap.json"))) {
+    for (const [file, tool] of OTHER_LOCKFILES) {
+      if (await hasLock(file)) {
+        throw new StratusError("UNSUPPORTED_LOCKFILE", `The project has ${file} (${tool}) but no package-lock.json: Stratus installs dependencies with \`npm ci\` only. Run \`npm install --package-lock-only\` in the project and deploy the package-lock.json it writes (keep ${file} if you like; it is not read)`, { details: { lockfile: file, tool } });
+      }
+    }
     throw new StratusError("BUILD_FAILED", "package.json declares dependencies but there is no package-lock.json: run `npm install` locally and deploy the lockfile with the project");
   }
   await mkdir(options.cacheDir, { recursive: true });
@@ -144,6 +149,9 @@ export async function installDependencies(options: InstallOptions): Promise<void
     throw new StratusError("BUILD_FAILED", `npm ci failed (${exit.signal ?? `exit ${exit.code}`}): ${(useful.length > 0 ? useful : exit.tail).join(" | ") || "no output"}`);
   }
 }
+
+/** Lockfiles of other package managers, recognised only to say what to do instead. */
+const OTHER_LOCKFILES = [["pnpm-lock.yaml", "pnpm"], ["yarn.lock", "Yarn"], ["bun.lockb", "Bun"], ["bun.lock", "Bun"]] as const;
 
 const NPM_BOILERPLATE = /A complete log of this run|^npm (error|ERR!)\s*$|aliases:|Run "npm help|^npm (error|ERR!) (Usage|npm ci)\b|^npm (error|ERR!)\s+(npm ci|Clean install|Options:|\[)/;
 

@@ -39,6 +39,13 @@ const hostile: { title: string; entries: TarEntry[]; code: string; mention: RegE
   { title: "fifo", entries: [{ name: "pipe", type: "fifo" }], code: "INVALID_ARCHIVE", mention: /fifo/ },
   { title: "duplicate entry", entries: [{ name: "a.js" }, { name: "./a.js" }], code: "INVALID_ARCHIVE", mention: /twice/ },
   { title: "file under a file", entries: [{ name: "a" }, { name: "a/b" }], code: "INVALID_ARCHIVE", mention: /conflicting/ },
+  { title: "backslash path", entries: [{ name: "..\\..\\evil.txt" }], code: "INVALID_ARCHIVE", mention: /backslash/ },
+  { title: "drive letter", entries: [{ name: "C:..\\evil.txt" }], code: "INVALID_ARCHIVE", mention: /backslash|drive letter/ },
+  { title: "drive letter, forward slashes", entries: [{ name: "C:/evil.txt" }], code: "INVALID_ARCHIVE", mention: /drive letter/ },
+  { title: "case collision", entries: [{ name: "Index.js" }, { name: "index.js" }], code: "INVALID_ARCHIVE", mention: /collide/ },
+  { title: "ß / ss collision", entries: [{ name: "straße.txt" }, { name: "strasse.txt" }], code: "INVALID_ARCHIVE", mention: /collide/ },
+  { title: "NFC / NFD collision", entries: [{ name: "caf\u00e9.txt" }, { name: "cafe\u0301.txt" }], code: "INVALID_ARCHIVE", mention: /collide/ },
+  { title: "folder case collision", entries: [{ name: "src/a.js" }, { name: "SRC/b.js" }], code: "INVALID_ARCHIVE", mention: /"src".*"SRC"|collide/ },
 ];
 
 for (const h of hostile) {

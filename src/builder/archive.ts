@@ -2,8 +2,9 @@
  * Safe unpacking of an uploaded project archive (tar.gz) into a fresh temporary directory.
  *
  * Threat model: the archive is hostile. Only regular files and directories are written; absolute
- * paths, `..` components, NUL bytes, symlinks, hardlinks, devices, fifos and any other entry type are
- * refused, as are duplicate paths. Because no link is ever created and every file is opened with
+ * paths, `..` components, backslashes, drive letters, NUL bytes, symlinks, hardlinks, devices, fifos
+ * and any other entry type are refused, as are duplicate paths and paths equal after Unicode
+ * normalisation or case folding. Because no link is ever created and every file is opened with
  * O_EXCL inside the fresh directory, nothing can be written outside it. Three caps bound the work:
  * compressed bytes, unpacked bytes (checked against each header *before* its body is read, and the
  * decompressed stream is counted too, so a gzip bomb is stopped early) and entry count.
@@ -64,6 +65,9 @@ export function normalizeEntryPath(name: string): string {
   const shown = JSON.stringify(name.slice(0, 200));
   if (name.includes("\u0000")) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has a NUL byte in its path`);
   if (name.startsWith("/")) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has an absolute path`);
+  // Windows-made paths: a backslash is a separator there (`..\\evil`), a drive letter makes it absolute.
+  if (name.includes("\\")) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has a backslash in its path; use "/" as the separator`);
+  if (/^[A-Za-z]:/.test(name)) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has a drive letter`);
   const parts: string[] = [];
   for (const part of name.split("/")) {
     if (part === "" || part === ".") continue;
@@ -73,6 +77,11 @@ export function normalizeEntryPath(name: string): string {
   const path = parts.join("/");
   if (path.length > MAX_PATH_CHARS) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} has a path longer than ${MAX_PATH_CHARS} characters`);
   return path;
+}
+
+/** A path's collision key: NFC, then full case folding (upper then lower maps "ß" to "ss"). */
+export function foldName(path: string): string {
+  return path.normalize("NFC").toUpperCase().toLowerCase();
 }
 
 /** Counts bytes flowing through and fails once past `max`. */
@@ -176,6 +185,7 @@ export async function unpackArchive(source: Buffer | Readable, options: UnpackOp
   let unpackedBytes = 0;
   let fileCount = 0;
   const seen = new Set<string>();
+  const foldedSeen = new Map<string, string>();
   try {
     for await (const entry of extract) {
       const h = entry.header;
@@ -193,6 +203,19 @@ export async function unpackArchive(source: Buffer | Readable, options: UnpackOp
       }
       if (seen.has(path)) throw new StratusError("INVALID_ARCHIVE", `Entry ${shown} appears twice`);
       seen.add(path);
+      // Names equal after Unicode normalisation or case folding (NFC/NFD, "ß"/"ss", "A"/"a") are one
+      // file on some filesystems and two here: refuse the ambiguity rather than pick one.
+      // Every prefix counts: "src/a.js" and "SRC/b.js" put two folders where one filesystem sees one.
+      const parts = path.split("/");
+      for (let i = 1; i <= parts.length; i++) {
+        const prefix = parts.slice(0, i).join("/");
+        const folded = foldName(prefix);
+        const other = foldedSeen.get(folded);
+        if (other !== undefined && other !== prefix) {
+          throw new StratusError("INVALID_ARCHIVE", `Entries ${JSON.stringify(other.slice(0, 200))} and ${JSON.stringify(prefix.slice(0, 200))} collide (equal after Unicode normalisation or case folding)`);
+        }
+        foldedSeen.set(folded, prefix);
+      }
       const target = join(dir, path);
       const parent = path.includes("/") ? join(dir, path.slice(0, path.lastIndexOf("/"))) : dir;
       if (h.type === "directory") {

@@ -108,6 +108,25 @@ test("functions-framework: http() and cloudEvent() registrations are discovered 
   assert.deepEqual(structured.json(), { got: "t.structured", data: "x" });
 });
 
+test("functions-framework from ESM / TypeScript: default, named and namespace imports; top-level await (an ESM bundle)", async () => {
+  const b = await bundled("ff-esm", {
+    "index.ts": `
+import functions from "@google-cloud/functions-framework";
+import { http } from "@google-cloud/functions-framework";
+import * as ff from "@google-cloud/functions-framework";
+const greeting: string = await Promise.resolve("hey");
+functions.http("viaDefault", (req: { query: { n?: string } }, res: { send(s: string): void }) => res.send(greeting + " " + (req.query.n ?? "")));
+http("viaNamed", (_req: unknown, res: { send(s: string): void }) => res.send("named"));
+ff.http("viaNamespace", (_req: unknown, res: { send(s: string): void }) => res.send("namespace"));
+`,
+  });
+  assert.match(b.entry, /\.mjs$/);
+  const d = discover(b.entry);
+  assert.deepEqual(d.functions.map((f) => f.name).sort(), ["viaDefault", "viaNamed", "viaNamespace"]);
+  assert.equal((await call(await start(b, "functions-framework:viaDefault"), "/?n=1")).text, "hey 1");
+  assert.equal((await call(await start(b, "functions-framework:viaNamespace"), "/")).text, "namespace");
+});
+
 test("functions-framework: an invalid registered name fails the load with the framework's message", async () => {
   const b = await bundled("ff-bad", { "index.js": "require('@google-cloud/functions-framework').http('9bad', () => {});" });
   const run = spawnSync(process.execPath, [runtimePath()], { env: { [ENV.discover]: "1", [ENV.entry]: b.entry }, encoding: "utf8" });

@@ -79,8 +79,9 @@ async function main(): Promise<void> {
     preloaded = import("./function-server");
     const { createFunctionServer: warm } = await preloaded;
     // One throwaway server answering one real request over a private socket loads and compiles
-    // everything the first request would otherwise pay for (Express's lazy parts, body parsers and their
-    // charset tables, the HTTP parser): measured 25–160 ms off the first request after specialisation.
+    // everything the first request would otherwise pay for (Express's lazy parts, the body path — buffering
+    // and a JSON parse of req.body — the HTTP parser): measured 25–160 ms off the first request after
+    // specialisation (with the body parsers of the time).
     await warmUp(warm({ functionName: "warm-up", handler: (req, res) => void (res as { json(b: unknown): void }).json((req as { body: unknown }).body), config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
     const fd = env.specializeFd === undefined ? SPECIALIZE_FD : Number(env.specializeFd);
     if (!Number.isInteger(fd) || fd < 0) die(EXIT.badEnvironment, `${ENV.specializeFd} is not an fd number`);

@@ -1,4 +1,4 @@
-// Builds the two shipped bundles:
+// Builds the shipped bundles (dist/build-worker.cjs too, see below):
 //  - dist/runtime.cjs: the instance runtime, self-contained (Express bundled in) so a sandbox
 //    only needs the node binary, this one file and the function's code.
 //  - dist/cli.js: the CLI and platform entry; npm packages stay external. Code-split (dist/cli-chunk-*.js)
@@ -26,6 +26,18 @@ await Promise.all([
     // mime-types' maps are computed at build time (precomputed-mime.mjs): ~40 % of loading Express.
     plugins: [lazyPackages({ zod: "plain", "iconv-lite": { front: "src/runtime/iconv-front.cjs" } }), precomputedMime()],
     sourcemap: "linked",
+    logLevel: "warning",
+  }),
+  // The bundler run inside the build sandbox (src/builder/build-sandbox.ts). esbuild stays external:
+  // the sandbox binds the host's esbuild package and binary read-only beside it.
+  build({
+    entryPoints: ["src/builder/build-worker.ts"],
+    outfile: "dist/build-worker.cjs",
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "cjs",
+    external: ["esbuild"],
     logLevel: "warning",
   }),
   build({

@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile, chmod } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { test } from "node:test";
 import { gzipSync } from "node:zlib";
 import * as tar from "tar-stream";
@@ -37,6 +39,13 @@ const hostile: { title: string; entries: TarEntry[]; code: string; mention: RegE
   { title: "fifo", entries: [{ name: "pipe", type: "fifo" }], code: "INVALID_ARCHIVE", mention: /fifo/ },
   { title: "duplicate entry", entries: [{ name: "a.js" }, { name: "./a.js" }], code: "INVALID_ARCHIVE", mention: /twice/ },
   { title: "file under a file", entries: [{ name: "a" }, { name: "a/b" }], code: "INVALID_ARCHIVE", mention: /conflicting/ },
+  { title: "backslash path", entries: [{ name: "..\\..\\evil.txt" }], code: "INVALID_ARCHIVE", mention: /backslash/ },
+  { title: "drive letter", entries: [{ name: "C:..\\evil.txt" }], code: "INVALID_ARCHIVE", mention: /backslash|drive letter/ },
+  { title: "drive letter, forward slashes", entries: [{ name: "C:/evil.txt" }], code: "INVALID_ARCHIVE", mention: /drive letter/ },
+  { title: "case collision", entries: [{ name: "Index.js" }, { name: "index.js" }], code: "INVALID_ARCHIVE", mention: /collide/ },
+  { title: "ß / ss collision", entries: [{ name: "straße.txt" }, { name: "strasse.txt" }], code: "INVALID_ARCHIVE", mention: /collide/ },
+  { title: "NFC / NFD collision", entries: [{ name: "caf\u00e9.txt" }, { name: "cafe\u0301.txt" }], code: "INVALID_ARCHIVE", mention: /collide/ },
+  { title: "folder case collision", entries: [{ name: "src/a.js" }, { name: "SRC/b.js" }], code: "INVALID_ARCHIVE", mention: /"src".*"SRC"|collide/ },
 ];
 
 for (const h of hostile) {
@@ -103,6 +112,77 @@ test("unpack stops a gzip bomb early", async (t) => {
   });
   assert.ok(performance.now() - started < 5000, "the bombs must be refused quickly");
   assert.deepEqual(await readdir(parent), []);
+});
+
+/** A stream fed like an HTTP request body: 16 KiB chunks, a turn of the event loop between them. */
+function slowStream(bytes: Buffer): Readable {
+  const src = new PassThrough();
+  void (async () => {
+    for (let o = 0; o < bytes.length; o += 16_384) {
+      if (!src.write(bytes.subarray(o, o + 16_384))) await new Promise((r) => src.once("drain", r));
+      await new Promise((r) => setImmediate(r));
+    }
+    src.end();
+  })().catch(() => {});
+  return src;
+}
+
+/** Rejects when `p` has not settled within `ms` (the hang this guards against never settled at all). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`${what}: no answer within ${ms} ms`)), ms); })]).finally(() => clearTimeout(timer));
+}
+
+test("a truncated archive, cut at any point (also mid-entry, streamed), is refused at once and leaves nothing", async (t) => {
+  const { parent } = await sandboxDir(t);
+  // Incompressible body: the cut points fall inside its entry while it is being written to disk
+  // (this used to hang forever: the entry's body stream never ended, its fd stayed open).
+  const body = randomBytes(300_000).toString("base64");
+  const gz = await makeTarGz([{ name: "a.txt", body: "hello" }, { name: "big.txt", body }, { name: "c.txt", body: "c" }]);
+  const fdsBefore = (await readdir("/proc/self/fd")).length;
+  for (let i = 1; i < 40; i++) {
+    const cut = gz.subarray(0, Math.floor((gz.length * i) / 40));
+    // Made lazily: a stream started early would be fully buffered before it is read.
+    for (const source of [() => cut, () => slowStream(cut)]) {
+      await within(assert.rejects(unpackArchive(source(), { parentDir: parent }), (err: { code?: string; status?: number }) => {
+        assert.equal(err.code, "INVALID_ARCHIVE", `cut at ${i}/40`);
+        assert.equal(err.status, 400);
+        return true;
+      }), 5000, `cut at ${i}/40`);
+    }
+  }
+  assert.deepEqual(await readdir(parent), [], "every temp dir removed");
+  // A few fds may come and go (the event loop, zlib); leaking one per case would show as ~78.
+  assert.ok((await readdir("/proc/self/fd")).length <= fdsBefore + 4, "no file descriptor leaked");
+});
+
+test("a full disk while unpacking is the host's failure: 507 BUILD_STORAGE_ERROR, not INVALID_ARCHIVE", async (t) => {
+  assert.equal(process.getuid?.(), 0, "this test mounts a tmpfs: run it as root");
+  const { root } = await sandboxDir(t);
+  const small = join(root, "small");
+  await mkdir(small);
+  // A 256 KiB tmpfs stands for a full data disk; a 1 MiB upload cannot fit.
+  const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=256k,nr_inodes=64", "stratus-test-full", small], { encoding: "utf8" });
+  assert.equal(m.status, 0, `mount tmpfs: ${m.stderr}`);
+  // Unmounted before the temp dir is removed (after-hooks run in the order they were added).
+  try {
+    const archive = await makeTarGz([{ name: "index.js", body: "module.exports.a = () => 1;\n" }, { name: "big.bin", body: randomBytes(768 * 1024).toString("base64") }]);
+    for (const source of [() => archive, () => slowStream(archive)]) {
+      await within(assert.rejects(unpackArchive(source(), { parentDir: small }), (err: { code?: string; status?: number; message?: string }) => {
+        assert.equal(err.code, "BUILD_STORAGE_ERROR", err.message);
+        assert.equal(err.status, 507);
+        assert.match(err.message ?? "", /ENOSPC/);
+        return true;
+      }), 10_000, "disk full");
+      assert.deepEqual(await readdir(small), [], "the partial tree is removed");
+    }
+    // Out of inodes is a full disk too.
+    const many = await makeTarGz(Array.from({ length: 100 }, (_, i) => ({ name: `f${i}.txt`, body: "x" })));
+    await assert.rejects(unpackArchive(many, { parentDir: small }), { code: "BUILD_STORAGE_ERROR" });
+    assert.deepEqual(await readdir(small), []);
+  } finally {
+    spawnSync("umount", ["-l", small]);
+  }
 });
 
 test("normalizeEntryPath", () => {

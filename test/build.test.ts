@@ -166,34 +166,78 @@ describe("build pipeline", () => {
     await expectBuildError(build({ dir }), "BUILD_FAILED", /package-lock\.json/);
   });
 
-  test("lifecycle scripts are off by default, on only when the project opts in", async () => {
+  for (const [file, tool] of [["pnpm-lock.yaml", /pnpm/], ["yarn.lock", /Yarn/]] as const) {
+    test(`dependencies locked only by ${file} → UNSUPPORTED_LOCKFILE saying what to do`, async () => {
+      const dir = await project(`lock-${file}`, {
+        "package.json": JSON.stringify({ name: "otherlock", dependencies: { ms: "^2.1.3" } }),
+        [file]: "# a lockfile of another tool\n",
+        "index.js": "module.exports.a = () => 1;\n",
+      });
+      await expectBuildError(build({ dir }), "UNSUPPORTED_LOCKFILE", new RegExp(file.replace(".", "\\.")), tool, /npm install --package-lock-only/);
+    });
+  }
+
+  test("lifecycle scripts are off by default, on only when the project opts in, and run inside the build sandbox", async () => {
+    // Inside the build sandbox the npm cache (/cache/npm = <dataDir>/cache/npm) is the only writable
+    // path besides the project: a script that ran leaves its marker there, and its attempt to write
+    // to a host path (markerDir) must fail.
     const markerDir = join(root, "markers");
     await mkdir(markerDir, { recursive: true });
+    const cacheDir = join(root, "data", "cache", "npm");
     const make = async (name: string, allowScripts: boolean | undefined) => {
-      const marker = join(markerDir, name);
-      const script = `node -e "require('fs').writeFileSync('${marker}', 'ran')"`;
+      const hostMarker = join(markerDir, name);
+      const script = (who: string) => `node -e "const fs = require('fs'); fs.writeFileSync('/cache/npm/${who}', 'ran'); try { fs.writeFileSync('${hostMarker}-${who}', 'escaped'); } catch {}"`;
       const dir = await project(name, {
         "package.json": JSON.stringify({
           name, version: "1.0.0", dependencies: { "local-dep": "file:./local-dep" },
-          scripts: { postinstall: script }, ...(allowScripts === undefined ? {} : { stratus: { allowScripts } }),
+          scripts: { postinstall: script(name) }, ...(allowScripts === undefined ? {} : { stratus: { allowScripts } }),
         }),
-        "local-dep/package.json": JSON.stringify({ name: "local-dep", version: "1.0.0", main: "index.js", scripts: { postinstall: script.replace(name, `${name}-dep`) } }),
+        "local-dep/package.json": JSON.stringify({ name: "local-dep", version: "1.0.0", main: "index.js", scripts: { postinstall: script(`${name}-dep`) } }),
         "local-dep/index.js": "module.exports = 'from local dep';\n",
         "index.js": "const d = require('local-dep');\nmodule.exports.a = () => d;\n",
       });
       const r = spawnSync("npm", ["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: dir, encoding: "utf8" });
       assert.equal(r.status, 0, r.stderr);
-      return { dir, marker };
+      return { dir, name };
     };
     const off = await make("scripts-off", undefined);
     const { result } = await build({ dir: off.dir });
     assert.equal(result.functions.length, 1);
-    assert.equal(existsSync(off.marker), false, "the root postinstall must not run");
-    assert.equal(existsSync(`${off.marker}-dep`), false, "the dependency's postinstall must not run");
+    assert.equal(existsSync(join(cacheDir, off.name)), false, "the root postinstall must not run");
+    assert.equal(existsSync(join(cacheDir, `${off.name}-dep`)), false, "the dependency's postinstall must not run");
 
     const on = await make("scripts-on", true);
     await build({ dir: on.dir });
-    assert.equal(existsSync(on.marker), true, "with stratus.allowScripts the postinstall runs");
+    assert.equal(existsSync(join(cacheDir, on.name)), true, "with stratus.allowScripts the root postinstall runs");
+    assert.equal(existsSync(join(cacheDir, `${on.name}-dep`)), true, "with stratus.allowScripts the dependency's postinstall runs");
+    assert.deepEqual(await readdir(markerDir), [], "a script cannot write outside the build sandbox");
+  });
+
+  test("engines.node the platform's Node cannot satisfy → UNSUPPORTED_NODE_VERSION at deploy, before npm runs", async () => {
+    const dir = await project("engines-root", {
+      "package.json": JSON.stringify({ name: "engines-root", engines: { node: ">=22" } }),
+      "index.js": "module.exports.a = () => 1;\n",
+    });
+    const lines: string[] = [];
+    await expectBuildError(build({ dir, onLog: (l) => lines.push(l) }), "UNSUPPORTED_NODE_VERSION", />=22/, new RegExp(process.version.slice(1).replace(/\./g, "\\.")));
+    assert.ok(!lines.some((l) => l.startsWith("$ npm")), "npm never ran");
+    const fine = await project("engines-ok", {
+      "package.json": JSON.stringify({ name: "engines-ok", engines: { node: `>=${process.versions.node.split(".")[0]}` } }),
+      "index.js": "module.exports.a = () => 1;\n",
+    });
+    assert.equal((await build({ dir: fine })).result.functions.length, 1);
+  });
+
+  test("a dependency whose engines exclude this Node fails npm ci (--engine-strict), not a silent skip", async () => {
+    const dir = await project("engines-dep", {
+      "package.json": JSON.stringify({ name: "engines-dep", version: "1.0.0", dependencies: { "needs-node-99": "file:./needs-node-99" } }),
+      "needs-node-99/package.json": JSON.stringify({ name: "needs-node-99", version: "1.0.0", main: "index.js", engines: { node: ">=99" } }),
+      "needs-node-99/index.js": "module.exports = 1;\n",
+      "index.js": "const d = require('needs-node-99');\nmodule.exports.a = () => d;\n",
+    });
+    const r = spawnSync("npm", ["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: dir, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    await expectBuildError(build({ dir }), "UNSUPPORTED_NODE_VERSION", /needs-node-99@1\.0\.0/, />=99/);
   });
 
   test("a failed build leaves no artifact and no temp files", async () => {

@@ -4,8 +4,10 @@
  * record (store.addVersion) and activate (store.activateVersions).
  *
  * Steps: unpack safely (archive.ts) → source digest (tree-digest.ts) → reuse a previous build of the
- * same source, if any → `npm ci` when there are dependencies (install-deps.ts) → bundle (bundle.ts) →
- * discover the functions inside a sandbox (driver.discover: user code never runs in this process) →
+ * same source, if any → `npm ci` when there are dependencies (install-deps.ts) → bundle (bundle.ts;
+ * both in the build sandbox, build-sandbox.ts) →
+ * ship the project's files beside the bundle (shipProjectFiles) → discover the functions inside a
+ * sandbox (driver.discover: user code never runs in this process) →
  * validate every name and config, reporting every problem at once → write the artifacts.
  *
  * Invariants: an artifact directory is complete or absent (written to a temp dir in the same
@@ -14,7 +16,8 @@
  * same versions. Temp files of a build are removed whatever happens.
  */
 import { randomUUID } from "node:crypto";
-import { cp, mkdir, readFile, rename, rm, stat, writeFile, chmod } from "node:fs/promises";
+import { copyFile, cp, lstat, mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile, chmod } from "node:fs/promises";
+import ignore from "ignore";
 import { basename, join, relative, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { isStratusError, StratusError } from "../shared/errors";
@@ -24,10 +27,11 @@ import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Store } from "../store/store";
-import { unpackArchive, type ArchiveLimits } from "./archive";
-import { bundleProject, formatBundleMessage } from "./bundle";
-import { installDependencies, readProjectPackage } from "./install-deps";
-import { packProject } from "./pack";
+import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits } from "./archive";
+import { BUNDLE_FILES, formatBundleMessage } from "./bundle";
+import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
+import { checkEnginesNode, installDependencies, readProjectPackage } from "./install-deps";
+import { ALWAYS_IGNORED, IGNORE_FILES, packProject } from "./pack";
 import { digestTree, listTree } from "./tree-digest";
 
 /**
@@ -103,6 +107,8 @@ export interface BuildOptions {
   /** Discovery timeout, ms. Default 30,000. */
   readonly discoverTimeoutMs?: number;
   readonly signal?: AbortSignal;
+  /** Where npm ci and the bundler run (default: createBuildSandbox() with its defaults). */
+  readonly sandbox?: BuildSandbox;
 }
 
 /** The version id of an artifact digest. */
@@ -115,6 +121,7 @@ interface Problem { function: string; code: "INVALID_FUNCTION_NAME" | "INVALID_C
 /**
  * Builds a project. See the module comment for the steps.
  * @throws StratusError INVALID_ARCHIVE | ARCHIVE_TOO_LARGE (upload), INVALID_ARGUMENT (bad `dir`),
+ *   BUILD_STORAGE_ERROR (the host's disk is full or failing),
  *   BUILD_FAILED (install, bundle or module load failed — the message carries file:line when known),
  *   INVALID_CONFIG | INVALID_FUNCTION_NAME (every problem in `details`), INTERNAL.
  */
@@ -158,9 +165,14 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     }
 
     const pkg = await readProjectPackage(srcDir);
+    // Before anything is installed: npm would only warn, and the code would fail at load.
+    checkEnginesNode(pkg.enginesNode, process.version);
+    // npm ci and esbuild run in the build sandbox: only the work dir is writable, the data dir invisible.
+    const sandbox = options.sandbox ?? createBuildSandbox();
+    await sandbox.prepareWorkDir(work);
     if (pkg.hasDependencies) {
       await installDependencies({
-        dir: srcDir, cacheDir: join(dataDir, "cache", "npm"), homeDir: join(work, "home"), allowScripts: pkg.allowScripts,
+        workDir: work, cacheDir: join(dataDir, "cache", "npm"), sandbox, allowScripts: pkg.allowScripts,
         timeoutMs: options.installTimeoutMs, onLog: emit, signal: options.signal,
       });
     } else {
@@ -169,17 +181,27 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     if (options.signal?.aborted) throw new StratusError("BUILD_FAILED", "The build was cancelled");
 
     const bundleDir = join(work, "bundle");
-    const bundled = await bundleProject(srcDir, bundleDir);
+    const bundled = await sandbox.bundle(work, { signal: options.signal });
     const warnings = bundled.warnings.map(formatBundleMessage);
     for (const w of warnings) emit(`warning: ${w}`);
+    // The project's files ship beside the bundle (read-only), so code can read what sits next to it.
+    const shipped = await shipProjectFiles(srcDir, bundleDir, {
+      maxBytes: options.archiveLimits?.maxUnpackedBytes ?? DEFAULT_ARCHIVE_LIMITS.maxUnpackedBytes,
+      maxFiles: options.archiveLimits?.maxEntries ?? DEFAULT_ARCHIVE_LIMITS.maxEntries,
+    });
+    emit(`Shipping ${shipped.files} project file(s) (${shipped.bytes} bytes) beside the bundle${shipped.skipped > 0 ? `; left out ${shipped.skipped} symlink(s) or special file(s)` : ""}`);
     // The unpack dir has a random name: a default export is named after package.json or the CLI's folder.
     if (pkg.name === undefined) {
       const name = options.projectName ?? (options.dir !== undefined ? basename(resolve(options.dir)) : DEFAULT_PROJECT_NAME);
-      await writeFile(join(bundleDir, "package.json"), `${JSON.stringify({ name, private: true })}\n`);
+      let own: Record<string, unknown> = {};
+      try {
+        own = JSON.parse(await readFile(join(srcDir, "package.json"), "utf8")) as Record<string, unknown>;
+      } catch { /* no package.json: only the name is written */ }
+      await writeFile(join(bundleDir, "package.json"), `${JSON.stringify({ ...own, name, private: true })}\n`);
     }
     for (const native of bundled.externalNative) {
       emit(`Native package ${native} stays external: copying its installed folder`);
-      await cp(join(srcDir, "node_modules", native), join(bundleDir, "node_modules", native), { recursive: true, verbatimSymlinks: true });
+      await copyNativePackage(srcDir, native, join(bundleDir, "node_modules", native), emit);
     }
     const entry = relative(bundleDir, bundled.outFile);
     emit(`Bundled ${relative(srcDir, bundled.entry)} → ${entry} (${bundled.format})`);
@@ -203,7 +225,9 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     log.info({ sourceDigest, functions: built.map((b) => `${b.name}@${b.version}`) }, "build done");
     return { sourceDigest, reused: false, functions: built, warnings };
   } catch (err) {
-    const e = isStratusError(err) ? err : new StratusError("INTERNAL", "The build failed unexpectedly", { cause: err });
+    const e = isStratusError(err) ? err
+      : isStorageError(err) ? new StratusError("BUILD_STORAGE_ERROR", `The build host ran out of storage (${(err as { code?: string }).code})`, { cause: err })
+      : new StratusError("INTERNAL", "The build failed unexpectedly", { cause: err });
     if (e.code === "INTERNAL") log.error({ err }, "build failed");
     emit(`Build failed: ${e.code}: ${e.message}`);
     throw e;
@@ -289,6 +313,81 @@ async function writeArtifact(artifactsDir: string, bundleDir: string, manifest: 
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** Names the artifact's own files take at its root; an upload may not hold files of these names. */
+const RESERVED_ROOT_FILES = [BUNDLE_FILES.cjs, `${BUNDLE_FILES.cjs}.map`, BUNDLE_FILES.esm, `${BUNDLE_FILES.esm}.map`, MANIFEST_FILE];
+
+/**
+ * Copies the project's files into the artifact beside the bundle: everything under `srcDir` except
+ * `node_modules/` and `.git/` (dependencies are bundled; native packages are copied on their own) and
+ * what the project's root `.gitignore` / `.stratusignore` exclude (the same rules as `stratus deploy`'s
+ * packing, applied again here because an upload need not come from the CLI). Symlinks and special
+ * files (only an allowed install script can have made them) are left out. The project's package.json
+ * replaces the bundler's.
+ * @throws StratusError BUILD_FAILED when a reserved name is taken or the files exceed the caps.
+ */
+async function shipProjectFiles(srcDir: string, to: string, caps: { maxBytes: number; maxFiles: number }): Promise<{ files: number; bytes: number; skipped: number }> {
+  const ig = ignore().add([...ALWAYS_IGNORED]);
+  for (const f of IGNORE_FILES) {
+    const text = await readFile(join(srcDir, f), "utf8").catch(() => null);
+    if (text !== null) ig.add(text);
+  }
+  for (const name of RESERVED_ROOT_FILES) {
+    if (await exists(join(srcDir, name))) throw new StratusError("BUILD_FAILED", `The project may not hold a file named ${name} at its root: the artifact uses that name`);
+  }
+  let files = 0;
+  let bytes = 0;
+  let skipped = 0;
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of (await readdir(join(srcDir, rel))).sort()) {
+      const r = rel === "" ? name : `${rel}/${name}`;
+      const st = await lstat(join(srcDir, r));
+      if (st.isDirectory()) {
+        if (ig.ignores(`${r}/`)) continue;
+        await mkdir(join(to, r), { recursive: true });
+        await walk(r);
+      } else if (st.isFile()) {
+        if (ig.ignores(r)) continue;
+        files++;
+        bytes += st.size;
+        if (files > caps.maxFiles) throw new StratusError("BUILD_FAILED", `The project has more than ${caps.maxFiles} files to ship`);
+        if (bytes > caps.maxBytes) throw new StratusError("BUILD_FAILED", `The project's files exceed ${caps.maxBytes} bytes (at ${r})`);
+        await copyFile(join(srcDir, r), join(to, r));
+        if ((st.mode & 0o111) !== 0) await chmod(join(to, r), 0o755);
+      } else if (!ig.ignores(r)) {
+        skipped++;
+      }
+    }
+  };
+  await walk("");
+  return { files, bytes, skipped };
+}
+
+/**
+ * Copies an installed native package into the artifact. Its folder must really be inside the
+ * project's node_modules (npm may have made it a symlink, e.g. a `file:` dependency pointing out of
+ * the project); symlinks inside it are left out (an artifact holds only files and directories).
+ * @throws StratusError BUILD_IMPORT_OUTSIDE_PROJECT when the package resolves outside the project.
+ */
+async function copyNativePackage(srcDir: string, name: string, to: string, emit: (line: string) => void): Promise<void> {
+  const from = join(srcDir, "node_modules", name);
+  const realFrom = await realpath(from);
+  const root = `${await realpath(join(srcDir, "node_modules"))}/`;
+  if (!realFrom.startsWith(root)) {
+    throw new StratusError("BUILD_IMPORT_OUTSIDE_PROJECT", `Native package ${name} resolves outside the project`, { details: { imports: [{ specifier: name, importer: "node_modules" }] } });
+  }
+  let skipped = 0;
+  await cp(realFrom, to, {
+    recursive: true,
+    filter: async (p) => {
+      const st = await lstat(p);
+      if (st.isFile() || st.isDirectory()) return true;
+      skipped++;
+      return false;
+    },
+  });
+  if (skipped > 0) emit(`${name}: left out ${skipped} symlink(s) or special file(s)`);
 }
 
 const exists = (p: string) => stat(p).then(() => true, () => false);

@@ -42,7 +42,8 @@ test("CJS, TypeScript (with the stratus SDK) and ESM with top-level await all bu
     join(root, "out-ts"),
   );
   const m2 = createRequire(ts.outFile)(ts.outFile);
-  assert.equal(await m2.t.handler(), pathToFileURL(ts.outFile).href);
+  // import.meta.url is the module's own file in the project, placed beside the bundle (the artifact root).
+  assert.equal(await m2.t.handler(), pathToFileURL(join(root, "out-ts", "index.ts")).href);
   assert.equal(m2.t[Symbol.for("stratus.function")], true);
 
   const esm = await bundleProject(
@@ -86,4 +87,18 @@ test("the SDK served to bundles behaves like src/sdk", async () => {
     assert.equal((def as Record<symbol, unknown>)[FUNCTION_BRAND], true);
     assert.deepEqual(Object.keys(def), ["handler"]);
   }
+});
+
+test("each project module sees its own __dirname/__filename; filesRoot points them at the project (stratus dev)", async () => {
+  const dir = project("paths", {
+    "index.js": 'const path = require("path");\nconst sub = require("./lib/sub");\nmodule.exports.p = { func: async () => [__dirname, __filename, sub.dir, typeof path.join] };',
+    "lib/sub.js": "module.exports.dir = __dirname;\n",
+  });
+  const r = await bundleProject(dir, join(root, "out-paths"));
+  const m = createRequire(r.outFile)(r.outFile);
+  const out = join(root, "out-paths");
+  assert.deepEqual(await m.p.func(), [out, join(out, "index.js"), join(out, "lib"), "function"]);
+  const dev = await bundleProject(dir, join(root, "out-paths-dev"), { filesRoot: dir });
+  const m2 = createRequire(dev.outFile)(dev.outFile);
+  assert.deepEqual(await m2.p.func(), [dir, join(dir, "index.js"), join(dir, "lib"), "function"]);
 });

@@ -10,4 +10,7 @@ export function defineFunction(definition) {
   }
   return definition;
 }
+export function defineLambdaHandler(handler, config = {}) {
+  return defineFunction({ handler, config: { ...config, handlerType: "lambda" } });
+}
 `;

@@ -99,7 +99,7 @@ export function createDevServer(options: DevServerOptions): DevServer {
     const functions = new Map<string, DevFunction>();
     let entry: string;
     try {
-      const bundle = await bundleProject(dir, outDir);
+      const bundle = await bundleProject(dir, outDir, { filesRoot: resolve(dir) });
       for (const w of bundle.warnings) print(`warning: ${formatBundleMessage(w)}`);
       if (bundle.externalNative.length > 0) print(`note: native packages left external: ${bundle.externalNative.join(", ")}`);
       entry = bundle.outFile;

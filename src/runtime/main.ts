@@ -145,6 +145,8 @@ async function main(): Promise<void> {
     // The platform passes the config it validated at deploy; zod (the largest part of the bundle) is
     // loaded only when the runtime must validate itself.
     config = env.config ? (JSON.parse(env.config) as FunctionConfig) : (await import("../shared/function-config")).parseFunctionConfig(functionName, selected.rawConfig);
+    // The Lambda form is an opt-in of the config (never guessed from the handler's arity): src/runtime/lambda-adapter.ts.
+    if (config.handlerType === "lambda") handler = (await import("./lambda-adapter")).adaptLambdaHandler(handler, { functionName, memoryMb: config.memory, timeoutMs: config.timeout, maxBodyBytes: config.maxBodyBytes });
   } catch (err) {
     die(EXIT.loadFailed, isStratusError(err) ? err.message : describeLoadError(err));
     return;

@@ -46,3 +46,20 @@ export function defineFunction<T extends FunctionDefinition>(definition: T): Def
   return definition as DefinedFunction<T>;
 }
 
+
+/** The event, context and result types of an AWS Lambda function URL handler (see defineLambdaHandler). */
+export type { FunctionUrlEvent as LambdaFunctionUrlEvent, LambdaContext } from "../runtime/lambda-adapter";
+
+/**
+ * Declares an AWS Lambda handler `(event, context[, callback]) => result` served the way a Lambda
+ * function URL calls it (payload format 2.0; see docs/migrating.md). Returns a definition
+ * `{ handler, config: { ...config, handlerType: "lambda" } }`, branded like defineFunction's.
+ */
+export function defineLambdaHandler<H extends (event: never, context: never, callback: never) => unknown>(
+  handler: H,
+  config: Omit<FunctionConfigInput, "handlerType"> = {},
+): { handler: H; config: FunctionConfigInput } & { readonly [FUNCTION_BRAND]: true } {
+  const definition = { handler, config: { ...config, handlerType: "lambda" as const } };
+  Object.defineProperty(definition, FUNCTION_BRAND, { value: true, enumerable: false });
+  return definition as typeof definition & { readonly [FUNCTION_BRAND]: true };
+}

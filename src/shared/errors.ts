@@ -34,6 +34,9 @@ export const ERROR_CODES = {
   ARCHIVE_TOO_LARGE: { status: 413, source: "platform", message: "The uploaded archive is too large" },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, source: "platform", message: "Unsupported content type" },
   BUILD_FAILED: { status: 422, source: "function", message: "The build failed" },
+  UNSUPPORTED_LOCKFILE: { status: 422, source: "function", message: "The project's lockfile is not one Stratus installs from" },
+  UNSUPPORTED_NODE_VERSION: { status: 422, source: "function", message: "The project needs a Node version this platform does not run" },
+  BUILD_IMPORT_OUTSIDE_PROJECT: { status: 422, source: "function", message: "An import resolves outside the uploaded project" },
   QUEUE_FULL: { status: 429, source: "platform", message: "Too many requests are waiting for this function" },
   HEADERS_TOO_LARGE: { status: 431, source: "platform", message: "Request headers are too large" },
   FUNCTION_ERROR: { status: 500, source: "function", message: "The function threw an error" },
@@ -47,6 +50,7 @@ export const ERROR_CODES = {
   NOT_READY: { status: 503, source: "platform", message: "The platform is not ready" },
   UNAVAILABLE: { status: 503, source: "platform", message: "The platform could not be reached" },
   FUNCTION_TIMEOUT: { status: 504, source: "function", message: "The function did not answer within its timeout" },
+  BUILD_STORAGE_ERROR: { status: 507, source: "platform", message: "The build host could not store the upload" },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

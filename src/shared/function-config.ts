@@ -7,6 +7,10 @@
 import { z } from "zod";
 import { StratusError } from "./errors";
 
+/** Calling conventions of a handler: Express `(req, res)`, or AWS Lambda `(event, context)` behind a function URL. */
+export const HANDLER_TYPES = ["express", "lambda"] as const;
+export type HandlerType = (typeof HANDLER_TYPES)[number];
+
 /** Network policies an instance may run with. */
 export const NETWORK_POLICIES = ["outbound", "none"] as const;
 export type NetworkPolicy = (typeof NETWORK_POLICIES)[number];
@@ -28,6 +32,7 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "env", unit: "", default: {}, range: "names [A-Za-z_][A-Za-z0-9_]*, not STRATUS_*", doc: "Plain environment variables given to the function's instances." },
   { field: "public", unit: "", default: true, range: "boolean", doc: "true: anyone with the URL may invoke. false: invocations need a bearer token." },
   { field: "network", unit: "", default: "outbound", range: "outbound | none", doc: "outbound: the function may open outbound connections (never to the platform). none: no network at all." },
+  { field: "handlerType", unit: "", default: "express", range: "express | lambda", doc: "express: the handler is called as (req, res, next). lambda: as an AWS Lambda handler (event, context) with a function URL event (docs/migrating.md)." },
 ] as const;
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -51,6 +56,7 @@ export const FunctionConfigSchema = z
       .default({}),
     public: z.boolean().default(true),
     network: z.enum(NETWORK_POLICIES).default("outbound"),
+    handlerType: z.enum(HANDLER_TYPES).default("express"),
   })
   .refine((c) => c.minInstances <= c.maxInstances, { message: "minInstances must not exceed maxInstances", path: ["minInstances"] });
 

@@ -1,7 +1,9 @@
 /**
  * Deployments: upload a packed project (`application/gzip`), get the build log and the result as
  * newline-delimited JSON. The archive is validated and unpacked BEFORE the response starts, so a
- * hostile or oversized archive gets a plain error status (400 INVALID_ARCHIVE / 413 ARCHIVE_TOO_LARGE);
+ * hostile or oversized archive gets a plain error status (400 INVALID_ARCHIVE / 413 ARCHIVE_TOO_LARGE;
+ * 507 BUILD_STORAGE_ERROR when the host itself cannot store it). Every failure of the unpacker ends the
+ * request with its status and leaves no temp dir;
  * after that the status is 200 and the outcome is the last line:
  *   {"type":"log","line":"…"}*  then  {"type":"result","functions":[…]}  or  {"type":"error","error":{code,message,details}}
  */
@@ -24,7 +26,7 @@ export const deploymentOperations: Operation[] = [
     query: { only: "Comma-separated function names to deploy (default: all).", project: "Project name, naming a default-export function when package.json has none (the CLI sends the folder name)." },
     body: { contentType: "application/gzip", description: "The project as a tar.gz (what `stratus deploy` packs)." },
     responses: { "200": "application/x-ndjson: `{type:\"log\",line}`…, then `{type:\"result\",functions:[{name,version,url,status:\"activated\"|\"unchanged\"}]}` or `{type:\"error\",error:{code,message,details}}`" },
-    errors: ["UNSUPPORTED_MEDIA_TYPE", "INVALID_ARCHIVE", "ARCHIVE_TOO_LARGE", "INVALID_ARGUMENT", "INVALID_FUNCTION_NAME", "(in the stream) BUILD_FAILED", "INVALID_CONFIG", "FUNCTION_LOAD_FAILED", "FUNCTION_NOT_FOUND", "CONFLICT"],
+    errors: ["UNSUPPORTED_MEDIA_TYPE", "INVALID_ARCHIVE", "ARCHIVE_TOO_LARGE", "BUILD_STORAGE_ERROR", "INVALID_ARGUMENT", "INVALID_FUNCTION_NAME", "(in the stream) BUILD_FAILED", "BUILD_IMPORT_OUTSIDE_PROJECT", "INVALID_CONFIG", "FUNCTION_LOAD_FAILED", "FUNCTION_NOT_FOUND", "CONFLICT"],
   },
 ];
 

@@ -179,6 +179,11 @@ export interface Store {
   revokeToken(id: string): Promise<TokenRecord>;
   /** The token's record when `token` is valid and not revoked, else null. Compares hashes in constant time. */
   verifyToken(token: string): Promise<TokenRecord | null>;
+  /**
+   * The sha256 hex hashes of every unrevoked token (what the node protocol's desired state carries, so a
+   * node checks invocation tokens without a store). Never the tokens themselves.
+   */
+  listTokenHashes(): Promise<string[]>;
 
   // Builds ------------------------------------------------------------------------------------
   /** Starts a build record with status `running`. */

@@ -484,6 +484,9 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       q.tokRevoke.run(now(), id);
       return toToken(q.tokGet.get(id)!);
     },
+    async listTokenHashes() {
+      return q.tokAll.all().filter((r) => r.revoked_at === null).map((r) => r.hash);
+    },
     async verifyToken(token) {
       if (typeof token !== "string") return null;
       const id = tokenId(token);

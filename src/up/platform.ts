@@ -15,16 +15,16 @@
  * driver's leftovers, listens, says hello and applies the full desired state (a restart serves what was
  * deployed); then `/readyz` reports ready.
  */
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
-import { createHash, randomBytes } from "node:crypto";
+import { chmod, mkdir } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { loadOrCreateNodeToken } from "../control/node-token";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import type { PlatformConfig } from "../shared/platform-config";
-import { StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
-import { createProcessDriver } from "../sandbox/process/process-driver";
+import { createNodeDriver } from "../node/driver-factory";
 import { createNodeAgent, type NodeAgent } from "../node/node-agent";
 import type { Store } from "../store/store";
 import { createControlPlane, type ControlPlane } from "../control/control-plane";
@@ -59,20 +59,6 @@ export interface Platform {
   readonly node: NodeAgent | null;
 }
 
-/** Reads `<dataDir>/node.token`, creating it (0600) with 256 random bits on first use. */
-export async function loadOrCreateNodeToken(dataDir: string): Promise<string> {
-  const file = join(dataDir, "node.token");
-  try {
-    await writeFile(file, randomBytes(32).toString("base64url") + "\n", { flag: "wx", mode: 0o600 });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-  }
-  await chmod(file, 0o600);
-  const token = (await readFile(file, "utf8")).trim();
-  if (token.length < 32) throw new StratusError("INTERNAL", `${file} holds a token that is too short`);
-  return token;
-}
-
 /**
  * Builds the platform from a resolved config (src/shared/platform-config.ts). Nothing starts until `listen()`.
  */
@@ -98,25 +84,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     // containers), and must not take the live instances of another platform on the same host.
     const nodeSuffix = createHash("sha256").update(dataDir).digest("hex").slice(0, 8);
     const nodeId = `${hostname()}-${nodeSuffix}`;
-    if (deps.driver) driver = deps.driver;
-    else if (config.driver === "process") {
-      if (!deps.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
-      driver = createProcessDriver({
-        runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${nodeSuffix}`, prewarm: config.prewarm, logger: logger.child({ component: "driver" }),
-      });
-    } else {
-      const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
-      const { username, password, address } = config.registry;
-      driver = createDockerDriver({
-        registry: address,
-        ...(username !== "" ? { registryAuth: { username, password } } : {}),
-        ...(deps.runtimePath ? { runtimeFile: deps.runtimePath } : {}),
-        socketRoot: join(dataDir, "docker"),
-        nodeId,
-        prewarm: config.prewarm,
-        logger: logger.child({ component: "driver" }),
-      });
-    }
+    driver = deps.driver ?? await createNodeDriver(config, { dataDir, nodeId, nodeSuffix, logger, ...(deps.runtimePath ? { runtimePath: deps.runtimePath } : {}) });
     agent = createNodeAgent({
       driver,
       logger: logger.child({ component: "node-agent" }),

@@ -24,7 +24,7 @@ interface UpOptions {
   json?: boolean;
 }
 
-async function readConfigFile(path: string): Promise<unknown> {
+export async function readConfigFile(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, "utf8");

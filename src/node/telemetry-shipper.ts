@@ -7,7 +7,7 @@
  * `maxBuffered` items wait, beyond that new items are dropped and counted, and the count travels with
  * the next accepted batch; one batch is in flight at a time, of at most `maxBatch` items, sent every
  * `flushIntervalMs` (or at once when a batch is full); a batch the control plane did not accept goes back
- * to the head of the buffer (what no longer fits is counted as dropped), so a control plane that is down
+ * to the head of the buffer (the part of it that no longer fits, its newest items, is counted as dropped), so a control plane that is down
  * for a while loses only what the bound cannot hold.
  */
 import type { GatewayObserver } from "../gateway/observer-hook";
@@ -79,7 +79,7 @@ export function createTelemetryShipper(options: TelemetryShipperOptions): Teleme
         failures = 0;
       },
       (err: unknown) => {
-        // Put the batch back in front; what the bound no longer holds is dropped (newest first).
+        // Put the batch back in front; what the bound no longer holds (its tail) is dropped.
         const room = Math.max(0, maxBuffered - buffer.length);
         const back = items.length <= room ? items : items.slice(0, room);
         const lost = items.length - back.length;

@@ -11,6 +11,7 @@ import { once } from "node:events";
 import { existsSync, readdirSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { STRATUS_BIN } from "./helpers/stratus-cli";
 import { deploy, project } from "./helpers/platform-fixture";
@@ -24,6 +25,7 @@ let node: ChildProcess | undefined;
 let controlUrl = "";
 let nodeUrl = "";
 let adminToken = "";
+let controlPort = 0;
 const output: string[] = [];
 
 /** Starts `stratus <args>` and resolves with its first JSON stdout line. */
@@ -63,6 +65,13 @@ async function startNode(): Promise<void> {
   const { child, info } = await startJson(["node", "--control", controlUrl, "--listen", "127.0.0.3:0", "--data-dir", nodeDir, "--node-id", "split-a", "--resync-ms", "500", "--json"], hide);
   node = child;
   nodeUrl = String(info.url);
+}
+
+async function startControl(): Promise<Record<string, unknown>> {
+  const c = await startJson(["control", "--host", "127.0.0.2", "--port", String(controlPort), "--data-dir", controlDir, "--json"]);
+  control = c.child;
+  controlUrl = String(c.info.url);
+  return c.info;
 }
 
 async function stop(child: ChildProcess | undefined): Promise<void> {
@@ -108,10 +117,13 @@ before(async () => {
   controlDir = join(root, "c");
   nodeDir = join(root, "n");
   await mkdir(controlDir, { recursive: true });
-  const c = await startJson(["control", "--host", "127.0.0.2", "--port", "0", "--data-dir", controlDir, "--json"]);
-  control = c.child;
-  controlUrl = String(c.info.url);
-  adminToken = String(c.info.adminToken);
+  // A port of our own on 127.0.0.2, so the control plane can come back on the same URL.
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, "127.0.0.2", r));
+  controlPort = (probe.address() as { port: number }).port;
+  await new Promise((r) => probe.close(r));
+  const c = await startControl();
+  adminToken = String(c.adminToken);
   assert.match(controlUrl, /^http:\/\/127\.0\.0\.2:\d+$/);
   await startNode();
   assert.match(nodeUrl, /^http:\/\/127\.0\.0\.3:\d+$/);
@@ -207,6 +219,23 @@ test("a private function needs a token; a revoked token stops working at once", 
   assert.equal((await api("DELETE", `/api/v1/tokens/${created.body.id}`)).status, 200);
   assert.equal((await invoke("vault", token)).status, 401, "revocation is immediate on the node");
   assert.equal((await invoke("vault", adminToken)).status, 200, "other tokens still work");
+});
+
+test("the node serves while the control plane is down, buffers telemetry, and reconnects when it returns", async () => {
+  await stop(control);
+  const during = await invoke("greet");
+  assert.equal(during.status, 200, during.text);
+  assert.equal(during.text, "v1 tail", "warm and cold starts need no control plane");
+  assert.equal((await invoke("vault", adminToken)).status, 200, "token hashes are held by the node");
+  const again = await startControl();
+  assert.equal(again.adminToken, null, "a restart mints no admin token");
+  await eventually("node reconnected (readyz)", 15_000, async () => ((await api("GET", "/readyz")).status === 200 ? true : undefined));
+  await eventually("the record buffered while the control plane was down", 15_000, async () => {
+    const r = await api("GET", "/api/v1/functions/greet/invocations");
+    return (r.body.invocations as Array<{ requestId: string }>).some((x) => x.requestId === during.requestId) ? true : undefined;
+  });
+  assert.equal((await api("PATCH", "/api/v1/functions/greet/env", { set: { GREETING: "back" } })).status, 200);
+  assert.equal((await invoke("greet")).text, "v1 back", "pushes reach the node again");
 });
 
 test("a node restarted with an empty cache converges on the desired state and serves again", async () => {

@@ -289,6 +289,11 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
       const q = `have=${have}&control=${encodeURIComponent(current?.controlId ?? "")}`;
       const raw = await control.call<unknown>("GET", `${NODE_PROTOCOL_PREFIX}/desired-state?${q}`);
       if (raw !== undefined) state = parseWire(DesiredStateSchema, raw, "desired state");
+      // Another control-plane run (a restart): it does not know this node yet, so say hello again.
+      if (state !== undefined && current !== null && state.controlId !== current.controlId) {
+        connected = false;
+        return syncOnce();
+      }
     }
     if (state !== undefined) await apply(state);
   }

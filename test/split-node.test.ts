@@ -173,6 +173,14 @@ test("deploy, invoke, logs, records, env change, redeploy, rollback — across t
     return lines.some((l) => l.source === "function" && l.message.includes("greeting hi")) && lines.some((l) => l.message.startsWith("REPORT")) ? true : undefined;
   });
 
+  // Metrics on the control plane: counters from the records, instance gauges from the node's pool samples.
+  await eventually("metrics from the node", 10_000, async () => {
+    const res = await fetch(`${controlUrl}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } });
+    const text = await res.text();
+    const idle = /stratus_instances\{function="greet",state="idle"\} (\d+)/.exec(text);
+    return /stratus_invocations_total\{function="greet"/.test(text) && idle !== null && Number(idle[1]) >= 1 ? true : undefined;
+  });
+
   // A live tail through the control plane sees a line the node produced after it opened.
   const ac = new AbortController();
   const tail = await fetch(`${controlUrl}/api/v1/functions/greet/logs?follow=1`, { headers: { authorization: `Bearer ${adminToken}` }, signal: ac.signal });

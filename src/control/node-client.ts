@@ -10,7 +10,7 @@ import { NODE_PROTOCOL_PREFIX as P, type NodeApi } from "../shared/node-protocol
 export function createNodeClient(url: string, key: string): NodeApi & { close(): Promise<void> } {
   const c = createLinkClient(url, key, "node agent");
   return {
-    applyState: (state) => c.call("PUT", `${P}/desired-state`, state),
+    applyState: (state, options = {}) => c.call("PUT", `${P}/desired-state`, state, options),
     prepare: (d) => c.call("POST", `${P}/prepare`, d),
     verify: (d) => c.call("POST", `${P}/verify`, d),
     discover: (r) => c.call("POST", `${P}/discover`, r),

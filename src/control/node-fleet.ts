@@ -10,8 +10,8 @@
  * reachable node before the API answers); a failed push is logged, and that node converges at its next
  * resync (at most its resync interval, DEFAULT_RESYNC_INTERVAL_MS = 10 s).
  *
- * Work for "a node" (prepare, verify, discover) goes to the node that said hello first among those
- * connected; issue 14 adds placement.
+ * Work for "a node" (prepare, verify, discover) goes to the node heard from most recently; issue 14
+ * adds placement. Nodes are never forgotten yet (a node that comes back under the same id replaces its entry).
  */
 import { randomUUID } from "node:crypto";
 import { stat } from "node:fs/promises";
@@ -28,6 +28,12 @@ import { protocolRoute, readJsonBody, sendJson, sendProtocolError } from "../sha
 import { packTree } from "./artifact-tar";
 import { createNodeClient } from "./node-client";
 import type { NodeFleetApi } from "./node-api";
+
+/**
+ * Longest wait for one node to apply a pushed state, ms: applying may download artifacts; past this the
+ * push counts as missed and the node converges at its next resync.
+ */
+const PUSH_TIMEOUT_MS = 60_000;
 
 /** A connected node. */
 export interface FleetNode {
@@ -87,10 +93,12 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     return state;
   }
 
+  /** The node heard from most recently (hello, telemetry or pool samples, at least every 2 s). */
   function pick(): FleetNode {
-    const first = nodes.values().next();
-    if (first.done) throw new StratusError("UNAVAILABLE", "No node agent is connected to the control plane");
-    return first.value;
+    let best: FleetNode | null = null;
+    for (const n of nodes.values()) if (best === null || n.lastSeen > best.lastSeen) best = n;
+    if (best === null) throw new StratusError("UNAVAILABLE", "No node agent is connected to the control plane");
+    return best;
   }
 
   async function hello(raw: unknown): Promise<DesiredState> {
@@ -122,6 +130,8 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     if (parts.length === 2 && parts[0] === "nodes" && parts[1] === "hello" && method === "POST") return sendJson(res, 200, await hello(await readJsonBody(req)));
     if (parts.length === 1 && parts[0] === "desired-state" && method === "GET") {
       const have = Number(query.get("have") ?? "-1");
+      const seen = nodes.get(query.get("node") ?? "");
+      if (seen) seen.lastSeen = Date.now();
       if (query.get("control") === controlId && have === revision) return sendJson(res, 204);
       return sendJson(res, 200, await desiredState());
     }
@@ -144,7 +154,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     async publish() {
       const rev = ++revision;
       const state = await desiredState();
-      await Promise.all([...nodes.values()].map((n) => n.client.applyState(state).catch((err) => {
+      await Promise.all([...nodes.values()].map((n) => n.client.applyState(state, { signal: AbortSignal.timeout(PUSH_TIMEOUT_MS) }).catch((err) => {
         logger.warn({ err, nodeId: n.nodeId, revision: rev }, "push of the desired state failed; the node converges at its next resync");
       })));
       return rev;

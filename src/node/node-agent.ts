@@ -286,7 +286,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
       logger.info({ revision: state.revision, functions: state.functions.length }, "connected to the control plane");
     } else {
       const have = current === null || stale ? -1 : current.revision;
-      const q = `have=${have}&control=${encodeURIComponent(current?.controlId ?? "")}`;
+      const q = `have=${have}&control=${encodeURIComponent(current?.controlId ?? "")}&node=${encodeURIComponent(link.nodeId)}`;
       const raw = await control.call<unknown>("GET", `${NODE_PROTOCOL_PREFIX}/desired-state?${q}`);
       if (raw !== undefined) state = parseWire(DesiredStateSchema, raw, "desired state");
       // Another control-plane run (a restart): it does not know this node yet, so say hello again.

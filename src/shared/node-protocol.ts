@@ -6,7 +6,7 @@
  *
  * Control plane serves (node → control), under `/internal/v1`:
  *   POST /nodes/hello            NodeHello → DesiredState        (start and every reconnect)
- *   GET  /desired-state?have=R&control=C → DesiredState, or 204 when R/C is still current (resync)
+ *   GET  /desired-state?have=R&control=C&node=ID → DesiredState, or 204 when R/C is still current (resync)
  *   GET  /artifacts/sha256-<hex> → application/gzip tar of the artifact tree (by digest, never a path)
  *   POST /telemetry              TelemetryBatch → 204           (records, output lines, events, pool samples)
  * Node serves (control → node), under `/internal/v1`:
@@ -209,7 +209,7 @@ export interface TelemetryBatch {
 /** What the control plane asks of a node (the node's side of the protocol). */
 export interface NodeApi {
   /** Replaces the node's desired state (ignored when not newer). Resolves once it is applied. */
-  applyState(state: DesiredState): Promise<{ revision: number }>;
+  applyState(state: DesiredState, options?: { signal?: AbortSignal }): Promise<{ revision: number }>;
   /** @throws StratusError BUILD_FAILED */
   prepare(deployment: WireDeployment): Promise<PrepareResult>;
   /** @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED */

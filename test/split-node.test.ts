@@ -150,6 +150,19 @@ test("the control plane refuses a node with the wrong secret, and the node refus
   assert.equal((await api("GET", "/readyz")).status, 200, "ready once a node said hello");
 });
 
+test("a node with the wrong secret is refused with a clear error and exits", async () => {
+  const env = { PATH: process.env.PATH, HOME: join(root, "home"), STRATUS_LOG_LEVEL: "warn", STRATUS_NODE_TOKEN: "not-the-secret-of-this-control-plane" };
+  const child = spawn(process.execPath, [STRATUS_BIN, "node", "--control", controlUrl, "--listen", "127.0.0.3:0", "--data-dir", join(root, "intruder"), "--node-id", "intruder"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (c: Buffer) => (err += c.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  const [code] = (await once(child, "exit")) as [number | null];
+  clearTimeout(timer);
+  assert.equal(code, 1, err);
+  assert.match(err, /UNAUTHENTICATED: The control plane refused this node's link secret/);
+  assert.ok(!existsSync(join(root, "intruder", "artifacts")), "it received no artifact");
+});
+
 test("deploy, invoke, logs, records, env change, redeploy, rollback — across the two processes", async () => {
   const d1 = await deploy({ url: controlUrl, token: adminToken }, await project({ "package.json": JSON.stringify({ name: "split" }), "index.js": V1 }));
   assert.equal(d1.final?.type, "result", JSON.stringify(d1.events));

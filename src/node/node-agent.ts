@@ -90,7 +90,8 @@ export interface NodeAgent {
   readonly gateway: Gateway;
   /**
    * Reconciles the driver, listens, and (with `control`) converges on the desired state.
-   * `port` 0 picks a free one; `host` defaults to 127.0.0.1. @throws the listen error (EADDRINUSE…)
+   * `port` 0 picks a free one; `host` defaults to 127.0.0.1.
+   * @throws the listen error (EADDRINUSE…); StratusError UNAUTHENTICATED when the control plane refuses the secret
    */
   start(options: { port: number; host?: string }): Promise<{ host: string; port: number; removed: number }>;
   /** The revision of the desired state being served (null before the first one). */
@@ -396,6 +397,10 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
             break;
           } catch (err) {
             connected = false;
+            // A refused secret will not get better by retrying: say so and stop.
+            if ((err as { code?: unknown }).code === "UNAUTHENTICATED") {
+              throw new StratusError("UNAUTHENTICATED", "The control plane refused this node's link secret", { cause: err });
+            }
             if (Date.now() + RECONNECT_DELAY_MS > deadline) {
               logger.warn({ err }, "no desired state from the control plane yet; serving nothing until it answers");
               break;

@@ -51,6 +51,33 @@ test("telemetry shipper: bounded buffer, drops counted and reported, a refused b
   }
 });
 
+test("telemetry shipper: batches stay under the body cap; a batch refused as invalid is dropped, not retried", async () => {
+  const sent: TelemetryBatch[] = [];
+  let refuse = true;
+  const shipper = createTelemetryShipper({
+    nodeId: "n1", logger: createSilentLogger(), pools: () => ({}), flushIntervalMs: 60_000,
+    send: async (b) => {
+      if (refuse) throw Object.assign(new Error("bad batch"), { code: "INVALID_ARGUMENT" });
+      sent.push(b);
+    },
+  });
+  try {
+    shipper.observer.onInstanceLog("f", line(0));
+    await shipper.flush();
+    assert.equal(shipper.droppedTotal, 1, "a 4xx refusal drops the batch");
+    refuse = false;
+    const big = "x".repeat(16 * 1024);
+    for (let i = 0; i < 400; i++) shipper.observer.onInstanceLog("f", { ...line(i), message: big });
+    await shipper.flush();
+    assert.equal(sent.flatMap((b) => b.items).length, 400, "nothing lost, nothing retried twice");
+    assert.ok(sent.length >= 3, `400 lines of 16 Ki chars go in several batches (got ${sent.length})`);
+    for (const b of sent) assert.ok(JSON.stringify(b).length < 16 * 1024 * 1024, "each batch is under the protocol's body cap");
+    assert.equal(sent[0]!.dropped, 1, "the drop is reported with the next accepted batch");
+  } finally {
+    await shipper.close();
+  }
+});
+
 test("artifact cache: fetches by digest, verifies, caches; a tampered transfer is refused", async () => {
   const root = await mkdtemp(join(tmpdir(), "st-ac-"));
   try {

@@ -5,14 +5,22 @@
  *
  * Invariants: every observer call returns at once (a push into one bounded FIFO, never a wait); at most
  * `maxBuffered` items wait, beyond that new items are dropped and counted, and the count travels with
- * the next accepted batch; one batch is in flight at a time, of at most `maxBatch` items, sent every
+ * the next accepted batch; one batch is in flight at a time, of at most `maxBatch` items (and
+ * MAX_BATCH_CHARS of text), sent every
  * `flushIntervalMs` (or at once when a batch is full); a batch the control plane did not accept goes back
  * to the head of the buffer (the part of it that no longer fits, its newest items, is counted as dropped), so a control plane that is down
- * for a while loses only what the bound cannot hold.
+ * for a while loses only what the bound cannot hold; a batch refused as invalid or too large (4xx) is
+ * dropped and counted rather than retried.
  */
 import type { GatewayObserver } from "../gateway/observer-hook";
 import type { Logger } from "../shared/logger";
 import type { PoolSamples, TelemetryBatch, TelemetryItem } from "../shared/node-protocol";
+
+/**
+ * Most text in one batch, characters: at most 6 bytes each once JSON-escaped (`\u0001`), so a batch
+ * stays under the protocol's 16 MiB body cap (12 MiB worst case, ~2-6 MiB for real output).
+ */
+const MAX_BATCH_CHARS = 2 * 1024 * 1024;
 
 /** Longest gap between two pool samples sent to the control plane, ms. */
 const POOL_SAMPLE_MS = 2_000;
@@ -70,8 +78,18 @@ export function createTelemetryShipper(options: TelemetryShipperOptions): Teleme
     // With nothing to say, a pool sample still goes every POOL_SAMPLE_MS (the control plane's gauges).
     if (buffer.length === 0 && dropped === 0 && Date.now() - lastSent < POOL_SAMPLE_MS) return Promise.resolve();
     lastSent = Date.now();
-    const items = buffer.length <= maxBatch ? buffer : buffer.slice(0, maxBatch);
-    buffer = buffer.length <= maxBatch ? [] : buffer.slice(maxBatch);
+    // A batch ends at maxBatch items or MAX_BATCH_CHARS of text, whichever comes first (at least one item):
+    // lines are up to 16 Ki chars each, and a batch must stay far below the protocol's 16 MiB body cap.
+    let n = 0;
+    let chars = 0;
+    while (n < buffer.length && n < maxBatch) {
+      const item = buffer[n]!;
+      chars += item.kind === "line" ? item.line.message.length + 200 : item.kind === "event" ? item.event.message.length + 200 : 600;
+      if (n > 0 && chars > MAX_BATCH_CHARS) break;
+      n++;
+    }
+    const items = n === buffer.length ? buffer : buffer.slice(0, n);
+    buffer = n === buffer.length ? [] : buffer.slice(n);
     const reported = dropped;
     dropped = 0;
     sending = options.send({ nodeId: options.nodeId, items, dropped: reported, pools: options.pools() }).then(
@@ -79,6 +97,14 @@ export function createTelemetryShipper(options: TelemetryShipperOptions): Teleme
         failures = 0;
       },
       (err: unknown) => {
+        const code = (err as { code?: unknown }).code;
+        if (code === "INVALID_ARGUMENT" || code === "PAYLOAD_TOO_LARGE") {
+          // Refused for what it is, not for when it came: retrying would block the buffer forever.
+          dropped += reported + items.length;
+          droppedTotal += items.length;
+          options.logger.error({ err, items: items.length }, "telemetry batch refused by the control plane; dropped");
+          return;
+        }
         // Put the batch back in front; what the bound no longer holds (its tail) is dropped.
         const room = Math.max(0, maxBuffered - buffer.length);
         const back = items.length <= room ? items : items.slice(0, room);
@@ -109,10 +135,11 @@ export function createTelemetryShipper(options: TelemetryShipperOptions): Teleme
       return droppedTotal;
     },
     async flush() {
-      // Bounded: at most one pass over what is buffered now.
-      for (let i = Math.ceil(buffer.length / maxBatch) + 1; i > 0; i--) {
+      // Bounded: every round sends at least one item or stops (no progress: the control plane refused).
+      for (let i = buffer.length + 1; i > 0; i--) {
+        const before = buffer.length;
         await sendOne();
-        if (buffer.length === 0) break;
+        if (buffer.length === 0 || buffer.length >= before) break;
       }
     },
     async close() {

@@ -15,6 +15,7 @@ import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { STRATUS_BIN } from "./helpers/stratus-cli";
 import { deploy, project } from "./helpers/platform-fixture";
+import { deriveLinkKeys } from "../src/shared/node-protocol";
 
 const SECRET = "split-node-test-secret-0123456789abcdef";
 let root = "";
@@ -142,6 +143,12 @@ test("the control plane refuses a node with the wrong secret, and the node refus
   });
   assert.equal(hello.status, 401);
   assert.equal(((await hello.json()) as { error: { code: string } }).error.code, "UNAUTHENTICATED");
+  const keys = deriveLinkKeys(SECRET);
+  const unixHello = await fetch(`${controlUrl}/internal/v1/nodes/hello`, {
+    method: "POST", headers: { authorization: `Bearer ${keys.node}`, "content-type": "application/json" },
+    body: JSON.stringify({ nodeId: "sneaky", url: "unix:/run/docker.sock", driver: "process" }),
+  });
+  assert.equal(unixHello.status, 400, "a node on the network cannot point the control plane at a local socket");
   const artifacts = await fetch(`${controlUrl}/internal/v1/artifacts/sha256-${"0".repeat(64)}`);
   assert.equal(artifacts.status, 401, "artifacts need the node key");
   const push = await fetch(`${nodeUrl}/internal/v1/desired-state`, { method: "PUT", headers: { authorization: `Bearer ${adminToken}` }, body: "{}" });

@@ -101,9 +101,11 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     return best;
   }
 
-  async function hello(raw: unknown): Promise<DesiredState> {
+  async function hello(raw: unknown, viaUnixSocket: boolean): Promise<DesiredState> {
     const h = parseWire(NodeHelloSchema, raw, "node hello");
     if (!/^(https?:\/\/|unix:\/)/.test(h.url)) throw new StratusError("INVALID_ARGUMENT", "A node URL is http(s)://… or unix:/…");
+    // Only a node on this machine (it reached us over a Unix socket) may name a local socket.
+    if (h.url.startsWith("unix:") && !viaUnixSocket) throw new StratusError("INVALID_ARGUMENT", "A node that connects over the network has an http(s):// URL");
     const old = nodes.get(h.nodeId);
     if (old === undefined || old.url !== h.url) {
       if (old) await old.client.close().catch(() => {});
@@ -127,7 +129,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     if (route === null) throw new StratusError("NOT_FOUND");
     const { parts, query } = route;
     const method = req.method ?? "GET";
-    if (parts.length === 2 && parts[0] === "nodes" && parts[1] === "hello" && method === "POST") return sendJson(res, 200, await hello(await readJsonBody(req)));
+    if (parts.length === 2 && parts[0] === "nodes" && parts[1] === "hello" && method === "POST") return sendJson(res, 200, await hello(await readJsonBody(req), req.socket.remoteAddress === undefined));
     if (parts.length === 1 && parts[0] === "desired-state" && method === "GET") {
       const have = Number(query.get("have") ?? "-1");
       const seen = nodes.get(query.get("node") ?? "");

@@ -12,6 +12,8 @@ import type { ApiContext } from "../src/control/api-context";
 import { createSilentLogger } from "../src/shared/logger";
 import { readFile } from "node:fs/promises";
 import { createNodeClient } from "../src/control/node-client";
+import { deriveLinkKeys } from "../src/shared/node-protocol";
+import { createLinkClient } from "../src/shared/node-link";
 import { deploy, project, startPlatform, type PlatformFixture } from "./helpers/platform-fixture";
 import { makeTarGz, type TarEntry } from "./helpers/make-tar-gz";
 
@@ -210,19 +212,54 @@ test("a restart serves what was deployed (the control plane pushes every active 
 
 test("the internal node API needs the node token and validates deployments", async () => {
   const socketPath = join(fx.dataDir, "node.sock");
-  const token = (await readFile(join(fx.dataDir, "node.token"), "utf8")).trim();
-  const wrong = createNodeClient({ socketPath, token: "not-the-node-token" });
-  const right = createNodeClient({ socketPath, token });
+  const secret = (await readFile(join(fx.dataDir, "node.token"), "utf8")).trim();
+  const keys = deriveLinkKeys(secret);
+  const wrong = createNodeClient(`unix:${socketPath}`, "not-the-control-key");
+  // The node's own key is not the control plane's: a node cannot be driven with the key it presents.
+  const swapped = createNodeClient(`unix:${socketPath}`, keys.node);
+  const right = createNodeClient(`unix:${socketPath}`, keys.control);
   try {
     await assert.rejects(wrong.status("keeper"), { code: "UNAUTHENTICATED" });
+    await assert.rejects(swapped.status("keeper"), { code: "UNAUTHENTICATED" });
     const st = await right.status("keeper");
     assert.equal(typeof st.instances, "number");
     assert.equal(st.version, (await api("GET", "/api/v1/functions/keeper")).body.activeVersion);
     await assert.rejects(right.verify({ name: "x" } as never), { code: "INVALID_ARGUMENT" });
-    await assert.rejects(right.removeFunction("bad.name"), { code: "INVALID_FUNCTION_NAME" });
+    await assert.rejects(right.status("bad.name"), { code: "INVALID_FUNCTION_NAME" });
+    await assert.rejects(right.applyState({ controlId: "x", revision: -1 } as never), { code: "INVALID_ARGUMENT" });
+    const health = await right.health();
+    assert.equal(health.ok, true);
+    assert.equal(typeof health.revision, "number");
   } finally {
     await wrong.close();
+    await swapped.close();
     await right.close();
+  }
+});
+
+test("the control plane's side of the protocol needs the node key, serves artifacts by digest only", async () => {
+  const socketPath = join(fx.dataDir, "control.sock");
+  const secret = (await readFile(join(fx.dataDir, "node.token"), "utf8")).trim();
+  const keys = deriveLinkKeys(secret);
+  const bad = createLinkClient(`unix:${socketPath}`, keys.control, "control plane");
+  const good = createLinkClient(`unix:${socketPath}`, keys.node, "control plane");
+  try {
+    await assert.rejects(bad.call("GET", "/internal/v1/desired-state"), { code: "UNAUTHENTICATED" });
+    const state = await good.call<{ revision: number; functions: Array<{ name: string; digest: string; artifactDir?: string }>; tokenHashes: string[] }>("GET", "/internal/v1/desired-state");
+    const keeper = state.functions.find((f) => f.name === "keeper");
+    assert.ok(keeper, "the desired state lists the active function");
+    assert.match(keeper.digest, /^sha256-[0-9a-f]{64}$/);
+    assert.equal(keeper.artifactDir, undefined, "no host path crosses the protocol");
+    assert.ok(state.tokenHashes.length >= 1);
+    const body = await good.stream(`/internal/v1/artifacts/${keeper.digest}`);
+    let bytes = 0;
+    for await (const chunk of body) bytes += (chunk as Buffer).length;
+    assert.ok(bytes > 0);
+    await assert.rejects(good.call("GET", "/internal/v1/artifacts/..%2F..%2Fstratus.db"), { code: "INVALID_ARGUMENT" });
+    await assert.rejects(good.call("GET", `/internal/v1/artifacts/sha256-${"0".repeat(64)}`), { code: "NOT_FOUND" });
+  } finally {
+    await bad.close();
+    await good.close();
   }
 });
 

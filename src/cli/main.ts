@@ -5,6 +5,8 @@
 import { Command } from "commander";
 import { registerDevCommand } from "./commands/dev";
 import { registerUpCommand } from "./commands/up";
+import { registerControlCommand } from "./commands/control";
+import { registerNodeCommand } from "./commands/node";
 import { registerDeployCommand } from "./commands/deploy";
 import { registerLsCommand } from "./commands/ls";
 import { registerDescribeCommand } from "./commands/describe";
@@ -23,6 +25,8 @@ import { registerErrorsCommand } from "./commands/errors";
 const program = new Command();
 program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError();
 registerUpCommand(program);
+registerControlCommand(program);
+registerNodeCommand(program);
 registerInitCommand(program);
 registerDevCommand(program);
 registerDeployCommand(program);

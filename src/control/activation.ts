@@ -1,51 +1,51 @@
 /**
- * Turns stored versions into what the node runs, and moves functions between versions. The one place
- * that composes a function's environment: config.env, then its env vars, then its secrets (later wins),
- * so secrets reach only that function's instances and never the store listings or the logs.
+ * Turns stored versions into what nodes run, and moves functions between versions. The one place that
+ * composes a function's environment: config.env, then its env vars, then its secrets (later wins), so
+ * secrets reach only that function's instances (over the node protocol, in memory on the node) and never
+ * the store listings or the logs.
  */
 import type { Store, VersionRecord } from "../store/store";
 import { parseFunctionConfig } from "../shared/function-config";
 import { StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
-import type { FunctionDeployment, NodeApi } from "./node-api";
+import type { WireDeployment } from "../shared/node-protocol";
+import type { NodeFleetApi } from "./node-api";
 
-/** What the activator needs. `artifactDirOf(digest)` maps an artifact digest to its directory. */
+/** What the activator needs. */
 export interface ActivatorOptions {
   readonly store: Store;
-  readonly node: NodeApi;
+  readonly node: NodeFleetApi;
   readonly logger: Logger;
-  readonly artifactDirOf: (digest: string) => string;
 }
 
-/** Version moves: deploy activation, rollback, env/secret rolls, start-up push. */
+/** Version moves: deploy activation, rollback, env/secret rolls. */
 export interface Activator {
-  /** The deployment of a stored version with the function's current env and secrets. */
-  deploymentOf(version: VersionRecord): Promise<FunctionDeployment>;
+  /** The deployment of a stored version with the function's current env and secrets (artifact by digest). */
+  deploymentOf(version: VersionRecord): Promise<WireDeployment>;
   /**
-   * Prepares each version for the node's driver when it has no image yet (Docker: build + push; the
-   * image is recorded on the version), verifies each version loads on the node (one instance started and stopped), then switches all the
-   * active pointers at once (compare-and-swap on the active versions read before), then pushes them to
-   * the node. On any failure before the switch nothing changes: the previous versions keep serving.
+   * Prepares each version for the nodes' driver when it has no image yet (Docker: build + push; the
+   * image is recorded on the version), verifies each version loads on a node (one instance started and
+   * stopped), then switches all the active pointers at once (compare-and-swap on the active versions read
+   * before), then publishes the new desired state to the nodes. On any failure before the switch nothing
+   * changes: the previous versions keep serving.
    * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED | CONFLICT | UNAVAILABLE
    */
   activate(versions: readonly VersionRecord[], onLog?: (line: string) => void): Promise<void>;
-  /** Re-pushes a function's active version (after an env or secret change: instances roll, no rebuild). */
+  /** After an env or secret change of a served function: publishes (its instances roll, no rebuild). */
   push(functionName: string): Promise<void>;
-  /** Pushes every active version (node start-up). Resolves with how many; logs and skips failures. */
-  pushAll(): Promise<number>;
 }
 
 /** Creates the activator. */
 export function createActivator(options: ActivatorOptions): Activator {
   const { store, node, logger } = options;
 
-  async function deploymentOf(v: VersionRecord): Promise<FunctionDeployment> {
+  async function deploymentOf(v: VersionRecord): Promise<WireDeployment> {
     const config = parseFunctionConfig(v.functionName, v.config);
     const env = { ...config.env, ...(await store.getEnvVars(v.functionName)), ...(await store.getSecretValues(v.functionName)) };
-    const d: FunctionDeployment = {
+    const d: WireDeployment = {
       name: v.functionName,
       version: v.version,
-      artifactDir: options.artifactDirOf(v.digest),
+      digest: v.digest,
       entry: v.entry,
       exportName: v.exportName,
       config,
@@ -78,28 +78,13 @@ export function createActivator(options: ActivatorOptions): Activator {
         onLog?.(`verified ${d.name}@${d.version}: ready in ${Math.round(startMs)} ms`);
       }
       await store.activateVersions(versions.map((v, i) => ({ functionName: v.functionName, version: v.version, expectedActive: before[i]! })));
-      for (const d of deployments) {
-        await node.setFunction(d);
-        logger.info({ function: d.name, version: d.version }, "version activated");
-      }
+      const revision = await node.publish();
+      for (const d of deployments) logger.info({ function: d.name, version: d.version, revision }, "version activated");
     },
     async push(functionName) {
       const v = await store.getActiveVersion(functionName);
       if (v === null) throw new StratusError("FUNCTION_NOT_FOUND", `Function ${functionName} has no active version`);
-      await node.setFunction(await deploymentOf(v));
-    },
-    async pushAll() {
-      let n = 0;
-      for (const fn of await store.listFunctions()) {
-        if (fn.activeVersion === null) continue;
-        try {
-          await this.push(fn.name);
-          n++;
-        } catch (err) {
-          logger.error({ err, function: fn.name }, "could not push the active version to the node");
-        }
-      }
-      return n;
+      await node.publish();
     },
   };
 }

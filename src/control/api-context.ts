@@ -1,17 +1,17 @@
 /**
  * What every API route file receives: the store, the node, the activator, the deployer, limits and
- * the public base URL. Built once by src/control/platform.ts.
+ * the public base URL. Built once by src/control/control-plane.ts.
  */
 import type { Store } from "../store/store";
 import type { Logger } from "../shared/logger";
-import type { NodeApi } from "./node-api";
+import type { NodeFleetApi } from "./node-api";
 import type { Activator } from "./activation";
 import type { Deployer } from "./deployer";
 import type { Observability } from "../observe/observer";
 
 export interface ApiContext {
   readonly store: Store;
-  readonly node: NodeApi;
+  readonly node: NodeFleetApi;
   readonly activator: Activator;
   readonly deployer: Deployer;
   readonly logger: Logger;

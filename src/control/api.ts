@@ -1,6 +1,6 @@
 /**
  * The control plane's public HTTP API (`/api/v1`, `/healthz`, `/readyz`) as an Express 5 app, not
- * listening: src/control/platform.ts mounts it beside the gateway on one port.
+ * listening: src/up/platform.ts mounts it beside the gateway on one port (src/control/control-plane.ts builds it).
  *
  * Every route but health and the OpenAPI document needs `Authorization: Bearer <token>`, verified
  * through the store (hashed, constant-time, revocation effective at once). Every error answers the

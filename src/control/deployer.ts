@@ -4,7 +4,7 @@
  * → pushed to the node. Activation is all-or-nothing per deploy: a failed build, a bad config or a
  * version that crashes on its first load leaves every previous version serving.
  *
- * The unpack and build steps are injected (src/control/platform.ts wires the builder's), so this file
+ * The unpack and build steps are injected (src/control/control-plane.ts wires the builder's), so this file
  * holds only the control plane's part: ordering, the store records and activation.
  */
 import type { Readable } from "node:stream";

@@ -1,72 +1,435 @@
 /**
- * The node agent: one sandbox driver plus the gateway in front of it. Built, not started: `start()`
- * first removes what a previous, killed run left behind (`driver.reconcile()`), then listens.
- * The control plane calls `gateway.setFunction` / `removeFunction` as deployments change.
+ * The node agent: one sandbox driver plus the gateway in front of it, joined to a control plane only by
+ * the node protocol (src/shared/node-protocol.ts). Built, not started: `start()` first removes what a
+ * previous, killed run left behind (`driver.reconcile()`), then listens, then converges.
+ *
+ * With `control` set (what `stratus up` and `stratus node` run):
+ *  - convergence: on start and on every reconnect the node says hello and receives its full desired state;
+ *    a resync every `resyncIntervalMs` asks "is revision R still current?" (204, or the new state), so a
+ *    lost push never leaves the node stale for longer than that; pushes (PUT /desired-state) are only the
+ *    fast path. States apply one at a time, in order; one older than what is served is ignored.
+ *  - artifacts come by digest from the control plane into `<dataDir>/artifacts` (verified, cached);
+ *  - tokens: non-public functions accept a bearer token whose sha256 is in the desired state's
+ *    `tokenHashes`; no store is opened. A revocation bumps the revision and is pushed before the API
+ *    answers, so it is immediate; a node that missed the push catches up within one resync interval.
+ *  - telemetry goes to the control plane in batches (src/node/telemetry-shipper.ts).
+ * Without `control` (tests of the gateway over a real driver) the caller drives `gateway` directly.
  */
+import { randomBytes } from "node:crypto";
+import { mkdir, rm, chmod } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Logger } from "../shared/logger";
+import { StratusError } from "../shared/errors";
+import { isValidFunctionName } from "../shared/names";
+import {
+  DesiredStateSchema, DiscoverRequestSchema, EMPTY_NODE_STATUS, NODE_PROTOCOL_PREFIX, NodeHello, PruneRequestSchema, WireDeploymentSchema,
+  bearerMatches, deriveLinkKeys, invocationTokenHash, parseWire,
+  type DesiredState, type FunctionNodeStatus, type NodeApi, type PoolSamples, type WireDeployment,
+} from "../shared/node-protocol";
+import { createLinkClient, protocolRoute, readJsonBody, sendJson, sendProtocolError, type LinkClient } from "../shared/node-link";
 import { createGateway, type AuthorizeHook, type Gateway, type GatewayOptions } from "../gateway/gateway";
+import type { Deployment } from "../gateway/deployment";
 import type { GatewayLimitsInput } from "../gateway/limits";
 import type { GatewayObserver } from "../gateway/observer-hook";
+import { createArtifactCache, type ArtifactCache } from "./artifact-cache";
+import { createTelemetryShipper, type TelemetryShipper } from "./telemetry-shipper";
+
+/** Grace given to the verification instance to stop, ms (it never served a request). */
+const VERIFY_CLOSE_GRACE_MS = 2_000;
+/** Default period of the desired-state resync, ms: the longest a missed push can leave a node stale. */
+export const DEFAULT_RESYNC_INTERVAL_MS = 10_000;
+/** Retry delay after the control plane could not be reached, ms. */
+const RECONNECT_DELAY_MS = 1_000;
+
+/** How a node reaches its control plane. */
+export interface ControlLinkOptions {
+  /** The control plane's protocol base: `http(s)://host:port` or `unix:<socket>`. */
+  readonly url: string;
+  /** The shared link secret (both bearer keys are derived from it, see deriveLinkKeys). */
+  readonly secret: string;
+  /** This node's stable id (names it in records, telemetry and the control plane's fleet). */
+  readonly nodeId: string;
+  /** The node's own data dir (artifact cache); never the control plane's. */
+  readonly dataDir: string;
+  /**
+   * Serve the node's protocol API on this Unix socket (`stratus up`) instead of under `/internal/v1`
+   * on the gateway's port (`stratus node`).
+   */
+  readonly internalSocket?: string;
+  /** Where the control plane reaches this node (default: the socket, else `http://<bound address>`). */
+  readonly advertiseUrl?: string;
+  /** Default DEFAULT_RESYNC_INTERVAL_MS. */
+  readonly resyncIntervalMs?: number;
+  /** Docker: period of image pruning (keep the images of the desired state), ms; 0 off. Default 0. */
+  readonly imagePruneIntervalMs?: number;
+  /** Telemetry flush period, ms (default 100). */
+  readonly telemetryFlushMs?: number;
+  /** Longest wait of `start()` for the first desired state, ms (default 30 s; then it serves and keeps trying). */
+  readonly firstSyncTimeoutMs?: number;
+}
 
 export interface NodeAgentOptions {
   readonly driver: SandboxDriver;
   readonly logger: Logger;
   /** Gateway limits (defaults in src/gateway/limits.ts). */
   readonly limits?: GatewayLimitsInput;
-  /** Access check for non-public functions (default: deny with 401). */
+  /** Access check for non-public functions (default: deny with 401; with `control`: the desired state's tokens). */
   readonly authorize?: AuthorizeHook;
-  /** Receives invocation records, instance output and lifecycle events (src/observe/). */
+  /** Receives invocation records, output and lifecycle events (with `control`: the telemetry shipper). */
   readonly observer?: GatewayObserver;
-  /** Answers requests outside `/fn/…` on the gateway's server (see GatewayOptions.fallback). */
+  /** Answers requests outside `/fn/…` (and, with `control` on the gateway port, outside `/internal/v1`). */
   readonly fallback?: GatewayOptions["fallback"];
+  /** Joins the node to a control plane through the protocol (see the file comment). */
+  readonly control?: ControlLinkOptions;
 }
 
 export interface NodeAgent {
   readonly gateway: Gateway;
   /**
-   * Reconciles the driver, then listens. `port` 0 picks a free one; `host` defaults to 127.0.0.1.
-   * Resolves with the bound address. @throws the listen error (EADDRINUSE…)
+   * Reconciles the driver, listens, and (with `control`) converges on the desired state.
+   * `port` 0 picks a free one; `host` defaults to 127.0.0.1.
+   * @throws the listen error (EADDRINUSE…); StratusError UNAUTHENTICATED when the control plane refuses the secret
    */
   start(options: { port: number; host?: string }): Promise<{ host: string; port: number; removed: number }>;
+  /** The revision of the desired state being served (null before the first one). */
+  readonly revision: { readonly controlId: string; readonly revision: number } | null;
+  /** Artifacts fetched from the control plane since start. */
+  readonly artifactsFetched: number;
+  /** Asks the control plane now (the resync, run early). Resolves once applied. */
+  resync(): Promise<void>;
   /** Drains the gateway within `deadlineMs` (a duration, ms), then closes the driver. Idempotent. */
   drain(deadlineMs: number): Promise<void>;
   /** Immediate stop of gateway and driver. Idempotent. */
   close(): Promise<void>;
 }
 
-/** Composes driver + gateway (see the file comment). */
+interface Applied {
+  readonly key: string;
+  readonly wire: WireDeployment;
+}
+
+/** Composes driver + gateway (+ the protocol link); see the file comment. */
 export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const { driver, logger } = options;
-  const gateway = createGateway({
-    driver, logger, limits: options.limits, authorize: options.authorize, ...(options.observer ? { observer: options.observer } : {}),
-    ...(options.fallback ? { fallback: options.fallback } : {}),
+  const link = options.control ?? null;
+  const keys = link === null ? null : deriveLinkKeys(link.secret);
+  const control: LinkClient | null = link === null ? null : createLinkClient(link.url, keys!.node, "control plane");
+  const cache: ArtifactCache | null = link === null || control === null ? null
+    : createArtifactCache(join(link.dataDir, "artifacts"), (digest) => control.stream(`${NODE_PROTOCOL_PREFIX}/artifacts/${digest}`));
+  let tokenHashes = new Set<string>();
+  const applied = new Map<string, Applied>();
+  let current: { controlId: string; revision: number } | null = null;
+  let stale = true;
+  let connected = false;
+  let closed = false;
+  let syncTimer: NodeJS.Timeout | null = null;
+  let pruneTimer: NodeJS.Timeout | null = null;
+  let internal: Server | null = null;
+  let advertised = "";
+
+  const authorize: AuthorizeHook | undefined = link === null ? options.authorize : (req) => {
+    const auth = req.headers.authorization ?? "";
+    const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
+    if (token === "" || !tokenHashes.has(invocationTokenHash(token))) throw new StratusError("UNAUTHENTICATED");
+  };
+
+  const pools = (): PoolSamples => {
+    const out: PoolSamples = {};
+    for (const [name, s] of Object.entries(gateway.stats())) out[name] = { starting: s.starting, busy: s.busy, idle: s.idle, retiring: s.retiring, waiting: s.waiting };
+    return out;
+  };
+  const shipper: TelemetryShipper | null = link === null || control === null ? null : createTelemetryShipper({
+    nodeId: link.nodeId, logger, pools, ...(link.telemetryFlushMs !== undefined ? { flushIntervalMs: link.telemetryFlushMs } : {}),
+    send: (batch) => control.call<void>("POST", `${NODE_PROTOCOL_PREFIX}/telemetry`, batch),
   });
+  const observer = shipper?.observer ?? options.observer;
+
+  const handleProtocol = (req: IncomingMessage, res: ServerResponse): void => {
+    serveProtocol(req, res).catch((err) => sendProtocolError(res, err, logger, req.url));
+  };
+  const fallback = link !== null && link.internalSocket === undefined
+    ? (req: IncomingMessage, res: ServerResponse) => {
+      if ((req.url ?? "").startsWith(`${NODE_PROTOCOL_PREFIX}/`)) return handleProtocol(req, res);
+      if (options.fallback) return options.fallback(req, res);
+      sendProtocolError(res, new StratusError("NOT_FOUND"), logger, req.url);
+    }
+    : options.fallback;
+
+  const gateway: Gateway = createGateway({
+    driver, logger, limits: options.limits, authorize, ...(observer ? { observer } : {}),
+    ...(fallback ? { fallback } : {}), ...(link ? { nodeId: link.nodeId } : {}),
+  });
+
+  function toDeployment(w: WireDeployment, artifactDir: string): Deployment {
+    const { digest: _digest, image, ...rest } = w;
+    return image === undefined ? { ...rest, artifactDir } : { ...rest, artifactDir, image };
+  }
+
+  // Desired states apply one at a time, in arrival order.
+  let applying: Promise<unknown> = Promise.resolve();
+  function apply(state: DesiredState): Promise<void> {
+    const run = applying.then(() => applyNow(state));
+    applying = run.catch(() => {});
+    return run;
+  }
+
+  async function applyNow(state: DesiredState): Promise<void> {
+    const newer = current === null || state.controlId !== current.controlId || state.revision > current.revision || (stale && state.revision >= current.revision);
+    if (!newer || closed) return;
+    // Tokens first: a revocation must not wait for an artifact download.
+    tokenHashes = new Set(state.tokenHashes);
+    let complete = true;
+    const wanted = new Set(state.functions.map((f) => f.name));
+    for (const name of [...applied.keys()]) {
+      if (wanted.has(name)) continue;
+      applied.delete(name);
+      await gateway.removeFunction(name);
+    }
+    for (const fn of state.functions) {
+      const key = JSON.stringify(fn);
+      if (applied.get(fn.name)?.key === key) continue;
+      try {
+        const dir = await cache!.ensure(fn.digest);
+        gateway.setFunction(toDeployment(fn, dir));
+        applied.set(fn.name, { key, wire: fn });
+      } catch (err) {
+        complete = false;
+        logger.error({ err, function: fn.name, version: fn.version }, "could not apply a function of the desired state; will retry at the next resync");
+      }
+    }
+    current = { controlId: state.controlId, revision: state.revision };
+    stale = !complete;
+    logger.debug({ revision: state.revision, functions: state.functions.length, complete }, "desired state applied");
+  }
+
+  const nodeApi: NodeApi = {
+    async applyState(state) {
+      await apply(state);
+      return { revision: current?.revision ?? -1 };
+    },
+    async prepare(w) {
+      const dir = await cache!.ensure(w.digest);
+      const { name, ...rest } = toDeployment(w, dir);
+      const log: string[] = [];
+      const r = await driver.prepare({ ...rest, functionName: name, instanceId: "prepare" }, { onLog: (line) => log.push(line) });
+      return r.image === undefined ? { log } : { image: r.image, log };
+    },
+    async verify(w) {
+      const dir = await cache!.ensure(w.digest);
+      const { name, ...rest } = toDeployment(w, dir);
+      const instanceId = `verify-${randomBytes(6).toString("hex")}`;
+      const instance = await driver.start(
+        { ...rest, functionName: name, instanceId },
+        { onLog: (line) => logger.info({ fn: name, instance: line.instanceId, stream: line.stream }, line.message) },
+      );
+      await instance.close(VERIFY_CLOSE_GRACE_MS);
+      return { startMs: instance.startMs };
+    },
+    async discover(r) {
+      const bundle = await cache!.fetchTemp(r.digest);
+      try {
+        return { functions: await driver.discover({ artifactDir: bundle.dir, entry: r.entry, timeoutMs: r.timeoutMs }) };
+      } finally {
+        await bundle.cleanup();
+      }
+    },
+    async pruneImages(r) {
+      const d = driver as SandboxDriver & { pruneImages?: (keep: readonly string[]) => Promise<{ removed: number }> };
+      if (typeof d.pruneImages !== "function") return { removed: 0 };
+      return d.pruneImages(r.keep);
+    },
+    async status(name): Promise<FunctionNodeStatus> {
+      const s = gateway.stats()[name];
+      if (s === undefined) return EMPTY_NODE_STATUS;
+      return {
+        version: applied.get(name)?.wire.version ?? null,
+        instances: s.total, busy: s.busy, idle: Math.max(0, s.ready - s.busy), starting: s.starting, queued: s.waiting,
+      };
+    },
+    async health() {
+      return { ok: true, nodeId: link?.nodeId ?? "", controlId: current?.controlId ?? null, revision: current?.revision ?? null };
+    },
+  };
+
+  async function serveProtocol(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!bearerMatches(req.headers.authorization, keys!.control)) throw new StratusError("UNAUTHENTICATED", "A valid control-plane key is required");
+    const route = protocolRoute(req.url);
+    if (route === null) throw new StratusError("NOT_FOUND");
+    const { parts } = route;
+    const method = req.method ?? "GET";
+    const one = parts.length === 1 ? parts[0] : null;
+    if (one === "health" && method === "GET") return sendJson(res, 200, await nodeApi.health());
+    if (one === "desired-state" && method === "PUT") return sendJson(res, 200, await nodeApi.applyState(parseWire(DesiredStateSchema, await readJsonBody(req), "desired state")));
+    if (one === "prepare" && method === "POST") return sendJson(res, 200, await nodeApi.prepare(parseWire(WireDeploymentSchema, await readJsonBody(req), "deployment")));
+    if (one === "verify" && method === "POST") return sendJson(res, 200, await nodeApi.verify(parseWire(WireDeploymentSchema, await readJsonBody(req), "deployment")));
+    if (one === "discover" && method === "POST") return sendJson(res, 200, await nodeApi.discover(parseWire(DiscoverRequestSchema, await readJsonBody(req), "discovery request")));
+    if (parts.length === 2 && parts[0] === "images" && parts[1] === "prune" && method === "POST") {
+      return sendJson(res, 200, await nodeApi.pruneImages(parseWire(PruneRequestSchema, await readJsonBody(req), "prune request")));
+    }
+    if (parts.length === 3 && parts[0] === "functions" && parts[2] === "status" && method === "GET") {
+      if (!isValidFunctionName(parts[1]!)) throw new StratusError("INVALID_FUNCTION_NAME");
+      return sendJson(res, 200, await nodeApi.status(parts[1]!));
+    }
+    throw new StratusError("NOT_FOUND");
+  }
+
+  /** One convergence step: hello when (re)connecting, else "is my revision current?". */
+  async function syncOnce(): Promise<void> {
+    if (control === null || link === null) return;
+    let state: DesiredState | undefined;
+    if (!connected) {
+      const hello: NodeHello = { nodeId: link.nodeId, url: advertised, driver: driver.name };
+      state = parseWire(DesiredStateSchema, await control.call<unknown>("POST", `${NODE_PROTOCOL_PREFIX}/nodes/hello`, hello), "desired state");
+      connected = true;
+      logger.info({ revision: state.revision, functions: state.functions.length }, "connected to the control plane");
+    } else {
+      const have = current === null || stale ? -1 : current.revision;
+      const q = `have=${have}&control=${encodeURIComponent(current?.controlId ?? "")}&node=${encodeURIComponent(link.nodeId)}`;
+      const raw = await control.call<unknown>("GET", `${NODE_PROTOCOL_PREFIX}/desired-state?${q}`);
+      if (raw !== undefined) state = parseWire(DesiredStateSchema, raw, "desired state");
+      // Another control-plane run (a restart): it does not know this node yet, so say hello again.
+      if (state !== undefined && current !== null && state.controlId !== current.controlId) {
+        connected = false;
+        return syncOnce();
+      }
+    }
+    if (state !== undefined) await apply(state);
+  }
+
+  function scheduleSync(delayMs: number): void {
+    if (closed) return;
+    syncTimer = setTimeout(() => {
+      syncTimer = null;
+      syncOnce().then(
+        () => scheduleSync(link!.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS),
+        (err: unknown) => {
+          if (connected) logger.warn({ err }, "lost the control plane; reconnecting");
+          connected = false;
+          scheduleSync(Math.min(RECONNECT_DELAY_MS, link!.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS));
+        },
+      );
+    }, delayMs);
+    syncTimer.unref();
+  }
+
+  function startPruning(): void {
+    const intervalMs = link?.imagePruneIntervalMs ?? 0;
+    const d = driver as SandboxDriver & { pruneImages?: unknown };
+    if (intervalMs <= 0 || typeof d.pruneImages !== "function") return;
+    let running = false;
+    const sweep = async (): Promise<void> => {
+      if (running || closed || current === null) return;
+      running = true;
+      try {
+        const keep = [...applied.values()].flatMap((a) => (a.wire.image ? [a.wire.image] : []));
+        const { removed } = await nodeApi.pruneImages({ keep });
+        if (removed > 0) logger.info({ removed, kept: keep.length }, "pruned unused function images");
+      } catch (err) {
+        logger.warn({ err }, "image pruning failed; will retry");
+      } finally {
+        running = false;
+      }
+    };
+    void sweep();
+    pruneTimer = setInterval(() => void sweep(), intervalMs);
+    pruneTimer.unref();
+  }
+
+  function listen(server: Server, ...args: unknown[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      server.once("error", onError);
+      (server.listen as (...a: unknown[]) => void)(...args, () => {
+        server.off("error", onError);
+        resolve();
+      });
+    });
+  }
+
+  async function stopLink(): Promise<void> {
+    closed = true;
+    if (syncTimer !== null) clearTimeout(syncTimer);
+    if (pruneTimer !== null) clearInterval(pruneTimer);
+    await shipper?.close();
+    if (internal !== null) {
+      const s = internal;
+      await new Promise<void>((resolve) => {
+        if (!s.listening) return resolve();
+        s.close(() => resolve());
+        s.closeAllConnections();
+      });
+    }
+    await control?.close().catch(() => {});
+  }
+
   return {
     gateway,
+    get revision() {
+      return current;
+    },
+    get artifactsFetched() {
+      return cache?.fetched ?? 0;
+    },
     async start({ port, host = "127.0.0.1" }) {
       const { removed } = await driver.reconcile();
       if (removed > 0) logger.info({ removed }, "reconcile removed leftovers of an earlier run");
-      const server = gateway.server;
-      await new Promise<void>((resolve, reject) => {
-        const onError = (err: Error): void => reject(err);
-        server.once("error", onError);
-        server.listen(port, host, () => {
-          server.off("error", onError);
-          resolve();
-        });
-      });
+      await listen(gateway.server, port, host);
       const address = gateway.server.address() as AddressInfo;
       logger.info({ host: address.address, port: address.port, driver: driver.name }, "node agent listening");
+      if (link !== null) {
+        await mkdir(link.dataDir, { recursive: true, mode: 0o700 });
+        if (link.internalSocket !== undefined) {
+          internal = createServer(handleProtocol);
+          await rm(link.internalSocket, { force: true });
+          await listen(internal, link.internalSocket);
+          await chmod(link.internalSocket, 0o600);
+        }
+        const h = address.family === "IPv6" ? `[${address.address}]` : address.address;
+        advertised = link.advertiseUrl ?? (link.internalSocket !== undefined ? `unix:${link.internalSocket}` : `http://${h}:${address.port}`);
+        // First convergence, bounded: a node whose control plane is not up yet serves nothing and keeps trying.
+        const deadline = Date.now() + (link.firstSyncTimeoutMs ?? 30_000);
+        for (let attempt = 0; !closed; attempt++) {
+          try {
+            await syncOnce();
+            break;
+          } catch (err) {
+            connected = false;
+            // A refused secret will not get better by retrying: say so and stop.
+            if ((err as { code?: unknown }).code === "UNAUTHENTICATED") {
+              throw new StratusError("UNAUTHENTICATED", "The control plane refused this node's link secret", { cause: err });
+            }
+            if (Date.now() + RECONNECT_DELAY_MS > deadline) {
+              logger.warn({ err }, "no desired state from the control plane yet; serving nothing until it answers");
+              break;
+            }
+            if (attempt === 0) logger.info({ err: (err as Error).message }, "waiting for the control plane");
+            await new Promise((r) => setTimeout(r, RECONNECT_DELAY_MS));
+          }
+        }
+        scheduleSync(connected ? link.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS : RECONNECT_DELAY_MS);
+        startPruning();
+      }
       return { host: address.address, port: address.port, removed };
+    },
+    async resync() {
+      try {
+        await syncOnce();
+      } catch (err) {
+        connected = false;
+        throw err;
+      }
     },
     async drain(deadlineMs) {
       await gateway.drain(deadlineMs);
+      await stopLink();
       await driver.close();
     },
     async close() {
       await gateway.close();
+      await stopLink();
       await driver.close();
     },
   };

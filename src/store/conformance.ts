@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { InvocationRecord, LogEntry } from "../shared/invocation";
 import type { NewVersion, Store } from "./store";
+import { hashToken } from "./secret-box";
 
 /** What a factory returns: a fresh store; `reopen` (optional) closes it and opens the same data again. */
 export interface StoreHarness {
@@ -146,6 +147,7 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       assert.match(token, /^stx_/);
       assert.equal(record.revokedAt, null);
       assert.deepEqual(await s.verifyToken(token), record);
+      assert.ok((await s.listTokenHashes()).includes(hashToken(token)), "listTokenHashes holds the new token's hash");
       assert.equal(await s.verifyToken(token.slice(0, -1) + (token.endsWith("A") ? "B" : "A")), null);
       assert.equal(await s.verifyToken("garbage"), null);
       assert.equal(await s.verifyToken(""), null);
@@ -155,6 +157,7 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       const revoked = await s.revokeToken(record.id);
       assert.equal(typeof revoked.revokedAt, "number");
       assert.equal(await s.verifyToken(token), null);
+      assert.ok(!(await s.listTokenHashes()).includes(hashToken(token)), "a revoked token's hash is gone from listTokenHashes");
       assert.deepEqual(await s.revokeToken(record.id), revoked);
       await expectCode(s.revokeToken("nope"), "NOT_FOUND");
       await expectCode(s.createToken(""), "INVALID_ARGUMENT");

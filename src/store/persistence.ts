@@ -92,6 +92,8 @@ export interface TokenPersistence {
   listTokens(): Promise<TokenRecord[]>;
   /** Atomically sets `revokedAt = at` unless already set; returns the token as it now is, null when absent. */
   revokeToken(id: string, at: number): Promise<TokenRecord | null>;
+  /** The sha256 hex hashes of every unrevoked token. */
+  listTokenHashes(): Promise<string[]>;
 }
 
 export interface BuildPersistence {

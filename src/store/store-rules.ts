@@ -176,6 +176,7 @@ export function createStore(persistence: StorePersistence, options: CreateStoreO
       return { token: t.token, record };
     },
     listTokens: () => p.listTokens(),
+    listTokenHashes: () => p.listTokenHashes(),
     async revokeToken(id) {
       const r = await p.revokeToken(id, now());
       if (r === null) throw new StratusError("NOT_FOUND", `Token ${id} does not exist`);

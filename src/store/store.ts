@@ -189,6 +189,11 @@ export interface TokenStore {
   revokeToken(id: string): Promise<TokenRecord>;
   /** The token's record when `token` is valid and not revoked, else null. Compares hashes in constant time. */
   verifyToken(token: string): Promise<TokenRecord | null>;
+  /**
+   * The sha256 hex hashes of every unrevoked token (what the node protocol's desired state carries, so a
+   * node checks invocation tokens without a store). Never the tokens themselves.
+   */
+  listTokenHashes(): Promise<string[]>;
 }
 
 /** Build records and their log lines. */

@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { createPlatform, type Platform } from "../../src/control/platform";
+import { createPlatform, type Platform } from "../../src/up/platform";
 import { resolvePlatformConfig } from "../../src/shared/platform-config";
 import { createSilentLogger } from "../../src/shared/logger";
 import { makeTarGz } from "./make-tar-gz";

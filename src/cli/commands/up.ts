@@ -1,6 +1,6 @@
 /**
  * `stratus up [--port N] [--data-dir DIR] [--driver process|docker] [--host H] [--config FILE]`:
- * runs the whole platform on this machine (see src/control/platform.ts). This file only parses flags.
+ * runs the whole platform on this machine (see src/up/platform.ts). This file only parses flags.
  * Prints `Stratus is up at <url>` on stdout; on the first start of a data dir also the admin token
  * (once) and saves the CLI profile so `stratus` works here without flags. SIGTERM/SIGINT drain and exit 0.
  */
@@ -25,7 +25,7 @@ interface UpOptions {
   json?: boolean;
 }
 
-async function readConfigFile(path: string): Promise<unknown> {
+export async function readConfigFile(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -57,7 +57,7 @@ export function registerUpCommand(program: Command): void {
       try {
         // Loaded here, not at the top: other commands must not pay for the whole platform at start-up.
         const [{ resolvePlatformConfig }, { createLogger }, { createPlatform }] = await Promise.all([
-          import("../../shared/platform-config"), import("../../shared/logger"), import("../../control/platform"),
+          import("../../shared/platform-config"), import("../../shared/logger"), import("../../up/platform"),
         ]);
         const file = opts.config ? await readConfigFile(opts.config) : undefined;
         const config = resolvePlatformConfig({

@@ -50,8 +50,9 @@ export function registerFunctionRoutes(router: Router, ctx: ApiContext): void {
 
   router.delete("/api/v1/functions/:name", async (req, res) => {
     const fn = await mustGet(ctx, functionNameParam(req));
-    await ctx.node.removeFunction(fn.name);
     await ctx.store.deleteFunction(fn.name);
+    // The new desired state no longer lists it: every node stops routing to it and drains it.
+    await ctx.node.publish();
     ctx.logger.info({ function: fn.name }, "function deleted");
     res.json({ deleted: fn.name });
   });

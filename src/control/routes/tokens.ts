@@ -22,11 +22,15 @@ export function registerTokenRoutes(router: Router, ctx: ApiContext): void {
   router.post("/api/v1/tokens", async (req, res) => {
     const body = validate(CreateTokenBody, jsonBody(req));
     const { token, record } = await ctx.store.createToken(body.name);
+    // Nodes check invocation tokens against the hashes in their desired state: publish the new one.
+    await ctx.node.publish();
     ctx.logger.info({ tokenId: record.id, name: record.name }, "token created");
     res.status(201).json({ ...record, token });
   });
   router.delete("/api/v1/tokens/:id", async (req, res) => {
     const record = await ctx.store.revokeToken(String(req.params.id));
+    // Immediate revocation: every connected node has the new state (without its hash) before we answer.
+    await ctx.node.publish();
     ctx.logger.info({ tokenId: record.id }, "token revoked");
     res.json(record);
   });

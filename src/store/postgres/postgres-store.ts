@@ -420,6 +420,9 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
       const { rows } = await query<TokenRow>("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *", [id, at]);
       return rows[0] === undefined ? null : toToken(rows[0]);
     },
+    async listTokenHashes() {
+      return (await query<{ hash: string }>("SELECT hash FROM tokens WHERE revoked_at IS NULL ORDER BY created_at, seq")).rows.map((r) => r.hash);
+    },
 
     async insertBuild(id, at) {
       const { rows } = await query<BuildRow>("INSERT INTO builds (id, status, created_at) VALUES ($1, 'running', $2) RETURNING *", [id, at]);

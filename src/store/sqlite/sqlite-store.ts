@@ -410,6 +410,9 @@ export function openSqlitePersistence(file: string): StorePersistence {
     async revokeToken(id, at) {
       return revokeTx(id, at);
     },
+    async listTokenHashes() {
+      return q.tokAll.all().filter((r) => r.revoked_at === null).map((r) => r.hash);
+    },
 
     async insertBuild(id, at) {
       q.buildInsert.run(id, at);

@@ -1,0 +1,247 @@
+/**
+ * The control plane as a factory: the store (the ONLY code that opens it), the REST API, the deploy
+ * pipeline with the builder, the observability pipeline, and the node fleet — which reaches node agents
+ * only through the node protocol (src/shared/node-protocol.ts). It never holds a driver or a gateway.
+ *
+ * Discovery (running the built bundle's module to list its functions) needs a sandbox, which only nodes
+ * have: the builder runs here, publishes the bundle under its tree digest (GET /internal/v1/artifacts/…),
+ * and asks a node to fetch it and discover it in its sandbox (POST /internal/v1/discover). User code never
+ * runs in the control plane's process, and a control plane needs no sandbox of its own.
+ *
+ * Where it listens: `protocolSocket` serves the node-facing routes on a Unix socket (`stratus up`);
+ * `listen` runs its own HTTP server where `/internal/v1/…` is the node protocol and everything else the
+ * API (`stratus control`). Otherwise the caller mounts `handleApi` / `handleProtocol` itself.
+ */
+import { chmod, mkdir, rm } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import type { PlatformConfig } from "../shared/platform-config";
+import { StratusError, toErrorResponse } from "../shared/errors";
+import type { Logger } from "../shared/logger";
+import { NODE_PROTOCOL_PREFIX, type TelemetryBatch, type WireDeployment } from "../shared/node-protocol";
+import type { InvocationRecord } from "../shared/invocation";
+import { openStore } from "../store/open-store";
+import { loadOrCreateMasterKey } from "../store/secret-box";
+import type { Store } from "../store/store";
+import { unpackArchive } from "../builder/archive";
+import { buildProject } from "../builder/build";
+import { digestTree } from "../builder/tree-digest";
+import { createObservability, type Observability } from "../observe/observer";
+import { createActivator } from "./activation";
+import { createDeployer } from "./deployer";
+import { createApiApp } from "./api";
+import type { ApiContext } from "./api-context";
+import { createNodeFleet, type NodeFleet } from "./node-fleet";
+
+export interface ControlPlaneDeps {
+  readonly logger: Logger;
+  /** The node link secret shared with every node (see deriveLinkKeys). */
+  readonly nodeSecret: string;
+  /** Stratus version, shown in the OpenAPI document. */
+  readonly version?: string;
+  /** Serve the node protocol on this Unix socket (0600). */
+  readonly protocolSocket?: string;
+  /** Run an HTTP server on config.host:config.port for both the API and the node protocol. */
+  readonly listen?: boolean;
+}
+
+export interface ControlPlane {
+  /** Opens the store and starts the pipelines (and listeners). `adminToken` only on a fresh data dir. */
+  start(): Promise<{ adminToken: string | null; url: string | null }>;
+  /** The public API (503 NOT_READY before `start()`). */
+  handleApi(req: IncomingMessage, res: ServerResponse): void;
+  /** The node-facing protocol routes under /internal/v1 (503 before `start()`). */
+  handleProtocol(req: IncomingMessage, res: ServerResponse): void;
+  /** Base URL of functions (`<url>/fn/<name>`), without a trailing slash. */
+  setPublicUrl(url: string): void;
+  readonly store: Store | null;
+  readonly fleet: NodeFleet | null;
+  readonly observability: Observability | null;
+  /** Flushes telemetry, closes listeners and the store. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** 503 NOT_READY. */
+function sendNotReady(res: ServerResponse): void {
+  const { status, source, body } = toErrorResponse(new StratusError("NOT_READY"));
+  res.writeHead(status, { "content-type": "application/json", "x-stratus-error-source": source });
+  res.end(JSON.stringify(body));
+}
+
+function listenOn(server: Server, ...args: unknown[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    (server.listen as (...a: unknown[]) => void)(...args, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}
+
+/** Builds the control plane from a resolved platform config. Nothing opens until `start()`. */
+export function createControlPlane(config: Readonly<PlatformConfig>, deps: ControlPlaneDeps): ControlPlane {
+  const { logger } = deps;
+  const dataDir = config.dataDir;
+  let store: Store | null = null;
+  let fleet: NodeFleet | null = null;
+  let observability: Observability | null = null;
+  let apiHandler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null;
+  let publicUrl = config.publicUrl !== "" ? config.publicUrl.replace(/\/+$/, "") : "";
+  const servers: Server[] = [];
+  let closing: Promise<void> | null = null;
+
+  function ingest(batch: TelemetryBatch): void {
+    const obs = observability!;
+    if (batch.dropped > 0) obs.metrics.countDropped("buffer_full", batch.dropped);
+    for (const item of batch.items) {
+      if (item.kind === "invocation") obs.observer.onInvocation(item.record as InvocationRecord);
+      else if (item.kind === "line") obs.observer.onInstanceLog(item.functionName, item.line);
+      else obs.observer.onPlatformEvent(item.event);
+    }
+  }
+
+  async function start(): Promise<{ adminToken: string | null; url: string | null }> {
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    await chmod(dataDir, 0o700);
+    const masterKey = await loadOrCreateMasterKey(dataDir);
+    store = await openStore(config.store === "" ? join(dataDir, "stratus.db") : config.store, { masterKey });
+    const theStore = store;
+    observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
+    let activator: ReturnType<typeof createActivator> | null = null;
+    fleet = createNodeFleet({
+      secret: deps.nodeSecret,
+      logger: logger.child({ component: "fleet" }),
+      artifactsDir: join(dataDir, "artifacts"),
+      ingest,
+      buildState: async () => {
+        const functions: WireDeployment[] = [];
+        for (const fn of await theStore.listFunctions()) {
+          if (fn.activeVersion === null) continue;
+          try {
+            const v = await theStore.getActiveVersion(fn.name);
+            if (v !== null) functions.push(await activator!.deploymentOf(v));
+          } catch (err) {
+            logger.error({ err, function: fn.name }, "left out of the desired state: its active version cannot be served");
+          }
+        }
+        return { functions, tokenHashes: await theStore.listTokenHashes() };
+      },
+    });
+    const theFleet = fleet;
+    observability.setPoolStats(() => theFleet.pools());
+    activator = createActivator({ store, node: fleet, logger });
+
+    const tmpDir = join(dataDir, "tmp");
+    await mkdir(tmpDir, { recursive: true, mode: 0o700 });
+    const archiveLimits = {
+      maxCompressedBytes: config.build.maxArchiveBytes,
+      maxUnpackedBytes: config.build.maxUnpackedBytes,
+      maxEntries: config.build.maxEntries,
+    };
+    // Sandboxed discovery on a node (see the file comment).
+    const discoverOnNode: Parameters<typeof buildProject>[0]["driver"] = {
+      async discover(spec) {
+        const digest = await digestTree(spec.artifactDir);
+        const unpublish = theFleet.publishBundle(digest, spec.artifactDir);
+        try {
+          return [...(await theFleet.discover({ digest, entry: spec.entry, timeoutMs: spec.timeoutMs })).functions];
+        } finally {
+          unpublish();
+        }
+      },
+    };
+    const deployer = createDeployer({
+      store,
+      activator,
+      logger,
+      functionUrl: (name) => `${publicUrl}/fn/${name}`,
+      unpack: async (body: Readable) => {
+        const r = await unpackArchive(body, { limits: archiveLimits, parentDir: tmpDir });
+        return { dir: r.dir, cleanup: () => rm(r.dir, { recursive: true, force: true }) };
+      },
+      build: async (dir, o) => {
+        const signal = AbortSignal.timeout(config.build.timeoutMs);
+        const r = await buildProject({
+          dir, dataDir, driver: discoverOnNode, store: theStore, buildId: o.buildId, logger: logger.child({ component: "builder" }),
+          onLog: o.onLog, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
+        });
+        return r.functions;
+      },
+    });
+    const ctx: ApiContext = {
+      store, node: fleet, activator, deployer, logger: logger.child({ component: "api" }),
+      publicUrl: () => publicUrl, maxArchiveBytes: config.build.maxArchiveBytes,
+      // Ready once a node serves: it converged on the desired state when it said hello.
+      isReady: () => closing === null && theFleet.nodes().length > 0,
+      observability, publicMetrics: config.observe.publicMetrics,
+    };
+    apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
+
+    if (deps.protocolSocket !== undefined) {
+      const s = createServer((req, res) => theFleet.handle(req, res));
+      await rm(deps.protocolSocket, { force: true });
+      await listenOn(s, deps.protocolSocket);
+      await chmod(deps.protocolSocket, 0o600);
+      servers.push(s);
+    }
+    let url: string | null = null;
+    if (deps.listen === true) {
+      const s = createServer({ maxHeaderSize: config.gateway.maxHeaderBytes, headersTimeout: config.gateway.headersTimeoutMs, requestTimeout: config.gateway.requestTimeoutMs }, (req, res) => {
+        if ((req.url ?? "").startsWith(`${NODE_PROTOCOL_PREFIX}/`)) theFleet.handle(req, res);
+        else apiHandler!(req, res);
+      });
+      await listenOn(s, config.port, config.host);
+      servers.push(s);
+      const addr = s.address() as AddressInfo;
+      url = `http://${addr.family === "IPv6" ? `[${addr.address}]` : addr.address}:${addr.port}`;
+      if (publicUrl === "") publicUrl = url;
+    }
+
+    let adminToken: string | null = null;
+    if ((await store.listTokens()).length === 0) adminToken = (await store.createToken("admin")).token;
+    logger.info({ url, protocolSocket: deps.protocolSocket }, "control plane started");
+    return { adminToken, url };
+  }
+
+  async function doClose(): Promise<void> {
+    for (const s of servers) await closeServer(s);
+    if (fleet) await fleet.close();
+    if (observability) await observability.close().catch((err) => logger.error({ err }, "telemetry flush failed"));
+    if (store) await store.close();
+  }
+
+  return {
+    start,
+    handleApi(req, res) {
+      if (apiHandler === null) return sendNotReady(res);
+      apiHandler(req, res);
+    },
+    handleProtocol(req, res) {
+      if (fleet === null) return sendNotReady(res);
+      fleet.handle(req, res);
+    },
+    setPublicUrl(url) {
+      publicUrl = url.replace(/\/+$/, "");
+    },
+    get store() {
+      return store;
+    },
+    get fleet() {
+      return fleet;
+    },
+    get observability() {
+      return observability;
+    },
+    close: () => (closing ??= doClose()),
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * Picks and builds a node's sandbox driver from the platform config (what `stratus up` and
+ * `stratus node` both run). Driver state lives under the node's data dir: `<dataDir>/run` (process
+ * driver sockets and state), `<dataDir>/docker` (Docker socket root). `nodeSuffix` keeps two nodes on
+ * one host apart (cgroup root, container labels): reconcile() removes only this node's leftovers.
+ */
+import { join } from "node:path";
+import type { PlatformConfig } from "../shared/platform-config";
+import { StratusError } from "../shared/errors";
+import type { Logger } from "../shared/logger";
+import type { SandboxDriver } from "../sandbox/driver";
+import { createProcessDriver } from "../sandbox/process/process-driver";
+
+/** @throws StratusError INTERNAL when the process driver has no runtimePath */
+export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { dataDir: string; nodeId: string; nodeSuffix: string; runtimePath?: string; logger: Logger }): Promise<SandboxDriver> {
+  const logger = o.logger.child({ component: "driver" });
+  if (config.driver === "process") {
+    if (!o.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
+    return createProcessDriver({ runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, logger });
+  }
+  const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
+  const { username, password, address } = config.registry;
+  return createDockerDriver({
+    registry: address,
+    ...(username !== "" ? { registryAuth: { username, password } } : {}),
+    ...(o.runtimePath ? { runtimeFile: o.runtimePath } : {}),
+    socketRoot: join(o.dataDir, "docker"),
+    nodeId: o.nodeId,
+    prewarm: config.prewarm,
+    logger,
+  });
+}

@@ -1,0 +1,259 @@
+/**
+ * The node protocol: everything the control plane and a node agent say to each other. Neither side owns
+ * it; both import it, and it is the ONLY module the two sides share beyond the small kernel of
+ * `src/shared/` (a test, test/import-boundary.test.ts, keeps it that way). It is designed for many nodes
+ * on other machines: plain HTTP(S) with JSON bodies, each direction authenticated (see `deriveLinkKeys`).
+ *
+ * Control plane serves (node → control), under `/internal/v1`:
+ *   POST /nodes/hello            NodeHello → DesiredState        (start and every reconnect)
+ *   GET  /desired-state?have=R&control=C&node=ID → DesiredState, or 204 when R/C is still current (resync)
+ *   GET  /artifacts/sha256-<hex> → application/gzip tar of the artifact tree (by digest, never a path)
+ *   POST /telemetry              TelemetryBatch → 204           (records, output lines, events, pool samples)
+ * Node serves (control → node), under `/internal/v1`:
+ *   PUT  /desired-state          DesiredState → { revision }    (push: an optimisation over resync)
+ *   POST /prepare                WireDeployment → PrepareResult (Docker: build + push the image)
+ *   POST /verify                 WireDeployment → VerifyResult  (one instance started and stopped)
+ *   POST /discover               DiscoverRequest → DiscoverResult (sandboxed discovery of a build)
+ *   POST /images/prune           PruneRequest → PruneResult
+ *   GET  /functions/:name/status → FunctionNodeStatus
+ *   GET  /health                 → NodeHealth
+ *
+ * Invariant: a node holds nothing the control plane cannot give it again. Its desired state (functions,
+ * their env including decrypted secrets, the hashes of valid invocation tokens) lives in memory only;
+ * artifacts are cached by digest and verified, so a node with an empty disk converges by asking.
+ */
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { z } from "zod";
+import { FunctionConfigSchema, type FunctionConfig } from "./function-config";
+import { isValidFunctionName } from "./names";
+import { StratusError } from "./errors";
+import { LOG_LEVELS, PLATFORM_EVENT_KINDS, type InvocationRecord, type PlatformEvent } from "./invocation";
+
+/** Path prefix of every protocol route, on both sides. */
+export const NODE_PROTOCOL_PREFIX = "/internal/v1";
+
+/** Largest JSON body either side accepts, bytes (a desired state with every function's env). */
+export const MAX_PROTOCOL_BODY_BYTES = 16 * 1024 * 1024;
+
+/** `sha256-<64 hex>`: how every artifact is named on the wire and in every cache. */
+export const ARTIFACT_DIGEST_PATTERN = /^sha256-[0-9a-f]{64}$/;
+
+/** True for a well-formed artifact digest. */
+export function isArtifactDigest(v: unknown): v is string {
+  return typeof v === "string" && ARTIFACT_DIGEST_PATTERN.test(v);
+}
+
+const Name = z.string().refine(isValidFunctionName, "invalid function name");
+const Digest = z.string().regex(ARTIFACT_DIGEST_PATTERN, "not a sha256-<hex> digest");
+
+/**
+ * One function version as a node is told to run it. The artifact is named by its digest: the node
+ * fetches it from the control plane (GET /artifacts/<digest>) and verifies it. `env` is config.env + the
+ * function's env vars + its decrypted secrets (later wins); `image` is the Docker reference, if any.
+ */
+export const WireDeploymentSchema = z.strictObject({
+  name: Name,
+  version: z.string().min(1).max(200),
+  digest: Digest,
+  entry: z.string().min(1),
+  exportName: z.string().min(1),
+  config: FunctionConfigSchema,
+  env: z.record(z.string(), z.string()),
+  image: z.string().optional(),
+});
+export interface WireDeployment {
+  readonly name: string;
+  readonly version: string;
+  readonly digest: string;
+  readonly entry: string;
+  readonly exportName: string;
+  readonly config: Readonly<FunctionConfig>;
+  readonly env: Readonly<Record<string, string>>;
+  readonly image?: string;
+}
+
+/**
+ * Everything a node should serve, with a revision. `controlId` names one run of a control plane (a
+ * restarted control plane starts a new sequence); within one `controlId`, a higher `revision` is newer.
+ * `tokenHashes` are the sha256 hex digests of every unrevoked token allowed to invoke non-public
+ * functions: the node checks tokens against them without a store (revoking bumps the revision).
+ */
+export const DesiredStateSchema = z.strictObject({
+  controlId: z.string().min(1).max(100),
+  revision: z.number().int().nonnegative(),
+  functions: z.array(WireDeploymentSchema),
+  tokenHashes: z.array(z.string().regex(/^[0-9a-f]{64}$/)),
+});
+export interface DesiredState {
+  readonly controlId: string;
+  readonly revision: number;
+  readonly functions: readonly WireDeployment[];
+  readonly tokenHashes: readonly string[];
+}
+
+/** What a node says when it starts or reconnects. `url` is where the control plane reaches its API
+ *  (`http(s)://host:port`, or `unix:<socket path>` for a node on the same machine). */
+export const NodeHelloSchema = z.strictObject({
+  nodeId: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/),
+  url: z.string().min(1).max(2000),
+  driver: z.string().min(1).max(50),
+});
+export type NodeHello = z.infer<typeof NodeHelloSchema>;
+
+/** Sandboxed discovery of a build: the control plane publishes the bundle under its tree digest; the
+ *  node fetches it like an artifact, runs the runtime's discovery mode in its sandbox, and answers. */
+export const DiscoverRequestSchema = z.strictObject({
+  digest: Digest,
+  entry: z.string().min(1),
+  timeoutMs: z.number().int().positive().max(600_000),
+});
+export type DiscoverRequest = z.infer<typeof DiscoverRequestSchema>;
+
+/** One export of a discovered module (`error` set when the runtime found it unusable). */
+export interface WireDiscoveredFunction {
+  readonly name: string;
+  readonly exportName: string;
+  readonly config: unknown;
+  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown };
+}
+export interface DiscoverResult {
+  readonly functions: readonly WireDiscoveredFunction[];
+}
+export interface PrepareResult {
+  readonly image?: string;
+  readonly log: readonly string[];
+}
+export interface VerifyResult {
+  readonly startMs: number;
+}
+
+/** Image pruning: remove function images this node holds that are not in `keep`. */
+export const PruneRequestSchema = z.strictObject({ keep: z.array(z.string().max(1000)) });
+export type PruneRequest = z.infer<typeof PruneRequestSchema>;
+export interface PruneResult {
+  readonly removed: number;
+}
+
+/** Instance counts of one function on a node. */
+export interface FunctionNodeStatus {
+  readonly version: string | null;
+  readonly instances: number;
+  readonly busy: number;
+  readonly idle: number;
+  readonly starting: number;
+  readonly queued: number;
+}
+
+/** Counts of a function the node does not know. */
+export const EMPTY_NODE_STATUS: FunctionNodeStatus = Object.freeze({ version: null, instances: 0, busy: 0, idle: 0, starting: 0, queued: 0 });
+
+export interface NodeHealth {
+  readonly ok: true;
+  readonly nodeId: string;
+  /** Revision of the desired state the node serves (`null` before the first one). */
+  readonly controlId: string | null;
+  readonly revision: number | null;
+}
+
+/** Pool counters of one function on one node (the metrics gauges). */
+export const PoolSampleSchema = z.object({
+  starting: z.number(), busy: z.number(), idle: z.number(), retiring: z.number(), waiting: z.number(),
+});
+export type PoolSamples = Record<string, z.infer<typeof PoolSampleSchema>>;
+
+const InvocationRecordSchema = z.object({
+  requestId: z.string(), functionName: z.string(), version: z.string(), instanceId: z.string().nullable(), nodeId: z.string(),
+  coldStart: z.boolean(), queueMs: z.number(), startMs: z.number(), initMs: z.number().nullable(), handlerMs: z.number(),
+  totalMs: z.number(), status: z.number(), errorCode: z.string().nullable(), bytesIn: z.number(), bytesOut: z.number(),
+  peakMemoryBytes: z.number().nullable(), traceparent: z.string(), ts: z.number(),
+});
+const OutputLineSchema = z.object({
+  ts: z.number(), stream: z.enum(["stdout", "stderr"]), level: z.string(), requestId: z.string().optional(), message: z.string(), instanceId: z.string(),
+});
+const PlatformEventSchema = z.object({
+  ts: z.number(), functionName: z.string(), kind: z.enum(PLATFORM_EVENT_KINDS), level: z.enum(LOG_LEVELS),
+  instanceId: z.string().nullable(), requestId: z.string().nullable(), message: z.string(),
+});
+
+/** One output line of an instance, as the node reports it. */
+export type OutputLine = z.infer<typeof OutputLineSchema>;
+
+/** One telemetry item; a batch keeps the order the node saw them in (a REPORT follows its lines). */
+export const TelemetryItemSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("invocation"), record: InvocationRecordSchema }),
+  z.object({ kind: z.literal("line"), functionName: z.string(), line: OutputLineSchema }),
+  z.object({ kind: z.literal("event"), event: PlatformEventSchema }),
+]);
+export type TelemetryItem =
+  | { readonly kind: "invocation"; readonly record: InvocationRecord }
+  | { readonly kind: "line"; readonly functionName: string; readonly line: OutputLine }
+  | { readonly kind: "event"; readonly event: PlatformEvent };
+
+/**
+ * Node → control telemetry. `dropped` counts items the node's bounded buffer threw away since its last
+ * accepted batch; `pools` is the node's latest pool sample (metrics), sent with every batch.
+ */
+export const TelemetryBatchSchema = z.strictObject({
+  nodeId: z.string().min(1).max(100),
+  items: z.array(TelemetryItemSchema).max(10_000),
+  dropped: z.number().int().nonnegative(),
+  pools: z.record(z.string(), PoolSampleSchema),
+});
+export interface TelemetryBatch {
+  readonly nodeId: string;
+  readonly items: readonly TelemetryItem[];
+  readonly dropped: number;
+  readonly pools: PoolSamples;
+}
+
+/** What the control plane asks of a node (the node's side of the protocol). */
+export interface NodeApi {
+  /** Replaces the node's desired state (ignored when not newer). Resolves once it is applied. */
+  applyState(state: DesiredState, options?: { signal?: AbortSignal }): Promise<{ revision: number }>;
+  /** @throws StratusError BUILD_FAILED */
+  prepare(deployment: WireDeployment): Promise<PrepareResult>;
+  /** @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED */
+  verify(deployment: WireDeployment): Promise<VerifyResult>;
+  /** @throws StratusError BUILD_FAILED | FUNCTION_LOAD_FAILED */
+  discover(request: DiscoverRequest): Promise<DiscoverResult>;
+  pruneImages(request: PruneRequest): Promise<PruneResult>;
+  status(name: string): Promise<FunctionNodeStatus>;
+  health(): Promise<NodeHealth>;
+}
+
+/**
+ * Parses a protocol body with `schema`.
+ * @throws StratusError INVALID_ARGUMENT listing every problem
+ */
+export function parseWire<T>(schema: z.ZodType<T>, raw: unknown, what: string): T {
+  const r = schema.safeParse(raw);
+  if (r.success) return r.data;
+  const details = r.error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }));
+  throw new StratusError("INVALID_ARGUMENT", `Invalid ${what}: ${details.map((d) => `${d.path}: ${d.message}`).join("; ")}`, { details });
+}
+
+/**
+ * The two bearer keys of a control-plane ↔ node link, derived from one shared secret with HMAC-SHA256
+ * and distinct labels: the node presents `node` to the control plane, the control plane presents
+ * `control` to the node. Each side checks the key of the other, so both directions are authenticated,
+ * and a captured request of one direction cannot be replayed as the other side. Without TLS the keys
+ * cross the network in clear text: off-host links must use HTTPS (docs/api.md).
+ */
+export function deriveLinkKeys(secret: string): { readonly node: string; readonly control: string } {
+  if (secret.length < 16) throw new StratusError("INVALID_ARGUMENT", "The node link secret must have at least 16 characters");
+  const key = (label: string) => createHmac("sha256", secret).update(label).digest("base64url");
+  return { node: key("stratus node->control v1"), control: key("stratus control->node v1") };
+}
+
+/** Constant-time check of `Authorization: Bearer <expected>`. */
+export function bearerMatches(header: string | undefined, expected: string): boolean {
+  const presented = header !== undefined && header.startsWith("Bearer ") ? header.slice(7).trim() : "";
+  const a = createHash("sha256").update(presented).digest();
+  const b = createHash("sha256").update(expected).digest();
+  return presented !== "" && timingSafeEqual(a, b);
+}
+
+/** sha256 hex of an invocation token, the form the desired state carries (same as the store's). */
+export function invocationTokenHash(token: string): string {
+  return createHash("sha256").update(token, "utf8").digest("hex");
+}

@@ -5,7 +5,7 @@
  *
  * - the only writable paths are the build's work dir (mounted at `/build`: the unpacked project at
  *   `/build/src`, the bundle output at `/build/bundle`, npm's HOME at `/build/home`), a private
- *   tmpfs `/tmp`, and — for `npm ci` only — the shared npm cache (`/cache/npm`);
+ *   tmpfs `/tmp`, and — for the install only — the shared package cache (`/cache/npm` or `/cache/yarn`);
  * - nothing of the platform's data dir is visible (no master key, no store, no other build, no
  *   artifact); of the host only `/usr`, the node install, a handful of `/etc` files (DNS, TLS roots)
  *   and, for the bundler, esbuild's package and binary (read-only);
@@ -38,6 +38,8 @@ export const BUILD_SANDBOX_PATHS = {
   bundle: "/build/bundle",
   home: "/build/home",
   cache: "/cache/npm",
+  yarnCache: "/cache/yarn",
+  yarn: "/stratus/tools/yarn",
   worker: "/stratus/build-worker.cjs",
   esbuildPackage: "/stratus/node_modules/esbuild",
   esbuildBinary: "/stratus/esbuild",
@@ -70,8 +72,12 @@ export interface BuildSandboxOptions {
 export interface SandboxRun {
   /** Host path of the build's work dir (mounted read-write at /build). */
   readonly workDir: string;
-  /** Host path of the npm cache, mounted read-write at /cache/npm (install only). */
+  /** Host path of the package manager's cache, mounted read-write at `cacheMount` (install only). */
   readonly cacheDir?: string;
+  /** Where `cacheDir` is mounted (default /cache/npm). */
+  readonly cacheMount?: string;
+  /** Extra read-only binds `[host, inside]` (e.g. a package manager's own package). */
+  readonly roBinds?: readonly (readonly [string, string])[];
   readonly network: "registry" | "none";
   /** Command and arguments, as seen inside the sandbox. */
   readonly argv: readonly string[];
@@ -175,7 +181,9 @@ export function createBuildSandbox(options: BuildSandboxOptions = {}): BuildSand
       ...extraBinds,
       "--bind", r.workDir, BUILD_SANDBOX_PATHS.work,
     );
-    if (r.cacheDir !== undefined) b.push("--perms", "0755", "--dir", "/cache", "--bind", r.cacheDir, BUILD_SANDBOX_PATHS.cache);
+    if (r.cacheDir !== undefined) b.push("--perms", "0755", "--dir", "/cache", "--bind", r.cacheDir, r.cacheMount ?? BUILD_SANDBOX_PATHS.cache);
+    // Directories bwrap creates for mount points are 0700 when it runs as root: create parents 0755 first.
+    for (const [host, inside] of r.roBinds ?? []) b.push("--perms", "0755", "--dir", dirname(inside), "--ro-bind", host, inside);
     b.push(
       "--remount-ro", "/",
       "--chdir", r.cwd,

@@ -49,6 +49,13 @@ export const BUILD_SANDBOX_PATHS = {
 const ETC_FILES = ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/localtime", "/etc/ssl/openssl.cnf", "/etc/ssl/certs", "/etc/ca-certificates"];
 const TOP_LEVEL = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 
+/** Processes + threads of all builds together (npm ≈ 15 threads, esbuild ≈ 10, node ≈ 11 each). */
+const BUILD_NPROC = 512;
+/** Open files per build process. */
+const BUILD_NOFILE = 8192;
+/** Largest single file a build may write, bytes (1 GiB). */
+const BUILD_FSIZE_BYTES = 1024 * 1024 * 1024;
+
 /** Largest result file the host reads back from the worker, bytes. */
 const MAX_RESULT_BYTES = 8 * 1024 * 1024;
 
@@ -139,11 +146,12 @@ export function createBuildSandbox(options: BuildSandboxOptions = {}): BuildSand
   const nodePath = options.nodePath ?? process.execPath;
   const bwrapPath = options.bwrapPath ?? "/usr/bin/bwrap";
   const setprivPath = options.setprivPath ?? "/usr/bin/setpriv";
+  const prlimitPath = "/usr/bin/prlimit";
   const uid = options.uid ?? DEFAULT_BUILD_UID;
   const gid = options.gid ?? uid;
   const workerPath = options.workerPath ?? defaultWorkerPath();
   const tmpSizeBytes = (options.tmpSizeMb ?? 256) * 1024 * 1024;
-  for (const [what, p, hint] of [["bwrap", bwrapPath, "apt-get install bubblewrap"], ["setpriv", setprivPath, "apt-get install util-linux"], ["node", nodePath, ""], ["build worker", workerPath, "run `npm run build`"]] as const) {
+  for (const [what, p, hint] of [["bwrap", bwrapPath, "apt-get install bubblewrap"], ["setpriv", setprivPath, "apt-get install util-linux"], ["prlimit", prlimitPath, "apt-get install util-linux"], ["node", nodePath, ""], ["build worker", workerPath, "run `npm run build`"]] as const) {
     if (!existsSync(p)) throw new Error(`build sandbox: ${what} not found at ${p}${hint ? ` (${hint})` : ""}`);
   }
   let esbuild: { packageDir: string; binary: string } | null = null;
@@ -190,6 +198,10 @@ export function createBuildSandbox(options: BuildSandboxOptions = {}): BuildSand
       setprivPath,
       "--reuid", String(uid), "--regid", String(gid), "--clear-groups",
       "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
+      // Per-process limits (no cgroup here): RLIMIT_NPROC counts every process and thread of the
+      // build uid, i.e. of all builds together, which stops a fork bomb in an allowed install script;
+      // RLIMIT_FSIZE caps any one file written (the work dir's total is bounded by the disk).
+      prlimitPath, `--nproc=${BUILD_NPROC}`, `--nofile=${BUILD_NOFILE}`, `--fsize=${BUILD_FSIZE_BYTES}`, "--",
       ...r.argv,
     );
     return b;

@@ -96,6 +96,7 @@ describe("build confinement", () => {
       "(echo x > /probe) 2>/dev/null || echo root-read-only",
       "cat /proc/self/status | grep -E '^CapEff'",
       "echo net-interfaces=$(grep -c : /proc/net/dev)",
+      "grep 'Max processes' /proc/self/limits | tr -s ' '",
     ].join("; ");
     const exit = await sandbox.run({ workDir: work, network: "none", cwd: "/build", argv: ["/bin/sh", "-c", probe], env: { PATH: "/usr/bin:/bin" }, timeoutMs: 30_000, onLine: (l) => lines.push(l) });
     assert.equal(exit.code, 0, lines.join("\n"));
@@ -105,6 +106,7 @@ describe("build confinement", () => {
     assert.ok(lines.includes("usr-read-only") && lines.includes("root-read-only"), lines.join("\n"));
     assert.ok(lines.some((l) => /^CapEff:\s+0+$/.test(l)), lines.join("\n"));
     assert.ok(lines.includes("net-interfaces=1"), `only loopback: ${lines.join("\n")}`);
+    assert.ok(lines.includes("Max processes 512 512 processes"), `RLIMIT_NPROC set: ${lines.join("\n")}`);
     assertNoCanary("sandbox probe", lines);
     await rm(work, { recursive: true, force: true });
   });

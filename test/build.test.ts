@@ -166,16 +166,45 @@ describe("build pipeline", () => {
     await expectBuildError(build({ dir }), "BUILD_FAILED", /package-lock\.json/);
   });
 
-  for (const [file, tool] of [["pnpm-lock.yaml", /pnpm/], ["yarn.lock", /Yarn/]] as const) {
-    test(`dependencies locked only by ${file} → UNSUPPORTED_LOCKFILE saying what to do`, async () => {
+  for (const [file, text, tool] of [["pnpm-lock.yaml", "lockfileVersion: '9.0'\n", /pnpm/], ["yarn.lock", "__metadata:\n  version: 8\n", /Yarn 2\+/]] as const) {
+    test(`dependencies locked only by ${file} (${tool.source}) → UNSUPPORTED_LOCKFILE saying what to do`, async () => {
       const dir = await project(`lock-${file}`, {
         "package.json": JSON.stringify({ name: "otherlock", dependencies: { ms: "^2.1.3" } }),
-        [file]: "# a lockfile of another tool\n",
+        [file]: text,
         "index.js": "module.exports.a = () => 1;\n",
       });
       await expectBuildError(build({ dir }), "UNSUPPORTED_LOCKFILE", new RegExp(file.replace(".", "\\.")), tool, /npm install --package-lock-only/);
     });
   }
+
+  test("a Yarn 1 yarn.lock installs with the pinned Yarn 1 in the build sandbox: frozen lockfile, engines checked", async () => {
+    const yarn = resolve("node_modules/yarn/bin/yarn.js");
+    const make = async (name: string, depEngines?: string) => {
+      const dir = await project(name, {
+        "package.json": JSON.stringify({ name, version: "1.0.0", dependencies: { "yarn-dep": "file:./yarn-dep" } }),
+        "yarn-dep/package.json": JSON.stringify({ name: "yarn-dep", version: "1.0.0", main: "index.js", ...(depEngines ? { engines: { node: depEngines } } : {}) }),
+        "yarn-dep/index.js": "module.exports = 'installed by yarn';\n",
+        "index.js": "const d = require('yarn-dep');\nmodule.exports.a = () => d;\n",
+      });
+      const r = spawnSync(process.execPath, [yarn, "install", "--ignore-scripts", "--ignore-engines", "--non-interactive", "--no-progress", "--cache-folder", join(root, "yarn-cache")], { cwd: dir, encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(await readFile(join(dir, "yarn.lock"), "utf8"), /yarn lockfile v1/);
+      return dir;
+    };
+    const dir = await make("yarn-one");
+    const { result, lines } = await build({ dir });
+    assert.ok(lines.some((l) => l.startsWith("$ yarn install --frozen-lockfile")), lines.join("\n"));
+    const bundle = await readFile(join(result.functions[0]!.artifactDir, result.functions[0]!.entry), "utf8");
+    assert.match(bundle, /installed by yarn/, "the dependency Yarn installed is bundled");
+
+    // The lockfile is the truth: a package.json that no longer matches it fails.
+    const stale = await make("yarn-stale");
+    await writeFile(join(stale, "package.json"), JSON.stringify({ name: "yarn-stale", version: "1.0.0", dependencies: { "yarn-dep": "file:./yarn-dep", other: "file:./yarn-dep" } }));
+    await expectBuildError(build({ dir: stale }), "BUILD_FAILED", /yarn install failed/, /lockfile/i);
+
+    const engines = await make("yarn-engines", ">=99");
+    await expectBuildError(build({ dir: engines }), "UNSUPPORTED_NODE_VERSION", /yarn-dep/);
+  });
 
   test("lifecycle scripts are off by default, on only when the project opts in, and run inside the build sandbox", async () => {
     // Inside the build sandbox the npm cache (/cache/npm = <dataDir>/cache/npm) is the only writable

@@ -5,7 +5,7 @@
  *
  * - the only writable paths are the build's work dir (mounted at `/build`: the unpacked project at
  *   `/build/src`, the bundle output at `/build/bundle`, npm's HOME at `/build/home`), a private
- *   tmpfs `/tmp`, and — for `npm ci` only — the shared npm cache (`/cache/npm`);
+ *   tmpfs `/tmp`, and — for the install only — the shared package cache (`/cache/npm` or `/cache/yarn`);
  * - nothing of the platform's data dir is visible (no master key, no store, no other build, no
  *   artifact); of the host only `/usr`, the node install, a handful of `/etc` files (DNS, TLS roots)
  *   and, for the bundler, esbuild's package and binary (read-only);
@@ -38,6 +38,8 @@ export const BUILD_SANDBOX_PATHS = {
   bundle: "/build/bundle",
   home: "/build/home",
   cache: "/cache/npm",
+  yarnCache: "/cache/yarn",
+  yarn: "/stratus/tools/yarn",
   worker: "/stratus/build-worker.cjs",
   esbuildPackage: "/stratus/node_modules/esbuild",
   esbuildBinary: "/stratus/esbuild",
@@ -46,6 +48,13 @@ export const BUILD_SANDBOX_PATHS = {
 /** Same list as the instances' (bwrap-args.ts): DNS and TLS roots, nothing secret. */
 const ETC_FILES = ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/localtime", "/etc/ssl/openssl.cnf", "/etc/ssl/certs", "/etc/ca-certificates"];
 const TOP_LEVEL = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+/** Processes + threads of all builds together (npm ≈ 15 threads, esbuild ≈ 10, node ≈ 11 each). */
+const BUILD_NPROC = 512;
+/** Open files per build process. */
+const BUILD_NOFILE = 8192;
+/** Largest single file a build may write, bytes (1 GiB). */
+const BUILD_FSIZE_BYTES = 1024 * 1024 * 1024;
 
 /** Largest result file the host reads back from the worker, bytes. */
 const MAX_RESULT_BYTES = 8 * 1024 * 1024;
@@ -70,8 +79,12 @@ export interface BuildSandboxOptions {
 export interface SandboxRun {
   /** Host path of the build's work dir (mounted read-write at /build). */
   readonly workDir: string;
-  /** Host path of the npm cache, mounted read-write at /cache/npm (install only). */
+  /** Host path of the package manager's cache, mounted read-write at `cacheMount` (install only). */
   readonly cacheDir?: string;
+  /** Where `cacheDir` is mounted (default /cache/npm). */
+  readonly cacheMount?: string;
+  /** Extra read-only binds `[host, inside]` (e.g. a package manager's own package). */
+  readonly roBinds?: readonly (readonly [string, string])[];
   readonly network: "registry" | "none";
   /** Command and arguments, as seen inside the sandbox. */
   readonly argv: readonly string[];
@@ -133,11 +146,12 @@ export function createBuildSandbox(options: BuildSandboxOptions = {}): BuildSand
   const nodePath = options.nodePath ?? process.execPath;
   const bwrapPath = options.bwrapPath ?? "/usr/bin/bwrap";
   const setprivPath = options.setprivPath ?? "/usr/bin/setpriv";
+  const prlimitPath = "/usr/bin/prlimit";
   const uid = options.uid ?? DEFAULT_BUILD_UID;
   const gid = options.gid ?? uid;
   const workerPath = options.workerPath ?? defaultWorkerPath();
   const tmpSizeBytes = (options.tmpSizeMb ?? 256) * 1024 * 1024;
-  for (const [what, p, hint] of [["bwrap", bwrapPath, "apt-get install bubblewrap"], ["setpriv", setprivPath, "apt-get install util-linux"], ["node", nodePath, ""], ["build worker", workerPath, "run `npm run build`"]] as const) {
+  for (const [what, p, hint] of [["bwrap", bwrapPath, "apt-get install bubblewrap"], ["setpriv", setprivPath, "apt-get install util-linux"], ["prlimit", prlimitPath, "apt-get install util-linux"], ["node", nodePath, ""], ["build worker", workerPath, "run `npm run build`"]] as const) {
     if (!existsSync(p)) throw new Error(`build sandbox: ${what} not found at ${p}${hint ? ` (${hint})` : ""}`);
   }
   let esbuild: { packageDir: string; binary: string } | null = null;
@@ -175,13 +189,19 @@ export function createBuildSandbox(options: BuildSandboxOptions = {}): BuildSand
       ...extraBinds,
       "--bind", r.workDir, BUILD_SANDBOX_PATHS.work,
     );
-    if (r.cacheDir !== undefined) b.push("--perms", "0755", "--dir", "/cache", "--bind", r.cacheDir, BUILD_SANDBOX_PATHS.cache);
+    if (r.cacheDir !== undefined) b.push("--perms", "0755", "--dir", "/cache", "--bind", r.cacheDir, r.cacheMount ?? BUILD_SANDBOX_PATHS.cache);
+    // Directories bwrap creates for mount points are 0700 when it runs as root: create parents 0755 first.
+    for (const [host, inside] of r.roBinds ?? []) b.push("--perms", "0755", "--dir", dirname(inside), "--ro-bind", host, inside);
     b.push(
       "--remount-ro", "/",
       "--chdir", r.cwd,
       setprivPath,
       "--reuid", String(uid), "--regid", String(gid), "--clear-groups",
       "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
+      // Per-process limits (no cgroup here): RLIMIT_NPROC counts every process and thread of the
+      // build uid, i.e. of all builds together, which stops a fork bomb in an allowed install script;
+      // RLIMIT_FSIZE caps any one file written (the work dir's total is bounded by the disk).
+      prlimitPath, `--nproc=${BUILD_NPROC}`, `--nofile=${BUILD_NOFILE}`, `--fsize=${BUILD_FSIZE_BYTES}`, "--",
       ...r.argv,
     );
     return b;

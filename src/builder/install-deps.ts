@@ -6,10 +6,12 @@
  * platform's env leaks into npm or install scripts), a timeout, and every output line streamed to `onLog`.
  *
  * Policy (see docs/build.md): a project with dependencies must ship `package-lock.json` (or
- * `npm-shrinkwrap.json`); without one the build fails with BUILD_FAILED rather than resolving versions
- * at deploy time, so what runs is what was tested.
+ * `npm-shrinkwrap.json`), or a Yarn 1 `yarn.lock` (installed with the pinned Yarn 1 the platform ships);
+ * without one the build fails rather than resolving versions at deploy time, so what runs is what was
+ * tested. pnpm, Yarn 2+ and Bun lockfiles are refused with UNSUPPORTED_LOCKFILE saying what to do.
  */
 import { chown, lstat, mkdir, readdir, readFile, stat } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import semver from "semver";
 import { StratusError } from "../shared/errors";
@@ -94,16 +96,25 @@ export interface InstallOptions {
 }
 
 /**
- * Runs `npm ci` in the project, inside the build sandbox (build-sandbox.ts).
- * @throws StratusError BUILD_FAILED (no lockfile, npm failed, timed out, aborted).
+ * Installs the project's dependencies inside the build sandbox (build-sandbox.ts): `npm ci` from
+ * package-lock.json / npm-shrinkwrap.json, else Yarn 1 (`yarn install --frozen-lockfile`) from a Yarn 1
+ * yarn.lock. Other lockfiles are refused with what to do.
+ * @throws StratusError BUILD_FAILED (no lockfile, the install failed, timed out, aborted),
+ *   UNSUPPORTED_LOCKFILE (only pnpm / Yarn 2+ / Bun lockfiles), UNSUPPORTED_NODE_VERSION (a dependency's engines).
  */
 export async function installDependencies(options: InstallOptions): Promise<void> {
   const dir = join(options.workDir, "src");
   const hasLock = (f: string) => stat(join(dir, f)).then(() => true, () => false);
   if (!(await hasLock("package-lock.json")) && !(await hasLock("npm-shrinkwrap.json"))) {
+    if (await hasLock("yarn.lock")) {
+      const head = (await readFile(join(dir, "yarn.lock"), "utf8")).slice(0, 4096);
+      // Yarn 2+ ("berry") lockfiles carry a __metadata block; Yarn 1's say "yarn lockfile v1".
+      if (!/^__metadata:/m.test(head)) return installWithYarn1(options);
+      throw new StratusError("UNSUPPORTED_LOCKFILE", "The project's yarn.lock is a Yarn 2+ lockfile: Stratus installs with npm or Yarn 1 only (Yarn 2+ defaults to Plug'n'Play, which leaves no node_modules to bundle). Run `npm install --package-lock-only` in the project and deploy the package-lock.json it writes", { details: { lockfile: "yarn.lock", tool: "Yarn 2+" } });
+    }
     for (const [file, tool] of OTHER_LOCKFILES) {
       if (await hasLock(file)) {
-        throw new StratusError("UNSUPPORTED_LOCKFILE", `The project has ${file} (${tool}) but no package-lock.json: Stratus installs dependencies with \`npm ci\` only. Run \`npm install --package-lock-only\` in the project and deploy the package-lock.json it writes (keep ${file} if you like; it is not read)`, { details: { lockfile: file, tool } });
+        throw new StratusError("UNSUPPORTED_LOCKFILE", `The project has ${file} (${tool}) but no package-lock.json: Stratus installs dependencies with \`npm ci\` (or Yarn 1) only. Run \`npm install --package-lock-only\` in the project and deploy the package-lock.json it writes (keep ${file} if you like; it is not read)`, { details: { lockfile: file, tool } });
       }
     }
     throw new StratusError("BUILD_FAILED", "package.json declares dependencies but there is no package-lock.json: run `npm install` locally and deploy the lockfile with the project");
@@ -150,8 +161,53 @@ export async function installDependencies(options: InstallOptions): Promise<void
   }
 }
 
+/** The pinned Yarn 1 the platform ships (the `yarn` npm package, a dependency of Stratus). */
+function yarn1PackageDir(): string {
+  return dirname(dirname(createRequire(import.meta.url).resolve("yarn/bin/yarn.js")));
+}
+
+/**
+ * Yarn 1 in the build sandbox: `--frozen-lockfile` (the lockfile is the truth; a mismatch fails),
+ * `--ignore-scripts` unless allowed, engines checked (Yarn 1 fails on a mismatch by default), its own
+ * cache at `<dataDir>/cache/yarn` (beside npm's).
+ */
+async function installWithYarn1(options: InstallOptions): Promise<void> {
+  const cacheDir = join(dirname(options.cacheDir), "yarn");
+  await mkdir(cacheDir, { recursive: true });
+  await handCacheTo(cacheDir, options.sandbox.uid, options.sandbox.gid);
+  await mkdir(join(options.workDir, "home"), { recursive: true });
+  await chown(join(options.workDir, "home"), options.sandbox.uid, options.sandbox.gid);
+  const args = ["install", "--frozen-lockfile", "--non-interactive", "--no-progress", "--production=false", "--cache-folder", BUILD_SANDBOX_PATHS.yarnCache];
+  if (!options.allowScripts) args.push("--ignore-scripts");
+  options.onLog(`$ yarn ${args.join(" ")}   (Yarn 1.22.22, from yarn.lock)${options.allowScripts ? "   (lifecycle scripts allowed by package.json stratus.allowScripts)" : ""}`);
+  const errorLines: string[] = [];
+  const exit = await options.sandbox.run({
+    workDir: options.workDir, cacheDir, cacheMount: BUILD_SANDBOX_PATHS.yarnCache, network: "registry", cwd: BUILD_SANDBOX_PATHS.src,
+    roBinds: [[yarn1PackageDir(), BUILD_SANDBOX_PATHS.yarn]],
+    argv: [process.execPath, `${BUILD_SANDBOX_PATHS.yarn}/bin/yarn.js`, ...args],
+    env: {
+      PATH: `${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, HOME: BUILD_SANDBOX_PATHS.home, LANG: "C.UTF-8",
+      YARN_IGNORE_PATH: "1", YARN_ENABLE_TELEMETRY: "0", YARN_DISABLE_SELF_UPDATE_CHECK: "1",
+    },
+    timeoutMs: options.timeoutMs ?? 300_000, signal: options.signal,
+    onLine: (line) => {
+      options.onLog(line);
+      if (/^error /.test(line) && errorLines.length < 40) errorLines.push(line);
+    },
+  });
+  if (exit.killed !== null) throw new StratusError("BUILD_FAILED", exit.killed.startsWith("timed out") ? `yarn install ${exit.killed}` : exit.killed);
+  if (exit.code !== 0 && errorLines.some((l) => /engine "node" is incompatible/.test(l))) {
+    const what = errorLines.filter((l) => /engine "node" is incompatible/.test(l)).map((l) => l.replace(/^error\s*/, "")).slice(0, 6);
+    throw new StratusError("UNSUPPORTED_NODE_VERSION", `A dependency does not support Node ${process.version} (its package.json "engines"): ${what.join("; ")}`, { details: { yarn: what } });
+  }
+  if (exit.code !== 0) {
+    const useful = errorLines.filter((l) => !/Visit https:\/\/yarnpkg/.test(l)).slice(0, 8);
+    throw new StratusError("BUILD_FAILED", `yarn install failed (${exit.signal ?? `exit ${exit.code}`}): ${(useful.length > 0 ? useful : exit.tail).join(" | ") || "no output"}`);
+  }
+}
+
 /** Lockfiles of other package managers, recognised only to say what to do instead. */
-const OTHER_LOCKFILES = [["pnpm-lock.yaml", "pnpm"], ["yarn.lock", "Yarn"], ["bun.lockb", "Bun"], ["bun.lock", "Bun"]] as const;
+const OTHER_LOCKFILES = [["pnpm-lock.yaml", "pnpm"], ["bun.lockb", "Bun"], ["bun.lock", "Bun"]] as const;
 
 const NPM_BOILERPLATE = /A complete log of this run|^npm (error|ERR!)\s*$|aliases:|Run "npm help|^npm (error|ERR!) (Usage|npm ci)\b|^npm (error|ERR!)\s+(npm ci|Clean install|Options:|\[)/;
 

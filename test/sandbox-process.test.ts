@@ -51,6 +51,8 @@ runDriverConformance(
   {
     fixturesDir: fixtures,
     hostSecretPaths: ["/root", "/work", "/var/lib"],
+    hostTools: true,
+    writableDirs: ["/stratus/run"],
     leftovers: (inst) => leftoversOf(conf!.driver, conf!.stateDir)(inst),
   },
 );

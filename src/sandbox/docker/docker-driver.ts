@@ -50,7 +50,8 @@ import { parseOutputLine, splitLines } from "../output-lines";
 import { findDiscoveryPayload, parseDiscoveryRun } from "../discovery-output";
 import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
 import { createStartGate, untilAborted } from "../start-gate";
-import { createSlotMounts } from "../slot-mounts";
+import { createSlotMounts, isMountPoint } from "../slot-mounts";
+import { startMountHelper, type MountHelper } from "../mount-helper";
 
 const MiB = 1024 * 1024;
 /** Memory limit of a discovery run, MB (as the process driver). */
@@ -207,6 +208,23 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   const log = options.logger ?? createSilentLogger();
   const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);
+  /**
+   * The socket root is a tmpfs mounted noexec, nosuid, nodev (once, by the mount helper): Docker's bind
+   * options have no noexec, but a bind keeps its source mount's flags, so a socket dir bound from here
+   * is noexec inside the container too (a function cannot write a binary there and run it).
+   * 64 MiB shared by every socket dir of this driver; the pages count against the writer's memory cgroup.
+   */
+  let socketRootMount: Promise<MountHelper> | null = null;
+  const ensureSocketRoot = (): Promise<MountHelper> => {
+    socketRootMount ??= (async () => {
+      const helper = startMountHelper();
+      await mkdir(socketRoot, { recursive: true, mode: 0o700 });
+      if (!isMountPoint(socketRoot)) await helper.mountTmpfs(socketRoot, "size=65536k,mode=0700");
+      return helper;
+    })();
+    socketRootMount.catch(() => (socketRootMount = null));
+    return socketRootMount;
+  };
   /** Ids of live pool slots, idle or specialised (reconcile must leave their containers alone). */
   const slotIds = new Set<string>();
   const auth = options.registryAuth === undefined
@@ -480,6 +498,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     try {
       const image = await baseImage();
       const networkMode = network === "none" ? "none" : await functionNetwork();
+      await ensureSocketRoot();
       const codeDir = await slotMounts.create(slotId);
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
       await chown(socketDir, 65534, 65534);
@@ -643,6 +662,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       startingImage = true;
       await ensureImage(image);
       const networkMode = spec.config.network === "none" ? "none" : await functionNetwork();
+      await ensureSocketRoot();
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
       // The function's user creates the socket; only it and root (the gateway) may enter the directory.
       await chown(socketDir, 65534, 65534);
@@ -852,6 +872,13 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     await Promise.all([...instances.values()].map((t) => t.destroy()));
     // Leave no mount behind on the host: the socket root must stay removable.
     await slotMounts.close();
+    const helper = await socketRootMount?.catch(() => null);
+    socketRootMount = null;
+    if (helper || isMountPoint(socketRoot)) {
+      const h = helper ?? startMountHelper();
+      await h.unmount(socketRoot).catch((err: unknown) => log.warn({ err, dir: socketRoot }, "unmounting the socket root failed"));
+      h.close();
+    }
   }
 
   const prewarm: PrewarmStatus = { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill(), counts: () => ({ ...counts }) };

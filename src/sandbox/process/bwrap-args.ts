@@ -44,9 +44,12 @@ export interface SandboxCommandInput {
   /** `cgroup.procs` files the wrapper writes its pid into before exec. */
   readonly procsFiles: readonly string[];
   readonly network: "outbound" | "none";
-  readonly tmpSizeBytes: number;
+  /** Host dir bound at /tmp: the instance box's noexec tmpfs (./instance-box.ts). */
+  readonly tmpDir: string;
   /** Extra node flags (e.g. `--max-old-space-size=192`). */
   readonly nodeArgs: readonly string[];
+  /** Host file holding the seccomp program (./seccomp.ts), handed to bwrap as fd 9 (`--seccomp 9`). */
+  readonly seccompPath: string;
 }
 
 /**
@@ -59,6 +62,9 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
     ...(input.network === "none" ? ["--unshare-net"] : []),
     "--die-with-parent", "--new-session", "--hostname", "stratus",
+    // bwrap reads the program from fd 9 (opened by the wrapper below), closes it and loads it right
+    // before exec: every process and thread of the sandbox runs under it.
+    "--seccomp", "9",
     // Only setpriv inside uses these two, to switch to the instance uid; it then clears every set.
     "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
     "--ro-bind", "/usr", "/usr",
@@ -76,7 +82,7 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
   for (const p of ETC_FILES) b.push("--ro-bind-try", p, p);
   b.push(
     "--proc", "/proc", "--dev", "/dev",
-    "--size", String(input.tmpSizeBytes), "--perms", "1777", "--tmpfs", "/tmp",
+    "--bind", input.tmpDir, "/tmp",
     "--perms", "0755", "--dir", "/stratus",
     "--ro-bind", input.runtimePath, SANDBOX_PATHS.runtime,
     "--ro-bind", input.artifactDir, SANDBOX_PATHS.code,
@@ -90,6 +96,6 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
   );
   // The wrapper joins every cgroup before exec, so no child of the sandbox is ever outside them
   // (writing the pid of an already running bwrap races with its forks). Exit 125 = could not join.
-  const script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
-  return ["/bin/sh", ["-c", script, "sh", String(input.procsFiles.length), ...input.procsFiles, input.bwrapPath, ...b]];
+  const script = 'f=$1; shift; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@" 9<"$f"';
+  return ["/bin/sh", ["-c", script, "sh", input.seccompPath, String(input.procsFiles.length), ...input.procsFiles, input.bwrapPath, ...b]];
 }

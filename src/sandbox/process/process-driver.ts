@@ -7,7 +7,7 @@
  * while it is there; `exited` resolves after both are removed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -24,6 +24,8 @@ import { parseDiscoveryRun } from "../discovery-output";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
 import { installOutboundRules } from "./network";
+import { buildSeccompFilter, encodeSeccompFilter } from "./seccomp";
+import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";
 import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
 import { createStartGate, untilAborted } from "../start-gate";
@@ -146,12 +148,19 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux)`);
   }
   if (!setprivPath.startsWith("/usr/")) throw new Error("process driver: setpriv must live under /usr (it runs inside the sandbox)");
+  // The seccomp program every sandbox loads (throws on an architecture without a syscall table: no
+  // sandbox ever runs unfiltered). Written once; bwrap reads it through fd 9 at each start.
+  const seccompPath = join(options.stateDir, "seccomp.bpf");
+  mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
+  writeFileSync(seccompPath, encodeSeccompFilter(buildSeccompFilter()), { mode: 0o600 });
   const layout = detectCgroupLayout(options.cgroupFsRoot);
   const cgroups = new CgroupManager(layout, options.cgroupRoot ?? "stratus");
   const socketsRoot = join(options.stateDir, "sockets");
   /** Every sandbox by its current id; null while its cgroup is being created (reconcile must leave it alone). */
   const live = new Map<string, Sandbox | null>();
   const slotMounts = createSlotMounts(options.stateDir, log);
+  /** Per-sandbox noexec tmpfs holding /tmp and the socket dir; `sockets/<id>` is a symlink into it. */
+  const boxes = createInstanceBoxes(options.stateDir, log);
   /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
   const discovering = new Set<string>();
   let closed = false;
@@ -184,19 +193,22 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     }
     const limits = { memoryMb, pidsMax, cpuWeight: Math.min(10_000, Math.max(1, Math.round((memoryMb / 256) * 100))) };
     let cgroup: InstanceCgroup;
+    let box: InstanceBox;
     try {
-      mkdirSync(socketsRoot, { recursive: true, mode: 0o700 });
-      rmSync(socketDir, { recursive: true, force: true });
-      mkdirSync(socketDir, { mode: 0o700 });
-      chownSync(socketDir, uid, gid);
+      box = await prepareBox(internalId, socketDir);
+    } catch (err) {
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
+    }
+    try {
       cgroup = cgroups.create(internalId, limits);
     } catch (err) {
-      rmSync(socketDir, { recursive: true, force: true });
+      rmSync(socketDir, { force: true });
+      await boxes.remove(internalId);
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
     }
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir,
-      uid, gid, procsFiles: cgroup.procsFiles, network, tmpSizeBytes,
+      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir: box.run,
+      uid, gid, procsFiles: cgroup.procsFiles, network, tmpDir: box.tmp, seccompPath,
       // Node inside the sandbox cannot see the cgroup limit (no /sys): size the heap to ~75 % of it so V8
       // fails with a clear heap OOM before the kernel kills it. Fixed at start: one reason pool slots are keyed by memory.
       nodeArgs: [`--max-old-space-size=${Math.max(16, Math.floor(memoryMb * 0.75))}`],
@@ -271,6 +283,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
       await sb.cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "removing the cgroup failed"));
       rmSync(sb.socketDir, { recursive: true, force: true });
+      await boxes.remove(sb.internalId);
       if (sb.slotDir !== null) await removeSlotDir(sb.internalId);
       live.delete(sb.id);
       let reason = sb.state.reason;
@@ -287,6 +300,21 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       return value;
     })();
     return sb;
+  }
+
+  /** Mounts `id`'s box and points the socket dir path (`sockets/<id>`, what the endpoint names) at its run/. */
+  async function prepareBox(id: string, socketDir: string): Promise<InstanceBox> {
+    mkdirSync(socketsRoot, { recursive: true, mode: 0o700 });
+    rmSync(socketDir, { recursive: true, force: true });
+    await boxes.remove(id);
+    const box = await boxes.create(id, tmpSizeBytes, uid, gid);
+    try {
+      symlinkSync(box.run, socketDir);
+    } catch (err) {
+      await boxes.remove(id);
+      throw err;
+    }
+    return box;
   }
 
   const destroySandbox = async (sb: Sandbox): Promise<InstanceExit> => {
@@ -533,18 +561,22 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   async function runDiscovery(id: string, spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
     const socketDir = join(socketsRoot, id);
     let cgroup: InstanceCgroup;
+    let box: InstanceBox;
     try {
-      mkdirSync(socketsRoot, { recursive: true, mode: 0o700 });
-      mkdirSync(socketDir, { mode: 0o700 });
-      chownSync(socketDir, uid, gid);
+      box = await prepareBox(id, socketDir);
+    } catch (err) {
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the discovery sandbox: ${(err as Error).message}`, { cause: err });
+    }
+    try {
       cgroup = cgroups.create(id, { memoryMb: DISCOVERY_MEMORY_MB, pidsMax, cpuWeight: 100 });
     } catch (err) {
-      rmSync(socketDir, { recursive: true, force: true });
+      rmSync(socketDir, { force: true });
+      await boxes.remove(id);
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the discovery sandbox: ${(err as Error).message}`, { cause: err });
     }
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: spec.artifactDir, socketDir,
-      uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpSizeBytes,
+      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: spec.artifactDir, socketDir: box.run,
+      uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpDir: box.tmp, seccompPath,
       nodeArgs: [`--max-old-space-size=${Math.floor(DISCOVERY_MEMORY_MB * 0.75)}`],
     });
     const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", [ENV.discover]: "1", [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}` };
@@ -580,6 +612,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await cgroup.killAll().catch(() => {});
       await cgroup.remove().catch((err: unknown) => log.error({ err, id }, "removing the discovery cgroup failed"));
       rmSync(socketDir, { recursive: true, force: true });
+      await boxes.remove(id);
       if (oom > 0) code = 137;
     }
     if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
@@ -607,6 +640,14 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       rmSync(join(socketsRoot, id), { recursive: true, force: true });
       removed.add(id);
     }
+    // Boxes of a killed run (or of a failed cleanup): unmount and remove.
+    const owned = new Set<string>([...live.keys(), ...discovering]);
+    for (const sb of live.values()) if (sb) owned.add(sb.internalId);
+    for (const id of boxes.list()) {
+      if (owned.has(id)) continue;
+      await boxes.remove(id);
+      removed.add(id);
+    }
     // Slot mount points of a killed run: unmount whatever is mounted there, then remove them.
     for (const id of slotMounts.list()) {
       if (live.has(id)) continue;
@@ -626,6 +667,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     }));
     // Leave no mount behind on the host: the state dir must stay removable.
     await slotMounts.close();
+    boxes.close();
   }
 
   return {

@@ -24,7 +24,7 @@ import { parseFunctionConfig, type FunctionConfigInput } from "../shared/functio
 export const CONFORMANCE_CASES = [
   "serves-http", "load-failure", "idempotent-stop", "exit-reasons", "logs", "memory-limit", "heap-limit", "pids-limit",
   "isolation-fs-env", "isolation-processes", "network-outbound", "network-none", "nothing-left", "stats", "discover", "discover-problems",
-  "seccomp", "noexec",
+  "seccomp", "noexec", "nofile",
 ] as const;
 export type ConformanceCase = (typeof CONFORMANCE_CASES)[number];
 
@@ -316,6 +316,20 @@ export function runDriverConformance(
       const dirs = ["/tmp", ...(options.writableDirs ?? [])];
       for (const d of dirs) assert.equal(out.exec[d], "EACCES", `exec of a binary written to ${d} fails with EACCES: ${JSON.stringify(out.exec)}`);
       for (const [d, r] of Object.entries(out.exec)) assert.ok(r === "EACCES" || r.startsWith("write:"), `${d}: exec refused or not writable (${r})`);
+    });
+
+    cases("nofile", async () => {
+      const byDefault = await start(spec("kernel"));
+      const d = (await json(byDefault, "/")) as unknown as KernelReport;
+      assert.deepEqual(d.nofile, { soft: 1024, hard: 1024 }, "RLIMIT_NOFILE defaults to the function config's 1024");
+      await byDefault.destroy();
+      const inst = await start(spec("fdbomb", { maxOpenFiles: 128 }));
+      const out = (await json(inst, "/")) as { opened: number; error: string | null };
+      assert.equal(out.error, "EMFILE", `opening files stops at the limit: ${JSON.stringify(out)}`);
+      assert.ok(out.opened > 50 && out.opened < 128, `opened ${out.opened} of at most 128 (the runtime holds some)`);
+      const k = await start(spec("kernel", { maxOpenFiles: 128 }));
+      assert.deepEqual(((await json(k, "/")) as unknown as KernelReport).nofile, { soft: 128, hard: 128 });
+      assert.equal((await invokeInstance(inst, "/")).status, 200, "the instance survives hitting its limit");
     });
 
     cases("isolation-processes", async () => {

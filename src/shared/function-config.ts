@@ -28,6 +28,7 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "env", unit: "", default: {}, range: "names [A-Za-z_][A-Za-z0-9_]*, not STRATUS_*", doc: "Plain environment variables given to the function's instances." },
   { field: "public", unit: "", default: true, range: "boolean", doc: "true: anyone with the URL may invoke. false: invocations need a bearer token." },
   { field: "network", unit: "", default: "outbound", range: "outbound | none", doc: "outbound: the function may open outbound connections (never to the platform). none: no network at all." },
+  { field: "maxOpenFiles", unit: "files", default: 1024, range: "64 – 65536", doc: "RLIMIT_NOFILE (soft and hard) of each instance: opening more fails with EMFILE inside the function only." },
 ] as const;
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -51,6 +52,7 @@ export const FunctionConfigSchema = z
       .default({}),
     public: z.boolean().default(true),
     network: z.enum(NETWORK_POLICIES).default("outbound"),
+    maxOpenFiles: int(64, 65_536).default(1024),
   })
   .refine((c) => c.minInstances <= c.maxInstances, { message: "minInstances must not exceed maxInstances", path: ["minInstances"] });
 

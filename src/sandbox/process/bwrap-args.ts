@@ -48,6 +48,8 @@ export interface SandboxCommandInput {
   readonly tmpDir: string;
   /** Extra node flags (e.g. `--max-old-space-size=192`). */
   readonly nodeArgs: readonly string[];
+  /** RLIMIT_NOFILE, soft and hard, set by the wrapper before bwrap (inherited by everything inside). */
+  readonly maxOpenFiles: number;
   /** Host file holding the seccomp program (./seccomp.ts), handed to bwrap as fd 9 (`--seccomp 9`). */
   readonly seccompPath: string;
 }
@@ -96,6 +98,7 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
   );
   // The wrapper joins every cgroup before exec, so no child of the sandbox is ever outside them
   // (writing the pid of an already running bwrap races with its forks). Exit 125 = could not join.
-  const script = 'f=$1; shift; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@" 9<"$f"';
-  return ["/bin/sh", ["-c", script, "sh", input.seccompPath, String(input.procsFiles.length), ...input.procsFiles, input.bwrapPath, ...b]];
+  // `ulimit -n` without -H/-S sets both limits, so nothing inside can raise it again.
+  const script = 'f=$1; shift; ulimit -n "$1" || exit 125; shift; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@" 9<"$f"';
+  return ["/bin/sh", ["-c", script, "sh", input.seccompPath, String(input.maxOpenFiles), String(input.procsFiles.length), ...input.procsFiles, input.bwrapPath, ...b]];
 }

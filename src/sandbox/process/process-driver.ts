@@ -101,6 +101,8 @@ export interface ProcessDriver extends SandboxDriver {
 const MALLOC_TUNABLES = "glibc.malloc.trim_threshold=524288";
 /** Memory limit of a discovery run, MB. */
 const DISCOVERY_MEMORY_MB = 256;
+/** RLIMIT_NOFILE of a discovery run (the function config default). */
+const DISCOVERY_MAX_OPEN_FILES = 1024;
 /** Lines of output kept to explain a failed start. */
 const TAIL_LINES = 20;
 
@@ -175,14 +177,14 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   log.debug({ cgroupMode: layout.mode, cgroupRoot: cgroups.rootName }, "process driver created");
 
   /** Everything fixed when a sandbox process starts: the pool key of a slot. */
-  const poolKeyOf = (memoryMb: number, network: "outbound" | "none"): string => `${memoryMb}:${network}`;
+  const poolKeyOf = (memoryMb: number, network: "outbound" | "none", maxOpenFiles: number): string => `${memoryMb}:${network}:${maxOpenFiles}`;
 
   /**
    * Starts one sandbox process: socket dir, cgroup, bwrap. `fresh` loads the function from the start;
    * `generic` starts a pre-warm slot (code dir = an empty, per-slot mount point, specialisation fd 3).
    * The caller waits on `sb.readyPromise` / `sb.genericPromise` and `sb.exited`.
    */
-  async function launch(internalId: string, memoryMb: number, network: "outbound" | "none", mode: { kind: "fresh"; spec: InstanceSpec } | { kind: "generic"; codeDir: string }): Promise<Sandbox> {
+  async function launch(internalId: string, memoryMb: number, network: "outbound" | "none", maxOpenFiles: number, mode: { kind: "fresh"; spec: InstanceSpec } | { kind: "generic"; codeDir: string }): Promise<Sandbox> {
     const socketDir = join(socketsRoot, internalId);
     if (network === "outbound") {
       try {
@@ -208,7 +210,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     }
     const [file, args] = buildSandboxCommand({
       bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir: box.run,
-      uid, gid, procsFiles: cgroup.procsFiles, network, tmpDir: box.tmp, seccompPath,
+      uid, gid, procsFiles: cgroup.procsFiles, network, tmpDir: box.tmp, seccompPath, maxOpenFiles,
       // Node inside the sandbox cannot see the cgroup limit (no /sys): size the heap to ~75 % of it so V8
       // fails with a clear heap OOM before the kernel kills it. Fixed at start: one reason pool slots are keyed by memory.
       nodeArgs: [`--max-old-space-size=${Math.max(16, Math.floor(memoryMb * 0.75))}`],
@@ -327,14 +329,14 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   /** Creates a pre-warm slot for `key`: a generic sandbox whose /fn is an empty per-slot mount point. */
   async function createSlot(key: string): Promise<Sandbox> {
     if (closed) throw new StratusError("SHUTTING_DOWN");
-    const [memory, network] = key.split(":") as [string, "outbound" | "none"];
+    const [memory, network, nofile] = key.split(":") as [string, "outbound" | "none", string];
     const slotId = `pw-${randomBytes(6).toString("hex")}`;
     const codeDir = await slotMounts.create(slotId);
     live.set(slotId, null);
     const release = await bootGate();
     let sb: Sandbox;
     try {
-      sb = await launch(slotId, Number(memory), network, { kind: "generic", codeDir });
+      sb = await launch(slotId, Number(memory), network, Number(nofile), { kind: "generic", codeDir });
     } catch (err) {
       release();
       live.delete(slotId);
@@ -367,7 +369,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     {
       size: options.prewarm ?? 0,
       maxSize: options.prewarmMax,
-      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound"),
+      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound", 1024),
       onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
     },
   );
@@ -424,7 +426,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     if (Buffer.byteLength(join(socketsRoot, spec.instanceId, SANDBOX_PATHS.socketName)) > 107) throw new StratusError("INSTANCE_START_FAILED", `socket path too long: use a shorter stateDir`);
     startOptions.signal?.throwIfAborted();
 
-    const key = poolKeyOf(spec.config.memory, spec.config.network);
+    const key = poolKeyOf(spec.config.memory, spec.config.network, spec.config.maxOpenFiles);
     try {
       let sb: Sandbox | undefined = pool.take(key);
       const booting = sb ? undefined : pool.claimBooting(key);
@@ -459,7 +461,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       try {
         if (closed) throw new StratusError("SHUTTING_DOWN");
         startOptions.signal?.throwIfAborted();
-        sb = await launch(spec.instanceId, spec.config.memory, spec.config.network, { kind: "fresh", spec });
+        sb = await launch(spec.instanceId, spec.config.memory, spec.config.network, spec.config.maxOpenFiles, { kind: "fresh", spec });
       } catch (err) {
         release();
         live.delete(spec.instanceId);
@@ -576,7 +578,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     }
     const [file, args] = buildSandboxCommand({
       bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: spec.artifactDir, socketDir: box.run,
-      uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpDir: box.tmp, seccompPath,
+      uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpDir: box.tmp, seccompPath, maxOpenFiles: DISCOVERY_MAX_OPEN_FILES,
       nodeArgs: [`--max-old-space-size=${Math.floor(DISCOVERY_MEMORY_MB * 0.75)}`],
     });
     const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", [ENV.discover]: "1", [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}` };

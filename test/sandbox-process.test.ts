@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, rmdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
 import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance";
@@ -33,6 +33,9 @@ const newDriver = (suffix: string, extra: { pidsMax?: number } = {}): { driver: 
     },
   };
 };
+
+/** Mount points under `dir` in this mount namespace. */
+const mountsUnder = (dir: string): string[] => readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4] ?? "").filter((p) => p.startsWith(`${dir}/`));
 
 const leftoversOf = (driver: ProcessDriver, stateDir: string) => async (inst: Instance): Promise<string[]> => {
   const out: string[] = [];
@@ -114,8 +117,38 @@ test("reconcile after the node process was SIGKILLed removes every process, cgro
       assert.equal(readFileSync(join(d, "cgroup.procs"), "utf8").trim(), "", `no process left in ${d}`);
     }
     assert.equal(existsSync(join(stateDir, "sockets", "orphan-1")), false, "stale socket dirs are removed");
+    assert.deepEqual(mountsUnder(stateDir), [], "the killed run's instance boxes (tmpfs) are unmounted");
+    assert.deepEqual(readdirSync(join(stateDir, "box")), [], "and removed");
     assert.deepEqual(await driver.reconcile(), { removed: 0 }, "reconcile is idempotent");
   } finally {
+    await cleanup();
+  }
+});
+
+test("cgroup roots: a clean close removes the driver's empty root; reconcile removes empty sibling roots, never busy ones", { timeout: 60_000 }, async () => {
+  const { driver, cleanup } = newDriver("roots");
+  const siblings = driver.cgroups.rootDirs().map((d) => join(d, "..", `${rootName}-leftover`));
+  const busy = driver.cgroups.rootDirs().map((d) => join(d, "..", `${rootName}-busy`));
+  const unrelated = driver.cgroups.rootDirs().map((d) => join(d, "..", `sbh-unrelated-${process.pid}`));
+  try {
+    for (const d of [...siblings, ...unrelated]) mkdirSync(d);
+    for (const d of busy) mkdirSync(join(d, "child"), { recursive: true });
+    const inst = await driver.start({ instanceId: "roots-1", functionName: "hello", version: "1", artifactDir: fixtures, entry: "probe.js", exportName: "hello", config: parseFunctionConfig("hello", {}), env: {} });
+    assert.equal((await invokeInstance(inst, "/")).body, "Hello");
+    await driver.reconcile();
+    for (const d of siblings) assert.equal(existsSync(d), false, `empty leftover root ${d} removed`);
+    for (const d of busy) assert.equal(existsSync(join(d, "child")), true, `a root with a child cgroup stays: ${d}`);
+    for (const d of unrelated) assert.equal(existsSync(d), true, `a root without our prefix stays: ${d}`);
+    for (const d of driver.cgroups.rootDirs()) assert.equal(existsSync(d), true, "our own root stays while the driver runs");
+    await inst.close(5000);
+    await driver.close();
+    for (const d of driver.cgroups.rootDirs()) assert.equal(existsSync(d), false, `a clean close leaves no empty root: ${d}`);
+  } finally {
+    for (const d of busy) {
+      if (existsSync(join(d, "child"))) rmdirSync(join(d, "child"));
+      if (existsSync(d)) rmdirSync(d);
+    }
+    for (const d of [...siblings, ...unrelated]) if (existsSync(d)) rmdirSync(d);
     await cleanup();
   }
 });

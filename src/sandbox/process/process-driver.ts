@@ -46,6 +46,11 @@ export interface ProcessDriverOptions {
   readonly gid?: number;
   /** Name of our cgroup subtree (default "stratus"); reconcile kills everything in it. */
   readonly cgroupRoot?: string;
+  /**
+   * Reconcile removes empty cgroup roots named `<prefix>…` beside ours (leftovers of other data dirs);
+   * default: our root name up to its last "-" (`stratus-<hash>` → `stratus-`), "" to turn it off.
+   */
+  readonly leftoverCgroupPrefix?: string;
   /** Where cgroups are mounted (default /sys/fs/cgroup). */
   readonly cgroupFsRoot?: string;
   /** Tasks (processes + threads) per instance (default 128; Node itself uses ~11). */
@@ -158,6 +163,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const layout = detectCgroupLayout(options.cgroupFsRoot);
   const cgroups = new CgroupManager(layout, options.cgroupRoot ?? "stratus");
   const socketsRoot = join(options.stateDir, "sockets");
+  /** Sibling cgroup roots reconcile may remove when empty: `stratus-<hash>` → `stratus-`. */
+  const leftoverRootPrefix = options.leftoverCgroupPrefix ?? cgroups.rootName.slice(0, cgroups.rootName.lastIndexOf("-") + 1);
   /** Every sandbox by its current id; null while its cgroup is being created (reconcile must leave it alone). */
   const live = new Map<string, Sandbox | null>();
   const slotMounts = createSlotMounts(options.stateDir, log);
@@ -655,6 +662,9 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       if (live.has(id)) continue;
       await removeSlotDir(id);
     }
+    // Empty cgroup roots of other data dirs or killed runs (`stratus-<hash>` next to ours).
+    const gone = cgroups.removeEmptySiblings(leftoverRootPrefix);
+    if (gone.length > 0) log.info({ dirs: gone }, "reconcile: removed empty cgroup roots");
     return { removed: removed.size };
   }
 
@@ -670,6 +680,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     // Leave no mount behind on the host: the state dir must stay removable.
     await slotMounts.close();
     boxes.close();
+    // Nor an empty cgroup root (a discovery still running keeps it: rmdir refuses a busy cgroup).
+    if (discovering.size === 0) cgroups.removeRoot();
   }
 
   return {

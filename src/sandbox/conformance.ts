@@ -9,7 +9,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { request } from "node:http";
-import { createServer, type Server } from "node:net";
+import { connect, createServer, type Server } from "node:net";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { networkInterfaces, tmpdir } from "node:os";
@@ -375,6 +375,28 @@ export function runDriverConformance(
           assert.equal(out.connected, false, `${t.host}:${t.port} (a host port) is unreachable: ${JSON.stringify(out)}`);
         }
       });
+      // An abstract Unix socket of the host: no packet filter sees these, only a network namespace of
+      // the sandbox's own keeps them out of reach.
+      const name = `stratus-conf-decoy-${randomBytes(6).toString("hex")}`;
+      let hits = 0;
+      const decoy = createServer((c) => {
+        hits++;
+        c.on("error", () => {});
+        c.end("platform secret");
+      });
+      await new Promise<void>((resolve, reject) => decoy.listen({ path: `\0${name}` }, resolve).on("error", reject));
+      try {
+        const control = await new Promise<boolean>((resolve) => {
+          const c = connect({ path: `\0${name}` }, () => resolve(true)).on("error", () => resolve(false));
+          c.on("connect", () => c.destroy());
+        });
+        assert.equal(control, true, "the decoy answers on the host");
+        const out = await json(inst, `/?abstract=${name}`);
+        assert.equal(out.connected, false, `the host's abstract socket is unreachable: ${JSON.stringify(out)}`);
+        assert.equal(hits, 1, "only the host's own control connection reached the decoy");
+      } finally {
+        await new Promise((r) => decoy.close(r));
+      }
     });
 
     cases("network-none", async () => {

@@ -35,6 +35,8 @@ const TOP_LEVEL = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 export interface SandboxCommandInput {
   readonly bwrapPath: string;
   readonly setprivPath: string;
+  /** util-linux nsenter (default /usr/bin/nsenter). */
+  readonly nsenterPath?: string;
   readonly nodePath: string;
   readonly runtimePath: string;
   readonly artifactDir: string;
@@ -44,6 +46,8 @@ export interface SandboxCommandInput {
   /** `cgroup.procs` files the wrapper writes its pid into before exec. */
   readonly procsFiles: readonly string[];
   readonly network: "outbound" | "none";
+  /** Under "outbound": the sandbox's own network namespace (./netns.ts), joined with nsenter before bwrap. */
+  readonly netnsPath?: string;
   /** Host dir bound at /tmp: the instance box's noexec tmpfs (./instance-box.ts). */
   readonly tmpDir: string;
   /** Extra node flags (e.g. `--max-old-space-size=192`). */
@@ -100,5 +104,6 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
   // (writing the pid of an already running bwrap races with its forks). Exit 125 = could not join.
   // `ulimit -n` without -H/-S sets both limits, so nothing inside can raise it again.
   const script = 'f=$1; shift; ulimit -n "$1" || exit 125; shift; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@" 9<"$f"';
-  return ["/bin/sh", ["-c", script, "sh", input.seccompPath, String(input.maxOpenFiles), String(input.procsFiles.length), ...input.procsFiles, input.bwrapPath, ...b]];
+  const enter = input.network === "outbound" && input.netnsPath ? [input.nsenterPath ?? "/usr/bin/nsenter", `--net=${input.netnsPath}`, "--"] : [];
+  return ["/bin/sh", ["-c", script, "sh", input.seccompPath, String(input.maxOpenFiles), String(input.procsFiles.length), ...input.procsFiles, ...enter, input.bwrapPath, ...b]];
 }

@@ -12,7 +12,7 @@ import type { Writable } from "node:stream";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { once } from "node:events";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { DiscoveredFunction, DiscoverySpec, Instance, InstanceExit, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver, StartOptions, ExitReason } from "../driver";
 import { StratusError } from "../../shared/errors";
@@ -23,7 +23,7 @@ import { parseOutputLine, splitLines } from "../output-lines";
 import { parseDiscoveryRun } from "../discovery-output";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
-import { installOutboundRules } from "./network";
+import { createSandboxNetworks, type SandboxNetns } from "./netns";
 import { buildSeccompFilter, encodeSeccompFilter } from "./seccomp";
 import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";
@@ -59,8 +59,13 @@ export interface ProcessDriverOptions {
   readonly tmpSizeMb?: number;
   /** Longest wait for READY, ms (default 10000). */
   readonly startTimeoutMs?: number;
-  /** iptables chain of the outbound policy (default "STRATUS-SANDBOX"). */
+  /** Prefix of the iptables chains of the outbound policy (default "STRATUS-NET": STRATUS-NET-IN, STRATUS-NET-FWD). */
   readonly iptablesChain?: string;
+  /**
+   * IPv4 subnet carved into one /30 per "outbound" sandbox (its own network namespace, veth, NAT; see
+   * ./netns.ts). Default 10.200.0.0/16. Two nodes on one host need disjoint subnets.
+   */
+  readonly sandboxSubnet?: string;
   /** Extra CIDRs instances may not reach under "outbound" (e.g. the cluster's private network). */
   readonly blockedCidrs?: readonly string[];
   readonly bwrapPath?: string;
@@ -151,8 +156,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const tmpSizeBytes = (options.tmpSizeMb ?? 64) * 1024 * 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
-  for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath]] as const) {
-    if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux)`);
+  for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath], ["nsenter", "/usr/bin/nsenter"], ["ip", "/usr/sbin/ip"]] as const) {
+    if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux iproute2)`);
   }
   if (!setprivPath.startsWith("/usr/")) throw new Error("process driver: setpriv must live under /usr (it runs inside the sandbox)");
   // The seccomp program every sandbox loads (throws on an architecture without a syscall table: no
@@ -173,14 +178,11 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
   const discovering = new Set<string>();
   let closed = false;
-  let rules: Promise<void> | null = null;
-  const ensureRules = (): Promise<void> => {
-    rules ??= installOutboundRules({ uid, chain: options.iptablesChain, blockedCidrs: options.blockedCidrs }).catch((err: unknown) => {
-      rules = null;
-      throw err;
-    });
-    return rules;
-  };
+  // Namespaces and veths carry a tag of this state dir, so reconcile finds a killed run's and no one else's.
+  const networks = createSandboxNetworks({
+    subnet: options.sandboxSubnet, tag: createHash("sha256").update(options.stateDir).digest("hex").slice(0, 6),
+    blockedCidrs: options.blockedCidrs, chain: options.iptablesChain, logger: log,
+  });
   log.debug({ cgroupMode: layout.mode, cgroupRoot: cgroups.rootName }, "process driver created");
 
   /** Everything fixed when a sandbox process starts: the pool key of a slot. */
@@ -193,11 +195,13 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
    */
   async function launch(internalId: string, memoryMb: number, network: "outbound" | "none", maxOpenFiles: number, mode: { kind: "fresh"; spec: InstanceSpec } | { kind: "generic"; codeDir: string }): Promise<Sandbox> {
     const socketDir = join(socketsRoot, internalId);
+    let netns: SandboxNetns | null = null;
     if (network === "outbound") {
       try {
-        await ensureRules();
+        await networks.ensureRules();
+        netns = await networks.create(internalId);
       } catch (err) {
-        throw new StratusError("INSTANCE_START_FAILED", `cannot install the network rules: ${(err as Error).message}`, { cause: err });
+        throw new StratusError("INSTANCE_START_FAILED", `cannot set up the sandbox network: ${(err as Error).message}`, { cause: err });
       }
     }
     const limits = { memoryMb, pidsMax, cpuWeight: Math.min(10_000, Math.max(1, Math.round((memoryMb / 256) * 100))) };
@@ -206,6 +210,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     try {
       box = await prepareBox(internalId, socketDir);
     } catch (err) {
+      await networks.remove(internalId);
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
     }
     try {
@@ -213,11 +218,12 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     } catch (err) {
       rmSync(socketDir, { force: true });
       await boxes.remove(internalId);
+      await networks.remove(internalId);
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
     }
     const [file, args] = buildSandboxCommand({
       bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir: box.run,
-      uid, gid, procsFiles: cgroup.procsFiles, network, tmpDir: box.tmp, seccompPath, maxOpenFiles,
+      uid, gid, procsFiles: cgroup.procsFiles, network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles,
       // Node inside the sandbox cannot see the cgroup limit (no /sys): size the heap to ~75 % of it so V8
       // fails with a clear heap OOM before the kernel kills it. Fixed at start: one reason pool slots are keyed by memory.
       nodeArgs: [`--max-old-space-size=${Math.max(16, Math.floor(memoryMb * 0.75))}`],
@@ -293,6 +299,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await sb.cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "removing the cgroup failed"));
       rmSync(sb.socketDir, { recursive: true, force: true });
       await boxes.remove(sb.internalId);
+      await networks.remove(sb.internalId);
       if (sb.slotDir !== null) await removeSlotDir(sb.internalId);
       live.delete(sb.id);
       let reason = sb.state.reason;
@@ -657,6 +664,12 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await boxes.remove(id);
       removed.add(id);
     }
+    for (const id of networks.list()) {
+      if (owned.has(id)) continue;
+      await networks.remove(id);
+      removed.add(id);
+    }
+    await networks.removeOrphanVeths();
     // Slot mount points of a killed run: unmount whatever is mounted there, then remove them.
     for (const id of slotMounts.list()) {
       if (live.has(id)) continue;

@@ -1,11 +1,13 @@
 # Sourced by scripts/up.sh and scripts/test.sh: installs the Debian packages the process driver needs
-# (bubblewrap, iptables, util-linux's setpriv) when missing, then npm dependencies.
+# (bubblewrap, iptables, util-linux's setpriv and nsenter, iproute2) when missing, then npm dependencies.
 ensure_debian_packages() {
   local sudo="" pkgs=()
   if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
   command -v bwrap >/dev/null || pkgs+=(bubblewrap)
   command -v iptables >/dev/null || pkgs+=(iptables)
   command -v setpriv >/dev/null || pkgs+=(util-linux)
+  command -v nsenter >/dev/null || pkgs+=(util-linux)
+  [ -x /usr/sbin/ip ] || pkgs+=(iproute2)
   pkgs+=("$@")
   local missing=()
   for p in "${pkgs[@]}"; do

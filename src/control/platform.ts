@@ -142,7 +142,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     else if (config.driver === "process") {
       if (!deps.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
       driver = createProcessDriver({
-        runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${nodeSuffix}`, prewarm: config.prewarm, logger: logger.child({ component: "driver" }),
+        runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${nodeSuffix}`, sandboxSubnet: config.process.sandboxSubnet, prewarm: config.prewarm, logger: logger.child({ component: "driver" }),
       });
     } else {
       const { createDockerDriver } = await import("../sandbox/docker/docker-driver");

@@ -11,8 +11,8 @@
  *
  * Invariant: a box dir exists (and is a mount point) from `create()` until `remove()`.
  */
-import { chmodSync, chownSync, mkdirSync, readdirSync, rmdirSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readdirSync, rmdirSync, statSync } from "node:fs";
+import { basename, join } from "node:path";
 import type { Logger } from "../../shared/logger";
 import { startMountHelper, type MountHelper } from "../mount-helper";
 import { isMountPoint } from "../slot-mounts";
@@ -34,8 +34,14 @@ export interface InstanceBoxes {
   remove(id: string): Promise<void>;
   /** Ids that have a box dir now (reconcile: the ones no live sandbox owns are leftovers). */
   list(): string[];
-  /** Stops the mount helper. Idempotent. */
-  close(): void;
+  /**
+   * Copies `file` onto a driver-wide read-only-by-bind tmpfs at `<stateDir>/shared` (mounted once,
+   * reused after a killed run) and resolves with the copy's path: bound into sandboxes from there,
+   * mountinfo names it `/<basename>` of a tmpfs instead of its install path.
+   */
+  shareFile(file: string): Promise<string>;
+  /** Unmounts the shared tmpfs (call when no sandbox is left) and stops the mount helper. Idempotent. */
+  close(): Promise<void>;
 }
 
 /** Boxes under `<stateDir>/box`. Needs root and /usr/bin/perl (the mount helper). */
@@ -79,7 +85,24 @@ export function createInstanceBoxes(stateDir: string, log: Logger): InstanceBoxe
         return [];
       }
     },
-    close() {
+    async shareFile(file) {
+      const dir = join(stateDir, "shared");
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      // Twice the file's size: room for a newer runtime copied over it by a later start.
+      if (!isMountPoint(dir)) await ensure().mountTmpfs(dir, `size=${Math.ceil((statSync(file).size * 2) / 1024) + 64}k,mode=0755`);
+      const copy = join(dir, basename(file));
+      copyFileSync(file, copy);
+      chmodSync(copy, 0o644);
+      return copy;
+    },
+    async close() {
+      const dir = join(stateDir, "shared");
+      if (isMountPoint(dir)) await ensure().unmount(dir).catch((err: unknown) => log.warn({ err, dir }, "unmounting the shared tmpfs failed"));
+      try {
+        rmdirSync(dir);
+      } catch {
+        // absent
+      }
       helper?.close();
       helper = null;
     },

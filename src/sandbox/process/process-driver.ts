@@ -175,6 +175,15 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const slotMounts = createSlotMounts(options.stateDir, log);
   /** Per-sandbox noexec tmpfs holding /tmp and the socket dir; `sockets/<id>` is a symlink into it. */
   const boxes = createInstanceBoxes(options.stateDir, log);
+  /** The runtime as sandboxes bind it: a copy on a tmpfs, so mountinfo inside does not name its install path. */
+  let sharedRuntime: Promise<string> | null = null;
+  const runtimeCopy = (): Promise<string> => {
+    sharedRuntime ??= boxes.shareFile(options.runtimePath).catch((err: unknown) => {
+      sharedRuntime = null;
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the runtime copy: ${(err as Error).message}`, { cause: err });
+    });
+    return sharedRuntime;
+  };
   /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
   const discovering = new Set<string>();
   let closed = false;
@@ -221,8 +230,15 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await networks.remove(internalId);
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
     }
+    const runtimePath = await runtimeCopy().catch(async (err: unknown) => {
+      rmSync(socketDir, { force: true });
+      await boxes.remove(internalId);
+      await networks.remove(internalId);
+      await cgroup.remove().catch(() => undefined);
+      throw err;
+    });
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir: box.run,
+      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir: box.run,
       uid, gid, procsFiles: cgroup.procsFiles, network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles,
       // Node inside the sandbox cannot see the cgroup limit (no /sys): size the heap to ~75 % of it so V8
       // fails with a clear heap OOM before the kernel kills it. Fixed at start: one reason pool slots are keyed by memory.
@@ -590,8 +606,14 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await boxes.remove(id);
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the discovery sandbox: ${(err as Error).message}`, { cause: err });
     }
+    const runtimePath = await runtimeCopy().catch(async (err: unknown) => {
+      rmSync(socketDir, { force: true });
+      await boxes.remove(id);
+      await cgroup.remove().catch(() => undefined);
+      throw err;
+    });
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: spec.artifactDir, socketDir: box.run,
+      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: spec.artifactDir, socketDir: box.run,
       uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpDir: box.tmp, seccompPath, maxOpenFiles: DISCOVERY_MAX_OPEN_FILES,
       nodeArgs: [`--max-old-space-size=${Math.floor(DISCOVERY_MEMORY_MB * 0.75)}`],
     });
@@ -692,7 +714,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     }));
     // Leave no mount behind on the host: the state dir must stay removable.
     await slotMounts.close();
-    boxes.close();
+    await boxes.close();
     // Nor an empty cgroup root (a discovery still running keeps it: rmdir refuses a busy cgroup).
     if (discovering.size === 0) cgroups.removeRoot();
   }

@@ -1,10 +1,12 @@
 /**
  * The "process" sandbox driver: each instance is `node runtime.cjs` inside its own bubblewrap sandbox
- * (PID, mount, IPC, UTS, cgroup namespaces; optionally network), running as an unprivileged uid with no
- * capabilities, limited by its own cgroup (memory, pids, CPU weight). See docs/sandbox.md.
+ * (PID, mount, IPC, UTS, cgroup and network namespaces), under a seccomp filter, running as an
+ * unprivileged uid with no capabilities, limited by its own cgroup (memory, pids, CPU weight) and
+ * RLIMIT_NOFILE, with noexec writable paths. See docs/sandbox.md.
  *
- * Invariants: every live or starting instance is in `live`; its cgroup and socket dir exist exactly
- * while it is there; `exited` resolves after both are removed.
+ * Invariants: every live or starting instance is in `live`; its cgroup, socket dir, instance box and
+ * (under "outbound") network namespace exist exactly while it is there; `exited` resolves after all
+ * are removed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -30,7 +32,7 @@ import { createSlotMounts } from "../slot-mounts";
 import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
 import { createStartGate, untilAborted } from "../start-gate";
 
-/** Default uid/gid of instances. Pick one no other software on the host uses: network rules match on it. */
+/** Default uid/gid of instances. Pick one no other software on the host uses (instances share it). */
 export const DEFAULT_SANDBOX_UID = 60500;
 
 /** Options of createProcessDriver. Only `runtimePath` and `stateDir` are required. */

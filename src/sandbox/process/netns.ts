@@ -83,6 +83,13 @@ export function parseIPv4Cidr(cidr: string): [number, number] {
 const ipToInt = (a: string): number => a.split(".").reduce((n, o) => n * 256 + Number(o), 0);
 const dotted = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
 
+/**
+ * Blocks claimed by any manager of this process (`<subnet>#<n>`): two drivers of one process with the
+ * same subnet (tests, tools) never pick one block at the same moment. Other processes are told apart
+ * by the host addresses already in use (see create()).
+ */
+const claimed = new Set<string>();
+
 /** Creates the manager (nothing is touched before the first call). */
 export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNetworks {
   const subnet = options.subnet ?? "10.200.0.0/16";
@@ -127,6 +134,7 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
     const name = nameOf(id);
     const n = used.get(id);
     used.delete(id);
+    if (n !== undefined) claimed.delete(`${normalised}#${n}`);
     // Deleting the host end removes the pair at once; a deleted namespace frees its veth only later
     // (the kernel tears namespaces down asynchronously).
     if (n !== undefined) await run(IP, ["link", "del", vethOf(n)]).catch(() => undefined);
@@ -151,6 +159,7 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
       const name = nameOf(id);
       await remove(id);
       const taken = new Set(used.values());
+      for (const c of claimed) if (c.startsWith(`${normalised}#`)) taken.add(Number(c.slice(normalised.length + 1)));
       // Another driver (or a killed run) may hold a block: skip every /30 whose host address is in use.
       for (const list of Object.values(networkInterfaces())) {
         for (const a of list ?? []) {
@@ -166,6 +175,7 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
         for (let k = 0; k < blocks && (taken.has(n) || n === 0); k++) n = (n + 1) % blocks;
         if (taken.has(n) || n === 0) break;
         next = (n + 1) % blocks;
+        claimed.add(`${normalised}#${n}`);
         const hostAddress = dotted(base + n * 4 + 1);
         const sandboxAddress = dotted(base + n * 4 + 2);
         const hostVeth = vethOf(n);
@@ -187,6 +197,7 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
         } catch (err) {
           lastErr = err;
           taken.add(n);
+          claimed.delete(`${normalised}#${n}`);
           await run(IP, ["link", "del", hostVeth]).catch(() => undefined);
           await run(IP, ["netns", "del", name]).catch(() => undefined);
           if (!/File exists/.test(String((err as { stderr?: string }).stderr ?? err))) break;

@@ -65,7 +65,7 @@ for (let i = 0; i < runs; i++) {
   t0 = performance.now();
   // 2. the sandbox command with /bin/true, then with node -e 0 instead of the runtime
   for (const [label, tail] of [["sh+bwrap+setpriv, /bin/true", ["/bin/true"]], ["… + node -e 0", [process.execPath, "-e", "0"]]] as const) {
-    const [file, args] = buildSandboxCommand({ bwrapPath: "/usr/bin/bwrap", setprivPath: "/usr/bin/setpriv", nodePath: process.execPath, runtimePath, artifactDir: resolve("bench/fixtures"), socketDir: stateDir, uid: 60500, gid: 60500, procsFiles: cg.procsFiles, network: "outbound", tmpSizeBytes: 64 << 20, nodeArgs: [] });
+    const [file, args] = buildSandboxCommand({ bwrapPath: "/usr/bin/bwrap", setprivPath: "/usr/bin/setpriv", nodePath: process.execPath, runtimePath, artifactDir: resolve("bench/fixtures"), socketDir: stateDir, uid: 60500, gid: 60500, procsFiles: cg.procsFiles, network: "outbound", tmpDir: stateDir, seccompPath: join(stateDir, "seccomp.bpf"), maxOpenFiles: 1024, nodeArgs: [] });
     const rt = args.lastIndexOf(process.execPath);
     const cmd = [...args.slice(0, rt), ...tail];
     // No CPU figure: the sandbox's inner processes are reaped inside its PID namespace, so this process's

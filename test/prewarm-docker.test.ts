@@ -82,6 +82,9 @@ runDriverConformance(
   {
     fixturesDir: resolve("test/fixtures/functions"),
     hostSecretPaths: ["/root", "/work", "/var/lib"],
+    // Node and its libraries only in the image: the seccomp case asserts per-thread status (see sandbox-docker.test.ts).
+    hostTools: false,
+    writableDirs: ["/run/stratus"],
     leftovers: async (inst: Instance) => {
       const out: string[] = [];
       // A specialised slot carries the slot's labels; it is renamed to the instance's container name.

@@ -79,6 +79,8 @@ runDriverConformance(
   {
     fixturesDir: fixtures,
     hostSecretPaths: ["/root", "/work", "/var/lib"],
+    hostTools: true,
+    writableDirs: ["/stratus/run"],
     leftovers: async (inst: Instance) => {
       const out: string[] = [];
       for (const d of conf!.driver.cgroups.rootDirs()) if (existsSync(join(d, inst.id))) out.push(`cgroup ${join(d, inst.id)}`);

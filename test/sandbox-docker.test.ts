@@ -124,6 +124,10 @@ runDriverConformance(
   {
     fixturesDir: resolve("test/fixtures/functions"),
     hostSecretPaths: ["/root", "/work", "/var/lib"],
+    // The image has node and its libraries only: no perl or unshare to probe syscalls with (and so no way
+    // for function code to issue one raw); the seccomp case asserts the status fields of every thread.
+    hostTools: false,
+    writableDirs: ["/run/stratus"],
     leftovers: async (inst) => {
       const out: string[] = [];
       const left = await docker.listContainers({ all: true, filters: { label: [`stratus.instance=${inst.id}`] } });
@@ -201,6 +205,9 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     assert.deepEqual(h.CapDrop, ["ALL"]);
     assert.deepEqual(h.CapAdd ?? null, null);
     assert.ok(h.SecurityOpt?.includes("no-new-privileges"), String(h.SecurityOpt));
+    // No seccomp= option: the engine's default profile applies (the conformance "seccomp" case sees Seccomp: 2 inside).
+    assert.ok(!((h.SecurityOpt ?? []) as string[]).some((o) => o.startsWith("seccomp")), String(h.SecurityOpt));
+    assert.deepEqual(h.Ulimits, [{ Name: "nofile", Soft: 1024, Hard: 1024 }]);
     assert.equal(h.Privileged, false);
     assert.equal(h.Memory, 128 * 1024 * 1024);
     assert.equal(h.MemorySwap, 128 * 1024 * 1024);
@@ -208,7 +215,12 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     assert.ok((h.CpuShares ?? 0) > 0);
     assert.deepEqual(h.Binds, [`${join(socketRoot, spec.instanceId)}:/run/stratus:rw`]);
     assert.deepEqual(info.Mounts.map((m) => [m.Type, m.Source, m.Destination]), [["bind", join(socketRoot, spec.instanceId), "/run/stratus"]]);
-    assert.ok(Object.keys(h.Tmpfs ?? {}).includes("/tmp"));
+    assert.match(h.Tmpfs?.["/tmp"] ?? "", /\bnoexec\b/);
+    assert.match(h.Tmpfs?.["/tmp"] ?? "", /\bnosuid\b/);
+    assert.match(h.Tmpfs?.["/tmp"] ?? "", /\bnodev\b/);
+    // The socket dirs' source is a noexec tmpfs: the bind inherits noexec (conformance "noexec").
+    const rootMount = readFileSync("/proc/self/mountinfo", "utf8").split("\n").find((l) => l.split(" ")[4] === socketRoot);
+    assert.ok(rootMount?.includes("noexec") && rootMount.includes(" - tmpfs "), `socket root mount: ${rootMount}`);
     assert.match(info.Config.Cmd?.join(" ") ?? "", /--max-old-space-size=96\b/);
 
     const stats = await inst.stats();

@@ -1,12 +1,14 @@
 # Sourced by scripts/up.sh and scripts/test.sh: installs the Debian packages the process driver needs
-# (bubblewrap, iptables, util-linux's setpriv) when missing, plus any package named as an argument
-# (scripts/test.sh adds `postgresql`, whose binaries the PostgreSQL store tests run), then npm dependencies.
+# (bubblewrap, iptables, util-linux's setpriv and nsenter, iproute2) when missing, plus any package named as an
+# argument (scripts/test.sh adds `postgresql`, whose binaries the PostgreSQL store tests run), then npm dependencies.
 ensure_debian_packages() {
   local sudo="" pkgs=()
   if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
   command -v bwrap >/dev/null || pkgs+=(bubblewrap)
   command -v iptables >/dev/null || pkgs+=(iptables)
   command -v setpriv >/dev/null || pkgs+=(util-linux)
+  command -v nsenter >/dev/null || pkgs+=(util-linux)
+  [ -x /usr/sbin/ip ] || pkgs+=(iproute2)
   pkgs+=("$@")
   local missing=()
   for p in "${pkgs[@]}"; do

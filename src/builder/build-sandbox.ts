@@ -25,7 +25,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { StratusError, isErrorCode } from "../shared/errors";
-import { installOutboundRules } from "../sandbox/process/network";
+import { installOutboundRules } from "./build-network";
 import type { BundleResult } from "./bundle";
 
 /** Default uid/gid of builds: not the instances' (60500), so a build never shares anything with one. */

@@ -16,7 +16,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
   const logger = o.logger.child({ component: "driver" });
   if (config.driver === "process") {
     if (!o.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
-    return createProcessDriver({ runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, logger });
+    return createProcessDriver({ runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, sandboxSubnet: config.process.sandboxSubnet, prewarm: config.prewarm, logger });
   }
   const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
   const { username, password, address } = config.registry;

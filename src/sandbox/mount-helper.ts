@@ -12,13 +12,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { splitLines } from "./output-lines";
 
 /** mount(2) flags (linux/mount.h). */
-const MS = { RDONLY: 1, NOSUID: 2, NODEV: 4, REMOUNT: 32, BIND: 4096, MOVE: 8192, REC: 16384, PRIVATE: 1 << 18, SHARED: 1 << 20 } as const;
+const MS = { RDONLY: 1, NOSUID: 2, NODEV: 4, NOEXEC: 8, REMOUNT: 32, BIND: 4096, MOVE: 8192, REC: 16384, PRIVATE: 1 << 18, SHARED: 1 << 20 } as const;
 const MNT_DETACH = 2;
 
 /** Syscall numbers per architecture: [mount, umount2]. */
 const SYSCALLS: Partial<Record<NodeJS.Architecture, [number, number]>> = { x64: [165, 166], arm64: [40, 39] };
 
-// `m src dst flags` → mount(src|NULL, dst, NULL, flags, NULL); `u dst` → umount2(dst, MNT_DETACH).
+// `m src dst flags` → mount(src|NULL, dst, NULL, flags, NULL); `u dst` → umount2(dst, MNT_DETACH);
+// `t dst flags data` → mount("tmpfs", dst, "tmpfs", flags, data).
 const SCRIPT = String.raw`
 use strict; $| = 1;
 my ($sm, $su) = @ARGV;
@@ -26,6 +27,7 @@ while (my $l = <STDIN>) {
   chomp $l; my @f = split /\t/, $l, -1; my $r;
   if ($f[0] eq "m") { $r = syscall($sm, $f[1] eq "" ? 0 : $f[1], $f[2], 0, 0 + $f[3], 0); }
   elsif ($f[0] eq "u") { $r = syscall($su, $f[1], ${MNT_DETACH}); }
+  elsif ($f[0] eq "t") { my $t = "tmpfs"; $r = syscall($sm, $t, $f[1], $t, 0 + $f[2], $f[3]); }
   else { print "err bad request\n"; next; }
   print($r == 0 ? "ok\n" : "err $!\n");
 }`;
@@ -42,6 +44,8 @@ export interface MountHelper {
    * into sandboxes inherit the read-only flag (a remount after the bind would not propagate).
    */
   bindReadOnly(source: string, stage: string, target: string): Promise<void>;
+  /** Mounts a tmpfs at `target`: noexec, nosuid, nodev, with mount data `data` (e.g. `size=65536k,mode=0755`, no TAB). */
+  mountTmpfs(target: string, data: string): Promise<void>;
   /** Lazily unmounts `target` (MNT_DETACH); the unmount propagates into sandboxes. */
   unmount(target: string): Promise<void>;
   /** Stops the helper. Idempotent. */
@@ -101,6 +105,7 @@ export function startMountHelper(perlPath = "/usr/bin/perl"): MountHelper {
         throw err;
       }
     },
+    mountTmpfs: (target, data) => call(`tmpfs ${target}`, ["t", target, MS.NOEXEC | MS.NOSUID | MS.NODEV, data]),
     unmount: (target) => call(`unmount ${target}`, ["u", target]),
     close() {
       child?.stdin?.end();

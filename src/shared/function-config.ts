@@ -33,6 +33,7 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "public", unit: "", default: true, range: "boolean", doc: "true: anyone with the URL may invoke. false: invocations need a bearer token." },
   { field: "network", unit: "", default: "outbound", range: "outbound | none", doc: "outbound: the function may open outbound connections (never to the platform). none: no network at all." },
   { field: "handlerType", unit: "", default: "express", range: "express | lambda", doc: "express: the handler is called as (req, res, next). lambda: as an AWS Lambda handler (event, context) with a function URL event (docs/migrating.md)." },
+  { field: "maxOpenFiles", unit: "files", default: 1024, range: "64 – 65536", doc: "RLIMIT_NOFILE (soft and hard) of each instance: opening more fails with EMFILE inside the function only." },
 ] as const;
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -57,6 +58,7 @@ export const FunctionConfigSchema = z
     public: z.boolean().default(true),
     network: z.enum(NETWORK_POLICIES).default("outbound"),
     handlerType: z.enum(HANDLER_TYPES).default("express"),
+    maxOpenFiles: int(64, 65_536).default(1024),
   })
   .refine((c) => c.minInstances <= c.maxInstances, { message: "minInstances must not exceed maxInstances", path: ["minInstances"] });
 

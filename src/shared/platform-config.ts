@@ -52,6 +52,7 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "registry.address", env: "STRATUS_REGISTRY", unit: "host:port", default: "127.0.0.1:5000", doc: "Image registry of the Docker driver." },
   { key: "registry.username", env: "STRATUS_REGISTRY_USERNAME", unit: "", default: "", doc: "Registry user (empty: anonymous)." },
   { key: "registry.password", env: "STRATUS_REGISTRY_PASSWORD", unit: "", default: "", doc: "Registry password." },
+  { key: "process.sandboxSubnet", env: "STRATUS_PROCESS_SANDBOX_SUBNET", unit: "CIDR", default: "10.200.0.0/16", doc: "Process driver: IPv4 subnet carved into one /30 per sandbox with outbound network (its own network namespace, a veth pair and NAT). Pick a range no real network of the host uses; two nodes on one host need disjoint subnets. See docs/sandbox.md." },
   { key: "docker.imagePruneIntervalMs", env: "STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS", unit: "ms", default: 600_000, doc: "Docker driver: how often the node removes function images no active version uses (the registry keeps every version; a rollback pulls by digest). 0 disables." },
 ] as const;
 
@@ -103,6 +104,14 @@ export const PlatformConfigSchema = z.strictObject({
       address: z.string().min(1).default("127.0.0.1:5000"),
       username: z.string().default(""),
       password: z.string().default(""),
+    })
+    .prefault({}),
+  process: z
+    .strictObject({
+      sandboxSubnet: z
+        .string()
+        .regex(/^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\/(?:[89]|1\d|2[0-8])$/, "an IPv4 CIDR with a prefix of 8 to 28")
+        .default("10.200.0.0/16"),
     })
     .prefault({}),
   docker: z

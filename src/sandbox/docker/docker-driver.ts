@@ -50,7 +50,8 @@ import { parseOutputLine, splitLines } from "../output-lines";
 import { findDiscoveryPayload, parseDiscoveryRun } from "../discovery-output";
 import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
 import { createStartGate, untilAborted } from "../start-gate";
-import { createSlotMounts } from "../slot-mounts";
+import { createSlotMounts, isMountPoint } from "../slot-mounts";
+import { startMountHelper, type MountHelper } from "../mount-helper";
 
 const MiB = 1024 * 1024;
 /** Memory limit of a discovery run, MB (as the process driver). */
@@ -207,6 +208,23 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   const log = options.logger ?? createSilentLogger();
   const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);
+  /**
+   * The socket root is a tmpfs mounted noexec, nosuid, nodev (once, by the mount helper): Docker's bind
+   * options have no noexec, but a bind keeps its source mount's flags, so a socket dir bound from here
+   * is noexec inside the container too (a function cannot write a binary there and run it).
+   * 64 MiB shared by every socket dir of this driver; the pages count against the writer's memory cgroup.
+   */
+  let socketRootMount: Promise<MountHelper> | null = null;
+  const ensureSocketRoot = (): Promise<MountHelper> => {
+    socketRootMount ??= (async () => {
+      const helper = startMountHelper();
+      await mkdir(socketRoot, { recursive: true, mode: 0o700 });
+      if (!isMountPoint(socketRoot)) await helper.mountTmpfs(socketRoot, "size=65536k,mode=0700");
+      return helper;
+    })();
+    socketRootMount.catch(() => (socketRootMount = null));
+    return socketRootMount;
+  };
   /** Ids of live pool slots, idle or specialised (reconcile must leave their containers alone). */
   const slotIds = new Set<string>();
   const auth = options.registryAuth === undefined
@@ -250,8 +268,10 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   }
 
   /** Hardening shared by instances and discovery runs. */
-  function hardenedHostConfig(memoryMb: number, binds: string[], networkMode: string): Docker.HostConfig {
+  function hardenedHostConfig(memoryMb: number, binds: string[], networkMode: string, maxOpenFiles: number): Docker.HostConfig {
     return {
+      // RLIMIT_NOFILE, soft = hard: the function cannot raise it (the function config's maxOpenFiles).
+      Ulimits: [{ Name: "nofile", Soft: maxOpenFiles, Hard: maxOpenFiles }],
       Memory: memoryMb * MiB,
       MemorySwap: memoryMb * MiB, // equal to Memory: no swap
       CpuShares: Math.max(2, Math.round((memoryMb / 1024) * cpuSharesPerGb)),
@@ -281,7 +301,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   }
 
   /** Everything fixed when a container is created, for a pool slot: memory (limit, heap flag, CPU shares) and network. */
-  const poolKeyOf = (memoryMb: number, network: "outbound" | "none"): string => `${memoryMb}:${network}`;
+  const poolKeyOf = (memoryMb: number, network: "outbound" | "none", maxOpenFiles: number): string => `${memoryMb}:${network}:${maxOpenFiles}`;
 
   /**
    * Follows a started-or-about-to-start container's output and exit (from its attach stream, opened
@@ -460,17 +480,17 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
    */
   async function createSlot(key: string): Promise<Box> {
     if (closed) throw new StratusError("SHUTTING_DOWN", "The Docker driver is closed");
-    const [memory, network] = key.split(":") as [string, "outbound" | "none"];
+    const [memory, network, nofile] = key.split(":") as [string, "outbound" | "none", string];
     const memoryMb = Number(memory);
     const release = await bootGate();
     try {
-      return await createSlotGated(memoryMb, network);
+      return await createSlotGated(memoryMb, network, Number(nofile));
     } finally {
       release();
     }
   }
 
-  async function createSlotGated(memoryMb: number, network: "outbound" | "none"): Promise<Box> {
+  async function createSlotGated(memoryMb: number, network: "outbound" | "none", maxOpenFiles: number): Promise<Box> {
     if (closed) throw new StratusError("SHUTTING_DOWN", "The Docker driver is closed");
     const slotId = `pw-${randomBytes(6).toString("hex")}`;
     const socketDir = join(socketRoot, slotId);
@@ -480,6 +500,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     try {
       const image = await baseImage();
       const networkMode = network === "none" ? "none" : await functionNetwork();
+      await ensureSocketRoot();
       const codeDir = await slotMounts.create(slotId);
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
       await chown(socketDir, 65534, 65534);
@@ -501,7 +522,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         // attach ends its input (StdinOnce); the driver holds that attach.
         OpenStdin: true,
         StdinOnce: true,
-        HostConfig: hardenedHostConfig(memoryMb, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`, `${codeDir}:${IMAGE_PATHS.functionDir}:ro,rslave`], networkMode),
+        HostConfig: hardenedHostConfig(memoryMb, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`, `${codeDir}:${IMAGE_PATHS.functionDir}:ro,rslave`], networkMode, maxOpenFiles),
       });
       const raw = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadWriteStream;
       box = watchContainer(container, raw, socketDir, slotId, slotId, raw);
@@ -567,7 +588,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     {
       size: options.prewarm ?? 0,
       maxSize: options.prewarmMax,
-      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound"),
+      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound", 1024),
       onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
     },
   );
@@ -582,7 +603,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     if (spec.instanceId.startsWith("pw-")) throw new StratusError("INSTANCE_START_FAILED", `invalid instance id "${spec.instanceId}" (pw- names pool slots)`);
     startOptions.signal?.throwIfAborted();
     // A slot's user (nobody) reads the artifact in place; an artifact it cannot read takes the image path.
-    const key = poolKeyOf(spec.config.memory, spec.config.network);
+    const key = poolKeyOf(spec.config.memory, spec.config.network, spec.config.maxOpenFiles);
     const poolable = pool.enabled && othersCanRead(spec.artifactDir);
     let slot = poolable ? pool.take(key) : undefined;
     // No idle slot: a slot already booting is ready sooner than a fresh container would be.
@@ -643,6 +664,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       startingImage = true;
       await ensureImage(image);
       const networkMode = spec.config.network === "none" ? "none" : await functionNetwork();
+      await ensureSocketRoot();
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
       // The function's user creates the socket; only it and root (the gateway) may enter the directory.
       await chown(socketDir, 65534, 65534);
@@ -669,7 +691,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         AttachStderr: true,
         Tty: false,
         OpenStdin: false,
-        HostConfig: hardenedHostConfig(spec.config.memory, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`], networkMode),
+        HostConfig: hardenedHostConfig(spec.config.memory, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`], networkMode, spec.config.maxOpenFiles),
       });
       try {
         container = await create();
@@ -742,7 +764,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       User: IMAGE_USER,
       WorkingDir: IMAGE_PATHS.functionDir,
       Labels: { [LABELS.node]: nodeId, "stratus.discovery": "1" },
-      HostConfig: hardenedHostConfig(DISCOVERY_MEMORY_MB, [`${fnDir}:${IMAGE_PATHS.functionDir}:ro`], "none"),
+      HostConfig: hardenedHostConfig(DISCOVERY_MEMORY_MB, [`${fnDir}:${IMAGE_PATHS.functionDir}:ro`], "none", 1024),
     }).catch(async (err: unknown) => {
       await rm(copyDir, { recursive: true, force: true });
       throw new StratusError("INTERNAL", `Could not create the discovery container: ${(err as Error).message}`, { cause: err });
@@ -852,6 +874,13 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     await Promise.all([...instances.values()].map((t) => t.destroy()));
     // Leave no mount behind on the host: the socket root must stay removable.
     await slotMounts.close();
+    const helper = await socketRootMount?.catch(() => null);
+    socketRootMount = null;
+    if (helper || isMountPoint(socketRoot)) {
+      const h = helper ?? startMountHelper();
+      await h.unmount(socketRoot).catch((err: unknown) => log.warn({ err, dir: socketRoot }, "unmounting the socket root failed"));
+      h.close();
+    }
   }
 
   const prewarm: PrewarmStatus = { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill(), counts: () => ({ ...counts }) };

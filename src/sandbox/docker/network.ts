@@ -3,8 +3,9 @@
  * disabled (Docker adds the FORWARD drop rule for `enable_icc=false`), plus a host firewall rule that
  * rejects everything arriving from that bridge for the host itself (INPUT), so a function cannot
  * reach the platform's API, the gateway or any other service listening on any of the host's
- * addresses. Outbound traffic to other hosts is NATed by Docker as usual; `denyCidrs` adds REJECT
- * rules in DOCKER-USER for ranges the operator wants closed too (e.g. the cluster's private network).
+ * addresses. Outbound traffic to other hosts is NATed by Docker as usual; link-local 169.254.0.0/16
+ * (cloud metadata) is always rejected in DOCKER-USER, and `denyCidrs` adds REJECT rules there for
+ * ranges the operator wants closed too (e.g. the cluster's private network).
  *
  * Containers with `network: "none"` do not use this network at all (NetworkMode none).
  */
@@ -26,6 +27,8 @@ export interface FunctionNetworkOptions {
 }
 
 const COMMENT = "stratus: function containers may not reach the host";
+/** Always rejected for function containers (cloud metadata endpoints live there). */
+export const METADATA_CIDR = "169.254.0.0/16";
 
 async function iptablesEnsure(chain: string, rule: string[]): Promise<void> {
   try {
@@ -64,7 +67,8 @@ export async function ensureFunctionNetwork(docker: Docker, options: FunctionNet
         });
     }
     await iptablesEnsure("INPUT", ["-i", options.bridge, "-m", "comment", "--comment", COMMENT, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]);
-    for (const cidr of options.denyCidrs) {
+    // Link-local (169.254.169.254: cloud metadata endpoints) is always closed, like the process driver's.
+    for (const cidr of [METADATA_CIDR, ...options.denyCidrs.filter((c) => c !== METADATA_CIDR)]) {
       await iptablesEnsure("DOCKER-USER", ["-i", options.bridge, "-d", cidr, "-m", "comment", "--comment", COMMENT, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]);
     }
     return options.name;

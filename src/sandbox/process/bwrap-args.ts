@@ -35,6 +35,8 @@ const TOP_LEVEL = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 export interface SandboxCommandInput {
   readonly bwrapPath: string;
   readonly setprivPath: string;
+  /** util-linux nsenter (default /usr/bin/nsenter). */
+  readonly nsenterPath?: string;
   readonly nodePath: string;
   readonly runtimePath: string;
   readonly artifactDir: string;
@@ -44,9 +46,16 @@ export interface SandboxCommandInput {
   /** `cgroup.procs` files the wrapper writes its pid into before exec. */
   readonly procsFiles: readonly string[];
   readonly network: "outbound" | "none";
-  readonly tmpSizeBytes: number;
+  /** Under "outbound": the sandbox's own network namespace (./netns.ts), joined with nsenter before bwrap. */
+  readonly netnsPath?: string;
+  /** Host dir bound at /tmp: the instance box's noexec tmpfs (./instance-box.ts). */
+  readonly tmpDir: string;
   /** Extra node flags (e.g. `--max-old-space-size=192`). */
   readonly nodeArgs: readonly string[];
+  /** RLIMIT_NOFILE, soft and hard, set by the wrapper before bwrap (inherited by everything inside). */
+  readonly maxOpenFiles: number;
+  /** Host file holding the seccomp program (./seccomp.ts), handed to bwrap as fd 9 (`--seccomp 9`). */
+  readonly seccompPath: string;
 }
 
 /**
@@ -59,6 +68,9 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
     ...(input.network === "none" ? ["--unshare-net"] : []),
     "--die-with-parent", "--new-session", "--hostname", "stratus",
+    // bwrap reads the program from fd 9 (opened by the wrapper below), closes it and loads it right
+    // before exec: every process and thread of the sandbox runs under it.
+    "--seccomp", "9",
     // Only setpriv inside uses these two, to switch to the instance uid; it then clears every set.
     "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
     "--ro-bind", "/usr", "/usr",
@@ -76,7 +88,7 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
   for (const p of ETC_FILES) b.push("--ro-bind-try", p, p);
   b.push(
     "--proc", "/proc", "--dev", "/dev",
-    "--size", String(input.tmpSizeBytes), "--perms", "1777", "--tmpfs", "/tmp",
+    "--bind", input.tmpDir, "/tmp",
     "--perms", "0755", "--dir", "/stratus",
     "--ro-bind", input.runtimePath, SANDBOX_PATHS.runtime,
     "--ro-bind", input.artifactDir, SANDBOX_PATHS.code,
@@ -90,6 +102,8 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
   );
   // The wrapper joins every cgroup before exec, so no child of the sandbox is ever outside them
   // (writing the pid of an already running bwrap races with its forks). Exit 125 = could not join.
-  const script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
-  return ["/bin/sh", ["-c", script, "sh", String(input.procsFiles.length), ...input.procsFiles, input.bwrapPath, ...b]];
+  // `ulimit -n` without -H/-S sets both limits, so nothing inside can raise it again.
+  const script = 'f=$1; shift; ulimit -n "$1" || exit 125; shift; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@" 9<"$f"';
+  const enter = input.network === "outbound" && input.netnsPath ? [input.nsenterPath ?? "/usr/bin/nsenter", `--net=${input.netnsPath}`, "--"] : [];
+  return ["/bin/sh", ["-c", script, "sh", input.seccompPath, String(input.maxOpenFiles), String(input.procsFiles.length), ...input.procsFiles, ...enter, input.bwrapPath, ...b]];
 }

@@ -126,7 +126,16 @@ export class CgroupManager {
   create(id: string, limits: CgroupLimits): InstanceCgroup {
     this.prepare();
     const dirs = this.rootDirs().map((d) => join(d, id));
-    for (const d of dirs) mkdirSync(d);
+    try {
+      mkdirSync(dirs[0]!);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      // The root was removed while empty (removeRoot, or another node's reconcile): prepare it again.
+      this.prepared = false;
+      this.prepare();
+      mkdirSync(dirs[0]!);
+    }
+    for (const d of dirs.slice(1)) mkdirSync(d);
     const memBytes = limits.memoryMb * MiB;
     try {
       if (this.layout.mode === "v1") {
@@ -221,6 +230,61 @@ export class CgroupManager {
         }
       },
     };
+  }
+
+  /**
+   * Removes the root dirs that hold no instance cgroup (rmdir fails on a cgroup with children or
+   * tasks, so a busy root stays). A later create() makes the root again. Returns the dirs removed.
+   */
+  removeRoot(): string[] {
+    const removed: string[] = [];
+    for (const d of this.rootDirs()) {
+      try {
+        rmdirSync(d);
+        removed.push(d);
+      } catch {
+        // absent, or not empty: keep
+      }
+    }
+    this.prepared = false;
+    return removed;
+  }
+
+  /**
+   * Removes empty sibling roots named `<prefix>…` (other than this one): what a node whose data dir is
+   * gone, or a killed run, left behind. Only empty ones go (rmdir refuses the rest), and a live node
+   * whose empty root vanishes makes it again on its next create(). Returns the dirs removed.
+   */
+  removeEmptySiblings(prefix: string): string[] {
+    if (prefix === "") return [];
+    const removed: string[] = [];
+    const parents = this.layout.mode === "v2" ? [this.layout.fsRoot] : V1_CONTROLLERS.map((c) => join(this.layout.fsRoot, c)).filter((d) => existsSync(d));
+    for (const parent of parents) {
+      let names: string[] = [];
+      try {
+        names = readdirSync(parent, { withFileTypes: true }).filter((e) => e.isDirectory() && e.name.startsWith(prefix) && e.name !== this.rootName).map((e) => e.name);
+      } catch {
+        continue;
+      }
+      for (const name of names.slice(0, 10_000)) {
+        const dir = join(parent, name);
+        // Only a root with no child cgroup: never touch a subtree someone still uses.
+        let children = 1;
+        try {
+          children = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).length;
+        } catch {
+          continue;
+        }
+        if (children > 0) continue;
+        try {
+          rmdirSync(dir);
+          removed.push(dir);
+        } catch {
+          // busy (tasks in it) or already gone
+        }
+      }
+    }
+    return removed;
   }
 
   /** Ids of every instance cgroup present under the root (union over controllers). */

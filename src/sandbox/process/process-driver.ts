@@ -1,18 +1,20 @@
 /**
  * The "process" sandbox driver: each instance is `node runtime.cjs` inside its own bubblewrap sandbox
- * (PID, mount, IPC, UTS, cgroup namespaces; optionally network), running as an unprivileged uid with no
- * capabilities, limited by its own cgroup (memory, pids, CPU weight). See docs/sandbox.md.
+ * (PID, mount, IPC, UTS, cgroup and network namespaces), under a seccomp filter, running as an
+ * unprivileged uid with no capabilities, limited by its own cgroup (memory, pids, CPU weight) and
+ * RLIMIT_NOFILE, with noexec writable paths. See docs/sandbox.md.
  *
- * Invariants: every live or starting instance is in `live`; its cgroup and socket dir exist exactly
- * while it is there; `exited` resolves after both are removed.
+ * Invariants: every live or starting instance is in `live`; its cgroup, socket dir, instance box and
+ * (under "outbound") network namespace exist exactly while it is there; `exited` resolves after all
+ * are removed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { once } from "node:events";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { DiscoveredFunction, DiscoverySpec, Instance, InstanceExit, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver, StartOptions, ExitReason } from "../driver";
 import { StratusError } from "../../shared/errors";
@@ -23,12 +25,14 @@ import { parseOutputLine, splitLines } from "../output-lines";
 import { parseDiscoveryRun } from "../discovery-output";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
-import { installOutboundRules } from "./network";
+import { createSandboxNetworks, type SandboxNetns } from "./netns";
+import { buildSeccompFilter, encodeSeccompFilter } from "./seccomp";
+import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";
 import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
 import { createStartGate, untilAborted } from "../start-gate";
 
-/** Default uid/gid of instances. Pick one no other software on the host uses: network rules match on it. */
+/** Default uid/gid of instances. Pick one no other software on the host uses (instances share it). */
 export const DEFAULT_SANDBOX_UID = 60500;
 
 /** Options of createProcessDriver. Only `runtimePath` and `stateDir` are required. */
@@ -44,6 +48,11 @@ export interface ProcessDriverOptions {
   readonly gid?: number;
   /** Name of our cgroup subtree (default "stratus"); reconcile kills everything in it. */
   readonly cgroupRoot?: string;
+  /**
+   * Reconcile removes empty cgroup roots named `<prefix>…` beside ours (leftovers of other data dirs);
+   * default: our root name up to its last "-" (`stratus-<hash>` → `stratus-`), "" to turn it off.
+   */
+  readonly leftoverCgroupPrefix?: string;
   /** Where cgroups are mounted (default /sys/fs/cgroup). */
   readonly cgroupFsRoot?: string;
   /** Tasks (processes + threads) per instance (default 128; Node itself uses ~11). */
@@ -52,8 +61,13 @@ export interface ProcessDriverOptions {
   readonly tmpSizeMb?: number;
   /** Longest wait for READY, ms (default 10000). */
   readonly startTimeoutMs?: number;
-  /** iptables chain of the outbound policy (default "STRATUS-SANDBOX"). */
+  /** Prefix of the iptables chains of the outbound policy (default "STRATUS-NET": STRATUS-NET-IN, STRATUS-NET-FWD). */
   readonly iptablesChain?: string;
+  /**
+   * IPv4 subnet carved into one /30 per "outbound" sandbox (its own network namespace, veth, NAT; see
+   * ./netns.ts). Default 10.200.0.0/16. Two nodes on one host need disjoint subnets.
+   */
+  readonly sandboxSubnet?: string;
   /** Extra CIDRs instances may not reach under "outbound" (e.g. the cluster's private network). */
   readonly blockedCidrs?: readonly string[];
   readonly bwrapPath?: string;
@@ -99,6 +113,8 @@ export interface ProcessDriver extends SandboxDriver {
 const MALLOC_TUNABLES = "glibc.malloc.trim_threshold=524288";
 /** Memory limit of a discovery run, MB. */
 const DISCOVERY_MEMORY_MB = 256;
+/** RLIMIT_NOFILE of a discovery run (the function config default). */
+const DISCOVERY_MAX_OPEN_FILES = 1024;
 /** Lines of output kept to explain a failed start. */
 const TAIL_LINES = 20;
 
@@ -142,61 +158,90 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const tmpSizeBytes = (options.tmpSizeMb ?? 64) * 1024 * 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
-  for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath]] as const) {
-    if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux)`);
+  for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath], ["nsenter", "/usr/bin/nsenter"], ["ip", "/usr/sbin/ip"]] as const) {
+    if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux iproute2)`);
   }
   if (!setprivPath.startsWith("/usr/")) throw new Error("process driver: setpriv must live under /usr (it runs inside the sandbox)");
+  // The seccomp program every sandbox loads (throws on an architecture without a syscall table: no
+  // sandbox ever runs unfiltered). Written once; bwrap reads it through fd 9 at each start.
+  const seccompPath = join(options.stateDir, "seccomp.bpf");
+  mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
+  writeFileSync(seccompPath, encodeSeccompFilter(buildSeccompFilter()), { mode: 0o600 });
   const layout = detectCgroupLayout(options.cgroupFsRoot);
   const cgroups = new CgroupManager(layout, options.cgroupRoot ?? "stratus");
   const socketsRoot = join(options.stateDir, "sockets");
+  /** Sibling cgroup roots reconcile may remove when empty: `stratus-<hash>` → `stratus-`. */
+  const leftoverRootPrefix = options.leftoverCgroupPrefix ?? cgroups.rootName.slice(0, cgroups.rootName.lastIndexOf("-") + 1);
   /** Every sandbox by its current id; null while its cgroup is being created (reconcile must leave it alone). */
   const live = new Map<string, Sandbox | null>();
   const slotMounts = createSlotMounts(options.stateDir, log);
+  /** Per-sandbox noexec tmpfs holding /tmp and the socket dir; `sockets/<id>` is a symlink into it. */
+  const boxes = createInstanceBoxes(options.stateDir, log);
+  /** The runtime as sandboxes bind it: a copy on a tmpfs, so mountinfo inside does not name its install path. */
+  let sharedRuntime: Promise<string> | null = null;
+  const runtimeCopy = (): Promise<string> => {
+    sharedRuntime ??= boxes.shareFile(options.runtimePath).catch((err: unknown) => {
+      sharedRuntime = null;
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the runtime copy: ${(err as Error).message}`, { cause: err });
+    });
+    return sharedRuntime;
+  };
   /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
   const discovering = new Set<string>();
   let closed = false;
-  let rules: Promise<void> | null = null;
-  const ensureRules = (): Promise<void> => {
-    rules ??= installOutboundRules({ uid, chain: options.iptablesChain, blockedCidrs: options.blockedCidrs }).catch((err: unknown) => {
-      rules = null;
-      throw err;
-    });
-    return rules;
-  };
+  // Namespaces and veths carry a tag of this state dir, so reconcile finds a killed run's and no one else's.
+  const networks = createSandboxNetworks({
+    subnet: options.sandboxSubnet, tag: createHash("sha256").update(options.stateDir).digest("hex").slice(0, 6),
+    blockedCidrs: options.blockedCidrs, chain: options.iptablesChain, logger: log,
+  });
   log.debug({ cgroupMode: layout.mode, cgroupRoot: cgroups.rootName }, "process driver created");
 
   /** Everything fixed when a sandbox process starts: the pool key of a slot. */
-  const poolKeyOf = (memoryMb: number, network: "outbound" | "none"): string => `${memoryMb}:${network}`;
+  const poolKeyOf = (memoryMb: number, network: "outbound" | "none", maxOpenFiles: number): string => `${memoryMb}:${network}:${maxOpenFiles}`;
 
   /**
    * Starts one sandbox process: socket dir, cgroup, bwrap. `fresh` loads the function from the start;
    * `generic` starts a pre-warm slot (code dir = an empty, per-slot mount point, specialisation fd 3).
    * The caller waits on `sb.readyPromise` / `sb.genericPromise` and `sb.exited`.
    */
-  async function launch(internalId: string, memoryMb: number, network: "outbound" | "none", mode: { kind: "fresh"; spec: InstanceSpec } | { kind: "generic"; codeDir: string }): Promise<Sandbox> {
+  async function launch(internalId: string, memoryMb: number, network: "outbound" | "none", maxOpenFiles: number, mode: { kind: "fresh"; spec: InstanceSpec } | { kind: "generic"; codeDir: string }): Promise<Sandbox> {
     const socketDir = join(socketsRoot, internalId);
+    let netns: SandboxNetns | null = null;
     if (network === "outbound") {
       try {
-        await ensureRules();
+        await networks.ensureRules();
+        netns = await networks.create(internalId);
       } catch (err) {
-        throw new StratusError("INSTANCE_START_FAILED", `cannot install the network rules: ${(err as Error).message}`, { cause: err });
+        throw new StratusError("INSTANCE_START_FAILED", `cannot set up the sandbox network: ${(err as Error).message}`, { cause: err });
       }
     }
     const limits = { memoryMb, pidsMax, cpuWeight: Math.min(10_000, Math.max(1, Math.round((memoryMb / 256) * 100))) };
     let cgroup: InstanceCgroup;
+    let box: InstanceBox;
     try {
-      mkdirSync(socketsRoot, { recursive: true, mode: 0o700 });
-      rmSync(socketDir, { recursive: true, force: true });
-      mkdirSync(socketDir, { mode: 0o700 });
-      chownSync(socketDir, uid, gid);
-      cgroup = cgroups.create(internalId, limits);
+      box = await prepareBox(internalId, socketDir);
     } catch (err) {
-      rmSync(socketDir, { recursive: true, force: true });
+      await networks.remove(internalId);
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
     }
+    try {
+      cgroup = cgroups.create(internalId, limits);
+    } catch (err) {
+      rmSync(socketDir, { force: true });
+      await boxes.remove(internalId);
+      await networks.remove(internalId);
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
+    }
+    const runtimePath = await runtimeCopy().catch(async (err: unknown) => {
+      rmSync(socketDir, { force: true });
+      await boxes.remove(internalId);
+      await networks.remove(internalId);
+      await cgroup.remove().catch(() => undefined);
+      throw err;
+    });
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir,
-      uid, gid, procsFiles: cgroup.procsFiles, network, tmpSizeBytes,
+      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir: box.run,
+      uid, gid, procsFiles: cgroup.procsFiles, network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles,
       // Node inside the sandbox cannot see the cgroup limit (no /sys): size the heap to ~75 % of it so V8
       // fails with a clear heap OOM before the kernel kills it. Fixed at start: one reason pool slots are keyed by memory.
       nodeArgs: [`--max-old-space-size=${Math.max(16, Math.floor(memoryMb * 0.75))}`],
@@ -271,6 +316,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
       await sb.cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "removing the cgroup failed"));
       rmSync(sb.socketDir, { recursive: true, force: true });
+      await boxes.remove(sb.internalId);
+      await networks.remove(sb.internalId);
       if (sb.slotDir !== null) await removeSlotDir(sb.internalId);
       live.delete(sb.id);
       let reason = sb.state.reason;
@@ -289,6 +336,21 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     return sb;
   }
 
+  /** Mounts `id`'s box and points the socket dir path (`sockets/<id>`, what the endpoint names) at its run/. */
+  async function prepareBox(id: string, socketDir: string): Promise<InstanceBox> {
+    mkdirSync(socketsRoot, { recursive: true, mode: 0o700 });
+    rmSync(socketDir, { recursive: true, force: true });
+    await boxes.remove(id);
+    const box = await boxes.create(id, tmpSizeBytes, uid, gid);
+    try {
+      symlinkSync(box.run, socketDir);
+    } catch (err) {
+      await boxes.remove(id);
+      throw err;
+    }
+    return box;
+  }
+
   const destroySandbox = async (sb: Sandbox): Promise<InstanceExit> => {
     if (sb.state.exitedValue) return sb.state.exitedValue;
     sb.state.reason ??= "destroyed";
@@ -299,14 +361,14 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   /** Creates a pre-warm slot for `key`: a generic sandbox whose /fn is an empty per-slot mount point. */
   async function createSlot(key: string): Promise<Sandbox> {
     if (closed) throw new StratusError("SHUTTING_DOWN");
-    const [memory, network] = key.split(":") as [string, "outbound" | "none"];
+    const [memory, network, nofile] = key.split(":") as [string, "outbound" | "none", string];
     const slotId = `pw-${randomBytes(6).toString("hex")}`;
     const codeDir = await slotMounts.create(slotId);
     live.set(slotId, null);
     const release = await bootGate();
     let sb: Sandbox;
     try {
-      sb = await launch(slotId, Number(memory), network, { kind: "generic", codeDir });
+      sb = await launch(slotId, Number(memory), network, Number(nofile), { kind: "generic", codeDir });
     } catch (err) {
       release();
       live.delete(slotId);
@@ -339,7 +401,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     {
       size: options.prewarm ?? 0,
       maxSize: options.prewarmMax,
-      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound"),
+      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound", 1024),
       onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
     },
   );
@@ -396,7 +458,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     if (Buffer.byteLength(join(socketsRoot, spec.instanceId, SANDBOX_PATHS.socketName)) > 107) throw new StratusError("INSTANCE_START_FAILED", `socket path too long: use a shorter stateDir`);
     startOptions.signal?.throwIfAborted();
 
-    const key = poolKeyOf(spec.config.memory, spec.config.network);
+    const key = poolKeyOf(spec.config.memory, spec.config.network, spec.config.maxOpenFiles);
     try {
       let sb: Sandbox | undefined = pool.take(key);
       const booting = sb ? undefined : pool.claimBooting(key);
@@ -431,7 +493,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       try {
         if (closed) throw new StratusError("SHUTTING_DOWN");
         startOptions.signal?.throwIfAborted();
-        sb = await launch(spec.instanceId, spec.config.memory, spec.config.network, { kind: "fresh", spec });
+        sb = await launch(spec.instanceId, spec.config.memory, spec.config.network, spec.config.maxOpenFiles, { kind: "fresh", spec });
       } catch (err) {
         release();
         live.delete(spec.instanceId);
@@ -533,18 +595,28 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   async function runDiscovery(id: string, spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
     const socketDir = join(socketsRoot, id);
     let cgroup: InstanceCgroup;
+    let box: InstanceBox;
     try {
-      mkdirSync(socketsRoot, { recursive: true, mode: 0o700 });
-      mkdirSync(socketDir, { mode: 0o700 });
-      chownSync(socketDir, uid, gid);
-      cgroup = cgroups.create(id, { memoryMb: DISCOVERY_MEMORY_MB, pidsMax, cpuWeight: 100 });
+      box = await prepareBox(id, socketDir);
     } catch (err) {
-      rmSync(socketDir, { recursive: true, force: true });
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the discovery sandbox: ${(err as Error).message}`, { cause: err });
     }
+    try {
+      cgroup = cgroups.create(id, { memoryMb: DISCOVERY_MEMORY_MB, pidsMax, cpuWeight: 100 });
+    } catch (err) {
+      rmSync(socketDir, { force: true });
+      await boxes.remove(id);
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the discovery sandbox: ${(err as Error).message}`, { cause: err });
+    }
+    const runtimePath = await runtimeCopy().catch(async (err: unknown) => {
+      rmSync(socketDir, { force: true });
+      await boxes.remove(id);
+      await cgroup.remove().catch(() => undefined);
+      throw err;
+    });
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath: options.runtimePath, artifactDir: spec.artifactDir, socketDir,
-      uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpSizeBytes,
+      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: spec.artifactDir, socketDir: box.run,
+      uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpDir: box.tmp, seccompPath, maxOpenFiles: DISCOVERY_MAX_OPEN_FILES,
       nodeArgs: [`--max-old-space-size=${Math.floor(DISCOVERY_MEMORY_MB * 0.75)}`],
     });
     const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", [ENV.discover]: "1", [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}` };
@@ -580,6 +652,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await cgroup.killAll().catch(() => {});
       await cgroup.remove().catch((err: unknown) => log.error({ err, id }, "removing the discovery cgroup failed"));
       rmSync(socketDir, { recursive: true, force: true });
+      await boxes.remove(id);
       if (oom > 0) code = 137;
     }
     if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
@@ -607,11 +680,28 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       rmSync(join(socketsRoot, id), { recursive: true, force: true });
       removed.add(id);
     }
+    // Boxes of a killed run (or of a failed cleanup): unmount and remove.
+    const owned = new Set<string>([...live.keys(), ...discovering]);
+    for (const sb of live.values()) if (sb) owned.add(sb.internalId);
+    for (const id of boxes.list()) {
+      if (owned.has(id)) continue;
+      await boxes.remove(id);
+      removed.add(id);
+    }
+    for (const id of networks.list()) {
+      if (owned.has(id)) continue;
+      await networks.remove(id);
+      removed.add(id);
+    }
+    await networks.removeOrphanVeths();
     // Slot mount points of a killed run: unmount whatever is mounted there, then remove them.
     for (const id of slotMounts.list()) {
       if (live.has(id)) continue;
       await removeSlotDir(id);
     }
+    // Empty cgroup roots of other data dirs or killed runs (`stratus-<hash>` next to ours).
+    const gone = cgroups.removeEmptySiblings(leftoverRootPrefix);
+    if (gone.length > 0) log.info({ dirs: gone }, "reconcile: removed empty cgroup roots");
     return { removed: removed.size };
   }
 
@@ -626,6 +716,9 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     }));
     // Leave no mount behind on the host: the state dir must stay removable.
     await slotMounts.close();
+    await boxes.close();
+    // Nor an empty cgroup root (a discovery still running keeps it: rmdir refuses a busy cgroup).
+    if (discovering.size === 0) cgroups.removeRoot();
   }
 
   return {

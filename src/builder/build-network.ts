@@ -1,11 +1,12 @@
 /**
- * Network policy "outbound" for the process driver: instances share the host's network namespace, and
- * packet filter rules keyed on the instance uid reject whatever they send to the host itself
+ * The build sandbox's network for `npm ci` (src/builder/build-sandbox.ts): the install step shares the
+ * host's network namespace (it needs the registry), and packet filter rules keyed on the build uid reject whatever they send to the host itself
  * (loopback and every local address: the platform's API, admin and gateway ports, other services) and to
  * link-local addresses (cloud metadata endpoints). Everything else (the internet, other hosts) is allowed.
  *
  * Rules live in a dedicated chain jumped to from OUTPUT; installing is idempotent (`-C` before `-A`),
- * so several drivers and restarts add nothing twice. Policy "none" needs no rules (`--unshare-net`).
+ * so several builders and restarts add nothing twice. The bundling step needs no rules (`--unshare-net`).
+ * (Instances no longer use this: each has its own network namespace, src/sandbox/process/netns.ts.)
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -18,7 +19,7 @@ const run = promisify(execFile);
 export interface OutboundRulesOptions {
   /** Instance uid the rules apply to. */
   readonly uid: number;
-  /** Chain name (default "STRATUS-SANDBOX"). */
+  /** Chain name (default "STRATUS-BUILD"). */
   readonly chain?: string;
   /** Extra destinations to reject, CIDR (e.g. the cluster's private network). */
   readonly blockedCidrs?: readonly string[];
@@ -31,7 +32,7 @@ export interface OutboundRulesOptions {
  * @throws Error when iptables is missing or refuses (the driver must not start instances unfiltered).
  */
 export async function installOutboundRules(options: OutboundRulesOptions): Promise<void> {
-  const chain = options.chain ?? "STRATUS-SANDBOX";
+  const chain = options.chain ?? "STRATUS-BUILD";
   const uid = String(options.uid);
   const resolvers = options.loopbackResolvers ?? loopbackNameservers();
   const extra = options.blockedCidrs ?? [];

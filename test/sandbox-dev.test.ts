@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { once } from "node:events";
@@ -114,6 +114,22 @@ test("dev driver: reconcile after the dev server was SIGKILLed kills its runtime
       assert.equal(existsSync(join(stateDir, `orphan-${n}.pid`)), false, "stale pid files are removed");
     }
     assert.deepEqual(await driver.reconcile(), { removed: 0 }, "reconcile is idempotent");
+  } finally {
+    await cleanup();
+  }
+});
+
+test("dev driver: killAllNow ends every instance synchronously (the dev server's exit handler)", { timeout: 30_000 }, async () => {
+  const { driver, stateDir, cleanup } = newDriver();
+  try {
+    const spec = (id: string) => ({ instanceId: id, functionName: "hello", version: "1", artifactDir: fixtures, entry: "probe.js", exportName: "hello", config: parseFunctionConfig("hello", {}), env: {} });
+    const insts = await Promise.all([driver.start(spec("k-1")), driver.start(spec("k-2"))]);
+    const pids = ["k-1", "k-2"].map((id) => Number(readFileSync(join(stateDir, `${id}.pid`), "utf8")));
+    driver.killAllNow();
+    const exits = await Promise.all(insts.map((i) => i.exited));
+    assert.deepEqual(exits.map((e) => e.signal), ["SIGKILL", "SIGKILL"]);
+    assert.ok(!pids.some(alive));
+    await assert.rejects(driver.start(spec("k-3")), { code: "SHUTTING_DOWN" }, "a killed driver starts nothing more");
   } finally {
     await cleanup();
   }

@@ -17,7 +17,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { mkdirSync, mkdtempSync, rmSync, watch, readdirSync, type FSWatcher } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { StratusError } from "../shared/errors";
@@ -48,8 +48,8 @@ export interface DevServerOptions {
   readonly watch?: boolean;
   /** Debounce of file events, ms. Default 100. */
   readonly debounceMs?: number;
-  /** npm's cache for installing missing dependencies (default `~/.npm`, npm's own). */
-  readonly npmCacheDir?: string;
+  /** npm's cache for installing missing dependencies (the CLI passes `~/.npm`, npm's own). */
+  readonly npmCacheDir: string;
 }
 
 interface DevFunction {
@@ -83,6 +83,8 @@ export interface DevServer {
   close(): Promise<void>;
   /** Names of the functions of the current generation. */
   functionNames(): string[];
+  /** Synchronous, for a process `exit` handler: kills every instance at once (close() is the graceful way). */
+  kill(): void;
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -198,7 +200,7 @@ export function createDevServer(options: DevServerOptions): DevServer {
       return { id, outDir, entry, error: message, functions };
     };
     try {
-      await ensureDependencies(dir, { npmCacheDir: options.npmCacheDir ?? join(homedir(), ".npm"), print });
+      await ensureDependencies(dir, { npmCacheDir: options.npmCacheDir, print });
       const bundle = await bundleProject(dir, outDir);
       for (const w of bundle.warnings) print(`warning: ${formatBundleMessage(w)}`);
       if (bundle.externalNative.length > 0) print(`note: native packages left external: ${bundle.externalNative.join(", ")}`);
@@ -332,7 +334,6 @@ export function createDevServer(options: DevServerOptions): DevServer {
 
   return {
     async listen() {
-      await devDriver.reconcile();
       await reload();
       await new Promise<void>((resolveListen, reject) => {
         server.once("error", reject);
@@ -347,6 +348,7 @@ export function createDevServer(options: DevServerOptions): DevServer {
     },
     reload,
     functionNames: () => [...(generation?.functions.keys() ?? [])],
+    kill: () => devDriver.killAllNow(),
     async close() {
       if (closed) return;
       closed = true;

@@ -51,6 +51,11 @@ export interface DevDriverOptions {
 export interface DevDriver extends SandboxDriver {
   /** True while a starting or live instance runs code from `artifactDir` (the dev server keeps it until then). */
   inUse(artifactDir: string): boolean;
+  /**
+   * Synchronous last resort for a process `exit` handler: SIGKILL to every instance's and discovery
+   * run's process group (children are detached, so they would outlive a dev server that dies).
+   */
+  killAllNow(): void;
 }
 
 /** Memory of a discovery run, MB (as the process driver: its heap is sized from it). */
@@ -330,6 +335,11 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
     reconcile,
     close,
     inUse: (artifactDir) => [...live.values()].some((c) => c.spec.artifactDir === artifactDir),
+    killAllNow() {
+      closed = true;
+      for (const c of live.values()) killGroup(c.child.pid);
+      for (const child of discovering) killGroup(child.pid);
+    },
   };
 }
 

@@ -49,8 +49,10 @@ async function startDev(dir: string): Promise<DevProcess> {
     const found = lines.slice(from).find((l) => re.test(l));
     if (found) return Promise.resolve(found);
     return new Promise<string>((resolve, reject) => {
-      waiters.push({ re, from, resolve });
-      child.once("exit", (code) => reject(new Error(`stratus dev exited (${code}) while waiting for ${re}:\n${lines.join("\n")}`)));
+      // Bounded: a line that never comes fails the test with what was printed instead of hanging it.
+      const timer = setTimeout(() => reject(new Error(`no line matching ${re} within 60 s:\n${lines.join("\n")}`)), 60_000);
+      waiters.push({ re, from, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+      child.once("exit", (code) => (clearTimeout(timer), reject(new Error(`stratus dev exited (${code}) while waiting for ${re}:\n${lines.join("\n")}`))));
     });
   };
   const listening = await waitForLine(/^Stratus dev server: http:\/\/localhost:(\d+)\//);

@@ -341,9 +341,10 @@ export function createDevServer(options: DevServerOptions): DevServer {
       });
       port = (server.address() as { port: number }).port;
       listening = true;
+      // Watch before saying so: a change made right after the line below must trigger a reload.
+      if (options.watch !== false) watchTree(dir);
       print(`Stratus dev server: http://localhost:${port}/fn/<name>/ (project ${dir})`);
       if (generation) printFunctions(generation);
-      if (options.watch !== false) watchTree(dir);
       return port;
     },
     reload,

@@ -18,7 +18,8 @@ import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Readable } from "node:stream";
 import type { PlatformConfig } from "../shared/platform-config";
-import { StratusError, toErrorResponse } from "../shared/errors";
+import { StratusError } from "../shared/errors";
+import { writeError } from "../shared/write-error";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createProcessDriver } from "../sandbox/process/process-driver";
@@ -102,9 +103,7 @@ function closeServer(server: Server): Promise<void> {
 
 /** 503 NOT_READY for API requests that arrive before the API is mounted. */
 function sendNotReady(res: ServerResponse): void {
-  const { status, source, body } = toErrorResponse(new StratusError("NOT_READY"));
-  res.writeHead(status, { "content-type": "application/json", "x-stratus-error-source": source });
-  res.end(JSON.stringify(body));
+  writeError(res, new StratusError("NOT_READY"));
 }
 
 /**

@@ -29,7 +29,7 @@ import { createDevDriver } from "../sandbox/dev/dev-driver";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createGateway } from "../gateway/gateway";
 import type { Deployment } from "../gateway/deployment";
-import { pickRequestId } from "../gateway/headers";
+import { pickRequestId } from "../shared/request-id";
 import { parseFunctionRoute } from "../gateway/route";
 import { ensureDependencies } from "./ensure-deps";
 

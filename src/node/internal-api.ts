@@ -17,9 +17,9 @@ import http from "node:http";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import { StratusError, toErrorResponse } from "../shared/errors";
+import { writeError } from "../shared/write-error";
 import { FunctionConfigSchema } from "../shared/function-config";
 import { isValidFunctionName } from "../shared/names";
-import { HEADERS } from "../shared/protocol";
 import type { FunctionDeployment, NodeApi } from "../control/node-api";
 import type { Logger } from "../shared/logger";
 
@@ -110,11 +110,8 @@ export function createInternalApiServer(options: { node: NodeApi; token: string;
 
   return http.createServer((req, res) => {
     handle(req, res).catch((err) => {
-      const r = toErrorResponse(err);
-      if (r.status >= 500) logger.error({ err, url: req.url }, "internal API error");
-      if (res.headersSent) return void res.destroy();
-      res.writeHead(r.status, { "content-type": "application/json", [HEADERS.errorSource]: r.source, ...r.headers });
-      res.end(JSON.stringify(r.body));
+      if (toErrorResponse(err).status >= 500) logger.error({ err, url: req.url }, "internal API error");
+      writeError(res, err);
     });
   });
 }

@@ -200,7 +200,8 @@ test("dev serves through the production gateway: Host kept, client x-stratus-* s
   writeFileSync(
     join(dir, "index.js"),
     `module.exports.echo = async (req) => ({ host: req.headers.host, rid: req.headers["x-stratus-request-id"],
-  stratus: Object.keys(req.headers).filter((k) => k.startsWith("x-stratus-")).sort(), deadline: req.headers["x-stratus-deadline-ms"] });\n`,
+  stratus: Object.keys(req.headers).filter((k) => k.startsWith("x-stratus-")).sort(), deadline: req.headers["x-stratus-deadline-ms"] });
+module.exports.secret = { func: async () => "private ok", config: { public: false } };\n`,
   );
   const dev = await startDev(dir);
 
@@ -221,6 +222,10 @@ test("dev serves through the production gateway: Host kept, client x-stratus-* s
   assert.equal(insane.headers[HEADERS.requestId], insane.json().rid);
   const tooLong = await get(`${dev.base}/fn/echo/`, { headers: { [HEADERS.requestId]: "a".repeat(129) } });
   assert.match(tooLong.json().rid, /^[0-9a-f-]{36}$/, "an over-long request id is replaced");
+
+  const secret = await get(`${dev.base}/fn/secret/`);
+  assert.equal(secret.status, 200, "a non-public function needs no token in dev (there is no control plane to issue one)");
+  assert.equal(secret.text, "private ok");
 
   const encoded = await get(`${dev.base}/fn/%65cho/`);
   assert.equal(encoded.status, 400, "the function name is not percent-decoded");

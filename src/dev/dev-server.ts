@@ -318,7 +318,9 @@ export function createDevServer(options: DevServerOptions): DevServer {
             }
           }
           clearTimeout(debounce);
-          debounce = setTimeout(() => void reload(), options.debounceMs ?? 100);
+          debounce = setTimeout(() => {
+            reload().catch((err: unknown) => print(`✗ reload failed: ${err instanceof Error ? err.message : String(err)}`));
+          }, options.debounceMs ?? 100);
         });
         (w as FSWatcher & { path?: string }).path = d;
         watchers.push(w);

@@ -49,8 +49,10 @@ async function startDev(dir: string): Promise<DevProcess> {
     const found = lines.slice(from).find((l) => re.test(l));
     if (found) return Promise.resolve(found);
     return new Promise<string>((resolve, reject) => {
-      waiters.push({ re, from, resolve });
-      child.once("exit", (code) => reject(new Error(`stratus dev exited (${code}) while waiting for ${re}:\n${lines.join("\n")}`)));
+      // Bounded: a line that never comes fails the test with what was printed instead of hanging it.
+      const timer = setTimeout(() => reject(new Error(`no line matching ${re} within 60 s:\n${lines.join("\n")}`)), 60_000);
+      waiters.push({ re, from, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+      child.once("exit", (code) => (clearTimeout(timer), reject(new Error(`stratus dev exited (${code}) while waiting for ${re}:\n${lines.join("\n")}`))));
     });
   };
   const listening = await waitForLine(/^Stratus dev server: http:\/\/localhost:(\d+)\//);
@@ -189,4 +191,107 @@ module.exports.thrower = async () => { throw new Error("visible in dev"); };\n`,
   assert.equal(e.status, 500);
   assert.match(e.json().error.details.stack, /visible in dev[\s\S]*index\.js:3/);
   await dev.waitForLine(/\[thrower [0-9a-f]{8}\] error Function "thrower" threw/);
+});
+
+test("dev serves through the production gateway: Host kept, client x-stratus-* stripped, request id sanitised, name not decoded, production error heads", async () => {
+  const dir = join(tmp, "parity");
+  spawnSync("mkdir", ["-p", dir]);
+  writeFileSync(join(dir, "package.json"), '{"name":"parity"}');
+  writeFileSync(
+    join(dir, "index.js"),
+    `module.exports.echo = async (req) => ({ host: req.headers.host, rid: req.headers["x-stratus-request-id"],
+  stratus: Object.keys(req.headers).filter((k) => k.startsWith("x-stratus-")).sort(), deadline: req.headers["x-stratus-deadline-ms"] });
+module.exports.secret = { func: async () => "private ok", config: { public: false } };\n`,
+  );
+  const dev = await startDev(dir);
+
+  const r = await get(`${dev.base}/fn/echo/`, { headers: { host: "api.example.test:8443", "x-stratus-forged": "1", "x-stratus-deadline-ms": "1", "x-stratus-cold-start": "false" } });
+  assert.equal(r.status, 200, r.text);
+  const seen = r.json();
+  assert.equal(seen.host, "api.example.test:8443", "the function sees the Host it was called by");
+  assert.deepEqual(seen.stratus, [HEADERS.deadlineMs, HEADERS.requestId], "only the gateway's own x-stratus-* headers reach the function");
+  assert.notEqual(seen.deadline, "1", "a client cannot set the deadline header");
+  assert.equal(r.headers[HEADERS.requestId], seen.rid, "the response names the id the function saw");
+  assert.ok(r.headers["server-timing"], "Server-Timing as in production");
+
+  const sane = await get(`${dev.base}/fn/echo/`, { headers: { [HEADERS.requestId]: "client-id_1.2:3" } });
+  assert.equal(sane.json().rid, "client-id_1.2:3", "a sane client request id is kept");
+  assert.equal(sane.headers[HEADERS.requestId], "client-id_1.2:3");
+  const insane = await get(`${dev.base}/fn/echo/`, { headers: { [HEADERS.requestId]: "not sane; <script>" } });
+  assert.match(insane.json().rid, /^[0-9a-f-]{36}$/, "an insane client request id is replaced by a fresh one");
+  assert.equal(insane.headers[HEADERS.requestId], insane.json().rid);
+  const tooLong = await get(`${dev.base}/fn/echo/`, { headers: { [HEADERS.requestId]: "a".repeat(129) } });
+  assert.match(tooLong.json().rid, /^[0-9a-f-]{36}$/, "an over-long request id is replaced");
+
+  const secret = await get(`${dev.base}/fn/secret/`);
+  assert.equal(secret.status, 200, "a non-public function needs no token in dev (there is no control plane to issue one)");
+  assert.equal(secret.text, "private ok");
+
+  const encoded = await get(`${dev.base}/fn/%65cho/`);
+  assert.equal(encoded.status, 400, "the function name is not percent-decoded");
+  assert.equal(encoded.json().error.code, "INVALID_FUNCTION_NAME");
+
+  const missing = await get(`${dev.base}/fn/nope/`, { headers: { [HEADERS.requestId]: "rid-404" } });
+  assert.equal(missing.status, 404);
+  assert.equal(missing.json().error.requestId, "rid-404");
+  assert.equal(missing.headers[HEADERS.requestId], "rid-404");
+  assert.equal(missing.headers[HEADERS.coldStart], "false", "platform errors carry the gateway's headers");
+  assert.ok(missing.headers["server-timing"]);
+  const outside = await get(`${dev.base}/elsewhere`);
+  assert.equal(outside.status, 404);
+  assert.equal(outside.json().error.code, "NOT_FOUND");
+  await dev.waitForLine(/^GET \/fn\/nope\/ 404 [\d.]+ms$/);
+  await dev.waitForLine(/^GET \/fn\/echo\/ 200 [\d.]+ms warm$/);
+});
+
+test("dev lists functions with the shared discovery parser", async () => {
+  const dir = join(tmp, "discovery");
+  spawnSync("mkdir", ["-p", dir]);
+  writeFileSync(join(dir, "package.json"), '{"name":"discovery"}');
+  writeFileSync(join(dir, "index.js"), 'module.exports.f = async () => "ok";\n');
+  const dev = await startDev(dir);
+  assert.equal((await get(`${dev.base}/fn/f/`)).text, "ok");
+  // A module that exits while loading prints no function list: the message is the shared parser's
+  // (src/sandbox/discovery-output.ts), the same a deploy reports.
+  const mark = dev.lines.length;
+  writeFileSync(join(dir, "index.js"), 'process.exit(0);\nmodule.exports.f = async () => "never";\n');
+  await dev.waitForLine(/^✗ the module printed no function list \(exit code 0\)$/, mark);
+  const r = await get(`${dev.base}/fn/f/`);
+  assert.equal(r.status, 502);
+  assert.equal(r.json().error.code, "FUNCTION_LOAD_FAILED");
+  assert.equal(r.json().error.message, "the module printed no function list (exit code 0)");
+});
+
+test("missing npm dependencies: the exact command to run without a lockfile, installed from the lockfile with one", async () => {
+  const dir = join(tmp, "deps");
+  spawnSync("mkdir", ["-p", join(dir, "vendor", "greeting")]);
+  writeFileSync(join(dir, "vendor", "greeting", "package.json"), '{"name":"greeting","version":"1.0.0","main":"index.js"}');
+  writeFileSync(join(dir, "vendor", "greeting", "index.js"), "module.exports = (n) => `hi ${n}`;\n");
+  writeFileSync(join(dir, "package.json"), '{"name":"deps","version":"1.0.0","dependencies":{"greeting":"file:./vendor/greeting"}}');
+  writeFileSync(join(dir, "index.js"), 'const greet = require("greeting");\nmodule.exports.hi = async () => greet("dev");\n');
+  const dev = await startDev(dir);
+  const noLock = await dev.waitForLine(/^✗ /);
+  assert.equal(noLock, `✗ package.json lists dependencies that are not installed (greeting) and there is no package-lock.json: run \`npm install\` in ${dir}`);
+  assert.ok(!dev.lines.some((l) => /Could not resolve/.test(l)), "never the bundler's bare error");
+
+  // What `npm install` would write: the dev server reloads on the lockfile and installs from it.
+  const mark = dev.lines.length;
+  writeFileSync(
+    join(dir, "package-lock.json"),
+    JSON.stringify({
+      name: "deps", version: "1.0.0", lockfileVersion: 3, requires: true,
+      packages: {
+        "": { name: "deps", version: "1.0.0", dependencies: { greeting: "file:./vendor/greeting" } },
+        "node_modules/greeting": { resolved: "vendor/greeting", link: true },
+        "vendor/greeting": { version: "1.0.0" },
+      },
+    }),
+  );
+  await dev.waitForLine(/^installing dependencies from the lockfile \(missing: greeting\)$/, mark);
+  await dev.waitForLine(/^\s+\$ npm ci --no-audit/, mark);
+  await dev.waitForLine(/^(re)?loaded in|^built in/, mark);
+  assert.ok(existsSync(join(dir, "node_modules", "greeting", "package.json")), "npm ci installed the dependency");
+  const r = await get(`${dev.base}/fn/hi/`);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.text, "hi dev");
 });

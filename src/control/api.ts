@@ -8,8 +8,9 @@
  * `x-stratus-request-id` or generated.
  */
 import express, { type NextFunction, type Request, type Response } from "express";
-import { randomUUID } from "node:crypto";
 import { StratusError, toErrorResponse } from "../shared/errors";
+import { pickRequestId } from "../shared/request-id";
+import { writeError } from "../shared/write-error";
 import { HEADERS } from "../shared/protocol";
 import type { ApiContext } from "./api-context";
 import type { Operation } from "./operation";
@@ -34,11 +35,9 @@ export const API_OPERATIONS: readonly Operation[] = [
 /** Largest JSON request body of the API, bytes. */
 const MAX_JSON_BYTES = 1024 * 1024;
 
+/** A client's id only when it is short and printable (it cannot forge log lines), as every server. */
 function requestIdOf(req: Request): string {
-  const given = req.headers[HEADERS.requestId];
-  // Accept a client's id only when it is short and printable, so it cannot forge log lines.
-  if (typeof given === "string" && given.length > 0 && given.length <= 128 && /^[A-Za-z0-9._:-]+$/.test(given)) return given;
-  return randomUUID();
+  return pickRequestId(req.headers);
 }
 
 /** Routes that answer without a token. */
@@ -105,12 +104,9 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
 
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const mapped = mapBodyParserError(err);
-    const r = toErrorResponse(mapped, res.locals.requestId as string | undefined);
-    if (r.body.error.code === "INTERNAL") ctx.logger.error({ err, method: req.method, path: req.path, requestId: res.locals.requestId }, "API error");
-    if (res.headersSent) return void res.destroy();
+    if (toErrorResponse(mapped).body.error.code === "INTERNAL") ctx.logger.error({ err, method: req.method, path: req.path, requestId: res.locals.requestId }, "API error");
     // An unread upload (e.g. refused before reading) must not be parsed as the next request.
-    if (!req.complete) res.setHeader("connection", "close");
-    res.status(r.status).set({ ...r.headers, [HEADERS.errorSource]: r.source }).json(r.body);
+    writeError(res, mapped, res.locals.requestId as string | undefined, req.complete ? undefined : { connection: "close" });
   });
   return app;
 }

@@ -18,7 +18,8 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { PlatformConfig } from "../shared/platform-config";
-import { StratusError, toErrorResponse } from "../shared/errors";
+import { StratusError } from "../shared/errors";
+import { writeError } from "../shared/write-error";
 import type { Logger } from "../shared/logger";
 import { NODE_PROTOCOL_PREFIX, type TelemetryBatch, type WireDeployment } from "../shared/node-protocol";
 import type { InvocationRecord } from "../shared/invocation";
@@ -65,9 +66,7 @@ export interface ControlPlane {
 
 /** 503 NOT_READY. */
 function sendNotReady(res: ServerResponse): void {
-  const { status, source, body } = toErrorResponse(new StratusError("NOT_READY"));
-  res.writeHead(status, { "content-type": "application/json", "x-stratus-error-source": source });
-  res.end(JSON.stringify(body));
+  writeError(res, new StratusError("NOT_READY"));
 }
 
 function listenOn(server: Server, ...args: unknown[]): Promise<void> {

@@ -1,27 +1,37 @@
 /**
- * `stratus dev`: serves every function of a project at `http://localhost:PORT/fn/<name>/…`.
- * Bundles the project (src/builder/bundle.ts) into a temp dir, runs discovery in a child, then starts one
- * runtime child per function on its first request (cold) and proxies to it over its Unix socket with
- * undici, streaming bodies both ways. A file change rebuilds (debounced); the old children drain and the
- * next request starts a new one. The runtime enforces config, timeouts and body limits exactly as in
- * production; a child that timed out or crashed is replaced on the next request.
+ * `stratus dev`: serves every function of a project at `http://localhost:PORT/fn/<name>/…` through the
+ * production gateway (src/gateway/gateway.ts) over the unsandboxed dev driver (src/sandbox/dev/), so
+ * routing, headers, request ids, limits, pools, queues and error bodies are production's own.
  *
- * State invariant: `generation` is the latest finished build; requests wait for a build in progress.
- * Children belong to one generation and are closed when it is replaced.
+ * A build installs missing npm dependencies from the lockfile (./ensure-deps.ts), bundles the project
+ * as a deploy does (src/builder/bundle.ts) into a fresh directory, lists its functions with the
+ * driver's discovery (a child process, the shared parser), and deploys each function to the gateway
+ * as version `dev-<n>`: a reload is a redeploy, so old instances drain as in production. A function
+ * that cannot be served (build error, load error, bad config) is deployed too, with a start that fails
+ * at once with FUNCTION_LOAD_FAILED and the error as its message: the developer sees it in the
+ * response, through the gateway's own error path.
+ *
+ * State invariants: `generation` is the latest finished build and every function it lists is deployed
+ * at its version; requests that arrive while a build runs are handed to the gateway once it finished;
+ * a retired build's directory is removed once no instance runs code from it.
  */
-import http from "node:http";
-import { mkdtempSync, rmSync, watch, readdirSync, type FSWatcher } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { mkdirSync, mkdtempSync, rmSync, watch, readdirSync, type FSWatcher } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { pipeline } from "node:stream/promises";
-import { randomUUID } from "node:crypto";
-import { StratusError, toErrorResponse } from "../shared/errors";
+import { basename, join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { StratusError } from "../shared/errors";
 import { parseFunctionConfig, type FunctionConfig } from "../shared/function-config";
-import { isValidFunctionName } from "../shared/names";
+import { createLogger } from "../shared/logger";
 import { HEADERS } from "../shared/protocol";
 import { bundleProject, formatBundleMessage } from "../builder/bundle";
-import { runDiscovery } from "./run-discovery";
-import { DevInstance, type DevLogLine } from "./dev-instance";
+import { createDevDriver } from "../sandbox/dev/dev-driver";
+import type { SandboxDriver } from "../sandbox/driver";
+import { createGateway } from "../gateway/gateway";
+import type { Deployment } from "../gateway/deployment";
+import { pickRequestId } from "../shared/request-id";
+import { parseFunctionRoute } from "../gateway/route";
+import { ensureDependencies } from "./ensure-deps";
 
 export interface DevServerOptions {
   /** Project folder. */
@@ -38,46 +48,53 @@ export interface DevServerOptions {
   readonly watch?: boolean;
   /** Debounce of file events, ms. Default 100. */
   readonly debounceMs?: number;
+  /** npm's cache for installing missing dependencies (the CLI passes `~/.npm`, npm's own). */
+  readonly npmCacheDir: string;
 }
 
 interface DevFunction {
   readonly name: string;
   readonly exportName: string;
-  readonly config?: Readonly<FunctionConfig>;
-  /** Why it cannot be served (bad name, bad config). */
+  readonly config: Readonly<FunctionConfig>;
+  /** Why it cannot be served (bad name, bad config, build or load error). */
   readonly error?: string;
-  instance?: DevInstance;
-  starting?: Promise<DevInstance>;
 }
 
 interface Generation {
   readonly id: number;
   readonly outDir: string;
-  readonly entry?: string;
-  /** Set when the build or discovery failed: every function answers 502 FUNCTION_LOAD_FAILED. */
+  /** The bundle's file name inside outDir. */
+  readonly entry: string;
+  /** Set when the build or discovery failed: every known function answers 502 FUNCTION_LOAD_FAILED. */
   readonly error?: string;
   readonly functions: Map<string, DevFunction>;
 }
 
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "expect", "host"]);
 const IGNORED_DIRS = new Set(["node_modules", ".git", "dist", ".stratus"]);
+/** Longest wait for a module to list its functions, ms (as the old dev server and a deploy's default). */
+const DISCOVERY_TIMEOUT_MS = 10_000;
 
 export interface DevServer {
   /** Builds, then listens. Resolves with the bound port. */
   listen(): Promise<number>;
   /** Rebuilds now (the watcher calls this). Resolves when the new generation serves. */
   reload(): Promise<void>;
-  /** Stops watching, closes the server and every child, removes temp dirs. Idempotent. */
+  /** Stops watching, closes the server and every instance, removes temp dirs. Idempotent. */
   close(): Promise<void>;
   /** Names of the functions of the current generation. */
   functionNames(): string[];
+  /** Synchronous, for a process `exit` handler: kills every instance at once (close() is the graceful way). */
+  kill(): void;
 }
 
-/** Builds a dev server (not yet listening). */
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** Builds a dev server (not yet listening; nothing is written to disk before `listen` or `reload`). */
 export function createDevServer(options: DevServerOptions): DevServer {
   const dir = resolve(options.dir);
   const print = options.print ?? ((line: string) => console.log(line));
   let port = options.port ?? 3000;
+  const root = join(tmpdir(), `stratus-dev-${randomBytes(6).toString("hex")}`);
   let generation: Generation | undefined;
   let building: Promise<Generation> | undefined;
   let rebuildQueued = false;
@@ -86,71 +103,192 @@ export function createDevServer(options: DevServerOptions): DevServer {
   let listening = false;
   const watchers: FSWatcher[] = [];
   let debounce: NodeJS.Timeout | undefined;
+  /** Output dirs of replaced generations, removed once no instance uses them. */
+  const retired: string[] = [];
+  /** Functions deployed to the gateway, with their last good config (kept when they break). */
+  const deployed = new Map<string, Readonly<FunctionConfig>>();
+  /** `name@version` → the error a start of that version answers, for functions that cannot be served. */
+  const unloadable = new Map<string, string>();
+  /** Method and URL of requests to deployed functions by request id, until their invocation record. */
+  const pendingLines = new Map<string, Array<{ method: string; url: string }>>();
 
-  const onLog = (line: DevLogLine) => {
-    const rid = line.requestId ? ` ${line.requestId.slice(0, 8)}` : "";
-    const level = line.level === "log" || line.level === "info" ? "" : ` ${line.level}`;
-    print(`[${line.functionName}${rid}]${level} ${line.message}`);
+  const devDriver = createDevDriver({ runtimePath: options.runtimePath, stateDir: join(root, "s") });
+  // A function that cannot be served is deployed anyway; its starts fail at once with its error.
+  const driver: SandboxDriver = {
+    ...devDriver,
+    start(spec, startOptions) {
+      const error = unloadable.get(`${spec.functionName}@${spec.version}`);
+      if (error !== undefined) return Promise.reject(new StratusError("FUNCTION_LOAD_FAILED", error));
+      return devDriver.start(spec, startOptions);
+    },
   };
+  // The gateway's own logs: only its internal errors are worth a developer's line.
+  const logger = createLogger({ level: "error", name: "stratus-dev" }, {
+    write(line: string) {
+      const j = JSON.parse(line) as { msg?: string; err?: { message?: string } };
+      print(`stratus dev: ${j.msg ?? ""}${j.err?.message ? `: ${j.err.message}` : ""}`);
+    },
+  });
+  const gateway = createGateway({
+    driver,
+    logger,
+    nodeId: "dev",
+    // Everything is callable locally: `public: false` is about tokens issued by a control plane.
+    authorize: () => undefined,
+    observer: {
+      onInvocation(r) {
+        const queue = pendingLines.get(r.requestId);
+        const line = queue?.shift();
+        if (queue?.length === 0) pendingLines.delete(r.requestId);
+        if (line === undefined) return;
+        const temp = r.instanceId === null ? "" : r.coldStart ? " cold" : " warm";
+        print(`${line.method} ${line.url} ${r.status} ${r.totalMs.toFixed(1)}ms${temp}`);
+      },
+      onInstanceLog(functionName, line) {
+        const rid = line.requestId ? ` ${line.requestId.slice(0, 8)}` : "";
+        const level = line.level === "log" || line.level === "info" ? "" : ` ${line.level}`;
+        print(`[${functionName}${rid}]${level} ${line.message}`);
+      },
+      onPlatformEvent(event) {
+        if (event.level !== "error") return;
+        // A load error was printed when the build found it; its failed starts would repeat it per request.
+        if (event.kind === "instance-start-failed" && generation?.functions.get(event.functionName)?.error !== undefined) return;
+        print(`[${event.functionName}] ${event.message}`);
+      },
+    },
+  });
+
+  // Requests wait for a build in progress (a saved file is served at once), then go to the gateway's
+  // own handler. The gateway registers exactly one.
+  const server = gateway.server;
+  const handlers = server.listeners("request") as Handler[];
+  if (handlers.length !== 1) throw new Error(`dev server: expected the gateway's one request handler, found ${handlers.length}`);
+  const gatewayHandler = handlers[0]!;
+  server.removeAllListeners("request");
+  const handOver = (req: IncomingMessage, res: ServerResponse, t0: number): void => {
+    const method = req.method ?? "GET";
+    const url = req.url ?? "/";
+    const route = parseFunctionRoute(url);
+    if (route !== null && deployed.has(route.name) && !closed) {
+      // The gateway records this request: name its id now, with the gateway's own sanitiser (the
+      // gateway then keeps it), so the record finds its method and URL.
+      const requestId = pickRequestId(req.headers);
+      req.headers[HEADERS.requestId] = requestId;
+      const queue = pendingLines.get(requestId);
+      if (queue === undefined) pendingLines.set(requestId, [{ method, url }]);
+      else queue.push({ method, url });
+    } else {
+      res.once("close", () => print(`${method} ${url} ${res.statusCode} ${(performance.now() - t0).toFixed(1)}ms`));
+    }
+    gatewayHandler(req, res);
+  };
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    const t0 = performance.now();
+    if (building === undefined) return handOver(req, res, t0);
+    void building.then(() => handOver(req, res, t0), () => handOver(req, res, t0));
+  });
 
   const build = async (): Promise<Generation> => {
     const id = ++genCounter;
-    const outDir = mkdtempSync(join(tmpdir(), "stratus-dev-"));
+    mkdirSync(root, { recursive: true });
+    const outDir = mkdtempSync(join(root, `g${id}-`));
     const functions = new Map<string, DevFunction>();
-    let entry: string;
-    try {
-      const bundle = await bundleProject(dir, outDir, { filesRoot: resolve(dir) });
-      for (const w of bundle.warnings) print(`warning: ${formatBundleMessage(w)}`);
-      if (bundle.externalNative.length > 0) print(`note: native packages left external: ${bundle.externalNative.join(", ")}`);
-      entry = bundle.outFile;
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      print(`✗ ${message}`);
-      return { id, outDir, error: message, functions };
-    }
-    try {
-      for (const f of await runDiscovery(options.runtimePath, entry)) {
-        for (const w of f.warnings ?? []) print(`warning: ${f.name}: ${w}`);
-        if (f.error) {
-          print(`✗ ${f.name}: ${f.error.message}`);
-          functions.set(f.name, { name: f.name, exportName: f.exportName, error: f.error.message });
-          continue;
-        }
-        functions.set(f.name, { name: f.name, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config) });
-      }
-    } catch (err) {
+    let entry = "index.cjs";
+    const failed = (err: unknown): Generation => {
       const message = err instanceof Error ? err.message : String(err);
       print(`✗ ${message}`);
       return { id, outDir, entry, error: message, functions };
+    };
+    try {
+      await ensureDependencies(dir, { npmCacheDir: options.npmCacheDir, print });
+      const bundle = await bundleProject(dir, outDir, { filesRoot: resolve(dir) });
+      for (const w of bundle.warnings) print(`warning: ${formatBundleMessage(w)}`);
+      if (bundle.externalNative.length > 0) print(`note: native packages left external: ${bundle.externalNative.join(", ")}`);
+      entry = basename(bundle.outFile);
+    } catch (err) {
+      return failed(err);
+    }
+    try {
+      for (const f of await devDriver.discover({ artifactDir: outDir, entry, timeoutMs: DISCOVERY_TIMEOUT_MS })) {
+        const fallbackConfig = deployed.get(f.name) ?? parseFunctionConfig(f.name, {});
+        for (const w of f.warnings ?? []) print(`warning: ${f.name}: ${w}`);
+        if (f.error) {
+          print(`✗ ${f.name}: ${f.error.message}`);
+          functions.set(f.name, { name: f.name, exportName: f.exportName, config: fallbackConfig, error: f.error.message });
+          continue;
+        }
+        try {
+          functions.set(f.name, { name: f.name, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config) });
+        } catch (err) {
+          const message = err instanceof Error ? err.message : String(err);
+          print(`✗ ${f.name}: ${message}`);
+          functions.set(f.name, { name: f.name, exportName: f.exportName, config: fallbackConfig, error: message });
+        }
+      }
+    } catch (err) {
+      return failed(err);
     }
     return { id, outDir, entry, functions };
   };
 
-  const retire = (gen: Generation) => {
-    const closing = [...gen.functions.values()].map(async (f) => {
-      const inst = f.instance ?? (await f.starting?.catch(() => undefined));
-      await inst?.close();
-    });
-    void Promise.all(closing).then(() => rmSync(gen.outDir, { recursive: true, force: true }));
+  /** Deploys a generation to the gateway: every function at `dev-<id>`, gone ones removed. */
+  const deploy = async (gen: Generation): Promise<void> => {
+    const version = `dev-${gen.id}`;
+    const old = new Set(deployed.keys());
+    unloadable.clear();
+    // A failed build keeps every known function, each answering the build's error.
+    const list: DevFunction[] = gen.error === undefined
+      ? [...gen.functions.values()]
+      : [...deployed].map(([name, config]) => ({ name, exportName: name, config, error: gen.error }));
+    for (const f of list) {
+      if (f.error !== undefined) unloadable.set(`${f.name}@${version}`, f.error);
+      const d: Deployment = { name: f.name, version, artifactDir: gen.outDir, entry: gen.entry, exportName: f.exportName, config: f.config, env: { ...f.config.env } };
+      gateway.setFunction(d);
+      deployed.set(f.name, f.config);
+      old.delete(f.name);
+    }
+    for (const name of old) {
+      deployed.delete(name);
+      await gateway.removeFunction(name);
+    }
+  };
+
+  /** Removes the output dirs of replaced generations no instance runs code from any more. */
+  const sweepRetired = (): void => {
+    for (let i = retired.length - 1; i >= 0; i--) {
+      if (devDriver.inUse(retired[i]!)) continue;
+      rmSync(retired[i]!, { recursive: true, force: true });
+      retired.splice(i, 1);
+    }
   };
 
   const reload = async (): Promise<void> => {
+    if (closed) return;
     if (building) {
       rebuildQueued = true;
       await building;
       return;
     }
     const started = performance.now();
-    building = build();
-    const next = await building;
-    building = undefined;
+    building = (async () => {
+      const next = await build();
+      if (!closed) await deploy(next);
+      return next;
+    })();
+    let next: Generation;
+    try {
+      next = await building;
+    } finally {
+      building = undefined;
+    }
     const old = generation;
     generation = next;
-    if (old) retire(old);
+    if (old) retired.push(old.outDir);
     if (closed) {
-      retire(next);
+      retired.push(next.outDir);
       return;
     }
+    sweepRetired();
     if (!next.error) {
       const ms = Math.round(performance.now() - started);
       print(`${old ? "reloaded" : "built"} in ${ms} ms`);
@@ -166,131 +304,7 @@ export function createDevServer(options: DevServerOptions): DevServer {
     for (const f of gen.functions.values()) if (!f.error) print(`  ${f.name} → http://localhost:${port}/fn/${f.name}/`);
   };
 
-  const current = async (): Promise<Generation> => {
-    if (building) await building;
-    return generation!;
-  };
-
-  const instanceFor = async (gen: Generation, f: DevFunction): Promise<{ inst: DevInstance; cold: boolean }> => {
-    if (f.instance?.alive) return { inst: f.instance, cold: false };
-    f.instance = undefined;
-    f.starting ??= (async () => {
-      const inst = new DevInstance({
-        runtimePath: options.runtimePath,
-        entry: gen.entry!,
-        exportName: f.exportName,
-        functionName: f.name,
-        config: f.config!,
-        socketPath: join(gen.outDir, `${f.name}.sock`),
-        onLog,
-      });
-      try {
-        await inst.start();
-        f.instance = inst;
-        return inst;
-      } finally {
-        f.starting = undefined;
-      }
-    })();
-    return { inst: await f.starting, cold: true };
-  };
-
-  const sendError = (res: http.ServerResponse, err: unknown, requestId: string) => {
-    const r = toErrorResponse(err, requestId);
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    res.writeHead(r.status, { ...r.headers, "content-type": "application/json; charset=utf-8", [HEADERS.errorSource]: r.source, [HEADERS.requestId]: requestId });
-    res.end(JSON.stringify(r.body));
-  };
-
-  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<number> => {
-    const url = req.url ?? "/";
-    const requestId = (req.headers[HEADERS.requestId] as string | undefined) ?? randomUUID();
-    if (!url.startsWith("/fn/")) {
-      sendError(res, new StratusError("NOT_FOUND", "Functions are served under /fn/<name>/"), requestId);
-      return 404;
-    }
-    let end = 4;
-    while (end < url.length && url[end] !== "/" && url[end] !== "?") end++;
-    const name = decodeURIComponent(url.slice(4, end));
-    const rest = url.slice(end);
-    const path = rest === "" ? "/" : rest.startsWith("?") ? `/${rest}` : rest;
-    if (!isValidFunctionName(name)) {
-      sendError(res, new StratusError("INVALID_FUNCTION_NAME"), requestId);
-      return 400;
-    }
-    const gen = await current();
-    if (gen.error) {
-      sendError(res, new StratusError("FUNCTION_LOAD_FAILED", gen.error), requestId);
-      return 502;
-    }
-    const f = gen.functions.get(name);
-    if (!f) {
-      sendError(res, new StratusError("FUNCTION_NOT_FOUND", `No function "${name}" in this project`), requestId);
-      return 404;
-    }
-    if (f.error) {
-      sendError(res, new StratusError("FUNCTION_LOAD_FAILED", f.error), requestId);
-      return 502;
-    }
-    let inst: DevInstance;
-    let cold: boolean;
-    try {
-      ({ inst, cold } = await instanceFor(gen, f));
-    } catch (err) {
-      sendError(res, err, requestId);
-      return 502;
-    }
-    res.setHeader(HEADERS.coldStart, String(cold));
-    (res as http.ServerResponse & { stratusCold?: boolean }).stratusCold = cold;
-    const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
-    headers[HEADERS.requestId] = requestId;
-    const hasBody = req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0");
-    try {
-      const up = await inst.client!.request({ path, method: req.method as "GET", headers, body: hasBody ? req : undefined });
-      const out: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
-      if (up.headers[HEADERS.instanceUnusable] === "1" && f.instance === inst) {
-        // The runtime exits once it answered; the next request starts a fresh child.
-        f.instance = undefined;
-        void inst.close();
-      }
-      res.writeHead(up.statusCode, out);
-      await pipeline(up.body, res);
-      return up.statusCode;
-    } catch (err) {
-      if (req.destroyed && res.destroyed) return 499;
-      if (f.instance === inst) f.instance = undefined;
-      const exit = await Promise.race([inst.exited, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
-      void inst.close();
-      const why = exit ? ` (exit ${exit.code ?? exit.signal})` : "";
-      sendError(res, new StratusError("FUNCTION_CRASHED", `The function instance ended without answering${why}`, { cause: err }), requestId);
-      return 502;
-    }
-  };
-
-  const server = http.createServer((req, res) => {
-    const t0 = performance.now();
-    const method = req.method ?? "GET";
-    const url = req.url ?? "/";
-    handle(req, res).then(
-      (status) => {
-        const ms = (performance.now() - t0).toFixed(1);
-        const cold = (res as http.ServerResponse & { stratusCold?: boolean }).stratusCold;
-        const temp = cold === undefined ? "" : cold ? " cold" : " warm";
-        print(`${method} ${url} ${status} ${ms}ms${temp}`);
-      },
-      (err: unknown) => {
-        print(`internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-        sendError(res, new StratusError("INTERNAL"), "");
-      },
-    );
-  });
-
-  const watchTree = (root: string) => {
+  const watchTree = (top: string) => {
     const add = (d: string) => {
       try {
         const w = watch(d, (_event, file) => {
@@ -305,7 +319,9 @@ export function createDevServer(options: DevServerOptions): DevServer {
             }
           }
           clearTimeout(debounce);
-          debounce = setTimeout(() => void reload(), options.debounceMs ?? 100);
+          debounce = setTimeout(() => {
+            reload().catch((err: unknown) => print(`✗ reload failed: ${err instanceof Error ? err.message : String(err)}`));
+          }, options.debounceMs ?? 100);
         });
         (w as FSWatcher & { path?: string }).path = d;
         watchers.push(w);
@@ -316,43 +332,37 @@ export function createDevServer(options: DevServerOptions): DevServer {
         if (e.isDirectory() && !IGNORED_DIRS.has(e.name) && !e.name.startsWith(".")) add(join(d, e.name));
       }
     };
-    add(root);
+    add(top);
   };
 
   return {
     async listen() {
       await reload();
-      await new Promise<void>((resolve, reject) => {
+      await new Promise<void>((resolveListen, reject) => {
         server.once("error", reject);
-        server.listen(port, options.host ?? "127.0.0.1", () => resolve());
+        server.listen(port, options.host ?? "127.0.0.1", () => resolveListen());
       });
       port = (server.address() as { port: number }).port;
       listening = true;
+      // Watch before saying so: a change made right after the line below must trigger a reload.
+      if (options.watch !== false) watchTree(dir);
       print(`Stratus dev server: http://localhost:${port}/fn/<name>/ (project ${dir})`);
       if (generation) printFunctions(generation);
-      if (options.watch !== false) watchTree(dir);
       return port;
     },
     reload,
     functionNames: () => [...(generation?.functions.keys() ?? [])],
+    kill: () => devDriver.killAllNow(),
     async close() {
       if (closed) return;
       closed = true;
       clearTimeout(debounce);
       for (const w of watchers) w.close();
-      server.close();
-      server.closeAllConnections();
       if (building) await building.catch(() => undefined);
-      if (generation) {
-        const gen = generation;
-        await Promise.all(
-          [...gen.functions.values()].map(async (f) => {
-            const inst = f.instance ?? (await f.starting?.catch(() => undefined));
-            await inst?.close(2000);
-          }),
-        );
-        rmSync(gen.outDir, { recursive: true, force: true });
-      }
+      // Instances get a short grace to finish what they serve; then the driver ends whatever is left.
+      await gateway.drain(2000);
+      await devDriver.close();
+      rmSync(root, { recursive: true, force: true });
     },
   };
 }

@@ -11,11 +11,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from "node:net";
 import { hostname } from "node:os";
 import type { SandboxDriver } from "../sandbox/driver";
-import { StratusError, isStratusError, toErrorResponse, type ErrorCode } from "../shared/errors";
+import { StratusError, isStratusError, type ErrorCode } from "../shared/errors";
 import type { InvocationRecord } from "../shared/invocation";
 import type { Logger } from "../shared/logger";
 import { isValidFunctionName } from "../shared/names";
 import { HEADERS } from "../shared/protocol";
+import { renderError, writeError } from "../shared/write-error";
 import { resolveTraceparent } from "../observe/traceparent";
 import type { Deployment } from "./deployment";
 import { FunctionPool, type Lease, type PendingLease } from "./function-pool";
@@ -84,6 +85,8 @@ const denyNonPublic: AuthorizeHook = () => {
 
 const NO_TIMING = serverTiming(0, 0, 0);
 const CLOSE = { connection: "close" } as const;
+/** Headers of every error the gateway itself answers: no instance served it. */
+const PLATFORM_HEAD = { [HEADERS.coldStart]: "false", "server-timing": NO_TIMING } as const;
 
 /** Builds the gateway (see the file comment). Nothing listens and no timer runs until a function is set. */
 export function createGateway(options: GatewayOptions): Gateway {
@@ -312,19 +315,11 @@ export function createGateway(options: GatewayOptions): Gateway {
     }
     const requestId = pickRequestId({});
     const message = code === "INVALID_ARGUMENT" ? "Malformed HTTP request" : undefined;
-    const r = toErrorResponse(new StratusError(code, message), requestId);
-    const body = JSON.stringify(r.body);
-    socket.end(
-      `HTTP/1.1 ${r.status} ${reason}\r\n` +
-        "content-type: application/json; charset=utf-8\r\n" +
-        `content-length: ${Buffer.byteLength(body)}\r\n` +
-        "connection: close\r\n" +
-        `${HEADERS.requestId}: ${requestId}\r\n` +
-        `${HEADERS.errorSource}: ${r.source}\r\n` +
-        `${HEADERS.coldStart}: false\r\n` +
-        `server-timing: ${NO_TIMING}\r\n\r\n` +
-        body,
-    );
+    // No ServerResponse exists for a request that never parsed: the shared head, written by hand.
+    const r = renderError(new StratusError(code, message), requestId, { ...PLATFORM_HEAD, connection: "close" });
+    let head = `HTTP/1.1 ${r.status} ${reason}\r\n`;
+    for (const name in r.headers) head += `${name}: ${r.headers[name]}\r\n`;
+    socket.end(`${head}\r\n${r.body}`);
     logger.debug({ code: err.code, rid: requestId }, "client error");
   }
 
@@ -475,28 +470,11 @@ function sendError(res: ServerResponse, err: unknown, requestId: string, log: Lo
 }
 
 /**
- * Writes the common error body with the platform headers; destroys the response if a head went out.
- * Returns the code and body size sent, or null when nothing could be sent.
+ * Writes the common error body (src/shared/write-error.ts) with the gateway's timing headers, which
+ * `extra` may override; destroys the response if a head went out. Returns the code and body size
+ * sent, or null when nothing could be sent.
  */
 function sendErrorResponse(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): { code: string; bytes: number } | null {
   if (!isStratusError(err)) log.error({ err, rid: requestId }, "internal error");
-  if (res.headersSent) {
-    res.destroy();
-    return null;
-  }
-  if (res.destroyed) return null;
-  const r = toErrorResponse(err, requestId);
-  const body = JSON.stringify(r.body);
-  res.writeHead(r.status, {
-    "content-type": "application/json; charset=utf-8",
-    "content-length": Buffer.byteLength(body),
-    [HEADERS.requestId]: requestId,
-    [HEADERS.errorSource]: r.source,
-    [HEADERS.coldStart]: "false",
-    "server-timing": NO_TIMING,
-    ...r.headers,
-    ...extra,
-  });
-  res.end(body);
-  return { code: r.body.error.code, bytes: Buffer.byteLength(body) };
+  return writeError(res, err, requestId, extra === undefined ? PLATFORM_HEAD : { ...PLATFORM_HEAD, ...extra });
 }

@@ -2,12 +2,11 @@
  * Header handling of the gateway: request ids, what is forwarded to an instance and back, Server-Timing.
  * Everything here is on the hot path: lookups in precomputed Sets, char-code scans, no regex.
  */
-import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import { HEADERS } from "../shared/protocol";
 
-/** Longest client-supplied request id we keep, characters. */
-export const REQUEST_ID_MAX = 128;
+/** The request-id rule is shared by every server (src/shared/request-id.ts). */
+export { REQUEST_ID_MAX, isSaneRequestId, pickRequestId } from "../shared/request-id";
 
 const STRATUS_PREFIX = "x-stratus-";
 
@@ -28,24 +27,6 @@ const HOP_BY_HOP = new Set([
   "http2-settings",
   "expect",
 ]);
-
-/** True for `[A-Za-z0-9._:-]{1,128}`: safe to log and echo back. */
-export function isSaneRequestId(value: string): boolean {
-  const n = value.length;
-  if (n === 0 || n > REQUEST_ID_MAX) return false;
-  for (let i = 0; i < n; i++) {
-    const c = value.charCodeAt(i);
-    const ok = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 46 || c === 58 || c === 95;
-    if (!ok) return false;
-  }
-  return true;
-}
-
-/** The client's `x-stratus-request-id` when sane, else a fresh UUID. */
-export function pickRequestId(headers: IncomingHttpHeaders): string {
-  const given = headers[HEADERS.requestId];
-  return typeof given === "string" && isSaneRequestId(given) ? given : randomUUID();
-}
 
 /**
  * Headers sent to the instance: the client's minus hop-by-hop ones, minus those named in

@@ -8,12 +8,13 @@
  * `connection: close`.
  */
 import http from "node:http";
-import { randomUUID } from "node:crypto";
 import { parse as parseCookies } from "cookie";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { StratusError, toErrorResponse } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
 import { HEADERS } from "../shared/protocol";
+import { pickRequestId } from "../shared/request-id";
+import { writeError } from "../shared/write-error";
 import type { RuntimeHandler } from "./loader";
 import type { EmitLog } from "./output-capture";
 import { requestContext } from "./request-context";
@@ -55,15 +56,8 @@ interface InFlight {
   readonly requestId: string;
 }
 
-function sendError(res: Response, err: StratusError, requestId: string, extraHeaders: Record<string, string> = {}): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const r = toErrorResponse(err, requestId);
-  res.status(r.status);
-  res.set({ ...r.headers, ...extraHeaders, [HEADERS.errorSource]: r.source });
-  res.json(r.body);
+function sendError(res: Response, err: StratusError, requestId: string, extraHeaders?: Record<string, string>): void {
+  writeError(res, err, requestId, extraHeaders);
 }
 
 /**
@@ -177,7 +171,7 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   });
 
   app.use((req: Request, res: Response, next: NextFunction) => {
-    const requestId = (req.headers[HEADERS.requestId] as string | undefined) ?? randomUUID();
+    const requestId = pickRequestId(req.headers);
     res.setHeader(HEADERS.requestId, requestId);
     if (draining || unusable) {
       res.setHeader("connection", "close");

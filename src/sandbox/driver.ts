@@ -15,8 +15,11 @@
  */
 import type { FunctionConfig } from "../shared/function-config";
 
+/** Drivers a node can run (the platform config's `driver`). */
 export const DRIVER_NAMES = ["process", "docker"] as const;
 export type DriverName = (typeof DRIVER_NAMES)[number];
+/** Every driver's name: a node's, or "dev", the unsandboxed driver of `stratus dev` (src/sandbox/dev/). */
+export type SandboxDriverName = DriverName | "dev";
 
 /** Everything a driver needs to start one instance of one function version. */
 export interface InstanceSpec {
@@ -122,7 +125,7 @@ export interface StartOptions {
 }
 
 export interface SandboxDriver {
-  readonly name: DriverName;
+  readonly name: SandboxDriverName;
   /**
    * Starts an instance and resolves when it is ready to serve.
    * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED

@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import { Client } from "undici";
 import { StratusError, isErrorCode, toErrorResponse } from "./errors";
-import { HEADERS } from "./protocol";
+import { writeError } from "./write-error";
 import { MAX_PROTOCOL_BODY_BYTES } from "./node-protocol";
 import type { Logger } from "./logger";
 
@@ -93,11 +93,8 @@ export function sendJson(res: ServerResponse, status: number, body?: unknown): v
 
 /** Sends the common error body for `err` (logs 5xx). Destroys a response already started. */
 export function sendProtocolError(res: ServerResponse, err: unknown, logger: Logger, url: string | undefined): void {
-  const r = toErrorResponse(err);
-  if (r.status >= 500) logger.error({ err, url }, "node protocol error");
-  if (res.headersSent) return void res.destroy();
-  res.writeHead(r.status, { "content-type": "application/json", [HEADERS.errorSource]: r.source, ...r.headers });
-  res.end(JSON.stringify(r.body));
+  if (toErrorResponse(err).status >= 500) logger.error({ err, url }, "node protocol error");
+  writeError(res, err);
 }
 
 /** The protocol route of a request: its path segments below `/internal/v1`, or null for other paths. */

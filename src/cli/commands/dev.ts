@@ -3,6 +3,8 @@
  * reload on change (see src/dev/dev-server.ts and docs/dev.md).
  */
 import type { Command } from "commander";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** dist/runtime.cjs beside the bundled dist/cli.js this code runs in. */
@@ -27,7 +29,11 @@ export function registerDevCommand(program: Command): void {
       }
       // Loaded lazily so that other commands do not load the bundler at start-up.
       const { createDevServer } = await import("../../dev/dev-server");
-      const server = createDevServer({ dir, port, host: opts.host, runtimePath: opts.runtime ?? defaultRuntimePath(), watch: opts.watch });
+      const server = createDevServer({
+        dir, port, host: opts.host, runtimePath: opts.runtime ?? defaultRuntimePath(), watch: opts.watch, npmCacheDir: join(homedir(), ".npm"),
+      });
+      // Instances run in their own process groups: whatever ends this process must not leave them running.
+      process.once("exit", () => server.kill());
       const stop = () => void server.close().then(() => process.exit(0));
       process.once("SIGINT", stop);
       process.once("SIGTERM", stop);

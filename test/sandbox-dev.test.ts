@@ -21,6 +21,7 @@ if (!existsSync(runtimePath)) throw new Error(`${runtimePath} is missing: run \`
 const newDriver = (): { driver: DevDriver; stateDir: string; cleanup: () => Promise<void> } => {
   const stateDir = mkdtempSync(join(tmpdir(), "sdv-"));
   const driver = createDevDriver({ runtimePath, stateDir });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   return {
     driver,
     stateDir,

@@ -112,7 +112,8 @@ let confDriver: DockerDriver | undefined;
 runDriverConformance(
   "docker",
   async () => {
-    confDriver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot: confSocketRoot, nodeId: confNodeId });
+    confDriver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: confSocketRoot, nodeId: confNodeId });
+    void confDriver.open();
     return {
       driver: preparing(confDriver),
       cleanup: async () => {
@@ -140,7 +141,8 @@ runDriverConformance(
 );
 
 before(() => {
-  driver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId });
+  driver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: socketRoot, nodeId });
+  void driver.open();
 });
 
 after(async () => {
@@ -333,7 +335,8 @@ describe("Docker driver", { timeout: 240_000 }, () => {
 
   test("reconcile removes labelled containers this driver does not track", async (t) => {
     // A driver of an earlier run of this node, which died without cleaning up.
-    const previous = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId });
+    const previous = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: socketRoot, nodeId });
+    await previous.open();
     const orphan = await previous.start({ ...specOf("helloWorld_x", "hello", artifact("hello")), image: helloImage });
     const mine = await driver.start({ ...specOf("helloWorld_x", "hello", artifact("hello")), image: helloImage });
     t.after(() => Promise.all([mine.destroy(), orphan.destroy()]));

@@ -23,8 +23,8 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
   return createDockerDriver({
     registry: address,
     ...(username !== "" ? { registryAuth: { username, password } } : {}),
-    ...(o.runtimePath ? { runtimeFile: o.runtimePath } : {}),
-    socketRoot: join(o.dataDir, "docker"),
+    ...(o.runtimePath ? { runtimePath: o.runtimePath } : {}),
+    stateDir: join(o.dataDir, "docker"),
     nodeId: o.nodeId,
     prewarm: config.prewarm,
     logger,

@@ -14,7 +14,6 @@ import { setTimeout as delay } from "node:timers/promises";
 import Docker from "dockerode";
 import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance";
 import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
-import { preparing } from "./helpers/preparing-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
 import type { Instance, InstanceSpec } from "../src/sandbox/driver";
 
@@ -71,7 +70,7 @@ runDriverConformance(
     conf = newDriver("conf", 3);
     await poolFilled(conf.driver, 3);
     return {
-      driver: preparing(conf.driver),
+      driver: conf.driver,
       cleanup: async () => {
         const { hits } = conf!.driver.prewarm.counts();
         await conf!.cleanup();

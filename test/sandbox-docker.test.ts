@@ -10,7 +10,6 @@ import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
 import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
-import { preparing } from "./helpers/preparing-driver";
 import type { InstanceLogLine, InstanceSpec } from "../src/sandbox/driver";
 import { runDriverConformance } from "../src/sandbox/conformance";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
@@ -115,7 +114,7 @@ runDriverConformance(
     confDriver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: confSocketRoot, nodeId: confNodeId });
     void confDriver.open();
     return {
-      driver: preparing(confDriver),
+      driver: confDriver,
       cleanup: async () => {
         await confDriver?.close();
         await confDriver?.reconcile();

@@ -35,6 +35,7 @@ import { createNodeClient } from "./node-client";
 import { createActivator } from "./activation";
 import { createDeployer } from "./deployer";
 import { createApiApp } from "./api";
+import { AuthFailureLimiter, limitAuthFailures } from "./auth-failure-limiter";
 import type { ApiContext } from "./api-context";
 import { createObservability, type Observability } from "../observe/observer";
 
@@ -133,6 +134,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const nodeToken = await loadOrCreateNodeToken(dataDir);
     store = openSqliteStore({ file: join(dataDir, "stratus.db"), masterKey });
     const theStore = store;
+    const authFailures = new AuthFailureLimiter(config.auth);
     observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
 
     // One node per data dir: reconcile() at start-up removes this node's leftovers (cgroups,
@@ -175,11 +177,13 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         sendNotReady(res);
       },
       // Non-public functions: any valid, unrevoked API token may invoke.
-      authorize: async (req) => {
+      // Failures count against the same per-address bucket as the API's.
+      authorize: (req) => limitAuthFailures(authFailures, req.socket.remoteAddress ?? "", async () => {
         const auth = req.headers.authorization ?? "";
         const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
         if (token === "" || (await theStore.verifyToken(token)) === null) throw new StratusError("UNAUTHENTICATED");
-      },
+      }),
+      trustedProxies: config.gateway.trustedProxies,
     });
     gateway = agent.gateway;
     const theGateway = gateway;
@@ -223,7 +227,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const ctx: ApiContext = {
       store, node: nodeClient, activator, deployer, logger: logger.child({ component: "api" }),
       publicUrl: () => url ?? "", maxArchiveBytes: config.build.maxArchiveBytes, isReady: () => ready,
-      observability, publicMetrics: config.observe.publicMetrics,
+      observability, publicMetrics: config.observe.publicMetrics, authFailures,
     };
     apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 

@@ -25,6 +25,7 @@ import { pickRequestId, serverTiming } from "./headers";
 import { resolveGatewayLimits, type GatewayLimitsInput } from "./limits";
 import { proxyRequest, type BodyMode, type ProxyMeter, type ProxyParams, type ProxyResult } from "./proxy";
 import { parseFunctionRoute } from "./route";
+import { cidrMatcher } from "../shared/cidr";
 
 /**
  * Access check for non-public functions: resolve to allow, throw a StratusError (UNAUTHENTICATED,
@@ -48,6 +49,12 @@ export interface GatewayOptions {
    * the gateway's limits (header size, slow clients) and drain protect both. Default: 404 NOT_FOUND.
    */
   readonly fallback?: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
+   * Peers whose forwarding headers (`x-forwarded-*`, `forwarded`, `x-real-ip`) are believed: CIDRs or
+   * addresses of the load balancers in front (default none: the gateway is the edge and replaces them).
+   * @see buildUpstreamHeaders
+   */
+  readonly trustedProxies?: readonly string[];
 }
 
 export interface Gateway {
@@ -100,6 +107,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const fallback = options.fallback ?? null;
   const nodeId = options.nodeId ?? hostname();
   const memory = new MemorySampler();
+  const isTrustedProxy = cidrMatcher(options.trustedProxies ?? []);
 
   const server = createServer({
     maxHeaderSize: limits.maxHeaderSize,
@@ -116,6 +124,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     }
   });
   server.on("clientError", onClientError);
+  server.on("connect", onConnect);
 
   function sweep(): void {
     const now = performance.now();
@@ -140,6 +149,10 @@ export function createGateway(options: GatewayOptions): Gateway {
     const t0 = observer === null ? 0 : performance.now();
     const requestId = pickRequestId(req.headers);
     if (draining) return sendError(res, new StratusError("SHUTTING_DOWN"), requestId, logger, CLOSE);
+    // TRACE echoes the request (cookies, tokens) back — cross-site tracing; TRACK is IIS's alias.
+    // Refused for the API and every function alike (CONNECT never gets here: see onConnect).
+    const method = req.method;
+    if (method === "TRACE" || method === "TRACK") return sendError(res, new StratusError("METHOD_NOT_ALLOWED", `${method} is not allowed`), requestId, logger, CLOSE);
     const route = parseFunctionRoute(req.url ?? "/");
     if (route === null) {
       if (fallback !== null) return fallback(req, res);
@@ -152,6 +165,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     }
     const trace = resolveTraceparent(req.headers.traceparent);
     const inv = new Invocation(req, res, entry, route.path, requestId, trace.traceparent, trace.fresh, t0, limits, logger);
+    if (isTrustedProxy !== null) inv.trustedProxy = isTrustedProxy(req.socket.remoteAddress);
     if (entry.deployment.config.public) return admit(inv);
     // Non-public: the hook may be async (a store lookup); any throw or rejection refuses.
     new Promise<void>((resolve) => resolve(authorize(req, inv.deployment))).then(
@@ -294,6 +308,36 @@ export function createGateway(options: GatewayOptions): Gateway {
     });
   }
 
+  /**
+   * `CONNECT host:port` (a tunnel request): the gateway is never a forward proxy. Node hands these to a
+   * `connect` listener instead of `request`; without one it would drop the socket silently.
+   */
+  function onConnect(_req: IncomingMessage, socket: Socket): void {
+    writeRawError(socket, new StratusError("METHOD_NOT_ALLOWED", "CONNECT is not allowed: the gateway is not a proxy"), "Method Not Allowed");
+  }
+
+  /** Answers on a raw socket (no ServerResponse exists) with the common error body, then closes it. */
+  function writeRawError(socket: Socket, err: StratusError, reason: string): string {
+    const requestId = pickRequestId({});
+    const r = toErrorResponse(err, requestId);
+    const body = JSON.stringify(r.body);
+    let extra = "";
+    for (const [k, v] of Object.entries(r.headers)) extra += `${k}: ${v}\r\n`;
+    socket.end(
+      `HTTP/1.1 ${r.status} ${reason}\r\n` +
+        "content-type: application/json; charset=utf-8\r\n" +
+        `content-length: ${Buffer.byteLength(body)}\r\n` +
+        "connection: close\r\n" +
+        `${HEADERS.requestId}: ${requestId}\r\n` +
+        `${HEADERS.errorSource}: ${r.source}\r\n` +
+        `${HEADERS.coldStart}: false\r\n` +
+        extra +
+        `server-timing: ${NO_TIMING}\r\n\r\n` +
+        body,
+    );
+    return requestId;
+  }
+
   function onClientError(err: Error & { code?: string }, socket: Socket): void {
     // A response already under way on this socket (a slow body upload) must not get a second head.
     const current = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
@@ -310,21 +354,8 @@ export function createGateway(options: GatewayOptions): Gateway {
       code = "REQUEST_TIMEOUT";
       reason = "Request Timeout";
     }
-    const requestId = pickRequestId({});
     const message = code === "INVALID_ARGUMENT" ? "Malformed HTTP request" : undefined;
-    const r = toErrorResponse(new StratusError(code, message), requestId);
-    const body = JSON.stringify(r.body);
-    socket.end(
-      `HTTP/1.1 ${r.status} ${reason}\r\n` +
-        "content-type: application/json; charset=utf-8\r\n" +
-        `content-length: ${Buffer.byteLength(body)}\r\n` +
-        "connection: close\r\n" +
-        `${HEADERS.requestId}: ${requestId}\r\n` +
-        `${HEADERS.errorSource}: ${r.source}\r\n` +
-        `${HEADERS.coldStart}: false\r\n` +
-        `server-timing: ${NO_TIMING}\r\n\r\n` +
-        body,
-    );
+    const requestId = writeRawError(socket, new StratusError(code, message), reason);
     logger.debug({ code: err.code, rid: requestId }, "client error");
   }
 
@@ -438,6 +469,7 @@ class Invocation implements ProxyParams {
   meter: ProxyMeter | null = null;
   errorCode: string | null = null;
   errorBytes = 0;
+  trustedProxy = false;
   readonly deployment: Deployment;
   readonly dropAuthorization: boolean;
   readonly timeoutGraceMs: number;

@@ -21,6 +21,8 @@ export interface NodeAgentOptions {
   readonly observer?: GatewayObserver;
   /** Answers requests outside `/fn/…` on the gateway's server (see GatewayOptions.fallback). */
   readonly fallback?: GatewayOptions["fallback"];
+  /** Load balancers whose forwarding headers are believed (see GatewayOptions.trustedProxies). */
+  readonly trustedProxies?: readonly string[];
 }
 
 export interface NodeAgent {
@@ -42,6 +44,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const gateway = createGateway({
     driver, logger, limits: options.limits, authorize: options.authorize, ...(options.observer ? { observer: options.observer } : {}),
     ...(options.fallback ? { fallback: options.fallback } : {}),
+    ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
   return {
     gateway,

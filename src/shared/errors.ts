@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   ARCHIVE_TOO_LARGE: { status: 413, source: "platform", message: "The uploaded archive is too large" },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, source: "platform", message: "Unsupported content type" },
   BUILD_FAILED: { status: 422, source: "function", message: "The build failed" },
+  TOO_MANY_AUTH_FAILURES: { status: 429, source: "platform", message: "Too many failed authentication attempts from this address; retry later" },
   QUEUE_FULL: { status: 429, source: "platform", message: "Too many requests are waiting for this function" },
   HEADERS_TOO_LARGE: { status: 431, source: "platform", message: "Request headers are too large" },
   FUNCTION_ERROR: { status: 500, source: "function", message: "The function threw an error" },

@@ -140,11 +140,13 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     // One node per data dir: reconcile() at start-up removes this node's leftovers (cgroups,
     // containers), and must not take the live instances of another platform on the same host.
     const nodeSuffix = createHash("sha256").update(dataDir).digest("hex").slice(0, 8);
+    const outputLimits = { bytesPerSecond: config.observe.instanceOutputBytesPerSecond, linesPerSecond: config.observe.instanceOutputLinesPerSecond };
     if (deps.driver) driver = deps.driver;
     else if (config.driver === "process") {
       if (!deps.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
       driver = createProcessDriver({
         runtimePath: deps.runtimePath, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${nodeSuffix}`, prewarm: config.prewarm, logger: logger.child({ component: "driver" }),
+        outputLimits,
       });
     } else {
       const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
@@ -157,6 +159,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         nodeId: `${hostname()}-${nodeSuffix}`,
         prewarm: config.prewarm,
         logger: logger.child({ component: "driver" }),
+        outputLimits,
       });
     }
     // Node agent: gateway + driver, reachable by the control plane only through the internal API.

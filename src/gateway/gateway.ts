@@ -69,6 +69,8 @@ export interface Gateway {
   removeFunction(name: string): Promise<void>;
   /** Pool counters per function, for tests and metrics. */
   stats(): Record<string, ReturnType<FunctionPool["stats"]>>;
+  /** Requests admitted to a pool (queued or proxied) whose end has not been recorded yet; 0 when idle. */
+  inFlight(): number;
   /**
    * Graceful stop: new requests get 503 SHUTTING_DOWN with `Connection: close`, in-flight and queued
    * requests finish within `deadlineMs` (a duration, ms), then every instance is closed and the
@@ -428,6 +430,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       functions.delete(name);
       await entry.pool.close(entry.deployment.config.timeout);
     },
+    inFlight: () => inFlight,
     stats() {
       const out: Record<string, ReturnType<FunctionPool["stats"]>> = {};
       for (const [name, entry] of functions) out[name] = entry.pool.stats();

@@ -168,6 +168,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
       logger: logger.child({ component: "node-agent" }),
       limits: {
         maxHeaderSize: config.gateway.maxHeaderBytes,
+        maxHeaderCount: config.gateway.maxHeaderCount,
         headersTimeoutMs: config.gateway.headersTimeoutMs,
         requestTimeoutMs: config.gateway.requestTimeoutMs,
         tickMs: config.gateway.sweepIntervalMs,

@@ -125,6 +125,8 @@ export function createGateway(options: GatewayOptions): Gateway {
       unexpected(err, res);
     }
   });
+  // One more than allowed: Node drops header lines past maxHeadersCount, so "more than the limit" is visible.
+  server.maxHeadersCount = limits.maxHeaderCount + 1;
   server.on("clientError", onClientError);
   server.on("connect", onConnect);
 
@@ -153,6 +155,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     if (draining) return sendError(res, new StratusError("SHUTTING_DOWN"), requestId, logger, CLOSE);
     // TRACE echoes the request (cookies, tokens) back — cross-site tracing; TRACK is IIS's alias.
     // Refused for the API and every function alike (CONNECT never gets here: see onConnect).
+    if (req.rawHeaders.length > 2 * limits.maxHeaderCount) return sendError(res, new StratusError("HEADERS_TOO_LARGE", `More than ${limits.maxHeaderCount} header lines`), requestId, logger, CLOSE);
     const method = req.method;
     if (method === "TRACE" || method === "TRACK") return sendError(res, new StratusError("METHOD_NOT_ALLOWED", `${method} is not allowed`), requestId, logger, CLOSE);
     const route = parseFunctionRoute(req.url ?? "/");

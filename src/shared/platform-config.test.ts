@@ -42,6 +42,7 @@ test("the gateway's own defaults equal the platform's gateway.* defaults", async
   const g = resolveGatewayLimits(undefined);
   const p = resolvePlatformConfig({}).gateway;
   assert.equal(g.maxHeaderSize, p.maxHeaderBytes);
+  assert.equal(g.maxHeaderCount, p.maxHeaderCount);
   assert.equal(g.headersTimeoutMs, p.headersTimeoutMs);
   assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
   assert.equal(g.tickMs, p.sweepIntervalMs);

@@ -21,7 +21,8 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "logLevel", env: "STRATUS_LOG_LEVEL", unit: "", default: "info", doc: "pino level: trace, debug, info, warn, error, fatal, silent." },
   { key: "publicUrl", env: "STRATUS_PUBLIC_URL", unit: "URL", default: "", doc: "Base URL printed for functions; defaults to http://host:port." },
   { key: "gateway.maxHeaderBytes", env: "STRATUS_GATEWAY_MAX_HEADER_BYTES", unit: "bytes", default: 16_384, doc: "Largest request head; larger gets 431 HEADERS_TOO_LARGE." },
-  { key: "gateway.headersTimeoutMs", env: "STRATUS_GATEWAY_HEADERS_TIMEOUT_MS", unit: "ms", default: 10_000, doc: "Time a client has to send the request head; then 408." },
+  { key: "gateway.maxHeaderCount", env: "STRATUS_GATEWAY_MAX_HEADER_COUNT", unit: "lines", default: 256, doc: "Most header lines in a request; more gets 431 HEADERS_TOO_LARGE." },
+  { key: "gateway.headersTimeoutMs", env: "STRATUS_GATEWAY_HEADERS_TIMEOUT_MS", unit: "ms", default: 10_000, doc: "Time a client has to send the request head (and a new connection its first byte); then 408 or closed." },
   { key: "gateway.requestTimeoutMs", env: "STRATUS_GATEWAY_REQUEST_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Time a client has to send the whole request; then 408." },
   { key: "gateway.sweepIntervalMs", env: "STRATUS_GATEWAY_SWEEP_INTERVAL_MS", unit: "ms", default: 250, doc: "Period of the one timer that reaps idle instances and expires queued requests." },
   { key: "gateway.drainTimeoutMs", env: "STRATUS_GATEWAY_DRAIN_TIMEOUT_MS", unit: "ms", default: 30_000, doc: "Longest wait for in-flight requests on SIGTERM." },
@@ -72,6 +73,7 @@ export const PlatformConfigSchema = z.strictObject({
   gateway: z
     .strictObject({
       maxHeaderBytes: posInt(1024, 1024 * 1024).default(16_384),
+      maxHeaderCount: posInt(8, 2000).default(256),
       headersTimeoutMs: posInt(100, 3_600_000).default(10_000),
       requestTimeoutMs: posInt(100, 3_600_000).default(300_000),
       sweepIntervalMs: posInt(10, 60_000).default(250),

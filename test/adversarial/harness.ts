@@ -323,11 +323,29 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
   return false;
 }
 
-/** The spy's count of received requests (and its instance id: a replaced instance restarts the count). */
-export async function spyCount(stack: Stack, name = "spy"): Promise<{ count: number; instance: string; log: Array<{ method: string; url: string }> }> {
-  const r = await stack.call(`/fn/${name}/__count`);
-  assert.equal(r.status, 200, `spy count: ${r.text}`);
-  return JSON.parse(r.text) as { count: number; instance: string; log: Array<{ method: string; url: string }> };
+/**
+ * Requests the spy function's handler received, over every instance it ever had: its `spy-hit` lines
+ * in the store. Waits (bounded) until the count is stable, since lines arrive through the output pipe.
+ */
+export async function spyHits(stack: Stack, name = "spy"): Promise<Array<{ message: string }>> {
+  let last = -1;
+  let hits: Array<{ message: string }> = [];
+  for (let i = 0; i < 40; i++) {
+    await new Promise((r) => setTimeout(r, 150));
+    await stack.observe.flush();
+    hits = (await stack.store.queryLogs(name, { limit: 10_000 })).filter((l) => l.source === "function" && l.message.startsWith("spy-hit "));
+    if (hits.length === last) break;
+    last = hits.length;
+  }
+  return hits;
+}
+
+/** Runs `attack`, then asserts the spy's handler received exactly `expected` more requests. */
+export async function assertSpyDelta(stack: Stack, attack: () => Promise<void>, expected: number, name = "spy"): Promise<void> {
+  const before = (await spyHits(stack, name)).length;
+  await attack();
+  const after = await spyHits(stack, name);
+  assert.equal(after.length - before, expected, `the spy received ${after.length - before} requests: ${JSON.stringify(after.slice(before).map((l) => l.message))}`);
 }
 
 /**

@@ -43,6 +43,7 @@ export const FIXTURE_CONFIGS: Record<string, FunctionConfigInput> = {
   suicide: { maxInstances: 1 },
   slow: { maxInstances: 2, maxQueue: 3, queueTimeout: 5000, timeout: 30_000 },
   private: { public: false },
+  envProbe: {},
 };
 
 export type DriverKind = "process" | "docker";

@@ -40,7 +40,7 @@ export const FIXTURE_CONFIGS: Record<string, FunctionConfigInput> = {
   flooder: { maxInstances: 1 },
   desync: { maxInstances: 1 },
   crlf: {},
-  suicide: { maxInstances: 1 },
+  suicide: { maxInstances: 1, timeout: 10_000 },
   slow: { maxInstances: 2, maxQueue: 3, queueTimeout: 5000, timeout: 30_000 },
   private: { public: false },
   envProbe: {},
@@ -70,7 +70,7 @@ export interface Stack {
   /** Every response body and header block seen by `call` and `rawHttp` through this stack (for the canary scan). */
   readonly seen: string[];
   /** Deploys a fixture function (`name` is also its export unless `exportName` says otherwise). */
-  deploy(name: string, options?: { exportName?: string; config?: FunctionConfigInput; env?: Record<string, string>; version?: string }): Promise<void>;
+  deploy(name: string, options?: { exportName?: string; config?: FunctionConfigInput; env?: Record<string, string>; version?: string; image?: string }): Promise<void>;
   /** An HTTP request through fetch (recorded in `seen`). */
   call(path: string, init?: { method?: string; headers?: Record<string, string>; body?: string }): Promise<{ status: number; headers: Headers; text: string }>;
   /** A byte-exact request on a fresh socket (recorded in `seen`); see rawHttp. */
@@ -90,6 +90,8 @@ export interface StackOptions {
   readonly fallback?: GatewayOptions["fallback"];
   /** Pre-warm slots (default 0: fresh starts, fewer moving parts). */
   readonly prewarm?: number;
+  /** More options for the driver's factory (e.g. a `bwrapPath` that is about to disappear). */
+  readonly driverOptions?: Record<string, unknown>;
 }
 
 /** Fails with how to get Docker when the engine or the registry is missing. */
@@ -116,6 +118,7 @@ export async function startStack(kind: DriverKind, options: StackOptions = {}): 
     driver = createProcessDriver({
       runtimePath: RUNTIME, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${tag}`, pidsMax: 64, prewarm: options.prewarm ?? 0,
       ...(options.outputLimits ? { outputLimits: options.outputLimits } : {}),
+      ...options.driverOptions,
     });
   } else {
     ensureDocker();
@@ -123,6 +126,7 @@ export async function startStack(kind: DriverKind, options: StackOptions = {}): 
     const docker = createDockerDriver({
       registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimeFile: RUNTIME, socketRoot: join(dataDir, "dk"), nodeId: tag,
       pidsLimit: 64, prewarm: options.prewarm ?? 0, ...(options.outputLimits ? { outputLimits: options.outputLimits } : {}),
+      ...options.driverOptions,
     });
     driver = docker;
     const images = new Map<string, Promise<string>>();
@@ -160,7 +164,7 @@ export async function startStack(kind: DriverKind, options: StackOptions = {}): 
         name, version: o.version ?? "v1", artifactDir: ADVERSARIAL_FIXTURES, entry: "functions.js", exportName,
         config: parseFunctionConfig(name, o.config ?? FIXTURE_CONFIGS[exportName] ?? {}), env,
       };
-      gateway.setFunction(await prepare(d));
+      gateway.setFunction(o.image === undefined ? await prepare(d) : { ...d, image: o.image });
     },
     async call(path, init = {}) {
       const r = await fetch(`${base}${path}`, { method: init.method ?? "GET", headers: init.headers, body: init.body, signal: AbortSignal.timeout(60_000) });

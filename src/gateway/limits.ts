@@ -12,7 +12,12 @@ const int = (min: number, max: number) => z.number().int().min(min).max(max);
 export const GatewayLimitsSchema = z.strictObject({
   /** Largest request head (request line + headers), bytes; past it 431 HEADERS_TOO_LARGE. Node's default. */
   maxHeaderSize: int(1024, 1024 * 1024).default(16 * 1024),
-  /** Time a client has to send the whole head, ms; past it 408 REQUEST_TIMEOUT. */
+  /**
+   * Most header lines in a request head; more get 431 HEADERS_TOO_LARGE. (Node itself keeps the first
+   * 2000 and silently drops the rest, so the function would see a different request than was sent.)
+   */
+  maxHeaderCount: int(8, 2000).default(256),
+  /** Time a client has to send the whole head, ms; past it 408 REQUEST_TIMEOUT. Node applies it to a new connection that sends nothing at all too (test/adversarial/c-http.test.ts, C11). */
   headersTimeoutMs: int(100, 600_000).default(10_000),
   /** Time a client has to send the whole request (head + body), ms; past it 408 REQUEST_TIMEOUT. */
   requestTimeoutMs: int(100, 3_600_000).default(300_000),

@@ -10,13 +10,14 @@ import { StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createProcessDriver } from "../sandbox/process/process-driver";
+import type { NodeAgentOptions } from "./node-agent";
 
 /** @throws StratusError INTERNAL when the process driver has no runtimePath */
 export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { dataDir: string; nodeId: string; nodeSuffix: string; runtimePath?: string; logger: Logger }): Promise<SandboxDriver> {
   const logger = o.logger.child({ component: "driver" });
   if (config.driver === "process") {
     if (!o.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
-    return createProcessDriver({ runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, sandboxSubnet: config.process.sandboxSubnet, prewarm: config.prewarm, logger });
+    return createProcessDriver({ runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, sandboxSubnet: config.process.sandboxSubnet, prewarm: config.prewarm, outputLimits: outputLimitsFrom(config), logger });
   }
   const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
   const { username, password, address } = config.registry;
@@ -27,6 +28,30 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
     stateDir: join(o.dataDir, "docker"),
     nodeId: o.nodeId,
     prewarm: config.prewarm,
+    outputLimits: outputLimitsFrom(config),
     logger,
   });
+}
+
+/** The per-instance output budget both drivers read with (platform config `observe.instanceOutput*`). */
+function outputLimitsFrom(config: Readonly<PlatformConfig>): { bytesPerSecond: number; linesPerSecond: number } {
+  return { bytesPerSecond: config.observe.instanceOutputBytesPerSecond, linesPerSecond: config.observe.instanceOutputLinesPerSecond };
+}
+
+/**
+ * The node agent's gateway settings from the platform config, the same for `stratus up` and `stratus node`:
+ * limits, trusted load balancers and the per-address limit on failed token checks.
+ */
+export function nodeGatewaySettings(config: Readonly<PlatformConfig>): Pick<NodeAgentOptions, "limits" | "trustedProxies" | "authFailures"> {
+  return {
+    limits: {
+      maxHeaderSize: config.gateway.maxHeaderBytes,
+      maxHeaderCount: config.gateway.maxHeaderCount,
+      headersTimeoutMs: config.gateway.headersTimeoutMs,
+      requestTimeoutMs: config.gateway.requestTimeoutMs,
+      tickMs: config.gateway.sweepIntervalMs,
+    },
+    trustedProxies: config.gateway.trustedProxies,
+    authFailures: config.auth,
+  };
 }

@@ -26,7 +26,7 @@ import type { ExitReason, Instance, InstanceExit, InstanceLogLine, InstanceSpec,
 import { StratusError, isStratusError } from "../shared/errors";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../shared/protocol";
 import { createSilentLogger, type Logger } from "../shared/logger";
-import { parseOutputLine, splitLines } from "./output-lines";
+import { OUTPUT_RATE_DEFAULTS, OutputLimiter, outputDroppedLine, parseOutputLine, splitLines, type OutputRateLimits } from "./output-lines";
 import { PrewarmPool, type PrewarmStatus } from "./prewarm-pool";
 import { createStartGate, untilAborted } from "./start-gate";
 
@@ -73,6 +73,13 @@ export interface SandboxDriverOptions {
   readonly prewarmMax?: number;
   /** Memory size, MB, of the default pool (default 256, the function config default). */
   readonly prewarmMemoryMb?: number;
+  /**
+   * Output rate per instance, stdout + stderr (default 1 MiB/s and 1000 lines/s, the platform config's
+   * `observe.instanceOutput*`): past it the driver stops reading the instance's output (its pipe, or the
+   * container's attach stream, fills and its writes block) and drops, with a marker line
+   * (src/sandbox/output-lines.ts, OutputLimiter).
+   */
+  readonly outputLimits?: OutputRateLimits;
   readonly logger?: Logger;
 }
 
@@ -213,8 +220,12 @@ export type LaunchMode = { readonly kind: "fresh"; readonly spec: InstanceSpec }
 export interface LaunchIo {
   /** The sandbox's id (the instance id, or the slot id `pw-…`). */
   readonly id: string;
-  /** Follows the sandbox's stdout and stderr (call once, before the sandbox can write). */
-  output(stdout: Readable, stderr: Readable): void;
+  /**
+   * Follows the sandbox's stdout and stderr within its output budget (call once, before the sandbox can
+   * write). `pause`: the streams to pause when the budget runs out (default stdout and stderr; Docker
+   * pauses the attach stream, its demultiplexed copies are written without backpressure).
+   */
+  output(stdout: Readable, stderr: Readable, pause?: readonly Readable[]): void;
 }
 
 /** A launched sandbox: the backend's handle and how it ends. */
@@ -313,6 +324,7 @@ export interface DriverCoreOptions {
   readonly prewarm?: number;
   readonly prewarmMax?: number;
   readonly prewarmMemoryMb?: number;
+  readonly outputLimits?: OutputRateLimits;
   readonly logger?: Logger;
   /** Released after every sandbox is gone, at close(). */
   readonly onClose?: () => Promise<void>;
@@ -322,6 +334,9 @@ export interface DriverCoreOptions {
 export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverCoreOptions): DriverCore<H> {
   const log = options.logger ?? createSilentLogger();
   const startTimeoutMs = options.startTimeoutMs;
+  const outputLimits = options.outputLimits ?? OUTPUT_RATE_DEFAULTS;
+  /** Each sandbox's output budget (one for its stdout and stderr together). */
+  const limiters = new WeakMap<CoreSandbox<H>, OutputLimiter>();
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   const live = new Map<string, CoreSandbox<H> | null>();
   const counts = { hits: 0, misses: 0 };
@@ -343,6 +358,14 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverC
       exited: null as unknown as Promise<InstanceExit>,
       stopReason: null, exitedValue: null,
     };
+    const emit = (line: InstanceLogLine): void => {
+      try {
+        sb.onLog(line);
+      } catch (err) {
+        // onLog must not throw; a faulty listener must not take the instance down.
+        log.warn({ err }, "onLog threw");
+      }
+    };
     const handle = (raw: string, stream: "stdout" | "stderr"): void => {
       if (stream === "stdout" && raw === GENERIC_READY_LINE && !sb.specialised) {
         resolveGeneric();
@@ -361,18 +384,16 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverC
         sb.tail.push(parsed.line.message);
         if (sb.tail.length > TAIL_LINES) sb.tail.shift();
       }
-      try {
-        sb.onLog(parsed.line);
-      } catch (err) {
-        // onLog must not throw; a faulty listener must not take the instance down.
-        log.warn({ err }, "onLog threw");
-      }
+      emit(parsed.line);
     };
     const io: LaunchIo = {
       id,
-      output: (stdout, stderr) => {
-        splitLines(stdout, (l) => handle(l, "stdout"));
-        splitLines(stderr, (l) => handle(l, "stderr"));
+      output: (stdout, stderr, pause) => {
+        // One budget for both streams; when it runs out they are paused, so the function's writes block.
+        const limiter = new OutputLimiter(outputLimits, (lines, bytes) => emit(outputDroppedLine(sb.id, lines, bytes, outputLimits)), pause ? { sources: pause } : {});
+        limiters.set(sb, limiter);
+        limiter.read(stdout, (l) => handle(l, "stdout"));
+        limiter.read(stderr, (l) => handle(l, "stderr"));
       },
     };
     return { sb, io };
@@ -382,6 +403,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverC
   function settle(sb: CoreSandbox<H>, launched: Launched<H>): void {
     sb.handle = launched.handle;
     sb.exited = launched.exit.then((raw) => {
+      limiters.get(sb)?.close();
       if (live.get(sb.id) === sb) live.delete(sb.id);
       const value: InstanceExit = { reason: classifyExit(raw, sb.stopReason, sb.ready), exitCode: raw.exitCode, signal: raw.signal };
       sb.exitedValue = value;
@@ -395,6 +417,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverC
   function destroy(sb: CoreSandbox<H>): Promise<InstanceExit> {
     if (sb.exitedValue) return Promise.resolve(sb.exitedValue);
     sb.stopReason ??= "destroyed";
+    // Read the rest unparsed: a paused stream would not end, and its end is how an exit is seen.
+    limiters.get(sb)?.close();
     backend.signal(sb.handle, "SIGKILL");
     return sb.exited;
   }

@@ -17,6 +17,7 @@ const isStoreLocation = (v: string): boolean => {
     return false;
   }
 };
+import { cidrProblem } from "./cidr";
 
 const MiB = 1024 * 1024;
 
@@ -31,16 +32,23 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "logLevel", env: "STRATUS_LOG_LEVEL", unit: "", default: "info", doc: "pino level: trace, debug, info, warn, error, fatal, silent." },
   { key: "publicUrl", env: "STRATUS_PUBLIC_URL", unit: "URL", default: "", doc: "Base URL printed for functions; defaults to http://host:port." },
   { key: "gateway.maxHeaderBytes", env: "STRATUS_GATEWAY_MAX_HEADER_BYTES", unit: "bytes", default: 16_384, doc: "Largest request head; larger gets 431 HEADERS_TOO_LARGE." },
-  { key: "gateway.headersTimeoutMs", env: "STRATUS_GATEWAY_HEADERS_TIMEOUT_MS", unit: "ms", default: 10_000, doc: "Time a client has to send the request head; then 408." },
+  { key: "gateway.maxHeaderCount", env: "STRATUS_GATEWAY_MAX_HEADER_COUNT", unit: "lines", default: 256, doc: "Most header lines in a request; more gets 431 HEADERS_TOO_LARGE." },
+  { key: "gateway.headersTimeoutMs", env: "STRATUS_GATEWAY_HEADERS_TIMEOUT_MS", unit: "ms", default: 10_000, doc: "Time a client has to send the request head (and a new connection its first byte); then 408 or closed." },
   { key: "gateway.requestTimeoutMs", env: "STRATUS_GATEWAY_REQUEST_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Time a client has to send the whole request; then 408." },
   { key: "gateway.sweepIntervalMs", env: "STRATUS_GATEWAY_SWEEP_INTERVAL_MS", unit: "ms", default: 250, doc: "Period of the one timer that reaps idle instances and expires queued requests." },
   { key: "gateway.drainTimeoutMs", env: "STRATUS_GATEWAY_DRAIN_TIMEOUT_MS", unit: "ms", default: 30_000, doc: "Longest wait for in-flight requests on SIGTERM." },
+  { key: "gateway.trustedProxies", env: "STRATUS_GATEWAY_TRUSTED_PROXIES", unit: "CIDRs", default: [], doc: "Load balancers in front of the gateway (comma-separated in the env, e.g. `10.0.0.0/8,::1`): their `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are kept and the peer appended to `X-Forwarded-For`. From anyone else those headers are dropped and the gateway sets its own. Default: none (the gateway is the edge). See docs/security.md." },
+  { key: "auth.failureBurst", env: "STRATUS_AUTH_FAILURE_BURST", unit: "failures", default: 20, doc: "Authentication failures (401) one client address may have in a row (API and private functions); then 429 `TOO_MANY_AUTH_FAILURES` with `Retry-After`, and no token from that address is checked until the bucket refills." },
+  { key: "auth.failuresPerMinute", env: "STRATUS_AUTH_FAILURES_PER_MINUTE", unit: "failures/min", default: 30, doc: "Refill rate of each client's authentication-failure bucket." },
+  { key: "auth.maxTrackedClients", env: "STRATUS_AUTH_MAX_TRACKED_CLIENTS", unit: "addresses", default: 10_000, doc: "Client addresses the failure limiter remembers (least recently failed forgotten first): bounds its memory." },
   { key: "build.maxArchiveBytes", env: "STRATUS_BUILD_MAX_ARCHIVE_BYTES", unit: "bytes", default: 50 * MiB, doc: "Largest upload (compressed)." },
   { key: "build.maxUnpackedBytes", env: "STRATUS_BUILD_MAX_UNPACKED_BYTES", unit: "bytes", default: 200 * MiB, doc: "Largest unpacked project." },
   { key: "build.maxEntries", env: "STRATUS_BUILD_MAX_ENTRIES", unit: "entries", default: 10_000, doc: "Most files and folders in an upload." },
   { key: "build.timeoutMs", env: "STRATUS_BUILD_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Longest build (install + bundle + discovery)." },
   { key: "observe.maxLineBytes", env: "STRATUS_OBSERVE_MAX_LINE_BYTES", unit: "bytes", default: 8192, doc: "Longest stored log line; longer lines are cut with `… [truncated N bytes]`." },
   { key: "observe.maxLinesPerInvocation", env: "STRATUS_OBSERVE_MAX_LINES_PER_INVOCATION", unit: "lines", default: 2000, doc: "Log lines kept per invocation; the rest are dropped with one `[… N lines truncated]` marker." },
+  { key: "observe.instanceOutputBytesPerSecond", env: "STRATUS_OBSERVE_INSTANCE_OUTPUT_BYTES_PER_SECOND", unit: "bytes/s", default: 1_048_576, doc: "Output (stdout + stderr) one instance may write, token bucket holding 2 s of it. Past it the platform stops reading (the instance's writes block) and drops what was already read, with one `[output-dropped]` marker line per pause and `stratus_log_lines_dropped_total{reason=\"instance_rate\"}`." },
+  { key: "observe.instanceOutputLinesPerSecond", env: "STRATUS_OBSERVE_INSTANCE_OUTPUT_LINES_PER_SECOND", unit: "lines/s", default: 1000, doc: "Output lines one instance may write (same bucket rules as the bytes)." },
   { key: "observe.flushIntervalMs", env: "STRATUS_OBSERVE_FLUSH_INTERVAL_MS", unit: "ms", default: 250, doc: "Longest time a log line or record waits before its batch is written (one transaction)." },
   { key: "observe.flushMaxEntries", env: "STRATUS_OBSERVE_FLUSH_MAX_ENTRIES", unit: "entries", default: 1000, doc: "A batch is written as soon as this many lines and records wait." },
   { key: "observe.bufferMaxEntries", env: "STRATUS_OBSERVE_BUFFER_MAX_ENTRIES", unit: "entries", default: 100_000, doc: "Most entries waiting for the store; beyond it lines are dropped and counted (`stratus_log_lines_dropped_total`)." },
@@ -58,6 +66,13 @@ export const PLATFORM_CONFIG_FIELDS = [
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const posInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** A list of CIDRs: a JSON array, or a comma-separated string (env, flag). */
+const cidrList = z
+  .union([z.array(z.string()), z.string().transform((v) => v.split(",").map((p) => p.trim()).filter((p) => p !== ""))])
+  .pipe(z.array(z.string().superRefine((v, ctx) => {
+    const problem = cidrProblem(v);
+    if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
+  })));
 
 export const PlatformConfigSchema = z.strictObject({
   host: z.string().min(1).default("127.0.0.1"),
@@ -71,10 +86,19 @@ export const PlatformConfigSchema = z.strictObject({
   gateway: z
     .strictObject({
       maxHeaderBytes: posInt(1024, 1024 * 1024).default(16_384),
+      maxHeaderCount: posInt(8, 2000).default(256),
       headersTimeoutMs: posInt(100, 3_600_000).default(10_000),
       requestTimeoutMs: posInt(100, 3_600_000).default(300_000),
       sweepIntervalMs: posInt(10, 60_000).default(250),
       drainTimeoutMs: posInt(0, 3_600_000).default(30_000),
+      trustedProxies: cidrList.default([]),
+    })
+    .prefault({}),
+  auth: z
+    .strictObject({
+      failureBurst: posInt(1, 1_000_000).default(20),
+      failuresPerMinute: posInt(1, 1_000_000).default(30),
+      maxTrackedClients: posInt(10, 10_000_000).default(10_000),
     })
     .prefault({}),
   build: z
@@ -89,6 +113,8 @@ export const PlatformConfigSchema = z.strictObject({
     .strictObject({
       maxLineBytes: posInt(256, 1024 * 1024).default(8192),
       maxLinesPerInvocation: posInt(1, 10_000_000).default(2000),
+      instanceOutputBytesPerSecond: posInt(1024, 1024 * MiB).default(1_048_576),
+      instanceOutputLinesPerSecond: posInt(1, 10_000_000).default(1000),
       flushIntervalMs: posInt(10, 60_000).default(250),
       flushMaxEntries: posInt(1, 1_000_000).default(1000),
       bufferMaxEntries: posInt(100, 100_000_000).default(100_000),

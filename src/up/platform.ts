@@ -24,7 +24,7 @@ import type { AddressInfo } from "node:net";
 import type { PlatformConfig } from "../shared/platform-config";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
-import { createNodeDriver } from "../node/driver-factory";
+import { createNodeDriver, nodeGatewaySettings } from "../node/driver-factory";
 import { createNodeAgent, type NodeAgent } from "../node/node-agent";
 import type { Store } from "../store/store";
 import { createControlPlane, type ControlPlane } from "../control/control-plane";
@@ -88,12 +88,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     agent = createNodeAgent({
       driver,
       logger: logger.child({ component: "node-agent" }),
-      limits: {
-        maxHeaderSize: config.gateway.maxHeaderBytes,
-        headersTimeoutMs: config.gateway.headersTimeoutMs,
-        requestTimeoutMs: config.gateway.requestTimeoutMs,
-        tickMs: config.gateway.sweepIntervalMs,
-      },
+      ...nodeGatewaySettings(config),
       // The API shares the gateway's server (and so its limits and drain): `/fn/…` is the gateway's,
       // everything else the API's. This is the front door's routing, not a shared object: the API
       // reaches the node only through the protocol.

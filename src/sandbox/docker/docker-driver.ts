@@ -27,7 +27,7 @@ import { chown, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { Agent } from "node:http";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
 import Docker from "dockerode";
 import { StratusError } from "../../shared/errors";
 import { DISCOVERY_PREFIX, ENV } from "../../shared/protocol";
@@ -252,7 +252,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     };
     raw.on("end", endBoth);
     raw.on("error", endBoth);
-    io.output(stdout, stderr);
+    // The attach stream is what gets paused: demuxStream writes the two copies without backpressure.
+    io.output(stdout, stderr, [raw as unknown as Readable]);
     const box: Box = { container, slotId, socketDir, name: io.id, stdin, gone: false };
     const streamEnded = new Promise<void>((r) => {
       raw.once("end", r);

@@ -436,7 +436,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverC
     } catch (err) {
       release();
       live.delete(id);
-      if ((err as { name?: unknown }).name === "AbortError") throw startAborted(signal);
+      if (signal?.aborted || (err as { name?: unknown }).name === "AbortError") throw startAborted(signal);
       if (isStratusError(err)) throw err;
       throw new StratusError("INSTANCE_START_FAILED", `cannot start the sandbox: ${(err as Error).message}`, { cause: err });
     }

@@ -411,7 +411,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     } catch (err) {
       if (container !== null) await removeContainer(container).catch(() => undefined);
       await rm(socketDir, { recursive: true, force: true });
-      if (err instanceof StratusError || (err as { name?: unknown }).name === "AbortError") throw err;
+      if (err instanceof StratusError || signal?.aborted) throw err; // the core says "start aborted"
       throw new StratusError("INSTANCE_START_FAILED", `Could not start ${spec.functionName}@${spec.version}: ${(err as Error).message}`, { cause: err });
     } finally {
       doneStarting();

@@ -18,7 +18,9 @@
  * its `exited` settles (or its launch failed and the backend cleaned up). A sandbox's `stopReason` is
  * set at most once.
  */
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { availableParallelism, constants as osConstants } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
@@ -160,6 +162,45 @@ export function signalOfExitCode(code: number | null): string | null {
   return code !== null && code > 128 ? (SIGNAL_NAMES.get(code - 128) ?? null) : null;
 }
 
+/** A child's exit code and signal, once it exited (at once if it already did); never rejects. */
+export async function childExit(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
+  if (child.pid === undefined) {
+    // spawn failed: no 'exit' comes, only 'error' and 'close'
+    await once(child, "close").catch(() => undefined);
+    return { code: child.exitCode ?? 1, signal: child.signalCode };
+  }
+  const [code, signal] = (await once(child, "exit").catch(() => [null, null])) as [number | null, NodeJS.Signals | null];
+  return { code, signal };
+}
+
+/** Waits (at most 1 s) for a child's pipes to close after its exit: output still in them belongs to it. */
+export async function childOutputDrained(child: ChildProcess): Promise<void> {
+  if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+}
+
+/**
+ * Follows a discovery run in a child process: collects its output, calls `kill` after `timeoutMs`,
+ * resolves once it exited and its output is read. The caller cleans up and parses.
+ */
+export async function watchDiscoveryChild(child: ChildProcess, timeoutMs: number, kill: () => void): Promise<{ timedOut: boolean; code: number | null; signal: NodeJS.Signals | null; payload: string | null; output: string }> {
+  const out = collectDiscoveryOutput();
+  out.read(child.stdout!, "stdout");
+  out.read(child.stderr!, "stderr");
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, timeoutMs);
+  try {
+    const { code, signal } = await childExit(child);
+    await childOutputDrained(child);
+    return { timedOut, code, signal, payload: out.payload(), output: out.output() };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** How a sandbox ended, as the backend saw it. */
 export interface RawExit {
   /** Exit code (shell style: 128 + signal when the backend reports it so), null when unknown. */
@@ -241,6 +282,10 @@ export interface Launched<H> {
 /** What a driver provides to the core: where and how a sandbox runs. */
 export interface SandboxBackend<H> {
   readonly name: SandboxDriverName;
+  /** startTimeoutMs when the options do not set it, ms. */
+  readonly defaultStartTimeoutMs: number;
+  /** Whether the backend has generic sandboxes at all (false: `prewarm` is ignored). */
+  readonly pool: boolean;
   /** Where the sandbox sees the function's artifact (the entry path prefix). */
   readonly codeDir: string;
   /** Host path of the socket an instance `id` will listen on (checked for length before a start). */
@@ -271,6 +316,8 @@ export interface SandboxBackend<H> {
   stats(handle: H): Promise<InstanceStats | null>;
   /** Whether an idle slot's sandbox still runs (default: until its exit settles). */
   alive?(handle: H): boolean;
+  /** Releases what the backend shares (mounts, roots), once every sandbox is gone, at close(). */
+  release?(): Promise<void>;
 }
 
 /** One sandbox as the core tracks it. */
@@ -317,23 +364,11 @@ export interface DriverCore<H> {
   assertOpen(): void;
 }
 
-/** Options of createDriverCore (the shared ones, already defaulted by the driver where it differs). */
-export interface DriverCoreOptions {
-  readonly startTimeoutMs: number;
-  readonly maxConcurrentStarts?: number;
-  readonly prewarm?: number;
-  readonly prewarmMax?: number;
-  readonly prewarmMemoryMb?: number;
-  readonly outputLimits?: OutputRateLimits;
-  readonly logger?: Logger;
-  /** Released after every sandbox is gone, at close(). */
-  readonly onClose?: () => Promise<void>;
-}
 
 /** Builds the shared lifecycle over one backend. */
-export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverCoreOptions): DriverCore<H> {
+export function createDriverCore<H>(backend: SandboxBackend<H>, options: SandboxDriverOptions): DriverCore<H> {
   const log = options.logger ?? createSilentLogger();
-  const startTimeoutMs = options.startTimeoutMs;
+  const startTimeoutMs = options.startTimeoutMs ?? backend.defaultStartTimeoutMs;
   const outputLimits = options.outputLimits ?? OUTPUT_RATE_DEFAULTS;
   /** Each sandbox's output budget (one for its stdout and stderr together). */
   const limiters = new WeakMap<CoreSandbox<H>, OutputLimiter>();
@@ -476,7 +511,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverC
       alive: (sb) => sb.exitedValue === null && sb.stopReason === null && (backend.alive?.(sb.handle) ?? true),
     },
     {
-      size: options.prewarm ?? 0,
+      size: backend.pool ? (options.prewarm ?? 0) : 0,
       maxSize: options.prewarmMax,
       defaultKey: poolKeyOf({ memoryMb: options.prewarmMemoryMb ?? 256, network: "outbound", maxOpenFiles: 1024 }),
       onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
@@ -622,7 +657,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: DriverC
         closed = true;
         await pool.close();
         await Promise.all([...live.values()].map((sb) => (sb ? destroy(sb) : undefined)));
-        await options.onClose?.();
+        await backend.release?.();
       })();
       return closing;
     },

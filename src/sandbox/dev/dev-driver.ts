@@ -24,14 +24,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { once } from "node:events";
 import type { DiscoveredFunction, DiscoverySpec, InstanceSpec, InstanceStats, SandboxDriver } from "../driver";
 import { StratusError } from "../../shared/errors";
 import { ENV } from "../../shared/protocol";
 import { createSilentLogger } from "../../shared/logger";
 import { parseDiscoveryRun } from "../discovery-output";
 import {
-  collectDiscoveryOutput, createDriverCore, DISCOVERY_MEMORY_MB, heapFlagOf, signalExitCode, specEnv,
+  childExit, childOutputDrained, createDriverCore, DISCOVERY_MEMORY_MB, heapFlagOf, signalExitCode, specEnv, watchDiscoveryChild,
   type Launched, type RawExit, type SandboxBackend, type SandboxDriverOptions,
 } from "../driver-core";
 
@@ -80,6 +79,8 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
 
   const backend: SandboxBackend<Child> = {
     name: "dev",
+    defaultStartTimeoutMs: 10_000,
+    pool: false,
     codeDir: "",
     socketPathOf: (id) => join(stateDir, `${id}.sock`),
     socketPath: (c) => c.socketPath,
@@ -104,9 +105,9 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
       if (child.pid !== undefined) writeFileSync(pidFile, `${child.pid}\n`);
       io.output(child.stdout!, child.stderr!);
       const exit = (async (): Promise<RawExit> => {
-        const { code, signal } = await exitOf(child);
+        const { code, signal } = await childExit(child);
         // Output still in the pipes belongs to this instance; then whatever it left in its group goes.
-        if (!child.stdout!.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+        await childOutputDrained(child);
         killGroup(child.pid);
         rmSync(socketPath, { force: true });
         rmSync(pidFile, { force: true });
@@ -125,7 +126,7 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
     },
     stats: async (c) => readProcessMemory(c.child.pid),
   };
-  const core = createDriverCore(backend, { ...options, prewarm: 0, startTimeoutMs: options.startTimeoutMs ?? 10_000, logger: log });
+  const core = createDriverCore(backend, { ...options, logger: log });
 
   /**
    * Runs the runtime in discovery mode as a child process (never in the dev server's own process), with
@@ -138,25 +139,15 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
     const child = spawn(nodePath, [heapFlagOf(DISCOVERY_MEMORY_MB), options.runtimePath], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
     child.once("error", () => undefined);
     discovering.add(child);
-    const out = collectDiscoveryOutput();
-    out.read(child.stdout, "stdout");
-    out.read(child.stderr, "stderr");
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child.pid);
-    }, spec.timeoutMs);
-    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    let run: Awaited<ReturnType<typeof watchDiscoveryChild>>;
     try {
-      exit = await exitOf(child);
-      if (!child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+      run = await watchDiscoveryChild(child, spec.timeoutMs, () => killGroup(child.pid));
     } finally {
-      clearTimeout(timer);
       killGroup(child.pid);
       discovering.delete(child);
     }
-    if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
-    return parseDiscoveryRun({ payload: out.payload(), exitCode: exit.code ?? signalExitCode(exit.signal), output: out.output(), memoryMb: DISCOVERY_MEMORY_MB });
+    if (run.timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
+    return parseDiscoveryRun({ payload: run.payload, exitCode: run.code ?? signalExitCode(run.signal), output: run.output, memoryMb: DISCOVERY_MEMORY_MB });
   }
 
   /** Kills the process groups and removes the sockets and pid files a killed run of the dev server left in `stateDir`. */
@@ -203,18 +194,6 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
       for (const child of discovering) killGroup(child.pid);
     },
   };
-}
-
-/** The child's exit code and signal, once it exited (at once if it already did). */
-async function exitOf(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
-  if (child.pid === undefined) {
-    // spawn failed: no 'exit' comes, only 'error' and 'close'
-    await once(child, "close").catch(() => undefined);
-    return { code: child.exitCode ?? 1, signal: child.signalCode };
-  }
-  const [code, signal] = (await once(child, "exit").catch(() => [null, null])) as [number | null, NodeJS.Signals | null];
-  return { code, signal };
 }
 
 /** SIGKILL to a whole process group (the child leads it: spawned detached). */

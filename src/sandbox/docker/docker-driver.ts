@@ -284,6 +284,23 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     return { handle: box, exit };
   }
 
+  /**
+   * Attaches to a created container, then starts it: attached before start so no output (nor the READY
+   * line) is missed; the stream ends when the container stops or the engine goes away, which is how the
+   * driver learns of an exit. A pool slot's attach also takes stdin (hijacked: the one-shot channel).
+   */
+  async function attachAndStart(container: Docker.Container, socketDir: string, slotId: string | null, io: LaunchIo): Promise<Launched<Box>> {
+    const raw = (await container.attach({ stream: true, stdin: slotId !== null, stdout: true, stderr: true, ...(slotId !== null ? { hijack: true } : {}) })) as NodeJS.ReadWriteStream;
+    const launched = watchContainer(container, raw, socketDir, slotId, slotId !== null ? raw : null, io);
+    try {
+      await container.start();
+    } catch (err) {
+      await removeContainer(container).catch(() => undefined);
+      throw err;
+    }
+    return launched;
+  }
+
   async function killBox(box: Box, sig: "SIGTERM" | "SIGKILL"): Promise<void> {
     try {
       await box.container.kill({ signal: sig });
@@ -329,15 +346,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         StdinOnce: true,
         HostConfig: hardenedHostConfig(key.memoryMb, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`, `${codeDir}:${IMAGE_PATHS.functionDir}:ro,rslave`], networkMode, key.maxOpenFiles),
       });
-      const raw = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as NodeJS.ReadWriteStream;
-      const launched = watchContainer(container, raw, socketDir, slotId, raw, io);
-      try {
-        await container.start();
-      } catch (err) {
-        await removeContainer(container).catch(() => undefined);
-        throw err;
-      }
-      return launched;
+      return await attachAndStart(container, socketDir, slotId, io);
     } catch (err) {
       if (container !== null) await removeContainer(container).catch(() => undefined);
       await rm(socketDir, { recursive: true, force: true });
@@ -397,17 +406,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         container = await create();
       }
       doneStarting();
-      // Attach before start so no output (nor the READY line) is missed; the stream ends when the
-      // container stops or the engine goes away, which is how the driver learns of an exit.
-      const raw = (await container.attach({ stream: true, stdout: true, stderr: true })) as NodeJS.ReadableStream;
-      const launched = watchContainer(container, raw, socketDir, null, null, io);
-      try {
-        await container.start();
-      } catch (err) {
-        await removeContainer(container).catch(() => undefined);
-        throw err;
-      }
-      return launched;
+      return await attachAndStart(container, socketDir, null, io);
     } catch (err) {
       if (container !== null) await removeContainer(container).catch(() => undefined);
       await rm(socketDir, { recursive: true, force: true });
@@ -420,6 +419,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
   const backend: SandboxBackend<Box> = {
     name: "docker",
+    defaultStartTimeoutMs: 30_000,
+    pool: true,
     codeDir: IMAGE_PATHS.functionDir,
     socketPathOf: (id) => join(socketRoot, id, SOCKET_NAME),
     socketPath: (box) => join(box.socketDir, SOCKET_NAME),
@@ -450,13 +451,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     signal: (box, sig) => void killBox(box, sig),
     stats: (box) => stats(box.container, () => box.gone),
     alive: (box) => !box.gone,
-  };
-
-  const core = createDriverCore(backend, {
-    ...options,
-    startTimeoutMs: options.startTimeoutMs ?? 30_000,
-    logger: log,
-    async onClose() {
+    async release() {
       // Leave no mount behind on the host: the socket root must stay removable.
       await slotMounts.close();
       const helper = await socketRootMount?.catch(() => null);
@@ -467,7 +462,9 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         h.close();
       }
     },
-  });
+  };
+
+  const core = createDriverCore(backend, { ...options, logger: log });
   /** Whether `id` is a live instance or slot of this driver (reconcile leaves its container alone). */
   const isLive = (id: string): boolean => core.live.has(id);
 

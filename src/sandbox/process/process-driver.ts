@@ -12,7 +12,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { join } from "node:path";
-import { once } from "node:events";
 import { createHash, randomBytes } from "node:crypto";
 import type { DiscoveredFunction, DiscoverySpec, SandboxDriver } from "../driver";
 import { StratusError } from "../../shared/errors";
@@ -20,7 +19,7 @@ import { ENV } from "../../shared/protocol";
 import { createSilentLogger } from "../../shared/logger";
 import { parseDiscoveryRun } from "../discovery-output";
 import {
-  collectDiscoveryOutput, createDriverCore, DISCOVERY_MAX_OPEN_FILES, DISCOVERY_MEMORY_MB, heapFlagOf, specEnv,
+  childExit, childOutputDrained, createDriverCore, DISCOVERY_MAX_OPEN_FILES, DISCOVERY_MEMORY_MB, heapFlagOf, specEnv, watchDiscoveryChild,
   type Launched, type LaunchIo, type LaunchMode, type RawExit, type SandboxBackend, type SandboxDriverOptions,
 } from "../driver-core";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
@@ -242,21 +241,12 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     (child.stdio[3] as Writable | null | undefined)?.on("error", () => {});
 
     const exit = (async (): Promise<RawExit> => {
-      let code: number | null = null;
-      let signal: string | null = null;
-      if (child.exitCode === null && child.signalCode === null) {
-        const [c, sig] = (await once(child, "exit").catch(() => [null, null])) as [number | null, NodeJS.Signals | null];
-        code = c;
-        signal = sig;
-      } else {
-        code = child.exitCode;
-        signal = child.signalCode;
-      }
+      const { code, signal } = await childExit(child);
       // Whatever is left (forks that left the sandbox's process tree) dies with the cgroup.
       // bwrap reports a signalled child as 128 + signal: 137 = SIGKILL (the OOM killer when oom > 0).
       const oom = sb.cgroup.oomKills();
       await sb.cgroup.killAll().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "killing the cgroup failed"));
-      if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+      await childOutputDrained(child);
       await sb.cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "removing the cgroup failed"));
       rmSync(sb.socketDir, { recursive: true, force: true });
       await boxes.remove(sb.internalId);
@@ -274,6 +264,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
 
   const backend: SandboxBackend<Sandbox> = {
     name: "process",
+    defaultStartTimeoutMs: 10_000,
+    pool: true,
     codeDir: SANDBOX_PATHS.code,
     socketPathOf: (id) => join(socketsRoot, id, SANDBOX_PATHS.socketName),
     socketPath: (sb) => join(sb.socketDir, SANDBOX_PATHS.socketName),
@@ -319,20 +311,16 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       return m ? { memoryBytes: m.currentBytes, peakMemoryBytes: m.peakBytes } : null;
     },
     alive: (sb) => sb.child.exitCode === null && sb.child.signalCode === null,
-  };
-
-  const core = createDriverCore(backend, {
-    ...options,
-    startTimeoutMs: options.startTimeoutMs ?? 10_000,
-    logger: log,
-    async onClose() {
+    async release() {
       // Leave no mount behind on the host: the state dir must stay removable.
       await slotMounts.close();
       await boxes.close();
       // Nor an empty cgroup root (a discovery still running keeps it: rmdir refuses a busy cgroup).
       if (discovering.size === 0) cgroups.removeRoot();
     },
-  });
+  };
+
+  const core = createDriverCore(backend, { ...options, logger: log });
 
   /**
    * Runs the runtime in discovery mode inside the same sandbox and limits as an instance, with no
@@ -359,21 +347,12 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     });
     const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", [ENV.discover]: "1", [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}` };
     const child = spawn(file, args, { env, stdio: ["ignore", "pipe", "pipe"] });
-    const out = collectDiscoveryOutput();
-    out.read(child.stdout, "stdout");
-    out.read(child.stderr, "stderr");
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      void cgroup.killAll().catch(() => {});
-    }, spec.timeoutMs);
+    let run: Awaited<ReturnType<typeof watchDiscoveryChild>> | null = null;
     let code: number | null = null;
     try {
-      if (child.exitCode === null && child.signalCode === null) [code] = (await once(child, "exit").catch(() => [null])) as [number | null];
-      else code = child.exitCode;
-      if (!child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+      run = await watchDiscoveryChild(child, spec.timeoutMs, () => void cgroup.killAll().catch(() => {}));
+      code = run.code;
     } finally {
-      clearTimeout(timer);
       const oom = cgroup.oomKills();
       await cgroup.killAll().catch(() => {});
       await cgroup.remove().catch((err: unknown) => log.error({ err, id }, "removing the discovery cgroup failed"));
@@ -381,8 +360,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await boxes.remove(id);
       if (oom > 0) code = 137;
     }
-    if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
-    return parseDiscoveryRun({ payload: out.payload(), exitCode: code, output: out.output(), memoryMb: DISCOVERY_MEMORY_MB });
+    if (run.timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
+    return parseDiscoveryRun({ payload: run.payload, exitCode: code, output: run.output, memoryMb: DISCOVERY_MEMORY_MB });
   }
 
   async function reconcile(): Promise<{ removed: number }> {

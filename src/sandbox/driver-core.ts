@@ -156,7 +156,9 @@ export function signalExitCode(signal: string | null): number | null {
   return n === undefined ? null : 128 + n;
 }
 
-const SIGNAL_NAMES = new Map<number, string>(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+/** Signal names by number; the first name wins (6 is SIGABRT, not its alias SIGIOT). */
+const SIGNAL_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(osConstants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name);
 /** The name of the signal a shell-style exit code > 128 stands for, or null. */
 export function signalOfExitCode(code: number | null): string | null {
   return code !== null && code > 128 ? (SIGNAL_NAMES.get(code - 128) ?? null) : null;

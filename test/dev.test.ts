@@ -187,9 +187,13 @@ module.exports.thrower = async () => { throw new Error("visible in dev"); };\n`,
   const c2 = await get(`${dev.base}/fn/crashy/`);
   assert.equal(c2.text, "alive");
 
-  const e = await get(`${dev.base}/fn/thrower/`);
+  // A JSON caller gets the envelope with the stack; without Accept the body is text (as on Cloud Functions), stack included.
+  const e = await get(`${dev.base}/fn/thrower/`, { headers: { accept: "application/json" } });
   assert.equal(e.status, 500);
   assert.match(e.json().error.details.stack, /visible in dev[\s\S]*index\.js:3/);
+  const eText = await get(`${dev.base}/fn/thrower/`);
+  assert.equal(eText.status, 500);
+  assert.match(eText.text, /^FUNCTION_ERROR: The function threw an error: [\s\S]*visible in dev[\s\S]*index\.js:3/);
   await dev.waitForLine(/\[thrower [0-9a-f]{8}\] error Function "thrower" threw/);
 });
 

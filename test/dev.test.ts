@@ -299,3 +299,23 @@ test("missing npm dependencies: the exact command to run without a lockfile, ins
   assert.equal(r.status, 200, r.text);
   assert.equal(r.text, "hi dev");
 });
+
+test("dev: a dependency that reads its own files (left external) loads from the project's node_modules", async () => {
+  const dir = join(tmp, "own-files");
+  const files: Record<string, string> = {
+    "package.json": '{"name":"own-files"}',
+    "index.js": 'const cows = require("cowlike");\nmodule.exports.moo = (req, res) => res.send(cows);\n',
+    "node_modules/cowlike/package.json": '{"name":"cowlike","main":"lib/index.js"}',
+    "node_modules/cowlike/lib/index.js": 'module.exports = require("fs").readFileSync(require("path").join(__dirname, "../cows/default.cow"), "utf8");\n',
+    "node_modules/cowlike/cows/default.cow": "(oo) from the package's own folder",
+  };
+  for (const [file, text] of Object.entries(files)) {
+    spawnSync("mkdir", ["-p", join(dir, file, "..")]);
+    writeFileSync(join(dir, file), text);
+  }
+  const dev = await startDev(dir);
+  await dev.waitForLine(/packages reading their own files left external: cowlike/);
+  const r = await get(`${dev.base}/fn/moo/`);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.text, "(oo) from the package's own folder");
+});

@@ -6,6 +6,9 @@
  */
 import { z } from "zod";
 import { StratusError } from "./errors";
+import { FUNCTION_CONFIG_LIMITS } from "./function-limits";
+
+export { FUNCTION_CONFIG_LIMITS };
 
 /** Calling conventions of a handler: Express `(req, res)`, or AWS Lambda `(event, context)` behind a function URL. */
 export const HANDLER_TYPES = ["express", "lambda"] as const;
@@ -38,13 +41,15 @@ export const FUNCTION_CONFIG_FIELDS = [
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
+const L = FUNCTION_CONFIG_LIMITS;
+
 export const FunctionConfigSchema = z
   .strictObject({
-    timeout: int(100, 900_000).default(30_000),
-    memory: int(64, 16_384).default(256),
-    concurrency: int(1, 1000).default(1),
-    minInstances: int(0, 1000).default(0),
-    maxInstances: int(1, 1000).default(10),
+    timeout: int(L.timeout.min, L.timeout.max).default(30_000),
+    memory: int(L.memory.min, L.memory.max).default(256),
+    concurrency: int(L.concurrency.min, L.concurrency.max).default(1),
+    minInstances: int(L.minInstances.min, L.minInstances.max).default(0),
+    maxInstances: int(L.maxInstances.min, L.maxInstances.max).default(10),
     idleTimeout: int(1000, 86_400_000).default(300_000),
     maxBodyBytes: int(0, 100 * MiB).default(6 * MiB),
     maxQueue: int(0, 100_000).default(100),

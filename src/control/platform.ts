@@ -166,6 +166,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         headersTimeoutMs: config.gateway.headersTimeoutMs,
         requestTimeoutMs: config.gateway.requestTimeoutMs,
         tickMs: config.gateway.sweepIntervalMs,
+        queueFullStatus: config.gateway.queueFullStatus,
       },
       observer: observability.observer,
       // The API shares the gateway's server (and so its limits and drain): `/fn/…` is the gateway's,

@@ -60,6 +60,12 @@ export interface Gateway {
   setFunction(deployment: Deployment): void;
   /** Stops routing to a function (404 from now on) and closes its instances gracefully. */
   removeFunction(name: string): Promise<void>;
+  /**
+   * Soft drain for a load balancer: while false, `/readyz` answers 404 (HAProxy's `disable-on-404`
+   * stops sending new work: the node's functions move to its ring neighbours) but requests that still
+   * arrive are served. `drain()` implies it. Default true.
+   */
+  setAccepting(accepting: boolean): void;
   /** Pool counters per function, for tests and metrics. */
   stats(): Record<string, ReturnType<FunctionPool["stats"]>>;
   /**
@@ -85,6 +91,22 @@ const denyNonPublic: AuthorizeHook = () => {
 const NO_TIMING = serverTiming(0, 0, 0);
 const CLOSE = { connection: "close" } as const;
 
+/**
+ * `x-stratus-reject` for the codes that refuse a request before the function ran (see HEADERS.reject).
+ * Only these, and only where the gateway answers them before proxying.
+ */
+const REJECT_REASONS: Partial<Record<ErrorCode, string>> = {
+  QUEUE_FULL: "overload",
+  QUEUE_TIMEOUT: "queue-timeout",
+  SHUTTING_DOWN: "draining",
+  INSTANCE_START_FAILED: "start-failed",
+};
+
+/** True for `/readyz` and `/readyz?…`. */
+function isReadyzPath(url: string): boolean {
+  return url.startsWith("/readyz") && (url.length === 7 || url.charCodeAt(7) === 63 /* ? */);
+}
+
 /** Builds the gateway (see the file comment). Nothing listens and no timer runs until a function is set. */
 export function createGateway(options: GatewayOptions): Gateway {
   const limits = resolveGatewayLimits(options.limits);
@@ -92,6 +114,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const authorize = options.authorize ?? denyNonPublic;
   const functions = new Map<string, FunctionEntry>();
   let draining = false;
+  let accepting = true;
   let closed = false;
   let inFlight = 0;
   let onIdle: (() => void) | null = null;
@@ -100,6 +123,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const fallback = options.fallback ?? null;
   const nodeId = options.nodeId ?? hostname();
   const memory = new MemorySampler();
+  const retryAfter = String(limits.retryAfterS);
 
   const server = createServer({
     maxHeaderSize: limits.maxHeaderSize,
@@ -139,8 +163,12 @@ export function createGateway(options: GatewayOptions): Gateway {
   function handle(req: IncomingMessage, res: ServerResponse): void {
     const t0 = observer === null ? 0 : performance.now();
     const requestId = pickRequestId(req.headers);
-    if (draining) return sendError(res, new StratusError("SHUTTING_DOWN"), requestId, logger, CLOSE);
-    const route = parseFunctionRoute(req.url ?? "/");
+    const url = req.url ?? "/";
+    if (url.charCodeAt(1) === 114 /* r */ && isReadyzPath(url) && (draining || !accepting || fallback === null)) {
+      return readyz(res, draining || !accepting, requestId);
+    }
+    if (draining) return reject(res, new StratusError("SHUTTING_DOWN"), requestId, CLOSE);
+    const route = parseFunctionRoute(url);
     if (route === null) {
       if (fallback !== null) return fallback(req, res);
       return sendError(res, new StratusError("NOT_FOUND"), requestId, logger);
@@ -187,7 +215,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     try {
       pending = pool.wait();
     } catch (err) {
-      fail(inv, err);
+      fail(inv, err, rejectHeaders(err));
       return end(inv);
     }
     const cancel = (): void => pending.cancel();
@@ -204,7 +232,8 @@ export function createGateway(options: GatewayOptions): Gateway {
       },
       (err: unknown) => {
         res.off("close", cancel);
-        if (!req.socket.destroyed) fail(inv, err);
+        // Every rejection here came before the function saw the request.
+        if (!req.socket.destroyed) fail(inv, err, rejectHeaders(err));
         end(inv);
       },
     ).catch((err: unknown) => {
@@ -238,9 +267,37 @@ export function createGateway(options: GatewayOptions): Gateway {
     end(inv);
   }
 
+  /**
+   * Headers of a pre-execution refusal: `x-stratus-reject: <reason>` for the codes in REJECT_REASONS
+   * (with the Retry-After the error carries); undefined for anything else.
+   */
+  function rejectHeaders(err: unknown): Record<string, string> | undefined {
+    if (!isStratusError(err)) return undefined;
+    const reason = REJECT_REASONS[err.code];
+    return reason === undefined ? undefined : { [HEADERS.reject]: reason, "retry-after": retryAfter };
+  }
+
+  /** A refusal answered before routing (draining). */
+  function reject(res: ServerResponse, err: StratusError, requestId: string, extra: Record<string, string>): void {
+    sendErrorResponse(res, err, requestId, logger, { ...extra, ...rejectHeaders(err) });
+  }
+
+  /** `/readyz` for a load balancer's health check: 200 accepting, 404 draining (HAProxy: NOLB). */
+  function readyz(res: ServerResponse, isDraining: boolean, requestId: string): void {
+    const body = isDraining ? '{"ok":false,"state":"draining"}' : '{"ok":true,"state":"ready"}';
+    res.writeHead(isDraining ? 404 : 200, {
+      "content-type": "application/json; charset=utf-8",
+      "content-length": Buffer.byteLength(body),
+      "cache-control": "no-store",
+      [HEADERS.requestId]: requestId,
+    });
+    res.end(body);
+  }
+
   /** Answers an error for this invocation and notes it for the record. */
   function fail(inv: Invocation, err: unknown, extra?: Record<string, string>): void {
-    const sent = sendErrorResponse(inv.res, err, inv.requestId, isStratusError(err) ? logger : inv.log(), extra);
+    const status = limits.queueFullStatus !== 429 && isStratusError(err) && err.code === "QUEUE_FULL" ? limits.queueFullStatus : undefined;
+    const sent = sendErrorResponse(inv.res, err, inv.requestId, isStratusError(err) ? logger : inv.log(), extra, status);
     if (isStratusError(err)) inv.errorCode = err.code;
     if (sent !== null) {
       inv.errorCode = sent.code;
@@ -397,6 +454,9 @@ export function createGateway(options: GatewayOptions): Gateway {
       functions.delete(name);
       await entry.pool.close(entry.deployment.config.timeout);
     },
+    setAccepting(value) {
+      accepting = value;
+    },
     stats() {
       const out: Record<string, ReturnType<FunctionPool["stats"]>> = {};
       for (const [name, entry] of functions) out[name] = entry.pool.stats();
@@ -478,7 +538,7 @@ function sendError(res: ServerResponse, err: unknown, requestId: string, log: Lo
  * Writes the common error body with the platform headers; destroys the response if a head went out.
  * Returns the code and body size sent, or null when nothing could be sent.
  */
-function sendErrorResponse(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): { code: string; bytes: number } | null {
+function sendErrorResponse(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>, status?: number): { code: string; bytes: number } | null {
   if (!isStratusError(err)) log.error({ err, rid: requestId }, "internal error");
   if (res.headersSent) {
     res.destroy();
@@ -487,7 +547,7 @@ function sendErrorResponse(res: ServerResponse, err: unknown, requestId: string,
   if (res.destroyed) return null;
   const r = toErrorResponse(err, requestId);
   const body = JSON.stringify(r.body);
-  res.writeHead(r.status, {
+  res.writeHead(status ?? r.status, {
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(body),
     [HEADERS.requestId]: requestId,

@@ -41,6 +41,7 @@ export const ERROR_CODES = {
   FUNCTION_CRASHED: { status: 502, source: "function", message: "The function instance crashed" },
   FUNCTION_OUT_OF_MEMORY: { status: 502, source: "function", message: "The function instance ran out of memory" },
   FUNCTION_LOAD_FAILED: { status: 502, source: "function", message: "The function failed to load" },
+  LB_RUNTIME_ERROR: { status: 502, source: "platform", message: "The load balancer's runtime API refused or failed" },
   INSTANCE_START_FAILED: { status: 503, source: "platform", message: "Could not start an instance" },
   QUEUE_TIMEOUT: { status: 503, source: "platform", message: "The request waited too long for an instance" },
   SHUTTING_DOWN: { status: 503, source: "platform", message: "The node is shutting down" },

@@ -24,6 +24,7 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "gateway.requestTimeoutMs", env: "STRATUS_GATEWAY_REQUEST_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Time a client has to send the whole request; then 408." },
   { key: "gateway.sweepIntervalMs", env: "STRATUS_GATEWAY_SWEEP_INTERVAL_MS", unit: "ms", default: 250, doc: "Period of the one timer that reaps idle instances and expires queued requests." },
   { key: "gateway.drainTimeoutMs", env: "STRATUS_GATEWAY_DRAIN_TIMEOUT_MS", unit: "ms", default: 30_000, doc: "Longest wait for in-flight requests on SIGTERM." },
+  { key: "gateway.queueFullStatus", env: "STRATUS_GATEWAY_QUEUE_FULL_STATUS", unit: "", default: 429, doc: "Status of QUEUE_FULL: 429 on a single node; 503 behind HAProxy (cluster mode), whose `retry-on` retries a 503 on another node but cannot retry a 429. Both carry `x-stratus-reject: overload` and `Retry-After`. See docs/cluster.md." },
   { key: "build.maxArchiveBytes", env: "STRATUS_BUILD_MAX_ARCHIVE_BYTES", unit: "bytes", default: 50 * MiB, doc: "Largest upload (compressed)." },
   { key: "build.maxUnpackedBytes", env: "STRATUS_BUILD_MAX_UNPACKED_BYTES", unit: "bytes", default: 200 * MiB, doc: "Largest unpacked project." },
   { key: "build.maxEntries", env: "STRATUS_BUILD_MAX_ENTRIES", unit: "entries", default: 10_000, doc: "Most files and folders in an upload." },
@@ -62,6 +63,7 @@ export const PlatformConfigSchema = z.strictObject({
       requestTimeoutMs: posInt(100, 3_600_000).default(300_000),
       sweepIntervalMs: posInt(10, 60_000).default(250),
       drainTimeoutMs: posInt(0, 3_600_000).default(30_000),
+      queueFullStatus: z.coerce.number().pipe(z.union([z.literal(429), z.literal(503)])).default(429),
     })
     .prefault({}),
   build: z

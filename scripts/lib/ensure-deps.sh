@@ -1,11 +1,14 @@
 # Sourced by scripts/up.sh and scripts/test.sh: installs the Debian packages the process driver needs
-# (bubblewrap, iptables, util-linux's setpriv) when missing, then npm dependencies.
+# (bubblewrap, iptables, util-linux's setpriv) and the cluster's load balancer (haproxy 2.6, used by
+# `stratus lb`, test/lb-haproxy.test.ts and bench/cluster.ts) when missing, then npm dependencies.
 ensure_debian_packages() {
   local sudo="" pkgs=()
   if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
   command -v bwrap >/dev/null || pkgs+=(bubblewrap)
   command -v iptables >/dev/null || pkgs+=(iptables)
   command -v setpriv >/dev/null || pkgs+=(util-linux)
+  # /usr/sbin may be missing from a non-root PATH: ask dpkg, not the shell.
+  dpkg -s haproxy >/dev/null 2>&1 || pkgs+=(haproxy)
   pkgs+=("$@")
   local missing=()
   for p in "${pkgs[@]}"; do

@@ -64,6 +64,9 @@ export const HaproxySpecSchema = z.strictObject({
 export type HaproxySpec = z.output<typeof HaproxySpecSchema>;
 export type HaproxySpecInput = z.input<typeof HaproxySpecSchema>;
 
+/** Host name of an empty node slot (see renderHaproxyConfig). */
+export const SLOT_HOST = "stratus-slot.invalid";
+
 /** Names in the generated file that the runtime client and the docs rely on. */
 export const HAPROXY_NAMES = {
   frontend: "stratus_in",
@@ -147,8 +150,12 @@ export function renderHaproxyConfig(input: HaproxySpecInput | undefined): string
     "    retry-on conn-failure 503",
     "    option redispatch 1",
     "    http-request disable-l7-retry unless METH_GET || METH_HEAD || { req.hdr(idempotency-key) -m found }",
-    `    default-server check weight 100 inter ${s.checkInterMs}ms fastinter ${s.checkFastInterMs}ms downinter ${s.checkDownInterMs}ms rise ${s.checkRise} fall ${s.checkFall} init-addr none disabled`,
-    `    server-template ${n.slotPrefix} 1-${s.maxNodes} 127.0.0.1:${s.nodePort}`,
+    // The slots' host name is never resolved (no `libc` in init-addr, and `.invalid` never resolves,
+    // RFC 6761); it is there because HAProxy restores a state file's address only for a server named by
+    // host name (`init-addr last`). 127.0.0.1 is the placeholder until the runtime API sets an address;
+    // the slots start `disabled` (maintenance), so nothing is sent to it.
+    `    default-server check weight 100 inter ${s.checkInterMs}ms fastinter ${s.checkFastInterMs}ms downinter ${s.checkDownInterMs}ms rise ${s.checkRise} fall ${s.checkFall} init-addr last,127.0.0.1 disabled`,
+    `    server-template ${n.slotPrefix} 1-${s.maxNodes} ${SLOT_HOST}:${s.nodePort}`,
     "",
   ];
   return lines.join("\n");

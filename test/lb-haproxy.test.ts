@@ -8,13 +8,14 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Agent, request } from "undici";
 import { renderHaproxyConfig, resolveHaproxySpec } from "../src/lb/haproxy-config";
 import { parseNodeList, parseServersState, syncMembership, type MemberNode } from "../src/lb/haproxy-runtime";
-import { haproxyDir, owners, startHaproxy, startNode, total, waitUntil, type ClusterFunction, type RunningHaproxy, type RunningNode } from "./helpers/haproxy-cluster";
+import { haproxyDir, startHaproxy, startNode, total, waitUntil, type ClusterFunction, type RunningHaproxy, type RunningNode } from "./helpers/haproxy-cluster";
 import { isStratusError } from "../src/shared/errors";
+import { STRATUS_BIN } from "./helpers/stratus-cli";
 
 const HAPROXY = "/usr/sbin/haproxy";
 const N_FUNCTIONS = Number(process.env.LB_TEST_FUNCTIONS ?? 60);
@@ -89,6 +90,26 @@ describe("HAProxy config (haproxy -c)", () => {
     ]) assert.ok(text.includes(line), `missing: ${line}`);
     assert.match(text, /default-server check weight 100 .* init-addr last,127\.0\.0\.1 disabled/);
     assert.doesNotMatch(renderHaproxyConfig({ hashBalanceFactor: 0 }), /hash-balance-factor/);
+  });
+
+  test("`stratus lb haproxy --config` writes a config haproxy accepts; a bad flag exits 1 with INVALID_CONFIG", () => {
+    const dir = haproxyDir();
+    try {
+      const file = join(dir, "out.cfg");
+      const r = spawnSync(process.execPath, [STRATUS_BIN, "lb", "haproxy", "--config", file, "--hash-balance-factor", "150", "--max-nodes", "5", "--control-plane", "127.0.0.1:9000", "127.0.0.1:9001"], { encoding: "utf8", timeout: 30_000 });
+      assert.equal(r.status, 0, r.stderr);
+      const text = readFileSync(file, "utf8");
+      assert.match(text, /hash-balance-factor 150/);
+      assert.match(text, /server-template node 1-5 /);
+      assert.match(text, /server cp2 127\.0\.0\.1:9001/);
+      const c = spawnSync(HAPROXY, ["-c", "-f", file], { encoding: "utf8", timeout: 20_000 });
+      assert.equal(c.status, 0, c.stdout + c.stderr);
+      const bad = spawnSync(process.execPath, [STRATUS_BIN, "lb", "haproxy", "--hash-balance-factor", "50"], { encoding: "utf8", timeout: 30_000 });
+      assert.equal(bad.status, 1);
+      assert.match(bad.stderr, /^INVALID_CONFIG: .*hashBalanceFactor/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("an invalid spec is refused with every problem listed", () => {
@@ -329,5 +350,23 @@ describe("a real HAProxy in front of three Stratus nodes", () => {
     assert.ok(downAt - killedAt <= 1000 + 2 * 250 + 1500, `DOWN after ${downAt - killedAt} ms`);
     const after = await ringOwners(FNS);
     assert.ok([...after.values()].every((n) => n === "n1" || n === "n2"), "every function served by a survivor");
+  });
+
+  test("`stratus lb sync` takes the dead node out (maint) through the socket and saves the state file", async () => {
+    const socket = join(dir, "haproxy.sock");
+    const list = nodes.slice(0, 2).map((n, i) => `${i + 1}=${n.host}:${n.port}`).join(",");
+    const r = spawnSync(process.execPath, [STRATUS_BIN, "lb", "sync", "--socket", socket, "--nodes", list, "--state-file", lb.stateFile, "--json"], { encoding: "utf8", timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { changes: Array<{ server: string; action: string }>; slots: Array<{ name: string }> };
+    assert.deepEqual(out.changes.map((c) => `${c.server}:${c.action}`), ["node3:maint"]);
+    assert.deepEqual(out.slots.map((s) => s.name), ["node1", "node2"]);
+    assert.equal(await slotStatus(3), "MAINT");
+    assert.ok(parseServersState(readFileSync(lb.stateFile, "utf8")).some((s) => s.name === "node3" && s.admin === "maint"), "state file saved");
+    const again = spawnSync(process.execPath, [STRATUS_BIN, "lb", "sync", "--socket", socket, "--nodes", list], { encoding: "utf8", timeout: 30_000 });
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout, /^no change/);
+    const bad = spawnSync(process.execPath, [STRATUS_BIN, "lb", "sync", "--socket", socket, "--nodes", "99=127.0.0.9:1"], { encoding: "utf8", timeout: 30_000 });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^INVALID_ARGUMENT: Node id 99 has no HAProxy slot/);
   });
 });

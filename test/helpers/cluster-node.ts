@@ -92,9 +92,13 @@ if (process.send !== undefined && process.argv[2] !== undefined) {
         await gateway.close();
         await driver.close();
         send({ type: "closed" });
-        process.disconnect();
+        process.exit(0);
       })();
     }
+  });
+  // The parent died (a killed test or benchmark): do not linger as an orphan with live sandboxes.
+  process.on("disconnect", () => {
+    void gateway.close().then(() => driver.close()).finally(() => process.exit(0));
   });
   send({ type: "ready", port: (gateway.server.address() as AddressInfo).port });
 }

@@ -5,7 +5,8 @@
 //     socket between rounds, no restart): BENCH_CLUSTER_CONNECTIONS clients (default 32) for
 //     BENCH_CLUSTER_SECONDS (default 6) over 12 warm functions; ratio to one node in the same run.
 //  2. Cold starts per function, consistent hashing (factors 0, 200, 300) against round robin, in the same
-//     run, at two scales: BENCH_CLUSTER_FUNCTIONS functions (default 60) × 5 requests from 8 and 16 clients.
+//     run, at two scales: BENCH_CLUSTER_FUNCTIONS functions (default 60) × 5 requests from 8 and 16 clients
+//     (5 rounds, every function once per round, each round in its own fixed order).
 //     Every (mode, scale) uses functions no node has started before; their instances are reaped (idle
 //     15 s) between runs, so memory stays bounded.
 // Usage: npx tsx bench/cluster.ts     (root, bubblewrap, haproxy, `npm run build`)
@@ -61,6 +62,18 @@ async function drive(lb: RunningHaproxy, seconds: number, lat: number[], counter
   }));
 }
 
+/** A deterministic permutation (LCG-driven Fisher–Yates), the same in every run for a given seed. */
+function shuffled<T>(xs: readonly T[], seed: number): T[] {
+  const out = [...xs];
+  let x = seed * 2654435761 % 2 ** 32;
+  for (let i = out.length - 1; i > 0; i--) {
+    x = (1664525 * x + 1013904223) % 2 ** 32;
+    const j = x % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
 async function slotsUp(lb: RunningHaproxy, ids: number[]): Promise<boolean> {
   const rows = await lb.runtime.stat();
   return ids.every((id) => rows.find((r) => r.pxname === "stratus_nodes" && r.svname === `node${id}`)?.status === "UP");
@@ -112,8 +125,10 @@ try {
     if (!(await waitUntil(() => slotsUp(h, [1, 2, 3]), 15_000))) throw new Error("nodes not UP");
     for (const clients of SCALES) {
       const names = coldNames(m, clients);
+      // Round by round (every function once per round), each round in its own order: in a fixed order
+      // round robin would alias (60 functions over 3 nodes sends a function to the same node every round).
       const jobs: string[] = [];
-      for (let r = 0; r < REQS_PER_FN; r++) jobs.push(...names);
+      for (let r = 0; r < REQS_PER_FN; r++) jobs.push(...shuffled(names, r + 1));
       let next = 0;
       let errors = 0;
       for (const n of nodes) await n.reset();

@@ -278,7 +278,7 @@ describe("a real HAProxy in front of three Stratus nodes", () => {
     assert.equal(await total(nodes, "executed", (f) => f === "own503"), 3, "POST with Idempotency-Key: 1 + retries 2");
   });
 
-  test("join a fourth node through the runtime API, survive a restart, drain it: ~1/4 move, all to it; draining restores the old owners", async () => {
+  test("join a fourth node through the runtime API, survive a restart and a reload, drain it: ~1/4 move, all to it; draining restores the old owners", async () => {
     const before = await ringOwners(FNS);
     joined = await startNode({ name: "n4", host: "127.0.0.5", functions: FUNCTIONS, limits: CLUSTER_LIMITS });
     const pidBefore = lb.proc().pid;
@@ -295,6 +295,12 @@ describe("a real HAProxy in front of three Stratus nodes", () => {
     await lb.restart();
     assert.ok(await waitUntil(async () => (await Promise.all([1, 2, 3, 4].map((s) => slotStatus(s)))).every((s) => s === "UP"), 15_000), "four nodes UP after restart");
     assert.deepEqual(await ringOwners(FNS), withFour, "same owners after the restart");
+    // And a graceful reload (master-worker, SIGUSR2): same master process, new worker, same membership.
+    const master = lb.proc().pid;
+    await lb.reload();
+    assert.equal(lb.proc().pid, master, "a reload keeps the master");
+    assert.ok(await waitUntil(async () => (await Promise.all([1, 2, 3, 4].map((s) => slotStatus(s)))).every((s) => s === "UP"), 15_000), "four nodes UP after the reload");
+    assert.deepEqual(await ringOwners(FNS), withFour, "same owners after the reload");
 
     // The node drains itself: /readyz 404 → HAProxy NOLB → the ring as before the join.
     await joined.setAccepting(false);
@@ -317,6 +323,7 @@ describe("a real HAProxy in front of three Stratus nodes", () => {
     const killAt = 2000;
     const runFor = 7000;
     const errors: number[] = [];
+    const why: string[] = [];
     let ok = 0;
     let slowest = 0;
     let killedAt = 0;
@@ -336,9 +343,13 @@ describe("a real HAProxy in front of three Stratus nodes", () => {
           const r = await get(`${lb.url}/fn/${fn}/?ms=20`);
           slowest = Math.max(slowest, Date.now() - t0);
           if (r.status === 200) ok++;
-          else errors.push(Date.now());
-        } catch {
+          else {
+            errors.push(Date.now());
+            why.push(`${r.status} ${fn} at +${Date.now() - started} ms after ${Date.now() - t0} ms`);
+          }
+        } catch (err) {
           errors.push(Date.now());
+          why.push(`${(err as Error).message} ${fn} at +${Date.now() - started} ms after ${Date.now() - t0} ms`);
         }
       }
     }));
@@ -347,7 +358,7 @@ describe("a real HAProxy in front of three Stratus nodes", () => {
     console.log(`# failover: ${ok} ok, ${errors.length} failed, DOWN after ${downAt - killedAt} ms, run ${elapsed} ms, slowest success ${slowest} ms`);
     assert.ok(elapsed < runFor + 25_000, "nothing hung");
     assert.ok(errors.length <= 24, `${errors.length} failures > the 24 requests that can be in flight`);
-    assert.ok(errors.every((t) => t >= killedAt && t <= downAt + 1000), "failures only around the kill");
+    assert.ok(errors.every((t) => t >= killedAt && t <= downAt + 1000), `failures only around the kill (kill at +${killedAt - started} ms, DOWN at +${downAt - started} ms): ${why.join("; ")}`);
     // inter 1 s + fall 2 × fastinter 250 ms, plus 1 s slack on a loaded machine.
     assert.ok(downAt - killedAt <= 1000 + 2 * 250 + 1500, `DOWN after ${downAt - killedAt} ms`);
     const after = await ringOwners(FNS);

@@ -4,7 +4,7 @@
 // child process each) on 127.0.0.2, .3, .4 …. Loopback only; every wait is bounded.
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -16,6 +16,13 @@ import type { ClusterFunction, FunctionCounts, NodeSetup } from "./cluster-node"
 import type { GatewayLimitsInput } from "../../src/gateway/limits";
 
 export type { ClusterFunction, FunctionCounts } from "./cluster-node";
+
+/**
+ * Where sockets, state files and node state dirs go: /var/tmp rather than /tmp, because on the shared
+ * test machines /tmp was seen being cleaned under running tests (a vanished stats socket). Short, for
+ * Unix socket paths (< 108 bytes). STRATUS_LB_TEST_DIR overrides it.
+ */
+const WORK_ROOT = process.env.STRATUS_LB_TEST_DIR ?? (existsSync("/var/tmp") ? "/var/tmp" : tmpdir());
 
 /** A free TCP port on `host` (HAProxy cannot bind port 0): bind 0, read it, release it. */
 export async function freePort(host: string): Promise<number> {
@@ -47,6 +54,11 @@ export interface RunningHaproxy {
   proc(): ChildProcess;
   /** Saves `show servers state` to the state file, stops HAProxy and starts it again on the same config. */
   restart(): Promise<void>;
+  /**
+   * A graceful reload (what `systemctl reload haproxy` does): saves the state file, then SIGUSR2 to the
+   * master (`-W`), which starts a new worker on the same config; resolves once a new worker answers.
+   */
+  reload(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -60,7 +72,8 @@ export async function startHaproxy(dir: string, spec: HaproxySpecInput = {}): Pr
   const runtime = createHaproxyRuntime({ socket, timeoutMs: 5000 });
   let child: ChildProcess;
   async function launch(): Promise<void> {
-    child = spawn("/usr/sbin/haproxy", ["-db", "-f", configFile], { stdio: ["ignore", "ignore", "pipe"] });
+    // -W: master-worker (reloads on SIGUSR2, like Debian's unit); -db: stay in the foreground.
+    child = spawn("/usr/sbin/haproxy", ["-W", "-db", "-f", configFile], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr!.on("data", (c: Buffer) => void (stderr += c.toString()));
     const up = await waitUntil(async () => {
@@ -89,6 +102,17 @@ export async function startHaproxy(dir: string, spec: HaproxySpecInput = {}): Pr
       await stop();
       await launch();
     },
+    async reload() {
+      const workerPid = async (): Promise<string> => /^Pid: (\d+)$/m.exec(await runtime.command("show info").catch(() => ""))?.[1] ?? "";
+      const before = await workerPid();
+      await runtime.saveState(stateFile);
+      child.kill("SIGUSR2");
+      const ok = await waitUntil(async () => {
+        const now = await workerPid();
+        return now !== "" && now !== before;
+      }, 10_000);
+      if (!ok) throw new Error("haproxy did not reload within 10 s");
+    },
     stop,
   };
 }
@@ -110,7 +134,7 @@ export interface RunningNode {
 
 /** Starts one node (test/helpers/cluster-node.ts) on `host`, e.g. 127.0.0.2. */
 export async function startNode(opts: { name: string; host: string; functions: readonly ClusterFunction[]; prewarm?: number; limits?: GatewayLimitsInput }): Promise<RunningNode> {
-  const stateDir = mkdtempSync(join(tmpdir(), "scn-"));
+  const stateDir = mkdtempSync(join(WORK_ROOT, "scn-"));
   const cgroupRoot = `stratus-lbtest-${process.pid}-${opts.name}`;
   const setup: NodeSetup = { name: opts.name, host: opts.host, stateDir, cgroupRoot, prewarm: opts.prewarm ?? 1, functions: opts.functions, ...(opts.limits ? { limits: opts.limits } : {}) };
   const script = resolve("test/helpers/cluster-node.ts");
@@ -181,5 +205,5 @@ export async function total(nodes: readonly RunningNode[], key: "requests" | "ex
 
 /** A temp dir for HAProxy's socket and state file (short path: Unix socket paths must stay < 108 bytes). */
 export function haproxyDir(): string {
-  return mkdtempSync(join(tmpdir(), "shp-"));
+  return mkdtempSync(join(WORK_ROOT, "shp-"));
 }

@@ -21,6 +21,8 @@ import { registerInitCommand } from "./commands/init";
 import { registerLogsCommand } from "./commands/logs";
 import { registerInvocationsCommand } from "./commands/invocations";
 import { registerErrorsCommand } from "./commands/errors";
+import { registerLbHaproxyCommand } from "./commands/lb-haproxy";
+import { registerLbSyncCommand } from "./commands/lb-sync";
 
 const program = new Command();
 program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError();
@@ -42,4 +44,7 @@ registerLogsCommand(program);
 registerInvocationsCommand(program);
 registerErrorsCommand(program);
 registerRmCommand(program);
+const lb = program.command("lb").description("the cluster's load balancer (HAProxy 2.6): configuration and membership");
+registerLbHaproxyCommand(lb);
+registerLbSyncCommand(lb);
 await program.parseAsync(process.argv);

@@ -46,6 +46,7 @@ export const ERROR_CODES = {
   FUNCTION_OUT_OF_MEMORY: { status: 502, source: "function", message: "The function instance ran out of memory" },
   FUNCTION_LOAD_FAILED: { status: 502, source: "function", message: "The function failed to load" },
   ARTIFACT_DIGEST_MISMATCH: { status: 502, source: "platform", message: "A transferred artifact does not match its digest" },
+  LB_RUNTIME_ERROR: { status: 502, source: "platform", message: "The load balancer's runtime API refused or failed" },
   INSTANCE_START_FAILED: { status: 503, source: "platform", message: "Could not start an instance" },
   QUEUE_TIMEOUT: { status: 503, source: "platform", message: "The request waited too long for an instance" },
   SHUTTING_DOWN: { status: 503, source: "platform", message: "The node is shutting down" },

@@ -30,7 +30,7 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "maxInstances", unit: "instances", default: 10, range: "1 – 1000", doc: "Upper bound of instances of this function on one node." },
   { field: "idleTimeout", unit: "ms", default: 300_000, range: "1000 – 86400000", doc: "How long an idle instance stays warm before it is reaped." },
   { field: "maxBodyBytes", unit: "bytes", default: 6 * MiB, range: "0 – 104857600", doc: "Largest request body accepted; larger bodies get 413 PAYLOAD_TOO_LARGE." },
-  { field: "maxQueue", unit: "requests", default: 100, range: "0 – 100000", doc: "Requests that may wait for an instance; past it 429 QUEUE_FULL." },
+  { field: "maxQueue", unit: "requests", default: 100, range: "0 – 100000", doc: "Requests that may wait for an instance; past it 429 QUEUE_FULL (503 on a node with `gateway.queueFullStatus=503`, behind HAProxy)." },
   { field: "queueTimeout", unit: "ms", default: 30_000, range: "1 – 900000", doc: "Longest wait for an instance; past it 503 QUEUE_TIMEOUT." },
   { field: "env", unit: "", default: {}, range: "names [A-Za-z_][A-Za-z0-9_]*, not STRATUS_*", doc: "Plain environment variables given to the function's instances." },
   { field: "public", unit: "", default: true, range: "boolean", doc: "true: anyone with the URL may invoke. false: invocations need a bearer token." },

@@ -6,7 +6,7 @@ import { Command } from "commander";
 import { registerDevCommand } from "./commands/dev";
 import { registerUpCommand } from "./commands/up";
 import { registerControlCommand } from "./commands/control";
-import { registerNodeCommand } from "./commands/node";
+import { registerNodeCommand, registerNodesCommand } from "./commands/node";
 import { registerDeployCommand } from "./commands/deploy";
 import { registerLsCommand } from "./commands/ls";
 import { registerDescribeCommand } from "./commands/describe";
@@ -27,6 +27,7 @@ program.name("stratus").description("Stratus: a self-hosted serverless platform"
 registerUpCommand(program);
 registerControlCommand(program);
 registerNodeCommand(program);
+registerNodesCommand(program);
 registerInitCommand(program);
 registerDevCommand(program);
 registerDeployCommand(program);

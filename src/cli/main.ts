@@ -23,7 +23,8 @@ import { registerInvocationsCommand } from "./commands/invocations";
 import { registerErrorsCommand } from "./commands/errors";
 
 const program = new Command();
-program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError();
+// Positional options: `stratus node token create --token T` gives --token to `create`, not to `node`.
+program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError().enablePositionalOptions();
 registerUpCommand(program);
 registerControlCommand(program);
 registerNodeCommand(program);

@@ -147,6 +147,8 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   let controlKey: string | null = keys?.control ?? null;
   let numericId: number | null = null;
   let draining = false;
+  // Bumped by every pushed state: a heartbeat answer older than the latest push is not applied.
+  let stateEpoch = 0;
   let heartbeatTimer: NodeJS.Timeout | null = null;
   let refused = false;
   const linkClient = (): LinkClient => {
@@ -179,7 +181,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   };
   const shipper: TelemetryShipper | null = link === null ? null : createTelemetryShipper({
     nodeId: link.nodeId, logger, pools, ...(link.telemetryFlushMs !== undefined ? { flushIntervalMs: link.telemetryFlushMs } : {}),
-    send: (batch) => linkClient().call<void>("POST", `${NODE_PROTOCOL_PREFIX}/telemetry`, batch),
+    send: async (batch) => linkClient().call<void>("POST", `${NODE_PROTOCOL_PREFIX}/telemetry`, batch),
   });
   const observer = shipper?.observer ?? options.observer;
 
@@ -295,6 +297,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
       return { ok: true, nodeId: link?.nodeId ?? "", controlId: current?.controlId ?? null, revision: current?.revision ?? null };
     },
     async setNodeState(s) {
+      stateEpoch++;
       setDraining(s.state === "draining");
       return { state: draining ? "draining" : "ready" };
     },
@@ -348,8 +351,9 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
       running = true;
       try {
         const hb: Heartbeat = { nodeId: link.nodeId, url: advertised, load: currentLoad() };
+        const epoch = stateEpoch;
         const answer = parseWire(NodeStateSchema, await control.call<unknown>("POST", `${NODE_PROTOCOL_PREFIX}/nodes/heartbeat`, hb), "heartbeat answer");
-        setDraining(answer.state === "draining");
+        if (epoch === stateEpoch) setDraining(answer.state === "draining");
       } catch (err) {
         if (isRefusal(err)) await refuse(err);
         else logger.debug({ err }, "heartbeat failed");

@@ -181,7 +181,8 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   };
   const shipper: TelemetryShipper | null = link === null ? null : createTelemetryShipper({
     nodeId: link.nodeId, logger, pools, ...(link.telemetryFlushMs !== undefined ? { flushIntervalMs: link.telemetryFlushMs } : {}),
-    send: async (batch) => linkClient().call<void>("POST", `${NODE_PROTOCOL_PREFIX}/telemetry`, batch),
+    // Before the node has joined, an empty batch (pool samples only, re-sent with every batch) is skipped.
+    send: async (batch) => (control === null && batch.items.length === 0 ? undefined : linkClient().call<void>("POST", `${NODE_PROTOCOL_PREFIX}/telemetry`, batch)),
   });
   const observer = shipper?.observer ?? options.observer;
 

@@ -148,7 +148,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
   function pick(): FleetNode {
     let best: FleetNode | null = null;
     for (const n of nodes.values()) {
-      if (n.state === "draining") continue;
+      if (n.state === "draining" || isLost(n.lastSeen)) continue;
       if (best === null || n.lastSeen > best.lastSeen) best = n;
     }
     if (best === null) throw new StratusError("UNAVAILABLE", "No ready node agent is connected to the control plane");

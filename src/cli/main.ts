@@ -6,7 +6,7 @@ import { Command } from "commander";
 import { registerDevCommand } from "./commands/dev";
 import { registerUpCommand } from "./commands/up";
 import { registerControlCommand } from "./commands/control";
-import { registerNodeCommand } from "./commands/node";
+import { registerNodeCommand, registerNodesCommand } from "./commands/node";
 import { registerDeployCommand } from "./commands/deploy";
 import { registerLsCommand } from "./commands/ls";
 import { registerDescribeCommand } from "./commands/describe";
@@ -25,10 +25,12 @@ import { registerLbHaproxyCommand } from "./commands/lb-haproxy";
 import { registerLbSyncCommand } from "./commands/lb-sync";
 
 const program = new Command();
-program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError();
+// Positional options: `stratus node token create --token T` gives --token to `create`, not to `node`.
+program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError().enablePositionalOptions();
 registerUpCommand(program);
 registerControlCommand(program);
 registerNodeCommand(program);
+registerNodesCommand(program);
 registerInitCommand(program);
 registerDevCommand(program);
 registerDeployCommand(program);

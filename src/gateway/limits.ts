@@ -37,8 +37,14 @@ export const GatewayLimitsSchema = z.strictObject({
   timeoutGraceMs: int(0, 60_000).default(2_000),
   /** After a broken connection, how long to wait for the instance's exit reason, ms. */
   crashWaitMs: int(10, 30_000).default(2_000),
-  /** Retry-After of 429 QUEUE_FULL, seconds. */
+  /** Retry-After of QUEUE_FULL, seconds. */
   retryAfterS: int(0, 3600).default(1),
+  /**
+   * HTTP status of QUEUE_FULL: 429 on a single node (the client should slow down), 503 behind HAProxy
+   * (cluster mode): HAProxy 2.6's `retry-on` can retry a 503 on another node but not a 429. Either way
+   * the answer carries `x-stratus-reject: overload` (not executed) and `Retry-After`.
+   */
+  queueFullStatus: z.union([z.literal(429), z.literal(503)]).default(429),
 });
 
 /** Resolved gateway limits (see GatewayLimitsSchema for units and defaults). */

@@ -50,6 +50,7 @@ export function nodeGatewaySettings(config: Readonly<PlatformConfig>): Pick<Node
       headersTimeoutMs: config.gateway.headersTimeoutMs,
       requestTimeoutMs: config.gateway.requestTimeoutMs,
       tickMs: config.gateway.sweepIntervalMs,
+      queueFullStatus: config.gateway.queueFullStatus,
     },
     trustedProxies: config.gateway.trustedProxies,
     authFailures: config.auth,

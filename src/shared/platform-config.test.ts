@@ -46,6 +46,13 @@ test("the gateway's own defaults equal the platform's gateway.* defaults", async
   assert.equal(g.headersTimeoutMs, p.headersTimeoutMs);
   assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
   assert.equal(g.tickMs, p.sweepIntervalMs);
+  assert.equal(g.queueFullStatus, p.queueFullStatus);
+});
+
+test("gateway.queueFullStatus: 429 by default, 503 from the environment, anything else refused", () => {
+  assert.equal(resolvePlatformConfig({}).gateway.queueFullStatus, 429);
+  assert.equal(resolvePlatformConfig({ env: { STRATUS_GATEWAY_QUEUE_FULL_STATUS: "503" } }).gateway.queueFullStatus, 503);
+  assert.throws(() => resolvePlatformConfig({ file: { gateway: { queueFullStatus: 500 } } }), /gateway\.queueFullStatus/);
 });
 
 test("auth limiter defaults equal the platform's auth.* defaults; trusted proxies parse from a list or a comma string", async () => {

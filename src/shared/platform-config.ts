@@ -41,6 +41,7 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "auth.failureBurst", env: "STRATUS_AUTH_FAILURE_BURST", unit: "failures", default: 20, doc: "Authentication failures (401) one client address may have in a row (API and private functions); then 429 `TOO_MANY_AUTH_FAILURES` with `Retry-After`, and no token from that address is checked until the bucket refills." },
   { key: "auth.failuresPerMinute", env: "STRATUS_AUTH_FAILURES_PER_MINUTE", unit: "failures/min", default: 30, doc: "Refill rate of each client's authentication-failure bucket." },
   { key: "auth.maxTrackedClients", env: "STRATUS_AUTH_MAX_TRACKED_CLIENTS", unit: "addresses", default: 10_000, doc: "Client addresses the failure limiter remembers (least recently failed forgotten first): bounds its memory." },
+  { key: "gateway.queueFullStatus", env: "STRATUS_GATEWAY_QUEUE_FULL_STATUS", unit: "", default: 429, doc: "Status of QUEUE_FULL: 429 on a single node; 503 behind HAProxy (cluster mode), whose `retry-on` retries a 503 on another node but cannot retry a 429. Both carry `x-stratus-reject: overload` and `Retry-After`. See docs/cluster.md." },
   { key: "build.maxArchiveBytes", env: "STRATUS_BUILD_MAX_ARCHIVE_BYTES", unit: "bytes", default: 50 * MiB, doc: "Largest upload (compressed)." },
   { key: "build.maxUnpackedBytes", env: "STRATUS_BUILD_MAX_UNPACKED_BYTES", unit: "bytes", default: 200 * MiB, doc: "Largest unpacked project." },
   { key: "build.maxEntries", env: "STRATUS_BUILD_MAX_ENTRIES", unit: "entries", default: 10_000, doc: "Most files and folders in an upload." },
@@ -92,6 +93,7 @@ export const PlatformConfigSchema = z.strictObject({
       sweepIntervalMs: posInt(10, 60_000).default(250),
       drainTimeoutMs: posInt(0, 3_600_000).default(30_000),
       trustedProxies: cidrList.default([]),
+      queueFullStatus: z.coerce.number().pipe(z.union([z.literal(429), z.literal(503)])).default(429),
     })
     .prefault({}),
   auth: z

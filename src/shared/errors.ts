@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   METHOD_NOT_ALLOWED: { status: 405, source: "platform", message: "Method not allowed" },
   REQUEST_TIMEOUT: { status: 408, source: "platform", message: "The client was too slow to send the request" },
   CONFLICT: { status: 409, source: "platform", message: "Conflicting state" },
+  IDEMPOTENCY_CONFLICT: { status: 409, source: "platform", message: "The Idempotency-Key was already used with a different request" },
+  LEASE_LOST: { status: 409, source: "platform", message: "The job's lease expired or was taken over; the result was refused" },
   PAYLOAD_TOO_LARGE: { status: 413, source: "platform", message: "The request body is too large" },
   ARCHIVE_TOO_LARGE: { status: 413, source: "platform", message: "The uploaded archive is too large" },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, source: "platform", message: "Unsupported content type" },

@@ -8,6 +8,7 @@ import type { NodeApi } from "./node-api";
 import type { Activator } from "./activation";
 import type { Deployer } from "./deployer";
 import type { Observability } from "../observe/observer";
+import type { EventsPlane } from "../events/events-plane";
 
 export interface ApiContext {
   readonly store: Store;
@@ -25,6 +26,8 @@ export interface ApiContext {
   readonly observability?: Observability;
   /** Serve `/metrics` without a token (platform config observe.publicMetrics). */
   readonly publicMetrics?: boolean;
+  /** Async invocations, the DLQ and triggers (absent: those routes answer 404 NOT_FOUND). */
+  readonly events?: EventsPlane;
 }
 
 /** The URL of a function below the public base URL. */

@@ -24,11 +24,14 @@ import { logOperations, registerLogRoutes } from "./routes/logs";
 import { invocationOperations, registerInvocationRoutes } from "./routes/invocations";
 import { errorGroupOperations, registerErrorGroupRoutes } from "./routes/errors";
 import { metricsOperations, registerMetricsRoutes } from "./routes/metrics";
+import { asyncInvocationOperations, registerAsyncInvocationRoutes } from "./routes/async-invocations";
+import { dlqOperations, registerDlqRoutes } from "./routes/dlq";
+import { registerTriggerRoutes, triggerOperations } from "./routes/triggers";
 
 /** Every operation of the API, in document order. */
 export const API_OPERATIONS: readonly Operation[] = [
   ...healthOperations, ...openapiOperations, ...deploymentOperations, ...functionOperations, ...envOperations, ...secretOperations, ...tokenOperations,
-  ...logOperations, ...invocationOperations, ...errorGroupOperations, ...metricsOperations,
+  ...logOperations, ...invocationOperations, ...errorGroupOperations, ...metricsOperations, ...asyncInvocationOperations, ...dlqOperations, ...triggerOperations,
 ];
 
 /** Largest JSON request body of the API, bytes. */
@@ -96,6 +99,9 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
   registerInvocationRoutes(router, ctx);
   registerErrorGroupRoutes(router, ctx);
   registerMetricsRoutes(router, ctx);
+  registerAsyncInvocationRoutes(router, ctx);
+  registerDlqRoutes(router, ctx);
+  registerTriggerRoutes(router, ctx);
   app.use(router);
 
   app.use((req: Request) => {

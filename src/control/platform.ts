@@ -37,6 +37,7 @@ import { createDeployer } from "./deployer";
 import { createApiApp } from "./api";
 import type { ApiContext } from "./api-context";
 import { createObservability, type Observability } from "../observe/observer";
+import { openEventsPlane, type EventsPlane } from "../events/events-plane";
 
 /** Dependencies of the platform; everything but the logger has a default. */
 export interface PlatformDeps {
@@ -125,14 +126,18 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
   let apiHandler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null;
   let closing: Promise<void> | null = null;
   let observability: Observability | null = null;
+  let events: EventsPlane | null = null;
 
   async function listen(): Promise<PlatformStarted> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     await chmod(dataDir, 0o700);
     const masterKey = await loadOrCreateMasterKey(dataDir);
     const nodeToken = await loadOrCreateNodeToken(dataDir);
-    store = await openStore(config.store === "" ? join(dataDir, "stratus.db") : config.store, { masterKey });
+    const storeLocation = config.store === "" ? join(dataDir, "stratus.db") : config.store;
+    store = await openStore(storeLocation, { masterKey });
     const theStore = store;
+    // Events (docs/events.md): the job queue beside the store; the gateway hands async requests to it.
+    events = await openEventsPlane({ storeLocation, store, logger: logger.child({ component: "events" }), settings: config.events, publicUrl: () => url ?? "" });
     observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
 
     // One node per data dir: reconcile() at start-up removes this node's leftovers (cgroups,
@@ -174,6 +179,8 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
         if (apiHandler !== null) return apiHandler(req, res);
         sendNotReady(res);
       },
+      asyncIntake: events.intake,
+      dispatchToken: events.dispatchToken,
       // Non-public functions: any valid, unrevoked API token may invoke.
       authorize: async (req) => {
         const auth = req.headers.authorization ?? "";
@@ -223,7 +230,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     const ctx: ApiContext = {
       store, node: nodeClient, activator, deployer, logger: logger.child({ component: "api" }),
       publicUrl: () => url ?? "", maxArchiveBytes: config.build.maxArchiveBytes, isReady: () => ready,
-      observability, publicMetrics: config.observe.publicMetrics,
+      observability, publicMetrics: config.observe.publicMetrics, events,
     };
     apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 
@@ -237,6 +244,8 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     if ((await store.listTokens()).length === 0) adminToken = (await store.createToken("admin")).token;
 
     const pushed = await activator.pushAll();
+    // The worker dispatches through this gateway over loopback, whatever the public URL is.
+    events.start(`http://${addr.family === "IPv6" ? "[::1]" : "127.0.0.1"}:${addr.port}`);
     ready = true;
     logger.info({ url, pushed }, "platform ready");
     startImagePruning();
@@ -280,13 +289,16 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
   async function doClose(): Promise<void> {
     ready = false;
     if (pruneTimer !== null) clearInterval(pruneTimer);
-    // Drain first (in-flight requests finish), then the control plane's link to the node, then the rest.
+    // Stop leasing async jobs first (in-flight dispatches finish within the drain deadline), then
+    // drain (in-flight requests finish), then the control plane's link to the node, then the rest.
+    if (events) await events.stop(config.gateway.drainTimeoutMs).catch((err) => logger.error({ err }, "events stop failed"));
     if (agent) await agent.drain(config.gateway.drainTimeoutMs).catch((err) => logger.error({ err }, "drain failed"));
     if (agent) await agent.close().catch(() => {});
     if (internal) await closeServer(internal);
     if (nodeClient) await nodeClient.close().catch(() => {});
     if (driver && !agent) await driver.close().catch((err) => logger.error({ err }, "driver close failed"));
     if (observability) await observability.close().catch((err) => logger.error({ err }, "telemetry flush failed"));
+    if (events) await events.close().catch((err) => logger.error({ err }, "event queue close failed"));
     if (store) await store.close();
   }
 

@@ -12,7 +12,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { StratusError } from "../shared/errors";
 import type { QueuePersistence, SettlePatch } from "./queue-persistence";
 import {
-  IDEMPOTENCY_WINDOW_MS, JOB_STATUSES, RESULT_BODY_MAX, type AttemptFailure, type FailOutcome, type JobAttempt, type JobQueue, type JobRecord,
+  IDEMPOTENCY_WINDOW_MS, JOB_STATUSES, RESULT_BODY_MAX, type JobAttempt, type JobQueue, type JobRecord,
   type JobStatus, type LeasedJob, type NewJob,
 } from "./queue";
 

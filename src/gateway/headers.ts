@@ -4,7 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
-import { HEADERS } from "../shared/protocol";
+import { EVENT_HEADERS, HEADERS } from "../shared/protocol";
 
 /** Longest client-supplied request id we keep, characters. */
 export const REQUEST_ID_MAX = 128;
@@ -56,7 +56,7 @@ export function pickRequestId(headers: IncomingHttpHeaders): string {
 export function buildUpstreamHeaders(
   incoming: IncomingHttpHeaders,
   requestId: string,
-  options: { deadlineMs: number; dropAuthorization: boolean; remoteAddress: string | undefined; traceparent?: string; freshTrace?: boolean },
+  options: { deadlineMs: number; dropAuthorization: boolean; remoteAddress: string | undefined; traceparent?: string; freshTrace?: boolean; eventHeaders?: boolean },
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const connection = incoming.connection;
@@ -72,6 +72,13 @@ export function buildUpstreamHeaders(
   }
   out[HEADERS.requestId] = requestId;
   out[HEADERS.deadlineMs] = String(options.deadlineMs);
+  // Only the platform's own async dispatches carry these (the gateway checked its token).
+  if (options.eventHeaders === true) {
+    for (const key of EVENT_HEADERS) {
+      const value = incoming[key];
+      if (typeof value === "string") out[key] = value;
+    }
+  }
   if (options.traceparent !== undefined) {
     out.traceparent = options.traceparent;
     // W3C Trace Context §3.3: a new trace-id invalidates the caller's tracestate.

@@ -22,6 +22,8 @@ export interface ProxyParams {
   /** none: no body; fixed: Content-Length already checked; counted: chunked, counted against maxBodyBytes. */
   readonly bodyMode: BodyMode;
   readonly dropAuthorization: boolean;
+  /** True for the platform's async worker: its x-stratus-invocation-id / -attempt / -trigger reach the function. */
+  readonly trustedDispatch?: boolean;
   /** W3C traceparent to send (already validated or freshly made by the gateway). */
   readonly traceparent: string;
   /** True when `traceparent` is new: the caller's `tracestate` is dropped (it belonged to another trace). */
@@ -136,6 +138,7 @@ class Exchange implements ProxyMeter {
         remoteAddress: req.socket.remoteAddress,
         traceparent: this.p.traceparent,
         freshTrace: this.p.freshTrace,
+        eventHeaders: this.p.trustedDispatch === true,
       }),
       body,
       headersTimeout: backstopMs,

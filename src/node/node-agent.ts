@@ -21,6 +21,9 @@ export interface NodeAgentOptions {
   readonly observer?: GatewayObserver;
   /** Answers requests outside `/fn/…` on the gateway's server (see GatewayOptions.fallback). */
   readonly fallback?: GatewayOptions["fallback"];
+  /** Async invocations and the worker's dispatch token (see GatewayOptions; docs/events.md). */
+  readonly asyncIntake?: GatewayOptions["asyncIntake"];
+  readonly dispatchToken?: string;
 }
 
 export interface NodeAgent {
@@ -42,6 +45,8 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const gateway = createGateway({
     driver, logger, limits: options.limits, authorize: options.authorize, ...(options.observer ? { observer: options.observer } : {}),
     ...(options.fallback ? { fallback: options.fallback } : {}),
+    ...(options.asyncIntake ? { asyncIntake: options.asyncIntake } : {}),
+    ...(options.dispatchToken ? { dispatchToken: options.dispatchToken } : {}),
   });
   return {
     gateway,

@@ -88,7 +88,9 @@ function slotClock(t: TriggerConfig): SlotClock {
   const cron = new Cron(t.schedule as string, { timezone: t.timezone ?? "UTC", paused: true });
   return {
     next: (x) => cron.nextRun(new Date(x))?.getTime() ?? null,
-    latest: (x) => cron.previousRuns(1, new Date(x + 1))[0]?.getTime() ?? null,
+    // croner's previousRuns is strictly before its reference, in whole seconds: ask from the next
+    // second and drop a run later than x.
+    latest: (x) => cron.previousRuns(2, new Date(x + 1000)).map((d) => d.getTime()).find((t) => t <= x) ?? null,
   };
 }
 

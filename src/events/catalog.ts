@@ -15,8 +15,8 @@ export interface CatalogEntry {
 }
 
 export interface FunctionCatalog {
-  /** The function's active version, or null (unknown, or nothing active). */
-  get(name: string): Promise<CatalogEntry | null>;
+  /** The function's active version, or null (unknown, or nothing active). `fresh`: skip the cache (API reads). */
+  get(name: string, fresh?: boolean): Promise<CatalogEntry | null>;
   /** Every function with an active version. */
   list(): Promise<CatalogEntry[]>;
 }
@@ -24,8 +24,8 @@ export interface FunctionCatalog {
 /** Builds the catalog over the store. `ttlMs` default 1000. */
 export function createFunctionCatalog(store: FunctionStore, logger: Logger, ttlMs = 1000, now: () => number = Date.now): FunctionCatalog {
   let cached: { at: number; entries: Map<string, CatalogEntry> } | null = null;
-  async function load(): Promise<Map<string, CatalogEntry>> {
-    if (cached !== null && now() - cached.at < ttlMs) return cached.entries;
+  async function load(fresh = false): Promise<Map<string, CatalogEntry>> {
+    if (!fresh && cached !== null && now() - cached.at < ttlMs) return cached.entries;
     const entries = new Map<string, CatalogEntry>();
     for (const fn of await store.listFunctions()) {
       if (fn.activeVersion === null) continue;
@@ -41,7 +41,7 @@ export function createFunctionCatalog(store: FunctionStore, logger: Logger, ttlM
     return entries;
   }
   return {
-    get: async (name) => (await load()).get(name) ?? null,
+    get: async (name, fresh = false) => (await load(fresh)).get(name) ?? null,
     list: async () => [...(await load()).values()],
   };
 }

@@ -22,7 +22,7 @@ export function registerTriggerRoutes(router: Router, ctx: ApiContext): void {
     const name = functionNameParam(req);
     const events = requireEvents(ctx);
     if ((await ctx.store.getFunction(name)) === null) throw new StratusError("FUNCTION_NOT_FOUND", `Function ${name} not found`);
-    const entry = await events.catalog.get(name);
+    const entry = await events.catalog.get(name, true);
     res.json({ triggers: entry === null ? [] : await events.scheduler.describe(entry) });
   });
 }

@@ -19,6 +19,9 @@ import { registerInitCommand } from "./commands/init";
 import { registerLogsCommand } from "./commands/logs";
 import { registerInvocationsCommand } from "./commands/invocations";
 import { registerErrorsCommand } from "./commands/errors";
+import { registerDlqCommand } from "./commands/dlq";
+import { registerTriggersCommand } from "./commands/triggers";
+import { registerInvocationCommand } from "./commands/invocation";
 
 const program = new Command();
 program.name("stratus").description("Stratus: a self-hosted serverless platform").showHelpAfterError();
@@ -37,5 +40,8 @@ registerTokenCommand(program);
 registerLogsCommand(program);
 registerInvocationsCommand(program);
 registerErrorsCommand(program);
+registerInvocationCommand(program);
+registerDlqCommand(program);
+registerTriggersCommand(program);
 registerRmCommand(program);
 await program.parseAsync(process.argv);

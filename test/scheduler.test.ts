@@ -129,3 +129,12 @@ test("a trigger never seen starts after the function's activation, not at the ep
   assert.equal(await s.tick(), 3, "slots 8, 9 and 10 min");
   await q.close();
 });
+
+test("the examples' event configs validate", async () => {
+  const { createRequire } = await import("node:module");
+  const req = createRequire(import.meta.url);
+  const scheduled = req("../examples/scheduled-job/index.js") as Record<string, { config: unknown }>;
+  const consumer = req("../examples/async-consumer/index.js") as Record<string, { config: unknown }>;
+  assert.equal(parseFunctionConfig("nightly", scheduled.nightly?.config).triggers.length, 2);
+  assert.equal(parseFunctionConfig("resize", consumer.resize?.config).asyncConcurrency, 4);
+});

@@ -81,7 +81,8 @@ export function createAsyncWorker(options: AsyncWorkerOptions): AsyncWorker {
       const entry = await catalog.get(name);
       // Jobs of a function with nothing active wait (a deploy will serve them, or their age runs out later).
       if (entry === null) continue;
-      const free = entry.config.asyncConcurrency - (running.get(name) ?? 0);
+      const c = entry.config;
+      const free = Math.min(c.asyncConcurrency, c.maxInstances * c.concurrency) - (running.get(name) ?? 0);
       if (free <= 0) continue;
       const leased = await queue.lease(name, free, entry.config.timeout + options.leaseMarginMs);
       for (const l of leased) track(dispatch(l, entry.config.timeout));

@@ -32,7 +32,7 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "maxAttempts", unit: "attempts", default: 3, range: "1 – 100", doc: "Async and event invocations: attempts before the job goes to the dead-letter queue (3 = Lambda's 2 retries). See docs/events.md." },
   { field: "maxEventAgeS", unit: "s", default: 21_600, range: "1 – 21600", doc: "Async and event invocations: a job older than this is not retried again but dead-lettered (6 h like Lambda)." },
   { field: "retryDelayMs", unit: "ms", default: 5_000, range: "1 – 3600000", doc: "Base of the exponential backoff between attempts: attempt n waits retryDelayMs × 2^(n-1) (at most 15 min), with jitter of −50 %…0 %." },
-  { field: "asyncConcurrency", unit: "requests", default: 2, range: "1 – 1000, at most maxInstances", doc: "Async and event invocations of this function running at once on the platform, so a backlog cannot take every instance from synchronous traffic." },
+  { field: "asyncConcurrency", unit: "requests", default: 2, range: "1 – 1000", doc: "Async and event invocations of this function running at once per control plane (never more than maxInstances × concurrency), so a backlog cannot take every instance from synchronous traffic." },
   { field: "triggers", unit: "", default: [], range: "at most 20", doc: "Event sources: `{ schedule: \"*/5 * * * *\", timezone?: \"Europe/Berlin\", catchUp?: \"none\"|\"latest\"|\"all\" }` (cron, 5 or 6 fields) or `{ rate: \"5 minutes\", catchUp? }`. Default catchUp `latest`. See docs/events.md." },
 ] as const;
 
@@ -126,8 +126,7 @@ export const FunctionConfigSchema = z
     asyncConcurrency: int(1, 1000).default(2),
     triggers: z.array(TriggerSchema).max(20).default([]),
   })
-  .refine((c) => c.minInstances <= c.maxInstances, { message: "minInstances must not exceed maxInstances", path: ["minInstances"] })
-  .refine((c) => c.asyncConcurrency <= c.maxInstances * c.concurrency, { message: "asyncConcurrency must not exceed maxInstances × concurrency", path: ["asyncConcurrency"] });
+  .refine((c) => c.minInstances <= c.maxInstances, { message: "minInstances must not exceed maxInstances", path: ["minInstances"] });
 
 /** A config with every default applied. Units: ms for times, MB for memory, bytes for bodies. */
 export type FunctionConfig = z.output<typeof FunctionConfigSchema>;

@@ -28,7 +28,7 @@ const T0 = Date.UTC(2026, 2, 1, 12, 0, 0); // a Sunday, 12:00 UTC = 13:00 in Ber
 
 function catalogOf(triggers: unknown[], activatedAt = T0): { catalog: FunctionCatalog; entry: CatalogEntry } {
   const entry: CatalogEntry = { name: "job", version: "v1", config: parseFunctionConfig("job", { triggers }), activatedAt };
-  return { entry, catalog: { get: async (n) => (n === "job" ? entry : null), list: async () => [entry] } };
+  return { entry, catalog: { get: async (n) => (n === "job" ? entry : null), list: async () => [entry], exists: async (n) => n === "job" } };
 }
 
 function clock(start: number) {

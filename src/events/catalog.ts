@@ -19,6 +19,8 @@ export interface FunctionCatalog {
   get(name: string, fresh?: boolean): Promise<CatalogEntry | null>;
   /** Every function with an active version. */
   list(): Promise<CatalogEntry[]>;
+  /** True when the store knows the function (active version or not). */
+  exists(name: string): Promise<boolean>;
 }
 
 /** Builds the catalog over the store. `ttlMs` default 1000. */
@@ -43,5 +45,6 @@ export function createFunctionCatalog(store: FunctionStore, logger: Logger, ttlM
   return {
     get: async (name, fresh = false) => (await load(fresh)).get(name) ?? null,
     list: async () => [...(await load()).values()],
+    exists: async (name) => (await store.getFunction(name)) !== null,
   };
 }

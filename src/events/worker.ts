@@ -18,9 +18,12 @@
 import { Agent, request } from "undici";
 import type { Logger } from "../shared/logger";
 import { HEADERS } from "../shared/protocol";
+import { parseFunctionConfig } from "../shared/function-config";
 import type { FunctionCatalog } from "./catalog";
 import { RESULT_BODY_MAX, type JobQueue, type LeasedJob } from "./queue";
 
+
+const DEFAULTS = parseFunctionConfig("deleted", {});
 
 export interface AsyncWorkerOptions {
   readonly queue: JobQueue;
@@ -79,13 +82,14 @@ export function createAsyncWorker(options: AsyncWorkerOptions): AsyncWorker {
     for (const name of await queue.activeFunctions()) {
       if (stopped) return;
       const entry = await catalog.get(name);
-      // Jobs of a function with nothing active wait (a deploy will serve them, or their age runs out later).
-      if (entry === null) continue;
-      const c = entry.config;
+      // Jobs of a function with nothing active yet wait for a deploy. Jobs of a deleted function run with
+      // the default config: the gateway answers 404 FUNCTION_NOT_FOUND, so they end in the DLQ.
+      if (entry === null && (await catalog.exists(name))) continue;
+      const c = entry?.config ?? DEFAULTS;
       const free = Math.min(c.asyncConcurrency, c.maxInstances * c.concurrency) - (running.get(name) ?? 0);
       if (free <= 0) continue;
-      const leased = await queue.lease(name, free, entry.config.timeout + options.leaseMarginMs);
-      for (const l of leased) track(dispatch(l, entry.config.timeout));
+      const leased = await queue.lease(name, free, c.timeout + options.leaseMarginMs);
+      for (const l of leased) track(dispatch(l, c.timeout));
     }
   }
 

@@ -247,6 +247,24 @@ describe("retries and the dead-letter queue", () => {
   });
 });
 
+describe("a deleted function", () => {
+  test("its queued jobs are not stuck: they fail with FUNCTION_NOT_FOUND and end in the DLQ", async () => {
+    const d = await deploy(fx, await project({
+      "package.json": JSON.stringify({ name: "gone", main: "index.js" }),
+      "index.js": `module.exports.gone = { func: async (req, res) => { await new Promise((r) => setTimeout(r, 500)); res.send("ok"); }, config: { asyncConcurrency: 1 } };`,
+    }));
+    assert.equal(d.final?.type, "result", JSON.stringify(d.events));
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(((await (await sendAsync("gone", "", String(i))).json()) as { invocationId: string }).invocationId);
+    assert.equal((await api("/api/v1/functions/gone", { method: "DELETE" })).status, 200);
+    const ends = await Promise.all(ids.map((id) => settled(id, 60_000)));
+    const dead = ends.filter((e) => e.status === "dead");
+    assert.ok(dead.length >= 2, `at most the one running at the delete can have succeeded: ${JSON.stringify(ends.map((e) => e.status))}`);
+    for (const e of dead) assert.equal(e.error?.code, "FUNCTION_NOT_FOUND");
+    assert.equal(((await api("/api/v1/functions/gone/dlq")).body.entries as unknown[]).length, dead.length, "a deleted function's DLQ stays readable");
+  });
+});
+
 describe("schedules", () => {
   test("a rate trigger across a restart fires each slot once (catchUp all), through the async path", async () => {
     const d = await deploy(fx, await project({

@@ -8,6 +8,11 @@
  * and asks a node to fetch it and discover it in its sandbox (POST /internal/v1/discover). User code never
  * runs in the control plane's process, and a control plane needs no sandbox of its own.
  *
+ * Events (docs/events.md): the job queue beside the store, the async intake behind the node-fleet route
+ * `POST /internal/v1/async` (a node's gateway hands async requests there; the job is committed before it
+ * answers), the worker that dispatches jobs to a connected node's gateway with the dispatch token (nodes
+ * get its sha256 in the desired state), and the scheduler.
+ *
  * Where it listens: `protocolSocket` serves the node-facing routes on a Unix socket (`stratus up`);
  * `listen` runs its own HTTP server where `/internal/v1/…` is the node protocol and everything else the
  * API (`stratus control`). Otherwise the caller mounts `handleApi` / `handleProtocol` itself.
@@ -37,6 +42,7 @@ import { createApiApp } from "./api";
 import type { ApiContext } from "./api-context";
 import { createNodeFleet, type NodeFleet } from "./node-fleet";
 import { lbMembers, type LbMember } from "./membership";
+import { openEventsPlane, type EventsPlane } from "../events/events-plane";
 
 export interface ControlPlaneDeps {
   readonly logger: Logger;
@@ -72,6 +78,9 @@ export interface ControlPlane {
   readonly observability: Observability | null;
   /** Registered nodes as a load balancer sees them (`{ id, addr, port, state }`, see src/control/membership.ts). */
   lbMembers(): Promise<LbMember[]>;
+  readonly events: EventsPlane | null;
+  /** Stops leasing async jobs and scheduling; in-flight dispatches get `deadlineMs`. Before nodes drain. Idempotent. */
+  stopEvents(deadlineMs: number): Promise<void>;
   /** Flushes telemetry, closes listeners and the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -106,6 +115,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
   let store: Store | null = null;
   let fleet: NodeFleet | null = null;
   let observability: Observability | null = null;
+  let events: EventsPlane | null = null;
   let apiHandler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null;
   let publicUrl = config.publicUrl !== "" ? config.publicUrl.replace(/\/+$/, "") : "";
   const servers: Server[] = [];
@@ -127,8 +137,11 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     await chmod(dataDir, 0o700);
     const masterKey = await loadOrCreateMasterKey(dataDir);
-    store = await openStore(config.store === "" ? join(dataDir, "stratus.db") : config.store, { masterKey });
+    const storeLocation = config.store === "" ? join(dataDir, "stratus.db") : config.store;
+    store = await openStore(storeLocation, { masterKey });
     const theStore = store;
+    events = await openEventsPlane({ storeLocation, store, logger: logger.child({ component: "events" }), settings: config.events, publicUrl: () => publicUrl });
+    const theEvents = events;
     observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
     let activator: ReturnType<typeof createActivator> | null = null;
     fleet = createNodeFleet({
@@ -149,8 +162,9 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
             logger.error({ err, function: fn.name }, "left out of the desired state: its active version cannot be served");
           }
         }
-        return { functions, tokenHashes: await theStore.listTokenHashes() };
+        return { functions, tokenHashes: await theStore.listTokenHashes(), dispatchTokenHash: theEvents.dispatchTokenHash };
       },
+      asyncIntake: (r) => theEvents.intake(r),
     });
     const theFleet = fleet;
     observability.setPoolStats(() => theFleet.pools());
@@ -198,7 +212,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       publicUrl: () => publicUrl, maxArchiveBytes: config.build.maxArchiveBytes,
       // Ready once a node serves: it converged on the desired state when it said hello.
       isReady: () => closing === null && theFleet.nodes().length > 0,
-      observability, publicMetrics: config.observe.publicMetrics, authFailures: new AuthFailureLimiter(config.auth),
+      observability, publicMetrics: config.observe.publicMetrics, authFailures: new AuthFailureLimiter(config.auth), events,
     };
     apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 
@@ -253,16 +267,23 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
 
     let adminToken: string | null = null;
     if ((await store.listTokens()).length === 0) adminToken = (await store.createToken("admin")).token;
+    // Jobs wait until a node with a gateway is connected (dispatchTarget() is null until then).
+    events.start(() => theFleet.dispatchTarget());
     logger.info({ url, protocolSocket: deps.protocolSocket }, "control plane started");
     return { adminToken, url };
   }
 
+  const stopEvents = (deadlineMs: number): Promise<void> =>
+    events === null ? Promise.resolve() : events.stop(deadlineMs).catch((err) => logger.error({ err }, "events stop failed"));
+
   async function doClose(): Promise<void> {
+    await stopEvents(config.gateway.drainTimeoutMs);
     if (checkTimer !== null) clearInterval(checkTimer);
     if (stopWatching !== null) await stopWatching().catch(() => {});
     for (const s of servers) await closeServer(s);
     if (fleet) await fleet.close();
     if (observability) await observability.close().catch((err) => logger.error({ err }, "telemetry flush failed"));
+    if (events) await events.close().catch((err) => logger.error({ err }, "event queue close failed"));
     if (store) await store.close();
   }
 
@@ -288,6 +309,10 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     get observability() {
       return observability;
     },
+    get events() {
+      return events;
+    },
+    stopEvents,
     async lbMembers() {
       if (fleet === null) throw new StratusError("NOT_READY");
       return lbMembers(await fleet.members());

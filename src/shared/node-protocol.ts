@@ -86,12 +86,15 @@ export const DesiredStateSchema = z.strictObject({
   revision: z.number().int().nonnegative(),
   functions: z.array(WireDeploymentSchema),
   tokenHashes: z.array(z.string().regex(/^[0-9a-f]{64}$/)),
+  /** sha256 (hex) of the control plane's async-worker dispatch token (docs/events.md); absent: no worker. */
+  dispatchTokenHash: z.string().regex(/^[0-9a-f]{64}$/).optional(),
 });
 export interface DesiredState {
   readonly controlId: string;
   readonly revision: number;
   readonly functions: readonly WireDeployment[];
   readonly tokenHashes: readonly string[];
+  readonly dispatchTokenHash?: string;
 }
 
 /** What a node says when it starts or reconnects. `url` is where the control plane reaches its API
@@ -100,6 +103,8 @@ export const NodeHelloSchema = z.strictObject({
   nodeId: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/),
   url: z.string().min(1).max(2000),
   driver: z.string().min(1).max(50),
+  /** Where the control plane's async worker sends invocations (`http://host:port`, the gateway); absent: none. */
+  gatewayUrl: z.string().min(1).max(2000).optional(),
 });
 export type NodeHello = z.infer<typeof NodeHelloSchema>;
 
@@ -321,3 +326,25 @@ export function bearerMatches(header: string | undefined, expected: string): boo
 export function invocationTokenHash(token: string): string {
   return createHash("sha256").update(token, "utf8").digest("hex");
 }
+
+/** An async request handed from a node's gateway to the control plane (POST /internal/v1/async; src/shared/async-request.ts). */
+export const AsyncRequestSchema = z.strictObject({
+  functionName: z.string().min(1).max(100),
+  requestId: z.string().min(1).max(200),
+  method: z.string().min(1).max(20),
+  /** Path + query below the function root. */
+  path: z.string().min(1).max(16_384),
+  headers: z.record(z.string(), z.string()),
+  idempotencyKey: z.string().min(1).max(256).nullable(),
+  bodyBase64: z.string(),
+});
+export type AsyncRequestWire = z.infer<typeof AsyncRequestSchema>;
+
+/** The control plane's answer once the job is committed: the node's 202 body. */
+export const AsyncAcceptedSchema = z.strictObject({
+  invocationId: z.string().min(1).max(200),
+  status: z.string().min(1).max(50),
+  statusUrl: z.string().min(1).max(4000),
+  created: z.boolean(),
+});
+export type AsyncAccepted = z.infer<typeof AsyncAcceptedSchema>;

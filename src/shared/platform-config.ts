@@ -63,6 +63,10 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "registry.password", env: "STRATUS_REGISTRY_PASSWORD", unit: "", default: "", doc: "Registry password." },
   { key: "process.sandboxSubnet", env: "STRATUS_PROCESS_SANDBOX_SUBNET", unit: "CIDR", default: "10.200.0.0/16", doc: "Process driver: IPv4 subnet carved into one /30 per sandbox with outbound network (its own network namespace, a veth pair and NAT). Pick a range no real network of the host uses; two nodes on one host need disjoint subnets. See docs/sandbox.md." },
   { key: "docker.imagePruneIntervalMs", env: "STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS", unit: "ms", default: 600_000, doc: "Docker driver: how often the node removes function images no active version uses (the registry keeps every version; a rollback pulls by digest). 0 disables." },
+  { key: "events.pollIntervalMs", env: "STRATUS_EVENTS_POLL_INTERVAL_MS", unit: "ms", default: 500, doc: "How often the async worker looks for due jobs (it also wakes at once on an enqueue or a finished job in this control plane). See docs/events.md." },
+  { key: "events.scheduleIntervalMs", env: "STRATUS_EVENTS_SCHEDULE_INTERVAL_MS", unit: "ms", default: 1000, doc: "How often the scheduler checks schedule and rate triggers for due slots." },
+  { key: "events.leaseMarginMs", env: "STRATUS_EVENTS_LEASE_MARGIN_MS", unit: "ms", default: 30_000, doc: "A job's lease (visibility timeout) is the function's timeout plus this; after a crash, leased jobs run again once it passes." },
+  { key: "events.retentionMs", env: "STRATUS_EVENTS_RETENTION_MS", unit: "ms", default: 604_800_000, doc: "Finished async invocations (succeeded, replayed) older than this are deleted (7 days); the DLQ is kept until purged." },
 ] as const;
 
 const port = z.coerce.number().int().min(0).max(65_535);
@@ -145,6 +149,14 @@ export const PlatformConfigSchema = z.strictObject({
   docker: z
     .strictObject({
       imagePruneIntervalMs: posInt(0, 86_400_000).default(600_000),
+    })
+    .prefault({}),
+  events: z
+    .strictObject({
+      pollIntervalMs: posInt(10, 60_000).default(500),
+      scheduleIntervalMs: posInt(10, 60_000).default(1000),
+      leaseMarginMs: posInt(1000, 3_600_000).default(30_000),
+      retentionMs: posInt(60_000, 3650 * 86_400_000).default(604_800_000),
     })
     .prefault({}),
 });

@@ -46,3 +46,13 @@ test("the gateway's own defaults equal the platform's gateway.* defaults", async
   assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
   assert.equal(g.tickMs, p.sweepIntervalMs);
 });
+
+test("a value the platform accepts is never refused later by the gateway (gateway.headersTimeoutMs=1000000)", async () => {
+  // The gateway allows headersTimeoutMs up to 600 000; the platform must refuse what the gateway refuses,
+  // at start-up, before the store is opened.
+  assert.throws(() => resolvePlatformConfig({ flags: { "gateway.headersTimeoutMs": 1_000_000 } }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, "INVALID_ARGUMENT");
+    assert.match(err.message, /gateway\.headersTimeoutMs/);
+    return true;
+  });
+});

@@ -72,7 +72,7 @@ before(async () => {
     store, logger: createSilentLogger(),
     settings: { maxLinesPerInvocation: MAX_LINES, maxLineBytes: MAX_LINE_BYTES, flushIntervalMs: 50 },
   });
-  gateway = createGateway({ driver, logger: createSilentLogger(), observer: observe.observer, nodeId: "node-a", limits: { tickMs: 50, timeoutGraceMs: 1000 } });
+  gateway = createGateway({ driver, logger: createSilentLogger(), observer: observe.observer, nodeId: "node-a", limits: { sweepIntervalMs: 50, timeoutGraceMs: 1000 } });
   observe.setPoolStats(() => gateway.stats());
   for (const name of FUNCTIONS) {
     gateway.setFunction({ name, version: "v1", artifactDir: FIXTURES, entry: "functions.js", exportName: name, config: parseFunctionConfig(name, name === "hang" ? { timeout: 500 } : name === "memoryBomb" ? { memory: 64, timeout: 20_000 } : {}), env: {} });

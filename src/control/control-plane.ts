@@ -18,6 +18,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { PlatformConfig } from "../shared/platform-config";
+import { observeSettingsOf } from "../shared/config/observe-settings";
 import { StratusError } from "../shared/errors";
 import { writeError } from "../shared/write-error";
 import type { Logger } from "../shared/logger";
@@ -115,7 +116,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     const masterKey = await loadOrCreateMasterKey(dataDir);
     store = await openStore(config.store === "" ? join(dataDir, "stratus.db") : config.store, { masterKey });
     const theStore = store;
-    observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
+    observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: observeSettingsOf(config.observe) });
     let activator: ReturnType<typeof createActivator> | null = null;
     fleet = createNodeFleet({
       secret: deps.nodeSecret,

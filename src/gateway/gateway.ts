@@ -105,7 +105,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const memory = new MemorySampler();
 
   const server = createServer({
-    maxHeaderSize: limits.maxHeaderSize,
+    maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headersTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
@@ -127,7 +127,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function ensureTicker(): void {
     if (ticker !== null || closed) return;
-    ticker = setInterval(sweep, limits.tickMs);
+    ticker = setInterval(sweep, limits.sweepIntervalMs);
     ticker.unref(); // never the reason the process stays alive
   }
 

@@ -3,6 +3,8 @@
  * `stratus node` both run). Driver state lives under the node's data dir: `<dataDir>/run` (process
  * driver sockets and state), `<dataDir>/docker` (Docker socket root). `nodeSuffix` keeps two nodes on
  * one host apart (cgroup root, container labels): reconcile() removes only this node's leftovers.
+ * The driver settings come from the platform sections `process.*` / `docker.*`
+ * (src/shared/config/driver-settings.ts, one set of names for both drivers).
  */
 import { join } from "node:path";
 import type { PlatformConfig } from "../shared/platform-config";
@@ -16,11 +18,18 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
   const logger = o.logger.child({ component: "driver" });
   if (config.driver === "process") {
     if (!o.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
-    return createProcessDriver({ runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, sandboxSubnet: config.process.sandboxSubnet, prewarm: config.prewarm, logger });
+    const p = config.process;
+    return createProcessDriver({
+      runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, logger,
+      sandboxSubnet: p.sandboxSubnet, blockedCidrs: p.blockedCidrs, startTimeoutMs: p.startTimeoutMs, pidsMax: p.pidsMax, tmpSizeMb: p.tmpSizeMb,
+    });
   }
   const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
   const { username, password, address } = config.registry;
+  const d = config.docker;
   return createDockerDriver({
+    startTimeoutMs: d.startTimeoutMs, pidsLimit: d.pidsMax, tmpfsMb: d.tmpSizeMb, cpuSharesPerGb: d.cpuSharesPerGb,
+    ...(d.blockedCidrs.length > 0 ? { network: { denyCidrs: d.blockedCidrs } } : {}),
     registry: address,
     ...(username !== "" ? { registryAuth: { username, password } } : {}),
     ...(o.runtimePath ? { runtimeFile: o.runtimePath } : {}),

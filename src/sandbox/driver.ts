@@ -15,9 +15,10 @@
  */
 import type { FunctionConfig } from "../shared/function-config";
 
-/** Drivers a node can run (the platform config's `driver`). */
-export const DRIVER_NAMES = ["process", "docker"] as const;
-export type DriverName = (typeof DRIVER_NAMES)[number];
+import { DRIVER_NAMES, type DriverName } from "../shared/config/driver-settings";
+
+/** Drivers a node can run (the platform config's `driver`; the list lives with the platform's driver settings). */
+export { DRIVER_NAMES, type DriverName };
 /** Every driver's name: a node's, or "dev", the unsandboxed driver of `stratus dev` (src/sandbox/dev/). */
 export type SandboxDriverName = DriverName | "dev";
 

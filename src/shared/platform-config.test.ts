@@ -41,10 +41,10 @@ test("the gateway's own defaults equal the platform's gateway.* defaults", async
   const { resolveGatewayLimits } = await import("../gateway/limits");
   const g = resolveGatewayLimits(undefined);
   const p = resolvePlatformConfig({}).gateway;
-  assert.equal(g.maxHeaderSize, p.maxHeaderBytes);
+  assert.equal(g.maxHeaderBytes, p.maxHeaderBytes);
   assert.equal(g.headersTimeoutMs, p.headersTimeoutMs);
   assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
-  assert.equal(g.tickMs, p.sweepIntervalMs);
+  assert.equal(g.sweepIntervalMs, p.sweepIntervalMs);
 });
 
 test("a value the platform accepts is never refused later by the gateway (gateway.headersTimeoutMs=1000000)", async () => {
@@ -55,4 +55,90 @@ test("a value the platform accepts is never refused later by the gateway (gatewa
     assert.match(err.message, /gateway\.headersTimeoutMs/);
     return true;
   });
+});
+
+/** Whether `f` runs without throwing. */
+const accepts = (f: () => unknown): boolean => {
+  try {
+    f();
+    return true;
+  } catch {
+    return false;
+  }
+};
+const PROBES = [-1, 0, 1, 5, 10, 100, 256, 999, 1000, 1024, 60_000, 600_000, 600_001, 1_000_000, 3_600_000, 3_600_001, 1.5];
+
+test("composed: for every gateway limit and observe setting, the platform accepts exactly what the component accepts", async () => {
+  const { resolveGatewayLimits } = await import("../gateway/limits");
+  const { GATEWAY_LIMITS_SHAPE } = await import("./config/gateway-settings");
+  const { createObservability } = await import("../observe/observer");
+  const { OBSERVE_SETTINGS_SHAPE } = await import("./config/observe-settings");
+  const { createSilentLogger } = await import("./logger");
+  let checked = 0;
+  for (const key of Object.keys(GATEWAY_LIMITS_SHAPE)) {
+    for (const v of PROBES) {
+      // requestTimeoutMs must stay >= headersTimeoutMs: probe each with the other at its extreme.
+      const other = key === "headersTimeoutMs" ? { requestTimeoutMs: 3_600_000 } : key === "requestTimeoutMs" ? { headersTimeoutMs: 100 } : {};
+      const platform = accepts(() => resolvePlatformConfig({ file: { gateway: { ...other, [key]: v } } }));
+      const gateway = accepts(() => resolveGatewayLimits({ ...other, [key]: v }));
+      assert.equal(platform, gateway, `gateway.${key}=${v}: platform ${platform}, gateway ${gateway}`);
+      checked++;
+    }
+  }
+  const store = { writeTelemetry: async () => {}, purgeTelemetry: async () => ({ logs: 0, invocations: 0, errorGroups: 0 }) };
+  for (const key of Object.keys(OBSERVE_SETTINGS_SHAPE)) {
+    for (const v of PROBES) {
+      const platform = accepts(() => resolvePlatformConfig({ file: { observe: { [key]: v } } }));
+      let observer = false;
+      try {
+        const o = createObservability({ store, logger: createSilentLogger(), settings: { [key]: v }, defaultMetrics: false });
+        observer = true;
+        await o.close();
+      } catch {
+        observer = false;
+      }
+      assert.equal(platform, observer, `observe.${key}=${v}: platform ${platform}, observer ${observer}`);
+      checked++;
+    }
+  }
+  assert.ok(checked > 200, `probed ${checked} values`);
+});
+
+test("every setting is documented, its env name derived from its key (registry.address keeps STRATUS_REGISTRY)", () => {
+  const envs = new Set<string>();
+  for (const f of PLATFORM_CONFIG_FIELDS) {
+    assert.ok(f.doc.length > 10, f.key);
+    assert.ok(!envs.has(f.env), `${f.env} twice`);
+    envs.add(f.env);
+  }
+  const env = (k: string) => PLATFORM_CONFIG_FIELDS.find((f) => f.key === k)?.env;
+  assert.equal(env("gateway.maxHeaderBytes"), "STRATUS_GATEWAY_MAX_HEADER_BYTES");
+  assert.equal(env("dataDir"), "STRATUS_DATA_DIR");
+  assert.equal(env("registry.address"), "STRATUS_REGISTRY");
+  assert.equal(env("process.blockedCidrs"), "STRATUS_PROCESS_BLOCKED_CIDRS");
+});
+
+test("driver settings are settable: lists, numbers and booleans from the environment; bad ones refused at once", () => {
+  const c = resolvePlatformConfig({
+    env: {
+      STRATUS_PROCESS_BLOCKED_CIDRS: "10.0.0.0/8, 192.168.0.0/16", STRATUS_PROCESS_START_TIMEOUT_MS: "20000", STRATUS_DOCKER_PIDS_MAX: "512",
+      STRATUS_OBSERVE_PUBLIC_METRICS: "1", STRATUS_GATEWAY_TIMEOUT_GRACE_MS: "500",
+    },
+  });
+  assert.deepEqual(c.process.blockedCidrs, ["10.0.0.0/8", "192.168.0.0/16"]);
+  assert.equal(c.process.startTimeoutMs, 20_000);
+  assert.equal(c.process.pidsMax, 128);
+  assert.equal(c.docker.pidsMax, 512);
+  assert.equal(c.docker.startTimeoutMs, 30_000);
+  assert.equal(c.observe.publicMetrics, true);
+  assert.equal(c.gateway.timeoutGraceMs, 500);
+  assert.ok(Object.isFrozen(c.process.blockedCidrs));
+  assert.throws(
+    () => resolvePlatformConfig({ env: { STRATUS_PROCESS_BLOCKED_CIDRS: "10.0.0.0/33,fe80::/10", STRATUS_DOCKER_TMP_SIZE_MB: "lots", STRATUS_OBSERVE_PUBLIC_METRICS: "yes" } }),
+    (err: Error & { details?: string[] }) => {
+      for (const s of ["process.blockedCidrs.0", "process.blockedCidrs.1", "docker.tmpSizeMb", "STRATUS_DOCKER_TMP_SIZE_MB", "observe.publicMetrics"]) assert.match(err.message, new RegExp(s.replace(/\./g, "\\.")));
+      return true;
+    },
+  );
+  assert.throws(() => resolvePlatformConfig({ file: { gateway: { headersTimeoutMs: 20_000, requestTimeoutMs: 10_000 } } }), /gateway\.requestTimeoutMs: must be >= headersTimeoutMs/);
 });

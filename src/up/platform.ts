@@ -22,6 +22,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import type { PlatformConfig } from "../shared/platform-config";
+import { gatewayLimitsOf } from "../shared/config/gateway-settings";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createNodeDriver } from "../node/driver-factory";
@@ -88,12 +89,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     agent = createNodeAgent({
       driver,
       logger: logger.child({ component: "node-agent" }),
-      limits: {
-        maxHeaderSize: config.gateway.maxHeaderBytes,
-        headersTimeoutMs: config.gateway.headersTimeoutMs,
-        requestTimeoutMs: config.gateway.requestTimeoutMs,
-        tickMs: config.gateway.sweepIntervalMs,
-      },
+      limits: gatewayLimitsOf(config.gateway),
       // The API shares the gateway's server (and so its limits and drain): `/fn/…` is the gateway's,
       // everything else the API's. This is the front door's routing, not a shared object: the API
       // reaches the node only through the protocol.

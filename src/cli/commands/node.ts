@@ -16,6 +16,7 @@ import { StratusError } from "../../shared/errors";
 import { reportError } from "../command-kit";
 import { readConfigFile } from "./up";
 import { readSecretFile } from "./control";
+import { gatewayLimitsOf } from "../../shared/config/gateway-settings";
 
 interface NodeOptions {
   control?: string;
@@ -85,10 +86,7 @@ export function registerNodeCommand(program: Command): void {
         const driver = await createNodeDriver(config, { dataDir, nodeId, nodeSuffix, runtimePath, logger });
         const agent = createNodeAgent({
           driver, logger,
-          limits: {
-            maxHeaderSize: config.gateway.maxHeaderBytes, headersTimeoutMs: config.gateway.headersTimeoutMs,
-            requestTimeoutMs: config.gateway.requestTimeoutMs, tickMs: config.gateway.sweepIntervalMs,
-          },
+          limits: gatewayLimitsOf(config.gateway),
           control: {
             url: opts.control!, secret, nodeId, dataDir,
             ...(opts.advertise ? { advertiseUrl: opts.advertise } : {}),

@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { buildProject, MANIFEST_FILE, type BuildOptions } from "../src/builder/build";
 import { packProject } from "../src/builder/pack";
-import { digestTree } from "../src/builder/tree-digest";
+import { digestTree } from "../src/shared/tree-digest";
 import { createSilentLogger } from "../src/shared/logger";
 import { createProcessDriver, type ProcessDriver } from "../src/sandbox/process/process-driver";
 

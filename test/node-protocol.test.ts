@@ -12,7 +12,7 @@ import { createSilentLogger } from "../src/shared/logger";
 import { createTelemetryShipper } from "../src/node/telemetry-shipper";
 import { createArtifactCache } from "../src/node/artifact-cache";
 import { packTree } from "../src/control/artifact-tar";
-import { digestTree } from "../src/builder/tree-digest";
+import { digestTree } from "../src/shared/tree-digest";
 import type { TelemetryBatch } from "../src/shared/node-protocol";
 import { deriveLinkKeys } from "../src/shared/node-protocol";
 import { createLinkClient } from "../src/shared/node-link";

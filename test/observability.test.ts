@@ -17,7 +17,7 @@ import { createGateway, type Gateway } from "../src/gateway/gateway";
 import { openSqliteStore } from "../src/store/sqlite/sqlite-store";
 import type { Store } from "../src/store/store";
 import { createObservability, type Observability } from "../src/observe/observer";
-import { isValidTraceparent } from "../src/observe/traceparent";
+import { isValidTraceparent } from "../src/shared/traceparent";
 import { createApiApp } from "../src/control/api";
 import type { ApiContext } from "../src/control/api-context";
 import type { InvocationRecord, LogEntry, StoredLogEntry } from "../src/shared/invocation";

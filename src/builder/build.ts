@@ -25,14 +25,14 @@ import type { FunctionConfig } from "../shared/function-config";
 import { parseFunctionConfig } from "../shared/function-config";
 import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
 import type { Logger } from "../shared/logger";
-import type { SandboxDriver } from "../sandbox/driver";
+import type { Discoverer } from "../shared/discovery";
 import type { Store } from "../store/store";
-import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits } from "./archive";
+import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits } from "../shared/archive";
 import { BUNDLE_FILES, formatBundleMessage } from "./bundle";
 import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
 import { checkEnginesNode, installDependencies, readProjectPackage } from "./install-deps";
 import { ALWAYS_IGNORED, IGNORE_FILES, packProject } from "./pack";
-import { digestTree, listTree } from "./tree-digest";
+import { digestTree, listTree } from "../shared/tree-digest";
 
 /**
  * Version of the artifact layout and of the runtime it targets. Part of every manifest (so part of
@@ -92,7 +92,7 @@ export interface BuildOptions {
   /** Root of the node's data (artifacts, build temp dirs, npm cache). */
   readonly dataDir: string;
   /** Runs discovery in a sandbox. */
-  readonly driver: Pick<SandboxDriver, "discover">;
+  readonly driver: Discoverer;
   /** When given with `buildId`, the source digest and every log line are recorded on that build. */
   readonly store?: Store;
   readonly buildId?: string;
@@ -237,7 +237,7 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
   }
 }
 
-async function discover(driver: Pick<SandboxDriver, "discover">, artifactDir: string, entry: string, timeoutMs: number) {
+async function discover(driver: Discoverer, artifactDir: string, entry: string, timeoutMs: number) {
   try {
     return await driver.discover({ artifactDir, entry, timeoutMs });
   } catch (err) {

@@ -11,8 +11,8 @@
  * behind and the buffer is full, items are dropped and counted (`stratus_log_lines_dropped_total`),
  * never waited for. One unref'd timer (1 s) ends per-invocation caps and runs the retention purge.
  */
-import type { GatewayObserver } from "../gateway/observer-hook";
-import type { InstanceLogLine } from "../sandbox/driver";
+import type { GatewayObserver } from "../shared/gateway-observer";
+import type { InstanceLogLine } from "../shared/instance-output";
 import type { ErrorOccurrence, InvocationRecord, LogEntry, PlatformEvent } from "../shared/invocation";
 import { normalizeLevel } from "../shared/invocation";
 import type { Logger } from "../shared/logger";

@@ -14,6 +14,12 @@
  *    killed run of the node left behind (processes, cgroups, containers, sockets).
  */
 import type { FunctionConfig } from "../shared/function-config";
+import type { DiscoveredFunction, DiscoverySpec } from "../shared/discovery";
+import type { InstanceLogLine } from "../shared/instance-output";
+
+// Both sides of the control/node line use these (the builder asks for a discovery, the observer reads
+// output lines), so they live in src/shared/; re-exported here as part of the driver contract.
+export type { DiscoveredFunction, DiscoverySpec, InstanceLogLine };
 
 import { DRIVER_NAMES, type DriverName } from "../shared/config/driver-settings";
 
@@ -42,38 +48,7 @@ export interface InstanceSpec {
   readonly image?: string;
 }
 
-/** What the function module exports, as reported by the runtime's discovery mode. */
-export interface DiscoveredFunction {
-  readonly name: string;
-  readonly exportName: string;
-  /** The raw, not yet validated `config` the module declares. */
-  readonly config: unknown;
-  /**
-   * Set when the runtime found this function unusable (handler not a function, bad name, bad config).
-   * Drivers pass it through rather than throw, so the builder can report every problem at once.
-   */
-  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown };
-  /** Settings written in another platform's form that Stratus does not apply (the build log shows them). */
-  readonly warnings?: readonly string[];
-}
 
-/** Input of a discovery run: load the module in a sandbox and list its functions. */
-export interface DiscoverySpec {
-  readonly artifactDir: string;
-  readonly entry: string;
-  /** Kill the discovery after this long (ms). */
-  readonly timeoutMs: number;
-}
-
-/** One line of output from an instance. `requestId` is set when the runtime tagged it. */
-export interface InstanceLogLine {
-  readonly ts: number;
-  readonly stream: "stdout" | "stderr";
-  readonly level: string;
-  readonly requestId?: string;
-  readonly message: string;
-  readonly instanceId: string;
-}
 
 /** Why an instance ended. */
 export const EXIT_REASONS = ["closed", "destroyed", "crashed", "out-of-memory", "load-failed"] as const;

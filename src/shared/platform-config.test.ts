@@ -37,16 +37,6 @@ test("~ in dataDir expands to the home dir given", () => {
   assert.ok(PlatformConfigSchema);
 });
 
-test("the gateway's own defaults equal the platform's gateway.* defaults", async () => {
-  const { resolveGatewayLimits } = await import("../gateway/limits");
-  const g = resolveGatewayLimits(undefined);
-  const p = resolvePlatformConfig({}).gateway;
-  assert.equal(g.maxHeaderBytes, p.maxHeaderBytes);
-  assert.equal(g.headersTimeoutMs, p.headersTimeoutMs);
-  assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
-  assert.equal(g.sweepIntervalMs, p.sweepIntervalMs);
-});
-
 test("a value the platform accepts is never refused later by the gateway (gateway.headersTimeoutMs=1000000)", async () => {
   // The gateway allows headersTimeoutMs up to 600 000; the platform must refuse what the gateway refuses,
   // at start-up, before the store is opened.
@@ -55,53 +45,6 @@ test("a value the platform accepts is never refused later by the gateway (gatewa
     assert.match(err.message, /gateway\.headersTimeoutMs/);
     return true;
   });
-});
-
-/** Whether `f` runs without throwing. */
-const accepts = (f: () => unknown): boolean => {
-  try {
-    f();
-    return true;
-  } catch {
-    return false;
-  }
-};
-const PROBES = [-1, 0, 1, 5, 10, 100, 256, 999, 1000, 1024, 60_000, 600_000, 600_001, 1_000_000, 3_600_000, 3_600_001, 1.5];
-
-test("composed: for every gateway limit and observe setting, the platform accepts exactly what the component accepts", async () => {
-  const { resolveGatewayLimits } = await import("../gateway/limits");
-  const { GATEWAY_LIMITS_SHAPE } = await import("./config/gateway-settings");
-  const { createObservability } = await import("../observe/observer");
-  const { OBSERVE_SETTINGS_SHAPE } = await import("./config/observe-settings");
-  const { createSilentLogger } = await import("./logger");
-  let checked = 0;
-  for (const key of Object.keys(GATEWAY_LIMITS_SHAPE)) {
-    for (const v of PROBES) {
-      // requestTimeoutMs must stay >= headersTimeoutMs: probe each with the other at its extreme.
-      const other = key === "headersTimeoutMs" ? { requestTimeoutMs: 3_600_000 } : key === "requestTimeoutMs" ? { headersTimeoutMs: 100 } : {};
-      const platform = accepts(() => resolvePlatformConfig({ file: { gateway: { ...other, [key]: v } } }));
-      const gateway = accepts(() => resolveGatewayLimits({ ...other, [key]: v }));
-      assert.equal(platform, gateway, `gateway.${key}=${v}: platform ${platform}, gateway ${gateway}`);
-      checked++;
-    }
-  }
-  const store = { writeTelemetry: async () => {}, purgeTelemetry: async () => ({ logs: 0, invocations: 0, errorGroups: 0 }) };
-  for (const key of Object.keys(OBSERVE_SETTINGS_SHAPE)) {
-    for (const v of PROBES) {
-      const platform = accepts(() => resolvePlatformConfig({ file: { observe: { [key]: v } } }));
-      let observer = false;
-      try {
-        const o = createObservability({ store, logger: createSilentLogger(), settings: { [key]: v }, defaultMetrics: false });
-        observer = true;
-        await o.close();
-      } catch {
-        observer = false;
-      }
-      assert.equal(platform, observer, `observe.${key}=${v}: platform ${platform}, observer ${observer}`);
-      checked++;
-    }
-  }
-  assert.ok(checked > 200, `probed ${checked} values`);
 });
 
 test("every setting is documented, its env name derived from its key (registry.address keeps STRATUS_REGISTRY)", () => {

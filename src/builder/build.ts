@@ -1,9 +1,11 @@
 /**
- * The build pipeline: an uploaded project (tar.gz or a directory) → one immutable, content-addressed
+ * The build pipeline: an uploaded project (already unpacked by the control plane, a tar.gz, or a local
+ * directory) → one immutable, content-addressed
  * artifact per function under `<dataDir>/artifacts/sha256-<hex>/`, ready for the control plane to
  * record (store.addVersion) and activate (store.activateVersions).
  *
- * Steps: unpack safely (archive.ts) → source digest (tree-digest.ts) → reuse a previous build of the
+ * Steps: unpack safely (src/shared/archive.ts; an upload the control plane already unpacked is taken
+ * over as it is — never packed and unpacked again) → source digest (tree-digest.ts) → reuse a previous build of the
  * same source, if any → `npm ci` when there are dependencies (install-deps.ts) → bundle (bundle.ts;
  * both in the build sandbox, build-sandbox.ts) →
  * ship the project's files beside the bundle (shipProjectFiles) → discover the functions inside a
@@ -26,8 +28,7 @@ import { parseFunctionConfig } from "../shared/function-config";
 import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
 import type { Logger } from "../shared/logger";
 import type { Discoverer } from "../shared/discovery";
-import type { Store } from "../store/store";
-import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits } from "../shared/archive";
+import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits, type UnpackResult } from "../shared/archive";
 import { BUNDLE_FILES, formatBundleMessage } from "./bundle";
 import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
 import { checkEnginesNode, installDependencies, readProjectPackage } from "./install-deps";
@@ -85,20 +86,30 @@ export interface BuildResult {
 }
 
 export interface BuildOptions {
-  /** The uploaded tar.gz (exactly one of `archive` and `dir`). */
+  /** The uploaded tar.gz (exactly one of `unpacked`, `archive` and `dir`). */
   readonly archive?: Buffer | Readable;
-  /** A project directory, packed with the same ignore rules as the CLI, then built like an upload. */
+  /**
+   * An upload already unpacked by `unpackArchive` (the control plane does it before answering, so a
+   * hostile archive gets a plain error status). The builder takes the directory over (moves it into its
+   * work dir): it is neither packed nor unpacked again.
+   */
+  readonly unpacked?: UnpackResult;
+  /** A local project directory, packed with the same ignore rules as the CLI, then built like an upload. */
   readonly dir?: string;
   /** Root of the node's data (artifacts, build temp dirs, npm cache). */
   readonly dataDir: string;
   /** Runs discovery in a sandbox. */
   readonly driver: Discoverer;
-  /** When given with `buildId`, the source digest and every log line are recorded on that build. */
-  readonly store?: Store;
+  /** Tags the builder's own log lines (pino). */
   readonly buildId?: string;
   readonly logger: Logger;
-  /** Receives each human-readable build log line (npm output included). Must not throw. */
+  /**
+   * Receives each human-readable build log line (npm output included), in order. The one route of
+   * build lines: the deployer records them on the build and streams them to the client. Must not throw.
+   */
   readonly onLog?: (line: string) => void;
+  /** Called once with the source digest as soon as it is known (the deployer records it on the build). */
+  readonly onSource?: (sourceDigest: string) => Promise<void> | void;
   /** Names a default-export function when package.json has no `name` (the CLI sends the folder name). */
   readonly projectName?: string;
   readonly archiveLimits?: Partial<ArchiveLimits>;
@@ -126,18 +137,11 @@ interface Problem { function: string; code: "INVALID_FUNCTION_NAME" | "INVALID_C
  *   INVALID_CONFIG | INVALID_FUNCTION_NAME (every problem in `details`), INTERNAL.
  */
 export async function buildProject(options: BuildOptions): Promise<BuildResult> {
-  if ((options.archive === undefined) === (options.dir === undefined)) {
-    throw new StratusError("INVALID_ARGUMENT", "Give exactly one of archive and dir");
+  if ([options.unpacked, options.archive, options.dir].filter((x) => x !== undefined).length !== 1) {
+    throw new StratusError("INVALID_ARGUMENT", "Give exactly one of unpacked, archive and dir");
   }
   const log = options.logger.child({ component: "builder", buildId: options.buildId });
-  let storeLog: Promise<void> = Promise.resolve();
-  const emit = (line: string) => {
-    options.onLog?.(line);
-    if (options.store && options.buildId) {
-      const { store, buildId } = options;
-      storeLog = storeLog.then(() => store.appendBuildLog(buildId, [line])).catch((err: unknown) => log.warn({ err }, "could not record a build log line"));
-    }
-  };
+  const emit = (line: string) => options.onLog?.(line);
 
   const dataDir = options.dataDir;
   const tmpRoot = join(dataDir, "tmp");
@@ -147,15 +151,18 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
   const work = join(tmpRoot, `build-${randomUUID()}`);
   await mkdir(work);
   try {
-    const upload = options.dir !== undefined ? (await packProject(options.dir)).archive : options.archive!;
-    const unpacked = await unpackArchive(upload, { parentDir: work, limits: options.archiveLimits });
+    let unpacked = options.unpacked;
+    if (unpacked === undefined) {
+      const upload = options.dir !== undefined ? (await packProject(options.dir)).archive : options.archive!;
+      unpacked = await unpackArchive(upload, { parentDir: work, limits: options.archiveLimits });
+    }
     // A fixed name: source maps record the path from the bundle to the sources, and a random one
     // would make identical code produce different artifacts.
     const srcDir = join(work, "src");
-    await rename(unpacked.dir, srcDir);
+    await moveDir(unpacked.dir, srcDir);
     const sourceDigest = await digestTree(srcDir);
     emit(`Unpacked ${unpacked.fileCount} files (${unpacked.unpackedBytes} bytes), source ${sourceDigest}`);
-    if (options.store && options.buildId) await options.store.setBuildSource(options.buildId, sourceDigest);
+    await options.onSource?.(sourceDigest);
 
     const reused = await findReusable(dataDir, sourceDigest);
     if (reused !== null) {
@@ -232,8 +239,18 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     emit(`Build failed: ${e.code}: ${e.message}`);
     throw e;
   } finally {
-    await storeLog;
     await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** Renames `from` to `to`; across filesystems (EXDEV), copies then removes. */
+async function moveDir(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (err) {
+    if ((err as { code?: string }).code !== "EXDEV") throw err;
+    await cp(from, to, { recursive: true, verbatimSymlinks: true });
+    await rm(from, { recursive: true, force: true });
   }
 }
 

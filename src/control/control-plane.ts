@@ -167,13 +167,13 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       functionUrl: (name) => `${publicUrl}/fn/${name}`,
       unpack: async (body: Readable) => {
         const r = await unpackArchive(body, { limits: archiveLimits, parentDir: tmpDir });
-        return { dir: r.dir, cleanup: () => rm(r.dir, { recursive: true, force: true }) };
+        return { ...r, cleanup: () => rm(r.dir, { recursive: true, force: true }) };
       },
-      build: async (dir, o) => {
+      build: async (project, o) => {
         const signal = AbortSignal.timeout(config.build.timeoutMs);
         const r = await buildProject({
-          dir, dataDir, driver: discoverOnNode, store: theStore, buildId: o.buildId, logger: logger.child({ component: "builder" }),
-          onLog: o.onLog, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
+          unpacked: project, dataDir, driver: discoverOnNode, buildId: o.buildId, logger: logger.child({ component: "builder" }),
+          onLog: o.onLog, onSource: o.onSource, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
         });
         return r.functions;
       },

@@ -25,7 +25,7 @@ import type { Readable } from "node:stream";
 import { isStratusError, StratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
 import { parseFunctionConfig } from "../shared/function-config";
-import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
+import { caseClashChecker, functionNameProblem } from "../shared/names";
 import type { Logger } from "../shared/logger";
 import type { Discoverer } from "../shared/discovery";
 import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits, type UnpackResult } from "../shared/archive";
@@ -270,19 +270,15 @@ function validate(discovered: readonly { name: string; exportName: string; confi
   if (discovered.length === 0) throw new StratusError("BUILD_FAILED", "The module exports no function");
   const problems: Problem[] = [];
   const out: { name: string; exportName: string; config: FunctionConfig }[] = [];
-  const byLower = new Map<string, string>();
+  const clashes = caseClashChecker();
   for (const d of discovered) {
     let ok = true;
-    if (!isValidFunctionName(d.name)) {
-      problems.push({ function: d.name, code: "INVALID_FUNCTION_NAME", message: `Invalid function name ${JSON.stringify(d.name.slice(0, 80))}: use a letter, then letters, digits, "-" or "_", at most ${FUNCTION_NAME_MAX} characters` });
+    // The same rules (src/shared/names.ts) the runtime applied in discovery; checked again here because
+    // the discovery output comes from a sandbox running user code.
+    const nameProblem = functionNameProblem(d.name) ?? clashes(d.name);
+    if (nameProblem !== null) {
+      problems.push({ function: d.name, code: "INVALID_FUNCTION_NAME", message: nameProblem });
       ok = false;
-    } else {
-      const clash = byLower.get(d.name.toLowerCase());
-      if (clash !== undefined) {
-        problems.push({ function: d.name, code: "INVALID_FUNCTION_NAME", message: `Functions "${clash}" and "${d.name}" differ only in case` });
-        ok = false;
-      }
-      byLower.set(d.name.toLowerCase(), d.name);
     }
     // The runtime flags handlers that are not functions; bad names and configs we check ourselves.
     const reported = d.error as { code?: string; message?: string } | undefined;

@@ -12,6 +12,7 @@ import type { Activator } from "../src/control/activation";
 import { openSqliteStore } from "../src/store/sqlite/sqlite-store";
 import type { Store } from "../src/store/store";
 import { createSilentLogger } from "../src/shared/logger";
+import { parseFunctionConfig } from "../src/shared/function-config";
 
 test("build and activation lines reach the store by one route, in order; the source digest is recorded", async () => {
   const dir = await mkdtemp(join(tmpdir(), "stratus-deployer-"));
@@ -33,7 +34,7 @@ test("build and activation lines reach the store by one route, in order; the sou
     build: async (_project, o) => {
       for (let i = 0; i < 50; i++) o.onLog(`build line ${i}`);
       await o.onSource("sha256-" + "a".repeat(64));
-      return [{ name: "a", version: "1", digest: "sha256-" + "b".repeat(64), entry: "index.js", exportName: "a", config: {}, sourceDigest: "sha256-" + "a".repeat(64) }];
+      return [{ name: "a", version: "1", digest: "sha256-" + "b".repeat(64), entry: "index.js", exportName: "a", config: parseFunctionConfig("a", {}), sourceDigest: "sha256-" + "a".repeat(64) }];
     },
   });
   try {

@@ -24,6 +24,7 @@ import { basename, join, relative, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { isStratusError, StratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
+import type { BuiltVersion, FunctionVersion } from "../shared/function-version";
 import { parseFunctionConfig } from "../shared/function-config";
 import { caseClashChecker, functionNameProblem } from "../shared/names";
 import type { Logger } from "../shared/logger";
@@ -47,40 +48,23 @@ export const DEFAULT_PROJECT_NAME = "function";
 /** Name of the manifest file in an artifact directory. */
 export const MANIFEST_FILE = "stratus-manifest.json";
 
-/** What `<artifactDir>/stratus-manifest.json` holds. */
-export interface ArtifactManifest {
+/**
+ * What `<artifactDir>/stratus-manifest.json` holds: the version's fields that are part of its content
+ * (src/shared/function-version.ts). The name is written as `function`: the manifest is part of every
+ * artifact digest, so its keys never change.
+ */
+export type ArtifactManifest = Pick<FunctionVersion, "exportName" | "entry" | "config" | "sourceDigest"> & {
   readonly format: 1;
-  readonly function: string;
-  readonly exportName: string;
-  /** Module to load, relative to the artifact dir. */
-  readonly entry: string;
-  /** Resolved config, defaults applied. */
-  readonly config: FunctionConfig;
-  readonly sourceDigest: string;
+  readonly function: FunctionVersion["name"];
   readonly runtimeVersion: string;
-}
-
-/** One built function version, as handed to the control plane. */
-export interface BuiltFunction {
-  readonly name: string;
-  /** 12 hex digits of `digest`. */
-  readonly version: string;
-  /** `sha256-<hex>` of the artifact directory. */
-  readonly digest: string;
-  /** Absolute path of `<dataDir>/artifacts/<digest>`. */
-  readonly artifactDir: string;
-  readonly entry: string;
-  readonly exportName: string;
-  readonly config: Readonly<FunctionConfig>;
-  readonly sourceDigest: string;
-}
+};
 
 export interface BuildResult {
   readonly sourceDigest: string;
   /** True when a previous build of the same source was reused (nothing was rebuilt). */
   readonly reused: boolean;
   /** Sorted by name. */
-  readonly functions: readonly BuiltFunction[];
+  readonly functions: readonly BuiltVersion[];
   /** Bundler warnings, `file:line:column: text`. */
   readonly warnings: readonly string[];
 }
@@ -219,7 +203,7 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     const functions = validate(discovered);
     emit(`Found ${functions.length} function(s): ${functions.map((f) => f.name).join(", ")}`);
 
-    const built: BuiltFunction[] = [];
+    const built: BuiltVersion[] = [];
     for (const f of functions) {
       const manifest: ArtifactManifest = {
         format: 1, function: f.name, exportName: f.exportName, entry, config: f.config, sourceDigest, runtimeVersion: RUNTIME_VERSION,
@@ -410,7 +394,7 @@ function sourceIndexFile(dataDir: string, sourceDigest: string): string {
   return join(dataDir, "sources", `${sourceDigest}.json`);
 }
 
-async function recordSource(dataDir: string, sourceDigest: string, built: readonly BuiltFunction[]): Promise<void> {
+async function recordSource(dataDir: string, sourceDigest: string, built: readonly BuiltVersion[]): Promise<void> {
   const file = sourceIndexFile(dataDir, sourceDigest);
   await mkdir(join(dataDir, "sources"), { recursive: true });
   const tmp = `${file}.${randomUUID()}.tmp`;
@@ -420,15 +404,15 @@ async function recordSource(dataDir: string, sourceDigest: string, built: readon
 }
 
 /** The functions of an earlier build of the same source, if its index and artifacts are intact. */
-async function findReusable(dataDir: string, sourceDigest: string): Promise<BuiltFunction[] | null> {
-  let index: { runtimeVersion?: string; functions?: Omit<BuiltFunction, "artifactDir">[] };
+async function findReusable(dataDir: string, sourceDigest: string): Promise<BuiltVersion[] | null> {
+  let index: { runtimeVersion?: string; functions?: Omit<BuiltVersion, "artifactDir">[] };
   try {
     index = JSON.parse(await readFile(sourceIndexFile(dataDir, sourceDigest), "utf8")) as typeof index;
   } catch {
     return null;
   }
   if (index.runtimeVersion !== RUNTIME_VERSION || !Array.isArray(index.functions)) return null;
-  const out: BuiltFunction[] = [];
+  const out: BuiltVersion[] = [];
   for (const f of index.functions) {
     const artifactDir = join(dataDir, "artifacts", f.digest);
     // A GC may have removed an artifact since: then rebuild rather than hand out a dangling path.

@@ -12,6 +12,7 @@ import { StratusError, isStratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import type { Store, VersionRecord } from "../store/store";
 import type { Activator } from "./activation";
+import type { FunctionVersion } from "../shared/function-version";
 
 /**
  * A project unpacked into a fresh temp dir; `cleanup()` removes it (idempotent). The build takes the
@@ -24,17 +25,8 @@ export interface ReceivedProject {
   cleanup(): Promise<void>;
 }
 
-/** One function version a build produced (the builder's result). */
-export interface BuiltVersion {
-  readonly name: string;
-  readonly version: string;
-  readonly digest: string;
-  readonly entry: string;
-  readonly exportName: string;
-  readonly config: unknown;
-  readonly sourceDigest: string;
-  readonly image?: string | null;
-}
+/** What the deployer needs of a built version (src/shared/function-version.ts). */
+export type BuiltVersion = Pick<FunctionVersion, "name" | "version" | "digest" | "entry" | "exportName" | "config" | "sourceDigest" | "image">;
 
 /** The outcome for one function of a deploy. */
 export interface DeployedFunction {

@@ -5,7 +5,7 @@
  */
 import type { DiscoverRequest, DiscoverResult, FunctionNodeStatus, PrepareResult, VerifyResult, WireDeployment } from "../shared/node-protocol";
 
-export { EMPTY_NODE_STATUS, type FunctionNodeStatus, type WireDeployment as FunctionDeployment } from "../shared/node-protocol";
+export { EMPTY_NODE_STATUS, type FunctionNodeStatus } from "../shared/node-protocol";
 
 export interface NodeFleetApi {
   /**

@@ -13,7 +13,7 @@
  *  - `driver.close()` destroys every instance; `driver.reconcile()` removes what a previous,
  *    killed run of the node left behind (processes, cgroups, containers, sockets).
  */
-import type { FunctionConfig } from "../shared/function-config";
+import type { ServedVersion } from "../shared/function-version";
 import type { DiscoveredFunction, DiscoverySpec } from "../shared/discovery";
 import type { InstanceLogLine } from "../shared/instance-output";
 
@@ -28,25 +28,16 @@ export { DRIVER_NAMES, type DriverName };
 /** Every driver's name: a node's, or "dev", the unsandboxed driver of `stratus dev` (src/sandbox/dev/). */
 export type SandboxDriverName = DriverName | "dev";
 
-/** Everything a driver needs to start one instance of one function version. */
-export interface InstanceSpec {
+/**
+ * Everything a driver needs to start one instance of one function version: the version as the node
+ * serves it (src/shared/function-version.ts) with the instance's id. `functionName` is the version's
+ * `name` (the drivers' spelling: labels, env, image names).
+ */
+export type InstanceSpec = Omit<ServedVersion, "name"> & {
   /** Unique id, `[a-z0-9-]{1,64}`; names sockets, cgroups and containers. */
   readonly instanceId: string;
   readonly functionName: string;
-  readonly version: string;
-  /** Host directory holding the built artifact; mounted read-only in the sandbox. */
-  readonly artifactDir: string;
-  /** Path of the module to load, relative to `artifactDir`. */
-  readonly entry: string;
-  /** The module export that is this function (`default` for a default export). */
-  readonly exportName: string;
-  /** Resolved config (limits: memory MB, timeout ms, network policy…). */
-  readonly config: Readonly<FunctionConfig>;
-  /** Extra environment for the function (config env + env vars + secrets). Nothing else of the host leaks in. */
-  readonly env: Readonly<Record<string, string>>;
-  /** Driver-specific immutable artifact reference from `prepare()` (Docker: `registry/repo@sha256:…`). */
-  readonly image?: string;
-}
+};
 
 
 

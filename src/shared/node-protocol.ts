@@ -24,7 +24,8 @@
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import { FunctionConfigSchema, type FunctionConfig } from "./function-config";
+import { FunctionConfigSchema } from "./function-config";
+import type { VersionDeployment } from "./function-version";
 import { isValidFunctionName } from "./names";
 import { StratusError } from "./errors";
 import { LOG_LEVELS, PLATFORM_EVENT_KINDS, type InvocationRecord, type PlatformEvent } from "./invocation";
@@ -61,16 +62,13 @@ export const WireDeploymentSchema = z.strictObject({
   env: z.record(z.string(), z.string()),
   image: z.string().optional(),
 });
-export interface WireDeployment {
-  readonly name: string;
-  readonly version: string;
-  readonly digest: string;
-  readonly entry: string;
-  readonly exportName: string;
-  readonly config: Readonly<FunctionConfig>;
-  readonly env: Readonly<Record<string, string>>;
-  readonly image?: string;
-}
+/** The wire form of a VersionDeployment (src/shared/function-version.ts): the same type, checked by the schema. */
+export type WireDeployment = VersionDeployment;
+// The schema and the type cannot drift: each must be assignable to the other.
+const _wireIsVersionDeployment: (w: z.output<typeof WireDeploymentSchema>) => VersionDeployment = (w) => w;
+const _versionDeploymentIsWire: (v: VersionDeployment) => z.input<typeof WireDeploymentSchema> = (v) => v;
+void _wireIsVersionDeployment;
+void _versionDeploymentIsWire;
 
 /**
  * Everything a node should serve, with a revision. `controlId` names one run of a control plane (a

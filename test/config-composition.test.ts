@@ -13,6 +13,7 @@ test("the gateway's own defaults equal the platform's gateway.* defaults", () =>
   const g = resolveGatewayLimits(undefined);
   const p = resolvePlatformConfig({}).gateway;
   assert.equal(g.maxHeaderBytes, p.maxHeaderBytes);
+  assert.equal(g.maxHeaderCount, p.maxHeaderCount);
   assert.equal(g.headersTimeoutMs, p.headersTimeoutMs);
   assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
   assert.equal(g.sweepIntervalMs, p.sweepIntervalMs);
@@ -60,3 +61,9 @@ test("composed: for every gateway limit and observe setting, the platform accept
   assert.ok(checked > 200, `probed ${checked} values`);
 });
 
+
+test("the drivers' output budget defaults equal the platform's observe.instanceOutput* defaults", async () => {
+  const { OUTPUT_RATE_DEFAULTS } = await import("../src/sandbox/output-lines");
+  const o = resolvePlatformConfig({}).observe;
+  assert.deepEqual({ bytesPerSecond: o.instanceOutputBytesPerSecond, linesPerSecond: o.instanceOutputLinesPerSecond }, { ...OUTPUT_RATE_DEFAULTS });
+});

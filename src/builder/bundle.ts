@@ -21,7 +21,7 @@
  * functions beside the exports.
  */
 import { build, transform, type BuildFailure, type Loader, type Message, type Plugin } from "esbuild";
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { isBuiltin } from "node:module";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
@@ -151,6 +151,31 @@ function isInside(path: string, root: string): boolean {
 }
 
 const CONFINE_MARK = "stratus-confine-checked";
+
+/**
+ * True when package specifier `spec` (`pkg`, `pkg/sub`, `@scope/pkg/sub`) has a `node_modules/<pkg>`
+ * entry (a folder or a symlink, not followed) in `fromDir` or a folder above it, up to `root` included —
+ * that is, when Node's resolution from `fromDir` finds it without leaving the project.
+ */
+function installedInProject(spec: string, fromDir: string, root: string): boolean {
+  const parts = spec.split("/");
+  const pkg = spec.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0]!;
+  for (let dir = fromDir; isInside(dir, root); dir = dirname(dir)) {
+    try {
+      lstatSync(join(dir, "node_modules", pkg));
+      return true;
+    } catch {
+      // not here: one folder up
+    }
+    if (dir === root) break;
+  }
+  return false;
+}
+
+/** True for a path specifier (absolute, `./`, `../`, `.`, `..`), false for a package name. */
+function isPathSpecifier(p: string): boolean {
+  return isAbsolute(p) || p.startsWith("./") || p.startsWith("../") || p === "." || p === "..";
+}
 const OUTSIDE_TEXT = "Import resolves outside the project:";
 
 /**
@@ -175,7 +200,7 @@ function confinePlugin(root: string, refused: OutsideImport[]): Plugin {
         };
         // A path specifier is judged before resolution: whether or not its target exists (in the
         // build sandbox the host's files do not), leaving the project is refused the same way.
-        if (isAbsolute(args.path) || args.path.startsWith("./") || args.path.startsWith("../") || args.path === "." || args.path === "..") {
+        if (isPathSpecifier(args.path)) {
           const lexical = resolve(args.resolveDir || root, args.path);
           if (!isInside(lexical, root)) return refuse();
         }
@@ -194,6 +219,15 @@ function confinePlugin(root: string, refused: OutsideImport[]): Plugin {
           real = r.path;
         }
         if (isInside(real, root)) return { path: r.path, namespace: r.namespace, sideEffects: r.sideEffects, suffix: r.suffix };
+        // A package name that resolved only by walking up past the project (a node_modules of a parent
+        // folder: `stratus dev` in a monorepo, a project inside another checkout) is not installed in the
+        // project. In the build sandbox it would not resolve at all, so it is treated the same way: left
+        // as a run-time require (nothing outside is read), which fails at load unless the code catches it
+        // (debug's optional `require("supports-color")`). A symlink inside the project pointing out stays
+        // refused (`r.path` is inside, its target is not).
+        if (!isPathSpecifier(args.path) && !installedInProject(args.path, args.resolveDir || root, root)) {
+          return { path: args.path, external: true, warnings: [{ text: `${JSON.stringify(args.path)} is not installed in the project (it resolved only outside it); left as a run-time require` }] };
+        }
         return refuse();
       });
     },

@@ -8,6 +8,7 @@ import type { NodeFleetApi } from "./node-api";
 import type { Activator } from "./activation";
 import type { Deployer } from "./deployer";
 import type { Observability } from "../observe/observer";
+import type { AuthFailureLimiter } from "../shared/auth-failure-limiter";
 
 export interface ApiContext {
   readonly store: Store;
@@ -25,6 +26,8 @@ export interface ApiContext {
   readonly observability?: Observability;
   /** Serve `/metrics` without a token (platform config observe.publicMetrics). */
   readonly publicMetrics?: boolean;
+  /** Per-address limit of authentication failures (absent: unlimited; `stratus up` always sets one). */
+  readonly authFailures?: AuthFailureLimiter;
 }
 
 /** The URL of a function below the public base URL. */

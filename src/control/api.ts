@@ -3,7 +3,8 @@
  * listening: src/up/platform.ts mounts it beside the gateway on one port (src/control/control-plane.ts builds it).
  *
  * Every route but health and the OpenAPI document needs `Authorization: Bearer <token>`, verified
- * through the store (hashed, constant-time, revocation effective at once). Every error answers the
+ * through the store (hashed, constant-time, revocation effective at once); failures are rate-limited
+ * per client address (src/shared/auth-failure-limiter.ts, 429 TOO_MANY_AUTH_FAILURES). Every error answers the
  * common body with `x-stratus-error-source`. The request id is taken from a sane
  * `x-stratus-request-id` or generated.
  */
@@ -13,6 +14,7 @@ import { pickRequestId } from "../shared/request-id";
 import { writeError } from "../shared/write-error";
 import { HEADERS } from "../shared/protocol";
 import type { ApiContext } from "./api-context";
+import { limitAuthFailures } from "../shared/auth-failure-limiter";
 import type { Operation } from "./operation";
 import { healthOperations, registerHealthRoutes } from "./routes/health";
 import { deploymentOperations, registerDeploymentRoutes } from "./routes/deployments";
@@ -69,11 +71,14 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
   app.use(async (req: Request, res: Response, next: NextFunction) => {
     if (isPublicPath(req.path) || (ctx.publicMetrics === true && req.path === "/metrics")) return next();
     try {
-      const auth = req.headers.authorization ?? "";
-      const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
-      if (token === "") throw new StratusError("UNAUTHENTICATED");
-      const record = await ctx.store.verifyToken(token);
-      if (record === null) throw new StratusError("UNAUTHENTICATED", "The bearer token is invalid or revoked");
+      const record = await limitAuthFailures(ctx.authFailures, req.socket.remoteAddress ?? "", async () => {
+        const auth = req.headers.authorization ?? "";
+        const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
+        if (token === "") throw new StratusError("UNAUTHENTICATED");
+        const found = await ctx.store.verifyToken(token);
+        if (found === null) throw new StratusError("UNAUTHENTICATED", "The bearer token is invalid or revoked");
+        return found;
+      });
       res.locals.tokenId = record.id;
       next();
     } catch (err) {

@@ -21,6 +21,7 @@ import type { PlatformConfig } from "../shared/platform-config";
 import { observeSettingsOf } from "../shared/config/observe-settings";
 import { StratusError } from "../shared/errors";
 import { writeError } from "../shared/write-error";
+import { AuthFailureLimiter } from "../shared/auth-failure-limiter";
 import type { Logger } from "../shared/logger";
 import { NODE_PROTOCOL_PREFIX, type TelemetryBatch, type WireDeployment } from "../shared/node-protocol";
 import type { InvocationRecord } from "../shared/invocation";
@@ -183,7 +184,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       publicUrl: () => publicUrl, maxArchiveBytes: config.build.maxArchiveBytes,
       // Ready once a node serves: it converged on the desired state when it said hello.
       isReady: () => closing === null && theFleet.nodes().length > 0,
-      observability, publicMetrics: config.observe.publicMetrics,
+      observability, publicMetrics: config.observe.publicMetrics, authFailures: new AuthFailureLimiter(config.auth),
     };
     apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 

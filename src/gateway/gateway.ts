@@ -26,6 +26,7 @@ import { pickRequestId, serverTiming } from "./headers";
 import { resolveGatewayLimits, type GatewayLimitsInput } from "./limits";
 import { proxyRequest, type BodyMode, type ProxyMeter, type ProxyParams, type ProxyResult } from "./proxy";
 import { parseFunctionRoute } from "./route";
+import { cidrMatcher } from "../shared/cidr";
 
 /**
  * Access check for non-public functions: resolve to allow, throw a StratusError (UNAUTHENTICATED,
@@ -49,6 +50,12 @@ export interface GatewayOptions {
    * the gateway's limits (header size, slow clients) and drain protect both. Default: 404 NOT_FOUND.
    */
   readonly fallback?: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
+   * Peers whose forwarding headers (`x-forwarded-*`, `forwarded`, `x-real-ip`) are believed: CIDRs or
+   * addresses of the load balancers in front (default none: the gateway is the edge and replaces them).
+   * @see buildUpstreamHeaders
+   */
+  readonly trustedProxies?: readonly string[];
 }
 
 export interface Gateway {
@@ -63,6 +70,8 @@ export interface Gateway {
   removeFunction(name: string): Promise<void>;
   /** Pool counters per function, for tests and metrics. */
   stats(): Record<string, ReturnType<FunctionPool["stats"]>>;
+  /** Requests admitted to a pool (queued or proxied) whose end has not been recorded yet; 0 when idle. */
+  inFlight(): number;
   /**
    * Graceful stop: new requests get 503 SHUTTING_DOWN with `Connection: close`, in-flight and queued
    * requests finish within `deadlineMs` (a duration, ms), then every instance is closed and the
@@ -103,6 +112,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const fallback = options.fallback ?? null;
   const nodeId = options.nodeId ?? hostname();
   const memory = new MemorySampler();
+  const isTrustedProxy = cidrMatcher(options.trustedProxies ?? []);
 
   const server = createServer({
     maxHeaderSize: limits.maxHeaderBytes,
@@ -118,7 +128,10 @@ export function createGateway(options: GatewayOptions): Gateway {
       unexpected(err, res);
     }
   });
+  // One more than allowed: Node drops header lines past maxHeadersCount, so "more than the limit" is visible.
+  server.maxHeadersCount = limits.maxHeaderCount + 1;
   server.on("clientError", onClientError);
+  server.on("connect", onConnect);
 
   function sweep(): void {
     const now = performance.now();
@@ -143,6 +156,11 @@ export function createGateway(options: GatewayOptions): Gateway {
     const t0 = observer === null ? 0 : performance.now();
     const requestId = pickRequestId(req.headers);
     if (draining) return sendError(res, new StratusError("SHUTTING_DOWN"), requestId, logger, CLOSE);
+    // TRACE echoes the request (cookies, tokens) back — cross-site tracing; TRACK is IIS's alias.
+    // Refused for the API and every function alike (CONNECT never gets here: see onConnect).
+    if (req.rawHeaders.length > 2 * limits.maxHeaderCount) return sendError(res, new StratusError("HEADERS_TOO_LARGE", `More than ${limits.maxHeaderCount} header lines`), requestId, logger, CLOSE);
+    const method = req.method;
+    if (method === "TRACE" || method === "TRACK") return sendError(res, new StratusError("METHOD_NOT_ALLOWED", `${method} is not allowed`), requestId, logger, CLOSE);
     const route = parseFunctionRoute(req.url ?? "/");
     if (route === null) {
       if (fallback !== null) return fallback(req, res);
@@ -155,6 +173,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     }
     const trace = resolveTraceparent(req.headers.traceparent);
     const inv = new Invocation(req, res, entry, route.path, requestId, trace.traceparent, trace.fresh, t0, limits, logger);
+    if (isTrustedProxy !== null) inv.trustedProxy = isTrustedProxy(req.socket.remoteAddress);
     if (entry.deployment.config.public) return admit(inv);
     // Non-public: the hook may be async (a store lookup); any throw or rejection refuses.
     new Promise<void>((resolve) => resolve(authorize(req, inv.deployment))).then(
@@ -297,6 +316,25 @@ export function createGateway(options: GatewayOptions): Gateway {
     });
   }
 
+  /**
+   * `CONNECT host:port` (a tunnel request): the gateway is never a forward proxy. Node hands these to a
+   * `connect` listener instead of `request`; without one it would drop the socket silently.
+   */
+  function onConnect(_req: IncomingMessage, socket: Socket): void {
+    writeRawError(socket, new StratusError("METHOD_NOT_ALLOWED", "CONNECT is not allowed: the gateway is not a proxy"), "Method Not Allowed");
+  }
+
+  /** Answers on a raw socket (no ServerResponse exists) with the common error body, then closes it. */
+  function writeRawError(socket: Socket, err: StratusError, reason: string): string {
+    const requestId = pickRequestId({});
+    // No ServerResponse exists for a request that never parsed: the shared head, written by hand.
+    const r = renderError(err, requestId, { ...PLATFORM_HEAD, connection: "close" });
+    let head = `HTTP/1.1 ${r.status} ${reason}\r\n`;
+    for (const name in r.headers) head += `${name}: ${r.headers[name]}\r\n`;
+    socket.end(`${head}\r\n${r.body}`);
+    return requestId;
+  }
+
   function onClientError(err: Error & { code?: string }, socket: Socket): void {
     // A response already under way on this socket (a slow body upload) must not get a second head.
     const current = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
@@ -313,13 +351,8 @@ export function createGateway(options: GatewayOptions): Gateway {
       code = "REQUEST_TIMEOUT";
       reason = "Request Timeout";
     }
-    const requestId = pickRequestId({});
     const message = code === "INVALID_ARGUMENT" ? "Malformed HTTP request" : undefined;
-    // No ServerResponse exists for a request that never parsed: the shared head, written by hand.
-    const r = renderError(new StratusError(code, message), requestId, { ...PLATFORM_HEAD, connection: "close" });
-    let head = `HTTP/1.1 ${r.status} ${reason}\r\n`;
-    for (const name in r.headers) head += `${name}: ${r.headers[name]}\r\n`;
-    socket.end(`${head}\r\n${r.body}`);
+    const requestId = writeRawError(socket, new StratusError(code, message), reason);
     logger.debug({ code: err.code, rid: requestId }, "client error");
   }
 
@@ -392,6 +425,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       functions.delete(name);
       await entry.pool.close(entry.deployment.config.timeout);
     },
+    inFlight: () => inFlight,
     stats() {
       const out: Record<string, ReturnType<FunctionPool["stats"]>> = {};
       for (const [name, entry] of functions) out[name] = entry.pool.stats();
@@ -433,6 +467,7 @@ class Invocation implements ProxyParams {
   meter: ProxyMeter | null = null;
   errorCode: string | null = null;
   errorBytes = 0;
+  trustedProxy = false;
   readonly deployment: Deployment;
   readonly dropAuthorization: boolean;
   readonly timeoutGraceMs: number;

@@ -29,23 +29,64 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /**
+ * Client-identity headers some frameworks and proxies believe (RFC 7239 `forwarded`, `x-real-ip`, the
+ * CDN variants, IIS's path overrides); every `x-forwarded-*` is matched by prefix. From an untrusted
+ * peer all are dropped; from a trusted proxy (`trustedProxies`) they are kept.
+ */
+const FORWARDING = new Set([
+  "forwarded",
+  "x-real-ip",
+  "x-client-ip",
+  "true-client-ip",
+  "cf-connecting-ip",
+  "fastly-client-ip",
+  "x-cluster-client-ip",
+  "x-original-url",
+  "x-rewrite-url",
+]);
+const X_FORWARDED = "x-forwarded-";
+
+/** True for the headers the gateway owns when the peer is not a trusted proxy (see FORWARDING). */
+export function isForwardingHeader(key: string): boolean {
+  return key.startsWith(X_FORWARDED) || FORWARDING.has(key);
+}
+
+/** Where the request came from, as the gateway saw it. */
+export interface ClientHop {
+  /** The TCP peer's address (`socket.remoteAddress`). */
+  readonly remoteAddress: string | undefined;
+  /** The client connection is TLS (the gateway's own listener): `x-forwarded-proto: https`. */
+  readonly encrypted?: boolean;
+  /** The peer is a configured trusted proxy: its forwarding headers are kept, `x-forwarded-for` appended. */
+  readonly trustedProxy?: boolean;
+}
+
+/**
  * Headers sent to the instance: the client's minus hop-by-hop ones, minus those named in
  * `Connection`, minus every `x-stratus-*` (clients must not forge platform headers), minus
- * `authorization` when the platform consumed it (non-public functions); plus the request id,
- * the deadline and `x-forwarded-for` (replaced, not appended: the gateway is the edge).
+ * `authorization` when the platform consumed it (non-public functions); plus the request id and
+ * the deadline.
+ *
+ * Forwarding: from an untrusted peer every forwarding header (`x-forwarded-*`, `forwarded`,
+ * `x-real-ip`, … see FORWARDING) is dropped and the gateway sets its own `x-forwarded-for` (the peer),
+ * `x-forwarded-proto` (`https` on TLS, else `http`) and `x-forwarded-host` (the `host` header). From a
+ * trusted proxy they are kept, the peer is appended to `x-forwarded-for`, and `-proto`/`-host` are set
+ * only when the proxy did not send them.
  */
 export function buildUpstreamHeaders(
   incoming: IncomingHttpHeaders,
   requestId: string,
-  options: { deadlineMs: number; dropAuthorization: boolean; remoteAddress: string | undefined; traceparent?: string; freshTrace?: boolean },
+  options: { deadlineMs: number; dropAuthorization: boolean; traceparent?: string; freshTrace?: boolean } & ClientHop,
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const connection = incoming.connection;
   const named = connection !== undefined && connection !== "keep-alive" && connection !== "close"
     ? new Set(connection.toLowerCase().split(",").map((s) => s.trim()))
     : null;
+  const trusted = options.trustedProxy === true;
   for (const key in incoming) {
-    if (HOP_BY_HOP.has(key) || key.startsWith(STRATUS_PREFIX) || key === "x-forwarded-for") continue;
+    if (HOP_BY_HOP.has(key) || key.startsWith(STRATUS_PREFIX)) continue;
+    if (!trusted && (key.startsWith(X_FORWARDED) || FORWARDING.has(key))) continue;
     if (named !== null && named.has(key)) continue;
     if (options.dropAuthorization && key === "authorization") continue;
     const value = incoming[key];
@@ -58,7 +99,13 @@ export function buildUpstreamHeaders(
     // W3C Trace Context §3.3: a new trace-id invalidates the caller's tracestate.
     if (options.freshTrace === true) delete out.tracestate;
   }
-  if (options.remoteAddress !== undefined) out["x-forwarded-for"] = options.remoteAddress;
+  const peer = options.remoteAddress;
+  if (peer !== undefined) {
+    const prior = trusted ? out["x-forwarded-for"] : undefined;
+    out["x-forwarded-for"] = prior === undefined ? peer : `${Array.isArray(prior) ? prior.join(", ") : prior}, ${peer}`;
+  }
+  if (!trusted || out["x-forwarded-proto"] === undefined) out["x-forwarded-proto"] = options.encrypted === true ? "https" : "http";
+  if ((!trusted || out["x-forwarded-host"] === undefined) && incoming.host !== undefined) out["x-forwarded-host"] = incoming.host;
   return out;
 }
 

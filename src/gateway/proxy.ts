@@ -22,6 +22,8 @@ export interface ProxyParams {
   /** none: no body; fixed: Content-Length already checked; counted: chunked, counted against maxBodyBytes. */
   readonly bodyMode: BodyMode;
   readonly dropAuthorization: boolean;
+  /** The client's peer is a configured trusted proxy (its forwarding headers are kept, see headers.ts). */
+  readonly trustedProxy: boolean;
   /** W3C traceparent to send (already validated or freshly made by the gateway). */
   readonly traceparent: string;
   /** True when `traceparent` is new: the caller's `tracestate` is dropped (it belonged to another trace). */
@@ -134,6 +136,8 @@ class Exchange implements ProxyMeter {
         deadlineMs: config.timeout,
         dropAuthorization: this.p.dropAuthorization,
         remoteAddress: req.socket.remoteAddress,
+        encrypted: (req.socket as { encrypted?: boolean }).encrypted === true,
+        trustedProxy: this.p.trustedProxy,
         traceparent: this.p.traceparent,
         freshTrace: this.p.freshTrace,
       }),

@@ -1,7 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseFunctionRoute } from "./route";
-import { buildUpstreamHeaders, filterDownstreamHeaders, isSaneRequestId, pickRequestId, serverTiming } from "./headers";
+import { buildUpstreamHeaders, filterDownstreamHeaders, isForwardingHeader, isSaneRequestId, pickRequestId, serverTiming } from "./headers";
+import { cidrMatcher, cidrProblem } from "../shared/cidr";
 
 test("parseFunctionRoute: table", () => {
   const cases: [string, { name: string; path: string } | null][] = [
@@ -53,9 +54,63 @@ test("upstream headers: hop-by-hop, Connection-named and x-stratus-* stripped; a
     "x-stratus-request-id": "rid-1",
     "x-stratus-deadline-ms": "1000",
     "x-forwarded-for": "127.0.0.1",
+    "x-forwarded-proto": "http",
+    "x-forwarded-host": "example",
   });
   const kept = buildUpstreamHeaders({ authorization: "Bearer u" }, "r", { deadlineMs: 1, dropAuthorization: false, remoteAddress: undefined });
   assert.equal(kept.authorization, "Bearer u");
+});
+
+test("forwarding headers: forged ones dropped and the gateway's own set; a trusted proxy's kept and appended to", () => {
+  const forged = {
+    host: "fn.example",
+    forwarded: "for=6.6.6.6;proto=https;host=evil",
+    "x-real-ip": "6.6.6.6",
+    "x-client-ip": "6.6.6.6",
+    "true-client-ip": "6.6.6.6",
+    "cf-connecting-ip": "6.6.6.6",
+    "x-forwarded-for": "6.6.6.6",
+    "x-forwarded-host": "evil",
+    "x-forwarded-proto": "https",
+    "x-forwarded-port": "443",
+    "x-forwarded-prefix": "/admin",
+    "x-forwarded-server": "evil",
+    "x-original-url": "/admin",
+    "x-rewrite-url": "/admin",
+  };
+  const h = buildUpstreamHeaders(forged, "r", { deadlineMs: 1, dropAuthorization: false, remoteAddress: "10.1.2.3" });
+  assert.deepEqual(h, {
+    host: "fn.example", "x-stratus-request-id": "r", "x-stratus-deadline-ms": "1",
+    "x-forwarded-for": "10.1.2.3", "x-forwarded-proto": "http", "x-forwarded-host": "fn.example",
+  });
+  for (const k of Object.keys(forged)) if (k !== "host" && !["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"].includes(k)) assert.equal(isForwardingHeader(k), true, k);
+  assert.equal(buildUpstreamHeaders({ host: "a" }, "r", { deadlineMs: 1, dropAuthorization: false, remoteAddress: "::1", encrypted: true })["x-forwarded-proto"], "https");
+  // A trusted load balancer: its view of the client is kept; the gateway appends the peer it saw.
+  const lb = buildUpstreamHeaders(forged, "r", { deadlineMs: 1, dropAuthorization: false, remoteAddress: "10.0.0.5", trustedProxy: true });
+  assert.equal(lb["x-forwarded-for"], "6.6.6.6, 10.0.0.5");
+  assert.equal(lb["x-forwarded-proto"], "https");
+  assert.equal(lb["x-forwarded-host"], "evil");
+  assert.equal(lb["x-real-ip"], "6.6.6.6");
+  assert.equal(lb.forwarded, forged.forwarded);
+  const lbBare = buildUpstreamHeaders({ host: "h" }, "r", { deadlineMs: 1, dropAuthorization: false, remoteAddress: "10.0.0.5", trustedProxy: true });
+  assert.equal(lbBare["x-forwarded-for"], "10.0.0.5");
+  assert.equal(lbBare["x-forwarded-proto"], "http");
+  assert.equal(lbBare["x-forwarded-host"], "h");
+});
+
+test("trusted-proxy CIDRs: v4, v6, single hosts, IPv4-mapped peers; bad entries refused", () => {
+  assert.equal(cidrMatcher([]), null);
+  const m = cidrMatcher(["10.0.0.0/8", "192.168.1.7", "fd00::/8"])!;
+  assert.equal(m("10.200.0.1"), true);
+  assert.equal(m("::ffff:10.200.0.1"), true);
+  assert.equal(m("11.0.0.1"), false);
+  assert.equal(m("192.168.1.7"), true);
+  assert.equal(m("192.168.1.8"), false);
+  assert.equal(m("fd12::1"), true);
+  assert.equal(m("::1"), false);
+  assert.equal(m(undefined), false);
+  for (const bad of ["10.0.0.0/33", "nope", "1.2.3.4/", "::1/129", "10.0.0.0/x"]) assert.notEqual(cidrProblem(bad), null, bad);
+  assert.throws(() => cidrMatcher(["10.0.0.0/40"]), /INVALID_CONFIG|prefix/);
 });
 
 test("downstream headers: hop-by-hop and our own stripped, unusable and error source reported, Server-Timing merged", () => {

@@ -12,6 +12,8 @@ import { StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createProcessDriver } from "../sandbox/process/process-driver";
+import type { NodeAgentOptions } from "./node-agent";
+import { gatewayLimitsOf } from "../shared/config/gateway-settings";
 
 /** @throws StratusError INTERNAL when the process driver has no runtimePath */
 export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { dataDir: string; nodeId: string; nodeSuffix: string; runtimePath?: string; logger: Logger }): Promise<SandboxDriver> {
@@ -20,7 +22,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
     if (!o.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
     const p = config.process;
     return createProcessDriver({
-      runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, logger,
+      runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, outputLimits: outputLimitsFrom(config), logger,
       sandboxSubnet: p.sandboxSubnet, blockedCidrs: p.blockedCidrs, startTimeoutMs: p.startTimeoutMs, pidsMax: p.pidsMax, tmpSizeMb: p.tmpSizeMb,
     });
   }
@@ -36,6 +38,24 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
     socketRoot: join(o.dataDir, "docker"),
     nodeId: o.nodeId,
     prewarm: config.prewarm,
+    outputLimits: outputLimitsFrom(config),
     logger,
   });
+}
+
+/** The per-instance output budget both drivers read with (platform config `observe.instanceOutput*`). */
+function outputLimitsFrom(config: Readonly<PlatformConfig>): { bytesPerSecond: number; linesPerSecond: number } {
+  return { bytesPerSecond: config.observe.instanceOutputBytesPerSecond, linesPerSecond: config.observe.instanceOutputLinesPerSecond };
+}
+
+/**
+ * The node agent's gateway settings from the platform config, the same for `stratus up` and `stratus node`:
+ * limits, trusted load balancers and the per-address limit on failed token checks.
+ */
+export function nodeGatewaySettings(config: Readonly<PlatformConfig>): Pick<NodeAgentOptions, "limits" | "trustedProxies" | "authFailures"> {
+  return {
+    limits: gatewayLimitsOf(config.gateway),
+    trustedProxies: config.gateway.trustedProxies,
+    authFailures: config.auth,
+  };
 }

@@ -23,6 +23,7 @@ import { join } from "node:path";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Logger } from "../shared/logger";
 import { StratusError } from "../shared/errors";
+import { AUTH_FAILURE_DEFAULTS, AuthFailureLimiter, limitAuthFailures, type AuthFailureSettings } from "../shared/auth-failure-limiter";
 import { isValidFunctionName } from "../shared/names";
 import {
   DesiredStateSchema, DiscoverRequestSchema, EMPTY_NODE_STATUS, NODE_PROTOCOL_PREFIX, NodeHello, PruneRequestSchema, WireDeploymentSchema,
@@ -84,6 +85,10 @@ export interface NodeAgentOptions {
   readonly fallback?: GatewayOptions["fallback"];
   /** Joins the node to a control plane through the protocol (see the file comment). */
   readonly control?: ControlLinkOptions;
+  /** Load balancers whose forwarding headers are believed (see GatewayOptions.trustedProxies). */
+  readonly trustedProxies?: readonly string[];
+  /** Per-address limit on failed token checks of non-public functions (with `control`; see src/shared/auth-failure-limiter.ts). */
+  readonly authFailures?: AuthFailureSettings;
 }
 
 export interface NodeAgent {
@@ -130,11 +135,13 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   let internal: Server | null = null;
   let advertised = "";
 
-  const authorize: AuthorizeHook | undefined = link === null ? options.authorize : (req) => {
+  // Failed checks count per client address, as the API's do (429 TOO_MANY_AUTH_FAILURES).
+  const authFailures = new AuthFailureLimiter(options.authFailures ?? AUTH_FAILURE_DEFAULTS);
+  const authorize: AuthorizeHook | undefined = link === null ? options.authorize : (req) => limitAuthFailures(authFailures, req.socket.remoteAddress ?? "", async () => {
     const auth = req.headers.authorization ?? "";
     const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
     if (token === "" || !tokenHashes.has(invocationTokenHash(token))) throw new StratusError("UNAUTHENTICATED");
-  };
+  });
 
   const pools = (): PoolSamples => {
     const out: PoolSamples = {};
@@ -161,6 +168,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const gateway: Gateway = createGateway({
     driver, logger, limits: options.limits, authorize, ...(observer ? { observer } : {}),
     ...(fallback ? { fallback } : {}), ...(link ? { nodeId: link.nodeId } : {}),
+    ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
 
   function toDeployment(w: WireDeployment, artifactDir: string): Deployment {

@@ -15,7 +15,7 @@ export type PoolStatsByFunction = Record<string, { starting: number; busy: numbe
 export const INSTANCE_STATES = ["starting", "idle", "busy", "retiring"] as const;
 
 /** Why log lines were dropped (`reason` label of `stratus_log_lines_dropped_total`). */
-export const DROP_REASONS = ["buffer_full", "invocation_cap"] as const;
+export const DROP_REASONS = ["buffer_full", "invocation_cap", "instance_rate"] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
 // Seconds; from a 5 ms warm hit to a 60 s timeout.
@@ -56,7 +56,7 @@ export class PlatformMetrics {
     this.oom = new Counter({ name: "stratus_instance_oom_total", help: "Instances killed for exceeding their memory limit.", labelNames: ["function"], registers });
     this.timeouts = new Counter({ name: "stratus_invocation_timeouts_total", help: "Requests that ran past the function's timeout (FUNCTION_TIMEOUT).", labelNames: ["function"], registers });
     this.crashes = new Counter({ name: "stratus_instance_crashes_total", help: "Instances that exited on their own (crash or load failure), not counting out-of-memory kills.", labelNames: ["function"], registers });
-    this.dropped = new Counter({ name: "stratus_log_lines_dropped_total", help: "Log lines not stored: `buffer_full` (the store fell behind) or `invocation_cap` (past the per-invocation cap).", labelNames: ["reason"], registers });
+    this.dropped = new Counter({ name: "stratus_log_lines_dropped_total", help: "Log lines not stored: `buffer_full` (the store fell behind), `invocation_cap` (past the per-invocation cap) or `instance_rate` (past the per-instance output rate, dropped before parsing).", labelNames: ["reason"], registers });
     this.logLines = new Counter({ name: "stratus_log_lines_total", help: "Log lines accepted into the log stream, by source (function, platform).", labelNames: ["function", "source"], registers });
     this.bytesOut = new Counter({ name: "stratus_response_bytes_total", help: "Response body bytes sent to clients.", labelNames: ["function"], registers });
     for (const r of DROP_REASONS) this.dropped.inc({ reason: r }, 0);

@@ -136,6 +136,12 @@ export function createObservability(options: ObservabilityOptions): Observabilit
 
   const observer: GatewayObserver = {
     onInstanceLog(functionName: string, line: InstanceLogLine) {
+      if (line.dropped !== undefined) {
+        // The driver's marker for output over the instance's rate limit: a platform line, never capped.
+        metrics.countDropped("instance_rate", line.dropped.lines);
+        platformLine(functionName, "warn", line.message, null, line.instanceId);
+        return;
+      }
       const rid = line.requestId ?? null;
       const t = now();
       if (rid !== null && !caps.admit(functionName, rid, t)) {

@@ -11,4 +11,9 @@ export interface InstanceLogLine {
   readonly requestId?: string;
   readonly message: string;
   readonly instanceId: string;
+  /**
+   * Set on the platform's marker line for output the per-instance rate limit dropped
+   * (src/sandbox/output-lines.ts, OutputLimiter): how much was dropped since the previous marker.
+   */
+  readonly dropped?: { readonly lines: number; readonly bytes: number };
 }

@@ -85,3 +85,15 @@ test("driver settings are settable: lists, numbers and booleans from the environ
   );
   assert.throws(() => resolvePlatformConfig({ file: { gateway: { headersTimeoutMs: 20_000, requestTimeoutMs: 10_000 } } }), /gateway\.requestTimeoutMs: must be >= headersTimeoutMs/);
 });
+
+test("auth limiter defaults equal the platform's auth.* defaults; trusted proxies parse from a list or a comma string", async () => {
+  const { AUTH_FAILURE_DEFAULTS } = await import("../shared/auth-failure-limiter");
+  assert.deepEqual({ ...resolvePlatformConfig({}).auth }, { ...AUTH_FAILURE_DEFAULTS });
+  assert.deepEqual(resolvePlatformConfig({ env: { STRATUS_GATEWAY_TRUSTED_PROXIES: "10.0.0.0/8, ::1" } }).gateway.trustedProxies, ["10.0.0.0/8", "::1"]);
+  assert.deepEqual(resolvePlatformConfig({ file: { gateway: { trustedProxies: ["127.0.0.1"] } } }).gateway.trustedProxies, ["127.0.0.1"]);
+  assert.throws(() => resolvePlatformConfig({ env: { STRATUS_GATEWAY_TRUSTED_PROXIES: "10.0.0.0/99,bogus" } }), (err: Error) => {
+    assert.match(err.message, /gateway\.trustedProxies\.0/);
+    assert.match(err.message, /gateway\.trustedProxies\.1/);
+    return true;
+  });
+});

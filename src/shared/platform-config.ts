@@ -9,7 +9,8 @@ import { z } from "zod";
 import { StratusError } from "./errors";
 import { DRIVER_NAMES, DOCKER_DRIVER_SETTINGS_SHAPE, PROCESS_DRIVER_SETTINGS_SHAPE } from "./config/driver-settings";
 import { checkGatewayLimits, GATEWAY_LIMITS_SHAPE, GATEWAY_NODE_SHAPE } from "./config/gateway-settings";
-import { OBSERVE_SETTINGS_SHAPE } from "./config/observe-settings";
+import { INSTANCE_OUTPUT_SHAPE, OBSERVE_SETTINGS_SHAPE } from "./config/observe-settings";
+import { AUTH_SETTINGS_SHAPE } from "./config/auth-settings";
 import { fromString, int, setting, settingDoc, settingKind, type SettingKind, type Shape } from "./config/setting";
 import { parseStoreLocation } from "./store-location";
 
@@ -46,6 +47,7 @@ export const PlatformConfigSchema = z.strictObject({
   logLevel: setting(z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"), { unit: "", doc: "pino level: trace, debug, info, warn, error, fatal, silent." }),
   publicUrl: setting(z.union([z.literal(""), z.url()]).default(""), { unit: "URL", doc: "Base URL printed for functions; defaults to http://host:port." }),
   gateway: z.strictObject({ ...GATEWAY_LIMITS_SHAPE, ...GATEWAY_NODE_SHAPE }).superRefine(checkGatewayLimits).prefault({}),
+  auth: section(AUTH_SETTINGS_SHAPE),
   build: section({
     maxArchiveBytes: setting(int(1024, 4096 * MiB).default(50 * MiB), { unit: "bytes", doc: "Largest upload (compressed)." }),
     maxUnpackedBytes: setting(int(1024, 16_384 * MiB).default(200 * MiB), { unit: "bytes", doc: "Largest unpacked project." }),
@@ -54,6 +56,7 @@ export const PlatformConfigSchema = z.strictObject({
   }),
   observe: section({
     ...OBSERVE_SETTINGS_SHAPE,
+    ...INSTANCE_OUTPUT_SHAPE,
     publicMetrics: setting(z.boolean().default(false), { unit: "", doc: "Serve `/metrics` without a token (default: it needs an API bearer token like the API)." }),
   }),
   registry: section({

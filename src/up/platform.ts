@@ -22,10 +22,9 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import type { PlatformConfig } from "../shared/platform-config";
-import { gatewayLimitsOf } from "../shared/config/gateway-settings";
 import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
-import { createNodeDriver } from "../node/driver-factory";
+import { createNodeDriver, nodeGatewaySettings } from "../node/driver-factory";
 import { createNodeAgent, type NodeAgent } from "../node/node-agent";
 import type { Store } from "../store/store";
 import { createControlPlane, type ControlPlane } from "../control/control-plane";
@@ -89,7 +88,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     agent = createNodeAgent({
       driver,
       logger: logger.child({ component: "node-agent" }),
-      limits: gatewayLimitsOf(config.gateway),
+      ...nodeGatewaySettings(config),
       // The API shares the gateway's server (and so its limits and drain): `/fn/…` is the gateway's,
       // everything else the API's. This is the front door's routing, not a shared object: the API
       // reaches the node only through the protocol.

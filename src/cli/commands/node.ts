@@ -16,7 +16,6 @@ import { StratusError } from "../../shared/errors";
 import { reportError } from "../command-kit";
 import { readConfigFile } from "./up";
 import { readSecretFile } from "./control";
-import { gatewayLimitsOf } from "../../shared/config/gateway-settings";
 
 interface NodeOptions {
   control?: string;
@@ -62,7 +61,7 @@ export function registerNodeCommand(program: Command): void {
     .option("--json", "print the start-up line as JSON: { nodeId, url }")
     .action(async (opts: NodeOptions) => {
       try {
-        const [{ resolvePlatformConfig }, { createLogger }, { createNodeAgent }, { createNodeDriver }] = await Promise.all([
+        const [{ resolvePlatformConfig }, { createLogger }, { createNodeAgent }, { createNodeDriver, nodeGatewaySettings }] = await Promise.all([
           import("../../shared/platform-config"), import("../../shared/logger"), import("../../node/node-agent"), import("../../node/driver-factory"),
         ]);
         const secret = opts.tokenFile ? await readSecretFile(opts.tokenFile) : opts.token ?? process.env.STRATUS_NODE_TOKEN ?? "";
@@ -86,7 +85,7 @@ export function registerNodeCommand(program: Command): void {
         const driver = await createNodeDriver(config, { dataDir, nodeId, nodeSuffix, runtimePath, logger });
         const agent = createNodeAgent({
           driver, logger,
-          limits: gatewayLimitsOf(config.gateway),
+          ...nodeGatewaySettings(config),
           control: {
             url: opts.control!, secret, nodeId, dataDir,
             ...(opts.advertise ? { advertiseUrl: opts.advertise } : {}),

@@ -25,7 +25,7 @@ import { chown, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { Agent } from "node:http";
 import { availableParallelism, constants as osConstants, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
 import Docker from "dockerode";
 import { StratusError, isStratusError } from "../../shared/errors";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../../shared/protocol";
@@ -46,7 +46,7 @@ import { IMAGE_PATHS, IMAGE_USER, ensureBaseImage } from "./base-image";
 import { engineStatus, followProgress, isNotFound } from "./engine";
 import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./function-image";
 import { ensureFunctionNetwork } from "./network";
-import { parseOutputLine, splitLines } from "../output-lines";
+import { OUTPUT_RATE_DEFAULTS, OutputLimiter, outputDroppedLine, parseOutputLine, type OutputRateLimits } from "../output-lines";
 import { findDiscoveryPayload, parseDiscoveryRun } from "../discovery-output";
 import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
 import { createStartGate, untilAborted } from "../start-gate";
@@ -85,6 +85,12 @@ export interface DockerDriverOptions {
   readonly cpuSharesPerGb?: number;
   /** Longest wait from create to READY before the start fails (default 30 000 ms). */
   readonly startTimeoutMs?: number;
+  /**
+   * Output rate per container, stdout + stderr (default 1 MiB/s and 1000 lines/s, the platform config's
+   * `observe.instanceOutput*`): past it the driver stops reading the attach stream (the engine then
+   * blocks the container's writes) and drops, with a marker line.
+   */
+  readonly outputLimits?: OutputRateLimits;
   readonly logger?: Logger;
   /**
    * Pre-warm pool: idle generic containers (base image, no code) kept for the default limits (memory
@@ -154,6 +160,8 @@ interface Box {
   exited: Promise<InstanceExit>;
   /** Why the driver stops it (null: it ends on its own). */
   stopping: "close" | "destroy" | null;
+  /** The output budget of this container (reads its attach stream). */
+  readonly limiter: OutputLimiter;
   /** The attach stream ended: the container stopped or the engine went away. */
   gone: boolean;
 }
@@ -205,6 +213,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const tmpfsMb = options.tmpfsMb ?? 64;
   const cpuSharesPerGb = options.cpuSharesPerGb ?? 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 30_000;
+  const outputLimits = options.outputLimits ?? OUTPUT_RATE_DEFAULTS;
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   const log = options.logger ?? createSilentLogger();
   const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);
@@ -329,6 +338,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       genericPromise: new Promise<void>((r) => (resolveGeneric = r)),
       exited: null as unknown as Promise<InstanceExit>,
       stopping: null, gone: false,
+      // The attach stream is what gets paused: demuxStream writes the two copies without backpressure.
+      limiter: new OutputLimiter(outputLimits, (lines, bytes) => emit(outputDroppedLine(box.id, lines, bytes, outputLimits)), { sources: [raw as unknown as Readable] }),
     };
     const remember = (message: string) => {
       box.tail.push(message);
@@ -341,7 +352,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         // onLog must not throw; a faulty listener must not take the instance down.
       }
     };
-    splitLines(stdout, (line) => {
+    box.limiter.read(stdout, (line) => {
       if (line === GENERIC_READY_LINE && !box.specialised) {
         resolveGeneric();
         return;
@@ -358,7 +369,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       if (!box.ready) remember(parsed.line.message);
       emit(parsed.line);
     });
-    splitLines(stderr, (line) => {
+    box.limiter.read(stderr, (line) => {
       const parsed = parseOutputLine(line, "stderr", box.id);
       if (parsed.kind === "log") {
         if (!box.ready) remember(parsed.line.message);
@@ -373,6 +384,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     });
     box.exited = streamEnded.then(async () => {
       box.gone = true;
+      box.limiter.close();
       let exitCode: number | null = null;
       let oomKilled = false;
       try {
@@ -416,6 +428,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
   async function destroyBox(box: Box): Promise<InstanceExit> {
     box.stopping = "destroy";
+    box.limiter.close(); // read the rest unparsed: the attach stream's end is how the exit is seen
     await killBox(box, "SIGKILL");
     return box.exited;
   }

@@ -21,7 +21,7 @@ import { StratusError } from "../../shared/errors";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../../shared/protocol";
 import type { Logger } from "../../shared/logger";
 import { createSilentLogger } from "../../shared/logger";
-import { parseOutputLine, splitLines } from "../output-lines";
+import { OUTPUT_RATE_DEFAULTS, OutputLimiter, outputDroppedLine, parseOutputLine, splitLines, type OutputRateLimits } from "../output-lines";
 import { parseDiscoveryRun } from "../discovery-output";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
@@ -61,6 +61,11 @@ export interface ProcessDriverOptions {
   readonly tmpSizeMb?: number;
   /** Longest wait for READY, ms (default 10000). */
   readonly startTimeoutMs?: number;
+  /**
+   * Output rate per instance, stdout + stderr (default 1 MiB/s and 1000 lines/s, the platform config's
+   * `observe.instanceOutput*`): past it the driver stops reading the pipes and drops, with a marker line.
+   */
+  readonly outputLimits?: OutputRateLimits;
   /** Prefix of the iptables chains of the outbound policy (default "STRATUS-NET": STRATUS-NET-IN, STRATUS-NET-FWD). */
   readonly iptablesChain?: string;
   /**
@@ -157,6 +162,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const pidsMax = options.pidsMax ?? 128;
   const tmpSizeBytes = (options.tmpSizeMb ?? 64) * 1024 * 1024;
   const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  const outputLimits = options.outputLimits ?? OUTPUT_RATE_DEFAULTS;
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath], ["nsenter", "/usr/bin/nsenter"], ["ip", "/usr/sbin/ip"]] as const) {
     if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux iproute2)`);
@@ -294,8 +300,16 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
         log.warn({ err }, "onLog threw");
       }
     };
-    if (child.stdout) splitLines(child.stdout, (l) => handle(l, "stdout"));
-    if (child.stderr) splitLines(child.stderr, (l) => handle(l, "stderr"));
+    // One budget for both pipes; when it runs out both are paused, so the function's writes block.
+    const limiter = new OutputLimiter(outputLimits, (lines, bytes) => {
+      try {
+        sb.onLog(outputDroppedLine(sb.id, lines, bytes, outputLimits));
+      } catch (err) {
+        log.warn({ err }, "onLog threw");
+      }
+    });
+    if (child.stdout) limiter.read(child.stdout, (l) => handle(l, "stdout"));
+    if (child.stderr) limiter.read(child.stderr, (l) => handle(l, "stderr"));
     // A write to the channel of a slot that died must not become an uncaught error.
     (child.stdio[3] as Writable | null | undefined)?.on("error", () => {});
 
@@ -314,6 +328,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       const oom = sb.cgroup.oomKills();
       await sb.cgroup.killAll().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "killing the cgroup failed"));
       if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+      limiter.close();
       await sb.cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "removing the cgroup failed"));
       rmSync(sb.socketDir, { recursive: true, force: true });
       await boxes.remove(sb.internalId);

@@ -4,12 +4,16 @@
  * platform schema is composed from (src/shared/platform-config.ts, section `gateway`). Units in the names.
  */
 import { z } from "zod";
-import { int, pickShape, setting } from "./setting";
+import { cidrList, int, pickShape, setting } from "./setting";
 
 /** The gateway's own limits: every field of GatewayLimitsSchema. */
 export const GATEWAY_LIMITS_SHAPE = {
   maxHeaderBytes: setting(int(1024, 1024 * 1024).default(16 * 1024), { unit: "bytes", doc: "Largest request head (request line + headers); larger gets 431 HEADERS_TOO_LARGE. Node's default." }),
-  headersTimeoutMs: setting(int(100, 600_000).default(10_000), { unit: "ms", doc: "Time a client has to send the request head; then 408." }),
+  // Node itself keeps the first 2000 header lines and silently drops the rest, so the function would see
+  // a different request than was sent.
+  maxHeaderCount: setting(int(8, 2000).default(256), { unit: "lines", doc: "Most header lines in a request; more gets 431 HEADERS_TOO_LARGE." }),
+  // Node applies it to a new connection that sends nothing at all too (test/adversarial/c-http.test.ts, C11).
+  headersTimeoutMs: setting(int(100, 600_000).default(10_000), { unit: "ms", doc: "Time a client has to send the request head (and a new connection its first byte); then 408 or closed." }),
   requestTimeoutMs: setting(int(100, 3_600_000).default(300_000), { unit: "ms", doc: "Time a client has to send the whole request (head + body); then 408. At least `headersTimeoutMs`." }),
   keepAliveTimeoutMs: setting(int(100, 600_000).default(5_000), { unit: "ms", doc: "Idle keep-alive connections from clients are closed after this (Node's default)." }),
   // Node's own default (30 s) would let a slow client hold a connection for up to 30 s past its timeout.
@@ -20,9 +24,13 @@ export const GATEWAY_LIMITS_SHAPE = {
   retryAfterS: setting(int(0, 3600).default(1), { unit: "s", doc: "`Retry-After` of 429 QUEUE_FULL." }),
 };
 
-/** What the node agent adds around the gateway (platform section `gateway`, not a gateway limit). */
+/** The gateway's other options and what the node agent adds around it (platform section `gateway`, not limits). */
 export const GATEWAY_NODE_SHAPE = {
   drainTimeoutMs: setting(int(0, 3_600_000).default(30_000), { unit: "ms", doc: "Longest wait for in-flight requests on SIGTERM." }),
+  trustedProxies: setting(cidrList().default([]), {
+    unit: "CIDRs",
+    doc: "Load balancers in front of the gateway (comma-separated in the env, e.g. `10.0.0.0/8,::1`): their `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are kept and the peer appended to `X-Forwarded-For`. From anyone else those headers are dropped and the gateway sets its own. Default: none (the gateway is the edge). See docs/security.md.",
+  }),
 };
 
 /** The rules across fields, for every schema holding GATEWAY_LIMITS_SHAPE. */

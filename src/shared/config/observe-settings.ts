@@ -17,6 +17,18 @@ export const OBSERVE_SETTINGS_SHAPE = {
   purgeIntervalMs: setting(int(1000, 86_400_000).default(60_000), { unit: "ms", doc: "Period of the retention purge." }),
 };
 
+/**
+ * The per-instance output budget (platform `observe.instanceOutput*`): applied by both drivers while they
+ * read an instance's stdout/stderr (src/sandbox/output-lines.ts, OutputLimiter), before the observer.
+ */
+export const INSTANCE_OUTPUT_SHAPE = {
+  instanceOutputBytesPerSecond: setting(int(1024, 1024 * 1024 * 1024).default(1_048_576), {
+    unit: "bytes/s",
+    doc: "Output (stdout + stderr) one instance may write, token bucket holding 2 s of it. Past it the platform stops reading (the instance's writes block) and drops what was already read, with one `[output-dropped]` marker line per pause and `stratus_log_lines_dropped_total{reason=\"instance_rate\"}`.",
+  }),
+  instanceOutputLinesPerSecond: setting(int(1, 10_000_000).default(1000), { unit: "lines/s", doc: "Output lines one instance may write (same bucket rules as the bytes)." }),
+};
+
 /** The observer's settings: defaults and ranges. */
 export const ObserveSettingsSchema = z.strictObject(OBSERVE_SETTINGS_SHAPE);
 

@@ -10,6 +10,7 @@
  * by the platform resolver (see `settingKind`), never by the component schemas.
  */
 import { z } from "zod";
+import { cidrProblem } from "../cidr";
 
 /** Documentation of one setting: shown in docs/configuration.md. */
 export interface SettingDoc {
@@ -81,6 +82,13 @@ export const ipv4Cidr = (minPrefix = 0, maxPrefix = 32) =>
     const prefix = Number(m[5]);
     return m.slice(1, 5).every((o) => Number(o) <= 255) && prefix >= minPrefix && prefix <= maxPrefix;
   }, `an IPv4 CIDR (a.b.c.d/n) with a prefix of ${minPrefix} to ${maxPrefix}`);
+
+/** A list of IPv4 or IPv6 CIDRs or bare addresses (src/shared/cidr.ts, what the gateway's matcher takes). */
+export const cidrList = () =>
+  z.array(z.string().superRefine((v, ctx) => {
+    const problem = cidrProblem(v);
+    if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
+  }));
 
 /** Every key of a zod object shape, for `z.strictObject(shape)`. */
 export type Shape = Record<string, z.ZodType>;

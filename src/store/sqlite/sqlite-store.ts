@@ -160,6 +160,9 @@ export interface SqliteStoreOptions {
  * Opens (creating and migrating as needed) a SQLite store: `createStore` over `openSqlitePersistence`.
  * @throws StratusError INTERNAL for a bad master key, or a database newer than this code knows.
  */
+/** Longest wait of a telemetry write for another connection's lock, ms. */
+const TELEMETRY_BUSY_MS = 20;
+
 export function openSqliteStore(options: SqliteStoreOptions): Store {
   // Checked before the file is touched, so a bad key never leaves a database behind.
   assertMasterKey(options.masterKey);
@@ -437,7 +440,16 @@ export function openSqlitePersistence(file: string): StorePersistence {
     },
 
     async writeTelemetry(batch) {
-      writeTelemetryTx(batch);
+      // better-sqlite3 waits for a lock synchronously, on the event loop the gateway serves from: the
+      // telemetry write path waits at most TELEMETRY_BUSY_MS for another process's lock, then fails
+      // (the batch is dropped and logged by the caller) instead of stalling every request for up to
+      // busy_timeout (5 s; test/adversarial/e-faults.test.ts E5 saw a 3 s stall).
+      db.pragma(`busy_timeout = ${TELEMETRY_BUSY_MS}`);
+      try {
+        writeTelemetryTx(batch);
+      } finally {
+        db.pragma("busy_timeout = 5000");
+      }
     },
     async queryLogs(functionName, query) {
       const where = ["function_name = ?"];

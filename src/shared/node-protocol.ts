@@ -26,6 +26,7 @@ import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import { FunctionConfigSchema } from "./function-config";
 import type { VersionDeployment } from "./function-version";
+import type { DiscoveredFunction } from "./discovery";
 import { isValidFunctionName } from "./names";
 import { StratusError } from "./errors";
 import { LOG_LEVELS, PLATFORM_EVENT_KINDS, type InvocationRecord, type PlatformEvent } from "./invocation";
@@ -107,13 +108,8 @@ export const DiscoverRequestSchema = z.strictObject({
 });
 export type DiscoverRequest = z.infer<typeof DiscoverRequestSchema>;
 
-/** One export of a discovered module (`error` set when the runtime found it unusable). */
-export interface WireDiscoveredFunction {
-  readonly name: string;
-  readonly exportName: string;
-  readonly config: unknown;
-  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown };
-}
+/** One export of a discovered module: the driver's DiscoveredFunction (src/shared/discovery.ts), as it is. */
+export type WireDiscoveredFunction = DiscoveredFunction;
 export interface DiscoverResult {
   readonly functions: readonly WireDiscoveredFunction[];
 }

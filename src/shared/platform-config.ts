@@ -4,6 +4,12 @@
  * Every problem is reported at once; the result is frozen. Bad config stops start-up with a clear
  * message, never a silent fallback. docs/configuration.md and the STRATUS_* names are generated from the
  * schema (PLATFORM_CONFIG_FIELDS walks it).
+ *
+ * Adding a setting: a component's setting goes into that component's shape in src/shared/config/
+ * (`setting(int(min, max).default(d), { unit, doc })`) and the component validates with the same shape;
+ * a setting no component owns goes in a `section({...})` here. Its env name is derived from its key
+ * (`events.pollIntervalMs` → `STRATUS_EVENTS_POLL_INTERVAL_MS`); then regenerate docs/configuration.md
+ * (`node --import tsx scripts/gen-platform-config-docs.mjs > docs/configuration.md`).
  */
 import { z } from "zod";
 import { StratusError } from "./errors";

@@ -27,6 +27,7 @@ import { z } from "zod";
 import { FunctionConfigSchema } from "./function-config";
 import type { VersionDeployment } from "./function-version";
 import type { DiscoveredFunction } from "./discovery";
+import type { InstanceLogLine } from "./instance-output";
 import { isValidFunctionName } from "./names";
 import { StratusError } from "./errors";
 import { LOG_LEVELS, PLATFORM_EVENT_KINDS, type InvocationRecord, type PlatformEvent } from "./invocation";
@@ -163,14 +164,20 @@ const InvocationRecordSchema = z.object({
 });
 const OutputLineSchema = z.object({
   ts: z.number(), stream: z.enum(["stdout", "stderr"]), level: z.string(), requestId: z.string().optional(), message: z.string(), instanceId: z.string(),
+  dropped: z.object({ lines: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }).optional(),
 });
 const PlatformEventSchema = z.object({
   ts: z.number(), functionName: z.string(), kind: z.enum(PLATFORM_EVENT_KINDS), level: z.enum(LOG_LEVELS),
   instanceId: z.string().nullable(), requestId: z.string().nullable(), message: z.string(),
 });
 
-/** One output line of an instance, as the node reports it. */
-export type OutputLine = z.infer<typeof OutputLineSchema>;
+/** One output line of an instance, as the node reports it: the driver's InstanceLogLine (src/shared/instance-output.ts), as it is. */
+export type OutputLine = InstanceLogLine;
+// The schema and the type cannot drift (a field the schema lacks would be stripped on the way).
+const _wireIsOutputLine: (w: z.output<typeof OutputLineSchema>) => OutputLine = (w) => w;
+const _outputLineIsWire: (l: OutputLine) => Required<z.output<typeof OutputLineSchema>> extends Required<OutputLine> ? true : never = () => true;
+void _wireIsOutputLine;
+void _outputLineIsWire;
 
 /** One telemetry item; a batch keeps the order the node saw them in (a REPORT follows its lines). */
 export const TelemetryItemSchema = z.discriminatedUnion("kind", [

@@ -173,11 +173,17 @@ const PlatformEventSchema = z.object({
 
 /** One output line of an instance, as the node reports it: the driver's InstanceLogLine (src/shared/instance-output.ts), as it is. */
 export type OutputLine = InstanceLogLine;
-// The schema and the type cannot drift (a field the schema lacks would be stripped on the way).
-const _wireIsOutputLine: (w: z.output<typeof OutputLineSchema>) => OutputLine = (w) => w;
-const _outputLineIsWire: (l: OutputLine) => Required<z.output<typeof OutputLineSchema>> extends Required<OutputLine> ? true : never = () => true;
-void _wireIsOutputLine;
-void _outputLineIsWire;
+/**
+ * True when a wire schema's output is exactly the shared type: assignable, and no field of the type
+ * missing from the schema (z.object strips unknown keys, so a missing field would vanish on the way).
+ */
+type SameShape<Wire, T> = [Wire] extends [T] ? (Required<Wire> extends Required<T> ? true : never) : never;
+const wireShapesMatch: [
+  SameShape<z.output<typeof OutputLineSchema>, InstanceLogLine>,
+  SameShape<z.output<typeof InvocationRecordSchema>, InvocationRecord>,
+  SameShape<z.output<typeof PlatformEventSchema>, PlatformEvent>,
+] = [true, true, true];
+void wireShapesMatch;
 
 /** One telemetry item; a batch keeps the order the node saw them in (a REPORT follows its lines). */
 export const TelemetryItemSchema = z.discriminatedUnion("kind", [

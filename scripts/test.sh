@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure-deps.sh
 # postgresql: test/store-postgres.test.ts starts a private server from its binaries (initdb + pg_ctl).
-ensure_debian_packages postgresql
+ensure_debian_packages postgresql haproxy
 echo "==> npm ci"
 npm ci --no-audit --no-fund
 

@@ -4,9 +4,10 @@
 // instances of the process driver (artifact mounted read-only at /fn).
 import assert from "node:assert/strict";
 import { readdir, readFile, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { deploy, project, startPlatform, type PlatformFixture } from "./helpers/platform-fixture";
+import { digestTree } from "../src/shared/tree-digest";
 
 let fx: PlatformFixture;
 before(async () => {
@@ -100,5 +101,51 @@ describe("project files ship with the bundle", () => {
     assert.equal(d.final?.type, "error");
     assert.equal(d.final?.error?.code, "BUILD_FAILED");
     assert.match(d.final?.error?.message ?? "", /stratus-manifest\.json/);
+  });
+});
+
+// Issue 11, vercel-cowsay: an npm dependency that reads its own files at run time (cowsay's
+// `path.join(__dirname, "../cows")`) stays external and ships in the artifact's node_modules with its
+// dependencies, read-only; the real package from the fixture's lockfile (`npm ci` in the build sandbox).
+describe("dependencies that read their own files ship unbundled", () => {
+  const COWSAY = resolve("test/fixtures/compat/vercel-cowsay");
+  const cowsayFiles = async (extra: Record<string, string> = {}): Promise<Record<string, string>> => ({
+    "package.json": JSON.stringify({ ...JSON.parse(await readFile(join(COWSAY, "package.json"), "utf8")), name: "cowsay-demo" }),
+    "package-lock.json": await readFile(join(COWSAY, "package-lock.json"), "utf8"),
+    "index.js": "const cowsay = require('cowsay').say;\nmodule.exports.cow = (req, res) => res.end(cowsay({ text: 'moo ' + (req.query.n || '') }));\n",
+    ...extra,
+  });
+
+  test("cowsay: detected, left external, shipped with its dependencies read-only; artifacts stay deterministic", async () => {
+    const d = await deploy(fx, await project(await cowsayFiles({ "notes.txt": "one" })));
+    assert.equal(d.final?.type, "result", JSON.stringify(d.final));
+    const log = d.events.filter((e) => e.type === "log").map((e) => String(e.line ?? "")).join("\n");
+    assert.match(log, /reading their own files stay external: cowsay/, log);
+    const r = await call("cow", "?n=42");
+    assert.equal(r.status, 200, r.text);
+    assert.match(r.text, /< moo 42 >/);
+    assert.match(r.text, /\(oo\)/, "the default cow, read from node_modules/cowsay/cows/default.cow");
+
+    const version = d.final!.functions![0]!.version;
+    const artifact = join(fx.dataDir, "artifacts", (await readdir(join(fx.dataDir, "artifacts"))).find((a) => a.replace(/^sha256-/, "").startsWith(version)) ?? "");
+    const cow = join(artifact, "node_modules", "cowsay", "cows", "default.cow");
+    assert.equal((await stat(cow)).mode & 0o777, 0o444, "shipped read-only");
+    for (const dep of ["string-width", "optimist", "get-stdin", "strip-eof"]) {
+      assert.ok(await stat(join(artifact, "node_modules", dep, "package.json")).then(() => true, () => false), `cowsay's dependency ${dep} ships too`);
+    }
+    const bundle = await readFile(join(artifact, ".stratus-bundle.cjs"), "utf8");
+    assert.match(bundle, /require\("cowsay"\)/, "cowsay is required at run time, not inlined");
+
+    // The same project with only a shipped text file changed: rebuilt from scratch (npm ci, bundle, copy);
+    // the bundle and the shipped node_modules are byte-identical.
+    const again = await deploy(fx, await project(await cowsayFiles({ "notes.txt": "two" })));
+    assert.equal(again.final?.type, "result", JSON.stringify(again.final));
+    const againLog = again.events.filter((e) => e.type === "log").map((e) => String(e.line ?? "")).join("\n");
+    assert.doesNotMatch(againLog, /reusing/, "a new source, so a real rebuild");
+    const againVersion = again.final!.functions![0]!.version;
+    const againArtifact = join(fx.dataDir, "artifacts", (await readdir(join(fx.dataDir, "artifacts"))).find((a) => a.replace(/^sha256-/, "").startsWith(againVersion)) ?? "");
+    assert.notEqual(againArtifact, artifact);
+    assert.equal(await digestTree(join(againArtifact, "node_modules")), await digestTree(join(artifact, "node_modules")), "the shipped node_modules are byte-identical");
+    assert.equal(await readFile(join(againArtifact, ".stratus-bundle.cjs"), "utf8"), bundle, "the bundle is byte-identical");
   });
 });

@@ -17,6 +17,7 @@ test("the gateway's own defaults equal the platform's gateway.* defaults", () =>
   assert.equal(g.headersTimeoutMs, p.headersTimeoutMs);
   assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
   assert.equal(g.sweepIntervalMs, p.sweepIntervalMs);
+  assert.equal(g.queueFullStatus, p.queueFullStatus);
 });
 
 /** Whether `f` runs without throwing. */

@@ -187,9 +187,13 @@ module.exports.thrower = async () => { throw new Error("visible in dev"); };\n`,
   const c2 = await get(`${dev.base}/fn/crashy/`);
   assert.equal(c2.text, "alive");
 
-  const e = await get(`${dev.base}/fn/thrower/`);
+  // A JSON caller gets the envelope with the stack; without Accept the body is text (as on Cloud Functions), stack included.
+  const e = await get(`${dev.base}/fn/thrower/`, { headers: { accept: "application/json" } });
   assert.equal(e.status, 500);
   assert.match(e.json().error.details.stack, /visible in dev[\s\S]*index\.js:3/);
+  const eText = await get(`${dev.base}/fn/thrower/`);
+  assert.equal(eText.status, 500);
+  assert.match(eText.text, /^FUNCTION_ERROR: The function threw an error: [\s\S]*visible in dev[\s\S]*index\.js:3/);
   await dev.waitForLine(/\[thrower [0-9a-f]{8}\] error Function "thrower" threw/);
 });
 
@@ -294,4 +298,24 @@ test("missing npm dependencies: the exact command to run without a lockfile, ins
   const r = await get(`${dev.base}/fn/hi/`);
   assert.equal(r.status, 200, r.text);
   assert.equal(r.text, "hi dev");
+});
+
+test("dev: a dependency that reads its own files (left external) loads from the project's node_modules", async () => {
+  const dir = join(tmp, "own-files");
+  const files: Record<string, string> = {
+    "package.json": '{"name":"own-files"}',
+    "index.js": 'const cows = require("cowlike");\nmodule.exports.moo = (req, res) => res.send(cows);\n',
+    "node_modules/cowlike/package.json": '{"name":"cowlike","main":"lib/index.js"}',
+    "node_modules/cowlike/lib/index.js": 'module.exports = require("fs").readFileSync(require("path").join(__dirname, "../cows/default.cow"), "utf8");\n',
+    "node_modules/cowlike/cows/default.cow": "(oo) from the package's own folder",
+  };
+  for (const [file, text] of Object.entries(files)) {
+    spawnSync("mkdir", ["-p", join(dir, file, "..")]);
+    writeFileSync(join(dir, file), text);
+  }
+  const dev = await startDev(dir);
+  await dev.waitForLine(/packages reading their own files left external: cowlike/);
+  const r = await get(`${dev.base}/fn/moo/`);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.text, "(oo) from the package's own folder");
 });

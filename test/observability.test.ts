@@ -167,11 +167,14 @@ describe("invocation records and the log stream", () => {
 
   test("error groups: the same failure with different ids is one group with a count", async () => {
     const rids: string[] = [];
+    // The first asks as a JSON client (the envelope), the second as curl does (Accept: */*), the third with
+    // no Accept (text, as on Cloud Functions): both text bodies are still recorded under their code.
+    const accepts: Record<string, Record<string, string>> = { "17": { accept: "application/json" }, "4242": { accept: "*/*" }, "99999": {} };
     for (const id of ["17", "4242", "99999"]) {
-      // The second asks as curl does (Accept: */*): a text body, still recorded under its code.
-      const r = await call(`/thrower?id=${id}`, id === "4242" ? { accept: "*/*" } : {});
+      const r = await call(`/thrower?id=${id}`, accepts[id]);
       assert.equal(r.status, 500);
-      if (id === "4242") assert.match(r.text, /^FUNCTION_ERROR: /);
+      if (id === "17") assert.equal(JSON.parse(r.text).error.code, "FUNCTION_ERROR");
+      else assert.match(r.text, /^FUNCTION_ERROR: /);
       rids.push(r.rid);
     }
     const groups = await eventually(() => store.listErrorGroups("thrower"), (g) => g.length === 1 && g[0]!.count === 3, "one group of 3");

@@ -4,10 +4,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundleProject } from "../src/builder/bundle";
 import { buildProject } from "../src/builder/build";
@@ -28,17 +28,51 @@ after(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-/** This checkout's node_modules: real npm packages (express 5, raw-body…) for the fixtures to bundle. */
+/** This checkout's node_modules: real npm packages (express 5, raw-body…) copied into the fixtures to bundle. */
 const REPO_NODE_MODULES = fileURLToPath(new URL("../node_modules", import.meta.url));
 
-/** Writes a project (its node_modules: this checkout's, when `withDeps`), bundles it, returns the bundle's dir and entry. */
-async function bundled(name: string, files: Record<string, string>, withDeps = false): Promise<{ dir: string; entry: string }> {
+/**
+ * Copies `packages` and everything they depend on (as Node resolves it from this checkout's node_modules)
+ * into `dest`/node_modules: a project of its own, inside which the bundler's confinement holds (a symlink
+ * to the checkout's node_modules would be an import from outside the project, BUILD_IMPORT_OUTSIDE_PROJECT).
+ */
+function copyDependencies(dest: string, packages: readonly string[]): void {
+  const repo = dirname(REPO_NODE_MODULES);
+  // Node's lookup: <dir>/node_modules/<name> for `from` and each folder above it, up to the checkout.
+  const resolveDir = (name: string, from: string): string | undefined => {
+    for (let at = from; at.startsWith(repo); at = dirname(at)) {
+      const candidate = join(at, "node_modules", name);
+      if (basename(at) !== "node_modules" && existsSync(join(candidate, "package.json"))) return candidate;
+      if (at === repo) return undefined;
+    }
+    return undefined;
+  };
+  const topLevel = new Set<string>();
+  const seen = new Set<string>();
+  const queue: Array<{ name: string; from: string }> = packages.map((name) => ({ name, from: repo }));
+  // Bounded: each package directory is expanded once, and node_modules holds finitely many.
+  while (queue.length > 0) {
+    const { name, from } = queue.shift()!;
+    const dir = resolveDir(name, from);
+    assert.ok(dir, `${name} is not installed in ${REPO_NODE_MODULES} (a fixture needs it)`);
+    if (seen.has(dir)) continue;
+    seen.add(dir);
+    const rel = relative(REPO_NODE_MODULES, dir).split(sep);
+    topLevel.add(rel[0]!.startsWith("@") ? `${rel[0]}/${rel[1]}` : rel[0]!);
+    const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { dependencies?: Record<string, string> };
+    for (const dep of Object.keys(pkg.dependencies ?? {})) queue.push({ name: dep, from: dir });
+  }
+  for (const name of topLevel) cpSync(join(REPO_NODE_MODULES, name), join(dest, "node_modules", name), { recursive: true });
+}
+
+/** Writes a project (with `deps` and their dependencies copied into its node_modules), bundles it, returns the bundle's dir and entry. */
+async function bundled(name: string, files: Record<string, string>, deps: readonly string[] = []): Promise<{ dir: string; entry: string }> {
   const src = join(root, name);
   for (const [file, text] of Object.entries(files)) {
     mkdirSync(join(src, file, ".."), { recursive: true });
     writeFileSync(join(src, file), text);
   }
-  if (withDeps) symlinkSync(REPO_NODE_MODULES, join(src, "node_modules"));
+  if (deps.length > 0) copyDependencies(src, deps);
   const out = join(root, `${name}-out`);
   const b = await bundleProject(src, out, { sourcemap: false });
   return { dir: out, entry: b.outFile };
@@ -140,6 +174,7 @@ async function callStream(r: RuntimeProcess, path: string, headers: Record<strin
   return { status: res.statusCode, text: await res.body.text() };
 }
 
+const BODY_DEPS = ["express", "raw-body"];
 const BODY_PROJECT = {
   "package.json": JSON.stringify({ name: "bodies", dependencies: { express: "*", "raw-body": "*" } }),
   "index.js": `
@@ -179,7 +214,7 @@ exports.app = (req, res) => app(req, res);
 };
 
 test("req.body is {} and req.rawBody an empty Buffer without a body; rawBody holds the exact bytes", async () => {
-  const b = await bundled("bodies", BODY_PROJECT, true);
+  const b = await bundled("bodies", BODY_PROJECT, BODY_DEPS);
   const greet = await start(b, "functions-framework:greet");
   assert.equal((await call(greet, "/")).text, "Hello World");
   assert.equal((await call(greet, "/", { method: "POST", headers: { "content-type": "application/json" }, body: '{"name":"Ada"}' })).text, "Hello Ada");
@@ -203,7 +238,7 @@ test("req.body is {} and req.rawBody an empty Buffer without a body; rawBody hol
 });
 
 test("the request stream stays readable: raw-body, for await, pipe, an app's own express.json(); chunked bodies; keep-alive", async () => {
-  const b = await bundled("bodies-stream", BODY_PROJECT, true);
+  const b = await bundled("bodies-stream", BODY_PROJECT, BODY_DEPS);
   const raw = await start(b, "rawBody");
   for (let i = 0; i < 2; i++) {
     // Twice on one kept-alive connection: the first request's body did not leak into the second.
@@ -230,7 +265,7 @@ test("the request stream stays readable: raw-body, for await, pipe, an app's own
 });
 
 test("maxBodyBytes still bounds a body read by the stream, and a bad JSON body read as req.body is a platform 400", async () => {
-  const b = await bundled("bodies-limit", BODY_PROJECT, true);
+  const b = await bundled("bodies-limit", BODY_PROJECT, BODY_DEPS);
   const raw = await start(b, "rawBody", { config: { timeout: 5000, maxBodyBytes: 100 } });
   const declared = await call(raw, "/", { method: "POST", headers: { "content-type": "text/plain" }, body: "y".repeat(101) });
   assert.equal(declared.status, 413);
@@ -260,11 +295,13 @@ test("/favicon.ico and /robots.txt get 404 with an empty body without reaching t
   assert.equal((await call(r, "/a/favicon.ico")).text, "2");
 });
 
-test("a function error follows Accept: text for browsers and */*, the JSON envelope for JSON callers and without Accept", async () => {
+test("a function error follows Accept: text for browsers, */* and without Accept (as Cloud Functions), the JSON envelope for JSON callers", async () => {
   const b = await bundled("errors", { "index.js": "exports.boom = async () => { throw new Error('secret detail'); };\nexports.bad = (req) => req.body;" });
   const r = await start(b, "boom");
   const cases: Array<[string | undefined, "text" | "json"]> = [
-    [undefined, "json"],
+    // Changed deliberately (issue 11.8): no Accept was JSON; Cloud Functions (and the Functions Framework's table) answer text.
+    [undefined, "text"],
+    ["", "text"],
     ["application/json", "json"],
     ["application/json, text/plain, */*", "json"],
     ["application/json;q=0.5, text/html", "json"],

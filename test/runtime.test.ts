@@ -159,14 +159,21 @@ test("past the timeout: 504 FUNCTION_TIMEOUT with the unusable header, then the 
 
 test("a thrown error: 500 FUNCTION_ERROR, no stack in production, stack in dev; the stack goes to the logs", async () => {
   const prod = await start("throws");
-  const p = await call(prod, "/", { headers: { [HEADERS.requestId]: "rid-err" } });
+  // A JSON caller gets the envelope. (Changed deliberately, issue 11.8: without Accept the body is now text,
+  // as on Cloud Functions — asserted below and in test/runtime-compat.test.ts.)
+  const p = await call(prod, "/", { headers: { [HEADERS.requestId]: "rid-err", accept: "application/json" } });
   assert.equal(p.status, 500);
   assert.equal(p.headers[HEADERS.errorSource], "function");
   assert.deepEqual(p.json(), { error: { code: "FUNCTION_ERROR", message: "The function threw an error", requestId: "rid-err" } });
+  const bare = await call(prod, "/", { headers: { [HEADERS.requestId]: "rid-err-text" } });
+  assert.equal(bare.status, 500);
+  assert.equal(bare.headers[HEADERS.errorSource], "function");
+  assert.equal(bare.text, "FUNCTION_ERROR: The function threw an error (request rid-err-text)\n");
+  assert.doesNotMatch(bare.text, /boom secret/);
   const logged = await prod.waitForLog((e) => e.rid === "rid-err" && e.level === "error");
   assert.match(logged.msg, /boom secret[\s\S]*at /);
   const dev = await start("throws", { dev: true });
-  const d = (await call(dev, "/")).json();
+  const d = (await call(dev, "/", { headers: { accept: "application/json" } })).json();
   assert.equal(d.error.code, "FUNCTION_ERROR");
   assert.match(d.error.message, /boom secret/);
   assert.match(d.error.details.stack, /index\.cjs:\d+/);

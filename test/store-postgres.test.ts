@@ -88,6 +88,36 @@ describe("postgres specifics", () => {
     assert.equal((await raw.query("SELECT * FROM schema_migrations")).rowCount, MIGRATIONS.length);
   });
 
+  test("config revision: a bump through one store is NOTIFYed to another's LISTEN; a dropped LISTEN connection comes back and says so", async () => {
+    const other = await openPostgresStore({ connectionString: url, masterKey: randomBytes(32) });
+    const heard: Array<number | null> = [];
+    const stop = await other.watchConfig((rev) => heard.push(rev));
+    try {
+      const wait = async (what: string, ok: () => boolean) => {
+        const deadline = Date.now() + 5000;
+        while (!ok()) {
+          if (Date.now() > deadline) throw new Error(`${what}: not within 5 s (heard ${JSON.stringify(heard)})`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      const r1 = await store.bumpConfigRevision();
+      await wait("the first notification", () => heard.includes(r1));
+      assert.equal(await other.configRevision(), r1);
+      // Kill the listener's session: it reconnects and reports null ("resync, something may be lost").
+      await raw.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN stratus_config' AND pid <> pg_backend_pid()");
+      await wait("the reconnect signal", () => heard.includes(null));
+      const r2 = await store.bumpConfigRevision();
+      await wait("a notification after the reconnect", () => heard.includes(r2));
+    } finally {
+      await stop();
+      await other.close();
+    }
+    const before = heard.length;
+    await store.bumpConfigRevision();
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(heard.length, before, "nothing is heard after stop()");
+  });
+
   test("a database newer than the code refuses to open", async () => {
     const { url: u, name } = await freshDatabase();
     try {

@@ -121,6 +121,9 @@ export interface BuildSandbox {
   bundle(workDir: string, options: { timeoutMs?: number; signal?: AbortSignal }): Promise<BundleResult>;
 }
 
+/** An npm package name (optionally scoped): never `.`/`..` segments, never a path. */
+const PACKAGE_NAME = /^(@[a-z0-9][\w.-]*\/)?[a-z0-9][\w.-]*$/i;
+
 /** dist/build-worker.cjs beside the running bundle (dist/cli.js) or, from sources, in `<repo>/dist`. */
 export function defaultWorkerPath(): string {
   const candidates = [new URL("./build-worker.cjs", import.meta.url), new URL("../../dist/build-worker.cjs", import.meta.url)].map((u) => fileURLToPath(u));
@@ -310,7 +313,13 @@ export function createBuildSandbox(options: BuildSandboxOptions = {}): BuildSand
         return join(workDir, p.slice(BUILD_SANDBOX_PATHS.work.length));
       };
       const b = parsed.bundle;
-      return { ...b, outFile: toHost(b.outFile), entry: toHost(b.entry) };
+      // Package names from the sandbox become host paths (node_modules/<name>): npm names only.
+      const names = (list: unknown): string[] => {
+        if (list === undefined) return [];
+        if (!Array.isArray(list) || !list.every((n) => typeof n === "string" && PACKAGE_NAME.test(n))) throw new StratusError("BUILD_FAILED", "The bundler returned an invalid package list");
+        return list as string[];
+      };
+      return { ...b, outFile: toHost(b.outFile), entry: toHost(b.entry), externalNative: names(b.externalNative), externalPackages: names(b.externalPackages) };
     },
   };
 }

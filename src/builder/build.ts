@@ -31,6 +31,7 @@ import type { Logger } from "../shared/logger";
 import type { Discoverer } from "../shared/discovery";
 import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits, type UnpackResult } from "../shared/archive";
 import { BUNDLE_FILES, formatBundleMessage } from "./bundle";
+import { copyPackageClosure } from "./external-packages";
 import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
 import { checkEnginesNode, installDependencies, readProjectPackage } from "./install-deps";
 import { ALWAYS_IGNORED, IGNORE_FILES, packProject } from "./pack";
@@ -193,6 +194,11 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     for (const native of bundled.externalNative) {
       emit(`Native package ${native} stays external: copying its installed folder`);
       await copyNativePackage(srcDir, native, join(bundleDir, "node_modules", native), emit);
+    }
+    if (bundled.externalPackages.length > 0) {
+      // Packages that read their own files at run time: shipped, with what they depend on, read-only.
+      const copied = await copyPackageClosure(srcDir, bundled.externalPackages, bundleDir, emit);
+      emit(`Package(s) reading their own files stay external: ${bundled.externalPackages.join(", ")} (shipping ${copied.length} package folder(s) in node_modules)`);
     }
     const entry = relative(bundleDir, bundled.outFile);
     emit(`Bundled ${relative(srcDir, bundled.entry)} → ${entry} (${bundled.format})`);

@@ -76,6 +76,39 @@ test("packages with native addons stay external and are reported", async () => {
   assert.deepEqual(r.externalNative, ["fake-native"]);
 });
 
+test("packages that read their own files stay external (detected, or listed in stratus.external); the others are bundled", async () => {
+  const dir = project("own-files", {
+    "package.json": JSON.stringify({ name: "own-files", stratus: { external: ["declared"] } }),
+    "index.js": 'const a = require("reads-assets"), b = require("plain"), c = require("code-only"), d = require("declared"); module.exports.f = () => [a, b, c, d];',
+    // As cowsay: a path from __dirname to its own data files.
+    "node_modules/reads-assets/package.json": '{"name":"reads-assets","main":"lib/index.js"}',
+    "node_modules/reads-assets/lib/index.js": 'const fs = require("fs"), path = require("path");\nmodule.exports = fs.readFileSync(path.join(__dirname, "../data", "x.cow"), "utf8");',
+    "node_modules/reads-assets/data/x.cow": "moo",
+    // No __dirname path: bundled.
+    "node_modules/plain/package.json": '{"name":"plain"}',
+    "node_modules/plain/index.js": "module.exports = 'plain';",
+    "node_modules/plain/README.md": "docs are not assets",
+    // __dirname, but only code, docs and tests beside it: bundled.
+    "node_modules/code-only/package.json": '{"name":"code-only"}',
+    "node_modules/code-only/index.js": 'module.exports = require("path").join(__dirname, "x");',
+    "node_modules/code-only/LICENSE": "MIT",
+    "node_modules/code-only/test/fixture.txt": "a test fixture is not what the package runs",
+    "node_modules/declared/package.json": '{"name":"declared"}',
+    "node_modules/declared/index.js": "module.exports = 'declared';",
+  });
+  const out = join(root, "out-own-files");
+  const r = await bundleProject(dir, out, { sourcemap: false });
+  assert.deepEqual(r.externalPackages, ["declared", "reads-assets"]);
+  assert.deepEqual(r.externalNative, []);
+  const text = (await import("node:fs")).readFileSync(r.outFile, "utf8");
+  assert.match(text, /require\("reads-assets"\)/, "left as a run-time require");
+  assert.doesNotMatch(text, /x\.cow/, "its code is not in the bundle");
+  assert.match(text, /module\.exports = "plain"|"plain"/, "plain is bundled");
+  assert.doesNotMatch(text, /require\("plain"\)/);
+  const bad = project("own-files-bad", { "package.json": JSON.stringify({ name: "b", stratus: { external: ["../etc"] } }), "index.js": "module.exports.f = () => 1;" });
+  await assert.rejects(bundleProject(bad, join(root, "out-own-files-bad")), (err: { code?: string; message: string }) => err.code === "BUILD_FAILED" && /stratus\.external/.test(err.message));
+});
+
 test("the SDK served to bundles behaves like src/sdk", async () => {
   const file = join(root, "sdk.mjs");
   writeFileSync(file, SDK_RUNTIME_SOURCE);

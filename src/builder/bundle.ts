@@ -15,6 +15,11 @@
  * inlined; it is marked external and listed in `externalNative`. The artifact then needs that package's
  * installed folder beside the bundle (`<outDir>/node_modules/<name>`): the builder copies it.
  *
+ * Packages that read their own files at run time (`path.join(__dirname, "../cows")`, detected by
+ * external-packages.ts `readsOwnFiles`, or listed in package.json `stratus.external`) stay external
+ * too, listed in `externalPackages`: the builder ships them with their dependencies in the artifact's
+ * node_modules (`copyPackageClosure`).
+ *
  * `import … from "stratus"` / `"stratus/sdk"` resolve to the SDK (src/builder/sdk-source.ts), so user
  * projects install nothing of Stratus. `@google-cloud/functions-framework` resolves to a registration shim
  * (src/builder/functions-framework-shim.ts), installed or not: its `http(name, handler)` registrations become
@@ -28,6 +33,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "nod
 import { StratusError } from "../shared/errors";
 import { SDK_RUNTIME_SOURCE } from "./sdk-source";
 import { FUNCTIONS_FRAMEWORK_SHIM_SOURCE } from "./functions-framework-shim";
+import { declaredExternals, readsOwnFiles } from "./external-packages";
 
 /** One esbuild diagnostic, with the file position when esbuild knows it. */
 export interface BundleMessage {
@@ -50,6 +56,8 @@ export interface BundleResult {
   readonly warnings: BundleMessage[];
   /** Packages left external because they hold native addons. */
   readonly externalNative: string[];
+  /** Packages left external because they read their own files (or the project lists them in `stratus.external`). */
+  readonly externalPackages: string[];
 }
 
 export interface BundleOptions {
@@ -247,7 +255,8 @@ const LOADERS: Record<string, Loader> = { ".js": "js", ".cjs": "js", ".mjs": "js
  * `fs.readFileSync(path.join(__dirname, "template.html"))` finds the file next to the code. Only files
  * that mention one of the three are rewritten (an esbuild transform with `define`, source map kept);
  * `files` receives index → project-relative path, written into the bundle's first line afterwards.
- * Dependencies in node_modules keep the bundle-level values (their folders are not shipped).
+ * Dependencies in node_modules keep the bundle-level values (their folders are not shipped; a package
+ * that reads its own files stays external instead, see external-packages.ts).
  */
 function modulePathsPlugin(root: string, files: string[]): Plugin {
   return {
@@ -276,8 +285,8 @@ function pathsBanner(rootExpr: string): string {
   return `var __stratus_paths = (function (r, m) { var p = require("path"), u = require("url"), o = {}; for (var k in m) { var f = p.join(r, m[k]); o["f" + k] = f; o["d" + k] = p.dirname(f); o["u" + k] = u.pathToFileURL(f).href; } return o; })(${rootExpr}, ${PATHS_PLACEHOLDER});`;
 }
 
-function plugins(root: string, externalNative: Set<string>, refused: OutsideImport[], files: string[]): Plugin[] {
-  const nativeCache = new Map<string, boolean>();
+function plugins(root: string, externalNative: Set<string>, externalPackages: Set<string>, declared: ReadonlySet<string>, refused: OutsideImport[], files: string[]): Plugin[] {
+  const kindCache = new Map<string, "native" | "own-files" | null>();
   return [
     {
       name: "stratus-sdk",
@@ -300,22 +309,24 @@ function plugins(root: string, externalNative: Set<string>, refused: OutsideImpo
         // Bare specifiers only; builtins are external already on platform node.
         b.onResolve({ filter: /^(@[^/]+\/)?[^./][^:]*$/ }, (args) => {
           const name = packageNameOf(args.path);
-          let native = nativeCache.get(name);
-          if (native === undefined) {
-            native = false;
+          let kind = kindCache.get(name);
+          if (kind === undefined) {
+            kind = null;
             // Only node_modules inside the project count (the confinement refuses the others anyway).
             for (let dir = args.resolveDir; isInside(dir, root); dir = dirname(dir)) {
               const pkgDir = join(dir, "node_modules", name);
               if (existsSync(join(pkgDir, "package.json"))) {
-                native = isInside(safeRealpath(pkgDir), root) && hasNativeAddon(pkgDir);
+                if (isInside(safeRealpath(pkgDir), root)) {
+                  kind = hasNativeAddon(pkgDir) ? "native" : declared.has(name) || readsOwnFiles(pkgDir) ? "own-files" : null;
+                }
                 break;
               }
               if (dirname(dir) === dir) break;
             }
-            nativeCache.set(name, native);
+            kindCache.set(name, kind);
           }
-          if (!native) return undefined;
-          externalNative.add(name);
+          if (kind === null) return undefined;
+          (kind === "native" ? externalNative : externalPackages).add(name);
           return { path: args.path, external: true };
         });
       },
@@ -346,6 +357,8 @@ export async function bundleProject(projectDir: string, outDir: string, options:
   const projectName = projectNameOf(dir);
   mkdirSync(outDir, { recursive: true });
   const externalNative = new Set<string>();
+  const externalPackages = new Set<string>();
+  const declared = new Set(declaredExternals(readPackageJson(dir)));
   const refused: OutsideImport[] = [];
 
   const files: string[] = [];
@@ -377,7 +390,7 @@ export async function bundleProject(projectDir: string, outDir: string, options:
       minify: options.minify === true,
       keepNames: true,
       logLevel: "silent",
-      plugins: plugins(root, externalNative, refused, files),
+      plugins: plugins(root, externalNative, externalPackages, declared, refused, files),
     }).then((r) => ({ outfile, result: r }));
   };
 
@@ -420,5 +433,6 @@ export async function bundleProject(projectDir: string, outDir: string, options:
     projectName,
     warnings: out.result.warnings.map(toMessage),
     externalNative: [...externalNative].sort(),
+    externalPackages: [...externalPackages].sort(),
   };
 }

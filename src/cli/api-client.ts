@@ -45,6 +45,25 @@ export interface TokenSummary {
   revokedAt: number | null;
 }
 
+export interface JoinTokenSummary {
+  id: string;
+  name: string;
+  createdAt: number;
+  expiresAt: number;
+  revokedAt: number | null;
+}
+
+export interface NodeSummary {
+  id: number | null;
+  name: string;
+  url: string;
+  driver: string;
+  state: "ready" | "draining" | "lost";
+  lastSeen: number | null;
+  load: { inFlight: number; queued: number; instances: number; memUsedBytes: number; memFreeBytes: number; warm: string[] } | null;
+  connected: boolean;
+}
+
 export interface DeployedFunction {
   name: string;
   version: string;
@@ -137,6 +156,13 @@ export class ApiClient {
   listTokens = async () => (await this.json<{ tokens: TokenSummary[] }>("GET", "/api/v1/tokens")).tokens;
   createToken = (name?: string) => this.json<TokenSummary & { token: string }>("POST", "/api/v1/tokens", name === undefined ? {} : { name });
   revokeToken = (id: string) => this.json<TokenSummary>("DELETE", `/api/v1/tokens/${encodeURIComponent(id)}`);
+  listJoinTokens = async () => (await this.json<{ joinTokens: JoinTokenSummary[] }>("GET", "/api/v1/join-tokens")).joinTokens;
+  createJoinToken = (body: { name?: string; ttlSeconds?: number }) => this.json<JoinTokenSummary & { token: string }>("POST", "/api/v1/join-tokens", body);
+  revokeJoinToken = (id: string) => this.json<JoinTokenSummary>("DELETE", `/api/v1/join-tokens/${encodeURIComponent(id)}`);
+  listNodes = async () => (await this.json<{ nodes: NodeSummary[] }>("GET", "/api/v1/nodes")).nodes;
+  drainNode = (id: string) => this.json<NodeSummary>("POST", `/api/v1/nodes/${encodeURIComponent(id)}/drain`, {});
+  undrainNode = (id: string) => this.json<NodeSummary>("POST", `/api/v1/nodes/${encodeURIComponent(id)}/undrain`, {});
+  removeNode = (id: string) => this.json<NodeSummary>("DELETE", `/api/v1/nodes/${encodeURIComponent(id)}`);
   /** Stored log lines (newest `limit`, oldest first). `query`: since, request, level, limit. */
   getLogs = async (name: string, query: Record<string, string>) =>
     (await this.json<{ lines: StoredLogEntry[] }>("GET", `${this.fn(name)}/logs${queryString(query)}`)).lines;

@@ -27,11 +27,13 @@ import { logOperations, registerLogRoutes } from "./routes/logs";
 import { invocationOperations, registerInvocationRoutes } from "./routes/invocations";
 import { errorGroupOperations, registerErrorGroupRoutes } from "./routes/errors";
 import { metricsOperations, registerMetricsRoutes } from "./routes/metrics";
+import { joinTokenOperations, registerJoinTokenRoutes } from "./routes/join-tokens";
+import { nodeOperations, registerNodeRoutes } from "./routes/nodes";
 
 /** Every operation of the API, in document order. */
 export const API_OPERATIONS: readonly Operation[] = [
   ...healthOperations, ...openapiOperations, ...deploymentOperations, ...functionOperations, ...envOperations, ...secretOperations, ...tokenOperations,
-  ...logOperations, ...invocationOperations, ...errorGroupOperations, ...metricsOperations,
+  ...logOperations, ...invocationOperations, ...errorGroupOperations, ...metricsOperations, ...joinTokenOperations, ...nodeOperations,
 ];
 
 /** Largest JSON request body of the API, bytes. */
@@ -100,6 +102,8 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
   registerInvocationRoutes(router, ctx);
   registerErrorGroupRoutes(router, ctx);
   registerMetricsRoutes(router, ctx);
+  registerJoinTokenRoutes(router, ctx);
+  registerNodeRoutes(router, ctx);
   app.use(router);
 
   app.use((req: Request) => {

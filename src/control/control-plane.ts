@@ -23,7 +23,7 @@ import { StratusError } from "../shared/errors";
 import { writeError } from "../shared/write-error";
 import { AuthFailureLimiter } from "../shared/auth-failure-limiter";
 import type { Logger } from "../shared/logger";
-import { NODE_PROTOCOL_PREFIX, type TelemetryBatch, type WireDeployment } from "../shared/node-protocol";
+import { NODE_PROTOCOL_PREFIX, controlKeyFor, type TelemetryBatch, type WireDeployment } from "../shared/node-protocol";
 import type { InvocationRecord } from "../shared/invocation";
 import { openStore } from "../store/open-store";
 import { loadOrCreateMasterKey } from "../store/secret-box";
@@ -37,6 +37,7 @@ import { createDeployer } from "./deployer";
 import { createApiApp } from "./api";
 import type { ApiContext } from "./api-context";
 import { createNodeFleet, type NodeFleet } from "./node-fleet";
+import { lbMembers, type LbMember } from "./membership";
 
 export interface ControlPlaneDeps {
   readonly logger: Logger;
@@ -48,7 +49,15 @@ export interface ControlPlaneDeps {
   readonly protocolSocket?: string;
   /** Run an HTTP server on config.host:config.port for both the API and the node protocol. */
   readonly listen?: boolean;
+  /**
+   * Period of the check of the store's shared config revision, ms (default CONFIG_CHECK_INTERVAL_MS):
+   * the slow path by which a control plane learns of another's change when a NOTIFY was lost.
+   */
+  readonly configCheckIntervalMs?: number;
 }
+
+/** Default period of the config revision check, ms. */
+export const CONFIG_CHECK_INTERVAL_MS = 5_000;
 
 export interface ControlPlane {
   /** Opens the store and starts the pipelines (and listeners). `adminToken` only on a fresh data dir. */
@@ -62,6 +71,8 @@ export interface ControlPlane {
   readonly store: Store | null;
   readonly fleet: NodeFleet | null;
   readonly observability: Observability | null;
+  /** Registered nodes as a load balancer sees them (`{ id, addr, port, state }`, see src/control/membership.ts). */
+  lbMembers(): Promise<LbMember[]>;
   /** Flushes telemetry, closes listeners and the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -100,6 +111,8 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
   let publicUrl = config.publicUrl !== "" ? config.publicUrl.replace(/\/+$/, "") : "";
   const servers: Server[] = [];
   let closing: Promise<void> | null = null;
+  let stopWatching: (() => Promise<void>) | null = null;
+  let checkTimer: NodeJS.Timeout | null = null;
 
   function ingest(batch: TelemetryBatch): void {
     const obs = observability!;
@@ -121,6 +134,8 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     let activator: ReturnType<typeof createActivator> | null = null;
     fleet = createNodeFleet({
       secret: deps.nodeSecret,
+      membership: store,
+      controlKeyOf: (credential) => controlKeyFor(masterKey, credential),
       logger: logger.child({ component: "fleet" }),
       artifactsDir: join(dataDir, "artifacts"),
       ingest,
@@ -208,6 +223,35 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       if (publicUrl === "") publicUrl = url;
     }
 
+    // Changes made through another control plane sharing the store: LISTEN (fast path) and a periodic
+    // revision check (NOTIFY is not replayed). Changes serialise: one refresh at a time, then the latest.
+    theFleet.knownConfigRevision = await store.configRevision();
+    let refreshing: Promise<void> | null = null;
+    let again = false;
+    const onStoreRevision = (rev: number | null): void => {
+      if (closing !== null) return;
+      if (refreshing !== null) {
+        again = true;
+        return;
+      }
+      refreshing = (async () => {
+        do {
+          again = false;
+          const r = rev ?? await theStore.configRevision();
+          rev = null;
+          if (r <= theFleet.knownConfigRevision) continue;
+          theFleet.knownConfigRevision = r;
+          logger.debug({ configRevision: r }, "the store's config changed elsewhere; pushing to this control plane's nodes");
+          await theFleet.refresh();
+        } while (again && closing === null);
+      })().catch((err) => logger.warn({ err }, "could not follow a config change made elsewhere; retrying at the next check")).finally(() => {
+        refreshing = null;
+      });
+    };
+    stopWatching = await store.watchConfig(onStoreRevision);
+    checkTimer = setInterval(() => onStoreRevision(null), deps.configCheckIntervalMs ?? CONFIG_CHECK_INTERVAL_MS);
+    checkTimer.unref();
+
     let adminToken: string | null = null;
     if ((await store.listTokens()).length === 0) adminToken = (await store.createToken("admin")).token;
     logger.info({ url, protocolSocket: deps.protocolSocket }, "control plane started");
@@ -215,6 +259,8 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
   }
 
   async function doClose(): Promise<void> {
+    if (checkTimer !== null) clearInterval(checkTimer);
+    if (stopWatching !== null) await stopWatching().catch(() => {});
     for (const s of servers) await closeServer(s);
     if (fleet) await fleet.close();
     if (observability) await observability.close().catch((err) => logger.error({ err }, "telemetry flush failed"));
@@ -242,6 +288,10 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     },
     get observability() {
       return observability;
+    },
+    async lbMembers() {
+      if (fleet === null) throw new StratusError("NOT_READY");
+      return lbMembers(await fleet.members());
     },
     close: () => (closing ??= doClose()),
   };

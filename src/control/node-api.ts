@@ -3,6 +3,8 @@
  * behind this interface speaks the node protocol (src/shared/node-protocol.ts) to every connected node.
  * Nothing here is a node object: the only things that cross to a node are protocol messages.
  */
+import type { NodeRecord, NodeState } from "../store/store";
+import type { MemberView } from "./node-fleet";
 import type { DiscoverRequest, DiscoverResult, FunctionNodeStatus, PrepareResult, VerifyResult, WireDeployment } from "../shared/node-protocol";
 
 export { EMPTY_NODE_STATUS, type FunctionNodeStatus } from "../shared/node-protocol";
@@ -22,4 +24,10 @@ export interface NodeFleetApi {
   discover(request: DiscoverRequest): Promise<DiscoverResult>;
   /** Instance counts of a function, summed over the connected nodes (zeros when none serves it). */
   status(name: string): Promise<FunctionNodeStatus>;
+  /** Registered nodes (state ready | draining | lost, load) plus a connected shared-secret node. */
+  members(): Promise<MemberView[]>;
+  /** Drains / undrains a registered node. @throws StratusError NOT_FOUND */
+  setNodeState(id: number, state: NodeState): Promise<NodeRecord>;
+  /** Removes a registered node: its credential stops working at once. @throws StratusError NOT_FOUND */
+  removeNode(id: number): Promise<NodeRecord>;
 }

@@ -17,6 +17,7 @@ export function createNodeClient(url: string, key: string): NodeApi & { close():
     pruneImages: (r) => c.call("POST", `${P}/images/prune`, r),
     status: (name) => c.call("GET", `${P}/functions/${encodeURIComponent(name)}/status`),
     health: () => c.call("GET", `${P}/health`),
+    setNodeState: (state) => c.call("PUT", `${P}/node-state`, state),
     close: () => c.close(),
   };
 }

@@ -16,7 +16,7 @@
  * a retired build's directory is removed once no instance runs code from it.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { mkdirSync, mkdtempSync, rmSync, watch, readdirSync, type FSWatcher } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, watch, readdirSync, type FSWatcher } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -204,6 +204,11 @@ export function createDevServer(options: DevServerOptions): DevServer {
       const bundle = await bundleProject(dir, outDir, { filesRoot: resolve(dir) });
       for (const w of bundle.warnings) print(`warning: ${formatBundleMessage(w)}`);
       if (bundle.externalNative.length > 0) print(`note: native packages left external: ${bundle.externalNative.join(", ")}`);
+      if (bundle.externalPackages.length > 0) print(`note: packages reading their own files left external: ${bundle.externalPackages.join(", ")}`);
+      // External packages load at run time: in dev, from the project's own node_modules (a plain child
+      // process on the user's files; a deploy ships them in the artifact instead).
+      const modules = join(resolve(dir), "node_modules");
+      if (bundle.externalNative.length + bundle.externalPackages.length > 0 && existsSync(modules)) symlinkSync(modules, join(outDir, "node_modules"), "dir");
       entry = basename(bundle.outFile);
     } catch (err) {
       return failed(err);

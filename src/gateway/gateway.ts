@@ -68,6 +68,12 @@ export interface Gateway {
   setFunction(deployment: Deployment): void;
   /** Stops routing to a function (404 from now on) and closes its instances gracefully. */
   removeFunction(name: string): Promise<void>;
+  /**
+   * Soft drain for a load balancer: while false, `/readyz` answers 404 (HAProxy's `disable-on-404`
+   * stops sending new work: the node's functions move to its ring neighbours) but requests that still
+   * arrive are served. `drain()` implies it. Default true.
+   */
+  setAccepting(accepting: boolean): void;
   /** Pool counters per function, for tests and metrics. */
   stats(): Record<string, ReturnType<FunctionPool["stats"]>>;
   /** Requests admitted to a pool (queued or proxied) whose end has not been recorded yet; 0 when idle. */
@@ -97,6 +103,22 @@ const CLOSE = { connection: "close" } as const;
 /** Headers of every error the gateway itself answers: no instance served it. */
 const PLATFORM_HEAD = { [HEADERS.coldStart]: "false", "server-timing": NO_TIMING } as const;
 
+/**
+ * `x-stratus-reject` for the codes that refuse a request before the function ran (see HEADERS.reject).
+ * Only these, and only where the gateway answers them before proxying.
+ */
+const REJECT_REASONS: Partial<Record<ErrorCode, string>> = {
+  QUEUE_FULL: "overload",
+  QUEUE_TIMEOUT: "queue-timeout",
+  SHUTTING_DOWN: "draining",
+  INSTANCE_START_FAILED: "start-failed",
+};
+
+/** True for `/readyz` and `/readyz?…`. */
+function isReadyzPath(url: string): boolean {
+  return url.startsWith("/readyz") && (url.length === 7 || url.charCodeAt(7) === 63 /* ? */);
+}
+
 /** Builds the gateway (see the file comment). Nothing listens and no timer runs until a function is set. */
 export function createGateway(options: GatewayOptions): Gateway {
   const limits = resolveGatewayLimits(options.limits);
@@ -104,6 +126,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const authorize = options.authorize ?? denyNonPublic;
   const functions = new Map<string, FunctionEntry>();
   let draining = false;
+  let accepting = true;
   let closed = false;
   let inFlight = 0;
   let onIdle: (() => void) | null = null;
@@ -113,6 +136,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const nodeId = options.nodeId ?? hostname();
   const memory = new MemorySampler();
   const isTrustedProxy = cidrMatcher(options.trustedProxies ?? []);
+  const retryAfter = String(limits.retryAfterS);
 
   const server = createServer({
     maxHeaderSize: limits.maxHeaderBytes,
@@ -155,13 +179,17 @@ export function createGateway(options: GatewayOptions): Gateway {
   function handle(req: IncomingMessage, res: ServerResponse): void {
     const t0 = observer === null ? 0 : performance.now();
     const requestId = pickRequestId(req.headers);
-    if (draining) return sendError(res, new StratusError("SHUTTING_DOWN"), requestId, logger, CLOSE);
+    const url = req.url ?? "/";
+    if (url.charCodeAt(1) === 114 /* r */ && isReadyzPath(url) && (draining || !accepting || fallback === null)) {
+      return readyz(res, draining || !accepting, requestId);
+    }
+    if (draining) return reject(res, new StratusError("SHUTTING_DOWN"), requestId, CLOSE);
     // TRACE echoes the request (cookies, tokens) back — cross-site tracing; TRACK is IIS's alias.
     // Refused for the API and every function alike (CONNECT never gets here: see onConnect).
     if (req.rawHeaders.length > 2 * limits.maxHeaderCount) return sendError(res, new StratusError("HEADERS_TOO_LARGE", `More than ${limits.maxHeaderCount} header lines`), requestId, logger, CLOSE);
     const method = req.method;
     if (method === "TRACE" || method === "TRACK") return sendError(res, new StratusError("METHOD_NOT_ALLOWED", `${method} is not allowed`), requestId, logger, CLOSE);
-    const route = parseFunctionRoute(req.url ?? "/");
+    const route = parseFunctionRoute(url);
     if (route === null) {
       if (fallback !== null) return fallback(req, res);
       return sendError(res, new StratusError("NOT_FOUND"), requestId, logger);
@@ -209,7 +237,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     try {
       pending = pool.wait();
     } catch (err) {
-      fail(inv, err);
+      fail(inv, err, rejectHeaders(err));
       return end(inv);
     }
     const cancel = (): void => pending.cancel();
@@ -226,7 +254,8 @@ export function createGateway(options: GatewayOptions): Gateway {
       },
       (err: unknown) => {
         res.off("close", cancel);
-        if (!req.socket.destroyed) fail(inv, err);
+        // Every rejection here came before the function saw the request.
+        if (!req.socket.destroyed) fail(inv, err, rejectHeaders(err));
         end(inv);
       },
     ).catch((err: unknown) => {
@@ -260,9 +289,37 @@ export function createGateway(options: GatewayOptions): Gateway {
     end(inv);
   }
 
+  /**
+   * Headers of a pre-execution refusal: `x-stratus-reject: <reason>` for the codes in REJECT_REASONS
+   * (with the Retry-After the error carries); undefined for anything else.
+   */
+  function rejectHeaders(err: unknown): Record<string, string> | undefined {
+    if (!isStratusError(err)) return undefined;
+    const reason = REJECT_REASONS[err.code];
+    return reason === undefined ? undefined : { [HEADERS.reject]: reason, "retry-after": retryAfter };
+  }
+
+  /** A refusal answered before routing (draining). */
+  function reject(res: ServerResponse, err: StratusError, requestId: string, extra: Record<string, string>): void {
+    sendErrorResponse(res, err, requestId, logger, { ...extra, ...rejectHeaders(err) });
+  }
+
+  /** `/readyz` for a load balancer's health check: 200 accepting, 404 draining (HAProxy: NOLB). */
+  function readyz(res: ServerResponse, isDraining: boolean, requestId: string): void {
+    const body = isDraining ? '{"ok":false,"state":"draining"}' : '{"ok":true,"state":"ready"}';
+    res.writeHead(isDraining ? 404 : 200, {
+      "content-type": "application/json; charset=utf-8",
+      "content-length": Buffer.byteLength(body),
+      "cache-control": "no-store",
+      [HEADERS.requestId]: requestId,
+    });
+    res.end(body);
+  }
+
   /** Answers an error for this invocation and notes it for the record. */
   function fail(inv: Invocation, err: unknown, extra?: Record<string, string>): void {
-    const sent = sendErrorResponse(inv.res, err, inv.requestId, isStratusError(err) ? logger : inv.log(), extra);
+    const status = limits.queueFullStatus !== 429 && isStratusError(err) && err.code === "QUEUE_FULL" ? limits.queueFullStatus : undefined;
+    const sent = sendErrorResponse(inv.res, err, inv.requestId, isStratusError(err) ? logger : inv.log(), extra, status);
     if (isStratusError(err)) inv.errorCode = err.code;
     if (sent !== null) {
       inv.errorCode = sent.code;
@@ -426,6 +483,9 @@ export function createGateway(options: GatewayOptions): Gateway {
       await entry.pool.close(entry.deployment.config.timeout);
     },
     inFlight: () => inFlight,
+    setAccepting(value) {
+      accepting = value;
+    },
     stats() {
       const out: Record<string, ReturnType<FunctionPool["stats"]>> = {};
       for (const [name, entry] of functions) out[name] = entry.pool.stats();
@@ -509,7 +569,7 @@ function sendError(res: ServerResponse, err: unknown, requestId: string, log: Lo
  * `extra` may override; destroys the response if a head went out. Returns the code and body size
  * sent, or null when nothing could be sent.
  */
-function sendErrorResponse(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): { code: string; bytes: number } | null {
+function sendErrorResponse(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>, status?: number): { code: string; bytes: number } | null {
   if (!isStratusError(err)) log.error({ err, rid: requestId }, "internal error");
-  return writeError(res, err, requestId, extra === undefined ? PLATFORM_HEAD : { ...PLATFORM_HEAD, ...extra });
+  return writeError(res, err, requestId, extra === undefined ? PLATFORM_HEAD : { ...PLATFORM_HEAD, ...extra }, status);
 }

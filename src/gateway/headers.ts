@@ -124,8 +124,9 @@ export interface DownstreamHead {
 /**
  * Response headers sent back to the client, from undici's raw head (`[name, value, …]` as Buffers):
  * the instance's minus hop-by-hop ones, minus `x-stratus-instance-unusable` (reported as `unusable`),
- * minus `server-timing`, `x-stratus-request-id` and `x-stratus-cold-start` (the gateway writes its
- * own, merging the function's Server-Timing after its own). `x-stratus-error-source` set by the
+ * minus `server-timing`, `x-stratus-request-id`, `x-stratus-cold-start` (the gateway writes its
+ * own, merging the function's Server-Timing after its own) and `x-stratus-reject` (only the gateway
+ * may say a request was not executed). `x-stratus-error-source` set by the
  * runtime is kept. A flat array straight from the raw head: no header object is built per response.
  */
 export function filterDownstreamHeaders(raw: readonly (Buffer | string)[]): DownstreamHead {
@@ -142,7 +143,7 @@ export function filterDownstreamHeaders(raw: readonly (Buffer | string)[]): Down
       else if (key === HEADERS.errorSource) {
         errorSource = true;
         headers.push(name, value);
-      } else if (key !== HEADERS.requestId && key !== HEADERS.coldStart) headers.push(name, value);
+      } else if (key !== HEADERS.requestId && key !== HEADERS.coldStart && key !== HEADERS.reject) headers.push(name, value);
     } else if (key === "server-timing") {
       serverTiming = serverTiming === null ? value : `${serverTiming}, ${value}`;
     } else if (!HOP_BY_HOP.has(key)) {

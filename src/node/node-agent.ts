@@ -16,7 +16,8 @@
  * Without `control` (tests of the gateway over a real driver) the caller drives `gateway` directly.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, rm, chmod } from "node:fs/promises";
+import { mkdir, rm, chmod, readFile, writeFile, rename } from "node:fs/promises";
+import { freemem, totalmem } from "node:os";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -26,8 +27,9 @@ import { StratusError } from "../shared/errors";
 import { AUTH_FAILURE_DEFAULTS, AuthFailureLimiter, limitAuthFailures, type AuthFailureSettings } from "../shared/auth-failure-limiter";
 import { isValidFunctionName } from "../shared/names";
 import {
-  DesiredStateSchema, DiscoverRequestSchema, EMPTY_NODE_STATUS, NODE_PROTOCOL_PREFIX, NodeHello, PruneRequestSchema, WireDeploymentSchema,
-  bearerMatches, deriveLinkKeys, invocationTokenHash, parseWire,
+  DesiredStateSchema, DiscoverRequestSchema, EMPTY_NODE_STATUS, JoinResultSchema, NODE_PROTOCOL_PREFIX, NodeHello, NodeStateSchema, PruneRequestSchema,
+  WireDeploymentSchema, bearerMatches, deriveLinkKeys, invocationTokenHash, parseWire,
+  type Heartbeat, type JoinRequest, type JoinResult, type NodeLoadWire, type NodeStateWire,
   type DesiredState, type FunctionNodeStatus, type NodeApi, type PoolSamples, type WireDeployment,
 } from "../shared/node-protocol";
 import { createLinkClient, protocolRoute, readJsonBody, sendJson, sendProtocolError, type LinkClient } from "../shared/node-link";
@@ -37,6 +39,7 @@ import type { GatewayLimitsInput } from "../gateway/limits";
 import type { GatewayObserver } from "../shared/gateway-observer";
 import { createArtifactCache, type ArtifactCache } from "./artifact-cache";
 import { createTelemetryShipper, type TelemetryShipper } from "./telemetry-shipper";
+import { readinessAnswer } from "./readiness";
 
 /** Grace given to the verification instance to stop, ms (it never served a request). */
 const VERIFY_CLOSE_GRACE_MS = 2_000;
@@ -44,13 +47,32 @@ const VERIFY_CLOSE_GRACE_MS = 2_000;
 export const DEFAULT_RESYNC_INTERVAL_MS = 10_000;
 /** Retry delay after the control plane could not be reached, ms. */
 const RECONNECT_DELAY_MS = 1_000;
+/** Default heartbeat period, ms (the control plane reads a node silent for 10 s as lost). */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
+/** Errors after which the control plane will not talk to this node again: retrying is pointless. */
+const REFUSALS = new Set(["UNAUTHENTICATED", "NODE_CREDENTIAL_INVALID", "NODE_CREDENTIAL_REVOKED", "CONTROL_PLANE_UNVERIFIED", "PERMISSION_DENIED",
+  "JOIN_TOKEN_INVALID", "JOIN_TOKEN_EXPIRED", "JOIN_TOKEN_REVOKED"]);
+const isRefusal = (err: unknown) => REFUSALS.has(String((err as { code?: unknown }).code));
 
 /** How a node reaches its control plane. */
 export interface ControlLinkOptions {
   /** The control plane's protocol base: `http(s)://host:port` or `unix:<socket>`. */
   readonly url: string;
-  /** The shared link secret (both bearer keys are derived from it, see deriveLinkKeys). */
-  readonly secret: string;
+  /**
+   * The shared link secret (both bearer keys are derived from it, see deriveLinkKeys). Without it the
+   * node uses its own credential: `credentialFile`, or a join with `joinToken` that creates it.
+   */
+  readonly secret?: string;
+  /** Where the node's credential is kept (JSON, 0600): `<dataDir>/node-credential.json` by default. */
+  readonly credentialFile?: string;
+  /** Admin-issued join token, used only when there is no credential file yet. */
+  readonly joinToken?: string;
+  /** PEM CA certificate(s) for an `https://` control plane. */
+  readonly ca?: string;
+  /** Default DEFAULT_HEARTBEAT_INTERVAL_MS. */
+  readonly heartbeatIntervalMs?: number;
+  /** Called once when the control plane refuses this node for good (removed, wrong credential); the node has dropped everything it held. */
+  readonly onRefused?: (err: unknown) => void;
   /** This node's stable id (names it in records, telemetry and the control plane's fleet). */
   readonly nodeId: string;
   /** The node's own data dir (artifact cache); never the control plane's. */
@@ -103,6 +125,10 @@ export interface NodeAgent {
   readonly revision: { readonly controlId: string; readonly revision: number } | null;
   /** Artifacts fetched from the control plane since start. */
   readonly artifactsFetched: number;
+  /** The numeric node id issued at join (null for a shared-secret node). */
+  readonly numericId: number | null;
+  /** True while drained (`/readyz` answers 404). */
+  readonly draining: boolean;
   /** Asks the control plane now (the resync, run early). Resolves once applied. */
   resync(): Promise<void>;
   /** Drains the gateway within `deadlineMs` (a duration, ms), then closes the driver. Idempotent. */
@@ -120,10 +146,22 @@ interface Applied {
 export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const { driver, logger } = options;
   const link = options.control ?? null;
-  const keys = link === null ? null : deriveLinkKeys(link.secret);
-  const control: LinkClient | null = link === null ? null : createLinkClient(link.url, keys!.node, "control plane");
-  const cache: ArtifactCache | null = link === null || control === null ? null
-    : createArtifactCache(join(link.dataDir, "artifacts"), (digest) => control.stream(`${NODE_PROTOCOL_PREFIX}/artifacts/${digest}`));
+  const keys = link === null || link.secret === undefined ? null : deriveLinkKeys(link.secret);
+  // With a credential, the client exists once the credential is loaded or issued (start()).
+  let control: LinkClient | null = link === null || keys === null ? null : createLinkClient(link.url, keys.node, "control plane", { proofKey: keys.control, ...(link.ca ? { ca: link.ca } : {}) });
+  let controlKey: string | null = keys?.control ?? null;
+  let numericId: number | null = null;
+  let draining = false;
+  // Bumped by every pushed state: a heartbeat answer older than the latest push is not applied.
+  let stateEpoch = 0;
+  let heartbeatTimer: NodeJS.Timeout | null = null;
+  let refused = false;
+  const linkClient = (): LinkClient => {
+    if (control === null) throw new StratusError("UNAVAILABLE", "The node has not joined its control plane yet");
+    return control;
+  };
+  const cache: ArtifactCache | null = link === null ? null
+    : createArtifactCache(join(link.dataDir, "artifacts"), (digest) => linkClient().stream(`${NODE_PROTOCOL_PREFIX}/artifacts/${digest}`));
   let tokenHashes = new Set<string>();
   const applied = new Map<string, Applied>();
   let current: { controlId: string; revision: number } | null = null;
@@ -148,9 +186,10 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     for (const [name, s] of Object.entries(gateway.stats())) out[name] = { starting: s.starting, busy: s.busy, idle: s.idle, retiring: s.retiring, waiting: s.waiting };
     return out;
   };
-  const shipper: TelemetryShipper | null = link === null || control === null ? null : createTelemetryShipper({
+  const shipper: TelemetryShipper | null = link === null ? null : createTelemetryShipper({
     nodeId: link.nodeId, logger, pools, ...(link.telemetryFlushMs !== undefined ? { flushIntervalMs: link.telemetryFlushMs } : {}),
-    send: (batch) => control.call<void>("POST", `${NODE_PROTOCOL_PREFIX}/telemetry`, batch),
+    // Before the node has joined, an empty batch (pool samples only, re-sent with every batch) is skipped.
+    send: async (batch) => (control === null && batch.items.length === 0 ? undefined : linkClient().call<void>("POST", `${NODE_PROTOCOL_PREFIX}/telemetry`, batch)),
   });
   const observer = shipper?.observer ?? options.observer;
 
@@ -160,6 +199,12 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const fallback = link !== null && link.internalSocket === undefined
     ? (req: IncomingMessage, res: ServerResponse) => {
       if ((req.url ?? "").startsWith(`${NODE_PROTOCOL_PREFIX}/`)) return handleProtocol(req, res);
+      const path = (req.url ?? "/").split("?")[0];
+      if (path === "/readyz") {
+        const a = readinessAnswer({ draining, synced: current !== null });
+        return sendJson(res, a.status, a.body);
+      }
+      if (path === "/healthz") return sendJson(res, 200, { ok: true });
       if (options.fallback) return options.fallback(req, res);
       sendProtocolError(res, new StratusError("NOT_FOUND"), logger, req.url);
     }
@@ -260,16 +305,122 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     async health() {
       return { ok: true, nodeId: link?.nodeId ?? "", controlId: current?.controlId ?? null, revision: current?.revision ?? null };
     },
+    async setNodeState(s) {
+      stateEpoch++;
+      setDraining(s.state === "draining");
+      return { state: draining ? "draining" : "ready" };
+    },
   };
 
+  function setDraining(v: boolean): void {
+    if (v === draining) return;
+    draining = v;
+    logger.info({ state: v ? "draining" : "ready" }, v ? "draining: /readyz answers 404" : "ready again");
+  }
+
+  function currentLoad(): NodeLoadWire {
+    let inFlight = 0;
+    let queued = 0;
+    let instances = 0;
+    const warm: string[] = [];
+    for (const [name, st] of Object.entries(gateway.stats())) {
+      inFlight += st.busy;
+      queued += st.waiting;
+      instances += st.total;
+      if (st.total > 0) warm.push(name);
+    }
+    const free = freemem();
+    return { inFlight, queued, instances, memUsedBytes: totalmem() - free, memFreeBytes: free, warm };
+  }
+
+  /**
+   * The control plane refused this node for good (removed, credential wrong): drop the desired state —
+   * functions with their env and secrets, token hashes — stop talking to it, tell the caller.
+   */
+  async function refuse(err: unknown): Promise<void> {
+    if (refused) return;
+    refused = true;
+    logger.error({ err: (err as Error).message, code: (err as { code?: unknown }).code }, "the control plane refused this node; dropping its desired state");
+    tokenHashes = new Set();
+    for (const name of [...applied.keys()]) {
+      applied.delete(name);
+      await gateway.removeFunction(name).catch(() => {});
+    }
+    current = null;
+    if (syncTimer !== null) clearTimeout(syncTimer);
+    if (heartbeatTimer !== null) clearInterval(heartbeatTimer);
+    link?.onRefused?.(err);
+  }
+
+  function startHeartbeats(): void {
+    if (link === null) return;
+    let running = false;
+    const beat = async (): Promise<void> => {
+      if (running || closed || refused || control === null) return;
+      running = true;
+      try {
+        const hb: Heartbeat = { nodeId: link.nodeId, url: advertised, load: currentLoad() };
+        const epoch = stateEpoch;
+        const answer = parseWire(NodeStateSchema, await control.call<unknown>("POST", `${NODE_PROTOCOL_PREFIX}/nodes/heartbeat`, hb), "heartbeat answer");
+        if (epoch === stateEpoch) setDraining(answer.state === "draining");
+      } catch (err) {
+        if (isRefusal(err)) await refuse(err);
+        else logger.debug({ err }, "heartbeat failed");
+      } finally {
+        running = false;
+      }
+    };
+    void beat();
+    heartbeatTimer = setInterval(() => void beat(), link.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS);
+    heartbeatTimer.unref();
+  }
+
+  /** The node's credential: read from its file, or issued by a join (then written, 0600). */
+  async function loadOrJoin(): Promise<JoinResult> {
+    const l = link!;
+    const file = l.credentialFile ?? join(l.dataDir, "node-credential.json");
+    let text: string | null = null;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    if (text !== null) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        throw new StratusError("INVALID_ARGUMENT", `${file} is not a node credential file`);
+      }
+      const c = parseWire(JoinResultSchema, parsed, "node credential file");
+      if (c.nodeId !== l.nodeId) throw new StratusError("INVALID_ARGUMENT", `${file} belongs to node ${c.nodeId}, not ${l.nodeId}: start with --node-id ${c.nodeId}, or remove the file and join again`);
+      return c;
+    }
+    if (l.joinToken === undefined) throw new StratusError("INVALID_ARGUMENT", `This node has not joined yet (no ${file}): pass --join-token`);
+    const anon = createLinkClient(l.url, "", "control plane", { anonymous: true, ...(l.ca ? { ca: l.ca } : {}) });
+    try {
+      const body: JoinRequest = { joinToken: l.joinToken, nodeId: l.nodeId, url: advertised, driver: driver.name };
+      const c = parseWire(JoinResultSchema, await anon.call<unknown>("POST", `${NODE_PROTOCOL_PREFIX}/nodes/join`, body), "join answer");
+      const tmp = `${file}.${process.pid}.tmp`;
+      await writeFile(tmp, JSON.stringify(c) + "\n", { mode: 0o600 });
+      await chmod(tmp, 0o600);
+      await rename(tmp, file);
+      logger.info({ id: c.id, nodeId: c.nodeId }, "joined the control plane");
+      return c;
+    } finally {
+      await anon.close().catch(() => {});
+    }
+  }
+
   async function serveProtocol(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (!bearerMatches(req.headers.authorization, keys!.control)) throw new StratusError("UNAUTHENTICATED", "A valid control-plane key is required");
+    if (controlKey === null || !bearerMatches(req.headers.authorization, controlKey)) throw new StratusError("UNAUTHENTICATED", "A valid control-plane key is required");
     const route = protocolRoute(req.url);
     if (route === null) throw new StratusError("NOT_FOUND");
     const { parts } = route;
     const method = req.method ?? "GET";
     const one = parts.length === 1 ? parts[0] : null;
     if (one === "health" && method === "GET") return sendJson(res, 200, await nodeApi.health());
+    if (one === "node-state" && method === "PUT") return sendJson(res, 200, await nodeApi.setNodeState(parseWire(NodeStateSchema, await readJsonBody(req), "node state") as NodeStateWire));
     if (one === "desired-state" && method === "PUT") return sendJson(res, 200, await nodeApi.applyState(parseWire(DesiredStateSchema, await readJsonBody(req), "desired state")));
     if (one === "prepare" && method === "POST") return sendJson(res, 200, await nodeApi.prepare(parseWire(WireDeploymentSchema, await readJsonBody(req), "deployment")));
     if (one === "verify" && method === "POST") return sendJson(res, 200, await nodeApi.verify(parseWire(WireDeploymentSchema, await readJsonBody(req), "deployment")));
@@ -314,6 +465,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
       syncOnce().then(
         () => scheduleSync(link!.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS),
         (err: unknown) => {
+          if (isRefusal(err)) return void refuse(err);
           if (connected) logger.warn({ err }, "lost the control plane; reconnecting");
           connected = false;
           scheduleSync(Math.min(RECONNECT_DELAY_MS, link!.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS));
@@ -361,6 +513,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     closed = true;
     if (syncTimer !== null) clearTimeout(syncTimer);
     if (pruneTimer !== null) clearInterval(pruneTimer);
+    if (heartbeatTimer !== null) clearInterval(heartbeatTimer);
     await shipper?.close();
     if (internal !== null) {
       const s = internal;
@@ -381,6 +534,12 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     get artifactsFetched() {
       return cache?.fetched ?? 0;
     },
+    get numericId() {
+      return numericId;
+    },
+    get draining() {
+      return draining;
+    },
     async start({ port, host = "127.0.0.1" }) {
       const { removed } = await driver.reconcile();
       if (removed > 0) logger.info({ removed }, "reconcile removed leftovers of an earlier run");
@@ -397,6 +556,12 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
         }
         const h = address.family === "IPv6" ? `[${address.address}]` : address.address;
         advertised = link.advertiseUrl ?? (link.internalSocket !== undefined ? `unix:${link.internalSocket}` : `http://${h}:${address.port}`);
+        if (control === null) {
+          const c = await loadOrJoin();
+          numericId = c.id;
+          controlKey = c.controlKey;
+          control = createLinkClient(link.url, c.credential, "control plane", { proofKey: c.controlKey, ...(link.ca ? { ca: link.ca } : {}) });
+        }
         // First convergence, bounded: a node whose control plane is not up yet serves nothing and keeps trying.
         const deadline = Date.now() + (link.firstSyncTimeoutMs ?? 30_000);
         for (let attempt = 0; !closed; attempt++) {
@@ -405,10 +570,11 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
             break;
           } catch (err) {
             connected = false;
-            // A refused secret will not get better by retrying: say so and stop.
+            // A refused secret or credential will not get better by retrying: say so and stop.
             if ((err as { code?: unknown }).code === "UNAUTHENTICATED") {
               throw new StratusError("UNAUTHENTICATED", "The control plane refused this node's link secret", { cause: err });
             }
+            if (isRefusal(err)) throw err;
             if (Date.now() + RECONNECT_DELAY_MS > deadline) {
               logger.warn({ err }, "no desired state from the control plane yet; serving nothing until it answers");
               break;
@@ -418,6 +584,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
           }
         }
         scheduleSync(connected ? link.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS : RECONNECT_DELAY_MS);
+        startHeartbeats();
         startPruning();
       }
       return { host: address.address, port: address.port, removed };

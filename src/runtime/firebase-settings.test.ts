@@ -56,8 +56,32 @@ test("listFunctions: Firebase settings become the config (a written config wins)
   assert.deepEqual(plain, { name: "api", exportName: "api", config: { timeout: 60_000, memory: 512 }, warnings: ["cpu 1 has no Stratus equivalent: ignored"] });
   const [written] = listFunctions({ api: { func: f, config: { memory: 128 } } }, "p", parseFunctionConfig);
   assert.deepEqual(written!.config, { timeout: 60_000, memory: 128 });
-  const [tooLong] = listFunctions({ api: withEndpoint({ ...base, timeoutSeconds: 3600, httpsTrigger: {} }) }, "p", parseFunctionConfig);
-  assert.equal(tooLong!.error!.code, "INVALID_CONFIG", "Stratus's own range applies (timeout ≤ 900 s)");
+  // Changed deliberately (issue 11.9): a Firebase value beyond Stratus's range was INVALID_CONFIG; it is now
+  // clamped to the limit with a warning. A Stratus config out of range stays an error.
+  const [tooLong] = listFunctions({ api: withEndpoint({ ...base, timeoutSeconds: 3600, availableMemoryMb: 32768, concurrency: 0, httpsTrigger: {} }) }, "p", parseFunctionConfig);
+  assert.equal(tooLong!.error, undefined, JSON.stringify(tooLong));
+  assert.deepEqual(tooLong!.config, { timeout: 900_000, memory: 16_384, concurrency: 1 });
+  assert.deepEqual(tooLong!.warnings, [
+    "timeoutSeconds 3600 s is above Stratus's maximum timeout (900 s): clamped to 900 s (config.timeout 900000 ms)",
+    "memory 32768 MB is above Stratus's maximum memory (16384 MB): clamped to 16384 MB (config.memory 16384 MB)",
+    "concurrency 0 is below Stratus's minimum concurrency (1): clamped to 1 (config.concurrency 1)",
+  ]);
+  assert.equal(parseFunctionConfig("api", tooLong!.config).timeout, 900_000, "the clamped config is valid");
+  const [nativeTooLong] = listFunctions({ api: { func: (_req: unknown, res: { send(s: string): void }) => res.send("hi"), config: { timeout: 3_600_000 } } }, "p", parseFunctionConfig);
+  assert.equal(nativeTooLong!.error!.code, "INVALID_CONFIG", "a Stratus config out of range is never clamped");
+  assert.match(nativeTooLong!.error!.message, /timeout/);
+  // A written Stratus config beside Firebase's options: that field is not read from Firebase, so no clamp warning.
+  const [overridden] = listFunctions({ api: { func: withEndpoint({ ...base, timeoutSeconds: 1200, region: ["us-central1"], httpsTrigger: {} }), config: { timeout: 60_000 } } }, "p", parseFunctionConfig);
+  assert.equal(overridden!.error, undefined);
+  assert.deepEqual(overridden!.config, { timeout: 60_000 });
+  assert.deepEqual(overridden!.warnings!.map((w) => w.split(" ")[0]), ["region"]);
+  // Too large in a written Stratus config, even with Firebase's options beside it: an error.
+  const [writtenTooLong] = listFunctions({ api: { func: withEndpoint({ ...base, timeoutSeconds: 60, httpsTrigger: {} }), config: { timeout: 1_200_000 } } }, "p", parseFunctionConfig);
+  assert.equal(writtenTooLong!.error!.code, "INVALID_CONFIG");
+  // firebase-functions before 4 (`__trigger`): the same clamp.
+  const oldTooLong = firebaseSettingsOf(Object.assign(() => undefined, { __trigger: { timeout: "1200s", httpsTrigger: {} } }))!;
+  assert.deepEqual(oldTooLong.config, { timeout: 900_000 });
+  assert.match(oldTooLong.warnings[0]!, /^timeoutSeconds 1200 s is above .*clamped to 900 s/);
   const [sched] = listFunctions({ nightly: withEndpoint({ ...base, scheduleTrigger: { schedule: "every day" } }) }, "p", parseFunctionConfig);
   assert.equal(sched!.error!.code, "FUNCTION_LOAD_FAILED");
   assert.match(sched!.error!.message, /nightly.*schedule function/);

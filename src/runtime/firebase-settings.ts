@@ -13,8 +13,15 @@
  * | `invoker: "public"` | `public: true`; any other invoker → `public: false` (bearer tokens, not IAM) |
  * | `region`, `cpu`, `secrets`, `serviceAccount`, `vpcConnector`, `ingressSettings`, `labels`, `omit`, … | warning |
  *
+ * A mapped value outside Stratus's range (FUNCTION_CONFIG_LIMITS; Firebase v2 allows `timeoutSeconds` up to
+ * 3600, Stratus 900) is clamped to the nearest limit, with a warning naming the setting, the value written
+ * and the value applied: the function was written for another platform and deploys as close to it as
+ * Stratus goes. A Stratus `config` out of range stays an error. A field the function's written Stratus
+ * `config` sets is not read from Firebase's settings at all (the written config wins).
+ *
  * Pure: read only during discovery.
  */
+import { FUNCTION_CONFIG_LIMITS, type LimitedField } from "../shared/function-limits";
 
 /** What a Firebase function's settings become. */
 export interface FirebaseSettings {
@@ -42,13 +49,30 @@ function isExpression(v: unknown): boolean {
   return isObject(v) && !Array.isArray(v) && typeof (v as { toCEL?: unknown }).toCEL === "function";
 }
 
-const MAPPED: Array<[string, string, (v: number) => number]> = [
-  ["timeoutSeconds", "timeout", (s) => s * 1000],
-  ["availableMemoryMb", "memory", (mb) => mb],
-  ["minInstances", "minInstances", (n) => n],
-  ["maxInstances", "maxInstances", (n) => n],
-  ["concurrency", "concurrency", (n) => n],
+/** Firebase key, Stratus field, conversion to the field's unit and back (for the warning), Firebase's unit. */
+const MAPPED: Array<[string, LimitedField, (v: number) => number, (v: number) => number, string]> = [
+  ["timeoutSeconds", "timeout", (s) => s * 1000, (ms) => ms / 1000, " s"],
+  ["availableMemoryMb", "memory", (mb) => mb, (mb) => mb, " MB"],
+  ["minInstances", "minInstances", (n) => n, (n) => n, ""],
+  ["maxInstances", "maxInstances", (n) => n, (n) => n, ""],
+  ["concurrency", "concurrency", (n) => n, (n) => n, ""],
 ];
+
+/** The unit of a Stratus field in a warning. */
+const STRATUS_UNIT: Record<LimitedField, string> = { timeout: " ms", memory: " MB", minInstances: "", maxInstances: "", concurrency: "" };
+
+/**
+ * A Firebase number converted into Stratus's field, clamped to its range (and rounded: Stratus's fields
+ * are integers); a warning when the value changed.
+ */
+function mapNumber(from: string, to: LimitedField, v: number, convert: (v: number) => number, back: (v: number) => number, unit: string): { value: number; warning?: string } {
+  const { min, max } = FUNCTION_CONFIG_LIMITS[to];
+  const converted = convert(v);
+  const value = Math.min(max, Math.max(min, Math.round(converted)));
+  if (value === converted) return { value };
+  const why = converted > max ? `above Stratus's maximum ${to} (${back(max)}${unit})` : converted < min ? `below Stratus's minimum ${to} (${back(min)}${unit})` : "not a whole number";
+  return { value, warning: `${WRITTEN_AS[from] ?? from} ${v}${unit} is ${why}: clamped to ${back(value)}${unit} (config.${to} ${value}${STRATUS_UNIT[to]})` };
+}
 
 /** The option name a user wrote for an `__endpoint` key, for warnings. */
 const WRITTEN_AS: Record<string, string> = {
@@ -75,8 +99,9 @@ function describe(v: unknown): string {
 /**
  * The Firebase settings of a handler, or null when it carries none (not made by firebase-functions).
  * @param handler the exported value's function (what `onRequest` returned).
+ * @param written the fields of the Stratus `config` written beside it: those are neither mapped nor warned about.
  */
-export function firebaseSettingsOf(handler: unknown): FirebaseSettings | null {
+export function firebaseSettingsOf(handler: unknown, written: ReadonlySet<string> = new Set()): FirebaseSettings | null {
   if (typeof handler !== "function") return null;
   const fn = handler as { __endpoint?: unknown; __trigger?: unknown };
   let endpoint: unknown;
@@ -86,7 +111,7 @@ export function firebaseSettingsOf(handler: unknown): FirebaseSettings | null {
     return null;
   }
   if (!isObject(endpoint)) return null;
-  if (fn.__endpoint === undefined) return fromTrigger(endpoint);
+  if (fn.__endpoint === undefined) return fromTrigger(endpoint, written);
   const config: Record<string, unknown> = {};
   const warnings: string[] = [];
   const trigger = NON_HTTP_TRIGGERS.find((k) => isSet(endpoint[k]));
@@ -94,16 +119,19 @@ export function firebaseSettingsOf(handler: unknown): FirebaseSettings | null {
     return { config, warnings, notHttp: `a Firebase ${trigger.replace(/Trigger$/, "")} function: Stratus serves HTTPS functions (onRequest, onCall) only` };
   }
   const mappedKeys = new Set<string>();
-  for (const [from, to, convert] of MAPPED) {
+  for (const [from, to, convert, back, unit] of MAPPED) {
     mappedKeys.add(from);
     const v = endpoint[from];
-    if (!isSet(v)) continue;
-    if (typeof v === "number") config[to] = convert(v);
-    else if (isExpression(v)) warnings.push(`${WRITTEN_AS[from] ?? from} is a Firebase parameter expression, resolved only by Firebase's deploy: not applied (set config.${to})`);
+    if (!isSet(v) || written.has(to)) continue;
+    if (typeof v === "number" && Number.isFinite(v)) {
+      const mapped = mapNumber(from, to, v, convert, back, unit);
+      config[to] = mapped.value;
+      if (mapped.warning !== undefined) warnings.push(mapped.warning);
+    } else if (isExpression(v)) warnings.push(`${WRITTEN_AS[from] ?? from} is a Firebase parameter expression, resolved only by Firebase's deploy: not applied (set config.${to})`);
     else warnings.push(`${WRITTEN_AS[from] ?? from} ${describe(v)} is not a number: not applied`);
   }
   const invoker = isObject(endpoint.httpsTrigger) ? endpoint.httpsTrigger.invoker : undefined;
-  if (Array.isArray(invoker) && invoker.length > 0) {
+  if (Array.isArray(invoker) && invoker.length > 0 && !written.has("public")) {
     if (invoker.length === 1 && invoker[0] === "public") config.public = true;
     else {
       config.public = false;
@@ -123,14 +151,25 @@ export function firebaseSettingsOf(handler: unknown): FirebaseSettings | null {
 }
 
 /** Old firebase-functions (`__trigger` only): `timeout: "60s"`, `availableMemoryMb`, `regions`. */
-function fromTrigger(trigger: Record<string, unknown>): FirebaseSettings {
+function fromTrigger(trigger: Record<string, unknown>, written: ReadonlySet<string>): FirebaseSettings {
   const config: Record<string, unknown> = {};
   const warnings: string[] = [];
   const trig = NON_HTTP_TRIGGERS.find((k) => isSet(trigger[k]));
   if (trig !== undefined) return { config, warnings, notHttp: `a Firebase ${trig.replace(/Trigger$/, "")} function: Stratus serves HTTPS functions only` };
-  if (typeof trigger.timeout === "string" && /^\d+s$/.test(trigger.timeout)) config.timeout = Number(trigger.timeout.slice(0, -1)) * 1000;
-  if (typeof trigger.availableMemoryMb === "number") config.memory = trigger.availableMemoryMb;
-  for (const k of ["minInstances", "maxInstances", "concurrency"]) if (typeof trigger[k] === "number") config[k] = trigger[k];
+  const numbers: Record<string, unknown> = {
+    timeoutSeconds: typeof trigger.timeout === "string" && /^\d+s$/.test(trigger.timeout) ? Number(trigger.timeout.slice(0, -1)) : undefined,
+    availableMemoryMb: trigger.availableMemoryMb,
+    minInstances: trigger.minInstances,
+    maxInstances: trigger.maxInstances,
+    concurrency: trigger.concurrency,
+  };
+  for (const [from, to, convert, back, unit] of MAPPED) {
+    const v = numbers[from];
+    if (typeof v !== "number" || !Number.isFinite(v) || written.has(to)) continue;
+    const mapped = mapNumber(from, to, v, convert, back, unit);
+    config[to] = mapped.value;
+    if (mapped.warning !== undefined) warnings.push(mapped.warning);
+  }
   for (const [key, v] of Object.entries(trigger)) {
     if (["timeout", "availableMemoryMb", "minInstances", "maxInstances", "concurrency", "platform", "httpsTrigger", "labels"].includes(key) || !isSet(v)) continue;
     warnings.push(`${key} ${describe(v)} has no Stratus equivalent: ignored`);

@@ -72,15 +72,13 @@ export function isIgnoredPath(url: string | undefined): boolean {
 }
 
 /**
- * True when a function error's body should be text: the caller sent an Accept header and, negotiated
- * between `text/plain` and `application/json`, it does not rank JSON strictly first (ties, any-type,
- * `text/html` and headers naming neither go to text, as Cloud Functions answers). No Accept header: JSON
- * (API clients).
+ * True when a function error's body should be text: unless the caller's Accept, negotiated between
+ * `text/plain` and `application/json`, ranks JSON strictly first. Ties, any-type, `text/html`, headers
+ * naming neither and no Accept at all go to text, as Cloud Functions answers a crash.
  */
 function prefersText(req: Request): boolean {
-  const accept = req.headers.accept;
-  if (accept === undefined || accept === "") return false;
-  // Ties go to the first listed: text, so `*/*` is text and `application/json, text/plain` is JSON.
+  // No Accept (supertest, many server-side clients): text, as Cloud Functions answers a crash. Ties go to
+  // the first listed: text, so `*/*` is text and `application/json, text/plain` is JSON.
   return req.accepts(["text/plain", "application/json"]) !== "application/json";
 }
 

@@ -124,7 +124,7 @@ export function listFunctions(
   return found.map(({ name, exportName, config: written, invalid, handler }): FunctionEntry => {
     // Firebase's onRequest(options, handler) carries its options on the function (firebase-settings.ts):
     // they fill in what a written config does not set.
-    const firebase = firebaseSettingsOf(handler);
+    const firebase = firebaseSettingsOf(handler, new Set(isObject(written) ? Object.keys(written) : []));
     if (firebase?.notHttp !== undefined) invalid ??= firebase.notHttp;
     const config = firebase === null || Object.keys(firebase.config).length === 0 ? written
       : written === undefined ? firebase.config : isObject(written) ? { ...firebase.config, ...written } : written;

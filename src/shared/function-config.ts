@@ -6,6 +6,9 @@
  */
 import { z } from "zod";
 import { StratusError } from "./errors";
+import { FUNCTION_CONFIG_LIMITS } from "./function-limits";
+
+export { FUNCTION_CONFIG_LIMITS };
 
 /** Calling conventions of a handler: Express `(req, res)`, or AWS Lambda `(event, context)` behind a function URL. */
 export const HANDLER_TYPES = ["express", "lambda"] as const;
@@ -27,7 +30,7 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "maxInstances", unit: "instances", default: 10, range: "1 – 1000", doc: "Upper bound of instances of this function on one node." },
   { field: "idleTimeout", unit: "ms", default: 300_000, range: "1000 – 86400000", doc: "How long an idle instance stays warm before it is reaped." },
   { field: "maxBodyBytes", unit: "bytes", default: 6 * MiB, range: "0 – 104857600", doc: "Largest request body accepted; larger bodies get 413 PAYLOAD_TOO_LARGE." },
-  { field: "maxQueue", unit: "requests", default: 100, range: "0 – 100000", doc: "Requests that may wait for an instance; past it 429 QUEUE_FULL." },
+  { field: "maxQueue", unit: "requests", default: 100, range: "0 – 100000", doc: "Requests that may wait for an instance; past it 429 QUEUE_FULL (503 on a node with `gateway.queueFullStatus=503`, behind HAProxy)." },
   { field: "queueTimeout", unit: "ms", default: 30_000, range: "1 – 900000", doc: "Longest wait for an instance; past it 503 QUEUE_TIMEOUT." },
   { field: "env", unit: "", default: {}, range: "names [A-Za-z_][A-Za-z0-9_]*, not STRATUS_*", doc: "Plain environment variables given to the function's instances." },
   { field: "public", unit: "", default: true, range: "boolean", doc: "true: anyone with the URL may invoke. false: invocations need a bearer token." },
@@ -38,13 +41,15 @@ export const FUNCTION_CONFIG_FIELDS = [
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
+const L = FUNCTION_CONFIG_LIMITS;
+
 export const FunctionConfigSchema = z
   .strictObject({
-    timeout: int(100, 900_000).default(30_000),
-    memory: int(64, 16_384).default(256),
-    concurrency: int(1, 1000).default(1),
-    minInstances: int(0, 1000).default(0),
-    maxInstances: int(1, 1000).default(10),
+    timeout: int(L.timeout.min, L.timeout.max).default(30_000),
+    memory: int(L.memory.min, L.memory.max).default(256),
+    concurrency: int(L.concurrency.min, L.concurrency.max).default(1),
+    minInstances: int(L.minInstances.min, L.minInstances.max).default(0),
+    maxInstances: int(L.maxInstances.min, L.maxInstances.max).default(10),
     idleTimeout: int(1000, 86_400_000).default(300_000),
     maxBodyBytes: int(0, 100 * MiB).default(6 * MiB),
     maxQueue: int(0, 100_000).default(100),

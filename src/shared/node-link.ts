@@ -8,7 +8,15 @@ import type { Readable } from "node:stream";
 import { Client } from "undici";
 import { StratusError, isErrorCode, toErrorResponse } from "./errors";
 import { writeError } from "./write-error";
-import { MAX_PROTOCOL_BODY_BYTES } from "./node-protocol";
+import { CONTROL_PROOF_HEADER, MAX_PROTOCOL_BODY_BYTES, controlProof } from "./node-protocol";
+import { timingSafeEqual } from "node:crypto";
+
+function proofMatches(header: string | string[] | undefined, key: string, body: string): boolean {
+  if (typeof header !== "string") return false;
+  const a = Buffer.from(header);
+  const b = Buffer.from(controlProof(key, body));
+  return a.length === b.length && timingSafeEqual(a, b);
+}
 import type { Logger } from "./logger";
 
 /** A client of one peer. `call` resolves with the parsed JSON (undefined for 204). */
@@ -19,12 +27,25 @@ export interface LinkClient {
   close(): Promise<void>;
 }
 
+/** Options of `createLinkClient`. */
+export interface LinkClientOptions {
+  /**
+   * Require every non-empty 2xx JSON answer to carry `x-stratus-control-proof` = controlProof(proofKey,
+   * body) (a node checking that it talks to its real control plane); else CONTROL_PLANE_UNVERIFIED.
+   */
+  readonly proofKey?: string;
+  /** PEM CA certificate(s) trusted for an `https://` peer (instead of the system's). */
+  readonly ca?: string;
+  /** Send no Authorization header (the join call: the join token is in the body). */
+  readonly anonymous?: boolean;
+}
+
 /** Creates a client of `url` (`http://host:port`, `https://…`, or `unix:/path/of.sock`) sending `key`. */
-export function createLinkClient(url: string, key: string, peer: string): LinkClient {
+export function createLinkClient(url: string, key: string, peer: string, linkOptions: LinkClientOptions = {}): LinkClient {
   const client = url.startsWith("unix:")
     ? new Client("http://localhost", { socketPath: url.slice(5) })
-    : new Client(url.replace(/\/+$/, ""));
-  const headers = (json: boolean) => ({ authorization: `Bearer ${key}`, ...(json ? { "content-type": "application/json" } : {}) });
+    : new Client(url.replace(/\/+$/, ""), linkOptions.ca !== undefined ? { connect: { ca: linkOptions.ca } } : {});
+  const headers = (json: boolean) => ({ ...(linkOptions.anonymous ? {} : { authorization: `Bearer ${key}` }), ...(json ? { "content-type": "application/json" } : {}) });
 
   async function send(method: string, path: string, body: unknown, signal?: AbortSignal) {
     try {
@@ -55,6 +76,9 @@ export function createLinkClient(url: string, key: string, peer: string): LinkCl
       const res = await send(method, path, body, options.signal);
       const text = await res.body.text();
       if (res.statusCode >= 400) return fail(res.statusCode, text);
+      if (linkOptions.proofKey !== undefined && text !== "" && !proofMatches(res.headers[CONTROL_PROOF_HEADER], linkOptions.proofKey, text)) {
+        throw new StratusError("CONTROL_PLANE_UNVERIFIED", `The answer of ${url} to ${method} ${path.split("?")[0]} carries no valid control-plane proof: it is not this node's control plane`);
+      }
       return (text === "" ? undefined : JSON.parse(text)) as T;
     },
     async stream(path, options = {}) {
@@ -85,10 +109,11 @@ export async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-/** Sends `body` as JSON (or an empty response). */
-export function sendJson(res: ServerResponse, status: number, body?: unknown): void {
-  if (body === undefined) res.writeHead(status).end();
-  else res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+/** Sends `body` as JSON (or an empty response); with `proofKey`, signed for the node (x-stratus-control-proof). */
+export function sendJson(res: ServerResponse, status: number, body?: unknown, proofKey?: string): void {
+  if (body === undefined) return void res.writeHead(status).end();
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", ...(proofKey !== undefined ? { [CONTROL_PROOF_HEADER]: controlProof(proofKey, text) } : {}) }).end(text);
 }
 
 /** Sends the common error body for `err` (logs 5xx). Destroys a response already started. */

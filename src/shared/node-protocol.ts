@@ -5,12 +5,15 @@
  * on other machines: plain HTTP(S) with JSON bodies, each direction authenticated (see `deriveLinkKeys`).
  *
  * Control plane serves (node → control), under `/internal/v1`:
+ *   POST /nodes/join             JoinRequest → JoinResult        (no bearer: the join token is in the body)
  *   POST /nodes/hello            NodeHello → DesiredState        (start and every reconnect)
+ *   POST /nodes/heartbeat        Heartbeat → HeartbeatAnswer     (every ~2 s: load; answers the drain state)
  *   GET  /desired-state?have=R&control=C&node=ID → DesiredState, or 204 when R/C is still current (resync)
  *   GET  /artifacts/sha256-<hex> → application/gzip tar of the artifact tree (by digest, never a path)
  *   POST /telemetry              TelemetryBatch → 204           (records, output lines, events, pool samples)
  * Node serves (control → node), under `/internal/v1`:
  *   PUT  /desired-state          DesiredState → { revision }    (push: an optimisation over resync)
+ *   PUT  /node-state             { state } → { state }           (drain / undrain, pushed at once)
  *   POST /prepare                WireDeployment → PrepareResult (Docker: build + push the image)
  *   POST /verify                 WireDeployment → VerifyResult  (one instance started and stopped)
  *   POST /discover               DiscoverRequest → DiscoverResult (sandboxed discovery of a build)
@@ -226,6 +229,8 @@ export interface NodeApi {
   pruneImages(request: PruneRequest): Promise<PruneResult>;
   status(name: string): Promise<FunctionNodeStatus>;
   health(): Promise<NodeHealth>;
+  /** Drain (`/readyz` 404) or undrain the node. */
+  setNodeState(state: NodeStateWire): Promise<NodeStateWire>;
 }
 
 /**
@@ -251,6 +256,62 @@ export function deriveLinkKeys(secret: string): { readonly node: string; readonl
   const key = (label: string) => createHmac("sha256", secret).update(label).digest("base64url");
   return { node: key("stratus node->control v1"), control: key("stratus control->node v1") };
 }
+
+/**
+ * Per-node link keys (join tokens): the node presents its credential (`snc_…`, stored hashed by the
+ * control plane); the control plane presents `controlKey` to the node and signs every JSON answer it
+ * gives the node with it (CONTROL_PROOF_HEADER). The node learns `controlKey` at join; control planes
+ * derive it from the master key they share and the credential (controlKeyFor), so an impostor that does
+ * not hold the master key can neither call the node nor feed it a desired state.
+ */
+export function controlKeyFor(masterKey: Uint8Array, credential: string): string {
+  return createHmac("sha256", masterKey).update(`stratus control->node v1\u0000${createHash("sha256").update(credential).digest("hex")}`).digest("base64url");
+}
+
+/** Header carrying the control plane's proof over a JSON answer to a node. */
+export const CONTROL_PROOF_HEADER = "x-stratus-control-proof";
+
+/** HMAC-SHA256 of an answer's body under the control key, base64url. */
+export function controlProof(key: string, body: string): string {
+  return createHmac("sha256", key).update(body).digest("base64url");
+}
+
+/** A node joining with an admin-issued join token. */
+export const JoinRequestSchema = z.strictObject({
+  joinToken: z.string().min(1).max(500),
+  nodeId: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/),
+  url: z.string().min(1).max(2000),
+  driver: z.string().min(1).max(50),
+});
+export type JoinRequest = z.infer<typeof JoinRequestSchema>;
+
+/** What a node keeps (0600 in its data dir) after joining: its id, credential and the control key. */
+export const JoinResultSchema = z.strictObject({
+  /** Stable numeric id (1–64): the HAProxy server id. */
+  id: z.number().int().positive(),
+  nodeId: z.string(),
+  credential: z.string().regex(/^snc_/),
+  controlKey: z.string().min(20),
+});
+export type JoinResult = z.infer<typeof JoinResultSchema>;
+
+/** Node load, reported every heartbeat. */
+export const NodeLoadSchema = z.strictObject({
+  inFlight: z.number().int().nonnegative(),
+  queued: z.number().int().nonnegative(),
+  instances: z.number().int().nonnegative(),
+  memUsedBytes: z.number().nonnegative(),
+  memFreeBytes: z.number().nonnegative(),
+  warm: z.array(Name).max(10_000),
+});
+export type NodeLoadWire = z.infer<typeof NodeLoadSchema>;
+
+export const HeartbeatSchema = z.strictObject({ nodeId: z.string().min(1).max(100), url: z.string().min(1).max(2000), load: NodeLoadSchema });
+export type Heartbeat = z.infer<typeof HeartbeatSchema>;
+
+/** Drain state a node is told to have: `draining` makes its /readyz answer 404. */
+export const NodeStateSchema = z.strictObject({ state: z.enum(["ready", "draining"]) });
+export type NodeStateWire = z.infer<typeof NodeStateSchema>;
 
 /** Constant-time check of `Authorization: Bearer <expected>`. */
 export function bearerMatches(header: string | undefined, expected: string): boolean {

@@ -86,6 +86,12 @@ test("driver settings are settable: lists, numbers and booleans from the environ
   assert.throws(() => resolvePlatformConfig({ file: { gateway: { headersTimeoutMs: 20_000, requestTimeoutMs: 10_000 } } }), /gateway\.requestTimeoutMs: must be >= headersTimeoutMs/);
 });
 
+test("gateway.queueFullStatus: 429 by default, 503 from the environment, anything else refused", () => {
+  assert.equal(resolvePlatformConfig({}).gateway.queueFullStatus, 429);
+  assert.equal(resolvePlatformConfig({ env: { STRATUS_GATEWAY_QUEUE_FULL_STATUS: "503" } }).gateway.queueFullStatus, 503);
+  assert.throws(() => resolvePlatformConfig({ file: { gateway: { queueFullStatus: 500 } } }), /gateway\.queueFullStatus/);
+});
+
 test("auth limiter defaults equal the platform's auth.* defaults; trusted proxies parse from a list or a comma string", async () => {
   const { AUTH_FAILURE_DEFAULTS } = await import("../shared/auth-failure-limiter");
   assert.deepEqual({ ...resolvePlatformConfig({}).auth }, { ...AUTH_FAILURE_DEFAULTS });

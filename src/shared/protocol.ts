@@ -105,6 +105,12 @@ export const HEADERS = {
   instanceUnusable: "x-stratus-instance-unusable",
   /** Remaining time budget in ms the gateway grants the runtime (informational). */
   deadlineMs: "x-stratus-deadline-ms",
+  /**
+   * Set by the gateway only, on an error answered BEFORE the function ran (the request may be sent
+   * again, elsewhere): `overload` (queue full), `queue-timeout`, `draining`, `start-failed`. Never
+   * passed through from a function's response, so a function's own 503 never carries it.
+   */
+  reject: "x-stratus-reject",
 } as const;
 
 /** Exit codes of the runtime process. 137 (SIGKILL) and 134 (V8 heap OOM) come from elsewhere. */

@@ -36,16 +36,17 @@ export function renderError(err: unknown, requestId?: string, extraHeaders?: Rea
 /**
  * Writes `err` as the response. When a head already went out nothing valid can follow, so the
  * response is destroyed instead; a destroyed response is left alone. Logging is the caller's.
+ * `status` overrides the registry's (the gateway's `queueFullStatus`: QUEUE_FULL as 503 behind HAProxy).
  * @returns the code and body bytes sent, or null when nothing was sent.
  */
-export function writeError(res: ServerResponse, err: unknown, requestId?: string, extraHeaders?: Readonly<Record<string, string>>): { code: string; bytes: number } | null {
+export function writeError(res: ServerResponse, err: unknown, requestId?: string, extraHeaders?: Readonly<Record<string, string>>, status?: number): { code: string; bytes: number } | null {
   if (res.headersSent) {
     res.destroy();
     return null;
   }
   if (res.destroyed) return null;
   const r = renderError(err, requestId, extraHeaders);
-  res.writeHead(r.status, r.headers);
+  res.writeHead(status ?? r.status, r.headers);
   res.end(r.body);
   return { code: r.code, bytes: Buffer.byteLength(r.body) };
 }

@@ -142,6 +142,70 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       assert.deepEqual(await s.listSecretNames("fn"), []);
     });
 
+    withStore("membership: join tokens, node credentials, stable lowest-free ids, heartbeats, drain, removal, config revision", async (s) => {
+      const { token, record } = await s.createJoinToken("rack-1", 60_000);
+      assert.match(token, /^sjt_/);
+      assert.equal(record.expiresAt - record.createdAt, 60_000);
+      assert.deepEqual(await s.listJoinTokens(), [record]);
+      assert.ok(!JSON.stringify(await s.listJoinTokens()).includes(token.slice(-20)), "listing must not reveal the join token");
+      await expectCode(s.joinNode(token.slice(0, -1) + (token.endsWith("A") ? "B" : "A"), { name: "n", url: "http://127.0.0.9:1", driver: "process" }), "JOIN_TOKEN_INVALID");
+      await expectCode(s.joinNode("garbage", { name: "n", url: "http://127.0.0.9:1", driver: "process" }), "JOIN_TOKEN_INVALID");
+      await expectCode(s.createJoinToken("x", 10), "INVALID_ARGUMENT");
+
+      const a = await s.joinNode(token, { name: "node-a", url: "http://127.0.0.2:1", driver: "process" });
+      const b = await s.joinNode(token, { name: "node-b", url: "http://127.0.0.3:1", driver: "docker" });
+      assert.deepEqual([a.record.id, b.record.id], [1, 2]);
+      assert.match(a.credential, /^snc_/);
+      assert.equal(a.record.state, "ready");
+      assert.equal(a.record.lastSeen, null);
+      assert.deepEqual(await s.verifyNodeCredential(a.credential), a.record);
+      await expectCode(s.verifyNodeCredential(a.credential + "x"), "NODE_CREDENTIAL_INVALID");
+      await expectCode(s.verifyNodeCredential("snc_nope_x"), "NODE_CREDENTIAL_INVALID");
+
+      // Re-joining under the same name keeps the id and replaces the credential.
+      const a2 = await s.joinNode(token, { name: "node-a", url: "http://127.0.0.2:2", driver: "process" });
+      assert.equal(a2.record.id, 1);
+      assert.equal(a2.record.url, "http://127.0.0.2:2");
+      await expectCode(s.verifyNodeCredential(a.credential), "NODE_CREDENTIAL_INVALID");
+      assert.equal((await s.verifyNodeCredential(a2.credential)).id, 1);
+
+      const load = { inFlight: 2, queued: 1, instances: 3, memUsedBytes: 100, memFreeBytes: 200, warm: ["f"] };
+      const beat = await s.recordHeartbeat(2, load);
+      assert.deepEqual(beat?.load, load);
+      assert.equal(typeof beat?.lastSeen, "number");
+      assert.equal((await s.recordHeartbeat(2, load, "http://127.0.0.3:9"))?.url, "http://127.0.0.3:9");
+      assert.equal(await s.recordHeartbeat(99, load), null);
+      assert.equal((await s.setNodeState(2, "draining")).state, "draining");
+      await expectCode(s.setNodeState(99, "draining"), "NOT_FOUND");
+      await expectCode(s.setNodeState(2, "lost" as "ready"), "INVALID_ARGUMENT");
+
+      // Removal: the credential is refused as revoked at once; the id is free for the next new node.
+      await s.removeNode(1);
+      await expectCode(s.verifyNodeCredential(a2.credential), "NODE_CREDENTIAL_REVOKED");
+      await expectCode(s.removeNode(1), "NOT_FOUND");
+      assert.deepEqual((await s.listNodes()).map((n) => n.name), ["node-b"]);
+      assert.equal(await s.recordHeartbeat(1, load), null, "a removed node's heartbeat is not recorded");
+      const c = await s.joinNode(token, { name: "node-c", url: "http://127.0.0.4:1", driver: "process" });
+      assert.equal(c.record.id, 1, "the lowest free id");
+      assert.deepEqual((await s.listNodes()).map((n) => [n.id, n.name]), [[1, "node-c"], [2, "node-b"]]);
+
+      const revoked = await s.revokeJoinToken(record.id);
+      assert.equal(typeof revoked.revokedAt, "number");
+      await expectCode(s.joinNode(token, { name: "node-d", url: "http://127.0.0.5:1", driver: "process" }), "JOIN_TOKEN_REVOKED");
+      await expectCode(s.revokeJoinToken("nope"), "NOT_FOUND");
+
+      const r0 = await s.configRevision();
+      assert.equal(await s.bumpConfigRevision(), r0 + 1);
+      assert.equal(await s.configRevision(), r0 + 1);
+    });
+
+    withStore("membership: an expired join token is refused", async (s) => {
+      const { token } = await s.createJoinToken("short", 1000);
+      await new Promise((r) => setTimeout(r, 1100));
+      await expectCode(s.joinNode(token, { name: "late", url: "http://127.0.0.9:1", driver: "process" }), "JOIN_TOKEN_EXPIRED");
+      assert.deepEqual(await s.listNodes(), []);
+    });
+
     withStore("tokens: plaintext once, verify, immediate revocation", async (s) => {
       const { token, record } = await s.createToken("ci");
       assert.match(token, /^stx_/);

@@ -14,7 +14,7 @@
  */
 import type { ErrorGroup, InvocationRecord, StoredLogEntry } from "../shared/invocation";
 import type {
-  Activation, BuildOutcome, BuildRecord, FunctionRecord, InvocationQuery, LogQuery, PurgePolicy, PurgeResult, TelemetryBatch, TokenRecord,
+  Activation, BuildOutcome, JoinTokenRecord, NodeLoad, NodeRecord, NodeState, BuildRecord, FunctionRecord, InvocationQuery, LogQuery, PurgePolicy, PurgeResult, TelemetryBatch, TokenRecord,
   VersionRecord, VersionStatus,
 } from "./store";
 
@@ -96,6 +96,46 @@ export interface TokenPersistence {
   listTokenHashes(): Promise<string[]>;
 }
 
+/** A join token row: the record plus the sha256 hex of the token. */
+export interface StoredJoinToken extends JoinTokenRecord {
+  readonly hash: string;
+}
+
+/** A node row: the record plus its credential's hash and removal time. */
+export interface StoredNode extends NodeRecord {
+  readonly credentialHash: string;
+  readonly removedAt: number | null;
+}
+
+export interface MembershipPersistence {
+  insertJoinToken(token: StoredJoinToken): Promise<void>;
+  getJoinToken(id: string): Promise<StoredJoinToken | null>;
+  /** Oldest first. */
+  listJoinTokens(): Promise<JoinTokenRecord[]>;
+  /** Atomically sets `revokedAt = at` unless already set; null when absent. */
+  revokeJoinToken(id: string, at: number): Promise<JoinTokenRecord | null>;
+  /**
+   * Atomically (one transaction, serialised against other registrations): a registered node named
+   * `name` keeps its id and gets `credentialHash`; otherwise removed rows of that name are deleted and
+   * the node takes the lowest id in 1..maxNodes no registered node holds (a removed row holding it is
+   * deleted). Null when every id is taken.
+   */
+  registerNode(node: { name: string; url: string; driver: string; credentialId: string; credentialHash: string; at: number }, maxNodes: number): Promise<NodeRecord | null>;
+  /** The node row (removed ones too) whose current credential has this id. */
+  getNodeByCredential(credentialId: string): Promise<StoredNode | null>;
+  /** Sets last_seen, load (and url when given) of a registered node; null when absent or removed. */
+  heartbeatNode(id: number, at: number, load: NodeLoad, url?: string): Promise<NodeRecord | null>;
+  /** Null when absent or removed. */
+  setNodeState(id: number, state: NodeState): Promise<NodeRecord | null>;
+  /** Atomically sets `removedAt` unless set; null when absent or already removed. */
+  removeNode(id: number, at: number): Promise<NodeRecord | null>;
+  /** Registered nodes by id. */
+  listNodes(): Promise<NodeRecord[]>;
+  bumpConfigRevision(): Promise<number>;
+  configRevision(): Promise<number>;
+  watchConfig(onChange: (revision: number | null) => void): Promise<() => Promise<void>>;
+}
+
 export interface BuildPersistence {
   insertBuild(id: string, at: number): Promise<BuildRecord>;
   /** Appends the lines after the existing ones, atomically (concurrent appends never share a line number); false when absent. */
@@ -119,6 +159,6 @@ export interface TelemetryPersistence {
 }
 
 /** One store implementation. `close` is idempotent. */
-export interface StorePersistence extends FunctionPersistence, ConfigPersistence, TokenPersistence, BuildPersistence, TelemetryPersistence {
+export interface StorePersistence extends FunctionPersistence, ConfigPersistence, TokenPersistence, BuildPersistence, TelemetryPersistence, MembershipPersistence {
   close(): Promise<void>;
 }

@@ -4,7 +4,8 @@
  * its TEXT, `pg` its `json`); `cold` is 0/1 in SQLite and a boolean in PostgreSQL.
  */
 import type { ErrorGroup, InvocationRecord, LogLevelName, StoredLogEntry } from "../shared/invocation";
-import type { BuildRecord, BuildStatus, FunctionRecord, TokenRecord, VersionRecord, VersionStatus } from "./store";
+import type { BuildRecord, BuildStatus, FunctionRecord, JoinTokenRecord, NodeLoad, NodeRecord, NodeState, TokenRecord, VersionRecord, VersionStatus } from "./store";
+import type { StoredNode } from "./persistence";
 
 /** Log levels as stored (a number, so `minLevel` is one comparison). */
 export const LEVEL_RANK: Record<LogLevelName, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -64,3 +65,17 @@ export const toErrorGroup = (r: ErrorGroupRow): ErrorGroup => ({
   functionName: r.function_name, fingerprint: r.fingerprint, code: r.code, messageShape: r.message_shape, topFrame: r.top_frame,
   count: r.count, firstSeen: r.first_seen, lastSeen: r.last_seen, sampleRequestId: r.sample_request_id,
 });
+
+export interface JoinTokenRow { id: string; name: string; hash: string; created_at: number; expires_at: number; revoked_at: number | null }
+export const toJoinToken = (r: JoinTokenRow): JoinTokenRecord => ({ id: r.id, name: r.name, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at });
+
+/** `load` is JSON text in SQLite and `json` (already parsed) in PostgreSQL. */
+export interface NodeRow {
+  id: number; name: string; url: string; driver: string; state: string; created_at: number; last_seen: number | null;
+  load: string | NodeLoad | null; credential_hash: string; removed_at: number | null;
+}
+export const toNode = (r: NodeRow): NodeRecord => ({
+  id: r.id, name: r.name, url: r.url, driver: r.driver, state: r.state as NodeState, createdAt: r.created_at, lastSeen: r.last_seen,
+  load: r.load === null ? null : typeof r.load === "string" ? (JSON.parse(r.load) as NodeLoad) : r.load,
+});
+export const toStoredNode = (r: NodeRow): StoredNode => ({ ...toNode(r), credentialHash: r.credential_hash, removedAt: r.removed_at });

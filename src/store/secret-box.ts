@@ -98,3 +98,21 @@ export async function loadOrCreateMasterKey(dataDir: string): Promise<Buffer> {
   if (!/^[0-9a-f]{64}$/.test(text)) throw new StratusError("INTERNAL", `${file} does not hold a 64-hex-character key`);
   return Buffer.from(text, "hex");
 }
+
+/**
+ * A prefixed secret `<prefix>_<id>_<43 base64url chars of 256 random bits>` (join tokens `sjt_`, node
+ * credentials `snc_<node id>_…`), with its sha256 hash (hex).
+ */
+export function generatePrefixedSecret(prefix: string, id: string): { token: string; hash: string } {
+  const token = `${prefix}_${id}_${randomBytes(32).toString("base64url")}`;
+  return { token, hash: hashToken(token) };
+}
+
+/** The id part of `<prefix>_<id>_<secret>`, or null for another shape. */
+export function prefixedSecretId(prefix: string, token: string): string | null {
+  if (typeof token !== "string" || !token.startsWith(`${prefix}_`)) return null;
+  const start = prefix.length + 1;
+  const end = token.indexOf("_", start);
+  if (end <= start) return null;
+  return token.slice(start, end);
+}

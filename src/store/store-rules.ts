@@ -15,13 +15,13 @@
  *  - tokens: names of 1–200 characters; generated and verified here, the persistence keeps the hash;
  *  - telemetry query limits: default 100, at most TELEMETRY_QUERY_MAX.
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { StratusError } from "../shared/errors";
 import { assertValidFunctionName } from "../shared/names";
 import type { ActivationCheck, StorePersistence } from "./persistence";
-import { assertMasterKey, decryptSecret, encryptSecret, generateToken, tokenId, tokenMatches } from "./secret-box";
+import { assertMasterKey, decryptSecret, encryptSecret, generatePrefixedSecret, generateToken, prefixedSecretId, tokenId, tokenMatches } from "./secret-box";
 import type { InvocationQuery, LogQuery, Store } from "./store";
-import { BUILD_STATUSES, TELEMETRY_QUERY_MAX, VERSION_STATUSES } from "./store";
+import { BUILD_STATUSES, MAX_NODES, NODE_STATES, TELEMETRY_QUERY_MAX, VERSION_STATUSES } from "./store";
 
 /** Options of `createStore`. */
 export interface CreateStoreOptions {
@@ -190,6 +190,60 @@ export function createStore(persistence: StorePersistence, options: CreateStoreO
       if (row === null || row.revokedAt !== null || !tokenMatches(token, row.hash)) return null;
       return { id: row.id, name: row.name, createdAt: row.createdAt, revokedAt: row.revokedAt };
     },
+
+    async createJoinToken(name, ttlMs) {
+      assertTokenName(name);
+      if (!Number.isInteger(ttlMs) || ttlMs < 1000 || ttlMs > 365 * 86_400_000) throw new StratusError("INVALID_ARGUMENT", "A join token's ttl is 1 s to 365 days");
+      const id = randomBytes(9).toString("base64url").replace(/[-_]/g, "x");
+      const t = generatePrefixedSecret("sjt", id);
+      const at = now();
+      const record = { id, name, createdAt: at, expiresAt: at + ttlMs, revokedAt: null };
+      await p.insertJoinToken({ ...record, hash: t.hash });
+      return { token: t.token, record };
+    },
+    listJoinTokens: () => p.listJoinTokens(),
+    async revokeJoinToken(id) {
+      const r = await p.revokeJoinToken(id, now());
+      if (r === null) throw new StratusError("NOT_FOUND", `Join token ${id} does not exist`);
+      return r;
+    },
+    async joinNode(joinToken, node) {
+      const id = prefixedSecretId("sjt", joinToken);
+      const row = id === null ? null : await p.getJoinToken(id);
+      if (row === null || !tokenMatches(joinToken, row.hash)) throw new StratusError("JOIN_TOKEN_INVALID");
+      if (row.revokedAt !== null) throw new StratusError("JOIN_TOKEN_REVOKED", `Join token ${row.id} was revoked`);
+      if (now() >= row.expiresAt) throw new StratusError("JOIN_TOKEN_EXPIRED", `Join token ${row.id} expired at ${new Date(row.expiresAt).toISOString()}`);
+      if (!/^[A-Za-z0-9._-]{1,100}$/.test(node.name)) throw new StratusError("INVALID_ARGUMENT", "A node name is 1–100 of [A-Za-z0-9._-]");
+      const credentialId = randomBytes(9).toString("base64url").replace(/[-_]/g, "x");
+      const c = generatePrefixedSecret("snc", credentialId);
+      const record = await p.registerNode({ ...node, credentialId, credentialHash: c.hash, at: now() }, MAX_NODES);
+      if (record === null) throw new StratusError("CONFLICT", `All ${MAX_NODES} node ids are taken; remove a node first`);
+      return { record, credential: c.token };
+    },
+    async verifyNodeCredential(credential) {
+      const credentialId = prefixedSecretId("snc", credential);
+      const row = credentialId === null ? null : await p.getNodeByCredential(credentialId);
+      if (row === null || !tokenMatches(credential, row.credentialHash)) throw new StratusError("NODE_CREDENTIAL_INVALID");
+      if (row.removedAt !== null) throw new StratusError("NODE_CREDENTIAL_REVOKED", `Node ${row.id} (${row.name}) was removed`);
+      const { credentialHash: _h, removedAt: _r, ...record } = row;
+      return record;
+    },
+    recordHeartbeat: (id, load, url) => p.heartbeatNode(id, now(), load, url),
+    async setNodeState(id, state) {
+      if (!(NODE_STATES as readonly string[]).includes(state)) throw new StratusError("INVALID_ARGUMENT", `A node state is one of ${NODE_STATES.join(", ")}`);
+      const r = await p.setNodeState(id, state);
+      if (r === null) throw new StratusError("NOT_FOUND", `Node ${id} does not exist`);
+      return r;
+    },
+    async removeNode(id) {
+      const r = await p.removeNode(id, now());
+      if (r === null) throw new StratusError("NOT_FOUND", `Node ${id} does not exist`);
+      return r;
+    },
+    listNodes: () => p.listNodes(),
+    bumpConfigRevision: () => p.bumpConfigRevision(),
+    configRevision: () => p.configRevision(),
+    watchConfig: (onChange) => p.watchConfig(onChange),
 
     createBuild: () => p.insertBuild(randomUUID(), now()),
     async appendBuildLog(id, lines) {

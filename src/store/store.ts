@@ -192,6 +192,98 @@ export interface TokenStore {
   listTokenHashes(): Promise<string[]>;
 }
 
+/** A join token, as listed (the secret is shown once, at creation; only its hash is stored). */
+export interface JoinTokenRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly createdAt: number;
+  /** The token is refused (JOIN_TOKEN_EXPIRED) from this time on, epoch ms. */
+  readonly expiresAt: number;
+  readonly revokedAt: number | null;
+}
+
+/** What a node reports in its heartbeat. */
+export interface NodeLoad {
+  /** Requests being executed. */
+  readonly inFlight: number;
+  /** Requests waiting for an instance. */
+  readonly queued: number;
+  /** Instances, all functions together. */
+  readonly instances: number;
+  readonly memUsedBytes: number;
+  readonly memFreeBytes: number;
+  /** Functions with at least one started instance (warm on this node). */
+  readonly warm: readonly string[];
+}
+
+/** Drain state an admin sets; `lost` is not stored: it is read as "no heartbeat for 10 s". */
+export const NODE_STATES = ["ready", "draining"] as const;
+export type NodeState = (typeof NODE_STATES)[number];
+
+/** A registered node. `id` is small (1–64), stable for the node's name, and the HAProxy server id. */
+export interface NodeRecord {
+  readonly id: number;
+  /** The node's name (`--node-id`, default `<hostname>-<hash of data dir>`); unique. */
+  readonly name: string;
+  /** Where the control plane and the load balancer reach it: `http(s)://addr:port`. */
+  readonly url: string;
+  readonly driver: string;
+  readonly state: NodeState;
+  readonly createdAt: number;
+  /** Last heartbeat, epoch ms (null before the first). */
+  readonly lastSeen: number | null;
+  readonly load: NodeLoad | null;
+}
+
+/** Most registered nodes (ids 1..MAX_NODES; HAProxy server ids). */
+export const MAX_NODES = 64;
+
+/**
+ * Cluster membership: join tokens (admin-issued, expiring, revocable), per-node credentials (random,
+ * stored as a sha256 hash, revocable by removing the node), heartbeats and drain state, and the config
+ * revision that tells every control plane sharing the store that the desired state changed.
+ */
+export interface MembershipStore {
+  /** @throws StratusError INVALID_ARGUMENT for an empty name or a ttl outside 1 s – 365 days */
+  createJoinToken(name: string, ttlMs: number): Promise<{ token: string; record: JoinTokenRecord }>;
+  /** Oldest first (expired and revoked ones included). */
+  listJoinTokens(): Promise<JoinTokenRecord[]>;
+  /** @throws StratusError NOT_FOUND */
+  revokeJoinToken(id: string): Promise<JoinTokenRecord>;
+  /**
+   * Registers (or re-registers) the node `name` with a join token: the same name keeps its id, a new
+   * one takes the lowest free id ≤ MAX_NODES. A new credential replaces any earlier one of that name.
+   * @throws StratusError JOIN_TOKEN_INVALID | JOIN_TOKEN_EXPIRED | JOIN_TOKEN_REVOKED; CONFLICT when MAX_NODES are registered
+   */
+  joinNode(joinToken: string, node: { name: string; url: string; driver: string }): Promise<{ record: NodeRecord; credential: string }>;
+  /**
+   * The node a credential belongs to.
+   * @throws StratusError NODE_CREDENTIAL_INVALID (unknown, wrong) | NODE_CREDENTIAL_REVOKED (the node was removed)
+   */
+  verifyNodeCredential(credential: string): Promise<NodeRecord>;
+  /** Records a heartbeat (and the URL the node now has); null when the node is absent or removed. */
+  recordHeartbeat(id: number, load: NodeLoad, url?: string): Promise<NodeRecord | null>;
+  /** @throws StratusError NOT_FOUND */
+  setNodeState(id: number, state: NodeState): Promise<NodeRecord>;
+  /** Removes the node: its credential stops working at once; its id becomes free. @throws StratusError NOT_FOUND */
+  removeNode(id: number): Promise<NodeRecord>;
+  /** Registered (not removed) nodes, by id. */
+  listNodes(): Promise<NodeRecord[]>;
+  /**
+   * Bumps the shared config revision (after a change to what nodes serve) and, on PostgreSQL, notifies
+   * every listening control plane (`NOTIFY stratus_config`, delivered at commit). Returns the new value.
+   */
+  bumpConfigRevision(): Promise<number>;
+  /** The shared config revision (0 before the first bump). */
+  configRevision(): Promise<number>;
+  /**
+   * Calls `onChange` when another writer bumped the config revision: PostgreSQL LISTEN on a dedicated
+   * connection (reconnected with backoff; `onChange(null)` after a reconnect, since NOTIFY is not
+   * replayed); SQLite has one writer and never calls it. The returned function stops listening.
+   */
+  watchConfig(onChange: (revision: number | null) => void): Promise<() => Promise<void>>;
+}
+
 /** Build records and their log lines. */
 export interface BuildStore {
   /** Starts a build record with status `running`. */
@@ -252,7 +344,7 @@ export interface PurgeResult {
  * Everything the control plane persists: the concerns together, plus the lifecycle. Callers that need
  * only one concern take that interface (the observer takes a TelemetryStore).
  */
-export interface Store extends FunctionStore, ConfigStore, TokenStore, BuildStore, TelemetryStore {
+export interface Store extends FunctionStore, ConfigStore, TokenStore, BuildStore, TelemetryStore, MembershipStore {
   /** Closes the store (idempotent). Later calls fail. */
   close(): Promise<void>;
 }

@@ -215,9 +215,13 @@ export function runGatewayCases(setup: () => Promise<GatewayDriverFixture>, opti
       assert.equal(full.status, 429);
       assert.equal(full.json.error?.code, "QUEUE_FULL");
       assert.equal(full.headers["retry-after"], "1");
+      // Single-node default: still 429, now also saying it was not executed (docs/gateway.md).
+      assert.equal(full.headers["x-stratus-reject"], "overload");
       const timedOut = await queued;
       assert.equal(timedOut.status, 503);
       assert.equal(timedOut.json.error?.code, "QUEUE_TIMEOUT");
+      assert.equal(timedOut.headers["x-stratus-reject"], "queue-timeout");
+      assert.equal(timedOut.headers["retry-after"], "1");
       assert.equal((await busy).status, 200);
     });
   });
@@ -362,6 +366,9 @@ export function runGatewayCases(setup: () => Promise<GatewayDriverFixture>, opti
       assert.equal(refused.status, 503);
       assert.equal(refused.json.error?.code, "SHUTTING_DOWN");
       assert.equal(refused.headers.connection, "close");
+      assert.equal(refused.headers["x-stratus-reject"], "draining");
+      const readyz = await call("/readyz");
+      assert.equal(readyz.status, 404, "draining: /readyz 404 (HAProxy disable-on-404)");
       const r = await inflight;
       assert.equal(r.status, 200, r.text);
       await drained;

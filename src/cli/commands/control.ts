@@ -21,6 +21,7 @@ interface ControlOptions {
   config?: string;
   logLevel?: string;
   tokenFile?: string;
+  store?: string;
   json?: boolean;
 }
 
@@ -41,6 +42,7 @@ export function registerControlCommand(program: Command): void {
     .option("-p, --port <port>", "port of the API and the node protocol (default 8080)")
     .option("--host <host>", "address to listen on (default 127.0.0.1)")
     .option("--data-dir <dir>", "store, artifacts and keys (default ~/.stratus/data)")
+    .option("--store <location>", "postgres://… (several control planes may share one; they need the same master.key) or a SQLite file (default <data-dir>/stratus.db)")
     .option("--token-file <file>", "file holding the node link secret (default: $STRATUS_NODE_TOKEN or <data-dir>/node.token)")
     .option("--config <file>", "JSON config file (flags > STRATUS_* env > file > defaults)")
     .option("--log-level <level>", "trace | debug | info | warn | error | fatal | silent")
@@ -52,7 +54,7 @@ export function registerControlCommand(program: Command): void {
         ]);
         const file = opts.config ? await readConfigFile(opts.config) : undefined;
         const config = resolvePlatformConfig({
-          flags: { port: opts.port, host: opts.host, dataDir: opts.dataDir === undefined ? undefined : resolve(opts.dataDir), logLevel: opts.logLevel },
+          flags: { port: opts.port, host: opts.host, store: opts.store, dataDir: opts.dataDir === undefined ? undefined : resolve(opts.dataDir), logLevel: opts.logLevel },
           env: process.env, file, homeDir: homedir(),
         });
         const logger = createLogger({ level: config.logLevel });

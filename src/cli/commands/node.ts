@@ -1,19 +1,30 @@
 /**
- * `stratus node --control URL (--token T | --token-file F) [--listen ADDR:PORT] [--data-dir DIR]
- *  [--driver process|docker] [--node-id ID] [--advertise URL] [--resync-ms N]`: runs one node agent
- * (driver + gateway) that joins the control plane at URL through the node protocol. It serves
- * `/fn/<name>/…` and its side of the protocol (`/internal/v1/…`, control-plane key only) on ADDR:PORT,
- * keeps artifacts in its own data dir, and never opens a store. The token may also come from
- * `STRATUS_NODE_TOKEN` (an argv secret is visible to other local users in `ps`).
- * Prints `Stratus node <id> at <url>`; SIGTERM/SIGINT drain and exit 0.
+ * `stratus node --control URL (--join-token T | --token T | --token-file F) [--listen ADDR:PORT] [--data-dir DIR]
+ *  [--driver process|docker] [--node-id ID] [--advertise URL] [--resync-ms N] [--ca-file PEM]`: runs one
+ * node agent (driver + gateway) that joins the control plane at URL through the node protocol. It serves
+ * `/fn/<name>/…`, `/readyz` (404 while drained), `/healthz` and its side of the protocol (`/internal/v1/…`,
+ * control-plane key only) on ADDR:PORT, keeps artifacts in its own data dir, and never opens a store.
+ *
+ * With `--join-token` (or `STRATUS_JOIN_TOKEN`) the node registers once and keeps the credential it is
+ * issued in `<data-dir>/node-credential.json` (0600); later starts use that file (the join token may
+ * have expired by then). `--token`/`--token-file`/`STRATUS_NODE_TOKEN` is the shared link secret instead
+ * (no per-node credential). An argv secret is visible to other local users in `ps`: prefer the env.
+ * Prints `Stratus node <id> at <url>`; SIGTERM/SIGINT drain and exit 0; a node the control plane
+ * refuses for good (removed, wrong credential) drops what it held and exits 1.
+ *
+ * Admin subcommands (API): `stratus node token create [--ttl 24h] [--name N] | ls | revoke <id>`,
+ * `stratus node drain <id>`, `stratus node undrain <id>`, `stratus node rm <id>`; `stratus nodes` lists.
  */
 import type { Command } from "commander";
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import { homedir, hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { StratusError } from "../../shared/errors";
-import { reportError } from "../command-kit";
+import { readFile } from "node:fs/promises";
+import { apiAction, formatTime, output, reportError, table, withCommonOptions, type CommonOptions } from "../command-kit";
+import type { NodeSummary } from "../api-client";
 import { readConfigFile } from "./up";
 import { readSecretFile } from "./control";
 
@@ -21,6 +32,8 @@ interface NodeOptions {
   control?: string;
   token?: string;
   tokenFile?: string;
+  joinToken?: string;
+  caFile?: string;
   listen?: string;
   dataDir?: string;
   driver?: string;
@@ -41,13 +54,84 @@ export function parseListen(v: string): { host: string; port: number } {
   return { host: (m[1] ?? m[2])!, port };
 }
 
-/** Registers the `node` command. */
+/** `90s`, `30m`, `24h`, `7d` or plain seconds → seconds. @throws StratusError INVALID_ARGUMENT */
+export function parseTtl(v: string): number {
+  const m = /^(\d+)([smhd]?)$/.exec(v.trim());
+  const n = m ? Number(m[1]) * ({ "": 1, s: 1, m: 60, h: 3600, d: 86_400 } as Record<string, number>)[m[2]!]! : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 365 * 86_400) throw new StratusError("INVALID_ARGUMENT", `--ttl wants a duration like 90s, 30m, 24h or 7d (at most 365d), got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function formatBytes(n: number): string {
+  return n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(1)}G` : `${Math.round(n / (1 << 20))}M`;
+}
+
+/** The `stratus nodes` table. */
+export function nodesTable(nodes: readonly NodeSummary[]): string {
+  return table(["ID", "NAME", "STATE", "URL", "IN-FLIGHT", "QUEUED", "INSTANCES", "MEM USED/FREE", "LAST SEEN", "WARM"], nodes.map((n) => [
+    n.id === null ? "-" : String(n.id), n.name, n.state, n.url,
+    String(n.load?.inFlight ?? "-"), String(n.load?.queued ?? "-"), String(n.load?.instances ?? "-"),
+    n.load ? `${formatBytes(n.load.memUsedBytes)}/${formatBytes(n.load.memFreeBytes)}` : "-",
+    formatTime(n.lastSeen), n.load && n.load.warm.length > 0 ? n.load.warm.join(",") : "-",
+  ]));
+}
+
+/** Registers `stratus nodes`. */
+export function registerNodesCommand(program: Command): void {
+  withCommonOptions(program.command("nodes").description("list cluster nodes: state (ready | draining | lost), load, warm functions"))
+    .action(apiAction<[], CommonOptions>(async (client, opts) => {
+      const nodes = await client.listNodes();
+      output(opts, { nodes }, () => (nodes.length === 0 ? "No nodes." : nodesTable(nodes)));
+    }));
+}
+
+function registerNodeAdmin(node: Command): void {
+  const token = node.command("token").description("manage join tokens (admin)");
+  withCommonOptions(token.command("create").description("create a join token (printed once) for `stratus node --join-token`"))
+    .option("--ttl <duration>", "lifetime: 90s, 30m, 24h, 7d", "24h")
+    .option("--name <name>", "a label for the token", "node")
+    .action(apiAction<[], CommonOptions & { ttl: string; name: string }>(async (client, opts) => {
+      const t = await client.createJoinToken({ name: opts.name, ttlSeconds: parseTtl(opts.ttl) });
+      output(opts, t, () => `Join token ${t.id} (${t.name}) created, valid until ${formatTime(t.expiresAt)}. It is shown only now:\n${t.token}`);
+    }));
+  withCommonOptions(token.command("ls").description("list join tokens"))
+    .action(apiAction<[], CommonOptions>(async (client, opts) => {
+      const ts = await client.listJoinTokens();
+      output(opts, { joinTokens: ts }, () => table(["ID", "NAME", "CREATED", "EXPIRES", "REVOKED"], ts.map((t) => [t.id, t.name, formatTime(t.createdAt), formatTime(t.expiresAt), formatTime(t.revokedAt)])));
+    }));
+  withCommonOptions(token.command("revoke").description("revoke a join token at once").argument("<id>"))
+    .action(apiAction<[string], CommonOptions>(async (client, opts, id) => {
+      const t = await client.revokeJoinToken(id);
+      output(opts, t, () => `Join token ${t.id} revoked.`);
+    }));
+  withCommonOptions(node.command("drain").description("drain a node: its /readyz answers 404, the load balancer sends it no new work").argument("<id>"))
+    .action(apiAction<[string], CommonOptions>(async (client, opts, id) => {
+      const n = await client.drainNode(id);
+      output(opts, n, () => `Node ${n.id} (${n.name}) is draining.`);
+    }));
+  withCommonOptions(node.command("undrain").description("make a drained node ready again").argument("<id>"))
+    .action(apiAction<[string], CommonOptions>(async (client, opts, id) => {
+      const n = await client.undrainNode(id);
+      output(opts, n, () => `Node ${n.id} (${n.name}) is ready.`);
+    }));
+  withCommonOptions(node.command("rm").description("remove a node: its credential stops working at once").argument("<id>"))
+    .action(apiAction<[string], CommonOptions>(async (client, opts, id) => {
+      const n = await client.removeNode(id);
+      output(opts, n, () => `Node ${n.id} (${n.name}) removed.`);
+    }));
+}
+
+/** Registers the `node` command (the agent, and the admin subcommands). */
 export function registerNodeCommand(program: Command): void {
-  program
+  const node = program
     .command("node")
-    .description("run a node agent (driver + gateway) that joins a control plane")
-    .requiredOption("--control <url>", "the control plane's URL (http(s)://host:port)")
-    .option("--token <secret>", "the node link secret (prefer --token-file or STRATUS_NODE_TOKEN)")
+    .description("run a node agent (driver + gateway) that joins a control plane; admin: token, drain, undrain, rm")
+    // Options of `node` only before a subcommand: `stratus node token create --token <API token>`.
+    .enablePositionalOptions()
+    .option("--control <url>", "the control plane's URL (http(s)://host:port)")
+    .option("--join-token <token>", "admin-issued join token (prefer STRATUS_JOIN_TOKEN); only needed until the node has joined")
+    .option("--ca-file <pem>", "CA certificate(s) to trust for an https:// control plane")
+    .option("--token <secret>", "the shared node link secret instead of a join (prefer --token-file or STRATUS_NODE_TOKEN)")
     .option("--token-file <file>", "file holding the node link secret")
     .option("--listen <addr:port>", "where to serve functions and the node protocol (default 127.0.0.1:8081)")
     .option("--data-dir <dir>", "the node's own data: artifact cache, sandbox state (default ~/.stratus/node)")
@@ -64,9 +148,12 @@ export function registerNodeCommand(program: Command): void {
         const [{ resolvePlatformConfig }, { createLogger }, { createNodeAgent }, { createNodeDriver, nodeGatewaySettings }] = await Promise.all([
           import("../../shared/platform-config"), import("../../shared/logger"), import("../../node/node-agent"), import("../../node/driver-factory"),
         ]);
-        const secret = opts.tokenFile ? await readSecretFile(opts.tokenFile) : opts.token ?? process.env.STRATUS_NODE_TOKEN ?? "";
-        if (secret === "") throw new StratusError("INVALID_ARGUMENT", "The node link secret is required: --token-file, --token or STRATUS_NODE_TOKEN");
+        const joinToken = opts.joinToken ?? process.env.STRATUS_JOIN_TOKEN;
+        const secret = opts.tokenFile ? await readSecretFile(opts.tokenFile) : opts.token ?? (joinToken === undefined ? process.env.STRATUS_NODE_TOKEN : undefined) ?? "";
         if (!/^https?:\/\//.test(opts.control ?? "")) throw new StratusError("INVALID_ARGUMENT", "--control wants an http(s):// URL");
+        const ca = opts.caFile ? await readFile(opts.caFile, "utf8").catch((cause: Error) => {
+          throw new StratusError("INVALID_ARGUMENT", `Cannot read --ca-file ${opts.caFile}: ${cause.message}`);
+        }) : undefined;
         const listen = parseListen(opts.listen ?? "127.0.0.1:8081");
         const resyncMs = opts.resyncMs === undefined ? undefined : Number(opts.resyncMs);
         if (resyncMs !== undefined && !(Number.isInteger(resyncMs) && resyncMs >= 100 && resyncMs <= 3_600_000)) {
@@ -74,6 +161,9 @@ export function registerNodeCommand(program: Command): void {
         }
         const file = opts.config ? await readConfigFile(opts.config) : undefined;
         const dataDir = resolve(opts.dataDir ?? join(homedir(), ".stratus", "node"));
+        if (secret === "" && joinToken === undefined && !existsSync(join(dataDir, "node-credential.json"))) {
+          throw new StratusError("INVALID_ARGUMENT", "This node has not joined yet: pass --join-token (or STRATUS_JOIN_TOKEN), or the shared secret (--token-file, --token, STRATUS_NODE_TOKEN)");
+        }
         const config = resolvePlatformConfig({
           flags: { port: listen.port, host: listen.host, dataDir, driver: opts.driver, logLevel: opts.logLevel },
           env: process.env, file, homeDir: homedir(),
@@ -87,7 +177,14 @@ export function registerNodeCommand(program: Command): void {
           driver, logger,
           ...nodeGatewaySettings(config),
           control: {
-            url: opts.control!, secret, nodeId, dataDir,
+            url: opts.control!, nodeId, dataDir,
+            ...(secret !== "" ? { secret } : joinToken !== undefined ? { joinToken } : {}),
+            ...(ca !== undefined ? { ca } : {}),
+            onRefused: (err) => {
+              reportError(err);
+              process.stderr.write("The control plane refused this node for good; it dropped everything it held and exits.\n");
+              void agent.close().finally(() => process.exit(1));
+            },
             ...(opts.advertise ? { advertiseUrl: opts.advertise } : {}),
             ...(resyncMs !== undefined ? { resyncIntervalMs: resyncMs } : {}),
             imagePruneIntervalMs: config.driver === "docker" ? config.docker.imagePruneIntervalMs : 0,
@@ -111,11 +208,12 @@ export function registerNodeCommand(program: Command): void {
         });
         const host = started.host.includes(":") ? `[${started.host}]` : started.host;
         const url = `http://${host}:${started.port}`;
-        if (opts.json) process.stdout.write(JSON.stringify({ nodeId, url, revision: agent.revision?.revision ?? null }) + "\n");
-        else process.stdout.write(`Stratus node ${nodeId} at ${url} (control plane ${opts.control})\n`);
+        if (opts.json) process.stdout.write(JSON.stringify({ nodeId, id: agent.numericId, url, revision: agent.revision?.revision ?? null }) + "\n");
+        else process.stdout.write(`Stratus node ${nodeId}${agent.numericId !== null ? ` (id ${agent.numericId})` : ""} at ${url} (control plane ${opts.control})\n`);
       } catch (err) {
         reportError(err);
         process.exit(1);
       }
     });
+  registerNodeAdmin(node);
 }

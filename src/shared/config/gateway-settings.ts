@@ -21,7 +21,12 @@ export const GATEWAY_LIMITS_SHAPE = {
   sweepIntervalMs: setting(int(5, 60_000).default(250), { unit: "ms", doc: "Period of the one timer that reaps idle instances, expires queued requests and keeps `minInstances`; its deadlines fire up to this late." }),
   timeoutGraceMs: setting(int(0, 60_000).default(2_000), { unit: "ms", doc: "Added to a function's timeout before the gateway gives up on the instance (504)." }),
   crashWaitMs: setting(int(10, 30_000).default(2_000), { unit: "ms", doc: "After a broken connection to an instance, how long to wait for its exit reason." }),
-  retryAfterS: setting(int(0, 3600).default(1), { unit: "s", doc: "`Retry-After` of 429 QUEUE_FULL." }),
+  retryAfterS: setting(int(0, 3600).default(1), { unit: "s", doc: "`Retry-After` of QUEUE_FULL." }),
+  // HAProxy 2.6's `retry-on` can retry a 503 on another node but not a 429.
+  queueFullStatus: setting(z.union([z.literal(429), z.literal(503)]).default(429), {
+    unit: "",
+    doc: "Status of QUEUE_FULL: 429 on a single node; 503 behind HAProxy (cluster mode), whose `retry-on` retries a 503 on another node but cannot retry a 429. Both carry `x-stratus-reject: overload` and `Retry-After`. See docs/cluster.md.",
+  }),
 };
 
 /** The gateway's other options and what the node agent adds around it (platform section `gateway`, not limits). */

@@ -136,6 +136,36 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX error_groups_seen ON error_groups (function_name, last_seen);
   `,
+  `
+  CREATE TABLE join_tokens (
+    id text PRIMARY KEY,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    name text NOT NULL,
+    hash text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    revoked_at bigint
+  );
+  -- id is chosen (lowest free, see registerNode), not generated: it is the HAProxy server id.
+  CREATE TABLE nodes (
+    id integer PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    url text NOT NULL,
+    driver text NOT NULL,
+    state text NOT NULL DEFAULT 'ready',
+    created_at bigint NOT NULL,
+    last_seen bigint,
+    load json,
+    credential_id text NOT NULL UNIQUE,
+    credential_hash text NOT NULL,
+    removed_at bigint
+  );
+  CREATE TABLE cluster_state (
+    key text PRIMARY KEY,
+    value bigint NOT NULL
+  );
+  INSERT INTO cluster_state (key, value) VALUES ('config_rev', 0);
+  `,
 ];
 
 /** Arbitrary constant key of the advisory lock that serialises migrations ("strat" in ASCII). */

@@ -25,6 +25,7 @@ import type { ErrorOccurrence } from "../../shared/invocation";
 import type { StorePersistence } from "../persistence";
 import { assertMasterKey } from "../secret-box";
 import {
+  toJoinToken, toNode, toStoredNode, type JoinTokenRow, type NodeRow,
   LEVEL_RANK, toBuild, toErrorGroup, toFunction, toInvocation, toLog, toToken, toVersion, VERSION_COLUMNS,
   type BuildRow, type ErrorGroupRow, type FunctionRow, type InvocationRow, type LogRow, type TokenRow, type VersionRow,
 } from "../rows";
@@ -46,6 +47,14 @@ export interface PostgresStoreOptions {
 
 /** Options of `openPostgresPersistence`. */
 export type PostgresPersistenceOptions = Pick<PostgresStoreOptions, "connectionString" | "poolSize">;
+
+/** The NOTIFY channel of config changes; the payload is the new config revision. */
+export const CONFIG_CHANNEL = "stratus_config";
+/** Arbitrary constant key of the advisory lock that serialises node registrations. */
+const REGISTER_LOCK = 0x6e6f646573;
+/** Delay before a lost LISTEN connection is re-opened, ms (doubling up to LISTEN_RETRY_MAX_MS). */
+const LISTEN_RETRY_MS = 200;
+const LISTEN_RETRY_MAX_MS = 5_000;
 
 const DAY_MS = 86_400_000;
 /** Days of partitions created ahead at open, so the day's first flush does not pay the DDL. */
@@ -422,6 +431,120 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
     },
     async listTokenHashes() {
       return (await query<{ hash: string }>("SELECT hash FROM tokens WHERE revoked_at IS NULL ORDER BY created_at, seq")).rows.map((r) => r.hash);
+    },
+
+    async insertJoinToken(t) {
+      await query("INSERT INTO join_tokens (id, name, hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)", [t.id, t.name, t.hash, t.createdAt, t.expiresAt]);
+    },
+    async getJoinToken(id) {
+      const { rows } = await query<JoinTokenRow>("SELECT * FROM join_tokens WHERE id = $1", [id]);
+      return rows[0] === undefined ? null : { ...toJoinToken(rows[0]), hash: rows[0].hash };
+    },
+    async listJoinTokens() {
+      return (await query<JoinTokenRow>("SELECT * FROM join_tokens ORDER BY created_at, seq")).rows.map(toJoinToken);
+    },
+    async revokeJoinToken(id, at) {
+      const { rows } = await query<JoinTokenRow>("UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *", [id, at]);
+      return rows[0] === undefined ? null : toJoinToken(rows[0]);
+    },
+    async registerNode(n, maxNodes) {
+      return tx(async (c) => {
+        // Registrations are serialised (two new nodes must not pick the same lowest free id).
+        await c.query("SELECT pg_advisory_xact_lock($1)", [REGISTER_LOCK]);
+        const same = (await c.query<NodeRow>("SELECT * FROM nodes WHERE name = $1", [n.name])).rows[0];
+        if (same !== undefined && same.removed_at === null) {
+          const { rows } = await c.query<NodeRow>("UPDATE nodes SET url = $2, driver = $3, credential_id = $4, credential_hash = $5 WHERE id = $1 RETURNING *",
+            [same.id, n.url, n.driver, n.credentialId, n.credentialHash]);
+          return toNode(rows[0]!);
+        }
+        if (same !== undefined) await c.query("DELETE FROM nodes WHERE id = $1", [same.id]);
+        const { rows: free } = await c.query<{ id: number }>(
+          "SELECT i AS id FROM generate_series(1, $1::int) i WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = i AND removed_at IS NULL) ORDER BY i LIMIT 1", [maxNodes]);
+        if (free[0] === undefined) return null;
+        await c.query("DELETE FROM nodes WHERE id = $1", [free[0].id]);
+        const { rows } = await c.query<NodeRow>(`INSERT INTO nodes (id, name, url, driver, state, created_at, credential_id, credential_hash)
+          VALUES ($1, $2, $3, $4, 'ready', $5, $6, $7) RETURNING *`, [free[0].id, n.name, n.url, n.driver, n.at, n.credentialId, n.credentialHash]);
+        return toNode(rows[0]!);
+      });
+    },
+    async getNodeByCredential(credentialId) {
+      const { rows } = await query<NodeRow>("SELECT * FROM nodes WHERE credential_id = $1", [credentialId]);
+      return rows[0] === undefined ? null : toStoredNode(rows[0]);
+    },
+    async heartbeatNode(id, at, load, url) {
+      const { rows } = await query<NodeRow>("UPDATE nodes SET last_seen = $2, load = $3, url = COALESCE($4, url) WHERE id = $1 AND removed_at IS NULL RETURNING *",
+        [id, at, JSON.stringify(load), url ?? null]);
+      return rows[0] === undefined ? null : toNode(rows[0]);
+    },
+    async setNodeState(id, state) {
+      const { rows } = await query<NodeRow>("UPDATE nodes SET state = $2 WHERE id = $1 AND removed_at IS NULL RETURNING *", [id, state]);
+      return rows[0] === undefined ? null : toNode(rows[0]);
+    },
+    async removeNode(id, at) {
+      const { rows } = await query<NodeRow>("UPDATE nodes SET removed_at = $2 WHERE id = $1 AND removed_at IS NULL RETURNING *", [id, at]);
+      return rows[0] === undefined ? null : toNode(rows[0]);
+    },
+    async listNodes() {
+      return (await query<NodeRow>("SELECT * FROM nodes WHERE removed_at IS NULL ORDER BY id")).rows.map(toNode);
+    },
+    async bumpConfigRevision() {
+      // The NOTIFY is delivered at commit, i.e. together with the new revision (one statement, one transaction).
+      const { rows } = await query<{ value: number }>(
+        `WITH b AS (UPDATE cluster_state SET value = value + 1 WHERE key = 'config_rev' RETURNING value)
+         SELECT value, pg_notify('${CONFIG_CHANNEL}', value::text) FROM b`);
+      return rows[0]!.value;
+    },
+    async configRevision() {
+      return (await query<{ value: number }>("SELECT value FROM cluster_state WHERE key = 'config_rev'")).rows[0]!.value;
+    },
+    async watchConfig(onChange) {
+      // A dedicated connection (never a pooled one: LISTEN belongs to a session). When it drops, it is
+      // re-opened with backoff and onChange(null) tells the caller to resync (NOTIFY is not replayed).
+      let stopped = false;
+      let client: pg.Client | null = null;
+      let timer: NodeJS.Timeout | null = null;
+      let delay = LISTEN_RETRY_MS;
+      const connect = async (first: boolean): Promise<void> => {
+        const c = new pg.Client({ connectionString: options.connectionString, types: TYPES });
+        c.on("error", () => {});
+        c.on("end", () => {
+          if (stopped || client !== c) return;
+          client = null;
+          schedule();
+        });
+        c.on("notification", (m) => {
+          if (m.channel !== CONFIG_CHANNEL) return;
+          const rev = Number(m.payload);
+          onChange(Number.isFinite(rev) ? rev : null);
+        });
+        await c.connect();
+        await c.query(`LISTEN ${CONFIG_CHANNEL}`);
+        if (stopped) {
+          await c.end().catch(() => {});
+          return;
+        }
+        client = c;
+        delay = LISTEN_RETRY_MS;
+        if (!first) onChange(null);
+      };
+      const schedule = () => {
+        if (stopped || timer !== null) return;
+        timer = setTimeout(() => {
+          timer = null;
+          connect(false).catch(() => {
+            delay = Math.min(delay * 2, LISTEN_RETRY_MAX_MS);
+            schedule();
+          });
+        }, delay);
+      };
+      await connect(true);
+      return async () => {
+        stopped = true;
+        if (timer !== null) clearTimeout(timer);
+        const c = client;
+        client = null;
+        await c?.end().catch(() => {});
+      };
     },
 
     async insertBuild(id, at) {

@@ -15,6 +15,7 @@ import { dirname } from "node:path";
 import { StratusError } from "../../shared/errors";
 import type { ActivationCheck, FinishResult, StorePersistence, StoredToken } from "../persistence";
 import {
+  toJoinToken, toNode, toStoredNode, type JoinTokenRow, type NodeRow,
   LEVEL_RANK, toBuild as toBuildRecord, toErrorGroup, toFunction, toInvocation, toLog, toToken, toVersion as toVersionRecord, VERSION_COLUMNS,
   type BuildRow, type ErrorGroupRow, type FunctionRow, type InvocationRow, type LogRow, type TokenRow, type VersionRow,
 } from "../rows";
@@ -137,6 +138,35 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (function_name, fingerprint)
   );
   CREATE INDEX error_groups_seen ON error_groups (function_name, last_seen);
+  `,
+  `
+  CREATE TABLE join_tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+  );
+  CREATE TABLE nodes (
+    -- Not AUTOINCREMENT: ids are chosen (lowest free) and become HAProxy server ids.
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    url TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ready',
+    created_at INTEGER NOT NULL,
+    last_seen INTEGER,
+    load TEXT,
+    credential_id TEXT NOT NULL UNIQUE,
+    credential_hash TEXT NOT NULL,
+    removed_at INTEGER
+  );
+  CREATE TABLE cluster_state (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+  );
+  INSERT INTO cluster_state (key, value) VALUES ('config_rev', 0);
   `,
 ];
 
@@ -277,6 +307,43 @@ export function openSqlitePersistence(file: string): StorePersistence {
     return Object.fromEntries(q.envGet.all(id).map((r) => [r.name, r.value]));
   });
 
+  const jt = {
+    insert: db.prepare("INSERT INTO join_tokens (id, name, hash, created_at, expires_at) VALUES (@id, @name, @hash, @createdAt, @expiresAt)"),
+    get: db.prepare<[string], JoinTokenRow>("SELECT * FROM join_tokens WHERE id = ?"),
+    all: db.prepare<[], JoinTokenRow>("SELECT * FROM join_tokens ORDER BY created_at, rowid"),
+    revoke: db.prepare<[number, string]>("UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"),
+    nodeByName: db.prepare<[string], NodeRow>("SELECT * FROM nodes WHERE name = ?"),
+    nodeById: db.prepare<[number], NodeRow>("SELECT * FROM nodes WHERE id = ?"),
+    nodeByCred: db.prepare<[string], NodeRow>("SELECT * FROM nodes WHERE credential_id = ?"),
+    nodeIds: db.prepare<[], { id: number; removed_at: number | null }>("SELECT id, removed_at FROM nodes"),
+    nodeDel: db.prepare<[number]>("DELETE FROM nodes WHERE id = ?"),
+    nodeInsert: db.prepare(`INSERT INTO nodes (id, name, url, driver, state, created_at, credential_id, credential_hash)
+      VALUES (@id, @name, @url, @driver, 'ready', @at, @credentialId, @credentialHash)`),
+    nodeRekey: db.prepare("UPDATE nodes SET url = @url, driver = @driver, credential_id = @credentialId, credential_hash = @credentialHash WHERE id = @id"),
+    nodeBeat: db.prepare<[number, string, string | null, number]>("UPDATE nodes SET last_seen = ?, load = ?, url = COALESCE(?, url) WHERE id = ? AND removed_at IS NULL"),
+    nodeState: db.prepare<[string, number]>("UPDATE nodes SET state = ? WHERE id = ? AND removed_at IS NULL"),
+    nodeRemove: db.prepare<[number, number]>("UPDATE nodes SET removed_at = ? WHERE id = ? AND removed_at IS NULL"),
+    nodeAll: db.prepare<[], NodeRow>("SELECT * FROM nodes WHERE removed_at IS NULL ORDER BY id"),
+    revBump: db.prepare<[], { value: number }>("UPDATE cluster_state SET value = value + 1 WHERE key = 'config_rev' RETURNING value"),
+    revGet: db.prepare<[], { value: number }>("SELECT value FROM cluster_state WHERE key = 'config_rev'"),
+  };
+  const registerTx = db.transaction((n: { name: string; url: string; driver: string; credentialId: string; credentialHash: string; at: number }, maxNodes: number) => {
+    const same = jt.nodeByName.get(n.name);
+    if (same !== undefined && same.removed_at === null) {
+      jt.nodeRekey.run({ ...n, id: same.id });
+      return toNode(jt.nodeById.get(same.id)!);
+    }
+    if (same !== undefined) jt.nodeDel.run(same.id);
+    const rows = jt.nodeIds.all();
+    const taken = new Set(rows.filter((r) => r.removed_at === null).map((r) => r.id));
+    let id = 0;
+    for (let i = 1; i <= maxNodes; i++) if (!taken.has(i)) { id = i; break; }
+    if (id === 0) return null;
+    jt.nodeDel.run(id);
+    jt.nodeInsert.run({ ...n, id });
+    return toNode(jt.nodeById.get(id)!);
+  });
+
   const revokeTx = db.transaction((id: string, at: number): TokenRecord | null => {
     q.tokRevoke.run(at, id);
     const row = q.tokGet.get(id);
@@ -415,6 +482,54 @@ export function openSqlitePersistence(file: string): StorePersistence {
     },
     async listTokenHashes() {
       return q.tokAll.all().filter((r) => r.revoked_at === null).map((r) => r.hash);
+    },
+
+    async insertJoinToken(t) {
+      jt.insert.run({ id: t.id, name: t.name, hash: t.hash, createdAt: t.createdAt, expiresAt: t.expiresAt });
+    },
+    async getJoinToken(id) {
+      const r = jt.get.get(id);
+      return r === undefined ? null : { ...toJoinToken(r), hash: r.hash };
+    },
+    async listJoinTokens() {
+      return jt.all.all().map(toJoinToken);
+    },
+    async revokeJoinToken(id, at) {
+      jt.revoke.run(at, id);
+      const r = jt.get.get(id);
+      return r === undefined ? null : toJoinToken(r);
+    },
+    async registerNode(n, maxNodes) {
+      return registerTx(n, maxNodes);
+    },
+    async getNodeByCredential(credentialId) {
+      const r = jt.nodeByCred.get(credentialId);
+      return r === undefined ? null : toStoredNode(r);
+    },
+    async heartbeatNode(id, at, load, url) {
+      if (jt.nodeBeat.run(at, JSON.stringify(load), url ?? null, id).changes === 0) return null;
+      return toNode(jt.nodeById.get(id)!);
+    },
+    async setNodeState(id, state) {
+      if (jt.nodeState.run(state, id).changes === 0) return null;
+      return toNode(jt.nodeById.get(id)!);
+    },
+    async removeNode(id, at) {
+      if (jt.nodeRemove.run(at, id).changes === 0) return null;
+      return toNode(jt.nodeById.get(id)!);
+    },
+    async listNodes() {
+      return jt.nodeAll.all().map(toNode);
+    },
+    async bumpConfigRevision() {
+      return jt.revBump.get()!.value;
+    },
+    async configRevision() {
+      return jt.revGet.get()!.value;
+    },
+    // One control plane per SQLite file: no other writer to hear from.
+    async watchConfig() {
+      return async () => {};
     },
 
     async insertBuild(id, at) {

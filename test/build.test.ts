@@ -26,6 +26,7 @@ before(async () => {
   root = await mkdtemp(join(tmpdir(), "stratus-build-test-"));
   // Socket paths must stay short (≤ 107 bytes): the state dir sits just below /tmp.
   driver = createProcessDriver({ runtimePath: RUNTIME, stateDir: join(root, "st"), cgroupRoot: `stratus-buildtest-${process.pid}` });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
 });
 after(async () => {
   await driver?.close();

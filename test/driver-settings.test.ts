@@ -39,6 +39,9 @@ before(async () => {
   });
   assert.equal(config.process.startTimeoutMs, 1500);
   driver = await createNodeDriver(config, { dataDir: join(root, "d"), nodeId: "sds", nodeSuffix: randomBytes(4).toString("hex"), runtimePath: RUNTIME, logger: createSilentLogger() });
+  // As a node does: leftovers removed, then open.
+  await driver.reconcile();
+  await driver.open();
 });
 
 after(async () => {

@@ -66,6 +66,7 @@ before(async () => {
   assert.ok(existsSync(RUNTIME), "dist/runtime.cjs missing: run `npm run build` first");
   dir = mkdtempSync(join(tmpdir(), "sob-"));
   driver = createProcessDriver({ runtimePath: RUNTIME, stateDir: join(dir, "r"), cgroupRoot: `stratus-obstest-${process.pid}`, pidsMax: 64 });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   await driver.reconcile();
   store = openSqliteStore({ file: join(dir, "s.db"), masterKey: new Uint8Array(32).fill(7) });
   observe = createObservability({

@@ -28,9 +28,10 @@ const processDriver = setup.driver === "docker"
   : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm) });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
-    runtimeFile: resolve("dist/runtime.cjs"), socketRoot: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm),
+    runtimePath: resolve("dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm),
   });
 await driver.reconcile();
+await driver.open();
 // BENCH_OBSERVE=1: the full observability pipeline of `stratus up` (records, REPORT lines, metrics,
 // batched into a real SQLite store), so the gateway's observer path is measured too.
 const observability = process.env.BENCH_OBSERVE === "1"

@@ -30,12 +30,11 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
   const { username, password, address } = config.registry;
   const d = config.docker;
   return createDockerDriver({
-    startTimeoutMs: d.startTimeoutMs, pidsLimit: d.pidsMax, tmpfsMb: d.tmpSizeMb, cpuSharesPerGb: d.cpuSharesPerGb,
-    ...(d.blockedCidrs.length > 0 ? { network: { denyCidrs: d.blockedCidrs } } : {}),
+    startTimeoutMs: d.startTimeoutMs, pidsMax: d.pidsMax, tmpSizeMb: d.tmpSizeMb, blockedCidrs: d.blockedCidrs, cpuSharesPerGb: d.cpuSharesPerGb,
     registry: address,
     ...(username !== "" ? { registryAuth: { username, password } } : {}),
-    ...(o.runtimePath ? { runtimeFile: o.runtimePath } : {}),
-    socketRoot: join(o.dataDir, "docker"),
+    ...(o.runtimePath ? { runtimePath: o.runtimePath } : {}),
+    stateDir: join(o.dataDir, "docker"),
     nodeId: o.nodeId,
     prewarm: config.prewarm,
     outputLimits: outputLimitsFrom(config),

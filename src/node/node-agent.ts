@@ -543,6 +543,8 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     async start({ port, host = "127.0.0.1" }) {
       const { removed } = await driver.reconcile();
       if (removed > 0) logger.info({ removed }, "reconcile removed leftovers of an earlier run");
+      // Only now may the driver boot anything (pre-warm slots): reconcile must not meet them.
+      await driver.open();
       await listen(gateway.server, port, host);
       const address = gateway.server.address() as AddressInfo;
       logger.info({ host: address.address, port: address.port, driver: driver.name }, "node agent listening");

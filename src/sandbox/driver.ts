@@ -10,8 +10,11 @@
  *  - `close()` is graceful and idempotent: SIGTERM, wait up to `graceMs` for in-flight work, then kill.
  *  - `destroy()` is immediate and idempotent: kill and clean up.
  *  - `exited` resolves exactly once, after all resources of the instance are released.
- *  - `driver.close()` destroys every instance; `driver.reconcile()` removes what a previous,
- *    killed run of the node left behind (processes, cgroups, containers, sockets).
+ *  - A driver is created idle: nothing runs and nothing touches the engine until `open()`.
+ *    `driver.reconcile()` (before `open()`) removes what a previous, killed run of the node left behind
+ *    (processes, cgroups, containers, sockets); `open()` starts the pre-warm pool and allows `start()`;
+ *    `driver.close()` refuses new starts and destroys every instance. All three are idempotent.
+ *  - The lifecycle itself is shared code: src/sandbox/driver-core.ts; a driver supplies a backend.
  */
 import type { ServedVersion } from "../shared/function-version";
 import type { DiscoveredFunction, DiscoverySpec } from "../shared/discovery";
@@ -95,7 +98,8 @@ export interface SandboxDriver {
   readonly name: SandboxDriverName;
   /**
    * Starts an instance and resolves when it is ready to serve.
-   * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED
+   * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED (also: not open yet, invalid or taken
+   *   instance id, socket path too long, aborted) | SHUTTING_DOWN
    */
   start(spec: InstanceSpec, options?: StartOptions): Promise<Instance>;
   /**
@@ -110,8 +114,14 @@ export interface SandboxDriver {
    * @throws StratusError FUNCTION_LOAD_FAILED (the message carries the module's error, with file:line when known)
    */
   discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]>;
-  /** Removes leftovers of earlier runs of this node. Resolves with how many were removed. */
+  /** Removes leftovers of earlier runs of this node (call before open()). Resolves with how many were removed. */
   reconcile(): Promise<{ removed: number }>;
+  /**
+   * Starts the driver's background work (the pre-warm pool) and allows start(); before it nothing
+   * touches the engine. Idempotent.
+   * @throws StratusError SHUTTING_DOWN after close()
+   */
+  open(): Promise<void>;
   /** Destroys every instance this driver started. Idempotent. */
   close(): Promise<void>;
 }

@@ -167,6 +167,8 @@ const InvocationRecordSchema = z.object({
 });
 const OutputLineSchema = z.object({
   ts: z.number(), stream: z.enum(["stdout", "stderr"]), level: z.string(), requestId: z.string().optional(), message: z.string(), instanceId: z.string(),
+  // The marker of output the per-instance rate limit dropped (InstanceLogLine.dropped): without it the
+  // control plane would store the marker as the function's own line and not count the drop.
   dropped: z.object({ lines: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }).optional(),
 });
 const PlatformEventSchema = z.object({

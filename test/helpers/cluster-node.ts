@@ -45,6 +45,7 @@ if (process.send !== undefined && process.argv[2] !== undefined) {
   mkdirSync(setup.stateDir, { recursive: true });
   const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir: setup.stateDir, cgroupRoot: setup.cgroupRoot, pidsMax: 64, prewarm: setup.prewarm });
   await driver.reconcile();
+  await driver.open();
   const counts = new Map<string, FunctionCounts>();
   const gateway = createGateway({
     driver,

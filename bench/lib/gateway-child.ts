@@ -37,7 +37,7 @@ await driver.open();
 const observability = process.env.BENCH_OBSERVE === "1"
   ? createObservability({ store: openSqliteStore({ file: join(stateDir, "bench.db"), masterKey: randomBytes(32) }), logger: createSilentLogger(), defaultMetrics: false })
   : null;
-const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { tickMs: 200 }, ...(observability === null ? {} : { observer: observability.observer }) });
+const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { sweepIntervalMs: 200 }, ...(observability === null ? {} : { observer: observability.observer }) });
 for (const f of setup.functions) {
   const d = { name: f.name, version: "1", artifactDir: resolve(f.dir), entry: f.file, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config), env: {} };
   const { image } = await driver.prepare({ ...d, functionName: f.name, instanceId: "prepare" });

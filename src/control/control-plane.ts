@@ -23,6 +23,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { PlatformConfig } from "../shared/platform-config";
+import { observeSettingsOf } from "../shared/config/observe-settings";
 import { StratusError } from "../shared/errors";
 import { writeError } from "../shared/write-error";
 import { AuthFailureLimiter } from "../shared/auth-failure-limiter";
@@ -32,9 +33,9 @@ import type { InvocationRecord } from "../shared/invocation";
 import { openStore } from "../store/open-store";
 import { loadOrCreateMasterKey } from "../store/secret-box";
 import type { Store } from "../store/store";
-import { unpackArchive } from "../builder/archive";
+import { unpackArchive } from "../shared/archive";
 import { buildProject } from "../builder/build";
-import { digestTree } from "../builder/tree-digest";
+import { digestTree } from "../shared/tree-digest";
 import { createObservability, type Observability } from "../observe/observer";
 import { createActivator } from "./activation";
 import { createDeployer } from "./deployer";
@@ -142,7 +143,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     const theStore = store;
     events = await openEventsPlane({ storeLocation, store, logger: logger.child({ component: "events" }), settings: config.events, publicUrl: () => publicUrl });
     const theEvents = events;
-    observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
+    observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: observeSettingsOf(config.observe) });
     let activator: ReturnType<typeof createActivator> | null = null;
     fleet = createNodeFleet({
       secret: deps.nodeSecret,
@@ -196,13 +197,13 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       functionUrl: (name) => `${publicUrl}/fn/${name}`,
       unpack: async (body: Readable) => {
         const r = await unpackArchive(body, { limits: archiveLimits, parentDir: tmpDir });
-        return { dir: r.dir, cleanup: () => rm(r.dir, { recursive: true, force: true }) };
+        return { ...r, cleanup: () => rm(r.dir, { recursive: true, force: true }) };
       },
-      build: async (dir, o) => {
+      build: async (project, o) => {
         const signal = AbortSignal.timeout(config.build.timeoutMs);
         const r = await buildProject({
-          dir, dataDir, driver: discoverOnNode, store: theStore, buildId: o.buildId, logger: logger.child({ component: "builder" }),
-          onLog: o.onLog, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
+          unpacked: project, dataDir, driver: discoverOnNode, buildId: o.buildId, logger: logger.child({ component: "builder" }),
+          onLog: o.onLog, onSource: o.onSource, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
         });
         return r.functions;
       },

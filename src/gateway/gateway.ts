@@ -18,11 +18,11 @@ import type { Logger } from "../shared/logger";
 import { isValidFunctionName } from "../shared/names";
 import { HEADERS } from "../shared/protocol";
 import { renderError, writeError } from "../shared/write-error";
-import { resolveTraceparent } from "../observe/traceparent";
+import { resolveTraceparent } from "../shared/traceparent";
 import type { Deployment } from "./deployment";
 import { FunctionPool, type Lease, type PendingLease } from "./function-pool";
 import { MemorySampler } from "./memory-sampler";
-import type { GatewayObserver } from "./observer-hook";
+import type { GatewayObserver } from "../shared/gateway-observer";
 import { pickRequestId, serverTiming } from "./headers";
 import { resolveGatewayLimits, type GatewayLimitsInput } from "./limits";
 import { proxyRequest, type BodyMode, type ProxyMeter, type ProxyParams, type ProxyResult } from "./proxy";
@@ -176,7 +176,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const retryAfter = String(limits.retryAfterS);
 
   const server = createServer({
-    maxHeaderSize: limits.maxHeaderSize,
+    maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headersTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
@@ -201,7 +201,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function ensureTicker(): void {
     if (ticker !== null || closed) return;
-    ticker = setInterval(sweep, limits.tickMs);
+    ticker = setInterval(sweep, limits.sweepIntervalMs);
     ticker.unref(); // never the reason the process stays alive
   }
 

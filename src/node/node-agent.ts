@@ -38,7 +38,7 @@ import { createLinkClient, protocolRoute, readJsonBody, sendJson, sendProtocolEr
 import { createGateway, type AsyncIntakeHook, type AuthorizeHook, type Gateway, type GatewayOptions } from "../gateway/gateway";
 import type { Deployment } from "../gateway/deployment";
 import type { GatewayLimitsInput } from "../gateway/limits";
-import type { GatewayObserver } from "../gateway/observer-hook";
+import type { GatewayObserver } from "../shared/gateway-observer";
 import { createArtifactCache, type ArtifactCache } from "./artifact-cache";
 import { createTelemetryShipper, type TelemetryShipper } from "./telemetry-shipper";
 import { readinessAnswer } from "./readiness";

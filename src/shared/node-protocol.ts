@@ -27,7 +27,10 @@
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import { FunctionConfigSchema, type FunctionConfig } from "./function-config";
+import { FunctionConfigSchema } from "./function-config";
+import type { VersionDeployment } from "./function-version";
+import type { DiscoveredFunction } from "./discovery";
+import type { InstanceLogLine } from "./instance-output";
 import { isValidFunctionName } from "./names";
 import { StratusError } from "./errors";
 import { LOG_LEVELS, PLATFORM_EVENT_KINDS, type InvocationRecord, type PlatformEvent } from "./invocation";
@@ -64,16 +67,13 @@ export const WireDeploymentSchema = z.strictObject({
   env: z.record(z.string(), z.string()),
   image: z.string().optional(),
 });
-export interface WireDeployment {
-  readonly name: string;
-  readonly version: string;
-  readonly digest: string;
-  readonly entry: string;
-  readonly exportName: string;
-  readonly config: Readonly<FunctionConfig>;
-  readonly env: Readonly<Record<string, string>>;
-  readonly image?: string;
-}
+/** The wire form of a VersionDeployment (src/shared/function-version.ts): the same type, checked by the schema. */
+export type WireDeployment = VersionDeployment;
+// The schema and the type cannot drift: each must be assignable to the other.
+const _wireIsVersionDeployment: (w: z.output<typeof WireDeploymentSchema>) => VersionDeployment = (w) => w;
+const _versionDeploymentIsWire: (v: VersionDeployment) => z.input<typeof WireDeploymentSchema> = (v) => v;
+void _wireIsVersionDeployment;
+void _versionDeploymentIsWire;
 
 /**
  * Everything a node should serve, with a revision. `controlId` names one run of a control plane (a
@@ -117,13 +117,8 @@ export const DiscoverRequestSchema = z.strictObject({
 });
 export type DiscoverRequest = z.infer<typeof DiscoverRequestSchema>;
 
-/** One export of a discovered module (`error` set when the runtime found it unusable). */
-export interface WireDiscoveredFunction {
-  readonly name: string;
-  readonly exportName: string;
-  readonly config: unknown;
-  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown };
-}
+/** One export of a discovered module: the driver's DiscoveredFunction (src/shared/discovery.ts), as it is. */
+export type WireDiscoveredFunction = DiscoveredFunction;
 export interface DiscoverResult {
   readonly functions: readonly WireDiscoveredFunction[];
 }
@@ -186,8 +181,19 @@ const PlatformEventSchema = z.object({
   instanceId: z.string().nullable(), requestId: z.string().nullable(), message: z.string(),
 });
 
-/** One output line of an instance, as the node reports it. */
-export type OutputLine = z.infer<typeof OutputLineSchema>;
+/** One output line of an instance, as the node reports it: the driver's InstanceLogLine (src/shared/instance-output.ts), as it is. */
+export type OutputLine = InstanceLogLine;
+/**
+ * True when a wire schema's output is exactly the shared type: assignable, and no field of the type
+ * missing from the schema (z.object strips unknown keys, so a missing field would vanish on the way).
+ */
+type SameShape<Wire, T> = [Wire] extends [T] ? (Required<Wire> extends Required<T> ? true : never) : never;
+const wireShapesMatch: [
+  SameShape<z.output<typeof OutputLineSchema>, InstanceLogLine>,
+  SameShape<z.output<typeof InvocationRecordSchema>, InvocationRecord>,
+  SameShape<z.output<typeof PlatformEventSchema>, PlatformEvent>,
+] = [true, true, true];
+void wireShapesMatch;
 
 /** One telemetry item; a batch keeps the order the node saw them in (a REPORT follows its lines). */
 export const TelemetryItemSchema = z.discriminatedUnion("kind", [

@@ -145,7 +145,7 @@ export async function startStack(kind: DriverKind, options: StackOptions = {}): 
   const observe = createObservability({ store, logger: createSilentLogger(), defaultMetrics: false, settings: { flushIntervalMs: 50 } });
   const gateway = createGateway({
     driver, logger: createSilentLogger(), observer: observe.observer, nodeId: tag,
-    limits: { tickMs: 50, ...options.limits },
+    limits: { sweepIntervalMs: 50, ...options.limits },
     ...(options.authorize ? { authorize: options.authorize } : {}),
     ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
     ...(options.fallback ? { fallback: options.fallback } : {}),

@@ -51,7 +51,7 @@ if (process.send !== undefined && process.argv[2] !== undefined) {
     driver,
     logger: createSilentLogger(),
     nodeId: setup.name,
-    limits: { tickMs: 100, ...setup.limits },
+    limits: { sweepIntervalMs: 100, ...setup.limits },
     observer: {
       onInvocation(r) {
         let c = counts.get(r.functionName);

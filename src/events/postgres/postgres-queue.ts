@@ -11,6 +11,7 @@
  * conformance suite.
  */
 import pg from "pg";
+import { isSerializationFailure, runTransaction } from "../../store/postgres/pg-tx";
 import { StratusError } from "../../shared/errors";
 import { JOB_COLUMNS, jobToValues, patchValues, rowToJob, type JobRow, type QueuePersistence } from "../queue-persistence";
 import type { JobQueue, JobRecord } from "../queue";
@@ -70,10 +71,8 @@ export async function openPostgresQueue(options: PostgresQueueOptions): Promise<
   return createJobQueue(await openPostgresQueuePersistence(options), options);
 }
 
-const isRetryable = (err: unknown): boolean => {
-  const code = (err as { code?: string }).code;
-  return code === "40001" || code === "40P01" || code === "23505";
-};
+/** Serialization failure, deadlock, or a unique race of an insert-if-absent path (23505). */
+const isRetryable = (err: unknown): boolean => isSerializationFailure(err) || (err as { code?: string } | null)?.code === "23505";
 
 export async function openPostgresQueuePersistence(options: PostgresQueueOptions): Promise<QueuePersistence> {
   const pool = new pg.Pool({ connectionString: options.connectionString, max: options.poolSize ?? 5 });
@@ -109,22 +108,7 @@ export async function openPostgresQueuePersistence(options: PostgresQueueOptions
   }
 
   /** One transaction; retried on serialization failure, deadlock or a unique race (the insert-if-absent paths). */
-  async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const c = await pool.connect();
-      try {
-        await c.query("BEGIN");
-        const out = await fn(c);
-        await c.query("COMMIT");
-        return out;
-      } catch (err) {
-        await c.query("ROLLBACK").catch(() => {});
-        if (attempt >= TX_ATTEMPTS || !isRetryable(err)) throw err;
-      } finally {
-        c.release();
-      }
-    }
-  }
+  const tx = <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => runTransaction(pool, fn, { attempts: TX_ATTEMPTS, retryable: isRetryable });
 
   const insertSql = `INSERT INTO event_jobs (${JOB_COLUMNS.join(", ")}) VALUES (${JOB_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})`;
   const insert = (c: pg.ClientBase, job: JobRecord) => c.query(insertSql, jobToValues(job));

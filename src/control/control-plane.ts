@@ -37,6 +37,7 @@ import { createApiApp } from "./api";
 import type { ApiContext } from "./api-context";
 import { createNodeFleet, type NodeFleet } from "./node-fleet";
 import { lbMembers, type LbMember } from "./membership";
+import { createLbSyncer, type LbSyncer } from "./lb-sync";
 
 export interface ControlPlaneDeps {
   readonly logger: Logger;
@@ -112,6 +113,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
   let closing: Promise<void> | null = null;
   let stopWatching: (() => Promise<void>) | null = null;
   let checkTimer: NodeJS.Timeout | null = null;
+  let lbSyncer: LbSyncer | null = null;
 
   function ingest(batch: TelemetryBatch): void {
     const obs = observability!;
@@ -138,6 +140,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       logger: logger.child({ component: "fleet" }),
       artifactsDir: join(dataDir, "artifacts"),
       ingest,
+      onMembershipChange: () => lbSyncer?.trigger(),
       buildState: async () => {
         const functions: WireDeployment[] = [];
         for (const fn of await theStore.listFunctions()) {
@@ -242,6 +245,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
           theFleet.knownConfigRevision = r;
           logger.debug({ configRevision: r }, "the store's config changed elsewhere; pushing to this control plane's nodes");
           await theFleet.refresh();
+          lbSyncer?.trigger();
         } while (again && closing === null);
       })().catch((err) => logger.warn({ err }, "could not follow a config change made elsewhere; retrying at the next check")).finally(() => {
         refreshing = null;
@@ -251,6 +255,13 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     checkTimer = setInterval(() => onStoreRevision(null), deps.configCheckIntervalMs ?? CONFIG_CHECK_INTERVAL_MS);
     checkTimer.unref();
 
+    if (config.lb.haproxySocket !== "") {
+      lbSyncer = createLbSyncer({
+        socket: config.lb.haproxySocket, stateFile: config.lb.haproxyStateFile, intervalMs: config.lb.syncIntervalMs,
+        members: async () => lbMembers(await theFleet.members()), logger: logger.child({ component: "lb-sync" }),
+      });
+    }
+
     let adminToken: string | null = null;
     if ((await store.listTokens()).length === 0) adminToken = (await store.createToken("admin")).token;
     logger.info({ url, protocolSocket: deps.protocolSocket }, "control plane started");
@@ -259,6 +270,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
 
   async function doClose(): Promise<void> {
     if (checkTimer !== null) clearInterval(checkTimer);
+    if (lbSyncer !== null) await lbSyncer.close();
     if (stopWatching !== null) await stopWatching().catch(() => {});
     for (const s of servers) await closeServer(s);
     if (fleet) await fleet.close();

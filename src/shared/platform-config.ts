@@ -63,6 +63,9 @@ export const PLATFORM_CONFIG_FIELDS = [
   { key: "registry.password", env: "STRATUS_REGISTRY_PASSWORD", unit: "", default: "", doc: "Registry password." },
   { key: "process.sandboxSubnet", env: "STRATUS_PROCESS_SANDBOX_SUBNET", unit: "CIDR", default: "10.200.0.0/16", doc: "Process driver: IPv4 subnet carved into one /30 per sandbox with outbound network (its own network namespace, a veth pair and NAT). Pick a range no real network of the host uses; two nodes on one host need disjoint subnets. See docs/sandbox.md." },
   { key: "docker.imagePruneIntervalMs", env: "STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS", unit: "ms", default: 600_000, doc: "Docker driver: how often the node removes function images no active version uses (the registry keeps every version; a rollback pulls by digest). 0 disables." },
+  { key: "lb.haproxySocket", env: "STRATUS_LB_HAPROXY_SOCKET", unit: "path", default: "", doc: "Control plane (`stratus control`): HAProxy's admin stats socket. When set, the control plane keeps HAProxy's node slots in step with its node table (`syncMembership`) on every join, drain, undrain, loss and removal, and every `lb.syncIntervalMs`. Empty: HAProxy is not managed (use `stratus lb sync`). See docs/cluster.md." },
+  { key: "lb.haproxyStateFile", env: "STRATUS_LB_HAPROXY_STATE_FILE", unit: "path", default: "", doc: "HAProxy's `server-state-file`, written after every membership change so a restart or reload of HAProxy keeps the slots. Empty: not written." },
+  { key: "lb.syncIntervalMs", env: "STRATUS_LB_SYNC_INTERVAL_MS", unit: "ms", default: 2000, doc: "Period of the control plane's membership sync with HAProxy (besides syncing on every change): bounds how long a node lost by silence, or a change made through another control plane, takes to reach HAProxy." },
 ] as const;
 
 const port = z.coerce.number().int().min(0).max(65_535);
@@ -145,6 +148,13 @@ export const PlatformConfigSchema = z.strictObject({
   docker: z
     .strictObject({
       imagePruneIntervalMs: posInt(0, 86_400_000).default(600_000),
+    })
+    .prefault({}),
+  lb: z
+    .strictObject({
+      haproxySocket: z.string().default(""),
+      haproxyStateFile: z.string().default(""),
+      syncIntervalMs: posInt(100, 3_600_000).default(2000),
     })
     .prefault({}),
 });

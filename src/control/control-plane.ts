@@ -77,6 +77,11 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
+/** A comma-separated list, trimmed, without empty entries. */
+function splitList(v: string): string[] {
+  return v.split(",").map((x) => x.trim()).filter((x) => x !== "");
+}
+
 /** 503 NOT_READY. */
 function sendNotReady(res: ServerResponse): void {
   writeError(res, new StratusError("NOT_READY"));
@@ -113,7 +118,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
   let closing: Promise<void> | null = null;
   let stopWatching: (() => Promise<void>) | null = null;
   let checkTimer: NodeJS.Timeout | null = null;
-  let lbSyncer: LbSyncer | null = null;
+  let lbSyncers: LbSyncer[] = [];
 
   function ingest(batch: TelemetryBatch): void {
     const obs = observability!;
@@ -140,7 +145,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       logger: logger.child({ component: "fleet" }),
       artifactsDir: join(dataDir, "artifacts"),
       ingest,
-      onMembershipChange: () => lbSyncer?.trigger(),
+      onMembershipChange: () => lbSyncers.forEach((x) => x.trigger()),
       buildState: async () => {
         const functions: WireDeployment[] = [];
         for (const fn of await theStore.listFunctions()) {
@@ -245,7 +250,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
           theFleet.knownConfigRevision = r;
           logger.debug({ configRevision: r }, "the store's config changed elsewhere; pushing to this control plane's nodes");
           await theFleet.refresh();
-          lbSyncer?.trigger();
+          lbSyncers.forEach((x) => x.trigger());
         } while (again && closing === null);
       })().catch((err) => logger.warn({ err }, "could not follow a config change made elsewhere; retrying at the next check")).finally(() => {
         refreshing = null;
@@ -255,12 +260,16 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     checkTimer = setInterval(() => onStoreRevision(null), deps.configCheckIntervalMs ?? CONFIG_CHECK_INTERVAL_MS);
     checkTimer.unref();
 
-    if (config.lb.haproxySocket !== "") {
-      lbSyncer = createLbSyncer({
-        socket: config.lb.haproxySocket, stateFile: config.lb.haproxyStateFile, intervalMs: config.lb.syncIntervalMs,
-        members: async () => lbMembers(await theFleet.members()), logger: logger.child({ component: "lb-sync" }),
-      });
+    // One syncer per HAProxy (two side by side: docs/cluster.md "running two HAProxies").
+    const sockets = splitList(config.lb.haproxySocket);
+    const stateFiles = splitList(config.lb.haproxyStateFile);
+    if (stateFiles.length > 0 && stateFiles.length !== sockets.length) {
+      throw new StratusError("INVALID_ARGUMENT", `lb.haproxyStateFile lists ${stateFiles.length} files for ${sockets.length} sockets in lb.haproxySocket: give one per socket, in the same order`);
     }
+    lbSyncers = sockets.map((socket, i) => createLbSyncer({
+      socket, ...(stateFiles[i] !== undefined ? { stateFile: stateFiles[i] } : {}), intervalMs: config.lb.syncIntervalMs,
+      members: async () => lbMembers(await theFleet.members()), logger: logger.child({ component: "lb-sync", socket }),
+    }));
 
     let adminToken: string | null = null;
     if ((await store.listTokens()).length === 0) adminToken = (await store.createToken("admin")).token;
@@ -270,7 +279,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
 
   async function doClose(): Promise<void> {
     if (checkTimer !== null) clearInterval(checkTimer);
-    if (lbSyncer !== null) await lbSyncer.close();
+    await Promise.all(lbSyncers.map((x) => x.close()));
     if (stopWatching !== null) await stopWatching().catch(() => {});
     for (const s of servers) await closeServer(s);
     if (fleet) await fleet.close();

@@ -120,6 +120,26 @@ function foldErrors(errors: readonly ErrorOccurrence[]) {
   return [...groups.values()];
 }
 
+/**
+ * A connection-level failure (server down, restarting, unreachable, the session cut), as opposed to an
+ * error of the statement: Node socket errors, SQLSTATE class 08 (connection exception) and 57P01–57P03
+ * (admin/crash shutdown, cannot connect now), and node-postgres' own "Connection terminated" errors.
+ */
+export function isConnectionFailure(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === "string" ? e.code : "";
+  if (["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EPIPE", "ENOTFOUND", "EAI_AGAIN"].includes(code)) return true;
+  if (code.startsWith("08") || code === "57P01" || code === "57P02" || code === "57P03") return true;
+  const msg = typeof e?.message === "string" ? e.message : "";
+  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(msg);
+}
+
+/** Rethrows a connection failure as STORE_UNAVAILABLE (503, a stable code); anything else as it is. */
+function storeError(err: unknown): never {
+  if (isConnectionFailure(err)) throw new StratusError("STORE_UNAVAILABLE", undefined, { cause: err, headers: { "retry-after": "2" } });
+  throw err;
+}
+
 const isRetryable = (err: unknown) => {
   const code = (err as { code?: string }).code;
   return code === "40001" || code === "40P01";
@@ -153,12 +173,12 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
     throw err;
   }
 
-  const query = <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => pool.query<R>(sql, params);
+  const query = <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => pool.query<R>(sql, params).catch(storeError);
 
   /** Runs `fn` in a transaction; retried on serialization failure or deadlock. */
   async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      const c = await pool.connect();
+      const c = await pool.connect().catch(storeError);
       try {
         await c.query("BEGIN");
         const out = await fn(c);
@@ -166,7 +186,7 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
         return out;
       } catch (err) {
         await c.query("ROLLBACK").catch(() => {});
-        if (attempt >= TX_ATTEMPTS || !isRetryable(err)) throw err;
+        if (attempt >= TX_ATTEMPTS || !isRetryable(err)) storeError(err);
       } finally {
         c.release();
       }

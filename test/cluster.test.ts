@@ -87,6 +87,7 @@ test(`1 locality: ${N} functions × 5 requests from 16 clients: cold starts ≤ 
   const share = new Map(c.nodes.map((n) => [n.name, 0]));
   for (const o of owners.values()) share.set(o, (share.get(o) ?? 0) + 1);
   const mean = N / c.nodes.length;
+  console.log(`# locality: ${cold} cold starts for ${N} functions; functions per node ${JSON.stringify([...share])}`);
   for (const [node, n] of share) assert.ok(Math.abs(n - mean) <= 0.25 * mean, `${node} owns ${n} functions, mean ${mean.toFixed(1)} (±25 %): ${JSON.stringify([...share])}`);
   // Both HAProxies were given the same slots by the control plane, so they build the same ring.
   for (const f of FNS.slice(0, 10)) assert.equal(await slotOf(f, c.lb), await slotOf(f, c.lbLocal), `${f} maps to the same node on both HAProxies`);
@@ -111,6 +112,7 @@ test("2 spill: one hot function from 20 clients (300 ms handler): 0 errors, ≥ 
   const by = new Map<string, number>();
   for (const r of await c.invocations("hot")) if (r.instanceId !== null && r.ts >= from) by.set(r.nodeId, (by.get(r.nodeId) ?? 0) + 1);
   const sorted = [...by].sort((a, b) => b[1] - a[1]);
+  console.log(`# spill: hot served ${JSON.stringify(sorted)}`);
   assert.ok(sorted.length >= 2, `served by ≥ 2 nodes: ${JSON.stringify(sorted)}`);
   const owner = nodeById(await slotOf("hot", c.lb)).name;
   assert.equal(sorted[0]![0], owner, `the ring owner ${owner} served most: ${JSON.stringify(sorted)}`);
@@ -159,6 +161,7 @@ test("4 failover: SIGKILL a node under 24 clients: only in-flight requests fail,
   // In flight at the kill or sent before DOWN (+1 s): it ended after the kill and started before DOWN + 1 s.
   const outside = failed.filter((x) => x.t0 + x.r.ms < killedAt || x.t0 > downAt + 1000);
   assert.deepEqual(outside.map((x) => [x.t0 - killedAt, x.r.ms, x.r.status, x.r.text.slice(0, 80)]), [], "failures only among requests in flight between the kill and DOWN");
+  console.log(`# failover: ${failed.length} of ${results.length} failed; DOWN ${downAt - killedAt} ms after the kill`);
   assert.ok(failed.length <= 48, `only in-flight requests failed (${failed.length} ≤ 2 × 24 clients)`);
   assert.equal(results.filter((x) => x.t0 >= afterFrom && x.r.status !== 200).length, 0, "0 errors after DOWN");
   assert.ok(results.filter((x) => x.t0 >= afterFrom).length > 0);
@@ -184,6 +187,7 @@ test("5 join and drain through the control plane: a 4th node joins with its join
   const now = await ringOwners();
   const moved = FNS.filter((f) => now.get(f) !== old.get(f));
   assert.deepEqual(moved.filter((f) => now.get(f) !== n5.id), [], "every function that moved went to the new node");
+  console.log(`# join: ${moved.length} of ${N} functions moved`);
   assert.ok(moved.length >= 0.1 * N && moved.length <= 0.4 * N, `about a quarter moved: ${moved.length} of ${N}`);
   const drain = await c.cli(["node", "drain", String(n5.id)]);
   assert.equal(drain.code, 0, drain.stderr);

@@ -122,6 +122,8 @@ export interface ClusterOptions {
   readonly syncIntervalMs?: number;
   /** Extra env for every node. */
   readonly nodeEnv?: Record<string, string>;
+  /** Sandbox driver of the nodes started at start (default process). */
+  readonly driver?: "process" | "docker";
 }
 
 /** Starts the whole cluster (bounded: each piece has its own start-up timeout). */
@@ -329,7 +331,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       },
       close,
     };
-    for (let i = 0; i < (options.nodes ?? 3); i++) await cluster.addNode(`node${i + 2}`, `127.0.0.${i + 2}`);
+    for (let i = 0; i < (options.nodes ?? 3); i++) await cluster.addNode(`node${i + 2}`, `127.0.0.${i + 2}`, { driver: options.driver ?? "process" });
     // Membership reaches both HAProxies through the control plane; the checks then bring the slots UP.
     for (const which of [lb, lbLocal]) {
       const up = await waitUntil(async () => {

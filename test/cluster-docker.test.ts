@@ -12,7 +12,9 @@ import { startCluster, call, type Cluster } from "./helpers/cluster";
 let c: Cluster;
 
 before(async () => {
-  c = await startCluster({ nodes: 2, driver: "docker" });
+  // No pre-started generic containers: with prewarm a docker node serves from a base-image slot with the
+  // artifact mounted and never needs the function's image; without it each instance runs the image.
+  c = await startCluster({ nodes: 2, driver: "docker", nodeEnv: { STRATUS_PREWARM: "0" } });
 });
 
 after(async () => {
@@ -31,7 +33,7 @@ test("7 docker nodes: a node without the function's image pulls it by digest fro
   const image = String((fn.json!.version as { image: string }).image);
   assert.match(image, /^127\.0\.0\.1:5000\/.+@sha256:[0-9a-f]{64}$/, "the version's image is a registry reference by digest");
   // The node that never built it: the other node, whose engine (here, the shared one) lacks the image.
-  const containers = docker("ps", "-aq", "--filter", `ancestor=${image}`).stdout.trim().split("\n").filter(Boolean);
+  const containers = docker("ps", "-aq", "--filter", "label=stratus.function=dock").stdout.trim().split("\n").filter(Boolean);
   if (containers.length > 0) docker("rm", "-f", ...containers);
   const rmi = docker("image", "rm", "-f", image);
   assert.equal(rmi.status, 0, rmi.stderr);

@@ -44,6 +44,7 @@ import type { ApiContext } from "./api-context";
 import { createNodeFleet, type NodeFleet } from "./node-fleet";
 import { lbMembers, type LbMember } from "./membership";
 import { openEventsPlane, type EventsPlane } from "../events/events-plane";
+import { createLbSyncer, type LbSyncer } from "./lb-sync";
 
 export interface ControlPlaneDeps {
   readonly logger: Logger;
@@ -86,6 +87,11 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
+/** A comma-separated list, trimmed, without empty entries. */
+function splitList(v: string): string[] {
+  return v.split(",").map((x) => x.trim()).filter((x) => x !== "");
+}
+
 /** 503 NOT_READY. */
 function sendNotReady(res: ServerResponse): void {
   writeError(res, new StratusError("NOT_READY"));
@@ -123,6 +129,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
   let closing: Promise<void> | null = null;
   let stopWatching: (() => Promise<void>) | null = null;
   let checkTimer: NodeJS.Timeout | null = null;
+  let lbSyncers: LbSyncer[] = [];
 
   function ingest(batch: TelemetryBatch): void {
     const obs = observability!;
@@ -152,6 +159,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       logger: logger.child({ component: "fleet" }),
       artifactsDir: join(dataDir, "artifacts"),
       ingest,
+      onMembershipChange: () => lbSyncers.forEach((x) => x.trigger()),
       buildState: async () => {
         const functions: WireDeployment[] = [];
         for (const fn of await theStore.listFunctions()) {
@@ -257,6 +265,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
           theFleet.knownConfigRevision = r;
           logger.debug({ configRevision: r }, "the store's config changed elsewhere; pushing to this control plane's nodes");
           await theFleet.refresh();
+          lbSyncers.forEach((x) => x.trigger());
         } while (again && closing === null);
       })().catch((err) => logger.warn({ err }, "could not follow a config change made elsewhere; retrying at the next check")).finally(() => {
         refreshing = null;
@@ -265,6 +274,17 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     stopWatching = await store.watchConfig(onStoreRevision);
     checkTimer = setInterval(() => onStoreRevision(null), deps.configCheckIntervalMs ?? CONFIG_CHECK_INTERVAL_MS);
     checkTimer.unref();
+
+    // One syncer per HAProxy (two side by side: docs/cluster.md "running two HAProxies").
+    const sockets = splitList(config.lb.haproxySocket);
+    const stateFiles = splitList(config.lb.haproxyStateFile);
+    if (stateFiles.length > 0 && stateFiles.length !== sockets.length) {
+      throw new StratusError("INVALID_ARGUMENT", `lb.haproxyStateFile lists ${stateFiles.length} files for ${sockets.length} sockets in lb.haproxySocket: give one per socket, in the same order`);
+    }
+    lbSyncers = sockets.map((socket, i) => createLbSyncer({
+      socket, ...(stateFiles[i] !== undefined ? { stateFile: stateFiles[i] } : {}), intervalMs: config.lb.syncIntervalMs,
+      members: async () => lbMembers(await theFleet.members()), logger: logger.child({ component: "lb-sync", socket }),
+    }));
 
     let adminToken: string | null = null;
     if ((await store.listTokens()).length === 0) adminToken = (await store.createToken("admin")).token;
@@ -280,6 +300,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
   async function doClose(): Promise<void> {
     await stopEvents(config.gateway.drainTimeoutMs);
     if (checkTimer !== null) clearInterval(checkTimer);
+    await Promise.all(lbSyncers.map((x) => x.close()));
     if (stopWatching !== null) await stopWatching().catch(() => {});
     for (const s of servers) await closeServer(s);
     if (fleet) await fleet.close();

@@ -105,6 +105,8 @@ export interface NodeFleetOptions {
   readonly controlKeyOf: (credential: string) => string;
   /** Clock, epoch ms (default Date.now). */
   readonly now?: () => number;
+  /** Called after the node table changed here (join, hello, drain/undrain, removal): the HAProxy sync. */
+  readonly onMembershipChange?: () => void;
 }
 
 export interface NodeFleet extends NodeFleetApi {
@@ -203,6 +205,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
         state: peer.kind === "node" ? peer.record.state : "ready", load: null,
       });
       logger.info({ nodeId: h.nodeId, id, url: h.url, driver: h.driver }, "node connected");
+      if (id !== null) options.onMembershipChange?.();
     } else old.lastSeen = now();
     return desiredState();
   }
@@ -212,6 +215,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     checkUrl(j.url, viaUnixSocket);
     const { record, credential } = await membership.joinNode(j.joinToken, { name: j.nodeId, url: j.url, driver: j.driver });
     logger.info({ nodeId: record.name, id: record.id, url: record.url }, "node joined");
+    options.onMembershipChange?.();
     return { id: record.id, nodeId: record.name, credential, controlKey: options.controlKeyOf(credential) };
   }
 
@@ -235,6 +239,8 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
       const r = await membership.recordHeartbeat(peer.record.id, hb.load, hb.url);
       if (r === null) throw new StratusError("NODE_CREDENTIAL_REVOKED", `Node ${peer.record.id} was removed`);
       state = r.state;
+      // Back from lost, or at a new address: HAProxy should hear of it now, not at the next period.
+      if (isLost(peer.record.lastSeen) || peer.record.url !== hb.url) options.onMembershipChange?.();
     }
     if (n) {
       n.lastSeen = now();
@@ -350,6 +356,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     },
     async setNodeState(id, state) {
       const r = await membership.setNodeState(id, state);
+      options.onMembershipChange?.();
       // A node connected here hears it now; one connected elsewhere at its next heartbeat (≤ 2 s).
       const n = [...nodes.values()].find((x) => x.id === id);
       if (n) {
@@ -361,6 +368,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     async removeNode(id) {
       const r = await membership.removeNode(id);
       await dropRemoved();
+      options.onMembershipChange?.();
       // Other control planes drop it at the notification.
       knownConfigRevision = await membership.bumpConfigRevision();
       return r;

@@ -4,6 +4,11 @@
  * first. When `maxBuffered` items are already waiting (the sink is slower than the producers), new
  * items are dropped and counted through `onDrop` — the gateway must never wait on its logs.
  *
+ * A batch whose write failed with an error `retryable` accepts (the store is unreachable for a while)
+ * goes back to the head of the buffer and is written again after `flushIntervalMs`; what no longer fits
+ * under `maxBuffered` (the newest items) is dropped and counted. So an outage of the store loses only
+ * what the bound cannot hold.
+ *
  * Invariants: at most one `flush` runs at a time; `buffer.length <= maxBuffered`; every pushed item is
  * either flushed once, or dropped and counted once; no timer runs while the buffer is empty.
  */
@@ -19,8 +24,12 @@ export interface BatcherOptions<T> {
   readonly flush: (items: T[]) => void | Promise<void>;
   /** Called with each dropped item (buffer full). Must not throw. */
   readonly onDrop?: (item: T) => void;
-  /** Called when `flush` failed. Must not throw. */
+  /** Called when `flush` failed and the batch is lost (not retryable, or closing). Must not throw. */
   readonly onError?: (err: unknown, lost: number) => void;
+  /** A failed write this accepts is retried (the batch kept at the head of the buffer). Default: none. */
+  readonly retryable?: (err: unknown) => boolean;
+  /** Called once per failed write that will be retried, with the items kept. Must not throw. */
+  readonly onRetry?: (err: unknown, kept: number) => void;
 }
 
 /** See the file comment. */
@@ -29,6 +38,8 @@ export class Batcher<T> {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private closed = false;
+  /** After a retried failure, no write before this (epoch ms), even when a full batch waits. */
+  private backoffUntil = 0;
   private readonly intervalMs: number;
   private readonly maxBatch: number;
   private readonly maxBuffered: number;
@@ -51,7 +62,7 @@ export class Batcher<T> {
       return false;
     }
     this.buffer.push(item);
-    if (this.buffer.length >= this.maxBatch) {
+    if (this.buffer.length >= this.maxBatch && Date.now() >= this.backoffUntil) {
       if (this.running === null) void this.flushNow();
     } else if (this.timer === null) {
       this.timer = setTimeout(() => {
@@ -73,17 +84,38 @@ export class Batcher<T> {
     if (this.buffer.length === 0) return;
     const batch = this.buffer;
     this.buffer = [];
+    let retry = false;
     this.running = (async () => {
       try {
         await this.options.flush(batch);
+        this.backoffUntil = 0;
       } catch (err) {
-        this.options.onError?.(err, batch.length);
+        if (!this.closed && this.options.retryable?.(err) === true) {
+          retry = true;
+          this.backoffUntil = Date.now() + this.intervalMs;
+          // Back at the head, oldest first; the newest items beyond the bound are dropped and counted.
+          const all = batch.concat(this.buffer);
+          this.buffer = all.slice(0, this.maxBuffered);
+          for (const item of all.slice(this.maxBuffered)) this.options.onDrop?.(item);
+          this.options.onRetry?.(err, this.buffer.length);
+        } else this.options.onError?.(err, batch.length);
       }
     })();
     try {
       await this.running;
     } finally {
       this.running = null;
+    }
+    if (retry) {
+      // Wait one interval before writing again (no tight loop while the store is down).
+      if (this.timer === null && !this.closed) {
+        this.timer = setTimeout(() => {
+          this.timer = null;
+          void this.flushNow();
+        }, this.intervalMs);
+        this.timer.unref();
+      }
+      return;
     }
     // Items that arrived during the write get their own timer (or an immediate flush when many).
     if (this.buffer.length >= this.maxBatch) await this.flushNow();

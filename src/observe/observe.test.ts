@@ -106,3 +106,29 @@ test("per-invocation cap: counts drops, marks at the end, catches late lines, fo
   assert.deepEqual(cap.sweep(5000), []);
   assert.equal(cap.size, 0);
 });
+
+test("Batcher: a retryable failed write keeps the batch (bounded, overflow counted) and writes it after the interval, in order", async () => {
+  const written: number[][] = [];
+  const dropped: number[] = [];
+  let down = true;
+  const b = new Batcher<number>({
+    flushIntervalMs: 20, maxBatch: 100, maxBuffered: 5,
+    flush: (items) => {
+      if (down) throw Object.assign(new Error("down"), { transient: true });
+      written.push(items);
+    },
+    retryable: (err) => (err as { transient?: boolean }).transient === true,
+    onDrop: (n) => dropped.push(n),
+  });
+  for (const n of [1, 2, 3]) b.push(n);
+  await b.flushNow(); // fails: kept
+  assert.equal(b.size, 3);
+  for (const n of [4, 5, 6, 7]) b.push(n); // 6 and 7 do not fit
+  assert.deepEqual(dropped, [6, 7]);
+  down = false;
+  const deadline = Date.now() + 2000;
+  while (written.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(written, [[1, 2, 3, 4, 5]]);
+  assert.equal(b.size, 0);
+  await b.close();
+});

@@ -20,6 +20,7 @@ import { OBSERVE_DEFAULTS, ObserveSettingsSchema, type ObserveSettings } from ".
 import { StratusError } from "../shared/errors";
 import type { Store } from "../store/store";
 import { Batcher } from "./batcher";
+import { isStratusError } from "../shared/errors";
 import { errorMessageOfStack, fingerprint, messageShape, topStackFrame } from "./fingerprint";
 import { InvocationLogCap, truncationMessage } from "./invocation-log-cap";
 import { LogHub } from "./log-hub";
@@ -91,6 +92,7 @@ export function createObservability(options: ObservabilityOptions): Observabilit
   const caps = new InvocationLogCap(settings.maxLinesPerInvocation);
   const stacks = new Map<string, string>();
 
+  let storeDown = false;
   const batcher = new Batcher<Item>({
     flushIntervalMs: settings.flushIntervalMs,
     maxBatch: settings.flushMaxEntries,
@@ -106,12 +108,21 @@ export function createObservability(options: ObservabilityOptions): Observabilit
           if (item.record.errorCode !== null) errors.push(occurrenceOf(item.record));
         }
       }
-      return store.writeTelemetry({ logs, invocations, errors });
+      return Promise.resolve(store.writeTelemetry({ logs, invocations, errors })).then(() => {
+        if (storeDown) logger.info("the store is reachable again; kept telemetry written");
+        storeDown = false;
+      });
     },
     onDrop: (item) => {
       if (item.kind === "log") metrics.countDropped("buffer_full");
     },
     onError: (err, lost) => logger.error({ err, lost }, "writing telemetry failed; the batch is lost"),
+    // The store unreachable (PostgreSQL restarting): keep the batch and write it again.
+    retryable: (err) => isStratusError(err) && err.code === "STORE_UNAVAILABLE",
+    onRetry: (err, kept) => {
+      if (!storeDown) logger.warn({ err, kept }, "the store is unreachable; telemetry is kept (bounded) and written when it is back");
+      storeDown = true;
+    },
   });
 
   function occurrenceOf(r: InvocationRecord): ErrorOccurrence {

@@ -61,6 +61,7 @@ export const ERROR_CODES = {
   NOT_READY: { status: 503, source: "platform", message: "The platform is not ready" },
   UNAVAILABLE: { status: 503, source: "platform", message: "The platform could not be reached" },
   ASYNC_INTAKE_UNAVAILABLE: { status: 503, source: "platform", message: "The control plane could not be reached to commit the async invocation: it was not accepted (retry, with the same Idempotency-Key)" },
+  STORE_UNAVAILABLE: { status: 503, source: "platform", message: "The control plane's store (PostgreSQL) cannot be reached; retry later" },
   FUNCTION_TIMEOUT: { status: 504, source: "function", message: "The function did not answer within its timeout" },
   BUILD_STORAGE_ERROR: { status: 507, source: "platform", message: "The build host could not store the upload" },
 } as const satisfies Record<string, ErrorSpec>;

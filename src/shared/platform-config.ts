@@ -78,6 +78,11 @@ export const PlatformConfigSchema = z.strictObject({
     leaseMarginMs: setting(int(1000, 3_600_000).default(30_000), { unit: "ms", doc: "A job's lease (visibility timeout) is the function's timeout plus this; after a crash, leased jobs run again once it passes." }),
     retentionMs: setting(int(60_000, 3650 * 86_400_000).default(604_800_000), { unit: "ms", doc: "Finished async invocations (succeeded, replayed) older than this are deleted (7 days); the DLQ is kept until purged." }),
   }),
+  lb: section({
+    haproxySocket: setting(z.string().default(""), { unit: "path", doc: "Control plane (`stratus control`): HAProxy's admin stats socket (several, comma-separated, for HAProxies side by side). When set, the control plane keeps HAProxy's node slots in step with its node table (`syncMembership`) on every join, drain, undrain, loss and removal, and every `lb.syncIntervalMs`. Empty: HAProxy is not managed (use `stratus lb sync`). See docs/cluster.md." }),
+    haproxyStateFile: setting(z.string().default(""), { unit: "path", doc: "HAProxy's `server-state-file`, written after every membership change so a restart or reload of HAProxy keeps the slots; with several sockets, one file per socket, comma-separated, in the same order. Empty: not written." }),
+    syncIntervalMs: setting(int(100, 3_600_000).default(2000), { unit: "ms", doc: "Period of the control plane's membership sync with HAProxy (besides syncing on every change): bounds how long a node lost by silence, or a change made through another control plane, takes to reach HAProxy." }),
+  }),
 });
 
 export type PlatformConfig = z.output<typeof PlatformConfigSchema>;

@@ -34,6 +34,10 @@ export interface PostgresServer {
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
   /** Stops the server (fast shutdown) and restarts it on the same port and data (for failure tests). */
   restart(): Promise<void>;
+  /** Stops the server (fast shutdown), keeping its data, until `resume()` (for failure tests). */
+  halt(): Promise<void>;
+  /** Starts a halted server again on the same port and data. */
+  resume(): Promise<void>;
   /** Stops the server and removes its directory (idempotent). */
   stop(): Promise<void>;
 }
@@ -165,6 +169,12 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     },
     async restart() {
       await stopServer();
+      await start();
+    },
+    async halt() {
+      await stopServer();
+    },
+    async resume() {
       await start();
     },
     async stop() {

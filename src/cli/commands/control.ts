@@ -22,6 +22,8 @@ interface ControlOptions {
   logLevel?: string;
   tokenFile?: string;
   store?: string;
+  haproxySocket?: string;
+  haproxyStateFile?: string;
   json?: boolean;
 }
 
@@ -43,6 +45,8 @@ export function registerControlCommand(program: Command): void {
     .option("--host <host>", "address to listen on (default 127.0.0.1)")
     .option("--data-dir <dir>", "store, artifacts and keys (default ~/.stratus/data)")
     .option("--store <location>", "postgres://… (several control planes may share one; they need the same master.key) or a SQLite file (default <data-dir>/stratus.db)")
+    .option("--haproxy-socket <path>", "HAProxy's admin stats socket: keep its node slots in step with the node table (lb.haproxySocket)")
+    .option("--haproxy-state-file <file>", "HAProxy's server-state-file, written after every membership change (lb.haproxyStateFile)")
     .option("--token-file <file>", "file holding the node link secret (default: $STRATUS_NODE_TOKEN or <data-dir>/node.token)")
     .option("--config <file>", "JSON config file (flags > STRATUS_* env > file > defaults)")
     .option("--log-level <level>", "trace | debug | info | warn | error | fatal | silent")
@@ -54,7 +58,8 @@ export function registerControlCommand(program: Command): void {
         ]);
         const file = opts.config ? await readConfigFile(opts.config) : undefined;
         const config = resolvePlatformConfig({
-          flags: { port: opts.port, host: opts.host, store: opts.store, dataDir: opts.dataDir === undefined ? undefined : resolve(opts.dataDir), logLevel: opts.logLevel },
+          flags: { port: opts.port, host: opts.host, store: opts.store, dataDir: opts.dataDir === undefined ? undefined : resolve(opts.dataDir), logLevel: opts.logLevel,
+            "lb.haproxySocket": opts.haproxySocket, "lb.haproxyStateFile": opts.haproxyStateFile },
           env: process.env, file, homeDir: homedir(),
         });
         const logger = createLogger({ level: config.logLevel });

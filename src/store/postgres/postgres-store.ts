@@ -122,6 +122,26 @@ function foldErrors(errors: readonly ErrorOccurrence[]) {
 }
 
 /**
+ * A connection-level failure (server down, restarting, unreachable, the session cut), as opposed to an
+ * error of the statement: Node socket errors, SQLSTATE class 08 (connection exception) and 57P01–57P03
+ * (admin/crash shutdown, cannot connect now), and node-postgres' own "Connection terminated" errors.
+ */
+export function isConnectionFailure(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === "string" ? e.code : "";
+  if (["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EPIPE", "ENOTFOUND", "EAI_AGAIN"].includes(code)) return true;
+  if (code.startsWith("08") || code === "57P01" || code === "57P02" || code === "57P03") return true;
+  const msg = typeof e?.message === "string" ? e.message : "";
+  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(msg);
+}
+
+/** Rethrows a connection failure as STORE_UNAVAILABLE (503, a stable code); anything else as it is. */
+function storeError(err: unknown): never {
+  if (isConnectionFailure(err)) throw new StratusError("STORE_UNAVAILABLE", undefined, { cause: err, headers: { "retry-after": "2" } });
+  throw err;
+}
+
+/**
  * Opens a PostgreSQL store: connects, runs the migrations, creates the coming days' partitions.
  * @throws StratusError INTERNAL for a bad master key or a schema newer than this code; a connection
  *   failure is the pg error itself (the caller's start fails with its message).
@@ -149,10 +169,10 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
     throw err;
   }
 
-  const query = <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => pool.query<R>(sql, params);
+  const query = <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => pool.query<R>(sql, params).catch(storeError);
 
   /** Runs `fn` in a transaction; retried on serialization failure or deadlock. */
-  const tx = <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => runTransaction(pool, fn, { attempts: TX_ATTEMPTS, retryable: isSerializationFailure });
+  const tx = <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => runTransaction(pool, fn, { attempts: TX_ATTEMPTS, retryable: isSerializationFailure }).catch(storeError);
 
   // Partitions known to exist (created by us or found at open). A partition dropped by another
   // control plane's retention is noticed on insert (23514, no partition for the row) and re-created.

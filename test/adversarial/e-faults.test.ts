@@ -269,17 +269,7 @@ describe("E (async): retries, DLQ, poison and huge jobs (process driver, real ev
     if (!fx) return;
     const dataDir = fx.dataDir;
     await fx.close();
-    // Nothing left running: no process refers to the platform's data dir (sandboxes run under it).
-    const left: string[] = [];
-    for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
-      try {
-        const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-        if (cmd.includes(dataDir)) left.push(`${pid}: ${cmd.replace(/\0/g, " ").slice(0, 200)}`);
-      } catch {
-        // gone meanwhile
-      }
-    }
-    assert.deepEqual(left, [], "processes left running after close");
+    assert.deepEqual(processesUnder(dataDir), [], "processes left running after close");
   });
 
   const api = async (path: string, init: RequestInit = {}) => {
@@ -361,6 +351,20 @@ describe("E (async): retries, DLQ, poison and huge jobs (process driver, real ev
     await invariants("mixed");
   });
 });
+
+/** Nothing left running: the processes whose command line names `dir` (sandboxes run under the data dir). */
+function processesUnder(dir: string): string[] {
+  const left: string[] = [];
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      if (cmd.includes(dir)) left.push(`${pid}: ${cmd.replace(/\0/g, " ").slice(0, 200)}`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return left;
+}
 
 // E7 on the injectable scheduler clock over a real SQLite queue (the patterns of test/scheduler.test.ts).
 describe("E7: clock jumps and DST: each cron slot fires at most once; catch-up per policy", () => {
@@ -528,6 +532,7 @@ describe("E3/E8: the platform SIGKILLed with accepted async jobs, then restarted
     up.child.kill("SIGTERM");
     const [code] = (await once(up.child, "exit")) as [number | null];
     assert.equal(code, 0, up.output());
+    assert.deepEqual(processesUnder(p.dataDir), [], "processes left running after the stop");
   });
 });
 

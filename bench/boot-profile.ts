@@ -41,6 +41,7 @@ const add = (k: string, wall: number, cpu: number): void => {
 };
 
 const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: "stratus-bench-bootprof", prewarm: 0 });
+void driver.open(); // nothing runs before open(); the pool starts filling now
 await driver.reconcile();
 const config = parseFunctionConfig("hello", { timeout: 10_000 });
 const spec = (i: number, kind: string) => ({ instanceId: `bp-${kind}-${i}`, functionName: "hello", version: "1", artifactDir: resolve("bench/fixtures"), entry: "functions.js", exportName: "hello", config, env: {} });
@@ -94,6 +95,7 @@ for (let i = 0; i < runs; i++) {
   }
 }
 const pooled = createProcessDriver({ runtimePath, stateDir: join(stateDir, "p"), cgroupRoot: "stratus-bench-bootprof", prewarm: 1 });
+void pooled.open(); // nothing runs before open(); the pool starts filling now
 for (let i = 0; i < runs; i++) {
   while (pooled.prewarm.idleCount() < 1) await new Promise((r) => setTimeout(r, 20));
   const cpu0 = process.cpuUsage();

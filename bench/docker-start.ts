@@ -11,7 +11,8 @@ import { parseFunctionConfig } from "../src/shared/function-config";
 const n = Number(process.argv[2] ?? 10);
 const dir = mkdtempSync(join(tmpdir(), "stratus-bench-"));
 writeFileSync(join(dir, "index.js"), `module.exports.hello = { func: async (req, res) => res.send("Hello") };`);
-const driver = createDockerDriver({ runtimeFile: join(process.cwd(), "dist", "runtime.cjs"), nodeId: `bench-${process.pid}` });
+const driver = createDockerDriver({ runtimePath: join(process.cwd(), "dist", "runtime.cjs"), nodeId: `bench-${process.pid}` });
+void driver.open(); // nothing runs before open(); the pool starts filling now
 const get = (socketPath: string) =>
   new Promise<void>((resolve, reject) => request({ socketPath, path: "/" }, (r) => r.resume().on("end", resolve)).on("error", reject).end());
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -14,6 +14,7 @@ import { createGateway } from "../src/gateway/gateway";
 const N = Number(process.argv[2] ?? 2000);
 const stateDir = mkdtempSync(join(tmpdir(), "sgb-"));
 const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: "stratus-bench" });
+void driver.open(); // nothing runs before open(); the pool starts filling now
 const dep = {
   name: "hello", version: "1", artifactDir: resolve("test/fixtures/gateway"), entry: "hello.js", exportName: "hello",
   config: parseFunctionConfig("hello", { timeout: 10_000 }), env: {},

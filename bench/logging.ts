@@ -17,6 +17,7 @@ const SECONDS = Number(process.argv[2] ?? 8);
 const CONNECTIONS = Number(process.argv[3] ?? 8);
 const dir = mkdtempSync(join(tmpdir(), "slb-"));
 const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir: join(dir, "r"), cgroupRoot: "stratus-logbench" });
+void driver.open(); // nothing runs before open(); the pool starts filling now
 const store = openSqliteStore({ file: join(dir, "s.db"), masterKey: new Uint8Array(32).fill(3) });
 const observe = createObservability({ store, logger: createSilentLogger(), defaultMetrics: false });
 const gateway = createGateway({ driver, logger: createSilentLogger(), observer: observe.observer });

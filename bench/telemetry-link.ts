@@ -12,7 +12,7 @@ import { createSilentLogger } from "../src/shared/logger";
 import { createTelemetryShipper } from "../src/node/telemetry-shipper";
 import { TelemetryBatchSchema, parseWire, type TelemetryBatch } from "../src/shared/node-protocol";
 import type { InvocationRecord } from "../src/shared/invocation";
-import type { GatewayObserver } from "../src/gateway/observer-hook";
+import type { GatewayObserver } from "../src/shared/gateway-observer";
 
 const N = Number(process.argv[2] ?? 50_000);
 const dir = mkdtempSync(join(tmpdir(), "stl-"));

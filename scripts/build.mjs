@@ -24,7 +24,7 @@ await Promise.all([
     // zod (only for discovery) and iconv-lite (only for request bodies not in UTF-8) are 0.8 + 0.5 MB of the
     // 1.5 MB bundle; embedded compressed, they cost an instance nothing until used. See lazy-packages.mjs.
     // mime-types' maps are computed at build time (precomputed-mime.mjs): ~40 % of loading Express.
-    plugins: [lazyPackages({ zod: "plain", "iconv-lite": { front: "src/runtime/iconv-front.cjs" } }), precomputedMime()],
+    plugins: [lazyPackages({ zod: "plain", croner: "plain", "iconv-lite": { front: "src/runtime/iconv-front.cjs" } }), precomputedMime()],
     sourcemap: "linked",
     logLevel: "warning",
   }),

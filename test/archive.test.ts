@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { test } from "node:test";
 import { gzipSync } from "node:zlib";
 import * as tar from "tar-stream";
-import { unpackArchive, normalizeEntryPath } from "../src/builder/archive";
+import { unpackArchive, normalizeEntryPath } from "../src/shared/archive";
 import { packProject } from "../src/builder/pack";
 import { makeTarGz, type TarEntry } from "./helpers/make-tar-gz";
 

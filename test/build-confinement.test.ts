@@ -33,6 +33,7 @@ before(async () => {
   await writeFile(join(dataDir, "secret.json"), JSON.stringify({ secret: `${CANARY}-json` }));
   await writeFile(join(root, "host-secret.json"), JSON.stringify({ secret: `${CANARY}-outside` }));
   driver = createProcessDriver({ runtimePath: RUNTIME, stateDir: join(root, "st"), cgroupRoot: `stratus-confinetest-${process.pid}` });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
 });
 after(async () => {
   await driver?.close();

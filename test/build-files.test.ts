@@ -7,7 +7,7 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { deploy, project, startPlatform, type PlatformFixture } from "./helpers/platform-fixture";
-import { digestTree } from "../src/builder/tree-digest";
+import { digestTree } from "../src/shared/tree-digest";
 
 let fx: PlatformFixture;
 before(async () => {

@@ -10,7 +10,8 @@ import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { buildProject, MANIFEST_FILE, type BuildOptions } from "../src/builder/build";
 import { packProject } from "../src/builder/pack";
-import { digestTree } from "../src/builder/tree-digest";
+import { digestTree } from "../src/shared/tree-digest";
+import { unpackArchive, type UnpackResult } from "../src/shared/archive";
 import { createSilentLogger } from "../src/shared/logger";
 import { createProcessDriver, type ProcessDriver } from "../src/sandbox/process/process-driver";
 
@@ -25,6 +26,7 @@ before(async () => {
   root = await mkdtemp(join(tmpdir(), "stratus-build-test-"));
   // Socket paths must stay short (≤ 107 bytes): the state dir sits just below /tmp.
   driver = createProcessDriver({ runtimePath: RUNTIME, stateDir: join(root, "st"), cgroupRoot: `stratus-buildtest-${process.pid}` });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
 });
 after(async () => {
   await driver?.close();
@@ -42,7 +44,7 @@ async function project(name: string, files: Record<string, string>): Promise<str
   return dir;
 }
 
-async function build(opts: Partial<BuildOptions> & ({ dir: string } | { archive: Buffer }), dataDir = join(root, "data")) {
+async function build(opts: Partial<BuildOptions> & ({ dir: string } | { archive: Buffer } | { unpacked: UnpackResult }), dataDir = join(root, "data")) {
   const lines: string[] = [];
   const result = await buildProject({ dataDir, driver, logger: createSilentLogger(), onLog: (l) => lines.push(l), ...opts });
   return { result, lines };
@@ -92,6 +94,19 @@ describe("build pipeline", () => {
     // The same archive bytes built into an empty data dir give the same digests (nothing depends on time or paths).
     const fresh = await build({ archive: (await packProject(dir)).archive }, join(root, "data-hello-2"));
     assert.deepEqual(fresh.result.functions.map((f) => f.digest), result.functions.map((f) => f.digest));
+    // What the control plane does: unpack the upload once (before answering), then build that very
+    // directory — taken over (moved), never packed and unpacked again; the same digests; the source
+    // digest reported once through onSource.
+    const dataDir3 = join(root, "data-hello-3");
+    await mkdir(join(dataDir3, "tmp"), { recursive: true });
+    const unpacked = await unpackArchive((await packProject(dir)).archive, { parentDir: join(dataDir3, "tmp") });
+    const sources: string[] = [];
+    const taken = await build({ unpacked, onSource: (d) => { sources.push(d); } }, dataDir3);
+    assert.deepEqual(taken.result.functions.map((f) => f.digest), result.functions.map((f) => f.digest));
+    assert.deepEqual(sources, [result.sourceDigest]);
+    assert.equal(existsSync(unpacked.dir), false, "the unpacked upload was moved into the build, not copied");
+    assert.match(taken.lines[0]!, new RegExp(`^Unpacked ${unpacked.fileCount} files \\(${unpacked.unpackedBytes} bytes\\)`));
+    assert.deepEqual(await readdir(join(dataDir3, "tmp")), []);
     // Nothing left in the temp area.
     assert.deepEqual(await readdir(join(dataDir, "tmp")), []);
     assert.deepEqual((await readdir(join(dataDir, "artifacts"))).filter((n) => n.startsWith(".tmp")), []);

@@ -20,14 +20,15 @@ runGatewayCases(
     const work = mkdtempSync(join(tmpdir(), "sgwd-"));
     const driver = createDockerDriver({
       registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000",
-      runtimeFile: resolve("dist/runtime.cjs"),
-      socketRoot: work,
+      runtimePath: resolve("dist/runtime.cjs"),
+      stateDir: work,
       nodeId: `gwtest-${process.pid}`,
-      pidsLimit: 64, // as the process driver's case: the fork bomb must hit it
+      pidsMax: 64, // as the process driver's case: the fork bomb must hit it
       // The pre-warm pool is on, as on a real node: every cold start below may take a slot.
       prewarm: 2,
     });
     await driver.reconcile();
+    await driver.open();
     const images = new Map<string, Promise<string>>();
     return {
       driver,

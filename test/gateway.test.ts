@@ -14,6 +14,7 @@ runGatewayCases(
     // everything under it, and other checkouts may run this file at the same time on this machine.
     const stateDir = mkdtempSync(join(tmpdir(), "sgw-"));
     const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: `stratus-gwtest-${process.pid}`, pidsMax: 64, prewarm: 2 });
+    void driver.open(); // nothing runs before open(); the pool starts filling now
     await driver.reconcile();
     return {
       driver,

@@ -16,16 +16,24 @@ test("node agent: reconciles, serves the original-form hello function, drains", 
   const stateDir = mkdtempSync(join(tmpdir(), "sna-"));
   const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `stratus-natest-${process.pid}` });
   let reconciled = false;
+  const order: string[] = [];
   const reconcile = driver.reconcile.bind(driver);
   driver.reconcile = async () => {
     reconciled = true;
+    order.push("reconcile");
     return reconcile();
+  };
+  const open = driver.open.bind(driver);
+  driver.open = async () => {
+    order.push("open");
+    return open();
   };
   const agent = createNodeAgent({ driver, logger: createSilentLogger() });
   try {
     assert.equal(agent.gateway.server.listening, false, "not listening before start()");
     const { port } = await agent.start({ port: 0 });
     assert.ok(reconciled, "reconcile ran before serving");
+    assert.deepEqual(order, ["reconcile", "open"], "the driver is opened once, after reconcile");
     agent.gateway.setFunction({
       name: "hello",
       version: "1",

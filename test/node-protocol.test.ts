@@ -12,9 +12,9 @@ import { createSilentLogger } from "../src/shared/logger";
 import { createTelemetryShipper } from "../src/node/telemetry-shipper";
 import { createArtifactCache } from "../src/node/artifact-cache";
 import { packTree } from "../src/control/artifact-tar";
-import { digestTree } from "../src/builder/tree-digest";
+import { digestTree } from "../src/shared/tree-digest";
 import type { TelemetryBatch } from "../src/shared/node-protocol";
-import { deriveLinkKeys } from "../src/shared/node-protocol";
+import { deriveLinkKeys, TelemetryBatchSchema } from "../src/shared/node-protocol";
 import { createLinkClient } from "../src/shared/node-link";
 import { resolvePlatformConfig } from "../src/shared/platform-config";
 import { createControlPlane } from "../src/control/control-plane";
@@ -201,4 +201,10 @@ test("discovery bundles: two builds of identical code publish one digest; each u
     await control.close();
     await rm(root, { recursive: true, force: true });
   }
+});
+
+test("telemetry keeps every field of an output line, the output-dropped marker's counts included", () => {
+  const line = { ts: 1, stream: "stderr" as const, level: "warn", message: "[output-dropped] 5 lines (50 bytes)…", instanceId: "i-1", requestId: "r-1", dropped: { lines: 5, bytes: 50 } };
+  const batch = TelemetryBatchSchema.parse({ nodeId: "n", items: [{ kind: "line", functionName: "f", line }], dropped: 0, pools: {} });
+  assert.deepEqual(batch.items[0], { kind: "line", functionName: "f", line });
 });

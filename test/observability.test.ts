@@ -17,7 +17,7 @@ import { createGateway, type Gateway } from "../src/gateway/gateway";
 import { openSqliteStore } from "../src/store/sqlite/sqlite-store";
 import type { Store } from "../src/store/store";
 import { createObservability, type Observability } from "../src/observe/observer";
-import { isValidTraceparent } from "../src/observe/traceparent";
+import { isValidTraceparent } from "../src/shared/traceparent";
 import { createApiApp } from "../src/control/api";
 import type { ApiContext } from "../src/control/api-context";
 import type { InvocationRecord, LogEntry, StoredLogEntry } from "../src/shared/invocation";
@@ -66,13 +66,14 @@ before(async () => {
   assert.ok(existsSync(RUNTIME), "dist/runtime.cjs missing: run `npm run build` first");
   dir = mkdtempSync(join(tmpdir(), "sob-"));
   driver = createProcessDriver({ runtimePath: RUNTIME, stateDir: join(dir, "r"), cgroupRoot: `stratus-obstest-${process.pid}`, pidsMax: 64 });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   await driver.reconcile();
   store = openSqliteStore({ file: join(dir, "s.db"), masterKey: new Uint8Array(32).fill(7) });
   observe = createObservability({
     store, logger: createSilentLogger(),
     settings: { maxLinesPerInvocation: MAX_LINES, maxLineBytes: MAX_LINE_BYTES, flushIntervalMs: 50 },
   });
-  gateway = createGateway({ driver, logger: createSilentLogger(), observer: observe.observer, nodeId: "node-a", limits: { tickMs: 50, timeoutGraceMs: 1000 } });
+  gateway = createGateway({ driver, logger: createSilentLogger(), observer: observe.observer, nodeId: "node-a", limits: { sweepIntervalMs: 50, timeoutGraceMs: 1000 } });
   observe.setPoolStats(() => gateway.stats());
   for (const name of FUNCTIONS) {
     gateway.setFunction({ name, version: "v1", artifactDir: FIXTURES, entry: "functions.js", exportName: name, config: parseFunctionConfig(name, name === "hang" ? { timeout: 500 } : name === "memoryBomb" ? { memory: 64, timeout: 20_000 } : {}), env: {} });

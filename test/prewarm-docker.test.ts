@@ -14,7 +14,6 @@ import { setTimeout as delay } from "node:timers/promises";
 import Docker from "dockerode";
 import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance";
 import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
-import { preparing } from "./helpers/preparing-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
 import type { Instance, InstanceSpec } from "../src/sandbox/driver";
 
@@ -37,7 +36,8 @@ function mountsUnder(dir: string): string[] {
 function newDriver(suffix: string, prewarm: number): { driver: DockerDriver; socketRoot: string; nodeId: string; cleanup: () => Promise<void> } {
   const socketRoot = mkdtempSync(join(tmpdir(), "spd-"));
   const nodeId = `pwd-${suffix}-${process.pid}`;
-  const driver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId, prewarm });
+  const driver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: socketRoot, nodeId, prewarm });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   return {
     driver,
     socketRoot,
@@ -70,7 +70,7 @@ runDriverConformance(
     conf = newDriver("conf", 3);
     await poolFilled(conf.driver, 3);
     return {
-      driver: preparing(conf.driver),
+      driver: conf.driver,
       cleanup: async () => {
         const { hits } = conf!.driver.prewarm.counts();
         await conf!.cleanup();
@@ -215,7 +215,8 @@ test("docker: reconcile() after a SIGKILL of the node removes its slots (idle an
   assert.equal((await ours()).length, 2, "control: one specialised and one idle slot survive the node");
   assert.ok(mountsUnder(socketRoot).length >= 3, `control: the pool's mounts survive too: ${mountsUnder(socketRoot).join(" ")}`);
 
-  const driver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId });
+  const driver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: socketRoot, nodeId });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   try {
     const { removed } = await driver.reconcile();
     assert.equal(removed, 2);

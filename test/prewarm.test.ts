@@ -22,6 +22,7 @@ const rootName = `stratus-pwtest-${process.pid}`;
 function newDriver(suffix: string, prewarm = 2): { driver: ProcessDriver; stateDir: string; cleanup: () => Promise<void> } {
   const stateDir = mkdtempSync("/tmp/spw-");
   const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `${rootName}-${suffix}`, prewarm });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   return {
     driver,
     stateDir,

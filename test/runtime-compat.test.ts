@@ -377,6 +377,7 @@ module.exports = { onRequest };
 test("deploy-time discovery: Firebase onRequest options become the config, the rest are build-log warnings; registrations build too", async () => {
   const dataDir = join(root, "build-data");
   const driver = createProcessDriver({ runtimePath: runtimePath(), stateDir: join(root, "st"), cgroupRoot: `stratus-compattest-${process.pid}` });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   try {
     const dir = join(root, "firebase-project");
     mkdirSync(dir, { recursive: true });

@@ -10,7 +10,6 @@ import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
 import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
-import { preparing } from "./helpers/preparing-driver";
 import type { InstanceLogLine, InstanceSpec } from "../src/sandbox/driver";
 import { runDriverConformance } from "../src/sandbox/conformance";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
@@ -112,9 +111,10 @@ let confDriver: DockerDriver | undefined;
 runDriverConformance(
   "docker",
   async () => {
-    confDriver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot: confSocketRoot, nodeId: confNodeId });
+    confDriver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: confSocketRoot, nodeId: confNodeId });
+    void confDriver.open();
     return {
-      driver: preparing(confDriver),
+      driver: confDriver,
       cleanup: async () => {
         await confDriver?.close();
         await confDriver?.reconcile();
@@ -140,7 +140,8 @@ runDriverConformance(
 );
 
 before(() => {
-  driver = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId });
+  driver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: socketRoot, nodeId });
+  void driver.open();
 });
 
 after(async () => {
@@ -333,7 +334,8 @@ describe("Docker driver", { timeout: 240_000 }, () => {
 
   test("reconcile removes labelled containers this driver does not track", async (t) => {
     // A driver of an earlier run of this node, which died without cleaning up.
-    const previous = createDockerDriver({ registry: REGISTRY, runtimeFile: RUNTIME, socketRoot, nodeId });
+    const previous = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: socketRoot, nodeId });
+    await previous.open();
     const orphan = await previous.start({ ...specOf("helloWorld_x", "hello", artifact("hello")), image: helloImage });
     const mine = await driver.start({ ...specOf("helloWorld_x", "hello", artifact("hello")), image: helloImage });
     t.after(() => Promise.all([mine.destroy(), orphan.destroy()]));

@@ -24,6 +24,7 @@ const newDriver = (suffix: string, extra: { pidsMax?: number } = {}): { driver: 
   // Short state dir: socket paths must stay under 108 bytes.
   const stateDir = mkdtempSync("/tmp/sst-");
   const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `${rootName}-${suffix}`, ...extra });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   return {
     driver,
     stateDir,

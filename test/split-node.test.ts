@@ -2,7 +2,8 @@
 // 127.0.0.3), with separate data dirs; the node runs in a private mount namespace where the control
 // plane's data dir is an empty tmpfs, so it can only work through the node protocol. Covers deploy,
 // invoke, logs (stored and live), invocation records, env change, redeploy, rollback, a private function
-// with a token (revocation immediate), and a node restarted with an empty cache converging again.
+// with a token (revocation immediate), an async invocation through the node (handed to the control plane
+// over the protocol, dispatched back to the node; 503 while the control plane is down), and a node restarted with an empty cache converging again.
 // Needs root (bubblewrap, cgroups, mount namespaces) and `npm run build`.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -109,7 +110,8 @@ async function eventually<T>(what: string, ms: number, check: () => Promise<T | 
 }
 
 const V1 = `module.exports.greet = { handler: async () => { console.log("greeting " + (process.env.GREETING ?? "hi")); return "v1 " + (process.env.GREETING ?? "hi"); } };
-module.exports.vault = { handler: async () => "inside", config: { public: false } };`;
+module.exports.vault = { handler: async () => "inside", config: { public: false } };
+module.exports.later = { func: (req, res) => res.json({ attempt: req.get("x-stratus-attempt"), id: req.get("x-stratus-invocation-id"), body: String(req.body ?? "") }), config: { public: false } };`;
 const V2 = V1.replace(/"v1 "/, '"v2 "');
 
 before(async () => {
@@ -249,8 +251,41 @@ test("a private function needs a token; a revoked token stops working at once", 
   assert.equal((await invoke("vault", adminToken)).status, 200, "other tokens still work");
 });
 
+/** POST /fn/<name>/ on the node with x-stratus-invocation-type: async. */
+async function invokeAsync(name: string, token: string, body: string, key?: string) {
+  const res = await fetch(`${nodeUrl}/fn/${name}/`, {
+    method: "POST", body,
+    headers: { authorization: `Bearer ${token}`, "content-type": "text/plain", "x-stratus-invocation-type": "async", ...(key ? { "idempotency-key": key } : {}) },
+  });
+  const text = await res.text();
+  return { status: res.status, body: text === "" ? null : JSON.parse(text) as Record<string, unknown> & { error?: { code: string } } };
+}
+
+test("async invocation through the node: committed by the control plane, dispatched back to the node", async () => {
+  assert.equal((await invokeAsync("later", "wrong", "x")).status, 401, "authorized on the node like a synchronous call");
+  const a = await invokeAsync("later", adminToken, "payload-1", "split-key-1");
+  assert.equal(a.status, 202, JSON.stringify(a.body));
+  const id = String(a.body!.invocationId);
+  assert.equal(a.body!.created, true);
+  assert.equal(a.body!.statusUrl, `${controlUrl}/api/v1/invocations/${id}`);
+  const again = await invokeAsync("later", adminToken, "payload-1", "split-key-1");
+  assert.equal(again.status, 202);
+  assert.deepEqual([again.body!.invocationId, again.body!.created], [id, false], "the idempotency key returns the first job");
+  const done = await eventually("async job succeeded", 30_000, async () => {
+    const r = await api("GET", `/api/v1/invocations/${id}`);
+    return r.body.status === "succeeded" ? r.body as { result: { status: number; body: string } } : undefined;
+  });
+  assert.equal(done.result.status, 200);
+  assert.deepEqual(JSON.parse(done.result.body), { attempt: "1", id, body: "payload-1" }, "the node's gateway let the worker's event headers through");
+  const forged = await fetch(`${nodeUrl}/fn/later/`, { headers: { authorization: `Bearer ${adminToken}`, "x-stratus-dispatch-token": "forged" } });
+  assert.equal(forged.status, 401, "a forged dispatch token is refused");
+});
+
 test("the node serves while the control plane is down, buffers telemetry, and reconnects when it returns", async () => {
   await stop(control);
+  const refused = await invokeAsync("later", adminToken, "while-down");
+  assert.equal(refused.status, 503, "no 202 without the control plane's commit");
+  assert.equal(refused.body?.error?.code, "ASYNC_INTAKE_UNAVAILABLE");
   const during = await invoke("greet");
   assert.equal(during.status, 200, during.text);
   assert.equal(during.text, "v1 tail", "warm and cold starts need no control plane");

@@ -28,15 +28,16 @@ const processDriver = setup.driver === "docker"
   : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm) });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
-    runtimeFile: resolve("dist/runtime.cjs"), socketRoot: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm),
+    runtimePath: resolve("dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm),
   });
 await driver.reconcile();
+await driver.open();
 // BENCH_OBSERVE=1: the full observability pipeline of `stratus up` (records, REPORT lines, metrics,
 // batched into a real SQLite store), so the gateway's observer path is measured too.
 const observability = process.env.BENCH_OBSERVE === "1"
   ? createObservability({ store: openSqliteStore({ file: join(stateDir, "bench.db"), masterKey: randomBytes(32) }), logger: createSilentLogger(), defaultMetrics: false })
   : null;
-const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { tickMs: 200 }, ...(observability === null ? {} : { observer: observability.observer }) });
+const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { sweepIntervalMs: 200 }, ...(observability === null ? {} : { observer: observability.observer }) });
 for (const f of setup.functions) {
   const d = { name: f.name, version: "1", artifactDir: resolve(f.dir), entry: f.file, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config), env: {} };
   const { image } = await driver.prepare({ ...d, functionName: f.name, instanceId: "prepare" });

@@ -18,6 +18,7 @@
  * The work dir is handed to the build uid (chown) before the sandbox starts; the data dir above it
  * stays 0700 root.
  */
+import { SANDBOX_ETC_FILES, SANDBOX_TOP_LEVEL } from "../shared/sandbox-fs";
 import { spawn } from "node:child_process";
 import { existsSync, lstatSync, readlinkSync } from "node:fs";
 import { chown, lstat, readdir, readFile, stat, writeFile } from "node:fs/promises";
@@ -45,9 +46,9 @@ export const BUILD_SANDBOX_PATHS = {
   esbuildBinary: "/stratus/esbuild",
 } as const;
 
-/** Same list as the instances' (bwrap-args.ts): DNS and TLS roots, nothing secret. */
-const ETC_FILES = ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/localtime", "/etc/ssl/openssl.cnf", "/etc/ssl/certs", "/etc/ca-certificates"];
-const TOP_LEVEL = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+/** Same lists as the instances' (src/shared/sandbox-fs.ts): DNS and TLS roots, nothing secret. */
+const ETC_FILES = SANDBOX_ETC_FILES;
+const TOP_LEVEL = SANDBOX_TOP_LEVEL;
 
 /** Processes + threads of all builds together (npm ≈ 15 threads, esbuild ≈ 10, node ≈ 11 each). */
 const BUILD_NPROC = 512;

@@ -1,9 +1,11 @@
 /**
- * The build pipeline: an uploaded project (tar.gz or a directory) → one immutable, content-addressed
+ * The build pipeline: an uploaded project (already unpacked by the control plane, a tar.gz, or a local
+ * directory) → one immutable, content-addressed
  * artifact per function under `<dataDir>/artifacts/sha256-<hex>/`, ready for the control plane to
  * record (store.addVersion) and activate (store.activateVersions).
  *
- * Steps: unpack safely (archive.ts) → source digest (tree-digest.ts) → reuse a previous build of the
+ * Steps: unpack safely (src/shared/archive.ts; an upload the control plane already unpacked is taken
+ * over as it is — never packed and unpacked again) → source digest (tree-digest.ts) → reuse a previous build of the
  * same source, if any → `npm ci` when there are dependencies (install-deps.ts) → bundle (bundle.ts;
  * both in the build sandbox, build-sandbox.ts) →
  * ship the project's files beside the bundle (shipProjectFiles) → discover the functions inside a
@@ -22,18 +24,18 @@ import { basename, join, relative, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { isStratusError, StratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
+import type { BuiltVersion, FunctionVersion } from "../shared/function-version";
 import { parseFunctionConfig } from "../shared/function-config";
-import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
+import { caseClashChecker, functionNameProblem } from "../shared/names";
 import type { Logger } from "../shared/logger";
-import type { SandboxDriver } from "../sandbox/driver";
-import type { Store } from "../store/store";
-import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits } from "./archive";
+import type { Discoverer } from "../shared/discovery";
+import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits, type UnpackResult } from "../shared/archive";
 import { BUNDLE_FILES, formatBundleMessage } from "./bundle";
 import { copyPackageClosure } from "./external-packages";
 import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
 import { checkEnginesNode, installDependencies, readProjectPackage } from "./install-deps";
 import { ALWAYS_IGNORED, IGNORE_FILES, packProject } from "./pack";
-import { digestTree, listTree } from "./tree-digest";
+import { digestTree, listTree } from "../shared/tree-digest";
 
 /**
  * Version of the artifact layout and of the runtime it targets. Part of every manifest (so part of
@@ -47,59 +49,52 @@ export const DEFAULT_PROJECT_NAME = "function";
 /** Name of the manifest file in an artifact directory. */
 export const MANIFEST_FILE = "stratus-manifest.json";
 
-/** What `<artifactDir>/stratus-manifest.json` holds. */
-export interface ArtifactManifest {
+/**
+ * What `<artifactDir>/stratus-manifest.json` holds: the version's fields that are part of its content
+ * (src/shared/function-version.ts). The name is written as `function`: the manifest is part of every
+ * artifact digest, so its keys never change.
+ */
+export type ArtifactManifest = Pick<FunctionVersion, "exportName" | "entry" | "config" | "sourceDigest"> & {
   readonly format: 1;
-  readonly function: string;
-  readonly exportName: string;
-  /** Module to load, relative to the artifact dir. */
-  readonly entry: string;
-  /** Resolved config, defaults applied. */
-  readonly config: FunctionConfig;
-  readonly sourceDigest: string;
+  readonly function: FunctionVersion["name"];
   readonly runtimeVersion: string;
-}
-
-/** One built function version, as handed to the control plane. */
-export interface BuiltFunction {
-  readonly name: string;
-  /** 12 hex digits of `digest`. */
-  readonly version: string;
-  /** `sha256-<hex>` of the artifact directory. */
-  readonly digest: string;
-  /** Absolute path of `<dataDir>/artifacts/<digest>`. */
-  readonly artifactDir: string;
-  readonly entry: string;
-  readonly exportName: string;
-  readonly config: Readonly<FunctionConfig>;
-  readonly sourceDigest: string;
-}
+};
 
 export interface BuildResult {
   readonly sourceDigest: string;
   /** True when a previous build of the same source was reused (nothing was rebuilt). */
   readonly reused: boolean;
   /** Sorted by name. */
-  readonly functions: readonly BuiltFunction[];
+  readonly functions: readonly BuiltVersion[];
   /** Bundler warnings, `file:line:column: text`. */
   readonly warnings: readonly string[];
 }
 
 export interface BuildOptions {
-  /** The uploaded tar.gz (exactly one of `archive` and `dir`). */
+  /** The uploaded tar.gz (exactly one of `unpacked`, `archive` and `dir`). */
   readonly archive?: Buffer | Readable;
-  /** A project directory, packed with the same ignore rules as the CLI, then built like an upload. */
+  /**
+   * An upload already unpacked by `unpackArchive` (the control plane does it before answering, so a
+   * hostile archive gets a plain error status). The builder takes the directory over (moves it into its
+   * work dir): it is neither packed nor unpacked again.
+   */
+  readonly unpacked?: UnpackResult;
+  /** A local project directory, packed with the same ignore rules as the CLI, then built like an upload. */
   readonly dir?: string;
   /** Root of the node's data (artifacts, build temp dirs, npm cache). */
   readonly dataDir: string;
   /** Runs discovery in a sandbox. */
-  readonly driver: Pick<SandboxDriver, "discover">;
-  /** When given with `buildId`, the source digest and every log line are recorded on that build. */
-  readonly store?: Store;
+  readonly driver: Discoverer;
+  /** Tags the builder's own log lines (pino). */
   readonly buildId?: string;
   readonly logger: Logger;
-  /** Receives each human-readable build log line (npm output included). Must not throw. */
+  /**
+   * Receives each human-readable build log line (npm output included), in order. The one route of
+   * build lines: the deployer records them on the build and streams them to the client. Must not throw.
+   */
   readonly onLog?: (line: string) => void;
+  /** Called once with the source digest as soon as it is known (the deployer records it on the build). */
+  readonly onSource?: (sourceDigest: string) => Promise<void> | void;
   /** Names a default-export function when package.json has no `name` (the CLI sends the folder name). */
   readonly projectName?: string;
   readonly archiveLimits?: Partial<ArchiveLimits>;
@@ -127,18 +122,11 @@ interface Problem { function: string; code: "INVALID_FUNCTION_NAME" | "INVALID_C
  *   INVALID_CONFIG | INVALID_FUNCTION_NAME (every problem in `details`), INTERNAL.
  */
 export async function buildProject(options: BuildOptions): Promise<BuildResult> {
-  if ((options.archive === undefined) === (options.dir === undefined)) {
-    throw new StratusError("INVALID_ARGUMENT", "Give exactly one of archive and dir");
+  if ([options.unpacked, options.archive, options.dir].filter((x) => x !== undefined).length !== 1) {
+    throw new StratusError("INVALID_ARGUMENT", "Give exactly one of unpacked, archive and dir");
   }
   const log = options.logger.child({ component: "builder", buildId: options.buildId });
-  let storeLog: Promise<void> = Promise.resolve();
-  const emit = (line: string) => {
-    options.onLog?.(line);
-    if (options.store && options.buildId) {
-      const { store, buildId } = options;
-      storeLog = storeLog.then(() => store.appendBuildLog(buildId, [line])).catch((err: unknown) => log.warn({ err }, "could not record a build log line"));
-    }
-  };
+  const emit = (line: string) => options.onLog?.(line);
 
   const dataDir = options.dataDir;
   const tmpRoot = join(dataDir, "tmp");
@@ -148,15 +136,18 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
   const work = join(tmpRoot, `build-${randomUUID()}`);
   await mkdir(work);
   try {
-    const upload = options.dir !== undefined ? (await packProject(options.dir)).archive : options.archive!;
-    const unpacked = await unpackArchive(upload, { parentDir: work, limits: options.archiveLimits });
+    let unpacked = options.unpacked;
+    if (unpacked === undefined) {
+      const upload = options.dir !== undefined ? (await packProject(options.dir)).archive : options.archive!;
+      unpacked = await unpackArchive(upload, { parentDir: work, limits: options.archiveLimits });
+    }
     // A fixed name: source maps record the path from the bundle to the sources, and a random one
     // would make identical code produce different artifacts.
     const srcDir = join(work, "src");
-    await rename(unpacked.dir, srcDir);
+    await moveDir(unpacked.dir, srcDir);
     const sourceDigest = await digestTree(srcDir);
     emit(`Unpacked ${unpacked.fileCount} files (${unpacked.unpackedBytes} bytes), source ${sourceDigest}`);
-    if (options.store && options.buildId) await options.store.setBuildSource(options.buildId, sourceDigest);
+    await options.onSource?.(sourceDigest);
 
     const reused = await findReusable(dataDir, sourceDigest);
     if (reused !== null) {
@@ -218,7 +209,7 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     const functions = validate(discovered);
     emit(`Found ${functions.length} function(s): ${functions.map((f) => f.name).join(", ")}`);
 
-    const built: BuiltFunction[] = [];
+    const built: BuiltVersion[] = [];
     for (const f of functions) {
       const manifest: ArtifactManifest = {
         format: 1, function: f.name, exportName: f.exportName, entry, config: f.config, sourceDigest, runtimeVersion: RUNTIME_VERSION,
@@ -238,12 +229,22 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     emit(`Build failed: ${e.code}: ${e.message}`);
     throw e;
   } finally {
-    await storeLog;
     await rm(work, { recursive: true, force: true });
   }
 }
 
-async function discover(driver: Pick<SandboxDriver, "discover">, artifactDir: string, entry: string, timeoutMs: number) {
+/** Renames `from` to `to`; across filesystems (EXDEV), copies then removes. */
+async function moveDir(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (err) {
+    if ((err as { code?: string }).code !== "EXDEV") throw err;
+    await cp(from, to, { recursive: true, verbatimSymlinks: true });
+    await rm(from, { recursive: true, force: true });
+  }
+}
+
+async function discover(driver: Discoverer, artifactDir: string, entry: string, timeoutMs: number) {
   try {
     return await driver.discover({ artifactDir, entry, timeoutMs });
   } catch (err) {
@@ -259,19 +260,15 @@ function validate(discovered: readonly { name: string; exportName: string; confi
   if (discovered.length === 0) throw new StratusError("BUILD_FAILED", "The module exports no function");
   const problems: Problem[] = [];
   const out: { name: string; exportName: string; config: FunctionConfig }[] = [];
-  const byLower = new Map<string, string>();
+  const clashes = caseClashChecker();
   for (const d of discovered) {
     let ok = true;
-    if (!isValidFunctionName(d.name)) {
-      problems.push({ function: d.name, code: "INVALID_FUNCTION_NAME", message: `Invalid function name ${JSON.stringify(d.name.slice(0, 80))}: use a letter, then letters, digits, "-" or "_", at most ${FUNCTION_NAME_MAX} characters` });
+    // The same rules (src/shared/names.ts) the runtime applied in discovery; checked again here because
+    // the discovery output comes from a sandbox running user code.
+    const nameProblem = functionNameProblem(d.name) ?? clashes(d.name);
+    if (nameProblem !== null) {
+      problems.push({ function: d.name, code: "INVALID_FUNCTION_NAME", message: nameProblem });
       ok = false;
-    } else {
-      const clash = byLower.get(d.name.toLowerCase());
-      if (clash !== undefined) {
-        problems.push({ function: d.name, code: "INVALID_FUNCTION_NAME", message: `Functions "${clash}" and "${d.name}" differ only in case` });
-        ok = false;
-      }
-      byLower.set(d.name.toLowerCase(), d.name);
     }
     // The runtime flags handlers that are not functions; bad names and configs we check ourselves.
     const reported = d.error as { code?: string; message?: string } | undefined;
@@ -403,7 +400,7 @@ function sourceIndexFile(dataDir: string, sourceDigest: string): string {
   return join(dataDir, "sources", `${sourceDigest}.json`);
 }
 
-async function recordSource(dataDir: string, sourceDigest: string, built: readonly BuiltFunction[]): Promise<void> {
+async function recordSource(dataDir: string, sourceDigest: string, built: readonly BuiltVersion[]): Promise<void> {
   const file = sourceIndexFile(dataDir, sourceDigest);
   await mkdir(join(dataDir, "sources"), { recursive: true });
   const tmp = `${file}.${randomUUID()}.tmp`;
@@ -413,15 +410,15 @@ async function recordSource(dataDir: string, sourceDigest: string, built: readon
 }
 
 /** The functions of an earlier build of the same source, if its index and artifacts are intact. */
-async function findReusable(dataDir: string, sourceDigest: string): Promise<BuiltFunction[] | null> {
-  let index: { runtimeVersion?: string; functions?: Omit<BuiltFunction, "artifactDir">[] };
+async function findReusable(dataDir: string, sourceDigest: string): Promise<BuiltVersion[] | null> {
+  let index: { runtimeVersion?: string; functions?: Omit<BuiltVersion, "artifactDir">[] };
   try {
     index = JSON.parse(await readFile(sourceIndexFile(dataDir, sourceDigest), "utf8")) as typeof index;
   } catch {
     return null;
   }
   if (index.runtimeVersion !== RUNTIME_VERSION || !Array.isArray(index.functions)) return null;
-  const out: BuiltFunction[] = [];
+  const out: BuiltVersion[] = [];
   for (const f of index.functions) {
     const artifactDir = join(dataDir, "artifacts", f.digest);
     // A GC may have removed an artifact since: then rebuild rather than hand out a dangling path.

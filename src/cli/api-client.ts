@@ -84,6 +84,60 @@ export interface InvokeResult {
   body: Buffer;
 }
 
+/** One attempt of an async invocation. */
+export interface AsyncAttempt {
+  attempt: number;
+  requestId: string;
+  startedAt: number | null;
+  endedAt: number;
+  status: number | null;
+  errorCode: string | null;
+  errorMessage: string | null;
+}
+
+/** An async or event invocation as the API shows it (GET /api/v1/invocations/:id). */
+export interface AsyncInvocation {
+  invocationId: string;
+  function: string;
+  status: "queued" | "running" | "succeeded" | "dead" | "replayed";
+  origin: { kind: string; trigger?: string; eventId?: string };
+  attempts: number;
+  maxAttempts: number;
+  createdAt: number;
+  updatedAt: number;
+  nextAttemptAt: number | null;
+  finishedAt: number | null;
+  replayedAs: string | null;
+  statusUrl: string;
+  error: { code: string; message: string } | null;
+  result: { status: number; contentType: string | null; truncated: boolean; body: string; bodyEncoding: "utf8" | "base64" } | null;
+  history: AsyncAttempt[];
+  request?: { method: string; path: string; headers: Record<string, string>; body: string; bodyEncoding: "utf8" | "base64" };
+}
+
+export interface DeadLetterSummary {
+  invocationId: string;
+  origin: { kind: string; trigger?: string; eventId?: string };
+  attempts: number;
+  error: { code: string; message: string } | null;
+  createdAt: number;
+  finishedAt: number | null;
+  method: string;
+  path: string;
+  lastRequestId: string | null;
+}
+
+export interface TriggerSummary {
+  id: string;
+  kind: "schedule" | "rate";
+  schedule?: string;
+  timezone?: string;
+  rate?: string;
+  catchUp: string;
+  lastSlot: number | null;
+  nextSlot: number | null;
+}
+
 /** Connection settings: the platform's base URL and an API token. */
 export interface Connection {
   readonly url: string;
@@ -188,6 +242,16 @@ export class ApiClient {
   /** Invocation records, newest first. `query`: status, cold, slowerThanMs, since, request, limit. */
   listInvocations = async (name: string, query: Record<string, string>) =>
     (await this.json<{ invocations: InvocationRecord[] }>("GET", `${this.fn(name)}/invocations${queryString(query)}`)).invocations;
+  /** An async or event invocation (docs/events.md); `withRequest` adds the stored request. */
+  getAsyncInvocation = async (id: string, withRequest = false) =>
+    this.json<AsyncInvocation>("GET", `/api/v1/invocations/${encodeURIComponent(id)}${withRequest ? "?request=1" : ""}`);
+  listDeadLetters = async (name: string, limit?: number) =>
+    (await this.json<{ entries: DeadLetterSummary[] }>("GET", `${this.fn(name)}/dlq${limit === undefined ? "" : `?limit=${limit}`}`)).entries;
+  getDeadLetter = async (name: string, id: string) => this.json<AsyncInvocation>("GET", `${this.fn(name)}/dlq/${encodeURIComponent(id)}`);
+  replayDeadLetter = async (name: string, id: string) =>
+    this.json<{ invocationId: string; replayOf: string; statusUrl: string }>("POST", `${this.fn(name)}/dlq/${encodeURIComponent(id)}/replay`);
+  purgeDeadLetters = async (name: string) => (await this.json<{ purged: number }>("DELETE", `${this.fn(name)}/dlq`)).purged;
+  listTriggers = async (name: string) => (await this.json<{ triggers: TriggerSummary[] }>("GET", `${this.fn(name)}/triggers`)).triggers;
   /** Error groups, most recently seen first. */
   listErrorGroups = async (name: string) => (await this.json<{ groups: ErrorGroup[] }>("GET", `${this.fn(name)}/errors`)).groups;
 

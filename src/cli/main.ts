@@ -23,6 +23,9 @@ import { registerInvocationsCommand } from "./commands/invocations";
 import { registerErrorsCommand } from "./commands/errors";
 import { registerLbHaproxyCommand } from "./commands/lb-haproxy";
 import { registerLbSyncCommand } from "./commands/lb-sync";
+import { registerDlqCommand } from "./commands/dlq";
+import { registerTriggersCommand } from "./commands/triggers";
+import { registerInvocationCommand } from "./commands/invocation";
 
 const program = new Command();
 // Positional options: `stratus node token create --token T` gives --token to `create`, not to `node`.
@@ -45,6 +48,9 @@ registerTokenCommand(program);
 registerLogsCommand(program);
 registerInvocationsCommand(program);
 registerErrorsCommand(program);
+registerInvocationCommand(program);
+registerDlqCommand(program);
+registerTriggersCommand(program);
 registerRmCommand(program);
 const lb = program.command("lb").description("the cluster's load balancer (HAProxy 2.6): configuration and membership");
 registerLbHaproxyCommand(lb);

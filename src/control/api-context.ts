@@ -9,6 +9,7 @@ import type { Activator } from "./activation";
 import type { Deployer } from "./deployer";
 import type { Observability } from "../observe/observer";
 import type { AuthFailureLimiter } from "../shared/auth-failure-limiter";
+import type { EventsPlane } from "../events/events-plane";
 
 export interface ApiContext {
   readonly store: Store;
@@ -28,6 +29,8 @@ export interface ApiContext {
   readonly publicMetrics?: boolean;
   /** Per-address limit of authentication failures (absent: unlimited; `stratus up` always sets one). */
   readonly authFailures?: AuthFailureLimiter;
+  /** Async invocations, the DLQ and triggers (absent: those routes answer 404 NOT_FOUND). */
+  readonly events?: EventsPlane;
 }
 
 /** The URL of a function below the public base URL. */

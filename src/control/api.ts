@@ -29,11 +29,15 @@ import { errorGroupOperations, registerErrorGroupRoutes } from "./routes/errors"
 import { metricsOperations, registerMetricsRoutes } from "./routes/metrics";
 import { joinTokenOperations, registerJoinTokenRoutes } from "./routes/join-tokens";
 import { nodeOperations, registerNodeRoutes } from "./routes/nodes";
+import { asyncInvocationOperations, registerAsyncInvocationRoutes } from "./routes/async-invocations";
+import { dlqOperations, registerDlqRoutes } from "./routes/dlq";
+import { registerTriggerRoutes, triggerOperations } from "./routes/triggers";
 
 /** Every operation of the API, in document order. */
 export const API_OPERATIONS: readonly Operation[] = [
   ...healthOperations, ...openapiOperations, ...deploymentOperations, ...functionOperations, ...envOperations, ...secretOperations, ...tokenOperations,
   ...logOperations, ...invocationOperations, ...errorGroupOperations, ...metricsOperations, ...joinTokenOperations, ...nodeOperations,
+  ...asyncInvocationOperations, ...dlqOperations, ...triggerOperations,
 ];
 
 /** Largest JSON request body of the API, bytes. */
@@ -104,6 +108,9 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
   registerMetricsRoutes(router, ctx);
   registerJoinTokenRoutes(router, ctx);
   registerNodeRoutes(router, ctx);
+  registerAsyncInvocationRoutes(router, ctx);
+  registerDlqRoutes(router, ctx);
+  registerTriggerRoutes(router, ctx);
   app.use(router);
 
   app.use((req: Request) => {

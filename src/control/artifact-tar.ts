@@ -1,7 +1,7 @@
 /**
  * Streams an artifact tree as the node protocol's `GET /internal/v1/artifacts/<digest>` body: a gzip tar
  * of regular files and directories only, modes 0644/0755 (the executable bit is part of the tree digest,
- * src/builder/tree-digest.ts), times and owners zeroed. The node unpacks it with the builder's safe
+ * src/shared/tree-digest.ts), times and owners zeroed. The node unpacks it with the builder's safe
  * unpacker and recomputes the digest, so a corrupted or substituted transfer is refused there.
  */
 import { createReadStream } from "node:fs";
@@ -10,7 +10,7 @@ import { PassThrough, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import * as tar from "tar-stream";
-import { listTree } from "../builder/tree-digest";
+import { listTree } from "../shared/tree-digest";
 
 /** A gzip tar stream of `dir` (entries in sorted order). Errors surface as a stream error. */
 export function packTree(dir: string): Readable {

@@ -8,6 +8,11 @@
  * and asks a node to fetch it and discover it in its sandbox (POST /internal/v1/discover). User code never
  * runs in the control plane's process, and a control plane needs no sandbox of its own.
  *
+ * Events (docs/events.md): the job queue beside the store, the async intake behind the node-fleet route
+ * `POST /internal/v1/async` (a node's gateway hands async requests there; the job is committed before it
+ * answers), the worker that dispatches jobs to a connected node's gateway with the dispatch token (nodes
+ * get its sha256 in the desired state), and the scheduler.
+ *
  * Where it listens: `protocolSocket` serves the node-facing routes on a Unix socket (`stratus up`);
  * `listen` runs its own HTTP server where `/internal/v1/…` is the node protocol and everything else the
  * API (`stratus control`). Otherwise the caller mounts `handleApi` / `handleProtocol` itself.
@@ -18,6 +23,7 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { PlatformConfig } from "../shared/platform-config";
+import { observeSettingsOf } from "../shared/config/observe-settings";
 import { StratusError } from "../shared/errors";
 import { writeError } from "../shared/write-error";
 import { AuthFailureLimiter } from "../shared/auth-failure-limiter";
@@ -27,9 +33,9 @@ import type { InvocationRecord } from "../shared/invocation";
 import { openStore } from "../store/open-store";
 import { loadOrCreateMasterKey } from "../store/secret-box";
 import type { Store } from "../store/store";
-import { unpackArchive } from "../builder/archive";
+import { unpackArchive } from "../shared/archive";
 import { buildProject } from "../builder/build";
-import { digestTree } from "../builder/tree-digest";
+import { digestTree } from "../shared/tree-digest";
 import { createObservability, type Observability } from "../observe/observer";
 import { createActivator } from "./activation";
 import { createDeployer } from "./deployer";
@@ -37,6 +43,7 @@ import { createApiApp } from "./api";
 import type { ApiContext } from "./api-context";
 import { createNodeFleet, type NodeFleet } from "./node-fleet";
 import { lbMembers, type LbMember } from "./membership";
+import { openEventsPlane, type EventsPlane } from "../events/events-plane";
 
 export interface ControlPlaneDeps {
   readonly logger: Logger;
@@ -77,6 +84,9 @@ export interface ControlPlane {
   readonly observability: Observability | null;
   /** Registered nodes as a load balancer sees them (`{ id, addr, port, state }`, see src/control/membership.ts). */
   lbMembers(): Promise<LbMember[]>;
+  readonly events: EventsPlane | null;
+  /** Stops leasing async jobs and scheduling; in-flight dispatches get `deadlineMs`. Before nodes drain. Idempotent. */
+  stopEvents(deadlineMs: number): Promise<void>;
   /** Flushes telemetry, closes listeners and the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -111,6 +121,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
   let store: Store | null = null;
   let fleet: NodeFleet | null = null;
   let observability: Observability | null = null;
+  let events: EventsPlane | null = null;
   let apiHandler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null;
   let publicUrl = config.publicUrl !== "" ? config.publicUrl.replace(/\/+$/, "") : "";
   const servers: Server[] = [];
@@ -132,9 +143,12 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     await chmod(dataDir, 0o700);
     const masterKey = await loadOrCreateMasterKey(dataDir);
-    store = await openStore(config.store === "" ? join(dataDir, "stratus.db") : config.store, { masterKey });
+    const storeLocation = config.store === "" ? join(dataDir, "stratus.db") : config.store;
+    store = await openStore(storeLocation, { masterKey });
     const theStore = store;
-    observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: config.observe });
+    events = await openEventsPlane({ storeLocation, store, logger: logger.child({ component: "events" }), settings: config.events, publicUrl: () => publicUrl });
+    const theEvents = events;
+    observability = createObservability({ store, logger: logger.child({ component: "observe" }), settings: observeSettingsOf(config.observe) });
     let activator: ReturnType<typeof createActivator> | null = null;
     fleet = createNodeFleet({
       secret: deps.nodeSecret,
@@ -154,8 +168,9 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
             logger.error({ err, function: fn.name }, "left out of the desired state: its active version cannot be served");
           }
         }
-        return { functions, tokenHashes: await theStore.listTokenHashes() };
+        return { functions, tokenHashes: await theStore.listTokenHashes(), dispatchTokenHash: theEvents.dispatchTokenHash };
       },
+      asyncIntake: (r) => theEvents.intake(r),
     });
     const theFleet = fleet;
     observability.setPoolStats(() => theFleet.pools());
@@ -187,13 +202,13 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       functionUrl: (name) => `${publicUrl}/fn/${name}`,
       unpack: async (body: Readable) => {
         const r = await unpackArchive(body, { limits: archiveLimits, parentDir: tmpDir });
-        return { dir: r.dir, cleanup: () => rm(r.dir, { recursive: true, force: true }) };
+        return { ...r, cleanup: () => rm(r.dir, { recursive: true, force: true }) };
       },
-      build: async (dir, o) => {
+      build: async (project, o) => {
         const signal = AbortSignal.timeout(config.build.timeoutMs);
         const r = await buildProject({
-          dir, dataDir, driver: discoverOnNode, store: theStore, buildId: o.buildId, logger: logger.child({ component: "builder" }),
-          onLog: o.onLog, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
+          unpacked: project, dataDir, driver: discoverOnNode, buildId: o.buildId, logger: logger.child({ component: "builder" }),
+          onLog: o.onLog, onSource: o.onSource, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
         });
         return r.functions;
       },
@@ -203,7 +218,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       publicUrl: () => publicUrl, maxArchiveBytes: config.build.maxArchiveBytes,
       // Ready once a node serves: it converged on the desired state when it said hello.
       isReady: () => closing === null && theFleet.nodes().length > 0,
-      observability, publicMetrics: config.observe.publicMetrics, authFailures: deps.authFailures ?? new AuthFailureLimiter(config.auth),
+      observability, publicMetrics: config.observe.publicMetrics, authFailures: deps.authFailures ?? new AuthFailureLimiter(config.auth), events,
     };
     apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 
@@ -258,16 +273,23 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
 
     let adminToken: string | null = null;
     if ((await store.listTokens()).length === 0) adminToken = (await store.createToken("admin")).token;
+    // Jobs wait until a node with a gateway is connected (dispatchTarget() is null until then).
+    events.start(() => theFleet.dispatchTarget());
     logger.info({ url, protocolSocket: deps.protocolSocket }, "control plane started");
     return { adminToken, url };
   }
 
+  const stopEvents = (deadlineMs: number): Promise<void> =>
+    events === null ? Promise.resolve() : events.stop(deadlineMs).catch((err) => logger.error({ err }, "events stop failed"));
+
   async function doClose(): Promise<void> {
+    await stopEvents(config.gateway.drainTimeoutMs);
     if (checkTimer !== null) clearInterval(checkTimer);
     if (stopWatching !== null) await stopWatching().catch(() => {});
     for (const s of servers) await closeServer(s);
     if (fleet) await fleet.close();
     if (observability) await observability.close().catch((err) => logger.error({ err }, "telemetry flush failed"));
+    if (events) await events.close().catch((err) => logger.error({ err }, "event queue close failed"));
     if (store) await store.close();
   }
 
@@ -293,6 +315,10 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     get observability() {
       return observability;
     },
+    get events() {
+      return events;
+    },
+    stopEvents,
     async lbMembers() {
       if (fleet === null) throw new StratusError("NOT_READY");
       return lbMembers(await fleet.members());

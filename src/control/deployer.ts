@@ -12,24 +12,21 @@ import { StratusError, isStratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import type { Store, VersionRecord } from "../store/store";
 import type { Activator } from "./activation";
+import type { FunctionVersion } from "../shared/function-version";
 
-/** A project unpacked into a fresh temp dir; `cleanup()` removes it (idempotent). */
+/**
+ * A project unpacked into a fresh temp dir; `cleanup()` removes it (idempotent). The build takes the
+ * directory over as it is (no second pack/unpack).
+ */
 export interface ReceivedProject {
   readonly dir: string;
+  readonly fileCount: number;
+  readonly unpackedBytes: number;
   cleanup(): Promise<void>;
 }
 
-/** One function version a build produced (the builder's result). */
-export interface BuiltVersion {
-  readonly name: string;
-  readonly version: string;
-  readonly digest: string;
-  readonly entry: string;
-  readonly exportName: string;
-  readonly config: unknown;
-  readonly sourceDigest: string;
-  readonly image?: string | null;
-}
+/** What the deployer needs of a built version (src/shared/function-version.ts). */
+export type BuiltVersion = Pick<FunctionVersion, "name" | "version" | "digest" | "entry" | "exportName" | "config" | "sourceDigest" | "image">;
 
 /** The outcome for one function of a deploy. */
 export interface DeployedFunction {
@@ -52,7 +49,12 @@ export interface DeployerOptions {
    * Builds an unpacked project into function versions (artifacts written, nothing activated).
    * @throws StratusError BUILD_FAILED | INVALID_CONFIG | INVALID_FUNCTION_NAME | CONFLICT
    */
-  readonly build: (dir: string, options: { buildId: string; projectName?: string; onLog: (line: string) => void }) => Promise<readonly BuiltVersion[]>;
+  readonly build: (project: ReceivedProject, options: {
+    buildId: string; projectName?: string;
+    /** The one route of build lines: recorded on the build, in order, and streamed to the client. */
+    onLog: (line: string) => void;
+    onSource: (sourceDigest: string) => Promise<void>;
+  }) => Promise<readonly BuiltVersion[]>;
   readonly functionUrl: (name: string) => string;
 }
 
@@ -86,13 +88,18 @@ export function createDeployer(options: DeployerOptions): Deployer {
 
   async function run(project: ReceivedProject, { only, projectName, onLog }: DeployOptions): Promise<DeployedFunction[]> {
     const build = await store.createBuild();
-    // The builder records its own log lines on the build (buildId); activation lines are ours.
+    // The one route of build log lines (the builder's and activation's): streamed to the client and
+    // recorded on the build, one append after the other so they keep their order in any store.
+    let recorded: Promise<void> = Promise.resolve();
     const log = (line: string) => {
       onLog(line);
-      store.appendBuildLog(build.id, [line]).catch((err) => logger.warn({ err }, "could not store a build log line"));
+      recorded = recorded.then(() => store.appendBuildLog(build.id, [line])).catch((err: unknown) => logger.warn({ err }, "could not store a build log line"));
     };
     try {
-      const built = await options.build(project.dir, { buildId: build.id, ...(projectName ? { projectName } : {}), onLog });
+      const built = await options.build(project, {
+        buildId: build.id, ...(projectName ? { projectName } : {}), onLog: log,
+        onSource: (digest) => store.setBuildSource(build.id, digest),
+      });
       const selected = only ? built.filter((b) => only.includes(b.name)) : built;
       if (only) {
         const missing = only.filter((n) => !built.some((b) => b.name === n));
@@ -117,11 +124,13 @@ export function createDeployer(options: DeployerOptions): Deployer {
         url: options.functionUrl(r.functionName),
         status: changed.includes(r) ? "activated" : "unchanged",
       }));
+      await recorded;
       await store.finishBuild(build.id, { status: "succeeded", result });
       return result;
     } catch (err) {
       const e = isStratusError(err) ? err : new StratusError("INTERNAL");
       if (!isStratusError(err)) logger.error({ err }, "deploy failed");
+      await recorded;
       await store.finishBuild(build.id, { status: "failed", error: { code: e.code, message: e.message } }).catch(() => {});
       throw e;
     } finally {

@@ -7,7 +7,7 @@ import type { NodeRecord, NodeState } from "../store/store";
 import type { MemberView } from "./node-fleet";
 import type { DiscoverRequest, DiscoverResult, FunctionNodeStatus, PrepareResult, VerifyResult, WireDeployment } from "../shared/node-protocol";
 
-export { EMPTY_NODE_STATUS, type FunctionNodeStatus, type WireDeployment as FunctionDeployment } from "../shared/node-protocol";
+export { EMPTY_NODE_STATUS, type FunctionNodeStatus } from "../shared/node-protocol";
 
 export interface NodeFleetApi {
   /**

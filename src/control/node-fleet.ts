@@ -33,8 +33,8 @@ import { pipeline } from "node:stream/promises";
 import { StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
 import {
-  EMPTY_NODE_STATUS, HeartbeatSchema, JoinRequestSchema, NodeHelloSchema, TelemetryBatchSchema, bearerMatches, deriveLinkKeys, isArtifactDigest, parseWire,
-  type JoinResult, type NodeStateWire,
+  AsyncRequestSchema, EMPTY_NODE_STATUS, HeartbeatSchema, JoinRequestSchema, NodeHelloSchema, TelemetryBatchSchema, bearerMatches, deriveLinkKeys, isArtifactDigest, parseWire,
+  type AsyncAccepted, type AsyncRequestWire, type JoinResult, type NodeStateWire,
   type DesiredState, type FunctionNodeStatus, type NodeApi, type PoolSamples, type TelemetryBatch, type WireDeployment,
 } from "../shared/node-protocol";
 import { protocolRoute, readJsonBody, sendJson, sendProtocolError } from "../shared/node-link";
@@ -57,6 +57,8 @@ export interface FleetNode {
   /** Registered (join-token) nodes: the store's numeric id; null for a shared-secret node. */
   readonly id: number | null;
   readonly url: string;
+  /** Its gateway's base URL, for the async worker's dispatches (absent: it gets none). */
+  readonly gatewayUrl?: string;
   readonly driver: string;
   readonly client: NodeApi & { close(): Promise<void> };
   /** When it last said hello, resynced, heartbeat or sent telemetry, epoch ms. */
@@ -89,7 +91,12 @@ export interface NodeFleetOptions {
   /** Where artifacts live: `<artifactsDir>/sha256-<hex>/`. */
   readonly artifactsDir: string;
   /** What every node should serve now, read from the store. */
-  readonly buildState: () => Promise<{ functions: WireDeployment[]; tokenHashes: string[] }>;
+  readonly buildState: () => Promise<{ functions: WireDeployment[]; tokenHashes: string[]; dispatchTokenHash?: string }>;
+  /**
+   * Commits an async request a node's gateway received (POST /internal/v1/async; src/events/intake.ts)
+   * and resolves the 202 body. Absent: that route answers 404 NOT_FOUND.
+   */
+  readonly asyncIntake?: (request: AsyncRequestWire) => Promise<AsyncAccepted>;
   /** Receives every telemetry batch, validated (the observability pipeline). */
   readonly ingest: (batch: TelemetryBatch) => void;
   /** Membership: join tokens, node credentials, heartbeats, the shared config revision. */
@@ -107,6 +114,11 @@ export interface NodeFleet extends NodeFleetApi {
   publishBundle(digest: string, dir: string): () => void;
   /** The connected nodes. */
   nodes(): readonly FleetNode[];
+  /**
+   * The gateway base URL of a ready, connected node that advertised one (round robin), for the async
+   * worker; null when there is none (jobs wait).
+   */
+  dispatchTarget(): string | null;
   /** Latest pool samples of every node, merged by function (metrics gauges). */
   pools(): PoolSamples;
   /** The current desired state. */
@@ -158,6 +170,14 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     return best;
   }
 
+  let dispatchTurn = 0;
+  function dispatchTarget(): string | null {
+    const ready = [...nodes.values()].filter((n) => n.gatewayUrl !== undefined && n.state !== "draining" && !isLost(n.lastSeen));
+    if (ready.length === 0) return null;
+    dispatchTurn = (dispatchTurn + 1) % 1_000_000;
+    return ready[dispatchTurn % ready.length]!.gatewayUrl!;
+  }
+
   function checkUrl(url: string, viaUnixSocket: boolean): void {
     if (!/^(https?:\/\/|unix:\/)/.test(url)) throw new StratusError("INVALID_ARGUMENT", "A node URL is http(s)://… or unix:/…");
     // Only a node on this machine (it reached us over a Unix socket) may name a local socket.
@@ -174,14 +194,15 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
   async function hello(raw: unknown, viaUnixSocket: boolean, peer: Peer): Promise<DesiredState> {
     const h = parseWire(NodeHelloSchema, raw, "node hello");
     checkUrl(h.url, viaUnixSocket);
+    if (h.gatewayUrl !== undefined && !/^https?:\/\//.test(h.gatewayUrl)) throw new StratusError("INVALID_ARGUMENT", "A node's gateway URL is http(s)://…");
     assertSelf(peer, h.nodeId);
     const old = nodes.get(h.nodeId);
     const controlKey = peer.kind === "node" ? peer.controlKey : keys.control;
     const id = peer.kind === "node" ? peer.record.id : null;
-    if (old === undefined || old.url !== h.url || old.id !== id) {
+    if (old === undefined || old.url !== h.url || old.id !== id || old.gatewayUrl !== h.gatewayUrl) {
       if (old) await old.client.close().catch(() => {});
       nodes.set(h.nodeId, {
-        nodeId: h.nodeId, id, url: h.url, driver: h.driver, client: createNodeClient(h.url, controlKey), lastSeen: now(),
+        nodeId: h.nodeId, id, url: h.url, ...(h.gatewayUrl !== undefined ? { gatewayUrl: h.gatewayUrl } : {}), driver: h.driver, client: createNodeClient(h.url, controlKey), lastSeen: now(),
         state: peer.kind === "node" ? peer.record.state : "ready", load: null,
       });
       logger.info({ nodeId: h.nodeId, id, url: h.url, driver: h.driver }, "node connected");
@@ -277,6 +298,10 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
       return sendJson(res, 200, await desiredState(), proof);
     }
     if (parts.length === 2 && parts[0] === "artifacts" && method === "GET") return artifact(parts[1]!, res);
+    if (parts.length === 1 && parts[0] === "async" && method === "POST" && options.asyncIntake !== undefined) {
+      const r = parseWire(AsyncRequestSchema, await readJsonBody(req), "async request");
+      return sendJson(res, 200, await options.asyncIntake(r), proof);
+    }
     if (parts.length === 1 && parts[0] === "telemetry" && method === "POST") {
       const batch = parseWire(TelemetryBatchSchema, await readJsonBody(req), "telemetry batch") as TelemetryBatch;
       assertSelf(peer, batch.nodeId);
@@ -290,6 +315,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
   }
 
   return {
+    dispatchTarget,
     handle(req, res) {
       serve(req, res).catch((err) => sendProtocolError(res, err, logger, req.url));
     },

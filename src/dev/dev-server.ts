@@ -113,6 +113,7 @@ export function createDevServer(options: DevServerOptions): DevServer {
   const pendingLines = new Map<string, Array<{ method: string; url: string }>>();
 
   const devDriver = createDevDriver({ runtimePath: options.runtimePath, stateDir: join(root, "s") });
+  void devDriver.open(); // nothing runs before open(); the pool starts filling now
   // A function that cannot be served is deployed anyway; its starts fail at once with its error.
   const driver: SandboxDriver = {
     ...devDriver,

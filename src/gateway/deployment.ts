@@ -1,7 +1,8 @@
 /**
- * What the gateway serves for one function: an InstanceSpec minus the instance id.
+ * What the gateway serves for one function: the version with its artifact on local disk
+ * (src/shared/function-version.ts, ServedVersion).
  */
-import type { InstanceSpec } from "../sandbox/driver";
+import type { ServedVersion } from "../shared/function-version";
 
-/** One deployed version of one function (`name`, `version`, artifact, resolved config, env, image?). */
-export type Deployment = Omit<InstanceSpec, "instanceId" | "functionName"> & { readonly name: string };
+/** One deployed version of one function (`name`, `version`, artifact dir, resolved config, env, image?). */
+export type Deployment = ServedVersion;

@@ -63,6 +63,7 @@ function fakeDriver() {
     prepare: async () => ({}),
     discover: async () => [],
     reconcile: async () => ({ removed: 0 }),
+    open: async () => {},
     close: async () => undefined,
   };
   return { driver, pending, instances };

@@ -10,6 +10,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { hostname } from "node:os";
+import { timingSafeEqual } from "node:crypto";
 import type { SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError, type ErrorCode } from "../shared/errors";
 import type { InvocationRecord } from "../shared/invocation";
@@ -17,11 +18,11 @@ import type { Logger } from "../shared/logger";
 import { isValidFunctionName } from "../shared/names";
 import { HEADERS } from "../shared/protocol";
 import { renderError, writeError } from "../shared/write-error";
-import { resolveTraceparent } from "../observe/traceparent";
+import { resolveTraceparent } from "../shared/traceparent";
 import type { Deployment } from "./deployment";
 import { FunctionPool, type Lease, type PendingLease } from "./function-pool";
 import { MemorySampler } from "./memory-sampler";
-import type { GatewayObserver } from "./observer-hook";
+import type { GatewayObserver } from "../shared/gateway-observer";
 import { pickRequestId, serverTiming } from "./headers";
 import { resolveGatewayLimits, type GatewayLimitsInput } from "./limits";
 import { proxyRequest, type BodyMode, type ProxyMeter, type ProxyParams, type ProxyResult } from "./proxy";
@@ -56,7 +57,33 @@ export interface GatewayOptions {
    * @see buildUpstreamHeaders
    */
   readonly trustedProxies?: readonly string[];
+  /**
+   * Async invocations (docs/events.md): a request with `x-stratus-invocation-type: async` to a known
+   * function, once authorized, is handed here (which reads the body, enqueues it and answers 202)
+   * instead of being proxied. Default: none (such requests run synchronously).
+   */
+  readonly asyncIntake?: AsyncIntakeHook;
+  /**
+   * Secret of the platform's async worker: a request whose `x-stratus-dispatch-token` equals it skips
+   * authorization (the job was authorized when it was accepted) and passes the event headers
+   * (`x-stratus-invocation-id`, `-attempt`, `-trigger`) to the function. Default: none.
+   */
+  readonly dispatchToken?: string;
+  /**
+   * Like `dispatchToken`, for a secret that changes (the node agent: the desired state carries its
+   * sha256): true when `given` is the worker's token. Checked when `dispatchToken` is not set.
+   */
+  readonly isDispatchToken?: (given: string) => boolean;
 }
+
+/** What the gateway hands an async intake: the function and the request's routing facts. */
+export interface AsyncTarget {
+  readonly deployment: Deployment;
+  /** Path + query below the function root. */
+  readonly path: string;
+  readonly requestId: string;
+}
+export type AsyncIntakeHook = (req: IncomingMessage, res: ServerResponse, target: AsyncTarget) => void;
 
 export interface Gateway {
   /** The HTTP server, not listening: the caller calls `listen`. */
@@ -133,13 +160,23 @@ export function createGateway(options: GatewayOptions): Gateway {
   let ticker: NodeJS.Timeout | null = null;
   const observer = options.observer ?? null;
   const fallback = options.fallback ?? null;
+  const asyncIntake = options.asyncIntake ?? null;
+  const fixedToken = options.dispatchToken === undefined ? null : Buffer.from(options.dispatchToken);
+  const dispatchCheck = options.isDispatchToken ?? null;
+  const dispatchToken = fixedToken ?? dispatchCheck;
+  const isDispatch = (given: string | string[] | undefined): boolean => {
+    if (typeof given !== "string") return false;
+    if (fixedToken === null) return dispatchCheck !== null && dispatchCheck(given);
+    const b = Buffer.from(given);
+    return b.length === fixedToken.length && timingSafeEqual(b, fixedToken);
+  };
   const nodeId = options.nodeId ?? hostname();
   const memory = new MemorySampler();
   const isTrustedProxy = cidrMatcher(options.trustedProxies ?? []);
   const retryAfter = String(limits.retryAfterS);
 
   const server = createServer({
-    maxHeaderSize: limits.maxHeaderSize,
+    maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headersTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
@@ -164,7 +201,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function ensureTicker(): void {
     if (ticker !== null || closed) return;
-    ticker = setInterval(sweep, limits.tickMs);
+    ticker = setInterval(sweep, limits.sweepIntervalMs);
     ticker.unref(); // never the reason the process stays alive
   }
 
@@ -202,10 +239,29 @@ export function createGateway(options: GatewayOptions): Gateway {
     const trace = resolveTraceparent(req.headers.traceparent);
     const inv = new Invocation(req, res, entry, route.path, requestId, trace.traceparent, trace.fresh, t0, limits, logger);
     if (isTrustedProxy !== null) inv.trustedProxy = isTrustedProxy(req.socket.remoteAddress);
+    if (dispatchToken !== null && req.headers[HEADERS.dispatchToken] !== undefined) {
+      if (!isDispatch(req.headers[HEADERS.dispatchToken])) return sendError(res, new StratusError("UNAUTHENTICATED", "Bad dispatch token"), requestId, logger);
+      inv.trustedDispatch = true;
+      return admit(inv);
+    }
+    if (asyncIntake !== null && req.headers[HEADERS.invocationType] === "async") return accept(inv);
     if (entry.deployment.config.public) return admit(inv);
     // Non-public: the hook may be async (a store lookup); any throw or rejection refuses.
+    authorizeThen(inv, admit);
+  }
+
+  /** Async: authorized like a synchronous call, then handed to the intake. */
+  function accept(inv: Invocation): void {
+    const intake = asyncIntake as AsyncIntakeHook;
+    const go = (i: Invocation) => intake(i.req, i.res, { deployment: i.deployment, path: i.path, requestId: i.requestId });
+    if (inv.deployment.config.public) return go(inv);
+    authorizeThen(inv, go);
+  }
+
+  function authorizeThen(inv: Invocation, next: (inv: Invocation) => void): void {
+    const { req, res } = inv;
     new Promise<void>((resolve) => resolve(authorize(req, inv.deployment))).then(
-      () => admit(inv),
+      () => next(inv),
       (err: unknown) => {
         fail(inv, err);
         record(inv);
@@ -528,6 +584,7 @@ class Invocation implements ProxyParams {
   errorCode: string | null = null;
   errorBytes = 0;
   trustedProxy = false;
+  trustedDispatch = false;
   readonly deployment: Deployment;
   readonly dropAuthorization: boolean;
   readonly timeoutGraceMs: number;

@@ -3,7 +3,7 @@
  * Everything here is on the hot path: lookups in precomputed Sets, char-code scans, no regex.
  */
 import type { IncomingHttpHeaders } from "node:http";
-import { HEADERS } from "../shared/protocol";
+import { EVENT_HEADERS, HEADERS } from "../shared/protocol";
 
 /** The request-id rule is shared by every server (src/shared/request-id.ts). */
 export { REQUEST_ID_MAX, isSaneRequestId, pickRequestId } from "../shared/request-id";
@@ -76,7 +76,7 @@ export interface ClientHop {
 export function buildUpstreamHeaders(
   incoming: IncomingHttpHeaders,
   requestId: string,
-  options: { deadlineMs: number; dropAuthorization: boolean; traceparent?: string; freshTrace?: boolean } & ClientHop,
+  options: { deadlineMs: number; dropAuthorization: boolean; traceparent?: string; freshTrace?: boolean; eventHeaders?: boolean } & ClientHop,
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const connection = incoming.connection;
@@ -94,6 +94,13 @@ export function buildUpstreamHeaders(
   }
   out[HEADERS.requestId] = requestId;
   out[HEADERS.deadlineMs] = String(options.deadlineMs);
+  // Only the platform's own async dispatches carry these (the gateway checked its token).
+  if (options.eventHeaders === true) {
+    for (const key of EVENT_HEADERS) {
+      const value = incoming[key];
+      if (typeof value === "string") out[key] = value;
+    }
+  }
   if (options.traceparent !== undefined) {
     out.traceparent = options.traceparent;
     // W3C Trace Context §3.3: a new trace-id invalidates the caller's tracestate.

@@ -24,6 +24,8 @@ export interface ProxyParams {
   readonly dropAuthorization: boolean;
   /** The client's peer is a configured trusted proxy (its forwarding headers are kept, see headers.ts). */
   readonly trustedProxy: boolean;
+  /** True for the platform's async worker: its x-stratus-invocation-id / -attempt / -trigger reach the function. */
+  readonly trustedDispatch?: boolean;
   /** W3C traceparent to send (already validated or freshly made by the gateway). */
   readonly traceparent: string;
   /** True when `traceparent` is new: the caller's `tracestate` is dropped (it belonged to another trace). */
@@ -140,6 +142,7 @@ class Exchange implements ProxyMeter {
         trustedProxy: this.p.trustedProxy,
         traceparent: this.p.traceparent,
         freshTrace: this.p.freshTrace,
+        eventHeaders: this.p.trustedDispatch === true,
       }),
       body,
       headersTimeout: backstopMs,

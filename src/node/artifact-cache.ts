@@ -10,8 +10,8 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { StratusError } from "../shared/errors";
 import { isArtifactDigest } from "../shared/node-protocol";
-import { unpackArchive } from "../builder/archive";
-import { digestTree, listTree } from "../builder/tree-digest";
+import { unpackArchive } from "../shared/archive";
+import { digestTree, listTree } from "../shared/tree-digest";
 
 /** Caps of one transferred artifact (a bundle with native dependencies can be large). */
 const TRANSFER_LIMITS = { maxCompressedBytes: 2 * 1024 ** 3, maxUnpackedBytes: 4 * 1024 ** 3, maxEntries: 500_000 };

@@ -3,6 +3,8 @@
  * `stratus node` both run). Driver state lives under the node's data dir: `<dataDir>/run` (process
  * driver sockets and state), `<dataDir>/docker` (Docker socket root). `nodeSuffix` keeps two nodes on
  * one host apart (cgroup root, container labels): reconcile() removes only this node's leftovers.
+ * The driver settings come from the platform sections `process.*` / `docker.*`
+ * (src/shared/config/driver-settings.ts, one set of names for both drivers).
  */
 import { join } from "node:path";
 import type { PlatformConfig } from "../shared/platform-config";
@@ -11,21 +13,28 @@ import type { Logger } from "../shared/logger";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createProcessDriver } from "../sandbox/process/process-driver";
 import type { NodeAgentOptions } from "./node-agent";
+import { gatewayLimitsOf } from "../shared/config/gateway-settings";
 
 /** @throws StratusError INTERNAL when the process driver has no runtimePath */
 export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { dataDir: string; nodeId: string; nodeSuffix: string; runtimePath?: string; logger: Logger }): Promise<SandboxDriver> {
   const logger = o.logger.child({ component: "driver" });
   if (config.driver === "process") {
     if (!o.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
-    return createProcessDriver({ runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, sandboxSubnet: config.process.sandboxSubnet, prewarm: config.prewarm, outputLimits: outputLimitsFrom(config), logger });
+    const p = config.process;
+    return createProcessDriver({
+      runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, outputLimits: outputLimitsFrom(config), logger,
+      sandboxSubnet: p.sandboxSubnet, blockedCidrs: p.blockedCidrs, startTimeoutMs: p.startTimeoutMs, pidsMax: p.pidsMax, tmpSizeMb: p.tmpSizeMb,
+    });
   }
   const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
   const { username, password, address } = config.registry;
+  const d = config.docker;
   return createDockerDriver({
+    startTimeoutMs: d.startTimeoutMs, pidsMax: d.pidsMax, tmpSizeMb: d.tmpSizeMb, blockedCidrs: d.blockedCidrs, cpuSharesPerGb: d.cpuSharesPerGb,
     registry: address,
     ...(username !== "" ? { registryAuth: { username, password } } : {}),
-    ...(o.runtimePath ? { runtimeFile: o.runtimePath } : {}),
-    socketRoot: join(o.dataDir, "docker"),
+    ...(o.runtimePath ? { runtimePath: o.runtimePath } : {}),
+    stateDir: join(o.dataDir, "docker"),
     nodeId: o.nodeId,
     prewarm: config.prewarm,
     outputLimits: outputLimitsFrom(config),
@@ -44,14 +53,7 @@ function outputLimitsFrom(config: Readonly<PlatformConfig>): { bytesPerSecond: n
  */
 export function nodeGatewaySettings(config: Readonly<PlatformConfig>): Pick<NodeAgentOptions, "limits" | "trustedProxies" | "authFailures"> {
   return {
-    limits: {
-      maxHeaderSize: config.gateway.maxHeaderBytes,
-      maxHeaderCount: config.gateway.maxHeaderCount,
-      headersTimeoutMs: config.gateway.headersTimeoutMs,
-      requestTimeoutMs: config.gateway.requestTimeoutMs,
-      tickMs: config.gateway.sweepIntervalMs,
-      queueFullStatus: config.gateway.queueFullStatus,
-    },
+    limits: gatewayLimitsOf(config.gateway),
     trustedProxies: config.gateway.trustedProxies,
     authFailures: config.auth,
   };

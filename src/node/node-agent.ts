@@ -15,7 +15,7 @@
  *  - telemetry goes to the control plane in batches (src/node/telemetry-shipper.ts).
  * Without `control` (tests of the gateway over a real driver) the caller drives `gateway` directly.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { mkdir, rm, chmod, readFile, writeFile, rename } from "node:fs/promises";
 import { freemem, totalmem } from "node:os";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -23,20 +23,22 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { SandboxDriver } from "../sandbox/driver";
 import type { Logger } from "../shared/logger";
-import { StratusError } from "../shared/errors";
+import { StratusError, isStratusError, toErrorResponse } from "../shared/errors";
+import { HEADERS } from "../shared/protocol";
+import { ASYNC_MAX_BODY_BYTES, readBoundedBody, storedHeaders } from "../shared/async-request";
 import { AUTH_FAILURE_DEFAULTS, AuthFailureLimiter, limitAuthFailures, type AuthFailureSettings } from "../shared/auth-failure-limiter";
 import { isValidFunctionName } from "../shared/names";
 import {
-  DesiredStateSchema, DiscoverRequestSchema, EMPTY_NODE_STATUS, JoinResultSchema, NODE_PROTOCOL_PREFIX, NodeHello, NodeStateSchema, PruneRequestSchema,
+  AsyncAcceptedSchema, DesiredStateSchema, DiscoverRequestSchema, EMPTY_NODE_STATUS, JoinResultSchema, NODE_PROTOCOL_PREFIX, NodeHello, NodeStateSchema, PruneRequestSchema,
   WireDeploymentSchema, bearerMatches, deriveLinkKeys, invocationTokenHash, parseWire,
-  type Heartbeat, type JoinRequest, type JoinResult, type NodeLoadWire, type NodeStateWire,
+  type AsyncRequestWire, type Heartbeat, type JoinRequest, type JoinResult, type NodeLoadWire, type NodeStateWire,
   type DesiredState, type FunctionNodeStatus, type NodeApi, type PoolSamples, type WireDeployment,
 } from "../shared/node-protocol";
 import { createLinkClient, protocolRoute, readJsonBody, sendJson, sendProtocolError, type LinkClient } from "../shared/node-link";
-import { createGateway, type AuthorizeHook, type Gateway, type GatewayOptions } from "../gateway/gateway";
+import { createGateway, type AsyncIntakeHook, type AuthorizeHook, type Gateway, type GatewayOptions } from "../gateway/gateway";
 import type { Deployment } from "../gateway/deployment";
 import type { GatewayLimitsInput } from "../gateway/limits";
-import type { GatewayObserver } from "../gateway/observer-hook";
+import type { GatewayObserver } from "../shared/gateway-observer";
 import { createArtifactCache, type ArtifactCache } from "./artifact-cache";
 import { createTelemetryShipper, type TelemetryShipper } from "./telemetry-shipper";
 import { readinessAnswer } from "./readiness";
@@ -47,6 +49,8 @@ const VERIFY_CLOSE_GRACE_MS = 2_000;
 export const DEFAULT_RESYNC_INTERVAL_MS = 10_000;
 /** Retry delay after the control plane could not be reached, ms. */
 const RECONNECT_DELAY_MS = 1_000;
+/** Longest wait for the control plane to commit an async request, ms (then 503 ASYNC_INTAKE_UNAVAILABLE). */
+const ASYNC_INTAKE_TIMEOUT_MS = 10_000;
 /** Default heartbeat period, ms (the control plane reads a node silent for 10 s as lost). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
 /** Errors after which the control plane will not talk to this node again: retrying is pointless. */
@@ -84,6 +88,12 @@ export interface ControlLinkOptions {
   readonly internalSocket?: string;
   /** Where the control plane reaches this node (default: the socket, else `http://<bound address>`). */
   readonly advertiseUrl?: string;
+  /**
+   * Where the control plane's async worker reaches this node's gateway (docs/events.md). Default: the
+   * advertised URL when the protocol shares the gateway's port (`stratus node`), else
+   * `http://<loopback>:<gateway port>` (`stratus up`: same machine).
+   */
+  readonly gatewayUrl?: string;
   /** Default DEFAULT_RESYNC_INTERVAL_MS. */
   readonly resyncIntervalMs?: number;
   /** Docker: period of image pruning (keep the images of the desired state), ms; 0 off. Default 0. */
@@ -165,6 +175,9 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const cache: ArtifactCache | null = link === null ? null
     : createArtifactCache(join(link.dataDir, "artifacts"), (digest) => linkClient().stream(`${NODE_PROTOCOL_PREFIX}/artifacts/${digest}`));
   let tokenHashes = new Set<string>();
+  // sha256 of the control plane's async-worker dispatch token (desired state); null: none accepted.
+  let dispatchTokenHash: Buffer | null = null;
+  let gatewayUrl: string | undefined;
   const applied = new Map<string, Applied>();
   let current: { controlId: string; revision: number } | null = null;
   let stale = true;
@@ -212,9 +225,56 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     }
     : options.fallback;
 
+  /**
+   * Async invocations (docs/events.md): the gateway routed and authorized the request; the body goes to
+   * the control plane, which commits the job, and the client gets the 202 only after that answer. An
+   * unreachable control plane is 503 ASYNC_INTAKE_UNAVAILABLE, never a 202.
+   */
+  const asyncIntake: AsyncIntakeHook = (req, res, target) => {
+    const { deployment, requestId } = target;
+    const send = (status: number, body: unknown, headers: Record<string, string>): void => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": String(Buffer.byteLength(text)), ...headers });
+      res.end(text);
+    };
+    const work = async (): Promise<void> => {
+      const body = await readBoundedBody(req, Math.min(deployment.config.maxBodyBytes, ASYNC_MAX_BODY_BYTES));
+      const key = req.headers["idempotency-key"];
+      const wire: AsyncRequestWire = {
+        functionName: deployment.name, requestId, method: req.method ?? "POST", path: target.path, headers: storedHeaders(req.headers),
+        idempotencyKey: typeof key === "string" && key !== "" ? key : null, bodyBase64: body.toString("base64"),
+      };
+      let raw: unknown;
+      try {
+        raw = await linkClient().call<unknown>("POST", `${NODE_PROTOCOL_PREFIX}/async`, wire, { signal: AbortSignal.timeout(ASYNC_INTAKE_TIMEOUT_MS) });
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        // Not reached, timed out, or not our control plane: the job may not be committed, so no 202.
+        if (!isStratusError(err) || code === "UNAVAILABLE" || code === "CONTROL_PLANE_UNVERIFIED") {
+          throw new StratusError("ASYNC_INTAKE_UNAVAILABLE", undefined, { cause: err });
+        }
+        throw err;
+      }
+      const a = parseWire(AsyncAcceptedSchema, raw, "async answer");
+      send(202, a, { location: a.statusUrl, [HEADERS.requestId]: requestId, [HEADERS.invocationId]: a.invocationId });
+    };
+    work().catch((err: unknown) => {
+      if (!isStratusError(err)) logger.error({ err, rid: requestId, fn: deployment.name }, "async intake failed");
+      if (res.headersSent) return void res.destroy();
+      const r = toErrorResponse(err, requestId);
+      const close: Record<string, string> = (err as { code?: string }).code === "PAYLOAD_TOO_LARGE" ? { connection: "close" } : {};
+      send(r.status, r.body, { ...r.headers, ...close, [HEADERS.requestId]: requestId, [HEADERS.errorSource]: r.source });
+    });
+  };
+  const isDispatchToken = (given: string): boolean => {
+    const want = dispatchTokenHash;
+    if (want === null) return false;
+    return timingSafeEqual(createHash("sha256").update(given).digest(), want);
+  };
+
   const gateway: Gateway = createGateway({
     driver, logger, limits: options.limits, authorize, ...(observer ? { observer } : {}),
-    ...(fallback ? { fallback } : {}), ...(link ? { nodeId: link.nodeId } : {}),
+    ...(fallback ? { fallback } : {}), ...(link ? { nodeId: link.nodeId, asyncIntake, isDispatchToken } : {}),
     ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
   });
 
@@ -236,6 +296,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     if (!newer || closed) return;
     // Tokens first: a revocation must not wait for an artifact download.
     tokenHashes = new Set(state.tokenHashes);
+    dispatchTokenHash = state.dispatchTokenHash === undefined ? null : Buffer.from(state.dispatchTokenHash, "hex");
     let complete = true;
     const wanted = new Set(state.functions.map((f) => f.name));
     for (const name of [...applied.keys()]) {
@@ -344,6 +405,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     refused = true;
     logger.error({ err: (err as Error).message, code: (err as { code?: unknown }).code }, "the control plane refused this node; dropping its desired state");
     tokenHashes = new Set();
+    dispatchTokenHash = null;
     for (const name of [...applied.keys()]) {
       applied.delete(name);
       await gateway.removeFunction(name).catch(() => {});
@@ -442,7 +504,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     if (control === null || link === null) return;
     let state: DesiredState | undefined;
     if (!connected) {
-      const hello: NodeHello = { nodeId: link.nodeId, url: advertised, driver: driver.name };
+      const hello: NodeHello = { nodeId: link.nodeId, url: advertised, driver: driver.name, ...(gatewayUrl !== undefined ? { gatewayUrl } : {}) };
       state = parseWire(DesiredStateSchema, await control.call<unknown>("POST", `${NODE_PROTOCOL_PREFIX}/nodes/hello`, hello), "desired state");
       connected = true;
       logger.info({ revision: state.revision, functions: state.functions.length }, "connected to the control plane");
@@ -545,6 +607,8 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     async start({ port, host = "127.0.0.1" }) {
       const { removed } = await driver.reconcile();
       if (removed > 0) logger.info({ removed }, "reconcile removed leftovers of an earlier run");
+      // Only now may the driver boot anything (pre-warm slots): reconcile must not meet them.
+      await driver.open();
       await listen(gateway.server, port, host);
       const address = gateway.server.address() as AddressInfo;
       logger.info({ host: address.address, port: address.port, driver: driver.name }, "node agent listening");
@@ -558,6 +622,9 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
         }
         const h = address.family === "IPv6" ? `[${address.address}]` : address.address;
         advertised = link.advertiseUrl ?? (link.internalSocket !== undefined ? `unix:${link.internalSocket}` : `http://${h}:${address.port}`);
+        const loopback = address.family === "IPv6" ? "[::1]" : "127.0.0.1";
+        const wildcard = address.address === "0.0.0.0" || address.address === "::";
+        gatewayUrl = link.gatewayUrl ?? (link.internalSocket === undefined ? advertised : `http://${wildcard ? loopback : h}:${address.port}`);
         if (control === null) {
           const c = await loadOrJoin();
           numericId = c.id;

@@ -12,7 +12,7 @@
  * for a while loses only what the bound cannot hold; a batch refused as invalid or too large (4xx) is
  * dropped and counted rather than retried.
  */
-import type { GatewayObserver } from "../gateway/observer-hook";
+import type { GatewayObserver } from "../shared/gateway-observer";
 import type { Logger } from "../shared/logger";
 import type { PoolSamples, TelemetryBatch, TelemetryItem } from "../shared/node-protocol";
 

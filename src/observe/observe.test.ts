@@ -2,7 +2,7 @@ import { test, mock } from "node:test";
 import assert from "node:assert/strict";
 import { fingerprint, messageShape, topStackFrame, errorMessageOfStack } from "./fingerprint";
 import { Batcher } from "./batcher";
-import { isValidTraceparent, newTraceparent, resolveTraceparent } from "./traceparent";
+import { isValidTraceparent, newTraceparent, resolveTraceparent } from "../shared/traceparent";
 import { InvocationLogCap } from "./invocation-log-cap";
 
 test("messageShape normalizes numbers, ids, hex and quoted strings", () => {

@@ -11,11 +11,13 @@
  * behind and the buffer is full, items are dropped and counted (`stratus_log_lines_dropped_total`),
  * never waited for. One unref'd timer (1 s) ends per-invocation caps and runs the retention purge.
  */
-import type { GatewayObserver } from "../gateway/observer-hook";
-import type { InstanceLogLine } from "../sandbox/driver";
+import type { GatewayObserver } from "../shared/gateway-observer";
+import type { InstanceLogLine } from "../shared/instance-output";
 import type { ErrorOccurrence, InvocationRecord, LogEntry, PlatformEvent } from "../shared/invocation";
 import { normalizeLevel } from "../shared/invocation";
 import type { Logger } from "../shared/logger";
+import { OBSERVE_DEFAULTS, ObserveSettingsSchema, type ObserveSettings } from "../shared/config/observe-settings";
+import { StratusError } from "../shared/errors";
 import type { Store } from "../store/store";
 import { Batcher } from "./batcher";
 import { errorMessageOfStack, fingerprint, messageShape, topStackFrame } from "./fingerprint";
@@ -24,40 +26,7 @@ import { LogHub } from "./log-hub";
 import { PlatformMetrics, type PoolStatsByFunction } from "./metrics";
 import { formatReportLine } from "./report-line";
 
-/** Settings of the pipeline (platform config `observe.*`); every field has a default. */
-export interface ObserveSettings {
-  /** Longest stored log line, bytes (UTF-8); longer lines are cut with `… [truncated N bytes]`. Default 8192. */
-  readonly maxLineBytes: number;
-  /** Lines kept per invocation; the rest are dropped with one `[… N lines truncated]` marker. Default 2000. */
-  readonly maxLinesPerInvocation: number;
-  /** Longest time a line waits before it is written, ms. Default 250. */
-  readonly flushIntervalMs: number;
-  /** A batch is written as soon as this many items wait. Default 1000. */
-  readonly flushMaxEntries: number;
-  /** Most items waiting for the store; beyond it lines are dropped and counted. Default 100,000. */
-  readonly bufferMaxEntries: number;
-  /** Logs, records and error groups older than this are purged, ms. Default 7 days. */
-  readonly retentionMs: number;
-  /** Most log lines kept (all functions). Default 5,000,000. */
-  readonly maxLogRows: number;
-  /** Most invocation records kept (all functions). Default 1,000,000. */
-  readonly maxInvocationRows: number;
-  /** Period of the retention purge, ms. Default 60,000. */
-  readonly purgeIntervalMs: number;
-}
-
-/** Defaults of ObserveSettings (also the platform config defaults). */
-export const OBSERVE_DEFAULTS: ObserveSettings = Object.freeze({
-  maxLineBytes: 8192,
-  maxLinesPerInvocation: 2000,
-  flushIntervalMs: 250,
-  flushMaxEntries: 1000,
-  bufferMaxEntries: 100_000,
-  retentionMs: 7 * 24 * 3600 * 1000,
-  maxLogRows: 5_000_000,
-  maxInvocationRows: 1_000_000,
-  purgeIntervalMs: 60_000,
-});
+export { OBSERVE_DEFAULTS, type ObserveSettings };
 
 export interface ObservabilityOptions {
   readonly store: Pick<Store, "writeTelemetry" | "purgeTelemetry">;
@@ -102,9 +71,18 @@ export function capLine(msg: string, maxBytes: number): string {
   return `${buf.subarray(0, maxBytes).toString("utf8")}… [truncated ${buf.length - maxBytes} bytes]`;
 }
 
-/** Builds the pipeline (see the file comment). Starts one unref'd timer. */
+/**
+ * Builds the pipeline (see the file comment). Starts one unref'd timer.
+ * @throws StratusError INVALID_CONFIG when a setting is out of range (the platform schema is composed
+ *   from the same schema, src/shared/config/observe-settings.ts, so `stratus up` refuses it first).
+ */
 export function createObservability(options: ObservabilityOptions): Observability {
-  const settings: ObserveSettings = Object.freeze({ ...OBSERVE_DEFAULTS, ...options.settings });
+  const parsed = ObserveSettingsSchema.safeParse({ ...OBSERVE_DEFAULTS, ...options.settings });
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => ({ path: i.path.map(String).join(".") || "(settings)", message: i.message }));
+    throw new StratusError("INVALID_CONFIG", `Invalid observe settings: ${problems.map((p) => `${p.path}: ${p.message}`).join("; ")}`, { details: problems });
+  }
+  const settings: ObserveSettings = Object.freeze(parsed.data);
   const now = options.now ?? Date.now;
   const { store, logger } = options;
   let readPools: (() => PoolStatsByFunction) | null = options.poolStats ?? null;

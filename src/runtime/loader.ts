@@ -22,7 +22,7 @@ import { basename, dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { StratusError, type ErrorCode } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
-import { isValidFunctionName, FUNCTION_NAME_MAX } from "../shared/names";
+import { caseClashChecker, functionNameProblem } from "../shared/names";
 import { FUNCTIONS_FRAMEWORK_REGISTRY } from "../shared/protocol";
 import { firebaseSettingsOf } from "./firebase-settings";
 
@@ -120,7 +120,7 @@ export function listFunctions(
   if (found.length === 0) {
     throw new StratusError("FUNCTION_LOAD_FAILED", "The module exports no function: export `{ func: (req, res) => …, config }`, a function, or a default export (or register one with functions-framework's http())");
   }
-  const byLower = new Map<string, string>();
+  const clashes = caseClashChecker();
   return found.map(({ name, exportName, config: written, invalid, handler }): FunctionEntry => {
     // Firebase's onRequest(options, handler) carries its options on the function (firebase-settings.ts):
     // they fill in what a written config does not set.
@@ -130,15 +130,10 @@ export function listFunctions(
       : written === undefined ? firebase.config : isObject(written) ? { ...firebase.config, ...written } : written;
     const entry = { name, exportName, config, ...(firebase !== null && firebase.warnings.length > 0 ? { warnings: firebase.warnings } : {}) };
     if (invalid) return { ...entry, error: { code: "FUNCTION_LOAD_FAILED", message: `Function "${name}": ${invalid}` } };
-    if (!isValidFunctionName(name)) {
-      const why = exportName === DEFAULT_EXPORT ? " (a default export is named after the project: set package.json \"name\")" : "";
-      return { ...entry, error: { code: "INVALID_FUNCTION_NAME", message: `Invalid function name ${JSON.stringify(name.slice(0, 80))}${why}: use a letter, then letters, digits, "-" or "_", at most ${FUNCTION_NAME_MAX} characters` } };
-    }
-    const other = byLower.get(name.toLowerCase());
-    if (other !== undefined) {
-      return { ...entry, error: { code: "INVALID_FUNCTION_NAME", message: `Function names "${other}" and "${name}" differ only in case` } };
-    }
-    byLower.set(name.toLowerCase(), name);
+    const bad = functionNameProblem(name, exportName === DEFAULT_EXPORT ? " (a default export is named after the project: set package.json \"name\")" : "");
+    if (bad !== null) return { ...entry, error: { code: "INVALID_FUNCTION_NAME", message: bad } };
+    const clash = clashes(name);
+    if (clash !== null) return { ...entry, error: { code: "INVALID_FUNCTION_NAME", message: clash } };
     try {
       parseConfig(name, config);
     } catch (err) {

@@ -4,7 +4,10 @@
  * calls `runDriverConformance(name, makeDriver, options)` at top level.
  *
  * Functions under test live in test/fixtures/functions (plain CJS in the original form); each case
- * builds an InstanceSpec pointing at that directory as the artifact.
+ * builds an InstanceSpec pointing at that directory as the artifact. The suite calls `prepare()` once per
+ * function before its first start, as the deploy pipeline does, and starts with the image it returns
+ * (Docker: the version's image; process and dev: none). It opens the driver (`open()`) before the
+ * first case and closes it in the last one ("reconcile-close").
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -24,7 +27,9 @@ import { parseFunctionConfig, type FunctionConfigInput } from "../shared/functio
 export const CONFORMANCE_CASES = [
   "serves-http", "load-failure", "idempotent-stop", "exit-reasons", "logs", "memory-limit", "heap-limit", "pids-limit",
   "isolation-fs-env", "isolation-processes", "network-outbound", "network-none", "nothing-left", "stats", "discover", "discover-problems",
-  "seccomp", "noexec", "nofile",
+  "seccomp", "noexec", "nofile", "prepare", "invalid-instance-id", "abort-during-start",
+  // Last: it closes the driver.
+  "reconcile-close",
 ] as const;
 export type ConformanceCase = (typeof CONFORMANCE_CASES)[number];
 
@@ -121,8 +126,20 @@ export function runDriverConformance(
     env: {},
     ...extra,
   });
-  const start = async (s: InstanceSpec, onLog?: (l: InstanceLogLine) => void): Promise<Instance> => {
-    const inst = await driver.start(s, onLog ? { onLog } : {});
+  /** prepare() once per function and artifact, as deploy does; the spec then carries its image. */
+  const images = new Map<string, Promise<string | undefined>>();
+  const prepared = async (s: InstanceSpec): Promise<InstanceSpec> => {
+    const key = `${s.functionName}\0${s.artifactDir}`;
+    let image = images.get(key);
+    if (image === undefined) {
+      image = driver.prepare(s).then((r) => r.image);
+      images.set(key, image);
+    }
+    const ref = await image;
+    return ref === undefined ? s : { ...s, image: ref };
+  };
+  const start = async (s: InstanceSpec, onLog?: (l: InstanceLogLine) => void, signal?: AbortSignal): Promise<Instance> => {
+    const inst = await driver.start(await prepared(s), { ...(onLog ? { onLog } : {}), ...(signal ? { signal } : {}) });
     started.push(inst);
     return inst;
   };
@@ -147,6 +164,8 @@ export function runDriverConformance(
       secretDir = mkdtempSync(join(tmpdir(), "stratus-conf-secret-"));
       writeFileSync(join(secretDir, "secret.txt"), "do not read");
       ({ driver, cleanup } = await makeDriver());
+      await driver.open();
+      await driver.open(); // idempotent
     });
     after(async () => {
       delete process.env[hostSentinel];
@@ -168,13 +187,13 @@ export function runDriverConformance(
 
     cases("load-failure", async () => {
       const s = spec("hello", {}, { entry: "throws-at-load.js" });
-      await assert.rejects(driver.start(s), (err: { code?: string; message?: string }) => {
+      await assert.rejects(driver.start(await prepared(s)), (err: { code?: string; message?: string }) => {
         assert.equal(err.code, "FUNCTION_LOAD_FAILED");
         assert.match(String(err.message), /kaboom at load time/, "the message carries the module's error");
         return true;
       });
       const missing = spec("no-such-export");
-      await assert.rejects(driver.start(missing), { code: "FUNCTION_LOAD_FAILED" });
+      await assert.rejects(driver.start(await prepared(missing)), { code: "FUNCTION_LOAD_FAILED" });
       if (options.leftovers) {
         const ghost = { id: s.instanceId, spec: s, endpoint: { socketPath: "" } } as unknown as Instance;
         assert.deepEqual(await options.leftovers(ghost), [], "a failed start leaves nothing behind");
@@ -447,6 +466,67 @@ export function runDriverConformance(
       assert.equal(byName.get("noHandler")?.error?.code, "FUNCTION_LOAD_FAILED");
       assert.equal(byName.get("badConfig")?.error?.code, "INVALID_CONFIG");
       assert.match(String(byName.get("badConfig")?.error?.message), /timeout/);
+    });
+
+    cases("prepare", async () => {
+      const s = spec("hello");
+      const r = await driver.prepare(s);
+      assert.equal(typeof r, "object");
+      if (r.image !== undefined) assert.match(r.image, /\S/, "an image reference, when the driver has one");
+      const inst = await driver.start(r.image === undefined ? s : { ...s, image: r.image });
+      started.push(inst);
+      assert.equal((await invokeInstance(inst, "/")).body, "Hello", "an instance starts from what prepare() returned");
+      await inst.destroy();
+    });
+
+    cases("invalid-instance-id", async () => {
+      const base = await prepared(spec("hello"));
+      for (const id of ["", "Upper", "a/b", "../x", "a b", "x".repeat(65), "pw-abc123"]) {
+        await assert.rejects(driver.start({ ...base, instanceId: id }), (err: { code?: string; message?: string }) => {
+          assert.equal(err.code, "INSTANCE_START_FAILED", `id ${JSON.stringify(id)}`);
+          assert.match(String(err.message), /invalid instance id/);
+          return true;
+        });
+      }
+      const inst = await start(base);
+      await assert.rejects(driver.start(base), { code: "INSTANCE_START_FAILED" }, "an id in use is refused");
+      assert.equal((await invokeInstance(inst, "/")).body, "Hello", "the refused start left the live instance alone");
+      await inst.destroy();
+    });
+
+    cases("abort-during-start", async () => {
+      const s = await prepared(spec("hello"));
+      const already = new AbortController();
+      already.abort(new Error("gone before start"));
+      await assert.rejects(driver.start(s, { signal: already.signal }), { code: "INSTANCE_START_FAILED", message: /start aborted/ });
+      const ac = new AbortController();
+      const p = driver.start(s, { signal: ac.signal });
+      setTimeout(() => ac.abort(new Error("client went away")), 0);
+      await assert.rejects(p, { code: "INSTANCE_START_FAILED", message: /start aborted/ });
+      const ghost = { id: s.instanceId, spec: s, endpoint: { socketPath: "" } } as unknown as Instance;
+      if (options.leftovers) assert.deepEqual(await options.leftovers(ghost), [], "an aborted start leaves nothing behind");
+      // Nothing holds the id: the same instance starts now.
+      const inst = await start(s);
+      assert.equal((await invokeInstance(inst, "/")).body, "Hello");
+      await inst.destroy();
+      await expectClean(inst);
+    });
+
+    cases("reconcile-close", async () => {
+      const inst = await start(spec("hello"));
+      await driver.reconcile();
+      assert.equal((await invokeInstance(inst, "/")).body, "Hello", "reconcile leaves this run's live instances alone");
+      let exits = 0;
+      void inst.exited.then(() => exits++);
+      await Promise.all([driver.close(), driver.close()]);
+      const exit = await inst.exited;
+      assert.equal(exit.reason, "destroyed", "close() destroys every instance");
+      await expectClean(inst);
+      await driver.close(); // idempotent
+      await assert.rejects(driver.start(await prepared(spec("hello"))), { code: "SHUTTING_DOWN" });
+      await assert.rejects(driver.open(), { code: "SHUTTING_DOWN" });
+      await new Promise((r) => setImmediate(r));
+      assert.equal(exits, 1, "exited resolved once");
     });
   });
 }

@@ -10,74 +10,39 @@
  *  - `close()` is graceful and idempotent: SIGTERM, wait up to `graceMs` for in-flight work, then kill.
  *  - `destroy()` is immediate and idempotent: kill and clean up.
  *  - `exited` resolves exactly once, after all resources of the instance are released.
- *  - `driver.close()` destroys every instance; `driver.reconcile()` removes what a previous,
- *    killed run of the node left behind (processes, cgroups, containers, sockets).
+ *  - A driver is created idle: nothing runs and nothing touches the engine until `open()`.
+ *    `driver.reconcile()` (before `open()`) removes what a previous, killed run of the node left behind
+ *    (processes, cgroups, containers, sockets); `open()` starts the pre-warm pool and allows `start()`;
+ *    `driver.close()` refuses new starts and destroys every instance. All three are idempotent.
+ *  - The lifecycle itself is shared code: src/sandbox/driver-core.ts; a driver supplies a backend.
  */
-import type { FunctionConfig } from "../shared/function-config";
+import type { ServedVersion } from "../shared/function-version";
+import type { DiscoveredFunction, DiscoverySpec } from "../shared/discovery";
+import type { InstanceLogLine } from "../shared/instance-output";
 
-/** Drivers a node can run (the platform config's `driver`). */
-export const DRIVER_NAMES = ["process", "docker"] as const;
-export type DriverName = (typeof DRIVER_NAMES)[number];
+// Both sides of the control/node line use these (the builder asks for a discovery, the observer reads
+// output lines), so they live in src/shared/; re-exported here as part of the driver contract.
+export type { DiscoveredFunction, DiscoverySpec, InstanceLogLine };
+
+import { DRIVER_NAMES, type DriverName } from "../shared/config/driver-settings";
+
+/** Drivers a node can run (the platform config's `driver`; the list lives with the platform's driver settings). */
+export { DRIVER_NAMES, type DriverName };
 /** Every driver's name: a node's, or "dev", the unsandboxed driver of `stratus dev` (src/sandbox/dev/). */
 export type SandboxDriverName = DriverName | "dev";
 
-/** Everything a driver needs to start one instance of one function version. */
-export interface InstanceSpec {
+/**
+ * Everything a driver needs to start one instance of one function version: the version as the node
+ * serves it (src/shared/function-version.ts) with the instance's id. `functionName` is the version's
+ * `name` (the drivers' spelling: labels, env, image names).
+ */
+export type InstanceSpec = Omit<ServedVersion, "name"> & {
   /** Unique id, `[a-z0-9-]{1,64}`; names sockets, cgroups and containers. */
   readonly instanceId: string;
   readonly functionName: string;
-  readonly version: string;
-  /** Host directory holding the built artifact; mounted read-only in the sandbox. */
-  readonly artifactDir: string;
-  /** Path of the module to load, relative to `artifactDir`. */
-  readonly entry: string;
-  /** The module export that is this function (`default` for a default export). */
-  readonly exportName: string;
-  /** Resolved config (limits: memory MB, timeout ms, network policy…). */
-  readonly config: Readonly<FunctionConfig>;
-  /** Extra environment for the function (config env + env vars + secrets). Nothing else of the host leaks in. */
-  readonly env: Readonly<Record<string, string>>;
-  /** Driver-specific immutable artifact reference from `prepare()` (Docker: `registry/repo@sha256:…`). */
-  readonly image?: string;
-}
+};
 
-/** What the function module exports, as reported by the runtime's discovery mode. */
-export interface DiscoveredFunction {
-  readonly name: string;
-  readonly exportName: string;
-  /** The raw, not yet validated `config` the module declares. */
-  readonly config: unknown;
-  /**
-   * Set when the runtime found this function unusable (handler not a function, bad name, bad config).
-   * Drivers pass it through rather than throw, so the builder can report every problem at once.
-   */
-  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown };
-  /** Settings written in another platform's form that Stratus does not apply (the build log shows them). */
-  readonly warnings?: readonly string[];
-}
 
-/** Input of a discovery run: load the module in a sandbox and list its functions. */
-export interface DiscoverySpec {
-  readonly artifactDir: string;
-  readonly entry: string;
-  /** Kill the discovery after this long (ms). */
-  readonly timeoutMs: number;
-}
-
-/** One line of output from an instance. `requestId` is set when the runtime tagged it. */
-export interface InstanceLogLine {
-  readonly ts: number;
-  readonly stream: "stdout" | "stderr";
-  readonly level: string;
-  readonly requestId?: string;
-  readonly message: string;
-  readonly instanceId: string;
-  /**
-   * Set on the platform's marker line for output the per-instance rate limit dropped
-   * (src/sandbox/output-lines.ts, OutputLimiter): how much was dropped since the previous marker.
-   */
-  readonly dropped?: { readonly lines: number; readonly bytes: number };
-}
 
 /** Why an instance ended. */
 export const EXIT_REASONS = ["closed", "destroyed", "crashed", "out-of-memory", "load-failed"] as const;
@@ -133,7 +98,8 @@ export interface SandboxDriver {
   readonly name: SandboxDriverName;
   /**
    * Starts an instance and resolves when it is ready to serve.
-   * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED
+   * @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED (also: not open yet, invalid or taken
+   *   instance id, socket path too long, aborted) | SHUTTING_DOWN
    */
   start(spec: InstanceSpec, options?: StartOptions): Promise<Instance>;
   /**
@@ -148,8 +114,14 @@ export interface SandboxDriver {
    * @throws StratusError FUNCTION_LOAD_FAILED (the message carries the module's error, with file:line when known)
    */
   discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]>;
-  /** Removes leftovers of earlier runs of this node. Resolves with how many were removed. */
+  /** Removes leftovers of earlier runs of this node (call before open()). Resolves with how many were removed. */
   reconcile(): Promise<{ removed: number }>;
+  /**
+   * Starts the driver's background work (the pre-warm pool) and allows start(); before it nothing
+   * touches the engine. Idempotent.
+   * @throws StratusError SHUTTING_DOWN after close()
+   */
+  open(): Promise<void>;
   /** Destroys every instance this driver started. Idempotent. */
   close(): Promise<void>;
 }

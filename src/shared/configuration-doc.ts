@@ -19,7 +19,13 @@ export function renderConfigurationDoc(): string {
   \`{ "gateway": { "drainTimeoutMs": 5000 } }\`).
 
 Every problem is reported at once and stops start-up; a value that does not parse is never silently
-replaced by a default. Units are in the names (\`…Ms\` milliseconds, \`…Bytes\` bytes).
+replaced by a default. Units are in the names (\`…Ms\` milliseconds, \`…Bytes\` bytes). Lists (\`…Cidrs\`)
+are JSON arrays in the file and comma-separated in the environment; booleans are \`true\`/\`false\`/\`1\`/\`0\`.
+
+The schema is composed from the components' own schemas (src/shared/config/): the \`gateway.*\` rows are
+the gateway's limits, \`observe.*\` the observer's settings, \`process.*\`/\`docker.*\` the sandbox
+drivers' settings (the same names in both sections, each with its driver's default). A value accepted here
+is never refused later by a component, and this table and the \`STRATUS_*\` names are generated from it.
 
 ${renderPlatformConfigDocs()}
 

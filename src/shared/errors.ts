@@ -36,6 +36,8 @@ export const ERROR_CODES = {
   METHOD_NOT_ALLOWED: { status: 405, source: "platform", message: "Method not allowed" },
   REQUEST_TIMEOUT: { status: 408, source: "platform", message: "The client was too slow to send the request" },
   CONFLICT: { status: 409, source: "platform", message: "Conflicting state" },
+  IDEMPOTENCY_CONFLICT: { status: 409, source: "platform", message: "The Idempotency-Key was already used with a different request" },
+  LEASE_LOST: { status: 409, source: "platform", message: "The job's lease expired or was taken over; the result was refused" },
   PAYLOAD_TOO_LARGE: { status: 413, source: "platform", message: "The request body is too large" },
   ARCHIVE_TOO_LARGE: { status: 413, source: "platform", message: "The uploaded archive is too large" },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, source: "platform", message: "Unsupported content type" },
@@ -58,6 +60,7 @@ export const ERROR_CODES = {
   SHUTTING_DOWN: { status: 503, source: "platform", message: "The node is shutting down" },
   NOT_READY: { status: 503, source: "platform", message: "The platform is not ready" },
   UNAVAILABLE: { status: 503, source: "platform", message: "The platform could not be reached" },
+  ASYNC_INTAKE_UNAVAILABLE: { status: 503, source: "platform", message: "The control plane could not be reached to commit the async invocation: it was not accepted (retry, with the same Idempotency-Key)" },
   FUNCTION_TIMEOUT: { status: 504, source: "function", message: "The function did not answer within its timeout" },
   BUILD_STORAGE_ERROR: { status: 507, source: "platform", message: "The build host could not store the upload" },
 } as const satisfies Record<string, ErrorSpec>;

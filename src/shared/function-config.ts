@@ -4,6 +4,7 @@
  * reported at once, each naming the function and the field. The docs table is generated from
  * FUNCTION_CONFIG_FIELDS (see docs/function-config.md).
  */
+import { Cron } from "croner";
 import { z } from "zod";
 import { StratusError } from "./errors";
 import { FUNCTION_CONFIG_LIMITS } from "./function-limits";
@@ -37,7 +38,75 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "network", unit: "", default: "outbound", range: "outbound | none", doc: "outbound: the function may open outbound connections (never to the platform). none: no network at all." },
   { field: "handlerType", unit: "", default: "express", range: "express | lambda", doc: "express: the handler is called as (req, res, next). lambda: as an AWS Lambda handler (event, context) with a function URL event (docs/migrating.md)." },
   { field: "maxOpenFiles", unit: "files", default: 1024, range: "64 – 65536", doc: "RLIMIT_NOFILE (soft and hard) of each instance: opening more fails with EMFILE inside the function only." },
+  { field: "maxAttempts", unit: "attempts", default: 3, range: "1 – 100", doc: "Async and event invocations: attempts before the job goes to the dead-letter queue (3 = Lambda's 2 retries). See docs/events.md." },
+  { field: "maxEventAgeS", unit: "s", default: 21_600, range: "1 – 21600", doc: "Async and event invocations: a job older than this is not retried again but dead-lettered (6 h like Lambda)." },
+  { field: "retryDelayMs", unit: "ms", default: 5_000, range: "1 – 3600000", doc: "Base of the exponential backoff between attempts: attempt n waits retryDelayMs × 2^(n-1) (at most 15 min), with jitter of −50 %…0 %." },
+  { field: "asyncConcurrency", unit: "requests", default: 2, range: "1 – 1000", doc: "Async and event invocations of this function running at once per control plane (never more than maxInstances × concurrency), so a backlog cannot take every instance from synchronous traffic." },
+  { field: "triggers", unit: "", default: [], range: "at most 20", doc: "Event sources: `{ schedule: \"*/5 * * * *\", timezone?: \"Europe/Berlin\", catchUp?: \"none\"|\"latest\"|\"all\" }` (cron, 5 or 6 fields) or `{ rate: \"5 minutes\", catchUp? }`. Default catchUp `latest`. See docs/events.md." },
 ] as const;
+
+/** What a schedule does with slots missed while no control plane ran (docs/events.md). */
+export const CATCH_UP_POLICIES = ["none", "latest", "all"] as const;
+export type CatchUpPolicy = (typeof CATCH_UP_POLICIES)[number];
+
+const RATE_UNITS_MS: Readonly<Record<string, number>> = { second: 1000, minute: 60_000, hour: 3_600_000, day: 86_400_000 };
+
+/**
+ * Parses `5 minutes` (also `rate(5 minutes)`, `1 hour`, `30 seconds`, `1 day`) into ms; null when it
+ * does not parse or is outside 1 s … 31 days.
+ */
+export function parseRateMs(text: string): number | null {
+  const m = /^\s*(?:rate\(\s*)?(\d{1,6})\s+(second|minute|hour|day)s?\s*\)?\s*$/.exec(text);
+  if (m === null) return null;
+  const ms = Number(m[1]) * (RATE_UNITS_MS[m[2] as string] as number);
+  return ms >= 1000 && ms <= 31 * 86_400_000 ? ms : null;
+}
+
+/** True when `tz` is an IANA time zone this Node knows. */
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The cron parse error of a 5- or 6-field expression (croner), or null when it is valid. */
+export function cronProblem(expr: string, timezone: string): string | null {
+  const fields = expr.trim().split(/\s+/).length;
+  if (fields !== 5 && fields !== 6) return `must have 5 or 6 fields, got ${fields}`;
+  try {
+    new Cron(expr, { timezone, paused: true });
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/**
+ * One trigger of a function (the `triggers` config field): exactly one of `schedule` (cron, with an
+ * optional `timezone`, default UTC) or `rate`. One object schema rather than a union, so a bad field
+ * is reported by name, with every other problem.
+ */
+export const TriggerSchema = z.strictObject({
+  schedule: z.string().min(1).max(200).optional(),
+  timezone: z.string().max(100).refine(isTimeZone, "unknown time zone").optional(),
+  rate: z.string().max(100).refine((r) => parseRateMs(r) !== null, "must read like \"5 minutes\" (second|minute|hour|day, 1 s … 31 days)").optional(),
+  catchUp: z.enum(CATCH_UP_POLICIES).default("latest"),
+}).superRefine((t, ctx) => {
+  if ((t.schedule === undefined) === (t.rate === undefined)) {
+    ctx.addIssue({ code: "custom", path: [], message: "give exactly one of schedule or rate" });
+    return;
+  }
+  if (t.rate !== undefined && t.timezone !== undefined) ctx.addIssue({ code: "custom", path: ["timezone"], message: "timezone applies to schedule only" });
+  if (t.schedule !== undefined) {
+    const tz = t.timezone !== undefined && isTimeZone(t.timezone) ? t.timezone : "UTC";
+    const problem = cronProblem(t.schedule, tz);
+    if (problem !== null) ctx.addIssue({ code: "custom", path: ["schedule"], message: `invalid cron expression: ${problem}` });
+  }
+});
+export type TriggerConfig = z.output<typeof TriggerSchema>;
 
 const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -64,6 +133,11 @@ export const FunctionConfigSchema = z
     network: z.enum(NETWORK_POLICIES).default("outbound"),
     handlerType: z.enum(HANDLER_TYPES).default("express"),
     maxOpenFiles: int(64, 65_536).default(1024),
+    maxAttempts: int(1, 100).default(3),
+    maxEventAgeS: int(1, 21_600).default(21_600),
+    retryDelayMs: int(1, 3_600_000).default(5_000),
+    asyncConcurrency: int(1, 1000).default(2),
+    triggers: z.array(TriggerSchema).max(20).default([]),
   })
   .refine((c) => c.minInstances <= c.maxInstances, { message: "minInstances must not exceed maxInstances", path: ["minInstances"] });
 

@@ -23,14 +23,35 @@ export function isValidFunctionName(name: string): boolean {
   return true;
 }
 
+/**
+ * Why `name` is not a valid function name (the one message every component uses), or null when it is.
+ * `where` is added after the quoted name (e.g. ` in only`, or a hint about default exports).
+ */
+export function functionNameProblem(name: string, where = ""): string | null {
+  if (isValidFunctionName(name)) return null;
+  return `Invalid function name ${JSON.stringify(name.slice(0, 80))}${where}: use a letter, then letters, digits, "-" or "_", at most ${FUNCTION_NAME_MAX} characters`;
+}
+
+/**
+ * The case rule of one project: names that differ only in case are refused (URLs and image names
+ * would collide). Returns a checker: call it with each name in order; it returns the problem when the
+ * name clashes with an earlier one, else null (and remembers the name).
+ */
+export function caseClashChecker(): (name: string) => string | null {
+  const byLower = new Map<string, string>();
+  return (name) => {
+    const lower = name.toLowerCase();
+    const other = byLower.get(lower);
+    if (other !== undefined) return `Function names "${other}" and "${name}" differ only in case`;
+    byLower.set(lower, name);
+    return null;
+  };
+}
+
 /** @throws StratusError INVALID_FUNCTION_NAME */
 export function assertValidFunctionName(name: string): void {
-  if (!isValidFunctionName(name)) {
-    throw new StratusError(
-      "INVALID_FUNCTION_NAME",
-      `Invalid function name ${JSON.stringify(name.slice(0, 80))}: use a letter, then letters, digits, "-" or "_", at most ${FUNCTION_NAME_MAX} characters`,
-    );
-  }
+  const problem = functionNameProblem(name);
+  if (problem !== null) throw new StratusError("INVALID_FUNCTION_NAME", problem);
 }
 
 /**

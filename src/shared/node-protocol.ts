@@ -27,7 +27,10 @@
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import { FunctionConfigSchema, type FunctionConfig } from "./function-config";
+import { FunctionConfigSchema } from "./function-config";
+import type { VersionDeployment } from "./function-version";
+import type { DiscoveredFunction } from "./discovery";
+import type { InstanceLogLine } from "./instance-output";
 import { isValidFunctionName } from "./names";
 import { StratusError } from "./errors";
 import { LOG_LEVELS, PLATFORM_EVENT_KINDS, type InvocationRecord, type PlatformEvent } from "./invocation";
@@ -64,16 +67,13 @@ export const WireDeploymentSchema = z.strictObject({
   env: z.record(z.string(), z.string()),
   image: z.string().optional(),
 });
-export interface WireDeployment {
-  readonly name: string;
-  readonly version: string;
-  readonly digest: string;
-  readonly entry: string;
-  readonly exportName: string;
-  readonly config: Readonly<FunctionConfig>;
-  readonly env: Readonly<Record<string, string>>;
-  readonly image?: string;
-}
+/** The wire form of a VersionDeployment (src/shared/function-version.ts): the same type, checked by the schema. */
+export type WireDeployment = VersionDeployment;
+// The schema and the type cannot drift: each must be assignable to the other.
+const _wireIsVersionDeployment: (w: z.output<typeof WireDeploymentSchema>) => VersionDeployment = (w) => w;
+const _versionDeploymentIsWire: (v: VersionDeployment) => z.input<typeof WireDeploymentSchema> = (v) => v;
+void _wireIsVersionDeployment;
+void _versionDeploymentIsWire;
 
 /**
  * Everything a node should serve, with a revision. `controlId` names one run of a control plane (a
@@ -86,12 +86,15 @@ export const DesiredStateSchema = z.strictObject({
   revision: z.number().int().nonnegative(),
   functions: z.array(WireDeploymentSchema),
   tokenHashes: z.array(z.string().regex(/^[0-9a-f]{64}$/)),
+  /** sha256 (hex) of the control plane's async-worker dispatch token (docs/events.md); absent: no worker. */
+  dispatchTokenHash: z.string().regex(/^[0-9a-f]{64}$/).optional(),
 });
 export interface DesiredState {
   readonly controlId: string;
   readonly revision: number;
   readonly functions: readonly WireDeployment[];
   readonly tokenHashes: readonly string[];
+  readonly dispatchTokenHash?: string;
 }
 
 /** What a node says when it starts or reconnects. `url` is where the control plane reaches its API
@@ -100,6 +103,8 @@ export const NodeHelloSchema = z.strictObject({
   nodeId: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/),
   url: z.string().min(1).max(2000),
   driver: z.string().min(1).max(50),
+  /** Where the control plane's async worker sends invocations (`http://host:port`, the gateway); absent: none. */
+  gatewayUrl: z.string().min(1).max(2000).optional(),
 });
 export type NodeHello = z.infer<typeof NodeHelloSchema>;
 
@@ -112,13 +117,8 @@ export const DiscoverRequestSchema = z.strictObject({
 });
 export type DiscoverRequest = z.infer<typeof DiscoverRequestSchema>;
 
-/** One export of a discovered module (`error` set when the runtime found it unusable). */
-export interface WireDiscoveredFunction {
-  readonly name: string;
-  readonly exportName: string;
-  readonly config: unknown;
-  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown };
-}
+/** One export of a discovered module: the driver's DiscoveredFunction (src/shared/discovery.ts), as it is. */
+export type WireDiscoveredFunction = DiscoveredFunction;
 export interface DiscoverResult {
   readonly functions: readonly WireDiscoveredFunction[];
 }
@@ -172,14 +172,28 @@ const InvocationRecordSchema = z.object({
 });
 const OutputLineSchema = z.object({
   ts: z.number(), stream: z.enum(["stdout", "stderr"]), level: z.string(), requestId: z.string().optional(), message: z.string(), instanceId: z.string(),
+  // The marker of output the per-instance rate limit dropped (InstanceLogLine.dropped): without it the
+  // control plane would store the marker as the function's own line and not count the drop.
+  dropped: z.object({ lines: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }).optional(),
 });
 const PlatformEventSchema = z.object({
   ts: z.number(), functionName: z.string(), kind: z.enum(PLATFORM_EVENT_KINDS), level: z.enum(LOG_LEVELS),
   instanceId: z.string().nullable(), requestId: z.string().nullable(), message: z.string(),
 });
 
-/** One output line of an instance, as the node reports it. */
-export type OutputLine = z.infer<typeof OutputLineSchema>;
+/** One output line of an instance, as the node reports it: the driver's InstanceLogLine (src/shared/instance-output.ts), as it is. */
+export type OutputLine = InstanceLogLine;
+/**
+ * True when a wire schema's output is exactly the shared type: assignable, and no field of the type
+ * missing from the schema (z.object strips unknown keys, so a missing field would vanish on the way).
+ */
+type SameShape<Wire, T> = [Wire] extends [T] ? (Required<Wire> extends Required<T> ? true : never) : never;
+const wireShapesMatch: [
+  SameShape<z.output<typeof OutputLineSchema>, InstanceLogLine>,
+  SameShape<z.output<typeof InvocationRecordSchema>, InvocationRecord>,
+  SameShape<z.output<typeof PlatformEventSchema>, PlatformEvent>,
+] = [true, true, true];
+void wireShapesMatch;
 
 /** One telemetry item; a batch keeps the order the node saw them in (a REPORT follows its lines). */
 export const TelemetryItemSchema = z.discriminatedUnion("kind", [
@@ -318,3 +332,25 @@ export function bearerMatches(header: string | undefined, expected: string): boo
 export function invocationTokenHash(token: string): string {
   return createHash("sha256").update(token, "utf8").digest("hex");
 }
+
+/** An async request handed from a node's gateway to the control plane (POST /internal/v1/async; src/shared/async-request.ts). */
+export const AsyncRequestSchema = z.strictObject({
+  functionName: z.string().min(1).max(100),
+  requestId: z.string().min(1).max(200),
+  method: z.string().min(1).max(20),
+  /** Path + query below the function root. */
+  path: z.string().min(1).max(16_384),
+  headers: z.record(z.string(), z.string()),
+  idempotencyKey: z.string().min(1).max(256).nullable(),
+  bodyBase64: z.string(),
+});
+export type AsyncRequestWire = z.infer<typeof AsyncRequestSchema>;
+
+/** The control plane's answer once the job is committed: the node's 202 body. */
+export const AsyncAcceptedSchema = z.strictObject({
+  invocationId: z.string().min(1).max(200),
+  status: z.string().min(1).max(50),
+  statusUrl: z.string().min(1).max(4000),
+  created: z.boolean(),
+});
+export type AsyncAccepted = z.infer<typeof AsyncAcceptedSchema>;

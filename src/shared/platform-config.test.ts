@@ -37,16 +37,53 @@ test("~ in dataDir expands to the home dir given", () => {
   assert.ok(PlatformConfigSchema);
 });
 
-test("the gateway's own defaults equal the platform's gateway.* defaults", async () => {
-  const { resolveGatewayLimits } = await import("../gateway/limits");
-  const g = resolveGatewayLimits(undefined);
-  const p = resolvePlatformConfig({}).gateway;
-  assert.equal(g.maxHeaderSize, p.maxHeaderBytes);
-  assert.equal(g.maxHeaderCount, p.maxHeaderCount);
-  assert.equal(g.headersTimeoutMs, p.headersTimeoutMs);
-  assert.equal(g.requestTimeoutMs, p.requestTimeoutMs);
-  assert.equal(g.tickMs, p.sweepIntervalMs);
-  assert.equal(g.queueFullStatus, p.queueFullStatus);
+test("a value the platform accepts is never refused later by the gateway (gateway.headersTimeoutMs=1000000)", async () => {
+  // The gateway allows headersTimeoutMs up to 600 000; the platform must refuse what the gateway refuses,
+  // at start-up, before the store is opened.
+  assert.throws(() => resolvePlatformConfig({ flags: { "gateway.headersTimeoutMs": 1_000_000 } }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, "INVALID_ARGUMENT");
+    assert.match(err.message, /gateway\.headersTimeoutMs/);
+    return true;
+  });
+});
+
+test("every setting is documented, its env name derived from its key (registry.address keeps STRATUS_REGISTRY)", () => {
+  const envs = new Set<string>();
+  for (const f of PLATFORM_CONFIG_FIELDS) {
+    assert.ok(f.doc.length > 10, f.key);
+    assert.ok(!envs.has(f.env), `${f.env} twice`);
+    envs.add(f.env);
+  }
+  const env = (k: string) => PLATFORM_CONFIG_FIELDS.find((f) => f.key === k)?.env;
+  assert.equal(env("gateway.maxHeaderBytes"), "STRATUS_GATEWAY_MAX_HEADER_BYTES");
+  assert.equal(env("dataDir"), "STRATUS_DATA_DIR");
+  assert.equal(env("registry.address"), "STRATUS_REGISTRY");
+  assert.equal(env("process.blockedCidrs"), "STRATUS_PROCESS_BLOCKED_CIDRS");
+});
+
+test("driver settings are settable: lists, numbers and booleans from the environment; bad ones refused at once", () => {
+  const c = resolvePlatformConfig({
+    env: {
+      STRATUS_PROCESS_BLOCKED_CIDRS: "10.0.0.0/8, 192.168.0.0/16", STRATUS_PROCESS_START_TIMEOUT_MS: "20000", STRATUS_DOCKER_PIDS_MAX: "512",
+      STRATUS_OBSERVE_PUBLIC_METRICS: "1", STRATUS_GATEWAY_TIMEOUT_GRACE_MS: "500",
+    },
+  });
+  assert.deepEqual(c.process.blockedCidrs, ["10.0.0.0/8", "192.168.0.0/16"]);
+  assert.equal(c.process.startTimeoutMs, 20_000);
+  assert.equal(c.process.pidsMax, 128);
+  assert.equal(c.docker.pidsMax, 512);
+  assert.equal(c.docker.startTimeoutMs, 30_000);
+  assert.equal(c.observe.publicMetrics, true);
+  assert.equal(c.gateway.timeoutGraceMs, 500);
+  assert.ok(Object.isFrozen(c.process.blockedCidrs));
+  assert.throws(
+    () => resolvePlatformConfig({ env: { STRATUS_PROCESS_BLOCKED_CIDRS: "10.0.0.0/33,fe80::/10", STRATUS_DOCKER_TMP_SIZE_MB: "lots", STRATUS_OBSERVE_PUBLIC_METRICS: "yes" } }),
+    (err: Error & { details?: string[] }) => {
+      for (const s of ["process.blockedCidrs.0", "process.blockedCidrs.1", "docker.tmpSizeMb", "STRATUS_DOCKER_TMP_SIZE_MB", "observe.publicMetrics"]) assert.match(err.message, new RegExp(s.replace(/\./g, "\\.")));
+      return true;
+    },
+  );
+  assert.throws(() => resolvePlatformConfig({ file: { gateway: { headersTimeoutMs: 20_000, requestTimeoutMs: 10_000 } } }), /gateway\.requestTimeoutMs: must be >= headersTimeoutMs/);
 });
 
 test("gateway.queueFullStatus: 429 by default, 503 from the environment, anything else refused", () => {

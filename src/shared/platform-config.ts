@@ -2,11 +2,22 @@
  * The platform's own configuration (what `stratus up` runs with): one zod schema, every field with its
  * default and unit. Precedence: flag > environment (STRATUS_*) > config file (JSON) > default.
  * Every problem is reported at once; the result is frozen. Bad config stops start-up with a clear
- * message, never a silent fallback. docs/configuration.md is generated from PLATFORM_CONFIG_FIELDS.
+ * message, never a silent fallback. docs/configuration.md and the STRATUS_* names are generated from the
+ * schema (PLATFORM_CONFIG_FIELDS walks it).
+ *
+ * Adding a setting: a component's setting goes into that component's shape in src/shared/config/
+ * (`setting(int(min, max).default(d), { unit, doc })`) and the component validates with the same shape;
+ * a setting no component owns goes in a `section({...})` here. Its env name is derived from its key
+ * (`events.pollIntervalMs` → `STRATUS_EVENTS_POLL_INTERVAL_MS`); then regenerate docs/configuration.md
+ * (`node --import tsx scripts/gen-platform-config-docs.mjs > docs/configuration.md`).
  */
 import { z } from "zod";
 import { StratusError } from "./errors";
-import { DRIVER_NAMES } from "../sandbox/driver";
+import { DRIVER_NAMES, DOCKER_DRIVER_SETTINGS_SHAPE, PROCESS_DRIVER_SETTINGS_SHAPE } from "./config/driver-settings";
+import { checkGatewayLimits, GATEWAY_LIMITS_SHAPE, GATEWAY_NODE_SHAPE } from "./config/gateway-settings";
+import { INSTANCE_OUTPUT_SHAPE, OBSERVE_SETTINGS_SHAPE } from "./config/observe-settings";
+import { AUTH_SETTINGS_SHAPE } from "./config/auth-settings";
+import { fromString, int, setting, settingDoc, settingKind, type SettingKind, type Shape } from "./config/setting";
 import { parseStoreLocation } from "./store-location";
 
 const isStoreLocation = (v: string): boolean => {
@@ -17,139 +28,116 @@ const isStoreLocation = (v: string): boolean => {
     return false;
   }
 };
-import { cidrProblem } from "./cidr";
 
 const MiB = 1024 * 1024;
 
-/** Field docs: dotted key, env var, unit, default, meaning. */
-export const PLATFORM_CONFIG_FIELDS = [
-  { key: "host", env: "STRATUS_HOST", unit: "", default: "127.0.0.1", doc: "Address the API and gateway listen on." },
-  { key: "port", env: "STRATUS_PORT", unit: "", default: 8080, doc: "Port of the API (`/api/v1`), health (`/healthz`, `/readyz`) and functions (`/fn/<name>/…`); 0 picks a free one." },
-  { key: "dataDir", env: "STRATUS_DATA_DIR", unit: "path", default: "~/.stratus/data", doc: "Store, artifacts, keys and instance sockets." },
-  { key: "store", env: "STRATUS_STORE", unit: "URL or path", default: "", doc: "Where the control plane keeps its state: empty for `<dataDir>/stratus.db` (SQLite, embedded), a file path or `sqlite:<file>`, or `postgres://user:password@host:port/database` (PostgreSQL; migrated at start). See docs/store.md." },
-  { key: "driver", env: "STRATUS_DRIVER", unit: "", default: "process", doc: "Sandbox driver: `process` (bubblewrap + cgroups) or `docker`." },
-  { key: "prewarm", env: "STRATUS_PREWARM", unit: "sandboxes", default: 2, doc: "Pre-started generic sandboxes (process driver: bubblewrap sandboxes; docker driver: containers from the base image) kept for the default limits (256 MB, outbound); cold starts take one and only load the code. 0 disables. See docs/prewarm.md." },
-  { key: "logLevel", env: "STRATUS_LOG_LEVEL", unit: "", default: "info", doc: "pino level: trace, debug, info, warn, error, fatal, silent." },
-  { key: "publicUrl", env: "STRATUS_PUBLIC_URL", unit: "URL", default: "", doc: "Base URL printed for functions; defaults to http://host:port." },
-  { key: "gateway.maxHeaderBytes", env: "STRATUS_GATEWAY_MAX_HEADER_BYTES", unit: "bytes", default: 16_384, doc: "Largest request head; larger gets 431 HEADERS_TOO_LARGE." },
-  { key: "gateway.maxHeaderCount", env: "STRATUS_GATEWAY_MAX_HEADER_COUNT", unit: "lines", default: 256, doc: "Most header lines in a request; more gets 431 HEADERS_TOO_LARGE." },
-  { key: "gateway.headersTimeoutMs", env: "STRATUS_GATEWAY_HEADERS_TIMEOUT_MS", unit: "ms", default: 10_000, doc: "Time a client has to send the request head (and a new connection its first byte); then 408 or closed." },
-  { key: "gateway.requestTimeoutMs", env: "STRATUS_GATEWAY_REQUEST_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Time a client has to send the whole request; then 408." },
-  { key: "gateway.sweepIntervalMs", env: "STRATUS_GATEWAY_SWEEP_INTERVAL_MS", unit: "ms", default: 250, doc: "Period of the one timer that reaps idle instances and expires queued requests." },
-  { key: "gateway.drainTimeoutMs", env: "STRATUS_GATEWAY_DRAIN_TIMEOUT_MS", unit: "ms", default: 30_000, doc: "Longest wait for in-flight requests on SIGTERM." },
-  { key: "gateway.trustedProxies", env: "STRATUS_GATEWAY_TRUSTED_PROXIES", unit: "CIDRs", default: [], doc: "Load balancers in front of the gateway (comma-separated in the env, e.g. `10.0.0.0/8,::1`): their `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are kept and the peer appended to `X-Forwarded-For`. From anyone else those headers are dropped and the gateway sets its own. Default: none (the gateway is the edge). See docs/security.md." },
-  { key: "auth.failureBurst", env: "STRATUS_AUTH_FAILURE_BURST", unit: "failures", default: 20, doc: "Authentication failures (401) one client address may have in a row (API and private functions); then 429 `TOO_MANY_AUTH_FAILURES` with `Retry-After`, and no token from that address is checked until the bucket refills." },
-  { key: "auth.failuresPerMinute", env: "STRATUS_AUTH_FAILURES_PER_MINUTE", unit: "failures/min", default: 30, doc: "Refill rate of each client's authentication-failure bucket." },
-  { key: "auth.maxTrackedClients", env: "STRATUS_AUTH_MAX_TRACKED_CLIENTS", unit: "addresses", default: 10_000, doc: "Client addresses the failure limiter remembers (least recently failed forgotten first): bounds its memory." },
-  { key: "gateway.queueFullStatus", env: "STRATUS_GATEWAY_QUEUE_FULL_STATUS", unit: "", default: 429, doc: "Status of QUEUE_FULL: 429 on a single node; 503 behind HAProxy (cluster mode), whose `retry-on` retries a 503 on another node but cannot retry a 429. Both carry `x-stratus-reject: overload` and `Retry-After`. See docs/cluster.md." },
-  { key: "build.maxArchiveBytes", env: "STRATUS_BUILD_MAX_ARCHIVE_BYTES", unit: "bytes", default: 50 * MiB, doc: "Largest upload (compressed)." },
-  { key: "build.maxUnpackedBytes", env: "STRATUS_BUILD_MAX_UNPACKED_BYTES", unit: "bytes", default: 200 * MiB, doc: "Largest unpacked project." },
-  { key: "build.maxEntries", env: "STRATUS_BUILD_MAX_ENTRIES", unit: "entries", default: 10_000, doc: "Most files and folders in an upload." },
-  { key: "build.timeoutMs", env: "STRATUS_BUILD_TIMEOUT_MS", unit: "ms", default: 300_000, doc: "Longest build (install + bundle + discovery)." },
-  { key: "observe.maxLineBytes", env: "STRATUS_OBSERVE_MAX_LINE_BYTES", unit: "bytes", default: 8192, doc: "Longest stored log line; longer lines are cut with `… [truncated N bytes]`." },
-  { key: "observe.maxLinesPerInvocation", env: "STRATUS_OBSERVE_MAX_LINES_PER_INVOCATION", unit: "lines", default: 2000, doc: "Log lines kept per invocation; the rest are dropped with one `[… N lines truncated]` marker." },
-  { key: "observe.instanceOutputBytesPerSecond", env: "STRATUS_OBSERVE_INSTANCE_OUTPUT_BYTES_PER_SECOND", unit: "bytes/s", default: 1_048_576, doc: "Output (stdout + stderr) one instance may write, token bucket holding 2 s of it. Past it the platform stops reading (the instance's writes block) and drops what was already read, with one `[output-dropped]` marker line per pause and `stratus_log_lines_dropped_total{reason=\"instance_rate\"}`." },
-  { key: "observe.instanceOutputLinesPerSecond", env: "STRATUS_OBSERVE_INSTANCE_OUTPUT_LINES_PER_SECOND", unit: "lines/s", default: 1000, doc: "Output lines one instance may write (same bucket rules as the bytes)." },
-  { key: "observe.flushIntervalMs", env: "STRATUS_OBSERVE_FLUSH_INTERVAL_MS", unit: "ms", default: 250, doc: "Longest time a log line or record waits before its batch is written (one transaction)." },
-  { key: "observe.flushMaxEntries", env: "STRATUS_OBSERVE_FLUSH_MAX_ENTRIES", unit: "entries", default: 1000, doc: "A batch is written as soon as this many lines and records wait." },
-  { key: "observe.bufferMaxEntries", env: "STRATUS_OBSERVE_BUFFER_MAX_ENTRIES", unit: "entries", default: 100_000, doc: "Most entries waiting for the store; beyond it lines are dropped and counted (`stratus_log_lines_dropped_total`)." },
-  { key: "observe.retentionMs", env: "STRATUS_OBSERVE_RETENTION_MS", unit: "ms", default: 604_800_000, doc: "Logs, invocation records and error groups older than this are purged (7 days)." },
-  { key: "observe.maxLogRows", env: "STRATUS_OBSERVE_MAX_LOG_ROWS", unit: "rows", default: 5_000_000, doc: "Most log lines kept (all functions); the oldest go first." },
-  { key: "observe.maxInvocationRows", env: "STRATUS_OBSERVE_MAX_INVOCATION_ROWS", unit: "rows", default: 1_000_000, doc: "Most invocation records kept (all functions)." },
-  { key: "observe.purgeIntervalMs", env: "STRATUS_OBSERVE_PURGE_INTERVAL_MS", unit: "ms", default: 60_000, doc: "Period of the retention purge." },
-  { key: "observe.publicMetrics", env: "STRATUS_OBSERVE_PUBLIC_METRICS", unit: "", default: false, doc: "Serve `/metrics` without a token (default: it needs an API bearer token like the API)." },
-  { key: "registry.address", env: "STRATUS_REGISTRY", unit: "host:port", default: "127.0.0.1:5000", doc: "Image registry of the Docker driver." },
-  { key: "registry.username", env: "STRATUS_REGISTRY_USERNAME", unit: "", default: "", doc: "Registry user (empty: anonymous)." },
-  { key: "registry.password", env: "STRATUS_REGISTRY_PASSWORD", unit: "", default: "", doc: "Registry password." },
-  { key: "process.sandboxSubnet", env: "STRATUS_PROCESS_SANDBOX_SUBNET", unit: "CIDR", default: "10.200.0.0/16", doc: "Process driver: IPv4 subnet carved into one /30 per sandbox with outbound network (its own network namespace, a veth pair and NAT). Pick a range no real network of the host uses; two nodes on one host need disjoint subnets. See docs/sandbox.md." },
-  { key: "docker.imagePruneIntervalMs", env: "STRATUS_DOCKER_IMAGE_PRUNE_INTERVAL_MS", unit: "ms", default: 600_000, doc: "Docker driver: how often the node removes function images no active version uses (the registry keeps every version; a rollback pulls by digest). 0 disables." },
-] as const;
+const port = int(0, 65_535);
+// Every field of a section has a default, so an absent section is `{}`.
+const section = <S extends Shape>(shape: S) => z.strictObject(shape).prefault({} as never);
 
-const port = z.coerce.number().int().min(0).max(65_535);
-const posInt = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
-/** A list of CIDRs: a JSON array, or a comma-separated string (env, flag). */
-const cidrList = z
-  .union([z.array(z.string()), z.string().transform((v) => v.split(",").map((p) => p.trim()).filter((p) => p !== ""))])
-  .pipe(z.array(z.string().superRefine((v, ctx) => {
-    const problem = cidrProblem(v);
-    if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
-  })));
-
+/**
+ * The schema. Sections of a component are composed from that component's own field schemas
+ * (src/shared/config/): `gateway` from the gateway's limits, `observe` from the observer's settings,
+ * `process`/`docker` from the driver settings; only what no component owns is declared here.
+ */
 export const PlatformConfigSchema = z.strictObject({
-  host: z.string().min(1).default("127.0.0.1"),
-  port: port.default(8080),
-  dataDir: z.string().min(1).default("~/.stratus/data"),
-  store: z.string().default("").refine((v) => v === "" || isStoreLocation(v), "a store location is postgres://…, postgresql://…, sqlite:<file> or a file path"),
-  driver: z.enum(DRIVER_NAMES).default("process"),
-  prewarm: posInt(0, 64).default(2),
-  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
-  publicUrl: z.union([z.literal(""), z.url()]).default(""),
-  gateway: z
-    .strictObject({
-      maxHeaderBytes: posInt(1024, 1024 * 1024).default(16_384),
-      maxHeaderCount: posInt(8, 2000).default(256),
-      headersTimeoutMs: posInt(100, 3_600_000).default(10_000),
-      requestTimeoutMs: posInt(100, 3_600_000).default(300_000),
-      sweepIntervalMs: posInt(10, 60_000).default(250),
-      drainTimeoutMs: posInt(0, 3_600_000).default(30_000),
-      trustedProxies: cidrList.default([]),
-      queueFullStatus: z.coerce.number().pipe(z.union([z.literal(429), z.literal(503)])).default(429),
-    })
-    .prefault({}),
-  auth: z
-    .strictObject({
-      failureBurst: posInt(1, 1_000_000).default(20),
-      failuresPerMinute: posInt(1, 1_000_000).default(30),
-      maxTrackedClients: posInt(10, 10_000_000).default(10_000),
-    })
-    .prefault({}),
-  build: z
-    .strictObject({
-      maxArchiveBytes: posInt(1024, 4096 * MiB).default(50 * MiB),
-      maxUnpackedBytes: posInt(1024, 16_384 * MiB).default(200 * MiB),
-      maxEntries: posInt(1, 1_000_000).default(10_000),
-      timeoutMs: posInt(1000, 3_600_000).default(300_000),
-    })
-    .prefault({}),
-  observe: z
-    .strictObject({
-      maxLineBytes: posInt(256, 1024 * 1024).default(8192),
-      maxLinesPerInvocation: posInt(1, 10_000_000).default(2000),
-      instanceOutputBytesPerSecond: posInt(1024, 1024 * MiB).default(1_048_576),
-      instanceOutputLinesPerSecond: posInt(1, 10_000_000).default(1000),
-      flushIntervalMs: posInt(10, 60_000).default(250),
-      flushMaxEntries: posInt(1, 1_000_000).default(1000),
-      bufferMaxEntries: posInt(100, 100_000_000).default(100_000),
-      retentionMs: posInt(60_000, 3650 * 86_400_000).default(604_800_000),
-      maxLogRows: posInt(1000, 1_000_000_000).default(5_000_000),
-      maxInvocationRows: posInt(1000, 1_000_000_000).default(1_000_000),
-      purgeIntervalMs: posInt(1000, 86_400_000).default(60_000),
-      publicMetrics: z.union([z.boolean(), z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1")]).default(false),
-    })
-    .prefault({}),
-  registry: z
-    .strictObject({
-      address: z.string().min(1).default("127.0.0.1:5000"),
-      username: z.string().default(""),
-      password: z.string().default(""),
-    })
-    .prefault({}),
-  process: z
-    .strictObject({
-      sandboxSubnet: z
-        .string()
-        .regex(/^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\/(?:[89]|1\d|2[0-8])$/, "an IPv4 CIDR with a prefix of 8 to 28")
-        .default("10.200.0.0/16"),
-    })
-    .prefault({}),
-  docker: z
-    .strictObject({
-      imagePruneIntervalMs: posInt(0, 86_400_000).default(600_000),
-    })
-    .prefault({}),
+  host: setting(z.string().min(1).default("127.0.0.1"), { unit: "", doc: "Address the API and gateway listen on." }),
+  port: setting(port.default(8080), { unit: "", doc: "Port of the API (`/api/v1`), health (`/healthz`, `/readyz`) and functions (`/fn/<name>/…`); 0 picks a free one." }),
+  dataDir: setting(z.string().min(1).default("~/.stratus/data"), { unit: "path", doc: "Store, artifacts, keys and instance sockets." }),
+  store: setting(z.string().default("").refine((v) => v === "" || isStoreLocation(v), "a store location is postgres://…, postgresql://…, sqlite:<file> or a file path"), {
+    unit: "URL or path",
+    doc: "Where the control plane keeps its state: empty for `<dataDir>/stratus.db` (SQLite, embedded), a file path or `sqlite:<file>`, or `postgres://user:password@host:port/database` (PostgreSQL; migrated at start). See docs/store.md.",
+  }),
+  driver: setting(z.enum(DRIVER_NAMES).default("process"), { unit: "", doc: "Sandbox driver: `process` (bubblewrap + cgroups) or `docker`." }),
+  prewarm: setting(int(0, 64).default(2), { unit: "sandboxes", doc: "Pre-started generic sandboxes (process driver: bubblewrap sandboxes; docker driver: containers from the base image) kept for the default limits (256 MB, outbound); cold starts take one and only load the code. 0 disables. See docs/prewarm.md." }),
+  logLevel: setting(z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"), { unit: "", doc: "pino level: trace, debug, info, warn, error, fatal, silent." }),
+  publicUrl: setting(z.union([z.literal(""), z.url()]).default(""), { unit: "URL", doc: "Base URL printed for functions; defaults to http://host:port." }),
+  gateway: z.strictObject({ ...GATEWAY_LIMITS_SHAPE, ...GATEWAY_NODE_SHAPE }).superRefine(checkGatewayLimits).prefault({}),
+  auth: section(AUTH_SETTINGS_SHAPE),
+  build: section({
+    maxArchiveBytes: setting(int(1024, 4096 * MiB).default(50 * MiB), { unit: "bytes", doc: "Largest upload (compressed)." }),
+    maxUnpackedBytes: setting(int(1024, 16_384 * MiB).default(200 * MiB), { unit: "bytes", doc: "Largest unpacked project." }),
+    maxEntries: setting(int(1, 1_000_000).default(10_000), { unit: "entries", doc: "Most files and folders in an upload." }),
+    timeoutMs: setting(int(1000, 3_600_000).default(300_000), { unit: "ms", doc: "Longest build (install + bundle + discovery)." }),
+  }),
+  observe: section({
+    ...OBSERVE_SETTINGS_SHAPE,
+    ...INSTANCE_OUTPUT_SHAPE,
+    publicMetrics: setting(z.boolean().default(false), { unit: "", doc: "Serve `/metrics` without a token (default: it needs an API bearer token like the API)." }),
+  }),
+  registry: section({
+    address: setting(z.string().min(1).default("127.0.0.1:5000"), { unit: "host:port", env: "STRATUS_REGISTRY", doc: "Image registry of the Docker driver." }),
+    username: setting(z.string().default(""), { unit: "", doc: "Registry user (empty: anonymous)." }),
+    password: setting(z.string().default(""), { unit: "", doc: "Registry password." }),
+  }),
+  process: section(PROCESS_DRIVER_SETTINGS_SHAPE),
+  docker: section(DOCKER_DRIVER_SETTINGS_SHAPE),
+  events: section({
+    pollIntervalMs: setting(int(10, 60_000).default(500), { unit: "ms", doc: "How often the async worker looks for due jobs (it also wakes at once on an enqueue or a finished job in this control plane). See docs/events.md." }),
+    scheduleIntervalMs: setting(int(10, 60_000).default(1000), { unit: "ms", doc: "How often the scheduler checks schedule and rate triggers for due slots." }),
+    leaseMarginMs: setting(int(1000, 3_600_000).default(30_000), { unit: "ms", doc: "A job's lease (visibility timeout) is the function's timeout plus this; after a crash, leased jobs run again once it passes." }),
+    retentionMs: setting(int(60_000, 3650 * 86_400_000).default(604_800_000), { unit: "ms", doc: "Finished async invocations (succeeded, replayed) older than this are deleted (7 days); the DLQ is kept until purged." }),
+  }),
 });
 
 export type PlatformConfig = z.output<typeof PlatformConfigSchema>;
+
+/** One documented setting: dotted key, env var, unit, default, meaning, and how a string converts. */
+export interface PlatformConfigField {
+  readonly key: string;
+  readonly env: string;
+  readonly unit: string;
+  readonly default: unknown;
+  readonly doc: string;
+  readonly kind: SettingKind;
+}
+
+/** `gateway.maxHeaderBytes` → `STRATUS_GATEWAY_MAX_HEADER_BYTES`. */
+export function envNameOf(key: string): string {
+  return `STRATUS_${key.replace(/([a-z0-9])([A-Z])/g, "$1_$2").replace(/\./g, "_").toUpperCase()}`;
+}
+
+function innerObjectShape(schema: z.ZodType): Shape | null {
+  let s = schema as unknown as { _zod: { def: { type: string; innerType?: unknown; shape?: Shape } } };
+  while (s._zod.def.type === "prefault" || s._zod.def.type === "default") s = s._zod.def.innerType as typeof s;
+  return s._zod.def.type === "object" ? (s._zod.def.shape as Shape) : null;
+}
+
+function fieldsOf(shape: Shape, prefix: string, defaults: Record<string, unknown>): PlatformConfigField[] {
+  const out: PlatformConfigField[] = [];
+  for (const [name, schema] of Object.entries(shape)) {
+    const key = prefix + name;
+    const inner = innerObjectShape(schema);
+    if (inner !== null) {
+      out.push(...fieldsOf(inner, `${key}.`, defaults[name] as Record<string, unknown>));
+      continue;
+    }
+    const d = settingDoc(schema);
+    if (d === undefined) throw new Error(`platform config: ${key} has no documentation (wrap it in setting())`);
+    out.push({ key, env: d.env ?? envNameOf(key), unit: d.unit, default: defaults[name], doc: d.doc, kind: settingKind(schema) });
+  }
+  return out;
+}
+
+/** Every setting, in schema order, derived from PlatformConfigSchema (docs table, env names, defaults). */
+export const PLATFORM_CONFIG_FIELDS: readonly PlatformConfigField[] = Object.freeze(
+  fieldsOf(PlatformConfigSchema.shape as unknown as Shape, "", PlatformConfigSchema.parse({}) as unknown as Record<string, unknown>),
+);
+const FIELD_BY_KEY = new Map(PLATFORM_CONFIG_FIELDS.map((f) => [f.key, f]));
+
+/** Converts the strings of a source tree to each setting's kind (env and flags are strings; a file may hold them). */
+function typed(tree: Tree, prefix = ""): Tree {
+  const out: Tree = {};
+  for (const [k, v] of Object.entries(tree)) {
+    const key = prefix + k;
+    if (typeof v === "object" && v !== null && !Array.isArray(v)) out[k] = typed(v as Tree, `${key}.`);
+    else {
+      const field = FIELD_BY_KEY.get(key);
+      out[k] = typeof v === "string" && field !== undefined ? fromString(field.kind, v) : v;
+    }
+  }
+  return out;
+}
 
 type Tree = { [k: string]: unknown };
 
@@ -202,7 +190,7 @@ export function resolvePlatformConfig(sources: {
     if (typeof v === "object" && v !== null) Object.assign(flagTree, merge(flagTree, { [k]: v }));
     else setPath(flagTree, k, v);
   }
-  const merged = merge(merge(fileTree, envTree), flagTree);
+  const merged = typed(merge(merge(fileTree, envTree), flagTree));
   const result = PlatformConfigSchema.safeParse(merged);
   if (!result.success) {
     for (const issue of result.error.issues) {

@@ -111,7 +111,18 @@ export const HEADERS = {
    * passed through from a function's response, so a function's own 503 never carries it.
    */
   reject: "x-stratus-reject",
+  /** `async` on a client request: enqueue and answer 202 (docs/events.md). */
+  invocationType: "x-stratus-invocation-type",
+  /** Event headers the gateway forwards to the function only on the platform's own dispatches (docs/events.md). */
+  invocationId: "x-stratus-invocation-id",
+  attempt: "x-stratus-attempt",
+  trigger: "x-stratus-trigger",
+  /** Proves a request is the platform's async worker (a per-process secret, compared in constant time). */
+  dispatchToken: "x-stratus-dispatch-token",
 } as const;
+
+/** The x-stratus-* headers a trusted dispatch passes to the function. */
+export const EVENT_HEADERS: readonly string[] = [HEADERS.invocationId, HEADERS.attempt, HEADERS.trigger];
 
 /** Exit codes of the runtime process. 137 (SIGKILL) and 134 (V8 heap OOM) come from elsewhere. */
 export const EXIT = {

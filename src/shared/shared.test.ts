@@ -43,6 +43,31 @@ test("config: minInstances above maxInstances refused", () => {
   assert.throws(() => parseFunctionConfig("f", { minInstances: 5, maxInstances: 2 }), /minInstances/);
 });
 
+test("config: event defaults like Lambda (3 attempts, 6 h); triggers validated, every problem at once", () => {
+  const c = parseFunctionConfig("f", { triggers: [{ schedule: "*/5 * * * *", timezone: "Europe/Berlin" }, { rate: "5 minutes" }, { rate: "rate(1 hour)", catchUp: "all" }] });
+  assert.equal(c.maxAttempts, 3);
+  assert.equal(c.maxEventAgeS, 21_600);
+  assert.equal(c.asyncConcurrency, 2);
+  assert.deepEqual(c.triggers, [
+    { schedule: "*/5 * * * *", timezone: "Europe/Berlin", catchUp: "latest" }, { rate: "5 minutes", catchUp: "latest" }, { rate: "rate(1 hour)", catchUp: "all" },
+  ]);
+  assert.deepEqual(parseFunctionConfig("f", { triggers: [{ schedule: "0 0 3 * * *" }] }).triggers, [{ schedule: "0 0 3 * * *", catchUp: "latest" }], "6 fields: seconds first");
+  try {
+    parseFunctionConfig("f", {
+      maxAttempts: 0, maxEventAgeS: 99_999,
+      triggers: [{ schedule: "* * *" }, { schedule: "99 * * * *", timezone: "Mars/Base" }, { rate: "5 weeks" }, { rate: "1 minute", catchUp: "some" },
+        { queue: { type: "nats" } }, {}, { rate: "1 minute", timezone: "UTC" }, { schedule: "* * * * * * * *" }],
+    });
+    assert.fail("should throw");
+  } catch (err) {
+    assert.ok(err instanceof StratusError);
+    const paths = (err.details as Array<{ path: string }>).map((d) => d.path);
+    for (const p of ["maxAttempts", "maxEventAgeS", "triggers.0.schedule", "triggers.1.timezone", "triggers.1.schedule", "triggers.2.rate", "triggers.3.catchUp", "triggers.4", "triggers.5", "triggers.6.timezone", "triggers.7.schedule"]) {
+      assert.ok(paths.includes(p), `${p} reported in ${JSON.stringify(paths)}`);
+    }
+  }
+});
+
 test("errors: unknown errors become a generic INTERNAL", () => {
   const r = toErrorResponse(new Error("secret path /etc/x"), "rid1");
   assert.equal(r.status, 500);

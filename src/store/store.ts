@@ -26,6 +26,7 @@
  * computes an invocation's start as a fraction). Errors are StratusErrors (src/shared/errors.ts).
  */
 import type { ErrorGroup, ErrorOccurrence, InvocationRecord, LogEntry, LogLevelName, StoredLogEntry } from "../shared/invocation";
+import type { FunctionVersion } from "../shared/function-version";
 
 /** A deployed function (the versions hang off it). */
 export interface FunctionRecord {
@@ -42,25 +43,20 @@ export interface FunctionRecord {
 export const VERSION_STATUSES = ["ready", "failed"] as const;
 export type VersionStatus = (typeof VERSION_STATUSES)[number];
 
-/** What a build produces for one function; the store adds `createdAt`. */
-export interface NewVersion {
-  readonly functionName: string;
-  /** Derived from `digest` (see src/builder/build.ts); unique per function. */
-  readonly version: string;
-  /** `sha256-<hex>` of the artifact directory. */
-  readonly digest: string;
-  /** Module path relative to the artifact dir. */
-  readonly entry: string;
-  readonly exportName: string;
+/**
+ * What a build produces for one function (src/shared/function-version.ts), as the store records it;
+ * the store adds `createdAt`. The name is `functionName` here, as in every table of the store; the
+ * config is kept as the JSON it was recorded with (the activator parses it again).
+ */
+export type NewVersion = Omit<FunctionVersion, "name" | "config" | "image"> & {
+  readonly functionName: FunctionVersion["name"];
   /** The resolved FunctionConfig (defaults applied), as a JSON-able object. */
   readonly config: unknown;
-  /** `sha256-<hex>` of the uploaded source tree. */
-  readonly sourceDigest: string;
   /** Default `ready`. */
   readonly status?: VersionStatus;
   /** Driver-specific artifact reference from `driver.prepare()` (Docker image), if any. */
   readonly image?: string | null;
-}
+};
 
 export interface VersionRecord extends Required<Omit<NewVersion, "status" | "image">> {
   readonly status: VersionStatus;

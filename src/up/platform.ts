@@ -119,7 +119,9 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
   }
 
   async function doClose(): Promise<void> {
-    // Drain first (in-flight requests finish, their telemetry reaches the control plane), then the control plane.
+    // Stop leasing async jobs (in-flight dispatches finish within the drain deadline), then drain (in-flight
+    // requests finish, their telemetry reaches the control plane), then the control plane.
+    if (control) await control.stopEvents(config.gateway.drainTimeoutMs);
     if (agent) await agent.drain(config.gateway.drainTimeoutMs).catch((err) => logger.error({ err }, "drain failed"));
     if (agent) await agent.close().catch(() => {});
     if (driver && !agent) await driver.close().catch((err) => logger.error({ err }, "driver close failed"));

@@ -20,6 +20,7 @@ runFunctionCodeCases("process", async () => {
   const stateDir = mkdtempSync("/tmp/sadp-");
   const tag = createHash("sha256").update(stateDir).digest("hex").slice(0, 6);
   const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `stratus-advtest-${process.pid}-p`, pidsMax: 64, tmpSizeMb: 64 });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   const netns = (): string[] => (existsSync("/run/netns") ? readdirSync("/run/netns").filter((n) => n.startsWith(`sxn-${tag}-`)) : []);
   return {
     driver,
@@ -51,7 +52,8 @@ runFunctionCodeCases("docker", async () => {
   const docker = new Docker();
   const work = mkdtempSync(join(tmpdir(), "sadd-"));
   const nodeId = `advtest-${process.pid}`;
-  const driver = createDockerDriver({ registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimeFile: runtimePath, socketRoot: work, nodeId, pidsLimit: 64 });
+  const driver = createDockerDriver({ registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimePath: runtimePath, stateDir: work, nodeId, pidsMax: 64 });
+  void driver.open(); // nothing runs before open(); the pool starts filling now
   const images = new Map<string, Promise<string>>();
   const containers = async (filter: string): Promise<string[]> =>
     (await docker.listContainers({ all: true, filters: { label: [filter] } })).map((c) => `container ${c.Names.join(",")} (${c.State})`);

@@ -111,7 +111,7 @@ export function runFunctionCodeCases(name: string, setup: () => Promise<Adversar
       gateway = createGateway({
         driver: tracking,
         logger: createSilentLogger(),
-        limits: { tickMs: 50, timeoutGraceMs: GRACE_MS },
+        limits: { sweepIntervalMs: 50, timeoutGraceMs: GRACE_MS },
         observer: { onInvocation: () => {}, onInstanceLog: (_fn, line) => void logs.push(line.message), onPlatformEvent: () => {} },
       });
       gateway.setFunction(await fx.prepare(deployment("attack", "v1")));

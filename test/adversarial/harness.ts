@@ -124,8 +124,8 @@ export async function startStack(kind: DriverKind, options: StackOptions = {}): 
     ensureDocker();
     const { createDockerDriver } = await import("../../src/sandbox/docker/docker-driver");
     const docker = createDockerDriver({
-      registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimeFile: RUNTIME, socketRoot: join(dataDir, "dk"), nodeId: tag,
-      pidsLimit: 64, prewarm: options.prewarm ?? 0, ...(options.outputLimits ? { outputLimits: options.outputLimits } : {}),
+      registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimePath: RUNTIME, stateDir: join(dataDir, "dk"), nodeId: tag,
+      pidsMax: 64, prewarm: options.prewarm ?? 0, ...(options.outputLimits ? { outputLimits: options.outputLimits } : {}),
       ...options.driverOptions,
     });
     driver = docker;
@@ -140,11 +140,12 @@ export async function startStack(kind: DriverKind, options: StackOptions = {}): 
     };
   }
   await driver.reconcile();
+  await driver.open();
   const store = openSqliteStore({ file: join(dataDir, "stratus.db"), masterKey: randomBytes(32) });
   const observe = createObservability({ store, logger: createSilentLogger(), defaultMetrics: false, settings: { flushIntervalMs: 50 } });
   const gateway = createGateway({
     driver, logger: createSilentLogger(), observer: observe.observer, nodeId: tag,
-    limits: { tickMs: 50, ...options.limits },
+    limits: { sweepIntervalMs: 50, ...options.limits },
     ...(options.authorize ? { authorize: options.authorize } : {}),
     ...(options.trustedProxies ? { trustedProxies: options.trustedProxies } : {}),
     ...(options.fallback ? { fallback: options.fallback } : {}),

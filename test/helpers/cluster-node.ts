@@ -45,12 +45,13 @@ if (process.send !== undefined && process.argv[2] !== undefined) {
   mkdirSync(setup.stateDir, { recursive: true });
   const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir: setup.stateDir, cgroupRoot: setup.cgroupRoot, pidsMax: 64, prewarm: setup.prewarm });
   await driver.reconcile();
+  await driver.open();
   const counts = new Map<string, FunctionCounts>();
   const gateway = createGateway({
     driver,
     logger: createSilentLogger(),
     nodeId: setup.name,
-    limits: { tickMs: 100, ...setup.limits },
+    limits: { sweepIntervalMs: 100, ...setup.limits },
     observer: {
       onInvocation(r) {
         let c = counts.get(r.functionName);

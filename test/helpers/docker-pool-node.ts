@@ -6,7 +6,8 @@ import { createDockerDriver } from "../../src/sandbox/docker/docker-driver";
 import { parseFunctionConfig } from "../../src/shared/function-config";
 
 const args = JSON.parse(process.argv[2]!) as { socketRoot: string; nodeId: string; registry: string; runtimeFile: string; artifactDir: string };
-const driver = createDockerDriver({ registry: args.registry, runtimeFile: args.runtimeFile, socketRoot: args.socketRoot, nodeId: args.nodeId, prewarm: 1 });
+const driver = createDockerDriver({ registry: args.registry, runtimePath: args.runtimeFile, stateDir: args.socketRoot, nodeId: args.nodeId, prewarm: 1 });
+void driver.open(); // nothing runs before open(); the pool starts filling now
 const spec = { instanceId: "killed-node-1", functionName: "oneshot", version: "1", artifactDir: args.artifactDir, entry: "oneshot.js", exportName: "oneshot", config: parseFunctionConfig("oneshot", {}), env: {} };
 const { image } = await driver.prepare(spec);
 const idle = async (): Promise<void> => {

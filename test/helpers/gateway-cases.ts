@@ -104,7 +104,7 @@ export function runGatewayCases(setup: () => Promise<GatewayDriverFixture>, opti
     gateway = createGateway({
       driver: fixture.driver,
       logger: createSilentLogger(),
-      limits: { tickMs: 50, maxHeaderSize: 4096, headersTimeoutMs: 500, requestTimeoutMs: 1000, connectionsCheckingIntervalMs: 100, timeoutGraceMs: 1000 },
+      limits: { sweepIntervalMs: 50, maxHeaderBytes: 4096, headersTimeoutMs: 500, requestTimeoutMs: 1000, connectionsCheckingIntervalMs: 100, timeoutGraceMs: 1000 },
     });
     for (const name of Object.keys(CONFIGS)) await deploy(deployment(name));
     gateway.server.listen(0, "127.0.0.1");

@@ -2,6 +2,15 @@
 import type { Command } from "commander";
 import { apiAction, formatTime, output, withCommonOptions, type CommonOptions } from "../command-kit";
 
+/** The `triggers:` section (schedule and rate triggers; `stratus triggers ls` adds their slots). */
+function triggerLines(triggers: unknown[]): string[] {
+  if (triggers.length === 0) return [];
+  return ["triggers:", ...triggers.map((t) => {
+    const x = t as { schedule?: string; timezone?: string; rate?: string; catchUp?: string };
+    return `  - ${x.rate !== undefined ? `rate ${x.rate}` : `schedule "${x.schedule ?? ""}" (${x.timezone ?? "UTC"})`}, catchUp ${x.catchUp ?? "latest"}`;
+  })];
+}
+
 /** Registers the `describe` command. */
 export function registerDescribeCommand(program: Command): void {
   withCommonOptions(program.command("describe").description("show a function: version, config, URL, instances").argument("<fn>", "function name"))
@@ -17,7 +26,8 @@ export function registerDescribeCommand(program: Command): void {
           `activated:  ${formatTime(f.activatedAt)}`,
           `instances:  ${i.instances} (busy ${i.busy}, idle ${i.idle}, starting ${i.starting}, queued ${i.queued})`,
           "config:",
-          ...Object.entries(f.config ?? {}).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`),
+          ...Object.entries(f.config ?? {}).filter(([k]) => k !== "triggers").map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`),
+          ...triggerLines((f.config as { triggers?: unknown[] } | null)?.triggers ?? []),
         ];
         return lines.join("\n");
       });

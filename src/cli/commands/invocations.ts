@@ -8,6 +8,7 @@ interface InvocationsOptions extends CommonOptions {
   slow?: string;
   since?: string;
   limit?: string;
+  request?: string;
 }
 
 /** Registers the `invocations` command. */
@@ -18,6 +19,7 @@ export function registerInvocationsCommand(program: Command): void {
     .option("--slow <ms>", "only requests slower than this (total ms)")
     .option("--since <when>", "from this long ago (10m, 2h) or this time (ISO)")
     .option("--limit <n>", "newest N records (default 100)")
+    .option("--request <id>", "one request id (an async attempt's is <invocation id>-<attempt>)")
     .action(apiAction<[string], InvocationsOptions>(async (client, opts, name) => {
       const query: Record<string, string> = {};
       if (opts.status) query.status = opts.status;
@@ -25,6 +27,7 @@ export function registerInvocationsCommand(program: Command): void {
       if (opts.slow) query.slowerThanMs = opts.slow;
       if (opts.since) query.since = opts.since;
       if (opts.limit) query.limit = opts.limit;
+      if (opts.request) query.request = opts.request;
       const rs = await client.listInvocations(name, query);
       output(opts, { invocations: rs }, () =>
         table(["TIME", "REQUEST", "STATUS", "ERROR", "COLD", "QUEUE", "START", "HANDLER", "TOTAL", "MEM", "INSTANCE"], rs.map((r) => [

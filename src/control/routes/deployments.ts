@@ -9,7 +9,7 @@
  */
 import type { Router } from "express";
 import { StratusError, toErrorResponse } from "../../shared/errors";
-import { isValidFunctionName } from "../../shared/names";
+import { functionNameProblem } from "../../shared/names";
 import type { ApiContext } from "../api-context";
 import type { Operation } from "../operation";
 
@@ -35,7 +35,10 @@ function parseOnly(raw: unknown): string[] | undefined {
   if (typeof raw !== "string") throw new StratusError("INVALID_ARGUMENT", "only must be given once, as a comma-separated list");
   const names = raw.split(",").map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) throw new StratusError("INVALID_ARGUMENT", "only is empty");
-  for (const n of names) if (!isValidFunctionName(n)) throw new StratusError("INVALID_FUNCTION_NAME", `Invalid function name ${JSON.stringify(n.slice(0, 80))} in only`);
+  for (const n of names) {
+    const problem = functionNameProblem(n, " in only");
+    if (problem !== null) throw new StratusError("INVALID_FUNCTION_NAME", problem);
+  }
   return names;
 }
 

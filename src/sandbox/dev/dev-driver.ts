@@ -16,35 +16,33 @@
  * Each child leads its own process group (spawned detached), so destroying an instance also ends the
  * processes it started, unless they left the group themselves (setsid, detached spawns).
  *
- * Invariants: every starting or live instance is in `live` and has its pid file; its socket and pid
- * file are removed, and it is deleted from `live`, before its `exited` resolves.
+ * The lifecycle is the shared core (../driver-core.ts); this file is its backend (and has no pool).
+ *
+ * Invariants: every starting or live instance is in the core's `live` and has its pid file; its socket
+ * and pid file are removed, and it is deleted from `live`, before its `exited` resolves.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { constants as osConstants, availableParallelism } from "node:os";
 import { join } from "node:path";
-import { once } from "node:events";
-import type { DiscoveredFunction, DiscoverySpec, Instance, InstanceExit, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver, StartOptions, ExitReason } from "../driver";
+import type { DiscoveredFunction, DiscoverySpec, InstanceSpec, InstanceStats, SandboxDriver } from "../driver";
 import { StratusError } from "../../shared/errors";
-import { DISCOVERY_PREFIX, ENV, EXIT } from "../../shared/protocol";
-import { createSilentLogger, type Logger } from "../../shared/logger";
-import { parseOutputLine, splitLines } from "../output-lines";
+import { ENV } from "../../shared/protocol";
+import { createSilentLogger } from "../../shared/logger";
 import { parseDiscoveryRun } from "../discovery-output";
-import { createStartGate } from "../start-gate";
+import {
+  childExit, childOutputDrained, createDriverCore, DISCOVERY_MEMORY_MB, heapFlagOf, signalExitCode, specEnv, watchDiscoveryChild,
+  type Launched, type RawExit, type SandboxBackend, type SandboxDriverOptions,
+} from "../driver-core";
 
-/** Options of createDevDriver. Only `runtimePath` and `stateDir` are required. */
-export interface DevDriverOptions {
-  /** Path of dist/runtime.cjs. */
+/**
+ * Options of createDevDriver: the shared ones (SandboxDriverOptions; `runtimePath` and `stateDir` are
+ * required here: instance sockets and pid files, created if missing). startTimeoutMs defaults to 10 000
+ * as the process driver; `prewarm`, `pidsMax`, `tmpSizeMb` and `blockedCidrs` have no effect: nothing
+ * is sandboxed (see the file comment).
+ */
+export interface DevDriverOptions extends SandboxDriverOptions {
   readonly runtimePath: string;
-  /** Directory for instance sockets and pid files (created if missing); keep it short (socket paths ≤ 107 bytes). */
   readonly stateDir: string;
-  /** Node binary (default process.execPath). */
-  readonly nodePath?: string;
-  /** Longest wait for READY, ms (default 10 000, as the process driver). */
-  readonly startTimeoutMs?: number;
-  /** Runtimes booting at the same time (default: the number of CPU cores, at least 2, as the process driver). */
-  readonly maxConcurrentStarts?: number;
-  readonly logger?: Logger;
 }
 
 /** The dev driver, plus what the dev server needs to know about it. */
@@ -58,201 +56,77 @@ export interface DevDriver extends SandboxDriver {
   killAllNow(): void;
 }
 
-/** Memory of a discovery run, MB (as the process driver: its heap is sized from it). */
-const DISCOVERY_MEMORY_MB = 256;
-/** Lines of output kept to explain a failed start. */
-const TAIL_LINES = 20;
 /** The environment every child starts from: nothing of the dev server's own leaks in. */
 const BASE_ENV = { PATH: "/usr/local/bin:/usr/bin:/bin", NODE_ENV: "development" } as const;
 
+/** One runtime child process (the backend's handle). */
 interface Child {
-  readonly id: string;
   readonly spec: InstanceSpec;
   readonly child: ChildProcess;
   readonly socketPath: string;
-  readonly pidFile: string;
-  /** Why we stopped it (null: it ended on its own) and, once gone, how it ended. */
-  readonly state: { reason: ExitReason | null; exitedValue: InstanceExit | null };
-  ready: boolean;
-  initMs: number | null;
-  readonly tail: string[];
-  readonly readyPromise: Promise<void>;
-  exited: Promise<InstanceExit>;
 }
 
 /** Creates the dev driver. @throws Error when the runtime or node is missing. */
 export function createDevDriver(options: DevDriverOptions): DevDriver {
   const log = options.logger ?? createSilentLogger();
   const nodePath = options.nodePath ?? process.execPath;
-  const startTimeoutMs = options.startTimeoutMs ?? 10_000;
-  const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   for (const [what, p] of [["runtime", options.runtimePath], ["node", nodePath]] as const) {
     if (!existsSync(p)) throw new Error(`dev driver: ${what} not found at ${p}`);
   }
   const stateDir = options.stateDir;
-  const live = new Map<string, Child>();
-  /** Pids of discovery runs in progress, for close(). */
+  /** Discovery runs in progress, for close(). */
   const discovering = new Set<ChildProcess>();
-  let closed = false;
 
-  function launch(spec: InstanceSpec, onLog: (line: InstanceLogLine) => void): Child {
-    const socketPath = join(stateDir, `${spec.instanceId}.sock`);
-    const pidFile = join(stateDir, `${spec.instanceId}.pid`);
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    rmSync(socketPath, { force: true });
-    const env: Record<string, string> = {
-      ...BASE_ENV,
-      ...spec.env,
-      [ENV.socket]: socketPath,
-      [ENV.entry]: join(spec.artifactDir, spec.entry),
-      [ENV.exportName]: spec.exportName,
-      [ENV.functionName]: spec.functionName,
-      [ENV.config]: JSON.stringify(spec.config),
-      [ENV.instanceId]: spec.instanceId,
-      // Stacks (source-mapped) in error bodies: the point of running locally.
-      [ENV.dev]: "1",
-    };
-    // No cgroup tells Node the limit: size the heap as production does, so a heap hog fails the same way.
-    const heapMb = Math.max(32, Math.floor(spec.config.memory * 0.75));
-    const child = spawn(nodePath, [`--max-old-space-size=${heapMb}`, options.runtimePath], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-    child.once("error", () => undefined); // 'exit' follows (or 'close' for a spawn failure)
-    let resolveReady!: () => void;
-    const c: Child = {
-      id: spec.instanceId, spec, child, socketPath, pidFile,
-      state: { reason: null, exitedValue: null },
-      ready: false, initMs: null, tail: [],
-      readyPromise: new Promise<void>((r) => (resolveReady = r)),
-      exited: null as unknown as Promise<InstanceExit>,
-    };
-    if (child.pid !== undefined) writeFileSync(pidFile, `${child.pid}\n`);
-    const handle = (raw: string, stream: "stdout" | "stderr"): void => {
-      const parsed = parseOutputLine(raw, stream, c.id);
-      if (parsed.kind === "ready") {
-        c.ready = true;
-        c.initMs = parsed.initMs;
-        resolveReady();
-        return;
-      }
-      if (!c.ready) {
-        c.tail.push(parsed.line.message);
-        if (c.tail.length > TAIL_LINES) c.tail.shift();
-      }
-      try {
-        onLog(parsed.line);
-      } catch (err) {
-        log.warn({ err }, "onLog threw");
-      }
-    };
-    splitLines(child.stdout!, (l) => handle(l, "stdout"));
-    splitLines(child.stderr!, (l) => handle(l, "stderr"));
-    c.exited = (async (): Promise<InstanceExit> => {
-      const { code, signal } = await exitOf(child);
-      // Output still in the pipes belongs to this instance; then whatever it left in its group goes.
-      if (!child.stdout!.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
-      killGroup(child.pid);
+  const backend: SandboxBackend<Child> = {
+    name: "dev",
+    defaultStartTimeoutMs: 10_000,
+    pool: false,
+    codeDir: "",
+    socketPathOf: (id) => join(stateDir, `${id}.sock`),
+    socketPath: (c) => c.socketPath,
+    async launch(mode, io): Promise<Launched<Child>> {
+      if (mode.kind !== "fresh") throw new StratusError("INSTANCE_START_FAILED", "the dev driver has no pre-warm pool");
+      const { spec } = mode;
+      const socketPath = join(stateDir, `${spec.instanceId}.sock`);
+      const pidFile = join(stateDir, `${spec.instanceId}.pid`);
+      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
       rmSync(socketPath, { force: true });
-      rmSync(pidFile, { force: true });
-      live.delete(c.id);
-      const exitCode = code ?? signalExitCode(signal);
-      let reason = c.state.reason;
-      if (reason === null) {
-        // V8's "heap out of memory" aborts (SIGABRT = 134); without a cgroup no OOM kill can be told apart.
-        if (exitCode === 134 || exitCode === 139) reason = "out-of-memory";
-        else if (!c.ready && code === EXIT.loadFailed) reason = "load-failed";
-        else reason = "crashed";
-      }
-      const value: InstanceExit = { reason, exitCode: code, signal };
-      c.state.exitedValue = value;
-      log.debug({ instanceId: c.id, ...value }, "instance exited");
-      return value;
-    })();
-    return c;
-  }
-
-  const destroyChild = (c: Child): Promise<InstanceExit> => {
-    if (c.state.exitedValue) return Promise.resolve(c.state.exitedValue);
-    c.state.reason ??= "destroyed";
-    killGroup(c.child.pid);
-    c.child.kill("SIGKILL");
-    return c.exited;
-  };
-
-  async function start(spec: InstanceSpec, startOptions: StartOptions = {}): Promise<Instance> {
-    if (closed) throw new StratusError("SHUTTING_DOWN");
-    if (!/^[a-z0-9-]{1,64}$/.test(spec.instanceId)) throw new StratusError("INSTANCE_START_FAILED", `invalid instance id "${spec.instanceId}"`);
-    if (live.has(spec.instanceId)) throw new StratusError("INSTANCE_START_FAILED", `instance ${spec.instanceId} already exists`);
-    if (Buffer.byteLength(join(stateDir, `${spec.instanceId}.sock`)) > 107) throw new StratusError("INSTANCE_START_FAILED", "socket path too long: use a shorter stateDir");
-    const t0 = performance.now();
-    const aborted = (): StratusError => new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: startOptions.signal?.reason });
-    if (startOptions.signal?.aborted) throw aborted();
-    const release = await bootGate();
-    let c: Child;
-    try {
-      if (closed) throw new StratusError("SHUTTING_DOWN");
-      if (startOptions.signal?.aborted) throw aborted();
-      c = launch(spec, startOptions.onLog ?? (() => {}));
-    } catch (err) {
-      release();
-      if (err instanceof StratusError) throw err;
-      throw new StratusError("INSTANCE_START_FAILED", `cannot start the runtime: ${(err as Error).message}`, { cause: err });
-    }
-    live.set(c.id, c);
-    void Promise.race([c.readyPromise, c.exited]).finally(release);
-
-    let timer: NodeJS.Timeout | undefined;
-    const abort = (): void => void destroyChild(c);
-    try {
-      startOptions.signal?.addEventListener("abort", abort, { once: true });
-      const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), startTimeoutMs)));
-      const outcome = await Promise.race([c.readyPromise.then(() => "ready" as const), c.exited.then(() => "exited" as const), timeout]);
-      if (outcome !== "ready") {
-        if (outcome === "timeout") c.state.reason = "load-failed";
-        const exit = await destroyChild(c);
-        const output = c.tail.join("\n").trim();
-        const shown = output ? `:\n${output}` : "";
-        if (startOptions.signal?.aborted) throw aborted();
-        if (outcome === "timeout") throw new StratusError("FUNCTION_LOAD_FAILED", `the function did not become ready within ${startTimeoutMs} ms${shown}`);
-        if (exit.reason === "load-failed") throw new StratusError("FUNCTION_LOAD_FAILED", output || undefined);
-        if (exit.reason === "out-of-memory") throw new StratusError("FUNCTION_LOAD_FAILED", `the function ran out of memory while loading${shown}`);
-        throw new StratusError("INSTANCE_START_FAILED", `the instance exited before it was ready (exit code ${exit.exitCode ?? exit.signal})${shown}`);
-      }
-      if (startOptions.signal?.aborted) throw aborted();
-    } catch (err) {
-      await destroyChild(c);
-      throw err;
-    } finally {
-      clearTimeout(timer);
-      startOptions.signal?.removeEventListener("abort", abort);
-    }
-    const startMs = performance.now() - t0;
-
-    let closing: Promise<InstanceExit> | null = null;
-    const close = (graceMs = spec.config.timeout): Promise<InstanceExit> => {
-      if (c.state.exitedValue) return Promise.resolve(c.state.exitedValue);
-      closing ??= (async () => {
-        c.state.reason ??= "closed";
-        c.child.kill("SIGTERM");
-        const t = setTimeout(() => void destroyChild(c), graceMs);
-        try {
-          return await c.exited;
-        } finally {
-          clearTimeout(t);
-        }
+      const env: Record<string, string> = {
+        ...BASE_ENV,
+        ...spec.env,
+        [ENV.socket]: socketPath,
+        ...specEnv(spec, spec.artifactDir),
+        // Stacks (source-mapped) in error bodies: the point of running locally.
+        [ENV.dev]: "1",
+      };
+      // No cgroup tells Node the limit: the heap is sized as production does, so a heap hog fails the same way.
+      const child = spawn(nodePath, [heapFlagOf(spec.config.memory), options.runtimePath], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+      child.once("error", () => undefined); // 'exit' follows (or 'close' for a spawn failure)
+      if (child.pid !== undefined) writeFileSync(pidFile, `${child.pid}\n`);
+      io.output(child.stdout!, child.stderr!);
+      const exit = (async (): Promise<RawExit> => {
+        const { code, signal } = await childExit(child);
+        // Output still in the pipes belongs to this instance; then whatever it left in its group goes.
+        await childOutputDrained(child);
+        killGroup(child.pid);
+        rmSync(socketPath, { force: true });
+        rmSync(pidFile, { force: true });
+        // Without a cgroup no OOM kill can be told apart (V8's heap abort still is, by its code).
+        return { exitCode: code, signal, oomKilled: false };
       })();
-      return closing;
-    };
-    return {
-      id: spec.instanceId,
-      spec,
-      endpoint: { socketPath: c.socketPath },
-      startMs,
-      initMs: c.initMs,
-      exited: c.exited,
-      close,
-      destroy: () => destroyChild(c),
-      stats: async (): Promise<InstanceStats | null> => (c.state.exitedValue ? null : readProcessMemory(c.child.pid)),
-    };
-  }
+      return { handle: { spec, child, socketPath }, exit };
+    },
+    attach: async () => {
+      throw new StratusError("INSTANCE_START_FAILED", "the dev driver has no pre-warm pool");
+    },
+    send: () => {},
+    signal(c, signal) {
+      if (signal === "SIGKILL") killGroup(c.child.pid);
+      c.child.kill(signal);
+    },
+    stats: async (c) => readProcessMemory(c.child.pid),
+  };
+  const core = createDriverCore(backend, { ...options, logger: log });
 
   /**
    * Runs the runtime in discovery mode as a child process (never in the dev server's own process), with
@@ -260,42 +134,20 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
    * @throws StratusError FUNCTION_LOAD_FAILED
    */
   async function discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
-    if (closed) throw new StratusError("SHUTTING_DOWN");
+    core.assertOpen();
     const env = { ...BASE_ENV, [ENV.discover]: "1", [ENV.entry]: join(spec.artifactDir, spec.entry) };
-    const child = spawn(nodePath, [`--max-old-space-size=${Math.floor(DISCOVERY_MEMORY_MB * 0.75)}`, options.runtimePath], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+    const child = spawn(nodePath, [heapFlagOf(DISCOVERY_MEMORY_MB), options.runtimePath], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
     child.once("error", () => undefined);
     discovering.add(child);
-    let payload: string | null = null;
-    const tail: string[] = [];
-    const keep = (raw: string, stream: "stdout" | "stderr"): void => {
-      if (stream === "stdout" && payload === null && raw.startsWith(DISCOVERY_PREFIX)) {
-        payload = raw.slice(DISCOVERY_PREFIX.length);
-        return;
-      }
-      const parsed = parseOutputLine(raw, stream, "discovery");
-      if (parsed.kind !== "log") return;
-      tail.push(parsed.line.message);
-      if (tail.length > TAIL_LINES) tail.shift();
-    };
-    // The discovery line can be large (many functions): allow 4 MiB for it, as the process driver.
-    splitLines(child.stdout, (l) => keep(l, "stdout"), 4 * 1024 * 1024);
-    splitLines(child.stderr, (l) => keep(l, "stderr"));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child.pid);
-    }, spec.timeoutMs);
-    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    let run: Awaited<ReturnType<typeof watchDiscoveryChild>>;
     try {
-      exit = await exitOf(child);
-      if (!child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+      run = await watchDiscoveryChild(child, spec.timeoutMs, () => killGroup(child.pid));
     } finally {
-      clearTimeout(timer);
       killGroup(child.pid);
       discovering.delete(child);
     }
-    if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
-    return parseDiscoveryRun({ payload, exitCode: exit.code ?? signalExitCode(exit.signal), output: tail.join("\n"), memoryMb: DISCOVERY_MEMORY_MB });
+    if (run.timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
+    return parseDiscoveryRun({ payload: run.payload, exitCode: run.code ?? signalExitCode(run.signal), output: run.output, memoryMb: DISCOVERY_MEMORY_MB });
   }
 
   /** Kills the process groups and removes the sockets and pid files a killed run of the dev server left in `stateDir`. */
@@ -309,7 +161,7 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
     const removed = new Set<string>();
     for (const name of names) {
       const m = /^(.+)\.(pid|sock)$/.exec(name);
-      if (m === null || live.has(m[1]!)) continue;
+      if (m === null || core.live.has(m[1]!)) continue;
       if (m[2] === "pid") {
         const pid = Number(readFileSync(join(stateDir, name), "utf8").trim());
         // Only a process that still runs our runtime: a pid may have been reused since.
@@ -322,44 +174,26 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
   }
 
   async function close(): Promise<void> {
-    closed = true;
     for (const child of discovering) killGroup(child.pid);
-    await Promise.all([...live.values()].map((c) => destroyChild(c)));
+    await core.close();
   }
 
   return {
     name: "dev",
-    start,
+    start: core.start,
+    open: core.open,
     prepare: async () => ({}),
     discover,
     reconcile,
     close,
-    inUse: (artifactDir) => [...live.values()].some((c) => c.spec.artifactDir === artifactDir),
+    // A launch in progress (null in `live`) has no artifact to keep yet: its spec is still the caller's.
+    inUse: (artifactDir) => [...core.live.values()].some((c) => c?.handle.spec.artifactDir === artifactDir),
     killAllNow() {
-      closed = true;
-      for (const c of live.values()) killGroup(c.child.pid);
+      void core.close();
+      for (const c of core.live.values()) if (c) killGroup(c.handle.child.pid);
       for (const child of discovering) killGroup(child.pid);
     },
   };
-}
-
-/** The child's exit code and signal, once it exited (at once if it already did). */
-async function exitOf(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
-  if (child.pid === undefined) {
-    // spawn failed: no 'exit' comes, only 'error' and 'close'
-    await once(child, "close").catch(() => undefined);
-    return { code: child.exitCode ?? 1, signal: child.signalCode };
-  }
-  const [code, signal] = (await once(child, "exit").catch(() => [null, null])) as [number | null, NodeJS.Signals | null];
-  return { code, signal };
-}
-
-/** 128 + the signal's number, as a shell reports a signalled process (SIGABRT → 134); null without a signal. */
-function signalExitCode(signal: NodeJS.Signals | null): number | null {
-  if (signal === null) return null;
-  const n = (osConstants.signals as Record<string, number | undefined>)[signal];
-  return n === undefined ? null : 128 + n;
 }
 
 /** SIGKILL to a whole process group (the child leads it: spawned detached). */

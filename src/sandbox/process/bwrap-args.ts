@@ -11,6 +11,7 @@
  * bwrap the data dir stays 0700 and the process inside is still an unprivileged host uid (which the
  * network rules match on) with an empty capability set.
  */
+import { SANDBOX_ETC_FILES, SANDBOX_TOP_LEVEL } from "../../shared/sandbox-fs";
 import { existsSync, lstatSync, readlinkSync } from "node:fs";
 import { dirname } from "node:path";
 
@@ -26,10 +27,8 @@ export const SANDBOX_PATHS = {
   socketName: "fn.sock",
 } as const;
 
-/** /etc files Node and outbound networking need; nothing else of /etc is visible (no shadow, no keys). */
-const ETC_FILES = ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/localtime", "/etc/ssl/openssl.cnf", "/etc/ssl/certs", "/etc/ca-certificates"];
-/** Merged-/usr top-level entries, recreated as symlinks (or bound read-only on a split-/usr host). */
-const TOP_LEVEL = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const ETC_FILES = SANDBOX_ETC_FILES;
+const TOP_LEVEL = SANDBOX_TOP_LEVEL;
 
 /** Inputs of buildSandboxCommand. */
 export interface SandboxCommandInput {

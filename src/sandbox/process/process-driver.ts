@@ -12,37 +12,36 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { join } from "node:path";
-import { performance } from "node:perf_hooks";
-import { once } from "node:events";
 import { createHash, randomBytes } from "node:crypto";
-import { availableParallelism } from "node:os";
-import type { DiscoveredFunction, DiscoverySpec, Instance, InstanceExit, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver, StartOptions, ExitReason } from "../driver";
+import type { DiscoveredFunction, DiscoverySpec, SandboxDriver } from "../driver";
 import { StratusError } from "../../shared/errors";
-import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../../shared/protocol";
-import type { Logger } from "../../shared/logger";
+import { ENV } from "../../shared/protocol";
 import { createSilentLogger } from "../../shared/logger";
-import { OUTPUT_RATE_DEFAULTS, OutputLimiter, outputDroppedLine, parseOutputLine, splitLines, type OutputRateLimits } from "../output-lines";
 import { parseDiscoveryRun } from "../discovery-output";
+import {
+  childExit, childOutputDrained, createDriverCore, DISCOVERY_MAX_OPEN_FILES, DISCOVERY_MEMORY_MB, heapFlagOf, specEnv, watchDiscoveryChild,
+  type Launched, type LaunchIo, type LaunchMode, type RawExit, type SandboxBackend, type SandboxDriverOptions,
+} from "../driver-core";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
 import { createSandboxNetworks, type SandboxNetns } from "./netns";
 import { buildSeccompFilter, encodeSeccompFilter } from "./seccomp";
 import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";
-import { PrewarmPool, type PrewarmStatus } from "../prewarm-pool";
-import { createStartGate, untilAborted } from "../start-gate";
+import type { PrewarmStatus } from "../prewarm-pool";
 
 /** Default uid/gid of instances. Pick one no other software on the host uses (instances share it). */
 export const DEFAULT_SANDBOX_UID = 60500;
 
-/** Options of createProcessDriver. Only `runtimePath` and `stateDir` are required. */
-export interface ProcessDriverOptions {
-  /** Host path of dist/runtime.cjs. */
+/**
+ * Options of createProcessDriver: the shared ones (SandboxDriverOptions; `runtimePath` and `stateDir`
+ * are required here) and the process driver's own. Defaults: pidsMax 128, tmpSizeMb 64,
+ * startTimeoutMs 10 000.
+ */
+export interface ProcessDriverOptions extends SandboxDriverOptions {
   readonly runtimePath: string;
-  /** Per-node directory for instance socket dirs (`<stateDir>/sockets/<id>`); keep it short (socket paths ≤ 107 bytes). */
+  /** Per-node directory: `<stateDir>/sockets/<id>`, slot mounts, instance boxes, the seccomp program. */
   readonly stateDir: string;
-  /** Node binary (default process.execPath). Outside /usr, its install prefix is bound read-only. */
-  readonly nodePath?: string;
   /** Uid/gid instances run as (default 60500/60500). */
   readonly uid?: number;
   readonly gid?: number;
@@ -55,17 +54,6 @@ export interface ProcessDriverOptions {
   readonly leftoverCgroupPrefix?: string;
   /** Where cgroups are mounted (default /sys/fs/cgroup). */
   readonly cgroupFsRoot?: string;
-  /** Tasks (processes + threads) per instance (default 128; Node itself uses ~11). */
-  readonly pidsMax?: number;
-  /** Size of the private /tmp, MB (default 64; its pages count against the memory limit). */
-  readonly tmpSizeMb?: number;
-  /** Longest wait for READY, ms (default 10000). */
-  readonly startTimeoutMs?: number;
-  /**
-   * Output rate per instance, stdout + stderr (default 1 MiB/s and 1000 lines/s, the platform config's
-   * `observe.instanceOutput*`): past it the driver stops reading the pipes and drops, with a marker line.
-   */
-  readonly outputLimits?: OutputRateLimits;
   /** Prefix of the iptables chains of the outbound policy (default "STRATUS-NET": STRATUS-NET-IN, STRATUS-NET-FWD). */
   readonly iptablesChain?: string;
   /**
@@ -73,32 +61,8 @@ export interface ProcessDriverOptions {
    * ./netns.ts). Default 10.200.0.0/16. Two nodes on one host need disjoint subnets.
    */
   readonly sandboxSubnet?: string;
-  /** Extra CIDRs instances may not reach under "outbound" (e.g. the cluster's private network). */
-  readonly blockedCidrs?: readonly string[];
   readonly bwrapPath?: string;
   readonly setprivPath?: string;
-  readonly logger?: Logger;
-  /**
-   * Pre-warm pool: idle generic sandboxes kept for the default limits (memory `prewarmMemoryMb`, network
-   * "outbound"); 0 disables the pool. Default 0 here (tests and tools that only discover pay nothing);
-   * the platform config's `prewarm` (default 2) is what a node runs with. Other limits get slots only
-   * from recent demand. See docs/prewarm.md.
-   */
-  readonly prewarm?: number;
-  /** Most idle slots per limits key (default 4 × prewarm, at most 32). */
-  readonly prewarmMax?: number;
-  /** Memory size, MB, of the default pool (default 256, the function config default). */
-  readonly prewarmMemoryMb?: number;
-  /**
-   * Sandboxes booting at the same time (fresh starts and pool refills; specialising a slot does not
-   * count). Default: the number of CPU cores, at least 2. Measured (bench/burst.ts): 100 unbounded
-   * concurrent starts on 2 cores each took longer than startTimeoutMs, so every one failed; bounded, they
-   * finish one after another and the first ones already serve. A boot is mostly CPU, so one per core
-   * finishes each sooner than two per core, for the same throughput: burst p99 without a pool 7.4–13.4 s
-   * with 2 vs 14.3–15.7 s with 4 on 2 cores (3 alternated runs, load 8–15). Time waiting here does not
-   * count against startTimeoutMs.
-   */
-  readonly maxConcurrentStarts?: number;
 }
 
 /** The process driver, plus what tests and operators may inspect. */
@@ -116,16 +80,10 @@ export interface ProcessDriver extends SandboxDriver {
  * Measured: private memory after one request 11.2 → 10.6 MiB, warm p50/p99 within noise.
  */
 const MALLOC_TUNABLES = "glibc.malloc.trim_threshold=524288";
-/** Memory limit of a discovery run, MB. */
-const DISCOVERY_MEMORY_MB = 256;
-/** RLIMIT_NOFILE of a discovery run (the function config default). */
-const DISCOVERY_MAX_OPEN_FILES = 1024;
-/** Lines of output kept to explain a failed start. */
-const TAIL_LINES = 20;
 
-/** One sandbox process: a fresh instance, or a pre-warm slot (then specialised into an instance). */
+/** One sandbox process (the backend's handle): a fresh instance, or a pre-warm slot. */
 interface Sandbox {
-  /** Name of the slot it started as (= the instance id for a fresh start); names its slot dirs. */
+  /** Name of the slot it started as (= the instance id for a fresh start); names its box, netns and slot dirs. */
   readonly internalId: string;
   /** Current name of its cgroup and socket dir (the instance id once specialised on cgroup v1). */
   id: string;
@@ -134,22 +92,10 @@ interface Sandbox {
   readonly child: ChildProcess;
   /** The slot's code mount point (`<stateDir>/slots/<id>`), null for a fresh start. */
   readonly slotDir: string | null;
-  /** Why we stopped it (null: it ended on its own) and, once gone, how it ended. */
-  readonly state: { reason: ExitReason | null; exitedValue: InstanceExit | null };
-  ready: boolean;
-  /** Module load time the runtime reported on its READY line, ms. */
-  initMs: number | null;
-  /** Last output lines before READY, to explain a failed start. */
-  readonly tail: string[];
-  onLog: (line: InstanceLogLine) => void;
-  readyPromise: Promise<void>;
-  genericPromise: Promise<void>;
-  exited: Promise<InstanceExit>;
-  kill(): void;
 }
 
 /**
- * Creates the driver; detects the cgroup layout now and fails fast.
+ * Creates the driver; detects the cgroup layout now and fails fast. Nothing starts before open().
  * @throws Error when no usable cgroup hierarchy exists or bwrap/setpriv are missing.
  */
 export function createProcessDriver(options: ProcessDriverOptions): ProcessDriver {
@@ -161,9 +107,6 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const setprivPath = options.setprivPath ?? "/usr/bin/setpriv";
   const pidsMax = options.pidsMax ?? 128;
   const tmpSizeBytes = (options.tmpSizeMb ?? 64) * 1024 * 1024;
-  const startTimeoutMs = options.startTimeoutMs ?? 10_000;
-  const outputLimits = options.outputLimits ?? OUTPUT_RATE_DEFAULTS;
-  const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   for (const [what, p] of [["bwrap", bwrapPath], ["setpriv", setprivPath], ["runtime", options.runtimePath], ["node", nodePath], ["nsenter", "/usr/bin/nsenter"], ["ip", "/usr/sbin/ip"]] as const) {
     if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux iproute2)`);
   }
@@ -178,8 +121,6 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const socketsRoot = join(options.stateDir, "sockets");
   /** Sibling cgroup roots reconcile may remove when empty: `stratus-<hash>` → `stratus-`. */
   const leftoverRootPrefix = options.leftoverCgroupPrefix ?? cgroups.rootName.slice(0, cgroups.rootName.lastIndexOf("-") + 1);
-  /** Every sandbox by its current id; null while its cgroup is being created (reconcile must leave it alone). */
-  const live = new Map<string, Sandbox | null>();
   const slotMounts = createSlotMounts(options.stateDir, log);
   /** Per-sandbox noexec tmpfs holding /tmp and the socket dir; `sockets/<id>` is a symlink into it. */
   const boxes = createInstanceBoxes(options.stateDir, log);
@@ -194,162 +135,12 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   };
   /** Ids of discovery runs in progress (reconcile must not take their cgroups). */
   const discovering = new Set<string>();
-  let closed = false;
   // Namespaces and veths carry a tag of this state dir, so reconcile finds a killed run's and no one else's.
   const networks = createSandboxNetworks({
     subnet: options.sandboxSubnet, tag: createHash("sha256").update(options.stateDir).digest("hex").slice(0, 6),
     blockedCidrs: options.blockedCidrs, chain: options.iptablesChain, logger: log,
   });
   log.debug({ cgroupMode: layout.mode, cgroupRoot: cgroups.rootName }, "process driver created");
-
-  /** Everything fixed when a sandbox process starts: the pool key of a slot. */
-  const poolKeyOf = (memoryMb: number, network: "outbound" | "none", maxOpenFiles: number): string => `${memoryMb}:${network}:${maxOpenFiles}`;
-
-  /**
-   * Starts one sandbox process: socket dir, cgroup, bwrap. `fresh` loads the function from the start;
-   * `generic` starts a pre-warm slot (code dir = an empty, per-slot mount point, specialisation fd 3).
-   * The caller waits on `sb.readyPromise` / `sb.genericPromise` and `sb.exited`.
-   */
-  async function launch(internalId: string, memoryMb: number, network: "outbound" | "none", maxOpenFiles: number, mode: { kind: "fresh"; spec: InstanceSpec } | { kind: "generic"; codeDir: string }): Promise<Sandbox> {
-    const socketDir = join(socketsRoot, internalId);
-    let netns: SandboxNetns | null = null;
-    if (network === "outbound") {
-      try {
-        await networks.ensureRules();
-        netns = await networks.create(internalId);
-      } catch (err) {
-        throw new StratusError("INSTANCE_START_FAILED", `cannot set up the sandbox network: ${(err as Error).message}`, { cause: err });
-      }
-    }
-    const limits = { memoryMb, pidsMax, cpuWeight: Math.min(10_000, Math.max(1, Math.round((memoryMb / 256) * 100))) };
-    let cgroup: InstanceCgroup;
-    let box: InstanceBox;
-    try {
-      box = await prepareBox(internalId, socketDir);
-    } catch (err) {
-      await networks.remove(internalId);
-      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
-    }
-    try {
-      cgroup = cgroups.create(internalId, limits);
-    } catch (err) {
-      rmSync(socketDir, { force: true });
-      await boxes.remove(internalId);
-      await networks.remove(internalId);
-      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the sandbox: ${(err as Error).message}`, { cause: err });
-    }
-    const runtimePath = await runtimeCopy().catch(async (err: unknown) => {
-      rmSync(socketDir, { force: true });
-      await boxes.remove(internalId);
-      await networks.remove(internalId);
-      await cgroup.remove().catch(() => undefined);
-      throw err;
-    });
-    const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : mode.codeDir, socketDir: box.run,
-      uid, gid, procsFiles: cgroup.procsFiles, network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles,
-      // Node inside the sandbox cannot see the cgroup limit (no /sys): size the heap to ~75 % of it so V8
-      // fails with a clear heap OOM before the kernel kills it. Fixed at start: one reason pool slots are keyed by memory.
-      nodeArgs: [`--max-old-space-size=${Math.max(16, Math.floor(memoryMb * 0.75))}`],
-    });
-    // A clean, explicit environment: never the platform's own (it leaks secrets, and NODE_EXTRA_CA_CERTS
-    // alone doubles start time, see MEASURED.md). Protocol variables win over the function's env.
-    const base = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", GLIBC_TUNABLES: MALLOC_TUNABLES };
-    const socketEnv = `${SANDBOX_PATHS.socketDir}/${SANDBOX_PATHS.socketName}`;
-    const env: Record<string, string> = mode.kind === "generic"
-      ? { ...base, [ENV.socket]: socketEnv, [ENV.generic]: "1" }
-      : { ...base, ...mode.spec.env, [ENV.socket]: socketEnv, ...specEnv(mode.spec) };
-    // Generic slots get fd 3, the one-shot specialisation channel; the driver holds its only other end.
-    const child = spawn(file, args, { env, stdio: mode.kind === "generic" ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"] });
-
-    const sb: Sandbox = {
-      internalId, id: internalId, cgroup, child, socketDir, slotDir: mode.kind === "generic" ? mode.codeDir : null,
-      state: { reason: null, exitedValue: null },
-      ready: false, initMs: null, tail: [], onLog: () => {},
-      readyPromise: null as unknown as Promise<void>,
-      genericPromise: null as unknown as Promise<void>,
-      exited: null as unknown as Promise<InstanceExit>,
-      kill: () => {
-        void sb.cgroup.killAll().catch(() => {});
-        child.kill("SIGKILL");
-      },
-    };
-    let resolveReady!: () => void;
-    let resolveGeneric!: () => void;
-    sb.readyPromise = new Promise<void>((r) => (resolveReady = r));
-    sb.genericPromise = new Promise<void>((r) => (resolveGeneric = r));
-    const handle = (raw: string, stream: "stdout" | "stderr"): void => {
-      if (stream === "stdout" && raw === GENERIC_READY_LINE && sb.slotDir !== null) {
-        resolveGeneric();
-        return;
-      }
-      const parsed = parseOutputLine(raw, stream, sb.id);
-      if (parsed.kind === "ready") {
-        sb.ready = true;
-        sb.initMs = parsed.initMs;
-        resolveReady();
-        return;
-      }
-      if (!sb.ready) {
-        sb.tail.push(parsed.line.message);
-        if (sb.tail.length > TAIL_LINES) sb.tail.shift();
-      }
-      try {
-        sb.onLog(parsed.line);
-      } catch (err) {
-        log.warn({ err }, "onLog threw");
-      }
-    };
-    // One budget for both pipes; when it runs out both are paused, so the function's writes block.
-    const limiter = new OutputLimiter(outputLimits, (lines, bytes) => {
-      try {
-        sb.onLog(outputDroppedLine(sb.id, lines, bytes, outputLimits));
-      } catch (err) {
-        log.warn({ err }, "onLog threw");
-      }
-    });
-    if (child.stdout) limiter.read(child.stdout, (l) => handle(l, "stdout"));
-    if (child.stderr) limiter.read(child.stderr, (l) => handle(l, "stderr"));
-    // A write to the channel of a slot that died must not become an uncaught error.
-    (child.stdio[3] as Writable | null | undefined)?.on("error", () => {});
-
-    sb.exited = (async (): Promise<InstanceExit> => {
-      let code: number | null = null;
-      let signal: string | null = null;
-      if (child.exitCode === null && child.signalCode === null) {
-        const [c, sig] = (await once(child, "exit").catch(() => [null, null])) as [number | null, NodeJS.Signals | null];
-        code = c;
-        signal = sig;
-      } else {
-        code = child.exitCode;
-        signal = child.signalCode;
-      }
-      // Whatever is left (forks that left the sandbox's process tree) dies with the cgroup.
-      const oom = sb.cgroup.oomKills();
-      await sb.cgroup.killAll().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "killing the cgroup failed"));
-      if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
-      limiter.close();
-      await sb.cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "removing the cgroup failed"));
-      rmSync(sb.socketDir, { recursive: true, force: true });
-      await boxes.remove(sb.internalId);
-      await networks.remove(sb.internalId);
-      if (sb.slotDir !== null) await removeSlotDir(sb.internalId);
-      live.delete(sb.id);
-      let reason = sb.state.reason;
-      if (reason === null) {
-        // bwrap reports a signalled child as 128 + signal: 137 = SIGKILL (the OOM killer when oom > 0),
-        // 134 = SIGABRT (V8's "heap out of memory"), 139 = SIGSEGV (heap OOM seen when node is PID 1).
-        if (oom > 0 || code === 134 || code === 139) reason = "out-of-memory";
-        else if (!sb.ready && code === EXIT.loadFailed) reason = "load-failed";
-        else reason = "crashed";
-      }
-      const value: InstanceExit = { reason, exitCode: code, signal };
-      sb.state.exitedValue = value;
-      log.debug({ instanceId: sb.id, ...value }, "instance exited");
-      return value;
-    })();
-    return sb;
-  }
 
   /** Mounts `id`'s box and points the socket dir path (`sockets/<id>`, what the endpoint names) at its run/. */
   async function prepareBox(id: string, socketDir: string): Promise<InstanceBox> {
@@ -366,73 +157,128 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     return box;
   }
 
-  const destroySandbox = async (sb: Sandbox): Promise<InstanceExit> => {
-    if (sb.state.exitedValue) return sb.state.exitedValue;
-    sb.state.reason ??= "destroyed";
-    sb.kill();
-    return sb.exited;
-  };
-
-  /** Creates a pre-warm slot for `key`: a generic sandbox whose /fn is an empty per-slot mount point. */
-  async function createSlot(key: string): Promise<Sandbox> {
-    if (closed) throw new StratusError("SHUTTING_DOWN");
-    const [memory, network, nofile] = key.split(":") as [string, "outbound" | "none", string];
-    const slotId = `pw-${randomBytes(6).toString("hex")}`;
-    const codeDir = await slotMounts.create(slotId);
-    live.set(slotId, null);
-    const release = await bootGate();
-    let sb: Sandbox;
+  /**
+   * Everything of a sandbox but its process: socket dir + box, cgroup, (network namespace), the runtime
+   * copy. On failure what was made is removed again. `what` names it in errors.
+   */
+  async function prepareSandbox(id: string, memoryMb: number, network: "outbound" | "none", what: string): Promise<{ socketDir: string; box: InstanceBox; cgroup: InstanceCgroup; netns: SandboxNetns | null; runtimePath: string; undo: () => Promise<void> }> {
+    const socketDir = join(socketsRoot, id);
+    let netns: SandboxNetns | null = null;
+    if (network === "outbound") {
+      try {
+        await networks.ensureRules();
+        netns = await networks.create(id);
+      } catch (err) {
+        throw new StratusError("INSTANCE_START_FAILED", `cannot set up the sandbox network: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    const undoNet = (): Promise<void> => (netns === null ? Promise.resolve() : networks.remove(id));
+    let box: InstanceBox;
     try {
-      sb = await launch(slotId, Number(memory), network, Number(nofile), { kind: "generic", codeDir });
+      box = await prepareBox(id, socketDir);
     } catch (err) {
-      release();
-      live.delete(slotId);
-      await removeSlotDir(slotId);
+      await undoNet();
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the ${what}: ${(err as Error).message}`, { cause: err });
+    }
+    let cgroup: InstanceCgroup;
+    try {
+      cgroup = cgroups.create(id, { memoryMb, pidsMax, cpuWeight: Math.min(10_000, Math.max(1, Math.round((memoryMb / 256) * 100))) });
+    } catch (err) {
+      rmSync(socketDir, { force: true });
+      await boxes.remove(id);
+      await undoNet();
+      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the ${what}: ${(err as Error).message}`, { cause: err });
+    }
+    const undo = async (): Promise<void> => {
+      rmSync(socketDir, { force: true });
+      await boxes.remove(id);
+      await undoNet();
+      await cgroup.remove().catch(() => undefined);
+    };
+    const runtimePath = await runtimeCopy().catch(async (err: unknown) => {
+      await undo();
       throw err;
-    }
-    void Promise.race([sb.genericPromise, sb.exited]).finally(release);
-    live.set(slotId, sb);
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), startTimeoutMs)));
-    const outcome = await Promise.race([sb.genericPromise.then(() => "ready" as const), sb.exited.then(() => "exited" as const), timeout]);
-    clearTimeout(timer);
-    if (outcome !== "ready") {
-      await destroySandbox(sb);
-      throw new StratusError("INSTANCE_START_FAILED", `a pre-warm slot did not start (${outcome}): ${sb.tail.join("\n")}`);
-    }
-    return sb;
+    });
+    return { socketDir, box, cgroup, netns, runtimePath, undo };
   }
 
-  /** Unmounts (propagating into the sandbox, if still alive) and removes a slot's code dir and stage dir. */
-  const removeSlotDir = (slotId: string): Promise<void> => slotMounts.remove(slotId);
-
-  const counts = { hits: 0, misses: 0 };
-  const pool = new PrewarmPool<Sandbox>(
-    {
-      create: createSlot,
-      destroy: async (sb) => void (await destroySandbox(sb)),
-      alive: (sb) => sb.state.exitedValue === null && sb.child.exitCode === null && sb.child.signalCode === null,
-    },
-    {
-      size: options.prewarm ?? 0,
-      maxSize: options.prewarmMax,
-      defaultKey: poolKeyOf(options.prewarmMemoryMb ?? 256, "outbound", 1024),
-      onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
-    },
-  );
-  // Fill the pool in the background from the start: the first cold start should already find a slot.
-  if (pool.enabled) setImmediate(() => pool.refill());
-
   /**
-   * Turns a ready slot into `spec`'s instance: bind the artifact read-only onto the slot's /fn (the
-   * mount propagates into the sandbox), name its cgroup and socket dir after the instance, send the one
-   * SpecializeMessage and close the channel. Resolves when the runtime printed READY.
+   * Starts one sandbox process: socket dir, cgroup, bwrap. `fresh` loads the function from the start;
+   * `generic` starts a pre-warm slot (code dir = an empty, per-slot mount point, specialisation fd 3).
    */
-  async function specialise(sb: Sandbox, spec: InstanceSpec, onLog: (l: InstanceLogLine) => void): Promise<void> {
-    await slotMounts.attach(sb.internalId, spec.artifactDir);
-    // Name everything after the instance, as a fresh start does (operators and reconcile see one name).
-    // cgroup v1 allows renaming within the parent; v2 does not (the slot name then stays).
-    if (cgroups.layout.mode === "v1") {
+  async function launch(mode: LaunchMode, io: LaunchIo): Promise<Launched<Sandbox>> {
+    const internalId = io.id;
+    const limits = mode.kind === "fresh"
+      ? { memoryMb: mode.spec.config.memory, network: mode.spec.config.network, maxOpenFiles: mode.spec.config.maxOpenFiles }
+      : mode.key;
+    const codeDir = mode.kind === "generic" ? await slotMounts.create(internalId) : null;
+    let prepared: Awaited<ReturnType<typeof prepareSandbox>>;
+    try {
+      prepared = await prepareSandbox(internalId, limits.memoryMb, limits.network, "sandbox");
+    } catch (err) {
+      if (codeDir !== null) await slotMounts.remove(internalId);
+      throw err;
+    }
+    const { socketDir, box, cgroup, netns, runtimePath } = prepared;
+    const [file, args] = buildSandboxCommand({
+      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : codeDir!, socketDir: box.run,
+      uid, gid, procsFiles: cgroup.procsFiles, network: limits.network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles: limits.maxOpenFiles,
+      // Fixed at start: one reason pool slots are keyed by memory.
+      nodeArgs: [heapFlagOf(limits.memoryMb)],
+    });
+    // A clean, explicit environment: never the platform's own (it leaks secrets, and NODE_EXTRA_CA_CERTS
+    // alone doubles start time, see MEASURED.md). Protocol variables win over the function's env.
+    const base = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", GLIBC_TUNABLES: MALLOC_TUNABLES };
+    const socketEnv = `${SANDBOX_PATHS.socketDir}/${SANDBOX_PATHS.socketName}`;
+    const env: Record<string, string> = mode.kind === "generic"
+      ? { ...base, [ENV.socket]: socketEnv, [ENV.generic]: "1" }
+      : { ...base, ...mode.spec.env, [ENV.socket]: socketEnv, ...specEnv(mode.spec, SANDBOX_PATHS.code) };
+    // Generic slots get fd 3, the one-shot specialisation channel; the driver holds its only other end.
+    const child = spawn(file, args, { env, stdio: mode.kind === "generic" ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"] });
+    const sb: Sandbox = { internalId, id: internalId, cgroup, child, socketDir, slotDir: codeDir };
+    io.output(child.stdout!, child.stderr!);
+    // A write to the channel of a slot that died must not become an uncaught error.
+    (child.stdio[3] as Writable | null | undefined)?.on("error", () => {});
+
+    const exit = (async (): Promise<RawExit> => {
+      const { code, signal } = await childExit(child);
+      // Whatever is left (forks that left the sandbox's process tree) dies with the cgroup.
+      // bwrap reports a signalled child as 128 + signal: 137 = SIGKILL (the OOM killer when oom > 0).
+      const oom = sb.cgroup.oomKills();
+      await sb.cgroup.killAll().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "killing the cgroup failed"));
+      await childOutputDrained(child);
+      await sb.cgroup.remove().catch((err: unknown) => log.error({ err, instanceId: sb.id }, "removing the cgroup failed"));
+      rmSync(sb.socketDir, { recursive: true, force: true });
+      await boxes.remove(sb.internalId);
+      await networks.remove(sb.internalId);
+      if (sb.slotDir !== null) await slotMounts.remove(sb.internalId);
+      return { exitCode: code, signal, oomKilled: oom > 0 };
+    })();
+    return { handle: sb, exit };
+  }
+
+  const kill = (sb: Sandbox): void => {
+    void sb.cgroup.killAll().catch(() => {});
+    sb.child.kill("SIGKILL");
+  };
+
+  const backend: SandboxBackend<Sandbox> = {
+    name: "process",
+    defaultStartTimeoutMs: 10_000,
+    pool: true,
+    codeDir: SANDBOX_PATHS.code,
+    socketPathOf: (id) => join(socketsRoot, id, SANDBOX_PATHS.socketName),
+    socketPath: (sb) => join(sb.socketDir, SANDBOX_PATHS.socketName),
+    launch,
+    /**
+     * Binds the artifact read-only onto the slot's /fn (the mount propagates into the sandbox) and names
+     * its cgroup and socket dir after the instance.
+     */
+    async attach(sb, spec) {
+      await slotMounts.attach(sb.internalId, spec.artifactDir);
+      // Name everything after the instance, as a fresh start does (operators and reconcile see one name).
+      // cgroup v1 allows renaming within the parent; v2 does not (the slot name then stays).
+      if (cgroups.layout.mode !== "v1") return;
       const dirs = cgroups.rootDirs();
       const done: string[] = [];
       try {
@@ -441,155 +287,40 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
           done.push(d);
         }
         renameSync(sb.socketDir, join(socketsRoot, spec.instanceId));
-        live.delete(sb.id);
         sb.id = spec.instanceId;
         sb.cgroup = cgroups.open(spec.instanceId);
         sb.socketDir = join(socketsRoot, spec.instanceId);
-        live.set(sb.id, sb);
       } catch (err) {
         for (const d of done) renameSync(join(d, spec.instanceId), join(d, sb.internalId));
         throw err;
       }
-    }
-    sb.onLog = onLog;
-    sb.tail.length = 0;
-    const message: SpecializeMessage = {
-      entry: `${SANDBOX_PATHS.code}/${spec.entry}`,
-      exportName: spec.exportName,
-      functionName: spec.functionName,
-      config: spec.config,
-      instanceId: spec.instanceId,
-      env: spec.env,
-    };
-    const channel = sb.child.stdio[3] as Writable;
-    channel.end(JSON.stringify(message));
-  }
-
-  async function start(spec: InstanceSpec, startOptions: StartOptions = {}): Promise<Instance> {
-    if (closed) throw new StratusError("SHUTTING_DOWN");
-    if (!/^[a-z0-9-]{1,64}$/.test(spec.instanceId) || spec.instanceId.startsWith("pw-")) throw new StratusError("INSTANCE_START_FAILED", `invalid instance id "${spec.instanceId}"`);
-    if (live.has(spec.instanceId)) throw new StratusError("INSTANCE_START_FAILED", `instance ${spec.instanceId} already exists`);
-    const t0 = performance.now();
-    if (Buffer.byteLength(join(socketsRoot, spec.instanceId, SANDBOX_PATHS.socketName)) > 107) throw new StratusError("INSTANCE_START_FAILED", `socket path too long: use a shorter stateDir`);
-    startOptions.signal?.throwIfAborted();
-
-    const key = poolKeyOf(spec.config.memory, spec.config.network, spec.config.maxOpenFiles);
-    try {
-      let sb: Sandbox | undefined = pool.take(key);
-      const booting = sb ? undefined : pool.claimBooting(key);
-      if (booting) sb = await untilAborted(booting, startOptions.signal, (late) => void (late && destroySandbox(late)));
-      return await startOn(sb, spec, startOptions, t0);
-    } finally {
-      // Refill only later (see PrewarmPool.take, refillAfterStart): a booting slot would slow this start
-      // and the instance's first requests down.
-      pool.refillAfterStart();
-    }
-  }
-
-  async function startOn(taken: Sandbox | undefined, spec: InstanceSpec, startOptions: StartOptions, t0: number): Promise<Instance> {
-    const onLog = startOptions.onLog ?? (() => {});
-    const socketPathOf = (dir: string): string => join(dir, SANDBOX_PATHS.socketName);
-    let sb = taken;
-    let prewarmed = false;
-    if (sb) {
+    },
+    send: (sb, message) => void (sb.child.stdio[3] as Writable).end(message),
+    signal(sb, signal) {
+      if (signal === "SIGKILL") return kill(sb);
+      const pid = findRuntimePid(sb.cgroup);
+      if (pid === null) return kill(sb);
       try {
-        await specialise(sb, spec, onLog);
-        prewarmed = true;
-      } catch (err) {
-        // The slot is spoiled (e.g. the mount failed): discard it and start fresh.
-        log.warn({ err, instanceId: spec.instanceId }, "specialising a pre-warm slot failed; starting fresh");
-        await destroySandbox(sb);
-        sb = undefined;
+        process.kill(pid, "SIGTERM");
+      } catch {
+        kill(sb);
       }
-    }
-    if (!sb) {
-      live.set(spec.instanceId, null);
-      const release = await bootGate();
-      try {
-        if (closed) throw new StratusError("SHUTTING_DOWN");
-        startOptions.signal?.throwIfAborted();
-        sb = await launch(spec.instanceId, spec.config.memory, spec.config.network, spec.config.maxOpenFiles, { kind: "fresh", spec });
-      } catch (err) {
-        release();
-        live.delete(spec.instanceId);
-        if ((err as { code?: unknown }).code === "ABORT_ERR") throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: err });
-        throw err;
-      }
-      void Promise.race([sb.readyPromise, sb.exited]).finally(release);
-      sb.onLog = onLog;
-      live.set(spec.instanceId, sb);
-    }
-    const inst = sb;
+    },
+    stats: async (sb) => {
+      const m = sb.cgroup.memory();
+      return m ? { memoryBytes: m.currentBytes, peakMemoryBytes: m.peakBytes } : null;
+    },
+    alive: (sb) => sb.child.exitCode === null && sb.child.signalCode === null,
+    async release() {
+      // Leave no mount behind on the host: the state dir must stay removable.
+      await slotMounts.close();
+      await boxes.close();
+      // Nor an empty cgroup root (a discovery still running keeps it: rmdir refuses a busy cgroup).
+      if (discovering.size === 0) cgroups.removeRoot();
+    },
+  };
 
-    let timer: NodeJS.Timeout | undefined;
-    const abort = (): void => void destroySandbox(inst);
-    try {
-      startOptions.signal?.throwIfAborted();
-      startOptions.signal?.addEventListener("abort", abort, { once: true });
-      const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), startTimeoutMs)));
-      const outcome = await Promise.race([inst.readyPromise.then(() => "ready" as const), inst.exited.then(() => "exited" as const), timeout]);
-      if (outcome !== "ready") {
-        if (outcome === "timeout") inst.state.reason = "load-failed";
-        const exit = await destroySandbox(inst);
-        const output = inst.tail.join("\n").trim();
-        if (startOptions.signal?.aborted) throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: startOptions.signal.reason });
-        if (outcome === "timeout") throw new StratusError("FUNCTION_LOAD_FAILED", `the function did not become ready within ${startTimeoutMs} ms${output ? `:\n${output}` : ""}`);
-        if (exit.reason === "load-failed") throw new StratusError("FUNCTION_LOAD_FAILED", output || undefined);
-        if (exit.reason === "out-of-memory") throw new StratusError("FUNCTION_LOAD_FAILED", `the function ran out of memory while loading${output ? `:\n${output}` : ""}`);
-        throw new StratusError("INSTANCE_START_FAILED", `the instance exited before it was ready (exit code ${exit.exitCode ?? exit.signal})${output ? `:\n${output}` : ""}`);
-      }
-    } catch (err) {
-      if (!inst.state.exitedValue) await destroySandbox(inst);
-      if ((err as { code?: unknown }).code === "ABORT_ERR") throw new StratusError("INSTANCE_START_FAILED", "start aborted", { cause: err });
-      throw err;
-    } finally {
-      clearTimeout(timer);
-      startOptions.signal?.removeEventListener("abort", abort);
-    }
-    const startMs = performance.now() - t0;
-    log.debug({ instanceId: spec.instanceId, startMs, prewarmed }, "instance ready");
-    counts[prewarmed ? "hits" : "misses"]++;
-
-    let closing: Promise<InstanceExit> | null = null;
-    const close = (graceMs = spec.config.timeout): Promise<InstanceExit> => {
-      if (inst.state.exitedValue) return Promise.resolve(inst.state.exitedValue);
-      closing ??= (async () => {
-        inst.state.reason ??= "closed";
-        const pid = findRuntimePid(inst.cgroup);
-        if (pid === null) inst.kill();
-        else {
-          try {
-            process.kill(pid, "SIGTERM");
-          } catch {
-            inst.kill();
-          }
-        }
-        const t = setTimeout(() => inst.kill(), graceMs);
-        try {
-          return await inst.exited;
-        } finally {
-          clearTimeout(t);
-        }
-      })();
-      return closing;
-    };
-
-    return {
-      id: spec.instanceId,
-      spec,
-      endpoint: { socketPath: socketPathOf(inst.socketDir) },
-      startMs,
-      initMs: inst.initMs,
-      exited: inst.exited,
-      close,
-      destroy: () => destroySandbox(inst),
-      stats: async (): Promise<InstanceStats | null> => {
-        if (inst.state.exitedValue) return null;
-        const m = inst.cgroup.memory();
-        return m ? { memoryBytes: m.currentBytes, peakMemoryBytes: m.peakBytes } : null;
-      },
-    };
-  }
+  const core = createDriverCore(backend, { ...options, logger: log });
 
   /**
    * Runs the runtime in discovery mode inside the same sandbox and limits as an instance, with no
@@ -597,7 +328,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
    * function the runtime reports with an error is passed through with it.
    */
   async function discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
-    if (closed) throw new StratusError("SHUTTING_DOWN");
+    core.assertOpen();
     const id = `discover-${randomBytes(6).toString("hex")}`;
     discovering.add(id);
     try {
@@ -608,61 +339,20 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   }
 
   async function runDiscovery(id: string, spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
-    const socketDir = join(socketsRoot, id);
-    let cgroup: InstanceCgroup;
-    let box: InstanceBox;
-    try {
-      box = await prepareBox(id, socketDir);
-    } catch (err) {
-      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the discovery sandbox: ${(err as Error).message}`, { cause: err });
-    }
-    try {
-      cgroup = cgroups.create(id, { memoryMb: DISCOVERY_MEMORY_MB, pidsMax, cpuWeight: 100 });
-    } catch (err) {
-      rmSync(socketDir, { force: true });
-      await boxes.remove(id);
-      throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the discovery sandbox: ${(err as Error).message}`, { cause: err });
-    }
-    const runtimePath = await runtimeCopy().catch(async (err: unknown) => {
-      rmSync(socketDir, { force: true });
-      await boxes.remove(id);
-      await cgroup.remove().catch(() => undefined);
-      throw err;
-    });
+    const { socketDir, box, cgroup, runtimePath } = await prepareSandbox(id, DISCOVERY_MEMORY_MB, "none", "discovery sandbox");
     const [file, args] = buildSandboxCommand({
       bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: spec.artifactDir, socketDir: box.run,
       uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpDir: box.tmp, seccompPath, maxOpenFiles: DISCOVERY_MAX_OPEN_FILES,
-      nodeArgs: [`--max-old-space-size=${Math.floor(DISCOVERY_MEMORY_MB * 0.75)}`],
+      nodeArgs: [heapFlagOf(DISCOVERY_MEMORY_MB)],
     });
     const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", [ENV.discover]: "1", [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}` };
     const child = spawn(file, args, { env, stdio: ["ignore", "pipe", "pipe"] });
-    let result: string | null = null;
-    const tail: string[] = [];
-    const keep = (raw: string, stream: "stdout" | "stderr"): void => {
-      if (stream === "stdout" && raw.startsWith(DISCOVERY_PREFIX)) {
-        result = raw.slice(DISCOVERY_PREFIX.length);
-        return;
-      }
-      const parsed = parseOutputLine(raw, stream, id);
-      if (parsed.kind !== "log") return;
-      tail.push(parsed.line.message);
-      if (tail.length > TAIL_LINES) tail.shift();
-    };
-    // The discovery line can be large (many functions): allow 4 MiB for it.
-    if (child.stdout) splitLines(child.stdout, (l) => keep(l, "stdout"), 4 * 1024 * 1024);
-    if (child.stderr) splitLines(child.stderr, (l) => keep(l, "stderr"));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      void cgroup.killAll().catch(() => {});
-    }, spec.timeoutMs);
+    let run: Awaited<ReturnType<typeof watchDiscoveryChild>> | null = null;
     let code: number | null = null;
     try {
-      if (child.exitCode === null && child.signalCode === null) [code] = (await once(child, "exit").catch(() => [null])) as [number | null];
-      else code = child.exitCode;
-      if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child, "close"), new Promise((r) => setTimeout(r, 1000))]);
+      run = await watchDiscoveryChild(child, spec.timeoutMs, () => void cgroup.killAll().catch(() => {}));
+      code = run.code;
     } finally {
-      clearTimeout(timer);
       const oom = cgroup.oomKills();
       await cgroup.killAll().catch(() => {});
       await cgroup.remove().catch((err: unknown) => log.error({ err, id }, "removing the discovery cgroup failed"));
@@ -670,11 +360,12 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await boxes.remove(id);
       if (oom > 0) code = 137;
     }
-    if (timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
-    return parseDiscoveryRun({ payload: result, exitCode: code, output: tail.join("\n"), memoryMb: DISCOVERY_MEMORY_MB });
+    if (run.timedOut) throw new StratusError("FUNCTION_LOAD_FAILED", `loading the module took longer than ${spec.timeoutMs} ms`);
+    return parseDiscoveryRun({ payload: run.payload, exitCode: code, output: run.output, memoryMb: DISCOVERY_MEMORY_MB });
   }
 
   async function reconcile(): Promise<{ removed: number }> {
+    const { live } = core;
     const removed = new Set<string>();
     for (const id of cgroups.list()) {
       if (live.has(id) || discovering.has(id)) continue;
@@ -711,8 +402,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     await networks.removeOrphanVeths();
     // Slot mount points of a killed run: unmount whatever is mounted there, then remove them.
     for (const id of slotMounts.list()) {
-      if (live.has(id)) continue;
-      await removeSlotDir(id);
+      if (owned.has(id)) continue;
+      await slotMounts.remove(id);
     }
     // Empty cgroup roots of other data dirs or killed runs (`stratus-<hash>` next to ours).
     const gone = cgroups.removeEmptySiblings(leftoverRootPrefix);
@@ -720,43 +411,17 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     return { removed: removed.size };
   }
 
-  async function close(): Promise<void> {
-    closed = true;
-    await pool.close();
-    await Promise.all([...live.values()].map(async (inst) => {
-      if (!inst) return;
-      inst.state.reason ??= "destroyed";
-      inst.kill();
-      await inst.exited;
-    }));
-    // Leave no mount behind on the host: the state dir must stay removable.
-    await slotMounts.close();
-    await boxes.close();
-    // Nor an empty cgroup root (a discovery still running keeps it: rmdir refuses a busy cgroup).
-    if (discovering.size === 0) cgroups.removeRoot();
-  }
-
   return {
     name: "process",
     cgroupMode: layout.mode,
     cgroups,
-    prewarm: { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill(), counts: () => ({ ...counts }) },
-    start,
+    prewarm: core.prewarm,
+    start: core.start,
+    open: core.open,
     prepare: async () => ({}),
     discover,
     reconcile,
-    close,
-  };
-}
-
-/** The protocol variables of a fresh start (a pre-warm slot gets the same fields in its SpecializeMessage). */
-function specEnv(spec: InstanceSpec): Record<string, string> {
-  return {
-    [ENV.entry]: `${SANDBOX_PATHS.code}/${spec.entry}`,
-    [ENV.exportName]: spec.exportName,
-    [ENV.functionName]: spec.functionName,
-    [ENV.config]: JSON.stringify(spec.config),
-    [ENV.instanceId]: spec.instanceId,
+    close: core.close,
   };
 }
 

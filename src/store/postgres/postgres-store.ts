@@ -20,6 +20,7 @@
  * upsert in the same transaction, which COPY cannot do; multi-row INSERT keeps one code path.
  */
 import pg from "pg";
+import { isSerializationFailure, runTransaction } from "./pg-tx";
 import { StratusError } from "../../shared/errors";
 import type { ErrorOccurrence } from "../../shared/invocation";
 import type { StorePersistence } from "../persistence";
@@ -120,11 +121,6 @@ function foldErrors(errors: readonly ErrorOccurrence[]) {
   return [...groups.values()];
 }
 
-const isRetryable = (err: unknown) => {
-  const code = (err as { code?: string }).code;
-  return code === "40001" || code === "40P01";
-};
-
 /**
  * Opens a PostgreSQL store: connects, runs the migrations, creates the coming days' partitions.
  * @throws StratusError INTERNAL for a bad master key or a schema newer than this code; a connection
@@ -156,22 +152,7 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
   const query = <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => pool.query<R>(sql, params);
 
   /** Runs `fn` in a transaction; retried on serialization failure or deadlock. */
-  async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const c = await pool.connect();
-      try {
-        await c.query("BEGIN");
-        const out = await fn(c);
-        await c.query("COMMIT");
-        return out;
-      } catch (err) {
-        await c.query("ROLLBACK").catch(() => {});
-        if (attempt >= TX_ATTEMPTS || !isRetryable(err)) throw err;
-      } finally {
-        c.release();
-      }
-    }
-  }
+  const tx = <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => runTransaction(pool, fn, { attempts: TX_ATTEMPTS, retryable: isSerializationFailure });
 
   // Partitions known to exist (created by us or found at open). A partition dropped by another
   // control plane's retention is noticed on insert (23514, no partition for the row) and re-created.

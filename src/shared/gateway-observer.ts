@@ -4,8 +4,8 @@
  * this interface, never on the store. Every method is called synchronously on the hot path and must
  * return at once and never throw (buffer, don't write).
  */
-import type { InstanceLogLine } from "../sandbox/driver";
-import type { InvocationRecord, PlatformEvent } from "../shared/invocation";
+import type { InstanceLogLine } from "./instance-output";
+import type { InvocationRecord, PlatformEvent } from "./invocation";
 
 export interface GatewayObserver {
   /** Called once per request, after its response ended (or the client left). */

@@ -20,7 +20,7 @@ import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import * as tar from "tar-stream";
-import { StratusError } from "../shared/errors";
+import { StratusError } from "./errors";
 
 const MiB = 1024 * 1024;
 

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { StratusError } from "../shared/errors";
+import { StratusError } from "./errors";
 
 /** Every entry under `root` (relative POSIX paths, directories included), sorted by code unit. */
 export async function listTree(root: string): Promise<{ path: string; kind: "file" | "dir"; executable: boolean; size: number }[]> {

@@ -1,0 +1,126 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { PassThrough } from "node:stream";
+import { classifyExit, createDriverCore, heapMbOf, parsePoolKey, poolKeyOf, signalExitCode, signalOfExitCode, specEnv, specializeMessage, type Launched, type RawExit, type SandboxBackend } from "./driver-core";
+import type { InstanceSpec } from "./driver";
+import { parseFunctionConfig } from "../shared/function-config";
+import { ENV, EXIT, READY_LINE } from "../shared/protocol";
+
+const spec = (instanceId = "i-1"): InstanceSpec => ({
+  instanceId, functionName: "f", version: "1", artifactDir: "/a", entry: "index.js", exportName: "f", config: parseFunctionConfig("f", {}), env: { A: "1" },
+});
+
+test("pool keys round-trip", () => {
+  const k = { memoryMb: 512, network: "none" as const, maxOpenFiles: 128 };
+  assert.equal(poolKeyOf(k), "512:none:128");
+  assert.deepEqual(parsePoolKey(poolKeyOf(k)), k);
+});
+
+test("heap: 75 % of memory, at least 16 MB", () => {
+  assert.equal(heapMbOf(256), 192);
+  assert.equal(heapMbOf(64), 48);
+  assert.equal(heapMbOf(10), 16);
+});
+
+test("signal names and shell-style exit codes", () => {
+  assert.equal(signalExitCode("SIGKILL"), 137);
+  assert.equal(signalExitCode(null), null);
+  assert.equal(signalOfExitCode(134), "SIGABRT");
+  assert.equal(signalOfExitCode(1), null);
+});
+
+test("classifyExit: one rule for every driver", () => {
+  const raw = (exitCode: number | null, oomKilled = false, signal: string | null = null): RawExit => ({ exitCode, signal, oomKilled });
+  const rows: Array<[RawExit, Parameters<typeof classifyExit>[1], boolean, string]> = [
+    [raw(137, true), "destroyed", true, "destroyed"],
+    [raw(137), "load-failed", false, "load-failed"],
+    [raw(137, true), null, true, "out-of-memory"],
+    [raw(134), null, true, "out-of-memory"],
+    [raw(139), "closed", true, "out-of-memory"],
+    [raw(null, false, "SIGABRT"), null, true, "out-of-memory"],
+    [raw(0), "closed", true, "closed"],
+    [raw(EXIT.loadFailed), null, false, "load-failed"],
+    [raw(EXIT.loadFailed), null, true, "crashed"],
+    [raw(1), null, true, "crashed"],
+  ];
+  for (const [r, stop, ready, want] of rows) assert.equal(classifyExit(r, stop, ready), want, JSON.stringify({ r, stop, ready }));
+});
+
+test("the fresh env and the specialisation message carry the same fields", () => {
+  const s = spec();
+  const env = specEnv(s, "/fn");
+  const m = specializeMessage(s, "/fn");
+  assert.equal(env[ENV.entry], "/fn/index.js");
+  assert.equal(m.entry, env[ENV.entry]);
+  assert.equal(m.exportName, env[ENV.exportName]);
+  assert.equal(m.functionName, env[ENV.functionName]);
+  assert.equal(m.instanceId, env[ENV.instanceId]);
+  assert.deepEqual(m.config, JSON.parse(env[ENV.config]!));
+  assert.deepEqual(m.env, s.env);
+});
+
+/** A backend whose "sandboxes" are two PassThrough streams; `ready` prints READY at once. */
+function fakeBackend(opts: { ready: boolean }): { backend: SandboxBackend<{ out: PassThrough; err: PassThrough; end: (r: RawExit) => void }>; launches: () => number } {
+  let launches = 0;
+  return {
+    launches: () => launches,
+    backend: {
+      name: "dev", defaultStartTimeoutMs: 2000, pool: false, codeDir: "/fn",
+      socketPathOf: (id) => `/tmp/${"d".repeat(40)}/${id}.sock`,
+      socketPath: () => "/tmp/x/s.sock",
+      async launch(mode, io): Promise<Launched<{ out: PassThrough; err: PassThrough; end: (r: RawExit) => void }>> {
+        launches++;
+        const out = new PassThrough();
+        const err = new PassThrough();
+        io.output(out, err);
+        let end!: (r: RawExit) => void;
+        const exit = new Promise<RawExit>((r) => (end = r));
+        if (opts.ready) setImmediate(() => out.write(`${READY_LINE}\n`));
+        else setImmediate(() => {
+          err.write("boom at load\n");
+          setImmediate(() => end({ exitCode: EXIT.loadFailed, signal: null, oomKilled: false }));
+        });
+        void mode;
+        return { handle: { out, err, end }, exit };
+      },
+      attach: async () => {},
+      send: () => {},
+      signal: (h, sig) => h.end({ exitCode: sig === "SIGKILL" ? 137 : 0, signal: null, oomKilled: false }),
+      stats: async () => ({ memoryBytes: 1, peakMemoryBytes: 1 }),
+    },
+  };
+}
+
+test("core lifecycle: start needs open(); ids validated before anything launches; close is idempotent and final", async () => {
+  const { backend, launches } = fakeBackend({ ready: true });
+  const core = createDriverCore(backend, {});
+  await assert.rejects(core.start(spec()), { code: "INSTANCE_START_FAILED", message: /not open/ });
+  await core.open();
+  await core.open();
+  for (const id of ["Bad", "pw-1", "a/b", "x".repeat(65)]) await assert.rejects(core.start(spec(id)), { code: "INSTANCE_START_FAILED", message: /invalid instance id/ });
+  await assert.rejects(core.start(spec("y".repeat(64))), { message: /socket path too long/ }, "the socket path is checked for every driver");
+  assert.equal(launches(), 0, "nothing launched for a refused start");
+  const inst = await core.start(spec());
+  await assert.rejects(core.start(spec()), { message: /already exists/ });
+  assert.deepEqual(await inst.stats(), { memoryBytes: 1, peakMemoryBytes: 1 });
+  const [a, b] = await Promise.all([core.close(), core.close()]);
+  assert.equal(a, b);
+  assert.equal((await inst.exited).reason, "destroyed");
+  assert.equal(await inst.stats(), null);
+  await assert.rejects(core.start(spec("i-2")), { code: "SHUTTING_DOWN" });
+  await assert.rejects(core.open(), { code: "SHUTTING_DOWN" });
+});
+
+test("core: a load failure is FUNCTION_LOAD_FAILED with the output; graceful close then destroy return one exit", async () => {
+  const failing = createDriverCore(fakeBackend({ ready: false }).backend, {});
+  await failing.open();
+  await assert.rejects(failing.start(spec()), { code: "FUNCTION_LOAD_FAILED", message: /boom at load/ });
+  assert.equal(failing.live.size, 0, "nothing tracked after a failed start");
+  const core = createDriverCore(fakeBackend({ ready: true }).backend, {});
+  await core.open();
+  const inst = await core.start(spec());
+  const c = await inst.close(1000);
+  assert.equal(c.reason, "closed");
+  assert.deepEqual(await inst.destroy(), c);
+  await core.close();
+});

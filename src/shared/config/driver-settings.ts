@@ -1,0 +1,38 @@
+/**
+ * The node's sandbox driver settings the platform exposes (sections `process` and `docker` of the
+ * platform schema), with the one set of option names the drivers share: `startTimeoutMs`, `pidsMax`,
+ * `tmpSizeMb`, `blockedCidrs` mean the same in both sections, and each section carries its driver's
+ * defaults. src/node/driver-factory.ts passes them to the driver's options. The drivers' option *type*
+ * lives with the drivers (src/sandbox/); this is only how the platform configures them.
+ */
+import { z } from "zod";
+import { int, ipv4Cidr, setting } from "./setting";
+
+/** Drivers a node can run (the platform config's `driver`). */
+export const DRIVER_NAMES = ["process", "docker"] as const;
+export type DriverName = (typeof DRIVER_NAMES)[number];
+
+function commonShape(driver: string, d: { startTimeoutMs: number; pidsMax: number; tmpSizeMb: number }) {
+  return {
+    startTimeoutMs: setting(int(1000, 600_000).default(d.startTimeoutMs), { unit: "ms", doc: `${driver} driver: longest wait from launching an instance to its READY line; then the start fails with FUNCTION_LOAD_FAILED. Time waiting for a start slot does not count.` }),
+    pidsMax: setting(int(16, 65_536).default(d.pidsMax), { unit: "tasks", doc: `${driver} driver: processes + threads per instance (Node itself uses ~11).` }),
+    tmpSizeMb: setting(int(1, 65_536).default(d.tmpSizeMb), { unit: "MB", doc: `${driver} driver: size of each instance's private \`/tmp\` (tmpfs; its pages count against the memory limit).` }),
+    blockedCidrs: setting(z.array(ipv4Cidr()).default([]), { unit: "CIDRs", doc: `${driver} driver: IPv4 ranges an instance with \`network: "outbound"\` may not reach, besides 169.254.0.0/16 (always blocked), e.g. the cluster's private network (comma-separated in the env).` }),
+  };
+}
+
+export const PROCESS_DRIVER_SETTINGS_SHAPE = {
+  sandboxSubnet: setting(ipv4Cidr(8, 28).default("10.200.0.0/16"), { unit: "CIDR", doc: "Process driver: IPv4 subnet carved into one /30 per sandbox with outbound network (its own network namespace, a veth pair and NAT). Pick a range no real network of the host uses; two nodes on one host need disjoint subnets. See docs/sandbox.md." }),
+  ...commonShape("Process", { startTimeoutMs: 10_000, pidsMax: 128, tmpSizeMb: 64 }),
+};
+
+export const DOCKER_DRIVER_SETTINGS_SHAPE = {
+  imagePruneIntervalMs: setting(int(0, 86_400_000).default(600_000), { unit: "ms", doc: "Docker driver: how often the node removes function images no active version uses (the registry keeps every version; a rollback pulls by digest). 0 disables." }),
+  ...commonShape("Docker", { startTimeoutMs: 30_000, pidsMax: 256, tmpSizeMb: 64 }),
+  cpuSharesPerGb: setting(int(2, 262_144).default(1024), { unit: "shares", doc: "Docker driver: CPU shares per 1024 MB of memory limit (CPU weight follows memory, as on Lambda)." }),
+};
+
+export const ProcessDriverSettingsSchema = z.strictObject(PROCESS_DRIVER_SETTINGS_SHAPE);
+export const DockerDriverSettingsSchema = z.strictObject(DOCKER_DRIVER_SETTINGS_SHAPE);
+export type ProcessDriverSettings = z.output<typeof ProcessDriverSettingsSchema>;
+export type DockerDriverSettings = z.output<typeof DockerDriverSettingsSchema>;

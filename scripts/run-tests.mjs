@@ -49,8 +49,8 @@ if (files.length === 1) {
 }
 
 /**
- * Per file: `weight` = rough minutes on this machine (longest start first), `alone`, `locks`.
- * A file that uses Docker gets the `docker` lock by itself (see dockerLock); unknown files weigh 1.
+ * Per file: `alone`, `locks` (more than the automatic ones).
+ * A file that uses Docker gets the `docker` lock by itself (see dockerLock).
  */
 const SCHEDULE = {
   // Timing-sensitive: latency / "served within" bounds, or 2,000 sockets at once.
@@ -58,20 +58,28 @@ const SCHEDULE = {
   "test/output-flood.test.ts": { alone: true },
   "test/prewarm.test.ts": { alone: true },
 };
-const WEIGHTS = {};
+/** Seconds each long file took in a parallel run on this machine (2 cores); the rest count 5. */
+const WEIGHTS = {
+  "test/compat.test.ts": 330, "test/sandbox-docker.test.ts": 120, "test/lb-haproxy.test.ts": 110, "test/events.test.ts": 80,
+  "test/prewarm-docker.test.ts": 80, "test/gateway-docker.test.ts": 57, "test/events-crash.test.ts": 52, "test/e2e-docker.test.ts": 47,
+  "test/e2e-cli.test.ts": 43, "test/cluster-membership.test.ts": 42, "test/adversarial/a-function-code.test.ts": 41,
+  "test/adversarial/b-uploads.test.ts": 34, "test/gateway.test.ts": 31, "test/dev.test.ts": 30, "test/build.test.ts": 29,
+  "test/adversarial/e-faults.test.ts": 27, "test/adversarial/d-api.test.ts": 21, "test/build-files.test.ts": 20,
+};
 
 const concurrency = Math.max(1, Number(process.env.STRATUS_TEST_CONCURRENCY ?? 3) || 3);
 const fileTimeoutMs = Math.max(1, Number(process.env.STRATUS_TEST_FILE_TIMEOUT_S ?? 1200) || 1200) * 1000;
 
-const dockerLock = (file) => /createDockerDriver|ensureDocker\(|"--driver", "docker"|driver: "docker"|STRATUS_DRIVER: "docker"/.test(readFileSync(file, "utf8"));
+// A file that makes a Docker driver or platform (directly or through the adversarial harness).
+const dockerLock = (file) => /createDockerDriver|ensureDocker\(|startStack\("docker"|"--driver", "docker"|driver: "docker"|STRATUS_DRIVER: "docker"/.test(readFileSync(file, "utf8"));
 const jobs = files.map((file) => {
   const s = SCHEDULE[file] ?? {};
   const locks = new Set(s.locks ?? []);
   if (dockerLock(file)) locks.add("docker");
-  return { file, alone: s.alone === true, locks, weight: WEIGHTS[file] ?? 1 };
+  return { file, alone: s.alone === true, locks, weight: WEIGHTS[file] ?? 5 };
 });
-// Locked files first (their chain is the long pole), then by weight; `alone` ones at the end.
-jobs.sort((a, b) => Number(a.alone) - Number(b.alone) || b.locks.size - a.locks.size || b.weight - a.weight || a.file.localeCompare(b.file));
+// Longest first, `alone` ones at the end. Locked files wait for their lock without holding up the others.
+jobs.sort((a, b) => Number(a.alone) - Number(b.alone) || b.weight - a.weight || a.file.localeCompare(b.file));
 
 const ANSI = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
 const COUNTERS = ["tests", "suites", "pass", "fail", "cancelled", "skipped", "todo"];

@@ -158,6 +158,51 @@ test("convergence: a node that missed a push catches up at its next resync", asy
   }
 });
 
+test("discovery bundles: two builds of identical code publish one digest; each unpublishes only its own, the other is still served", async () => {
+  const root = await mkdtemp(join(tmpdir(), "st-pb-"));
+  const secret = "publish-bundle-test-secret-0123456789";
+  const config = resolvePlatformConfig({ flags: { port: 0, dataDir: join(root, "c"), logLevel: "silent" } });
+  const control = createControlPlane(config, { logger: createSilentLogger(), nodeSecret: secret, listen: true });
+  const asNode = { client: null as ReturnType<typeof createLinkClient> | null };
+  try {
+    const { url } = await control.start();
+    // Two work dirs with the same tree, as two concurrent deploys of one project have.
+    const dirs = [join(root, "w1"), join(root, "w2")];
+    for (const d of dirs) {
+      await mkdir(d);
+      await writeFile(join(d, "index.js"), "module.exports.f = () => 'same';\n");
+    }
+    const digest = await digestTree(dirs[0]!);
+    assert.equal(await digestTree(dirs[1]!), digest);
+    asNode.client = createLinkClient(url!, deriveLinkKeys(secret).node, "control plane");
+    const client = asNode.client;
+    const fetchDigest = async (): Promise<string> => {
+      const cache = createArtifactCache(await mkdtemp(join(root, "cache-")), (d) => client.stream(`/internal/v1/artifacts/${d}`));
+      const t = await cache.fetchTemp(digest);
+      try {
+        return await digestTree(t.dir);
+      } finally {
+        await t.cleanup();
+      }
+    };
+    const unpublishFirst = control.fleet!.publishBundle(digest, dirs[0]!);
+    const unpublishSecond = control.fleet!.publishBundle(digest, dirs[1]!);
+    assert.equal(await fetchDigest(), digest);
+    // The second build ends first and removes its work dir: the first one's discovery still fetches.
+    unpublishSecond();
+    await rm(dirs[1]!, { recursive: true });
+    assert.equal(await fetchDigest(), digest, "the first build's bundle is still published");
+    unpublishSecond(); // twice: no effect on the other's
+    assert.equal(await fetchDigest(), digest);
+    unpublishFirst();
+    await assert.rejects(fetchDigest(), (err: { code?: string }) => err.code === "NOT_FOUND", "nothing published any more");
+  } finally {
+    await asNode.client?.close();
+    await control.close();
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test("telemetry keeps every field of an output line, the output-dropped marker's counts included", () => {
   const line = { ts: 1, stream: "stderr" as const, level: "warn", message: "[output-dropped] 5 lines (50 bytes)…", instanceId: "i-1", requestId: "r-1", dropped: { lines: 5, bytes: 50 } };
   const batch = TelemetryBatchSchema.parse({ nodeId: "n", items: [{ kind: "line", functionName: "f", line }], dropped: 0, pools: {} });

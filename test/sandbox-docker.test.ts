@@ -351,9 +351,17 @@ describe("Docker driver", { timeout: 240_000 }, () => {
   test("pruneImages removes unreferenced function images and keeps the ones asked for", async () => {
     const spec = specOf("pruneMe", "hello", artifact("hello", "\n// prune"));
     const { image } = await driver.prepare(spec);
+    // A dangling function image (what a rebuilt tag leaves behind): listed as `<none>:<none>`.
+    const ctx = mkdtempSync(join(work, "dangling-"));
+    writeFileSync(join(ctx, "Dockerfile"), `FROM ${helloImage}\nLABEL stratus.test-dangling="${Date.now()}"\n`);
+    const build = await docker.buildImage({ context: ctx, src: ["Dockerfile"] }, { rm: true, forcerm: true });
+    const built = await new Promise<unknown[]>((res, rej) => docker.modem.followProgress(build, (err: Error | null, out: unknown[]) => (err ? rej(err) : res(out))));
+    const danglingId = built.map((e) => (e as { aux?: { ID?: string } }).aux?.ID).find((id) => id !== undefined);
+    assert.ok(danglingId, `the build reported an image id: ${JSON.stringify(built).slice(-300)}`);
     const { removed } = await driver.pruneImages([helloImage]);
-    assert.ok(removed >= 1);
+    assert.ok(removed >= 2);
     await assert.rejects(docker.getImage(image).inspect(), (e: { statusCode?: number }) => e.statusCode === 404);
+    await assert.rejects(docker.getImage(danglingId).inspect(), (e: { statusCode?: number }) => e.statusCode === 404, "the dangling image is removed too");
     await docker.getImage(helloImage).inspect();
     // Pulled back by digest from the registry before the first start on this engine.
     const inst = await driver.start({ ...spec, image });

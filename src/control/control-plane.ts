@@ -61,6 +61,11 @@ export interface ControlPlaneDeps {
    * the slow path by which a control plane learns of another's change when a NOTIFY was lost.
    */
   readonly configCheckIntervalMs?: number;
+  /**
+   * The per-address bucket of failed token checks (default: one of its own from `config.auth`).
+   * `stratus up` passes the one its node's gateway uses, so the API and private functions share it.
+   */
+  readonly authFailures?: AuthFailureLimiter;
 }
 
 /** Default period of the config revision check, ms. */
@@ -221,7 +226,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       publicUrl: () => publicUrl, maxArchiveBytes: config.build.maxArchiveBytes,
       // Ready once a node serves: it converged on the desired state when it said hello.
       isReady: () => closing === null && theFleet.nodes().length > 0,
-      observability, publicMetrics: config.observe.publicMetrics, authFailures: new AuthFailureLimiter(config.auth), events,
+      observability, publicMetrics: config.observe.publicMetrics, authFailures: deps.authFailures ?? new AuthFailureLimiter(config.auth), events,
     };
     apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 

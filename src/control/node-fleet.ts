@@ -143,7 +143,10 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
   let cached: { revision: number; state: Promise<DesiredState> } | null = null;
   const nodes = new Map<string, FleetNode>();
   const poolsByNode = new Map<string, PoolSamples>();
-  const bundles = new Map<string, string>();
+  // Published discovery bundles: digest → the directories that hold it. Two builds of identical code
+  // publish one digest from two work dirs; each unpublishes only its own, and the digest stays served
+  // while any build still discovers from it.
+  const bundles = new Map<string, string[]>();
 
   function desiredState(): Promise<DesiredState> {
     if (cached?.revision === revision) return cached.state;
@@ -273,7 +276,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
 
   async function artifact(digest: string, res: ServerResponse): Promise<void> {
     if (!isArtifactDigest(digest)) throw new StratusError("INVALID_ARGUMENT", "Not an artifact digest");
-    const dir = bundles.get(digest) ?? join(options.artifactsDir, digest);
+    const dir = bundles.get(digest)?.[0] ?? join(options.artifactsDir, digest);
     if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new StratusError("NOT_FOUND", `No artifact ${digest}`);
     res.writeHead(200, { "content-type": "application/gzip" });
     await pipeline(packTree(dir), res);
@@ -385,9 +388,17 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
       }), EMPTY_NODE_STATUS);
     },
     publishBundle(digest, dir) {
-      bundles.set(digest, dir);
+      const dirs = bundles.get(digest) ?? [];
+      dirs.push(dir);
+      bundles.set(digest, dirs);
+      let published = true;
       return () => {
-        if (bundles.get(digest) === dir) bundles.delete(digest);
+        if (!published) return;
+        published = false;
+        const left = bundles.get(digest) ?? [];
+        const at = left.indexOf(dir);
+        if (at !== -1) left.splice(at, 1);
+        if (left.length === 0) bundles.delete(digest);
       };
     },
     nodes: () => [...nodes.values()],

@@ -121,6 +121,8 @@ export interface NodeAgentOptions {
   readonly trustedProxies?: readonly string[];
   /** Per-address limit on failed token checks of non-public functions (with `control`; see src/shared/auth-failure-limiter.ts). */
   readonly authFailures?: AuthFailureSettings;
+  /** The bucket itself, shared with a control plane in the same process (`stratus up`); wins over `authFailures`. */
+  readonly authFailureLimiter?: AuthFailureLimiter;
 }
 
 export interface NodeAgent {
@@ -187,7 +189,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   let advertised = "";
 
   // Failed checks count per client address, as the API's do (429 TOO_MANY_AUTH_FAILURES).
-  const authFailures = new AuthFailureLimiter(options.authFailures ?? AUTH_FAILURE_DEFAULTS);
+  const authFailures = options.authFailureLimiter ?? new AuthFailureLimiter(options.authFailures ?? AUTH_FAILURE_DEFAULTS);
   const authorize: AuthorizeHook | undefined = link === null ? options.authorize : (req) => limitAuthFailures(authFailures, req.socket.remoteAddress ?? "", async () => {
     const auth = req.headers.authorization ?? "";
     const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";

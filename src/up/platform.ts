@@ -23,6 +23,7 @@ import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import type { PlatformConfig } from "../shared/platform-config";
 import type { Logger } from "../shared/logger";
+import { AuthFailureLimiter } from "../shared/auth-failure-limiter";
 import type { SandboxDriver } from "../sandbox/driver";
 import { createNodeDriver, nodeGatewaySettings } from "../node/driver-factory";
 import { createNodeAgent, type NodeAgent } from "../node/node-agent";
@@ -76,7 +77,10 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
     await chmod(dataDir, 0o700);
     const secret = await loadOrCreateNodeToken(dataDir);
     const controlSocket = join(dataDir, "control.sock");
-    control = createControlPlane(config, { logger, nodeSecret: secret, protocolSocket: controlSocket, ...(deps.version ? { version: deps.version } : {}) });
+    // One bucket of failed token checks per client address for the API and the private functions
+    // (docs/api.md): both components run in this process, so they are handed the same limiter.
+    const authFailures = new AuthFailureLimiter(config.auth);
+    control = createControlPlane(config, { logger, nodeSecret: secret, protocolSocket: controlSocket, authFailures, ...(deps.version ? { version: deps.version } : {}) });
     const theControl = control;
     const { adminToken } = await control.start();
 
@@ -89,6 +93,7 @@ export function createPlatform(config: Readonly<PlatformConfig>, deps: PlatformD
       driver,
       logger: logger.child({ component: "node-agent" }),
       ...nodeGatewaySettings(config),
+      authFailureLimiter: authFailures,
       // The API shares the gateway's server (and so its limits and drain): `/fn/…` is the gateway's,
       // everything else the API's. This is the front door's routing, not a shared object: the API
       // reaches the node only through the protocol.

@@ -23,13 +23,19 @@ interface Seen {
 
 async function setUp(flags: Record<string, unknown>): Promise<PlatformFixture> {
   const fx = await startPlatform(flags);
-  const out = await deploy(fx, await project({ "index.js": FUNCTIONS_JS, "package.json": JSON.stringify({ name: "adv", version: "1.0.0", main: "index.js" }) }));
-  assert.equal(out.final?.type, "result", JSON.stringify(out.final));
-  const r = await fetch(`${fx.url}/api/v1/functions/canary/secrets`, {
-    method: "PATCH", headers: { authorization: `Bearer ${fx.token}`, "content-type": "application/json" }, body: JSON.stringify({ set: { CANARY_SECRET }, unset: [] }),
-  });
-  assert.equal(r.status, 200, await r.text());
-  return fx;
+  try {
+    const out = await deploy(fx, await project({ "index.js": FUNCTIONS_JS, "package.json": JSON.stringify({ name: "adv", version: "1.0.0", main: "index.js" }) }));
+    assert.equal(out.final?.type, "result", JSON.stringify(out.final));
+    const r = await fetch(`${fx.url}/api/v1/functions/canary/secrets`, {
+      method: "PATCH", headers: { authorization: `Bearer ${fx.token}`, "content-type": "application/json" }, body: JSON.stringify({ set: { CANARY_SECRET }, unset: [] }),
+    });
+    assert.equal(r.status, 200, await r.text());
+    return fx;
+  } catch (err) {
+    // The caller's `after` never sees this fixture: a platform left running keeps the process alive.
+    await fx.close();
+    throw err;
+  }
 }
 
 function client(fx: PlatformFixture, seen: Seen) {

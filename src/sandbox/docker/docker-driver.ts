@@ -580,13 +580,16 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     const images = await docker.listImages({ filters: { label: [LABELS.function] } });
     let removed = 0;
     for (const image of images) {
-      const refs = [image.Id, ...(image.RepoDigests ?? []), ...(image.RepoTags ?? [])];
+      // An untagged (dangling) image is listed with the placeholders `<none>:<none>` / `<none>@<none>`,
+      // which the engine refuses as references (400 invalid reference format): it goes by its id.
+      const tags = (image.RepoTags ?? []).filter((t) => !t.startsWith("<none>"));
+      const refs = [image.Id, ...(image.RepoDigests ?? []).filter((d) => !d.startsWith("<none>")), ...tags];
       // Checked per image, just before removing it: a start may have begun since the list was taken.
       if (refs.some((r) => keepSet.has(r) || imagesStarting.has(r))) continue;
       try {
         // Untag first: an image reused for several versions has several tags, and removing it by id
         // without force is refused while more than one tag points at it.
-        for (const tag of image.RepoTags ?? []) {
+        for (const tag of tags) {
           await docker.getImage(tag).remove({ force: false }).catch((err: unknown) => {
             if (!isNotFound(err) && engineStatus(err) !== 409) throw err;
           });

@@ -11,9 +11,9 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import pg from "pg";
 import Database from "better-sqlite3";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { bindStratus, killUp, STRATUS_BIN, startUpInTempRoot, type RunningUp, type SuitePlatform } from "./helpers/stratus-cli";
+import { bindStratus, killUp, startUpInTempRoot, startStratusUp, type RunningUp, type SuitePlatform } from "./helpers/stratus-cli";
 import { startPostgres, type PostgresServer } from "./helpers/postgres-server";
 
 const SOURCE = `
@@ -28,28 +28,8 @@ module.exports.cron = {
 };
 `;
 
-/** Starts `stratus up` again on existing data and resolves once it printed its URL (bounded: 120 s). */
-function restartUp(args: readonly string[], env: NodeJS.ProcessEnv): Promise<RunningUp> {
-  const child = spawn(process.execPath, [STRATUS_BIN, "up", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`stratus up did not start within 120 s:\n${out}`)), 120_000);
-    const onData = (c: Buffer) => {
-      out += c.toString();
-      const m = /Stratus is up at (http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1] as string, output: () => out });
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`stratus up exited ${code}:\n${out}`));
-    });
-  });
-}
+/** Starts `stratus up` again on existing data (see startStratusUp). */
+const restartUp = (args: readonly string[], env: NodeJS.ProcessEnv): Promise<RunningUp> => startStratusUp(args, env, { restart: true });
 
 interface Row { id: string; status: string; attempts: number; history: string }
 

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { assertInvariants, closeAndAssertNothingLeft, median, startStack, waitFor, type Stack } from "./harness";
 import { deploy, project, startPlatform, type PlatformFixture } from "../helpers/platform-fixture";
-import { bindStratus, killUp, STRATUS_BIN, startUpInTempRoot, type RunningUp, type SuitePlatform } from "../helpers/stratus-cli";
+import { bindStratus, killUp, startUpInTempRoot, startStratusUp, type RunningUp, type SuitePlatform } from "../helpers/stratus-cli";
 import type { CatalogEntry, FunctionCatalog } from "../../src/events/catalog";
 import { createScheduler } from "../../src/events/scheduler";
 import { openSqliteQueue } from "../../src/events/sqlite/sqlite-queue";
@@ -536,25 +536,5 @@ describe("E3/E8: the platform SIGKILLed with accepted async jobs, then restarted
   });
 });
 
-/** Starts `stratus up` again on existing data and resolves once it printed its URL (bounded: 120 s). */
-function restartUp(args: readonly string[], env: NodeJS.ProcessEnv): Promise<RunningUp> {
-  const child = spawn(process.execPath, [STRATUS_BIN, "up", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`stratus up did not start within 120 s:\n${out}`)), 120_000);
-    const onData = (c: Buffer) => {
-      out += c.toString();
-      const m = /Stratus is up at (http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1] as string, output: () => out });
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`stratus up exited ${code}:\n${out}`));
-    });
-  });
-}
+/** Starts `stratus up` again on existing data (see startStratusUp). */
+const restartUp = (args: readonly string[], env: NodeJS.ProcessEnv): Promise<RunningUp> => startStratusUp(args, env, { restart: true });

@@ -37,25 +37,34 @@ export interface RunningUp {
 }
 
 /**
- * Starts `stratus up <args>` and resolves once it printed its URL and saved the CLI profile.
- * @throws when the process exits first (with what it printed).
+ * Starts `stratus up <args>` and resolves once it printed its URL and saved the CLI profile — or, with
+ * `restart` (existing data: no profile is saved again), once it printed its URL. Bounded by `timeoutMs`
+ * (default 120 s).
+ * @throws when the process exits first or the bound passes (with what it printed).
  */
-export function startStratusUp(args: readonly string[], env: NodeJS.ProcessEnv): Promise<RunningUp> {
+export function startStratusUp(args: readonly string[], env: NodeJS.ProcessEnv, o: { restart?: boolean; timeoutMs?: number } = {}): Promise<RunningUp> {
   const child = spawn(process.execPath, [STRATUS_BIN, "up", ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stderr!.on("data", (c: Buffer) => (output += c.toString()));
   child.stdout!.on("data", (c: Buffer) => (output += c.toString()));
   return new Promise<RunningUp>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`stratus up did not start within ${o.timeoutMs ?? 120_000} ms:\n${output}`)), o.timeoutMs ?? 120_000);
     const onData = (): void => {
       const m = /Stratus is up at (http:\/\/\S+)/.exec(output);
-      if (m && /saved to/.test(output)) {
+      if (m && (o.restart === true || /saved to/.test(output))) {
+        clearTimeout(timer);
         child.stdout!.off("data", onData);
+        child.stderr!.off("data", onData);
         child.off("exit", onExit);
         res({ child, url: m[1]!, output: () => output });
       }
     };
-    const onExit = (code: number | null): void => rej(new Error(`stratus up exited with ${code}:\n${output}`));
+    const onExit = (code: number | null): void => {
+      clearTimeout(timer);
+      rej(new Error(`stratus up exited with ${code}:\n${output}`));
+    };
     child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
     child.once("exit", onExit);
   });
 }

@@ -65,6 +65,8 @@ export interface FleetNode {
   lastSeen: number;
   state: "ready" | "draining";
   load: NodeLoad | null;
+  /** What it last reported having applied (heartbeat, resync, push answer); null: nothing of this run yet. */
+  applied: { revision: number; complete: boolean } | null;
 }
 
 /** A node as `stratus nodes` lists it. */
@@ -173,8 +175,19 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
   }
 
   let dispatchTurn = 0;
+  /**
+   * A node's gateway for the next async dispatch, round robin. Only nodes that have applied this run's desired
+   * state count: a node that has just (re)connected would answer FUNCTION_NOT_FOUND and spend an attempt.
+   * Nodes that applied the current revision completely come first; if none has, any node that applied some
+   * revision of this run (a node stuck on one broken function still serves the others).
+   */
   function dispatchTarget(): string | null {
-    const ready = [...nodes.values()].filter((n) => n.gatewayUrl !== undefined && n.state !== "draining" && !isLost(n.lastSeen));
+    const ready = [...nodes.values()].filter((n) => n.gatewayUrl !== undefined && n.state !== "draining" && !isLost(n.lastSeen) && n.applied !== null);
+    const converged = ready.filter((n) => n.applied!.complete && n.applied!.revision === revision);
+    return roundRobin(converged.length > 0 ? converged : ready);
+  }
+
+  function roundRobin(ready: FleetNode[]): string | null {
     if (ready.length === 0) return null;
     dispatchTurn = (dispatchTurn + 1) % 1_000_000;
     return ready[dispatchTurn % ready.length]!.gatewayUrl!;
@@ -205,11 +218,15 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
       if (old) await old.client.close().catch(() => {});
       nodes.set(h.nodeId, {
         nodeId: h.nodeId, id, url: h.url, ...(h.gatewayUrl !== undefined ? { gatewayUrl: h.gatewayUrl } : {}), driver: h.driver, client: createNodeClient(h.url, controlKey), lastSeen: now(),
-        state: peer.kind === "node" ? peer.record.state : "ready", load: null,
+        state: peer.kind === "node" ? peer.record.state : "ready", load: null, applied: null,
       });
       logger.info({ nodeId: h.nodeId, id, url: h.url, driver: h.driver }, "node connected");
       if (id !== null) options.onMembershipChange?.();
-    } else old.lastSeen = now();
+    } else {
+      old.lastSeen = now();
+      // A hello means a (re)connect: whatever it reported before, it has not applied the answer yet.
+      old.applied = null;
+    }
     return desiredState();
   }
 
@@ -249,6 +266,7 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
       n.lastSeen = now();
       n.load = hb.load;
       n.state = state;
+      if (hb.applied !== undefined) noteApplied(n, hb.applied.controlId, hb.applied.revision, hb.applied.complete);
     }
     return { state };
   }
@@ -266,12 +284,22 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
     }
   }
 
+  /** Records what a node reports having applied; a report about another control-plane run is ignored. */
+  function noteApplied(n: FleetNode, reportedControlId: string, rev: number, complete: boolean): void {
+    if (reportedControlId !== controlId) return;
+    if (n.applied !== null && n.applied.revision > rev) return;
+    n.applied = { revision: rev, complete };
+  }
+
   async function pushAll(rev: number): Promise<void> {
     await dropRemoved();
     const state = await desiredState();
-    await Promise.all([...nodes.values()].map((n) => n.client.applyState(state, { signal: AbortSignal.timeout(PUSH_TIMEOUT_MS) }).catch((err) => {
-      logger.warn({ err, nodeId: n.nodeId, revision: rev }, "push of the desired state failed; the node converges at its next resync");
-    })));
+    await Promise.all([...nodes.values()].map((n) => n.client.applyState(state, { signal: AbortSignal.timeout(PUSH_TIMEOUT_MS) }).then(
+      (r) => {
+        if (typeof r?.revision === "number" && r.revision >= 0) noteApplied(n, controlId, r.revision, r.complete !== false);
+      },
+      (err) => logger.warn({ err, nodeId: n.nodeId, revision: rev }, "push of the desired state failed; the node converges at its next resync"),
+    )));
   }
 
   async function artifact(digest: string, res: ServerResponse): Promise<void> {
@@ -299,7 +327,11 @@ export function createNodeFleet(options: NodeFleetOptions): NodeFleet {
       const have = Number(query.get("have") ?? "-1");
       const name = peer.kind === "node" ? peer.record.name : query.get("node") ?? "";
       const seen = nodes.get(name);
-      if (seen) seen.lastSeen = now();
+      if (seen) {
+        seen.lastSeen = now();
+        // `have` is the revision the node applied completely (-1: none, or some function failed).
+        if (query.get("control") === controlId && have >= 0) noteApplied(seen, controlId, have, true);
+      }
       if (query.get("control") === controlId && have === revision) return sendJson(res, 204);
       return sendJson(res, 200, await desiredState(), proof);
     }

@@ -167,6 +167,9 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   // Bumped by every pushed state: a heartbeat answer older than the latest push is not applied.
   let stateEpoch = 0;
   let heartbeatTimer: NodeJS.Timeout | null = null;
+  // Sends a heartbeat now (set once heartbeats start): after a hello's state is applied, the control plane
+  // should hear of it at once, since it dispatches async work only to nodes that have applied its state.
+  let beatNow: () => void = () => {};
   let refused = false;
   const linkClient = (): LinkClient => {
     if (control === null) throw new StratusError("UNAVAILABLE", "The node has not joined its control plane yet");
@@ -324,7 +327,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const nodeApi: NodeApi = {
     async applyState(state) {
       await apply(state);
-      return { revision: current?.revision ?? -1 };
+      return { revision: current?.revision ?? -1, complete: !stale };
     },
     async prepare(w) {
       const dir = await cache!.ensure(w.digest);
@@ -423,7 +426,10 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
       if (running || closed || refused || control === null) return;
       running = true;
       try {
-        const hb: Heartbeat = { nodeId: link.nodeId, url: advertised, load: currentLoad() };
+        const hb: Heartbeat = {
+          nodeId: link.nodeId, url: advertised, load: currentLoad(),
+          ...(current !== null ? { applied: { controlId: current.controlId, revision: current.revision, complete: !stale } } : {}),
+        };
         const epoch = stateEpoch;
         const answer = parseWire(NodeStateSchema, await control.call<unknown>("POST", `${NODE_PROTOCOL_PREFIX}/nodes/heartbeat`, hb), "heartbeat answer");
         if (epoch === stateEpoch) setDraining(answer.state === "draining");
@@ -434,6 +440,7 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
         running = false;
       }
     };
+    beatNow = () => void beat();
     void beat();
     heartbeatTimer = setInterval(() => void beat(), link.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS);
     heartbeatTimer.unref();
@@ -519,7 +526,10 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
         return syncOnce();
       }
     }
-    if (state !== undefined) await apply(state);
+    if (state !== undefined) {
+      await apply(state);
+      beatNow();
+    }
   }
 
   function scheduleSync(delayMs: number): void {

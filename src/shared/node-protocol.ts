@@ -226,7 +226,7 @@ export interface TelemetryBatch {
 /** What the control plane asks of a node (the node's side of the protocol). */
 export interface NodeApi {
   /** Replaces the node's desired state (ignored when not newer). Resolves once it is applied. */
-  applyState(state: DesiredState, options?: { signal?: AbortSignal }): Promise<{ revision: number }>;
+  applyState(state: DesiredState, options?: { signal?: AbortSignal }): Promise<{ revision: number; complete?: boolean }>;
   /** @throws StratusError BUILD_FAILED */
   prepare(deployment: WireDeployment): Promise<PrepareResult>;
   /** @throws StratusError FUNCTION_LOAD_FAILED | INSTANCE_START_FAILED */
@@ -313,7 +313,17 @@ export const NodeLoadSchema = z.strictObject({
 });
 export type NodeLoadWire = z.infer<typeof NodeLoadSchema>;
 
-export const HeartbeatSchema = z.strictObject({ nodeId: z.string().min(1).max(100), url: z.string().min(1).max(2000), load: NodeLoadSchema });
+/**
+ * The desired state a node has applied: the control-plane run and revision, and whether every function of it
+ * was applied. The fleet dispatches async work only to nodes that have applied this run's state.
+ */
+export const AppliedStateSchema = z.strictObject({ controlId: z.string().min(1).max(100), revision: z.number().int().nonnegative(), complete: z.boolean() });
+export type AppliedState = z.infer<typeof AppliedStateSchema>;
+
+export const HeartbeatSchema = z.strictObject({
+  nodeId: z.string().min(1).max(100), url: z.string().min(1).max(2000), load: NodeLoadSchema,
+  applied: AppliedStateSchema.optional(),
+});
 export type Heartbeat = z.infer<typeof HeartbeatSchema>;
 
 /** Drain state a node is told to have: `draining` makes its /readyz answer 404. */

@@ -236,3 +236,48 @@ test("pool: close fails waiters with SHUTTING_DOWN and closes instances", async 
   assert.equal(instances[0]!.closedWith, "close");
   assert.throws(() => pool.wait(), (err: StratusError) => err.code === "SHUTTING_DOWN");
 });
+
+test("pool: a fast handler's waiter waits for the busy instance rather than starting one; a slow handler's starts at once", async () => {
+  const { pool, pending, advance } = setup({ maxInstances: 5 });
+  const first = acquire(pool);
+  pending[0]!.succeed(); // startMs 40
+  const l1 = await first;
+  advance(2);
+  pool.release(l1, "reuse"); // service time 2 ms
+  const busy = pool.tryAcquire();
+  assert.ok(busy);
+  const queued = pool.wait();
+  assert.equal(pending.length, 1, "expected wait (1 × 2 ms) is below a start (40 ms): no start");
+  advance(2);
+  pool.release(busy, "reuse");
+  const l2 = await queued.promise;
+  assert.equal(l2.slot, l1.slot, "the busy instance served it once free");
+  assert.equal(pending.length, 1);
+
+  // Left waiting longer than a start (the instance is stuck): the re-check starts one after a start time.
+  const stuck = pool.wait();
+  assert.equal(pending.length, 1);
+  advance(45);
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal(pending.length, 2, "an overdue waiter starts an instance");
+  pending[1]!.succeed();
+  const l3 = await stuck.promise;
+  assert.notEqual(l3.slot, l1.slot);
+  pool.release(l2, "reuse");
+  pool.release(l3, "reuse");
+
+  // Slow service: the estimate says waiting is worse than starting.
+  const a = pool.tryAcquire()!;
+  const b = pool.tryAcquire()!;
+  advance(1_000);
+  pool.release(a, "reuse");
+  pool.release(b, "reuse");
+  const c = pool.tryAcquire()!;
+  const d = pool.tryAcquire()!;
+  assert.ok(c && d);
+  const third = pool.wait();
+  assert.equal(pending.length, 3, "expected wait (≈ 1 × 200+ ms ÷ 2) exceeds a start: start now");
+  pending[2]!.succeed();
+  await third.promise;
+  await pool.destroy();
+});

@@ -7,6 +7,16 @@
  * `maxQueue` waiters that no starting instance will cover. Whichever instance frees up or finishes
  * starting first serves the head of the queue.
  *
+ * When to start (the scale-out decision, as Knative's activator weighs it): a request that finds every
+ * ready instance busy starts a new one only if waiting would take longer than a start. The pool keeps
+ * moving averages of the service time (lease taken → released) and of the start time; the expected wait
+ * of a new waiter is (waiters not covered by starts + 1) × service time ÷ (ready instances × concurrency).
+ * With no ready instance, or before either average exists, it starts (the old rule: one start per
+ * uncovered waiter). A fast handler on a busy machine therefore runs on a few instances rather than on
+ * `maxInstances` processes that only add context switches; a slow one scales out as before (docs/gateway.md). A waiter the
+ * estimate left waiting is re-checked after one start time (a timer), so a wrong estimate costs at most
+ * one start's worth of waiting.
+ *
  * Invariants:
  *  - `available` holds exactly the ready, current-version slots with `active < concurrency`; its last
  *    element is the most recently used.
@@ -57,6 +67,8 @@ export interface Lease {
   readonly queueMs: number;
   /** Start time of the instance when `coldStart`, else 0, ms. */
   readonly startMs: number;
+  /** `now()` when it was handed out (the pool's service-time average). */
+  readonly takenAt: number;
 }
 
 /** What to do with an instance after a request: keep it, close it gracefully, or kill it now. */
@@ -98,6 +110,9 @@ export interface FunctionPoolOptions {
   readonly onEvent?: (event: PlatformEvent) => void;
 }
 
+/** Weight of the newest sample in the service-time and start-time moving averages. */
+const EWMA_WEIGHT = 0.2;
+
 /** Longest back-off between failed minInstances starts, ms. */
 const MAX_MIN_BACKOFF_MS = 30_000;
 
@@ -109,6 +124,10 @@ function defaultConnect(instance: Instance, deployment: Deployment): Dispatcher 
     pipelining: 1,
     keepAliveTimeout: 4_000,
   });
+}
+
+function ewma(avg: number, sample: number): number {
+  return Number.isNaN(avg) ? sample : avg + EWMA_WEIGHT * (sample - avg);
 }
 
 /** Instance ids: `[a-z0-9-]`, short because they name Unix sockets (108-byte path limit). */
@@ -137,6 +156,10 @@ export class FunctionPool {
   private closed = false;
   private minFailures = 0;
   private minRetryAt = 0;
+  /** Moving averages (see the file comment), ms; NaN until the first sample. */
+  private serviceMs = NaN;
+  private startMs = NaN;
+  private recheck: NodeJS.Timeout | null = null;
 
   constructor(options: FunctionPoolOptions) {
     this.dep = options.deployment;
@@ -187,7 +210,8 @@ export class FunctionPool {
     const covered = this.startingCurrent * concurrency;
     if (this.waitingLive >= covered) {
       if (this.readyCurrent + this.startingCurrent < maxInstances) {
-        this.startInstance(true);
+        if (this.worthStarting(this.waitingLive - covered + 1)) this.startInstance(true);
+        else this.scheduleRecheck();
       } else if (this.waitingLive - covered >= maxQueue) {
         throw new StratusError("QUEUE_FULL", undefined, { headers: { "retry-after": this.retryAfter } });
       }
@@ -215,6 +239,7 @@ export class FunctionPool {
     const slot = lease.slot;
     slot.active--;
     slot.lastUsedAt = this.now();
+    if (outcome === "reuse") this.serviceMs = ewma(this.serviceMs, slot.lastUsedAt - lease.takenAt);
     if (slot.state === "gone") return;
     if (outcome === "destroy") {
       this.destroySlot(slot);
@@ -294,6 +319,8 @@ export class FunctionPool {
 
   private shutDown(): void {
     this.closed = true;
+    if (this.recheck !== null) clearTimeout(this.recheck);
+    this.recheck = null;
     for (const rec of this.starts) {
       rec.stale = true;
       rec.abort.abort();
@@ -324,7 +351,7 @@ export class FunctionPool {
     slot.served++;
     if (slot.active >= slot.deployment.config.concurrency) this.removeAvailable(slot);
     const startMs = coldStart ? slot.instance.startMs : 0;
-    return { slot, coldStart, startMs, queueMs: Math.max(0, now - enqueuedAt - startMs) };
+    return { slot, coldStart, startMs, queueMs: Math.max(0, now - enqueuedAt - startMs), takenAt: now };
   }
 
   /** Hands free capacity to waiters (FIFO), then starts instances for waiters nothing covers. */
@@ -338,8 +365,45 @@ export class FunctionPool {
     }
     const { concurrency, maxInstances } = this.dep.config;
     while (this.waitingLive > this.startingCurrent * concurrency && this.readyCurrent + this.startingCurrent < maxInstances) {
+      if (!this.worthStarting(this.waitingLive - this.startingCurrent * concurrency)) {
+        this.scheduleRecheck();
+        break;
+      }
       this.startInstance(true);
     }
+  }
+
+  /**
+   * Whether the `uncovered`-th waiter nothing starting will serve should start an instance rather than
+   * wait for a busy one (see the file comment).
+   */
+  private worthStarting(uncovered: number): boolean {
+    if (this.readyCurrent === 0 || Number.isNaN(this.serviceMs) || Number.isNaN(this.startMs)) return true;
+    const expectedWaitMs = (uncovered * this.serviceMs) / (this.readyCurrent * this.dep.config.concurrency);
+    return expectedWaitMs > this.startMs;
+  }
+
+  /** Re-checks waiters left waiting by the estimate after one start time: by then a start would have served them. */
+  private scheduleRecheck(): void {
+    if (this.recheck !== null || this.closed) return;
+    this.recheck = setTimeout(() => {
+      this.recheck = null;
+      this.overdueStart();
+    }, Math.max(1, Math.ceil(this.startMs)));
+    this.recheck.unref();
+  }
+
+  /** The head waiter has waited a start time or longer and nothing is starting: start one. */
+  private overdueStart(): void {
+    if (this.closed || this.waitingLive === 0) return;
+    const { concurrency, maxInstances } = this.dep.config;
+    const head = this.queue.peek();
+    if (head === undefined) return;
+    const waited = this.now() - head.enqueuedAt;
+    if (waited + 1 >= this.startMs && this.waitingLive > this.startingCurrent * concurrency && this.readyCurrent + this.startingCurrent < maxInstances) {
+      this.startInstance(true);
+    }
+    if (this.waitingLive > this.startingCurrent * concurrency) this.scheduleRecheck();
   }
 
   private ensureMinInstances(): void {
@@ -381,6 +445,7 @@ export class FunctionPool {
     }
     this.startingCurrent--;
     if (!onDemand) this.minFailures = 0;
+    if (Number.isFinite(instance.startMs)) this.startMs = ewma(this.startMs, instance.startMs);
     const slot: InstanceSlot = {
       instance,
       dispatcher: this.connect(instance, dep),

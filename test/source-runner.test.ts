@@ -136,3 +136,10 @@ test("runner: waits for the URL secret, survives an unrelated deploy, restarts o
   await runner.sync();
   await until("its broker connections closed", () => redis.connections() === baseline);
 });
+
+test("the queue-consumer example's triggers validate", async () => {
+  const { createRequire } = await import("node:module");
+  const example = createRequire(import.meta.url)("../examples/queue-consumer/index.js") as Record<string, { config: unknown }>;
+  assert.deepEqual(parseFunctionConfig("orders", example.orders?.config).triggers.map((t) => t.queue?.type), ["nats"]);
+  assert.deepEqual(parseFunctionConfig("clicks", example.clicks?.config).triggers.map((t) => t.queue?.type), ["redis"]);
+});

@@ -1,5 +1,6 @@
 // The trigger-source runner over a real SQLite store, a real Redis server and a loopback HTTP server
-// standing in for a node's gateway: a queue trigger runs only once its URL secret is set, keeps running
+// standing in for a node's gateway: a queue trigger runs only once its URL secret is set and a node is
+// connected, keeps running
 // across a deploy that changes nothing it uses, restarts on one that does, and stops (closing its broker
 // connections) when the function is deleted.
 import assert from "node:assert/strict";
@@ -27,6 +28,7 @@ let store: Store;
 let queue: JobQueue;
 let gateway: Server;
 let gatewayUrl: string;
+let nodeConnected = true;
 const seen: Array<{ path: string; ceId: string }> = [];
 let runner: SourceRunner;
 
@@ -46,7 +48,7 @@ before(async () => {
   gatewayUrl = `http://127.0.0.1:${(gateway.address() as AddressInfo).port}`;
   runner = createSourceRunner({
     queue, catalog: createFunctionCatalog(store, createSilentLogger(), 0), secrets: (fn) => store.getSecretValues(fn), logger: createSilentLogger(),
-    gatewayUrl: () => gatewayUrl, dispatchToken: "tok", leaseMarginMs: 2000, syncIntervalMs: 600_000,
+    gatewayUrl: () => (nodeConnected ? gatewayUrl : null), dispatchToken: "tok", leaseMarginMs: 2000, syncIntervalMs: 600_000,
   });
 });
 after(async () => {
@@ -110,9 +112,16 @@ test("runner: waits for the URL secret, survives an unrelated deploy, restarts o
   assert.doesNotMatch(t.problem ?? "", /hunter2/);
 
   await store.setSecret("orders", "REDIS_URL", redis.url);
+  // No node connected yet (the platform is starting): the source waits for one, spending no attempt.
+  nodeConnected = false;
   await runner.sync();
   t = await view("orders");
   assert.equal(t.problem, null);
+  assert.equal(t.status, null, "not started without a node");
+  nodeConnected = true;
+  await runner.sync();
+  t = await view("orders");
+  assert.notEqual(t.status, null);
   const id1 = await publish("runner-orders", "one");
   await until("the first message dispatched to the function", () => seen.some((s) => s.ceId === id1));
   assert.equal(seen.find((s) => s.ceId === id1)?.path, "/fn/orders/");

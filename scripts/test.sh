@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure-deps.sh
 # postgresql: test/store-postgres.test.ts starts a private server from its binaries (initdb + pg_ctl).
-ensure_debian_packages postgresql haproxy
+# redis-server, nats-server, rabbitmq-server: test/event-sources.test.ts starts private brokers from their
+# binaries (test/helpers/brokers.ts); the system services are never used.
+ensure_debian_packages postgresql haproxy redis-server nats-server rabbitmq-server
 echo "==> npm ci"
 npm ci --no-audit --no-fund
 

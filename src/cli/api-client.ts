@@ -129,13 +129,18 @@ export interface DeadLetterSummary {
 
 export interface TriggerSummary {
   id: string;
-  kind: "schedule" | "rate";
+  kind: "schedule" | "rate" | "queue";
   schedule?: string;
   timezone?: string;
   rate?: string;
-  catchUp: string;
-  lastSlot: number | null;
-  nextSlot: number | null;
+  catchUp?: string;
+  lastSlot?: number | null;
+  nextSlot?: number | null;
+  /** Queue triggers: broker type, where they consume from, the source's state (null: not running here) and why not. */
+  type?: string;
+  from?: string;
+  status?: { connected: boolean; inFlight: number; settled: { ack: number; retry: number; dead: number }; lastError: string | null } | null;
+  problem?: string | null;
 }
 
 /** Connection settings: the platform's base URL and an API token. */

@@ -1,4 +1,4 @@
-/** A function's triggers (from its active version's config) with their last and next slot (docs/events.md). */
+/** A function's triggers (from its active version's config): slots of schedules, state of queue sources (docs/events.md). */
 import type { Router } from "express";
 import { StratusError } from "../../shared/errors";
 import type { ApiContext } from "../api-context";
@@ -10,8 +10,8 @@ import { requireEvents } from "./events-common";
 export const triggerOperations: Operation[] = [
   {
     method: "get", path: "/api/v1/functions/:name/triggers", operationId: "listTriggers",
-    summary: "The active version's triggers: id, kind (schedule, rate), expression, time zone, catchUp, last claimed slot, next slot (epoch ms).",
-    auth: true, responses: { "200": "`{ triggers: [{ id, kind, schedule?, timezone?, rate?, catchUp, lastSlot, nextSlot }] }`" },
+    summary: "The active version's triggers: id, kind (schedule, rate, queue); schedule and rate: expression, time zone, catchUp, last claimed slot, next slot (epoch ms); queue: broker type, where it consumes from, this control plane's source state (connected, in flight, settled counts, last error) or why it does not run.",
+    auth: true, responses: { "200": "`{ triggers: [{ id, kind, schedule?, timezone?, rate?, catchUp?, lastSlot?, nextSlot?, type?, from?, status?, problem? }] }`" },
     errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND", "NOT_FOUND"],
   },
 ];
@@ -23,6 +23,6 @@ export function registerTriggerRoutes(router: Router, ctx: ApiContext): void {
     const events = requireEvents(ctx);
     if ((await ctx.store.getFunction(name)) === null) throw new StratusError("FUNCTION_NOT_FOUND", `Function ${name} not found`);
     const entry = await events.catalog.get(name, true);
-    res.json({ triggers: entry === null ? [] : await events.scheduler.describe(entry) });
+    res.json({ triggers: entry === null ? [] : [...await events.scheduler.describe(entry), ...(events.sources?.describe(entry) ?? [])] });
   });
 }

@@ -307,7 +307,7 @@ describe("schedules", () => {
       assert.equal(seen.ce, origin.eventId);
       assert.equal(seen.ce, `${triggers[0]?.id}@${new Date(s.slot).toISOString()}`);
       assert.equal(seen.trigger, triggers[0]?.id);
-      assert.equal(seen.type, "dev.stratus.schedule");
+      assert.equal(seen.type, "io.stratus.schedule.fired");
     }
   });
 });

@@ -3,7 +3,10 @@
  * into async jobs. Each slot fires at most once across every control plane sharing the queue:
  * `claimSlot(trigger, slotTime, job)` inserts the unique `(trigger, slot)` row and the job in one
  * transaction, so of two schedulers racing for a slot exactly one enqueues it. Dispatch is the async
- * path (retries, DLQ, asyncConcurrency).
+ * path (retries, DLQ, asyncConcurrency). Each slot is a CloudEvents 1.0 event (src/events/event-request.ts):
+ * type `io.stratus.schedule.fired`, source `stratus://functions/<fn>/triggers/<index>`, id
+ * `<trigger id>@<slot ISO time>` (the same for every attempt and every control plane), time = the slot,
+ * subject = the trigger id, data = ScheduleEventData.
  *
  * Slots considered on a tick: those after the trigger's last claimed slot (or, for a trigger never
  * seen, after the function's activation) up to now. The missed-slot policy (`catchUp`):
@@ -23,13 +26,23 @@ import { createHash } from "node:crypto";
 import { parseRateMs, type TriggerConfig } from "../shared/function-config";
 import type { Logger } from "../shared/logger";
 import type { CatalogEntry, FunctionCatalog } from "./catalog";
+import { EVENT_TYPES, eventJobRequest, triggerSource } from "./event-request";
 import type { JobQueue, NewJob } from "./queue";
 
 /** Most slots one trigger fires in one tick (catchUp `all` after a long downtime). */
 export const MAX_SLOTS_PER_TICK = 1000;
 
 /** CloudEvents `type` of schedule events. */
-export const SCHEDULE_EVENT_TYPE = "dev.stratus.schedule";
+export const SCHEDULE_EVENT_TYPE = EVENT_TYPES.scheduleFired;
+
+/**
+ * The data of a schedule event (JSON): the trigger as configured, with its id and index, and the slot
+ * (RFC 3339, also the event's `time`).
+ */
+export interface ScheduleEventData {
+  readonly trigger: TriggerConfig & { readonly id: string; readonly index: number };
+  readonly slot: string;
+}
 
 export interface SchedulerOptions {
   readonly queue: JobQueue;
@@ -110,17 +123,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   function jobOf(entry: CatalogEntry, id: string, index: number, t: TriggerConfig, slot: number): NewJob {
     const iso = new Date(slot).toISOString();
     const eventId = `${id}@${iso}`;
-    const data = { trigger: { id, index, ...t }, slot: iso };
+    const data: ScheduleEventData = { trigger: { id, index, ...t }, slot: iso };
     return {
       functionName: entry.name,
-      request: {
-        method: "POST", path: "/",
-        headers: {
-          "content-type": "application/json", "ce-specversion": "1.0", "ce-id": eventId, "ce-source": `stratus:schedule:${entry.name}#${index}`,
-          "ce-type": SCHEDULE_EVENT_TYPE, "ce-time": iso, "ce-subject": id,
-        },
-        bodyBase64: Buffer.from(JSON.stringify(data)).toString("base64"),
-      },
+      request: eventJobRequest({ id: eventId, source: triggerSource(entry.name, index), type: SCHEDULE_EVENT_TYPE, time: iso, subject: id }, data),
       origin: { kind: "schedule", trigger: id, eventId },
       maxAttempts: entry.config.maxAttempts, maxEventAgeS: entry.config.maxEventAgeS, retryDelayMs: entry.config.retryDelayMs,
     };

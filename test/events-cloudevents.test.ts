@@ -88,6 +88,25 @@ test("a rate trigger delivers typed CloudEvents to defineEventFunction; a failed
   const shown = await ok("invocation", retried.invocationId!);
   assert.match(shown, /status: +succeeded/);
   assert.match(shown, /FUNCTION_ERROR/, "attempt 1 failed with the function's 500");
+
+  // Recorded per invocation: which trigger, which event, which attempt (`stratus invocations`, `stratus logs`).
+  let rows: string[] = [];
+  for (let i = 0; i < 60 && rows.length < 2; i++) {
+    const out = await ok("invocations", "ticker", "--event", retried.id);
+    rows = out.split("\n").slice(1).filter((l) => l.trim() !== "");
+    if (rows.length < 2) await new Promise((res) => setTimeout(res, 250));
+  }
+  assert.equal(rows.length, 2, rows.join("\n"));
+  const cols = (l: string) => l.trim().split(/\s+/);
+  const head = (await ok("invocations", "ticker", "--event", retried.id)).split("\n")[0] ?? "";
+  assert.deepEqual(cols(head).slice(-3), ["ATTEMPT", "TRIGGER", "EVENT"]);
+  assert.deepEqual(rows.map((l) => cols(l).slice(-3)), [["2", data.trigger.id, retried.id], ["1", data.trigger.id, retried.id]], "newest first");
+  assert.deepEqual(rows.map((l) => cols(l).slice(-12, -10)), [["204", "-"], ["500", "FUNCTION_ERROR"]], "STATUS and ERROR (TIME is two words)");
+  const json = JSON.parse(await ok("invocations", "ticker", "--trigger", data.trigger.id, "--limit", "1000", "--json")) as { invocations: Array<{ trigger: string; eventId: string; attempt: number }> };
+  assert.ok(json.invocations.some((r) => r.eventId === retried!.id && r.attempt === 2));
+  assert.ok(json.invocations.every((r) => r.trigger === data.trigger.id));
+  const reports = (await ok("logs", "ticker", "--request", `${retried.invocationId}-2`)).split("\n").filter((l) => l.includes("REPORT"));
+  assert.match(reports[0] ?? "", new RegExp(`Attempt: 2\tTrigger: ${data.trigger.id.replace(/[#:]/g, ".")}\tEvent: ${retried.id.replace(/[#:.]/g, ".")}`));
 });
 
 test("a request that is not a CloudEvent gets 400 INVALID_CLOUDEVENT; a structured-mode event posted directly is handled", async () => {

@@ -157,6 +157,27 @@ test("a slot is a CloudEvents 1.0 event in binary mode; a retried slot keeps its
   await q.close();
 });
 
+test("triggers of other kinds (queue, postgres, storage…): never fired by the scheduler, described by their redacted config", async () => {
+  const c = clock(T0);
+  const q = openSqliteQueue(await freshFile(), { now: c.now });
+  const { entry } = catalogOf([{ rate: "1 minute" }]);
+  // This branch's TriggerSchema knows only schedule and rate; the event sources add kinds to it.
+  const queueTrigger = { queue: { type: "nats", url: "nats://app:pw-123@127.0.0.1:4222", subject: "bids" } };
+  const mixed: CatalogEntry = { ...entry, config: { ...entry.config, triggers: [queueTrigger as never, ...entry.config.triggers] } };
+  const warned: unknown[] = [];
+  const logger = { ...createSilentLogger(), warn: (...a: unknown[]) => void warned.push(a) } as unknown as ReturnType<typeof createSilentLogger>;
+  const s = createScheduler({ queue: q, catalog: { get: async () => mixed, list: async () => [mixed], exists: async () => true }, logger, now: c.now });
+  c.advance(MIN);
+  assert.equal(await s.tick(), 1, "the rate trigger (index 1) fired; the queue trigger is not the scheduler's");
+  assert.deepEqual(warned, []);
+  const view = await s.describe(mixed);
+  assert.deepEqual(view.map((v) => [v.kind, v.lastSlot, v.nextSlot]), [["queue", null, null], ["rate", T0 + MIN, T0 + 2 * MIN]]);
+  assert.deepEqual(view[0]?.config, { queue: { type: "nats", url: "nats://app:<redacted>@127.0.0.1:4222", subject: "bids" } });
+  assert.equal(view[0]?.catchUp, undefined);
+  assert.ok(!JSON.stringify(view).includes("pw-123"));
+  await q.close();
+});
+
 test("a trigger never seen starts after the function's activation, not at the epoch", async () => {
   const c = clock(T0 + 10 * MIN + 5000);
   const q = openSqliteQueue(await freshFile(), { now: c.now });

@@ -26,6 +26,7 @@ import { createHash } from "node:crypto";
 import { parseRateMs, type TriggerConfig } from "../shared/function-config";
 import type { Logger } from "../shared/logger";
 import type { CatalogEntry, FunctionCatalog } from "./catalog";
+import { redactTrigger, triggerKind } from "../shared/trigger-view";
 import { EVENT_TYPES, eventJobRequest, triggerSource } from "./event-request";
 import type { JobQueue, NewJob } from "./queue";
 
@@ -56,16 +57,29 @@ export interface SchedulerOptions {
   readonly onEnqueued?: () => void;
 }
 
-/** One trigger as `stratus triggers ls` shows it. */
+/**
+ * One trigger as `stratus triggers ls` shows it, for every kind (src/shared/trigger-view.ts): schedule
+ * and rate triggers with their expression, catchUp and slots; any other kind (`queue`, `postgres`,
+ * `storage`…) by its config, slots null.
+ */
 export interface TriggerView {
   readonly id: string;
-  readonly kind: "schedule" | "rate";
+  /** `schedule`, `rate`, or the key naming the trigger's source. */
+  readonly kind: string;
   readonly schedule?: string;
   readonly timezone?: string;
   readonly rate?: string;
-  readonly catchUp: TriggerConfig["catchUp"];
+  /** Schedule and rate triggers only. */
+  readonly catchUp?: TriggerConfig["catchUp"];
   readonly lastSlot: number | null;
   readonly nextSlot: number | null;
+  /** The trigger as declared (defaults applied), credentials redacted. */
+  readonly config: unknown;
+}
+
+/** True for the triggers the scheduler fires (schedule or rate); other kinds belong to their event sources. */
+function isScheduleTrigger(t: TriggerConfig): boolean {
+  return t.schedule !== undefined || t.rate !== undefined;
 }
 
 export interface Scheduler {
@@ -159,6 +173,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     for (const entry of await catalog.list()) {
       const triggers = entry.config.triggers;
       for (let i = 0; i < triggers.length; i++) {
+        if (!isScheduleTrigger(triggers[i] as TriggerConfig)) continue;
         try {
           fired += await fireTrigger(entry, i, triggers[i] as TriggerConfig, at);
         } catch (err) {
@@ -197,10 +212,15 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const at = now();
       for (const [i, t] of entry.config.triggers.entries()) {
         const id = triggerId(entry.name, i, t);
+        const config = redactTrigger(t);
+        if (!isScheduleTrigger(t)) {
+          out.push({ id, kind: triggerKind(t), lastSlot: null, nextSlot: null, config });
+          continue;
+        }
         const base = t.rate !== undefined
           ? { kind: "rate" as const, rate: t.rate }
           : { kind: "schedule" as const, schedule: t.schedule as string, timezone: t.timezone ?? "UTC" };
-        out.push({ id, ...base, catchUp: t.catchUp, lastSlot: await queue.lastSlot(id), nextSlot: clockOf(id, t).next(at) });
+        out.push({ id, ...base, catchUp: t.catchUp, lastSlot: await queue.lastSlot(id), nextSlot: clockOf(id, t).next(at), config });
       }
       return out;
     },

@@ -1,21 +1,20 @@
 /** `stratus describe <fn>`: active version, config, URL and instance counts. */
 import type { Command } from "commander";
+import { describeTrigger, redactConfigTriggers } from "../../shared/trigger-view";
 import { apiAction, formatTime, output, withCommonOptions, type CommonOptions } from "../command-kit";
 
-/** The `triggers:` section (schedule and rate triggers; `stratus triggers ls` adds their slots). */
-function triggerLines(triggers: unknown[]): string[] {
+/** The `triggers:` section, every kind (credentials redacted); `stratus triggers ls` adds the slots. */
+export function triggerLines(triggers: unknown[]): string[] {
   if (triggers.length === 0) return [];
-  return ["triggers:", ...triggers.map((t) => {
-    const x = t as { schedule?: string; timezone?: string; rate?: string; catchUp?: string };
-    return `  - ${x.rate !== undefined ? `rate ${x.rate}` : `schedule "${x.schedule ?? ""}" (${x.timezone ?? "UTC"})`}, catchUp ${x.catchUp ?? "latest"}`;
-  })];
+  return ["triggers:", ...triggers.map((t) => `  - ${describeTrigger(t)}`)];
 }
 
 /** Registers the `describe` command. */
 export function registerDescribeCommand(program: Command): void {
   withCommonOptions(program.command("describe").description("show a function: version, config, URL, instances").argument("<fn>", "function name"))
     .action(apiAction<[string], CommonOptions>(async (client, opts, name) => {
-      const f = await client.getFunction(name);
+      const raw = await client.getFunction(name);
+      const f = { ...raw, config: redactConfigTriggers(raw.config) };
       output(opts, f, () => {
         const i = f.instances;
         const lines = [

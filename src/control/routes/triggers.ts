@@ -10,8 +10,8 @@ import { requireEvents } from "./events-common";
 export const triggerOperations: Operation[] = [
   {
     method: "get", path: "/api/v1/functions/:name/triggers", operationId: "listTriggers",
-    summary: "The active version's triggers: id, kind (schedule, rate), expression, time zone, catchUp, last claimed slot, next slot (epoch ms).",
-    auth: true, responses: { "200": "`{ triggers: [{ id, kind, schedule?, timezone?, rate?, catchUp, lastSlot, nextSlot }] }`" },
+    summary: "The active version's triggers, every kind: id, kind (schedule, rate, or the key naming the source: queue, postgres, storage…), for schedule and rate the expression, time zone, catchUp, last claimed slot and next slot (epoch ms; null for other kinds), and the trigger's config with credentials redacted.",
+    auth: true, responses: { "200": "`{ triggers: [{ id, kind, schedule?, timezone?, rate?, catchUp?, lastSlot, nextSlot, config }] }`" },
     errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND", "NOT_FOUND"],
   },
 ];

@@ -21,7 +21,7 @@ function record(i: number): InvocationRecord {
   return {
     requestId: `req-${i}`, functionName: "f", version: "v1", instanceId: "i1", nodeId: "n1", coldStart: false, queueMs: 0.1, startMs: 0,
     initMs: null, handlerMs: 1.2, totalMs: 1.5, status: 200, errorCode: null, bytesIn: 0, bytesOut: 5, peakMemoryBytes: null,
-    traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ts: Date.now(),
+    traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ts: Date.now(), trigger: null, eventId: null, attempt: null,
   };
 }
 

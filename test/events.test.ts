@@ -106,11 +106,21 @@ describe("async invocation", () => {
   });
 
   test("a client cannot forge the event headers or the dispatch token; sync calls are unchanged", async () => {
-    const r = await fetch(`${fx.url}/fn/echo`, { headers: { "x-stratus-invocation-id": "forged", "x-stratus-attempt": "9" } });
+    const r = await fetch(`${fx.url}/fn/echo`, { headers: { "x-stratus-invocation-id": "forged", "x-stratus-attempt": "9", "x-stratus-trigger": "echo#0:forged", "ce-id": "forged-event" } });
     assert.equal(r.status, 200);
     const seen = (await r.json()) as Record<string, unknown>;
     assert.equal(seen.id, null);
     assert.equal(seen.attempt, null);
+    assert.equal(seen.trigger, null);
+    assert.equal(seen.ceId, "forged-event", "a client's own CloudEvent headers reach the function");
+    // …but its record does not claim a trigger, an event or an attempt: only a dispatch (valid token) does.
+    const rid = r.headers.get("x-stratus-request-id");
+    let records: Array<Record<string, unknown>> = [];
+    for (let i = 0; i < 100 && records.length === 0; i++) {
+      records = (await api(`/api/v1/functions/echo/invocations?request=${rid}`)).body.invocations as typeof records;
+      if (records.length === 0) await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.deepEqual(records.map((x) => [x.trigger, x.eventId, x.attempt]), [[null, null, null]]);
     const bad = await fetch(`${fx.url}/fn/echo`, { headers: { "x-stratus-dispatch-token": "guess" } });
     assert.equal(bad.status, 401);
     assert.equal(((await bad.json()) as { error: { code: string } }).error.code, "UNAUTHENTICATED");
@@ -186,7 +196,8 @@ describe("retries and the dead-letter queue", () => {
       if (records.length === 0 || lines.length === 0) await new Promise((res) => setTimeout(res, 50));
     }
     assert.equal(records[0]?.status, 500);
-    assert.ok(lines.some((l) => l.message.startsWith(`REPORT RequestId: ${id}-2`)), JSON.stringify(lines));
+    assert.deepEqual(records.map((r) => [(r as { attempt?: unknown }).attempt, (r as { trigger?: unknown }).trigger, (r as { eventId?: unknown }).eventId]), [[2, null, null]], "the record says which attempt");
+    assert.ok(lines.some((l) => l.message.startsWith(`REPORT RequestId: ${id}-2`) && l.message.includes("\tAttempt: 2")), JSON.stringify(lines));
     assert.equal((await api(`/api/v1/functions/echo/dlq/${id}`)).status, 404, "a DLQ entry belongs to its function");
 
     const replay = await api(`/api/v1/functions/failing/dlq/${id}/replay`, { method: "POST" });
@@ -307,7 +318,17 @@ describe("schedules", () => {
       assert.equal(seen.ce, origin.eventId);
       assert.equal(seen.ce, `${triggers[0]?.id}@${new Date(s.slot).toISOString()}`);
       assert.equal(seen.trigger, triggers[0]?.id);
-      assert.equal(seen.type, "dev.stratus.schedule");
+      assert.equal(seen.type, "io.stratus.schedule.fired");
     }
+    // The invocation records say which trigger, event and attempt (the API's filters find them).
+    const eventId = (JSON.parse(all[0]?.origin ?? "{}") as { eventId: string }).eventId;
+    let recs: Array<{ trigger: string | null; eventId: string | null; attempt: number | null; status: number }> = [];
+    for (let i = 0; i < 100 && recs.length === 0; i++) {
+      recs = (await api(`/api/v1/functions/ticker/invocations?event=${encodeURIComponent(eventId)}`)).body.invocations as typeof recs;
+      if (recs.length === 0) await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.deepEqual(recs.map((x) => [x.trigger, x.eventId, x.attempt, x.status]), [[triggers[0]?.id, eventId, 1, 200]]);
+    const byTrigger = (await api(`/api/v1/functions/ticker/invocations?trigger=${encodeURIComponent(triggers[0]?.id ?? "")}&limit=1000`)).body.invocations as typeof recs;
+    assert.ok(byTrigger.length >= 2 && byTrigger.every((x) => x.trigger === triggers[0]?.id), "every slot's record carries the trigger");
   });
 });

@@ -252,3 +252,16 @@ test("async dispatch goes only to nodes that reported applying this control-plan
     await rm(root, { recursive: true, force: true });
   }
 });
+
+test("telemetry: an invocation record's trigger, eventId and attempt cross the wire; a previous node's record without them reads as nulls", () => {
+  const base = {
+    requestId: "r", functionName: "f", version: "v1", instanceId: null, nodeId: "n", coldStart: false, queueMs: 0, startMs: 0, initMs: null,
+    handlerMs: 1, totalMs: 1, status: 200, errorCode: null, bytesIn: 0, bytesOut: 0, peakMemoryBytes: null, traceparent: "00-x", ts: 1,
+  };
+  const parse = (record: object) => TelemetryBatchSchema.parse({ nodeId: "n", items: [{ kind: "invocation", record }], dropped: 0, pools: {} }).items[0];
+  const event = { ...base, trigger: "f#0:abcd1234", eventId: "f#0:abcd1234@2026-03-01T12:00:00.000Z", attempt: 2 };
+  assert.deepEqual(parse(event), { kind: "invocation", record: event });
+  assert.deepEqual(parse(base), { kind: "invocation", record: { ...base, trigger: null, eventId: null, attempt: null } });
+  assert.throws(() => parse({ ...base, attempt: 0 }), "attempts are 1-based");
+  assert.throws(() => parse({ ...base, eventId: "x".repeat(513) }), "the gateway cuts event ids to 512");
+});

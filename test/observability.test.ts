@@ -120,6 +120,7 @@ describe("invocation records and the log stream", () => {
       assert.equal(r.nodeId, "node-a");
       assert.equal(r.status, 200);
       assert.equal(r.errorCode, null);
+      assert.deepEqual([r.trigger, r.eventId, r.attempt], [null, null, null], "not an event dispatch");
       assert.equal(r.bytesIn, 0);
       assert.equal(r.bytesOut, Buffer.byteLength(r === cold ? a.text : b.text));
       assert.ok(r.handlerMs > 0 && r.totalMs >= r.handlerMs, `durations ${r.handlerMs} ${r.totalMs}`);

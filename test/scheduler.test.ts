@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { CatalogEntry, FunctionCatalog } from "../src/events/catalog";
+import { HTTP, type CloudEvent } from "cloudevents";
 import { createScheduler, triggerId } from "../src/events/scheduler";
 import { openSqliteQueue } from "../src/events/sqlite/sqlite-queue";
 import type { JobQueue } from "../src/events/queue";
@@ -43,7 +44,7 @@ async function slotsOf(q: JobQueue): Promise<string[]> {
   for (let i = 0; i < c.queued; i++) {
     const [l] = await q.lease("job", 1, 60_000);
     assert.ok(l);
-    assert.equal(l.job.request.headers["ce-type"], "dev.stratus.schedule");
+    assert.equal(l.job.request.headers["ce-type"], "io.stratus.schedule.fired");
     out.push(l.job.request.headers["ce-time"] as string);
     await q.complete(l, { status: 200, contentType: null, bodyBase64: "", startedAt: null });
   }
@@ -119,6 +120,62 @@ test("a restart (a new scheduler over the same store) and two racing schedulers 
   assert.equal(view[0]?.nextSlot, T0 + 16 * MIN);
   await q2.close();
   await q3.close();
+});
+
+test("a slot is a CloudEvents 1.0 event in binary mode; a retried slot keeps its id", async () => {
+  const c = clock(T0);
+  const q = openSqliteQueue(await freshFile(), { now: c.now });
+  const trigger = { schedule: "*/5 * * * *", timezone: "Europe/Berlin" };
+  const { catalog } = catalogOf([{ rate: "1 hour" }, trigger]);
+  const s = createScheduler({ queue: q, catalog, logger: createSilentLogger(), now: c.now });
+  c.advance(5 * MIN);
+  assert.equal(await s.tick(), 1, "only the cron trigger (index 1) is due");
+  const [l] = await q.lease("job", 1, 60_000);
+  assert.ok(l);
+  const id = triggerId("job", 1, parseFunctionConfig("job", { triggers: [trigger] }).triggers[0]!);
+  const slot = new Date(T0 + 5 * MIN).toISOString();
+  const r = l.job.request;
+  assert.equal(r.method, "POST");
+  assert.equal(r.path, "/");
+  assert.deepEqual(r.headers, {
+    "content-type": "application/json", "ce-specversion": "1.0", "ce-id": `${id}@${slot}`, "ce-source": "stratus://functions/job/triggers/1",
+    "ce-type": "io.stratus.schedule.fired", "ce-time": slot, "ce-subject": id,
+  });
+  assert.deepEqual(l.job.origin, { kind: "schedule", trigger: id, eventId: `${id}@${slot}` });
+  // What the cloudevents SDK reads back from that request, validated against the 1.0 schema.
+  const parsed = HTTP.toEvent({ headers: r.headers, body: Buffer.from(r.bodyBase64, "base64").toString() });
+  assert.ok(!Array.isArray(parsed));
+  const event = parsed as CloudEvent<unknown>;
+  assert.equal(event.validate(), true);
+  assert.deepEqual(event.data, { trigger: { id, index: 1, schedule: "*/5 * * * *", timezone: "Europe/Berlin", catchUp: "latest" }, slot });
+  // The stored request is what every attempt sends: a retry has the same ce-id.
+  await q.fail(l, { status: 500, errorCode: "FUNCTION_ERROR", errorMessage: "x", startedAt: null });
+  c.advance(MIN);
+  const [again] = await q.lease("job", 1, 60_000);
+  assert.equal(again?.attempt, 2);
+  assert.deepEqual(again?.job.request, r);
+  await q.close();
+});
+
+test("triggers of other kinds (queue, postgres, storage…): never fired by the scheduler, described by their redacted config", async () => {
+  const c = clock(T0);
+  const q = openSqliteQueue(await freshFile(), { now: c.now });
+  const { entry } = catalogOf([{ rate: "1 minute" }]);
+  // This branch's TriggerSchema knows only schedule and rate; the event sources add kinds to it.
+  const queueTrigger = { queue: { type: "nats", url: "nats://app:pw-123@127.0.0.1:4222", subject: "bids" } };
+  const mixed: CatalogEntry = { ...entry, config: { ...entry.config, triggers: [queueTrigger as never, ...entry.config.triggers] } };
+  const warned: unknown[] = [];
+  const logger = { ...createSilentLogger(), warn: (...a: unknown[]) => void warned.push(a) } as unknown as ReturnType<typeof createSilentLogger>;
+  const s = createScheduler({ queue: q, catalog: { get: async () => mixed, list: async () => [mixed], exists: async () => true }, logger, now: c.now });
+  c.advance(MIN);
+  assert.equal(await s.tick(), 1, "the rate trigger (index 1) fired; the queue trigger is not the scheduler's");
+  assert.deepEqual(warned, []);
+  const view = await s.describe(mixed);
+  assert.deepEqual(view.map((v) => [v.kind, v.lastSlot, v.nextSlot]), [["queue", null, null], ["rate", T0 + MIN, T0 + 2 * MIN]]);
+  assert.deepEqual(view[0]?.config, { queue: { type: "nats", url: "nats://app:<redacted>@127.0.0.1:4222", subject: "bids" } });
+  assert.equal(view[0]?.catchUp, undefined);
+  assert.ok(!JSON.stringify(view).includes("pw-123"));
+  await q.close();
 });
 
 test("a trigger never seen starts after the function's activation, not at the epoch", async () => {

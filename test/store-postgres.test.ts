@@ -58,6 +58,7 @@ const line = (ts: number, message: string): LogEntry =>
 const inv = (requestId: string, ts: number): InvocationRecord => ({
   requestId, functionName: "fn", version: "v1", instanceId: "i1", nodeId: "n1", coldStart: false, queueMs: 0, startMs: 0, initMs: null,
   handlerMs: 5, totalMs: 6, status: 200, errorCode: null, bytesIn: 0, bytesOut: 2, peakMemoryBytes: null, traceparent: "00-x", ts,
+  trigger: null, eventId: null, attempt: null,
 });
 
 describe("postgres specifics", () => {
@@ -116,6 +117,40 @@ describe("postgres specifics", () => {
     await store.bumpConfigRevision();
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(heard.length, before, "nothing is heard after stop()");
+  });
+
+  test("a database of the previous schema (2) gains the invocation event columns on its partitions; old records read with nulls", async () => {
+    const { url: oldUrl, name } = await freshDatabase();
+    const c = new pg.Client({ connectionString: oldUrl });
+    await c.connect();
+    try {
+      await c.query("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at bigint NOT NULL)");
+      for (const [i, m] of MIGRATIONS.slice(0, 2).entries()) {
+        await c.query(m);
+        await c.query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)", [i + 1]);
+      }
+      const ts = Date.UTC(2026, 0, 5, 10);
+      const day = partitionOf("invocations", ts);
+      await c.query(`CREATE TABLE ${day.name} PARTITION OF invocations FOR VALUES FROM (${day.from}) TO (${day.to})`);
+      await c.query(`INSERT INTO invocations (request_id, function_name, version, instance_id, node_id, cold, queue_ms, start_ms, init_ms, handler_ms,
+        total_ms, status, error_code, bytes_in, bytes_out, peak_memory_bytes, traceparent, ts) VALUES ('old', 'fn', 'v1', NULL, 'n', false, 0, 0, NULL, 1, 1, 200, NULL, 0, 0, NULL, '00-x', $1)`, [ts]);
+      const s = await openPostgresStore({ connectionString: oldUrl, masterKey: randomBytes(32) });
+      try {
+        const cols = (await c.query<{ column_name: string }>("SELECT column_name FROM information_schema.columns WHERE table_name = $1 AND column_name IN ('trigger_id', 'event_id', 'attempt') ORDER BY 1", [day.name])).rows;
+        assert.deepEqual(cols.map((r) => r.column_name), ["attempt", "event_id", "trigger_id"], "the existing partition has the columns");
+        const rec = { ...inv("new", ts + 1000), trigger: "fn#0:abc", eventId: "fn#0:abc@2026-01-05T10:00:00.000Z", attempt: 2 };
+        await s.writeTelemetry({ logs: [], invocations: [rec], errors: [] });
+        const [newer, older] = await s.queryInvocations("fn");
+        assert.deepEqual(newer, rec);
+        assert.deepEqual([older?.requestId, older?.trigger, older?.eventId, older?.attempt], ["old", null, null, null]);
+        assert.deepEqual((await s.queryInvocations("fn", { eventId: rec.eventId })).map((r) => r.requestId), ["new"]);
+      } finally {
+        await s.close();
+      }
+    } finally {
+      await c.end();
+      await server.dropDatabase(name);
+    }
   });
 
   test("a database newer than the code refuses to open", async () => {

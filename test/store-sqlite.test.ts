@@ -11,7 +11,7 @@ import { runStoreConformance } from "../src/store/conformance";
 import { openStore } from "../src/store/open-store";
 import { parseStoreLocation } from "../src/shared/store-location";
 import { loadOrCreateMasterKey } from "../src/store/secret-box";
-import { openSqliteStore } from "../src/store/sqlite/sqlite-store";
+import { MIGRATIONS, openSqliteStore } from "../src/store/sqlite/sqlite-store";
 
 runStoreConformance("sqlite", async () => {
   const dir = await mkdtemp(join(tmpdir(), "stratus-store-"));
@@ -67,7 +67,32 @@ test("sqlite: WAL mode and a recorded schema version", async (t) => {
   const raw = new Database(file, { readonly: true });
   t.after(() => raw.close());
   assert.equal(raw.pragma("journal_mode", { simple: true }), "wal");
-  assert.deepEqual(raw.prepare("SELECT version FROM schema_migrations").all(), [{ version: 1 }, { version: 2 }, { version: 3 }]);
+  assert.deepEqual(raw.prepare("SELECT version FROM schema_migrations").all(), MIGRATIONS.map((_, i) => ({ version: i + 1 })));
+  assert.equal(MIGRATIONS.length, 4);
+});
+
+test("sqlite: a database of the previous schema (3) gains the invocation event columns; its old records read with nulls", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "stratus-store-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, "old.db");
+  const old = new Database(file);
+  old.exec("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)");
+  for (const [i, m] of MIGRATIONS.slice(0, 3).entries()) {
+    old.exec(m);
+    old.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(i + 1, 0);
+  }
+  old.prepare(`INSERT INTO invocations (request_id, function_name, version, instance_id, node_id, cold, queue_ms, start_ms, init_ms, handler_ms,
+    total_ms, status, error_code, bytes_in, bytes_out, peak_memory_bytes, traceparent, ts) VALUES ('old', 'fn', 'v1', NULL, 'n', 0, 0, 0, NULL, 1, 1, 200, NULL, 0, 0, NULL, '00-x', 1000)`).run();
+  old.close();
+  const store = openSqliteStore({ file, masterKey: randomBytes(32) });
+  t.after(() => store.close());
+  const rec = { requestId: "new", functionName: "fn", version: "v1", instanceId: null, nodeId: "n", coldStart: false, queueMs: 0, startMs: 0, initMs: null,
+    handlerMs: 1, totalMs: 1, status: 202, errorCode: null, bytesIn: 0, bytesOut: 0, peakMemoryBytes: null, traceparent: "00-x", ts: 2000,
+    trigger: "fn#0:abc", eventId: "fn#0:abc@2026-03-01T12:00:00.000Z", attempt: 3 };
+  await store.writeTelemetry({ logs: [], invocations: [rec], errors: [] });
+  const [newer, older] = await store.queryInvocations("fn");
+  assert.deepEqual(newer, rec);
+  assert.deepEqual([older?.requestId, older?.trigger, older?.eventId, older?.attempt], ["old", null, null, null]);
 });
 
 test("openStore picks the implementation from the location", async (t) => {

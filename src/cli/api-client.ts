@@ -129,13 +129,16 @@ export interface DeadLetterSummary {
 
 export interface TriggerSummary {
   id: string;
-  kind: "schedule" | "rate" | "queue";
+  /** `schedule`, `rate`, or the key naming the trigger's source (`queue`, `postgres`, `storage`…). */
+  kind: string;
   schedule?: string;
   timezone?: string;
   rate?: string;
   catchUp?: string;
-  lastSlot?: number | null;
-  nextSlot?: number | null;
+  lastSlot: number | null;
+  nextSlot: number | null;
+  /** The trigger as declared, credentials redacted by the API (absent from an older control plane). */
+  config?: unknown;
   /** Queue triggers: broker type, where they consume from, the source's state (null: not running here) and why not. */
   type?: string;
   from?: string;

@@ -3,7 +3,10 @@
  * into async jobs. Each slot fires at most once across every control plane sharing the queue:
  * `claimSlot(trigger, slotTime, job)` inserts the unique `(trigger, slot)` row and the job in one
  * transaction, so of two schedulers racing for a slot exactly one enqueues it. Dispatch is the async
- * path (retries, DLQ, asyncConcurrency).
+ * path (retries, DLQ, asyncConcurrency). Each slot is a CloudEvents 1.0 event (src/events/event-request.ts):
+ * type `io.stratus.schedule.fired`, source `stratus://functions/<fn>/triggers/<index>`, id
+ * `<trigger id>@<slot ISO time>` (the same for every attempt and every control plane), time = the slot,
+ * subject = the trigger id, data = ScheduleEventData.
  *
  * Slots considered on a tick: those after the trigger's last claimed slot (or, for a trigger never
  * seen, after the function's activation) up to now. The missed-slot policy (`catchUp`):
@@ -26,13 +29,24 @@ import { createHash } from "node:crypto";
 import { parseRateMs, type TriggerConfig } from "../shared/function-config";
 import type { Logger } from "../shared/logger";
 import type { CatalogEntry, FunctionCatalog } from "./catalog";
+import { redactTrigger, triggerKind } from "../shared/trigger-view";
+import { EVENT_TYPES, eventJobRequest, triggerSource } from "./event-request";
 import type { JobQueue, NewJob } from "./queue";
 
 /** Most slots one trigger fires in one tick (catchUp `all` after a long downtime). */
 export const MAX_SLOTS_PER_TICK = 1000;
 
 /** CloudEvents `type` of schedule events. */
-export const SCHEDULE_EVENT_TYPE = "dev.stratus.schedule";
+export const SCHEDULE_EVENT_TYPE = EVENT_TYPES.scheduleFired;
+
+/**
+ * The data of a schedule event (JSON): the trigger as configured, with its id and index, and the slot
+ * (RFC 3339, also the event's `time`).
+ */
+export interface ScheduleEventData {
+  readonly trigger: TriggerConfig & { readonly id: string; readonly index: number };
+  readonly slot: string;
+}
 
 export interface SchedulerOptions {
   readonly queue: JobQueue;
@@ -46,17 +60,26 @@ export interface SchedulerOptions {
   readonly onEnqueued?: () => void;
 }
 
-/** One trigger as `stratus triggers ls` shows it. */
+/**
+ * One trigger as `stratus triggers ls` shows it, for every kind (src/shared/trigger-view.ts): schedule
+ * and rate triggers with their expression, catchUp and slots; any other kind (`queue`, `postgres`,
+ * `storage`…) by its config, slots null.
+ */
 export interface TriggerView {
   readonly id: string;
-  readonly kind: "schedule" | "rate";
+  /** `schedule`, `rate`, or the key naming the trigger's source. */
+  readonly kind: string;
   readonly schedule?: string;
   readonly timezone?: string;
   readonly rate?: string;
-  readonly catchUp: TriggerConfig["catchUp"];
+  /** Schedule and rate triggers only. */
+  readonly catchUp?: TriggerConfig["catchUp"];
   readonly lastSlot: number | null;
   readonly nextSlot: number | null;
+  /** The trigger as declared (defaults applied), credentials redacted. */
+  readonly config: unknown;
 }
+
 
 export interface Scheduler {
   /** Fires what is due now; returns the jobs enqueued. */
@@ -75,8 +98,9 @@ export function triggerId(name: string, index: number, trigger: TriggerConfig): 
   return `${name}#${index}:${createHash("sha256").update(canon).digest("hex").slice(0, 8)}`;
 }
 
-/** True for the triggers the scheduler fires (schedule, rate); queue triggers are src/events/sources/runner.ts's. */
+/** True for the triggers the scheduler fires (schedule, rate); other kinds belong to their event sources (src/events/sources/runner.ts). */
 export const isTimeTrigger = (t: TriggerConfig): boolean => t.schedule !== undefined || t.rate !== undefined;
+const isScheduleTrigger = isTimeTrigger;
 
 /** The slot calculator of one trigger. */
 interface SlotClock {
@@ -116,17 +140,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   function jobOf(entry: CatalogEntry, id: string, index: number, t: TriggerConfig, slot: number): NewJob {
     const iso = new Date(slot).toISOString();
     const eventId = `${id}@${iso}`;
-    const data = { trigger: { id, index, ...t }, slot: iso };
+    const data: ScheduleEventData = { trigger: { id, index, ...t }, slot: iso };
     return {
       functionName: entry.name,
-      request: {
-        method: "POST", path: "/",
-        headers: {
-          "content-type": "application/json", "ce-specversion": "1.0", "ce-id": eventId, "ce-source": `stratus:schedule:${entry.name}#${index}`,
-          "ce-type": SCHEDULE_EVENT_TYPE, "ce-time": iso, "ce-subject": id,
-        },
-        bodyBase64: Buffer.from(JSON.stringify(data)).toString("base64"),
-      },
+      request: eventJobRequest({ id: eventId, source: triggerSource(entry.name, index), type: SCHEDULE_EVENT_TYPE, time: iso, subject: id }, data),
       origin: { kind: "schedule", trigger: id, eventId },
       maxAttempts: entry.config.maxAttempts, maxEventAgeS: entry.config.maxEventAgeS, retryDelayMs: entry.config.retryDelayMs,
     };
@@ -159,7 +176,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     for (const entry of await catalog.list()) {
       const triggers = entry.config.triggers;
       for (let i = 0; i < triggers.length; i++) {
-        if (!isTimeTrigger(triggers[i] as TriggerConfig)) continue;
+        if (!isScheduleTrigger(triggers[i] as TriggerConfig)) continue;
         try {
           fired += await fireTrigger(entry, i, triggers[i] as TriggerConfig, at);
         } catch (err) {
@@ -197,12 +214,16 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const out: TriggerView[] = [];
       const at = now();
       for (const [i, t] of entry.config.triggers.entries()) {
-        if (!isTimeTrigger(t)) continue;
         const id = triggerId(entry.name, i, t);
+        const config = redactTrigger(t);
+        if (!isScheduleTrigger(t)) {
+          out.push({ id, kind: triggerKind(t), lastSlot: null, nextSlot: null, config });
+          continue;
+        }
         const base = t.rate !== undefined
           ? { kind: "rate" as const, rate: t.rate }
           : { kind: "schedule" as const, schedule: t.schedule as string, timezone: t.timezone ?? "UTC" };
-        out.push({ id, ...base, catchUp: t.catchUp, lastSlot: await queue.lastSlot(id), nextSlot: clockOf(id, t).next(at) });
+        out.push({ id, ...base, catchUp: t.catchUp, lastSlot: await queue.lastSlot(id), nextSlot: clockOf(id, t).next(at), config });
       }
       return out;
     },

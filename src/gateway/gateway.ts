@@ -13,7 +13,7 @@ import { hostname } from "node:os";
 import { timingSafeEqual } from "node:crypto";
 import type { SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError, type ErrorCode } from "../shared/errors";
-import type { InvocationRecord } from "../shared/invocation";
+import { EVENT_FIELD_MAX, type InvocationRecord } from "../shared/invocation";
 import type { Logger } from "../shared/logger";
 import { isValidFunctionName } from "../shared/names";
 import { HEADERS } from "../shared/protocol";
@@ -415,7 +415,18 @@ export function createGateway(options: GatewayOptions): Gateway {
       peakMemoryBytes: null,
       traceparent: inv.traceparent,
       ts: Date.now() - (performance.now() - inv.t0),
+      trigger: null,
+      eventId: null,
+      attempt: null,
     };
+    // Only the platform's own dispatches (a valid token) may say which trigger, event and attempt this was.
+    if (inv.trustedDispatch) {
+      const h = inv.req.headers;
+      r.trigger = eventField(h[HEADERS.trigger]);
+      r.eventId = eventField(h["ce-id"]);
+      const attempt = Number(h[HEADERS.attempt]);
+      r.attempt = Number.isSafeInteger(attempt) && attempt > 0 ? attempt : null;
+    }
     if (lease === null) return observer.onInvocation(r);
     // Peak memory is sampled at most once a second per instance: in between, the record goes out now.
     const cached = memory.cached(lease.slot.instance);
@@ -615,6 +626,12 @@ class Invocation implements ProxyParams {
     this.logger ??= this.root.child({ rid: this.requestId, fn: this.deployment.name });
     return this.lease === null ? this.logger : this.logger.child({ instance: this.lease.slot.instance.id });
   }
+}
+
+/** A trusted dispatch's trigger / event id header as recorded: null when absent, cut to EVENT_FIELD_MAX. */
+function eventField(v: string | string[] | undefined): string | null {
+  const s = Array.isArray(v) ? v[0] : v;
+  return s === undefined || s === "" ? null : s.slice(0, EVENT_FIELD_MAX);
 }
 
 function sendError(res: ServerResponse, err: unknown, requestId: string, log: Logger, extra?: Record<string, string>): void {

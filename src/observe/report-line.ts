@@ -5,7 +5,8 @@ const MB = 1024 * 1024;
 
 /**
  * `REPORT RequestId: r Version: v Instance: i Status: 200 Duration: 3.21 ms Queue: 0.00 ms
- * Start: 52.3 ms (cold) Total: 56.1 ms Max Memory Used: 45 MB In: 12 B Out: 2 B [Error: CODE]`.
+ * Start: 52.3 ms (cold) Total: 56.1 ms Max Memory Used: 45 MB In: 12 B Out: 2 B [Error: CODE] [Attempt: 2]
+ * [Trigger: fn#0:ab12cd34] [Event: <ce-id>]`.
  * Durations in ms with 2 decimals; memory in MiB, rounded up like Lambda's.
  */
 export function formatReportLine(r: InvocationRecord): string {
@@ -23,5 +24,9 @@ export function formatReportLine(r: InvocationRecord): string {
   parts.push(`Max Memory Used: ${r.peakMemoryBytes === null ? "-" : `${Math.ceil(r.peakMemoryBytes / MB)} MB`}`);
   parts.push(`In: ${r.bytesIn} B`, `Out: ${r.bytesOut} B`);
   if (r.errorCode !== null) parts.push(`Error: ${r.errorCode}`);
+  // The platform's async and event dispatches only (InvocationRecord): which attempt, trigger and event.
+  if (r.attempt !== null && r.attempt !== undefined) parts.push(`Attempt: ${r.attempt}`);
+  if (r.trigger !== null && r.trigger !== undefined) parts.push(`Trigger: ${r.trigger}`);
+  if (r.eventId !== null && r.eventId !== undefined) parts.push(`Event: ${r.eventId}`);
   return parts.join("\t");
 }

@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readCloudEvent } from "../sdk/index";
 import { cloudEventHandler, listFunctions, selectFunction, type FunctionEntry, type Registration } from "./loader";
 import { parseFunctionConfig } from "../shared/function-config";
 import { defineFunction } from "../sdk/index";
@@ -71,21 +72,39 @@ test("functions-framework registrations are functions beside the exports", () =>
   assert.throws(() => selectFunction({}, "functions-framework:c", registered), /registers no function "c"/);
 });
 
-test("cloudEventHandler: binary and structured mode, result → response", async () => {
+test("cloudEventHandler: binary and structured mode parsed like defineEventFunction, result → response, 400 on a broken event", async () => {
   const seen: unknown[] = [];
   const sent: Array<[string, unknown]> = [];
-  const res = { headersSent: false, sendStatus: (s: number) => sent.push(["status", s]), json: (v: unknown) => sent.push(["json", v]), send: (v: unknown) => sent.push(["send", v]) };
+  const res = {
+    headersSent: false, status: (s: number) => (sent.push(["code", s]), res),
+    sendStatus: (s: number) => sent.push(["status", s]), json: (v: unknown) => sent.push(["json", v]), send: (v: unknown) => sent.push(["send", v]),
+  };
   const fn = cloudEventHandler((e) => {
     seen.push(e);
     return (e as { data?: { r?: unknown } }).data?.r;
   });
-  const binary = { headers: { "ce-id": "1", "ce-source": "//src", "ce-type": "t.created", "ce-specversion": "1.0", "ce-subject": "s", "content-type": "application/json", traceparent: "00-a-b-01" }, body: { r: 7 } };
+  const headers = { "ce-id": "1", "ce-source": "//src", "ce-type": "t.created", "ce-specversion": "1.0", "ce-subject": "s", "ce-time": "2026-03-01T12:00:00Z", "content-type": "application/json", traceparent: "00-a-b-01" };
+  const binary = { headers, body: { ignored: true }, rawBody: Buffer.from('{"r":7}') };
   await fn(binary, res, () => undefined);
-  assert.deepEqual(seen[0], { id: "1", source: "//src", type: "t.created", specversion: "1.0", subject: "s", data: { r: 7 }, traceparent: "00-a-b-01" });
-  const structured = { headers: { "content-type": "application/cloudevents+json" }, body: { id: "2", source: "x", type: "y", specversion: "1.0", data: { r: "done" } } };
+  assert.deepEqual(seen[0], { id: "1", source: "//src", type: "t.created", specversion: "1.0", subject: "s", time: "2026-03-01T12:00:00.000Z", datacontenttype: "application/json", data: { r: 7 }, traceparent: "00-a-b-01" });
+  assert.deepEqual(seen[0], parsedByReference(binary.headers, binary.rawBody, { traceparent: "00-a-b-01" }), "the event defineEventFunction gets");
+  const body = { id: "2", source: "x", type: "y", specversion: "1.0", time: "2026-03-01T12:00:00.000Z", data: { r: "done" } };
+  const structured = { headers: { "content-type": "application/cloudevents+json" }, body, rawBody: Buffer.from(JSON.stringify(body)) };
   await fn(structured, res, () => undefined);
-  assert.equal((seen[1] as { id: string }).id, "2");
+  assert.deepEqual(seen[1], body);
   await fn({ headers: {}, body: { id: "3" } }, res, () => undefined);
-  assert.deepEqual(sent, [["json", 7], ["send", "done"], ["status", 204]]);
+  assert.deepEqual(seen[2], { id: "3" }, "no CloudEvent marks: a legacy event, the parsed body");
+  await fn({ headers: { "ce-id": "4", "ce-specversion": "1.0" }, body: {}, rawBody: Buffer.alloc(0) }, res, () => undefined);
+  assert.equal(seen.length, 3, "an invalid CloudEvent never reaches the function");
+  assert.deepEqual(sent.slice(0, 3), [["json", 7], ["send", "done"], ["status", 204]]);
+  assert.deepEqual(sent[3], ["code", 400]);
+  assert.equal((sent[4]?.[1] as { error: { code: string } }).error.code, "INVALID_CLOUDEVENT");
   await assert.rejects(Promise.resolve(cloudEventHandler(() => { throw new Error("bad event"); })({ headers: {}, body: {} }, res, () => undefined)), /bad event/);
 });
+
+/** The event the reference SDK (cloudevents' HTTP.toEvent) reads, as a plain object of its defined attributes. */
+function parsedByReference(headers: Record<string, string>, raw: Buffer, extra: Record<string, unknown>): Record<string, unknown> {
+  const r = readCloudEvent(headers, raw);
+  assert.ok(r.ok);
+  return { ...Object.fromEntries(Object.entries(r.event).filter(([, v]) => v !== undefined)), ...extra };
+}

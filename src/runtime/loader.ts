@@ -20,10 +20,11 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { cloudEventBody, parseCloudEvent } from "../shared/cloudevent-parse";
 import { StratusError, type ErrorCode } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
 import { caseClashChecker, functionNameProblem } from "../shared/names";
-import { FUNCTIONS_FRAMEWORK_REGISTRY } from "../shared/protocol";
+import { FUNCTIONS_FRAMEWORK_REGISTRY, HEADERS } from "../shared/protocol";
 import { firebaseSettingsOf } from "./firebase-settings";
 
 /** A handler as the runtime calls it: Express `(req, res, next)`. */
@@ -175,34 +176,43 @@ export function selectFunction(
 interface MinimalReq {
   readonly headers: Record<string, string | string[] | undefined>;
   readonly body?: unknown;
+  readonly rawBody?: Buffer;
 }
 interface MinimalRes {
   readonly headersSent: boolean;
+  status(status: number): MinimalRes;
   sendStatus(status: number): unknown;
   json(v: unknown): unknown;
   send(v: unknown): unknown;
 }
 
 /**
- * An HTTP handler around a CloudEvent function, as functions-framework delivers events over HTTP: binary
- * mode (`ce-id`, `ce-source`, `ce-type`, `ce-specversion` headers; every `ce-*` header is an attribute and
- * the parsed body is `data`) or structured mode (the parsed body is the event). The function gets the
- * event; its result is the response (`undefined`/`null` → 204, a number → JSON, else `res.send`); a
- * throw or rejection is a function error.
+ * An HTTP handler around a functions-framework CloudEvent function. A request that carries a CloudEvent
+ * (a `ce-id` header: binary mode; `content-type: application/cloudevents…`: structured mode) is parsed
+ * the way defineEventFunction parses it (src/shared/cloudevent-parse.ts, the `cloudevents` SDK's rules),
+ * so both receive the same event; a `traceparent` header is added as an extension, as functions-framework
+ * does. Such a request that is not a valid CloudEvent gets 400 INVALID_CLOUDEVENT and the function is not
+ * called. A request with neither mark is a legacy event: the parsed body is the event (functions-framework
+ * accepts those too). The function's result is the response (`undefined`/`null` → 204, a number → JSON,
+ * else `res.send`); a throw or rejection is a function error.
  */
 export function cloudEventHandler(fn: (event: unknown) => unknown): RuntimeHandler {
   return async (rawReq, rawRes) => {
     const req = rawReq as MinimalReq;
     const res = rawRes as MinimalRes;
     const h = req.headers;
+    const ct = h["content-type"];
     let event: unknown = req.body;
-    if (h["ce-type"] && h["ce-specversion"] && h["ce-source"] && h["ce-id"]) {
-      const context: Record<string, unknown> = {};
-      for (const name of Object.keys(h)) if (name.startsWith("ce-")) context[name.slice(3)] = h[name];
-      context.data = req.body;
-      event = context;
+    if (h["ce-id"] !== undefined || (typeof ct === "string" && ct.startsWith("application/cloudevents"))) {
+      const parsed = parseCloudEvent(h, cloudEventBody(h, req.rawBody));
+      if (!parsed.ok) {
+        res.status(400).json({ error: { code: "INVALID_CLOUDEVENT", message: `Not a CloudEvent: ${parsed.message}`, requestId: String(h[HEADERS.requestId] ?? "") } });
+        return;
+      }
+      event = typeof h.traceparent === "string" && parsed.event.traceparent === undefined ? Object.freeze({ ...parsed.event, traceparent: h.traceparent }) : parsed.event;
+    } else if (typeof h.traceparent === "string" && isObject(event)) {
+      event.traceparent = h.traceparent;
     }
-    if (typeof h.traceparent === "string" && isObject(event)) event.traceparent = h.traceparent;
     const result = await fn(event);
     if (res.headersSent) return;
     if (result === undefined || result === null) res.sendStatus(204);

@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   INVALID_FUNCTION_NAME: { status: 400, source: "platform", message: "Invalid function name" },
   INVALID_CONFIG: { status: 400, source: "platform", message: "Invalid function configuration" },
   INVALID_ARCHIVE: { status: 400, source: "platform", message: "The uploaded archive is invalid" },
+  INVALID_CLOUDEVENT: { status: 400, source: "function", message: "The request is not a valid CloudEvents 1.0 event (answered by an event function: defineEventFunction, functions-framework cloudEvent())" },
   UNAUTHENTICATED: { status: 401, source: "platform", message: "A valid bearer token is required" },
   JOIN_TOKEN_INVALID: { status: 401, source: "platform", message: "The join token is not one this control plane issued" },
   JOIN_TOKEN_EXPIRED: { status: 401, source: "platform", message: "The join token has expired" },

@@ -5,6 +5,9 @@
  * (a duration in ms).
  */
 
+/** Longest `trigger` / `eventId` an invocation record carries (the gateway cuts longer ones), characters. */
+export const EVENT_FIELD_MAX = 512;
+
 /** One request through the gateway to a known function, written once the request ended. */
 export interface InvocationRecord {
   readonly requestId: string;
@@ -39,6 +42,15 @@ export interface InvocationRecord {
   readonly peakMemoryBytes: number | null;
   /** W3C traceparent sent to the function (the caller's when valid, else a new one). */
   readonly traceparent: string;
+  /**
+   * The trigger whose event this was (`<fn>#<index>:<hash>`, `x-stratus-trigger`), the event's CloudEvents
+   * id (`ce-id`) and the attempt (1-based, `x-stratus-attempt`) — set only on requests the platform's
+   * async worker dispatched (a valid dispatch token): a client cannot make a record claim them.
+   * `attempt` is set on every dispatched async invocation, `trigger` and `eventId` on events. Null otherwise.
+   */
+  readonly trigger: string | null;
+  readonly eventId: string | null;
+  readonly attempt: number | null;
   /** When the gateway received the request, epoch ms. */
   readonly ts: number;
 }

@@ -33,7 +33,7 @@ import type { DiscoveredFunction } from "./discovery";
 import type { InstanceLogLine } from "./instance-output";
 import { isValidFunctionName } from "./names";
 import { StratusError } from "./errors";
-import { LOG_LEVELS, PLATFORM_EVENT_KINDS, type InvocationRecord, type PlatformEvent } from "./invocation";
+import { EVENT_FIELD_MAX, LOG_LEVELS, PLATFORM_EVENT_KINDS, type InvocationRecord, type PlatformEvent } from "./invocation";
 
 /** Path prefix of every protocol route, on both sides. */
 export const NODE_PROTOCOL_PREFIX = "/internal/v1";
@@ -169,6 +169,9 @@ const InvocationRecordSchema = z.object({
   coldStart: z.boolean(), queueMs: z.number(), startMs: z.number(), initMs: z.number().nullable(), handlerMs: z.number(),
   totalMs: z.number(), status: z.number(), errorCode: z.string().nullable(), bytesIn: z.number(), bytesOut: z.number(),
   peakMemoryBytes: z.number().nullable(), traceparent: z.string(), ts: z.number(),
+  // Added with the event model: optional on the wire (a node of the previous release omits them).
+  trigger: z.string().max(EVENT_FIELD_MAX).nullable().default(null), eventId: z.string().max(EVENT_FIELD_MAX).nullable().default(null),
+  attempt: z.number().int().positive().nullable().default(null),
 });
 const OutputLineSchema = z.object({
   ts: z.number(), stream: z.enum(["stdout", "stderr"]), level: z.string(), requestId: z.string().optional(), message: z.string(), instanceId: z.string(),

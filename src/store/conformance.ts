@@ -252,20 +252,22 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
     });
 
     withStore("telemetry: logs, invocations and error groups written per batch, filtered, purged", async (s) => {
+      const EVENT = { trigger: "fn#0:0a1b2c3d", eventId: "fn#0:0a1b2c3d@2026-03-01T12:00:00.000Z" };
       const line = (ts: number, level: LogEntry["level"], message: string, requestId: string | null = "r1", functionName = "fn"): LogEntry =>
         ({ ts, functionName, level, source: "function", stream: "stdout", requestId, instanceId: "i1", message });
       const inv = (requestId: string, ts: number, extra: Partial<InvocationRecord> = {}): InvocationRecord => ({
         requestId, functionName: "fn", version: "v1", instanceId: "i1", nodeId: "n1", coldStart: false, queueMs: 0, startMs: 0, initMs: null,
-        handlerMs: 5, totalMs: 6, status: 200, errorCode: null, bytesIn: 0, bytesOut: 2, peakMemoryBytes: 1024, traceparent: "00-x", ts, ...extra,
+        handlerMs: 5, totalMs: 6, status: 200, errorCode: null, bytesIn: 0, bytesOut: 2, peakMemoryBytes: 1024, traceparent: "00-x", ts,
+        trigger: null, eventId: null, attempt: null, ...extra,
       });
       await s.writeTelemetry({
         logs: [line(1000, "info", "a"), line(1001, "error", "b"), line(1002, "debug", "c", "r2"), line(1003, "warn", "other fn", null, "g")],
-        invocations: [inv("r1", 1000, { coldStart: true, startMs: 50, totalMs: 70 }), inv("r2", 1002, { status: 500, errorCode: "FUNCTION_ERROR", totalMs: 700 })],
+        invocations: [inv("r1", 1000, { coldStart: true, startMs: 50, totalMs: 70 }), inv("r2", 1002, { status: 500, errorCode: "FUNCTION_ERROR", totalMs: 700, ...EVENT, attempt: 1 })],
         errors: [{ functionName: "fn", fingerprint: "fp1", code: "FUNCTION_ERROR", messageShape: "boom <n>", topFrame: "f (a.js:1)", requestId: "r2", ts: 1002 }],
       });
       await s.writeTelemetry({
         logs: [line(5000, "info", "d", "r3")],
-        invocations: [inv("r3", 5000)],
+        invocations: [inv("r3", 5000, { ...EVENT, attempt: 2 })],
         errors: [{ functionName: "fn", fingerprint: "fp1", code: "FUNCTION_ERROR", messageShape: "boom <n>", topFrame: "f (a.js:1)", requestId: "r3", ts: 5000 }],
       });
       const all = await s.queryLogs("fn");
@@ -285,6 +287,12 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
       assert.deepEqual((await s.queryInvocations("fn", { cold: true })).map((r) => r.requestId), ["r1"]);
       assert.deepEqual((await s.queryInvocations("fn", { slowerThanMs: 100 })).map((r) => r.requestId), ["r2"]);
       assert.deepEqual((await s.queryInvocations("fn", { failed: true })).map((r) => r.requestId), ["r2"]);
+      // Which trigger, event and attempt: kept, and filterable (every attempt of one event).
+      assert.deepEqual(invs[1], inv("r2", 1002, { status: 500, errorCode: "FUNCTION_ERROR", totalMs: 700, ...EVENT, attempt: 1 }));
+      assert.deepEqual(invs.map((r) => [r.trigger, r.eventId, r.attempt]), [[EVENT.trigger, EVENT.eventId, 2], [EVENT.trigger, EVENT.eventId, 1], [null, null, null]]);
+      assert.deepEqual((await s.queryInvocations("fn", { eventId: EVENT.eventId })).map((r) => r.requestId), ["r3", "r2"]);
+      assert.deepEqual((await s.queryInvocations("fn", { trigger: EVENT.trigger })).map((r) => r.requestId), ["r3", "r2"]);
+      assert.deepEqual(await s.queryInvocations("fn", { eventId: "other" }), []);
 
       const [group] = await s.listErrorGroups("fn");
       assert.deepEqual(group, {
@@ -311,6 +319,7 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreHa
         invocations: [{
           requestId: "r", functionName: "fn", version: "v1", instanceId: "i", nodeId: "n", coldStart: false, queueMs: 0.25, startMs: 0, initMs: null,
           handlerMs: 1.5, totalMs: 1.75, status: 200, errorCode: null, bytesIn: 0, bytesOut: 0, peakMemoryBytes: null, traceparent: "00-x", ts,
+          trigger: null, eventId: null, attempt: null,
         }],
         errors: [{ functionName: "fn", fingerprint: "f", code: "FUNCTION_ERROR", messageShape: "x", topFrame: null, requestId: "r", ts }],
       });

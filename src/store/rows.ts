@@ -33,6 +33,7 @@ export interface InvocationRow {
   request_id: string; function_name: string; version: string; instance_id: string | null; node_id: string; cold: number | boolean;
   queue_ms: number; start_ms: number; init_ms: number | null; handler_ms: number; total_ms: number; status: number;
   error_code: string | null; bytes_in: number; bytes_out: number; peak_memory_bytes: number | null; traceparent: string; ts: number;
+  trigger_id: string | null; event_id: string | null; attempt: number | null;
 }
 export interface ErrorGroupRow {
   function_name: string; fingerprint: string; code: string; message_shape: string; top_frame: string | null; count: number;
@@ -60,6 +61,7 @@ export const toInvocation = (r: InvocationRow): InvocationRecord => ({
   coldStart: r.cold === true || r.cold === 1, queueMs: r.queue_ms, startMs: r.start_ms, initMs: r.init_ms, handlerMs: r.handler_ms,
   totalMs: r.total_ms, status: r.status, errorCode: r.error_code, bytesIn: r.bytes_in, bytesOut: r.bytes_out,
   peakMemoryBytes: r.peak_memory_bytes, traceparent: r.traceparent, ts: r.ts,
+  trigger: r.trigger_id ?? null, eventId: r.event_id ?? null, attempt: r.attempt ?? null,
 });
 export const toErrorGroup = (r: ErrorGroupRow): ErrorGroup => ({
   functionName: r.function_name, fingerprint: r.fingerprint, code: r.code, messageShape: r.message_shape, topFrame: r.top_frame,

@@ -385,6 +385,10 @@ export interface InvocationQuery {
   readonly requestId?: string;
   /** Only failed requests (an error code set). */
   readonly failed?: boolean;
+  /** Only records of this trigger's events (InvocationRecord.trigger). */
+  readonly trigger?: string;
+  /** Only records of this CloudEvents id (every attempt of one event). */
+  readonly eventId?: string;
   /** Default 100, at most TELEMETRY_QUERY_MAX. */
   readonly limit?: number;
 }

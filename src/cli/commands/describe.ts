@@ -1,14 +1,15 @@
 /** `stratus describe <fn>`: active version, config, URL and instance counts. */
 import type { Command } from "commander";
+import { describeTrigger, redactConfigTriggers } from "../../shared/trigger-view";
 import { apiAction, formatTime, output, withCommonOptions, type CommonOptions } from "../command-kit";
 
-/** The `triggers:` section (schedule, rate and queue triggers; `stratus triggers ls` adds their slots and state). */
-function triggerLines(triggers: unknown[]): string[] {
+/** The `triggers:` section, every kind (credentials redacted); `stratus triggers ls` adds slots and source state. */
+export function triggerLines(triggers: unknown[]): string[] {
   if (triggers.length === 0) return [];
   return ["triggers:", ...triggers.map((t) => {
-    const x = t as { schedule?: string; timezone?: string; rate?: string; catchUp?: string; queue?: { type?: string; stream?: string; subject?: string; queue?: string } };
-    if (x.queue !== undefined) return `  - queue ${x.queue.type ?? ""} ${x.queue.queue ?? x.queue.stream ?? ""}${x.queue.subject !== undefined ? ` (${x.queue.subject})` : ""}`;
-    return `  - ${x.rate !== undefined ? `rate ${x.rate}` : `schedule "${x.schedule ?? ""}" (${x.timezone ?? "UTC"})`}, catchUp ${x.catchUp ?? "latest"}`;
+    const q = (t as { queue?: { type?: string; stream?: string; subject?: string; queue?: string } }).queue;
+    if (q !== undefined) return `  - queue ${q.type ?? ""} ${q.queue ?? q.stream ?? ""}${q.subject !== undefined ? ` (${q.subject})` : ""}`;
+    return `  - ${describeTrigger(t)}`;
   })];
 }
 
@@ -16,7 +17,8 @@ function triggerLines(triggers: unknown[]): string[] {
 export function registerDescribeCommand(program: Command): void {
   withCommonOptions(program.command("describe").description("show a function: version, config, URL, instances").argument("<fn>", "function name"))
     .action(apiAction<[string], CommonOptions>(async (client, opts, name) => {
-      const f = await client.getFunction(name);
+      const raw = await client.getFunction(name);
+      const f = { ...raw, config: redactConfigTriggers(raw.config) };
       output(opts, f, () => {
         const i = f.instances;
         const lines = [

@@ -7,6 +7,7 @@ import type { Operation } from "../operation";
 import { functionNameParam, jsonBody, validate } from "../http-util";
 import type { FunctionRecord } from "../../store/store";
 import { EMPTY_NODE_STATUS } from "../node-api";
+import { redactConfigTriggers } from "../../shared/trigger-view";
 
 const RollbackBody = z.strictObject({ to: z.string().min(1).max(200).optional() });
 
@@ -42,7 +43,8 @@ export function registerFunctionRoutes(router: Router, ctx: ApiContext): void {
     res.json({
       ...fn,
       url: functionUrl(ctx, fn.name),
-      config: version?.config ?? null,
+      // Trigger credentials never leave through the API (src/shared/trigger-view.ts).
+      config: redactConfigTriggers(version?.config ?? null),
       version: version && { version: version.version, digest: version.digest, createdAt: version.createdAt, exportName: version.exportName, image: version.image },
       instances,
     });

@@ -11,9 +11,9 @@ import { requireFunction, requireObservability } from "./observe-common";
 export const invocationOperations: Operation[] = [
   {
     method: "get", path: "/api/v1/functions/:name/invocations", operationId: "listInvocations",
-    summary: "Invocation records of a function, newest first: request id, version, instance, node, cold/warm, queue/start/handler/total ms, status, error code, bytes in/out, peak memory, traceparent, time (docs/observability.md).",
+    summary: "Invocation records of a function, newest first: request id, version, instance, node, cold/warm, queue/start/handler/total ms, status, error code, bytes in/out, peak memory, traceparent, time; for the platform's async and event dispatches also the trigger, the CloudEvents id and the attempt (docs/observability.md, docs/events.md).",
     auth: true,
-    query: { status: "a class (5xx) or a code (404)", cold: "1: cold starts only; 0: warm only", slowerThanMs: "only total time above this (ms)", since: "10m, an ISO time or epoch ms", request: "one request id", failed: "1: only records with an error code", limit: "default 100, at most 10000" },
+    query: { status: "a class (5xx) or a code (404)", cold: "1: cold starts only; 0: warm only", slowerThanMs: "only total time above this (ms)", since: "10m, an ISO time or epoch ms", request: "one request id", failed: "1: only records with an error code", trigger: "only this trigger's events (trigger id)", event: "only this CloudEvents id (every attempt of one event)", limit: "default 100, at most 10000" },
     responses: { "200": "`{ invocations: [InvocationRecord] }`" },
     errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND", "INVALID_ARGUMENT", "NOT_FOUND"],
   },
@@ -32,6 +32,8 @@ export function registerInvocationRoutes(router: Router, ctx: ApiContext): void 
     const request = q("request");
     const failed = q("failed");
     const limit = q("limit");
+    const trigger = q("trigger");
+    const event = q("event");
     const query: InvocationQuery = {
       ...(status !== undefined ? parseStatusFilter(status) : {}),
       ...(cold !== undefined ? { cold: parseBool("cold", cold) } : {}),
@@ -40,6 +42,8 @@ export function registerInvocationRoutes(router: Router, ctx: ApiContext): void 
       ...(request !== undefined ? { requestId: request } : {}),
       ...(failed !== undefined ? { failed: parseBool("failed", failed) } : {}),
       ...(limit !== undefined ? { limit: parsePositiveInt("limit", limit) } : {}),
+      ...(trigger !== undefined ? { trigger } : {}),
+      ...(event !== undefined ? { eventId: event } : {}),
     };
     await requireFunction(ctx, name);
     res.json({ invocations: await ctx.store.queryInvocations(name, query) });

@@ -10,8 +10,8 @@ import { requireEvents } from "./events-common";
 export const triggerOperations: Operation[] = [
   {
     method: "get", path: "/api/v1/functions/:name/triggers", operationId: "listTriggers",
-    summary: "The active version's triggers: id, kind (schedule, rate, queue); schedule and rate: expression, time zone, catchUp, last claimed slot, next slot (epoch ms); queue: broker type, where it consumes from, this control plane's source state (connected, in flight, settled counts, last error) or why it does not run.",
-    auth: true, responses: { "200": "`{ triggers: [{ id, kind, schedule?, timezone?, rate?, catchUp?, lastSlot?, nextSlot?, type?, from?, status?, problem? }] }`" },
+    summary: "The active version's triggers, every kind: id, kind (schedule, rate, or the key naming the source: queue, postgres, storage…), for schedule and rate the expression, time zone, catchUp, last claimed slot and next slot (epoch ms; null for other kinds), and the trigger's config with credentials redacted; queue triggers add the broker type, where they consume from, this control plane's source state (connected, in flight, settled counts, last error) or why it does not run.",
+    auth: true, responses: { "200": "`{ triggers: [{ id, kind, schedule?, timezone?, rate?, catchUp?, lastSlot, nextSlot, config, type?, from?, status?, problem? }] }`" },
     errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND", "NOT_FOUND"],
   },
 ];
@@ -23,6 +23,13 @@ export function registerTriggerRoutes(router: Router, ctx: ApiContext): void {
     const events = requireEvents(ctx);
     if ((await ctx.store.getFunction(name)) === null) throw new StratusError("FUNCTION_NOT_FOUND", `Function ${name} not found`);
     const entry = await events.catalog.get(name, true);
-    res.json({ triggers: entry === null ? [] : [...await events.scheduler.describe(entry), ...(events.sources?.describe(entry) ?? [])] });
+    if (entry === null) return void res.json({ triggers: [] });
+    // One view per trigger, in order (the scheduler's); a queue trigger's adds its source's state.
+    const views: object[] = await events.scheduler.describe(entry);
+    for (const q of events.sources?.describe(entry) ?? []) {
+      const { index, ...rest } = q;
+      views[index] = { ...views[index], ...rest };
+    }
+    res.json({ triggers: views });
   });
 }

@@ -166,6 +166,14 @@ export const MIGRATIONS: readonly string[] = [
   );
   INSERT INTO cluster_state (key, value) VALUES ('config_rev', 0);
   `,
+  // The event model: which trigger, event and attempt an invocation was (null for other requests). On the
+  // partitioned parent, so every partition (existing and future) gets the columns.
+  `
+  ALTER TABLE invocations ADD COLUMN trigger_id text;
+  ALTER TABLE invocations ADD COLUMN event_id text;
+  ALTER TABLE invocations ADD COLUMN attempt integer;
+  CREATE INDEX invocations_event ON invocations (function_name, event_id) WHERE event_id IS NOT NULL;
+  `,
 ];
 
 /** Arbitrary constant key of the advisory lock that serialises migrations ("strat" in ASCII). */

@@ -228,10 +228,12 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
       for (const r of part) {
         params.push(r.requestId, r.functionName, r.version, r.instanceId, r.nodeId, r.coldStart, r.queueMs, r.startMs, r.initMs, r.handlerMs,
           r.totalMs, r.status, r.errorCode, Math.round(r.bytesIn), Math.round(r.bytesOut),
-          r.peakMemoryBytes === null ? null : Math.round(r.peakMemoryBytes), r.traceparent, Math.round(r.ts));
+          r.peakMemoryBytes === null ? null : Math.round(r.peakMemoryBytes), r.traceparent, Math.round(r.ts),
+          r.trigger ?? null, r.eventId ?? null, r.attempt ?? null);
       }
       await c.query(`INSERT INTO invocations (request_id, function_name, version, instance_id, node_id, cold, queue_ms, start_ms, init_ms,
-        handler_ms, total_ms, status, error_code, bytes_in, bytes_out, peak_memory_bytes, traceparent, ts) VALUES ${valuesList(part.length, 18)}`, params);
+        handler_ms, total_ms, status, error_code, bytes_in, bytes_out, peak_memory_bytes, traceparent, ts, trigger_id, event_id, attempt)
+        VALUES ${valuesList(part.length, 21)}`, params);
     }
     for (const part of chunks(foldErrors(batch.errors), INSERT_CHUNK_ROWS)) {
       const params: unknown[] = [];
@@ -627,6 +629,8 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
       if (q.since !== undefined) where.push(`ts >= ${arg(q.since)}`);
       if (q.requestId !== undefined) where.push(`request_id = ${arg(q.requestId)}`);
       if (q.failed === true) where.push("error_code IS NOT NULL");
+      if (q.trigger !== undefined) where.push(`trigger_id = ${arg(q.trigger)}`);
+      if (q.eventId !== undefined) where.push(`event_id = ${arg(q.eventId)}`);
       const { rows } = await query<InvocationRow>(`SELECT * FROM invocations WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ${arg(q.limit)}`, args);
       return rows.map(toInvocation);
     },

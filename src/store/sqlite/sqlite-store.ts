@@ -24,7 +24,7 @@ import { assertMasterKey } from "../secret-box";
 import { createStore } from "../store-rules";
 
 /** Ordered migrations; index + 1 is the schema version. Never edit a released entry, append. */
-const MIGRATIONS: readonly string[] = [
+export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE functions (
     id INTEGER PRIMARY KEY,
@@ -168,6 +168,13 @@ const MIGRATIONS: readonly string[] = [
   );
   INSERT INTO cluster_state (key, value) VALUES ('config_rev', 0);
   `,
+  // 4: the event model: which trigger, event and attempt an invocation was (null for other requests).
+  `
+  ALTER TABLE invocations ADD COLUMN trigger_id TEXT;
+  ALTER TABLE invocations ADD COLUMN event_id TEXT;
+  ALTER TABLE invocations ADD COLUMN attempt INTEGER;
+  CREATE INDEX invocations_event ON invocations (function_name, event_id) WHERE event_id IS NOT NULL;
+  `,
 ];
 
 // SQLite keeps JSON as TEXT: decoded here, then mapped like every SQL implementation's rows.
@@ -245,9 +252,9 @@ export function openSqlitePersistence(file: string): StorePersistence {
     logGet: db.prepare<[string, number], { line: string }>("SELECT line FROM build_logs WHERE build_id = ? AND seq >= ? ORDER BY seq"),
     telLog: db.prepare("INSERT INTO logs (function_name, ts, level, source, stream, request_id, instance_id, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
     telInvocation: db.prepare(`INSERT INTO invocations (request_id, function_name, version, instance_id, node_id, cold, queue_ms, start_ms,
-      init_ms, handler_ms, total_ms, status, error_code, bytes_in, bytes_out, peak_memory_bytes, traceparent, ts)
+      init_ms, handler_ms, total_ms, status, error_code, bytes_in, bytes_out, peak_memory_bytes, traceparent, ts, trigger_id, event_id, attempt)
       VALUES (@requestId, @functionName, @version, @instanceId, @nodeId, @cold, @queueMs, @startMs, @initMs, @handlerMs, @totalMs,
-      @status, @errorCode, @bytesIn, @bytesOut, @peakMemoryBytes, @traceparent, @ts)`),
+      @status, @errorCode, @bytesIn, @bytesOut, @peakMemoryBytes, @traceparent, @ts, @trigger, @eventId, @attempt)`),
     telError: db.prepare(`INSERT INTO error_groups (function_name, fingerprint, code, message_shape, top_frame, count, first_seen, last_seen, sample_request_id)
       VALUES (@functionName, @fingerprint, @code, @messageShape, @topFrame, 1, @ts, @ts, @requestId)
       ON CONFLICT (function_name, fingerprint) DO UPDATE SET count = count + 1,
@@ -376,6 +383,7 @@ export function openSqlitePersistence(file: string): StorePersistence {
       q.telInvocation.run({
         ...r, ts: Math.round(r.ts), cold: r.coldStart ? 1 : 0, bytesIn: Math.round(r.bytesIn), bytesOut: Math.round(r.bytesOut),
         peakMemoryBytes: r.peakMemoryBytes === null ? null : Math.round(r.peakMemoryBytes),
+        trigger: r.trigger ?? null, eventId: r.eventId ?? null, attempt: r.attempt ?? null,
       });
     }
     for (const e of batch.errors) q.telError.run({ ...e, ts: Math.round(e.ts) });
@@ -594,6 +602,8 @@ export function openSqlitePersistence(file: string): StorePersistence {
       if (query.since !== undefined) { where.push("ts >= ?"); args.push(query.since); }
       if (query.requestId !== undefined) { where.push("request_id = ?"); args.push(query.requestId); }
       if (query.failed === true) where.push("error_code IS NOT NULL");
+      if (query.trigger !== undefined) { where.push("trigger_id = ?"); args.push(query.trigger); }
+      if (query.eventId !== undefined) { where.push("event_id = ?"); args.push(query.eventId); }
       args.push(query.limit);
       return db.prepare<unknown[], InvocationRow>(`SELECT * FROM invocations WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args).map(toInvocation);
     },

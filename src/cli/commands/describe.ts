@@ -6,11 +6,7 @@ import { apiAction, formatTime, output, withCommonOptions, type CommonOptions } 
 /** The `triggers:` section, every kind (credentials redacted); `stratus triggers ls` adds slots and source state. */
 export function triggerLines(triggers: unknown[]): string[] {
   if (triggers.length === 0) return [];
-  return ["triggers:", ...triggers.map((t) => {
-    const q = (t as { queue?: { type?: string; stream?: string; subject?: string; queue?: string } }).queue;
-    if (q !== undefined) return `  - queue ${q.type ?? ""} ${q.queue ?? q.stream ?? ""}${q.subject !== undefined ? ` (${q.subject})` : ""}`;
-    return `  - ${describeTrigger(t)}`;
-  })];
+  return ["triggers:", ...triggers.map((t) => `  - ${describeTrigger(t)}`)];
 }
 
 /** Registers the `describe` command. */

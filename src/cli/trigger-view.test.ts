@@ -2,9 +2,9 @@
 // credentials never are: the shared rules, the CLI's two renderings, and the scheduler's view.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { triggerLines } from "../cli/commands/describe";
-import { whenOf } from "../cli/commands/triggers";
-import { REDACTED, describeTrigger, redactConfigTriggers, redactTrigger, triggerKind } from "./trigger-view";
+import { triggerLines } from "./commands/describe";
+import { whenOf } from "./commands/triggers";
+import { REDACTED, describeTrigger, redactConfigTriggers, redactTrigger, triggerKind } from "../shared/trigger-view";
 
 const NATS = { queue: { type: "nats", url: "nats://app:s3cret-pw@127.0.0.1:4222", subject: "bids", maxDeliver: 5 } };
 const PG = { postgres: { connection: "postgres://repl:pg-pw@db:5432/shop?sslmode=require&password=also-secret", table: "bids", events: ["insert"], passwordSecret: "PG_PASSWORD" } };

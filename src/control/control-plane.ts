@@ -27,6 +27,7 @@ import { observeSettingsOf } from "../shared/config/observe-settings";
 import { StratusError } from "../shared/errors";
 import { writeError } from "../shared/write-error";
 import { AuthFailureLimiter } from "../shared/auth-failure-limiter";
+import { ApiRateLimiter } from "./api-rate-limiter";
 import type { Logger } from "../shared/logger";
 import { NODE_PROTOCOL_PREFIX, controlKeyFor, type TelemetryBatch, type WireDeployment } from "../shared/node-protocol";
 import type { InvocationRecord } from "../shared/invocation";
@@ -227,6 +228,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       // Ready once a node serves: it converged on the desired state when it said hello.
       isReady: () => closing === null && theFleet.nodes().length > 0,
       observability, publicMetrics: config.observe.publicMetrics, authFailures: deps.authFailures ?? new AuthFailureLimiter(config.auth), events,
+      rateLimiter: new ApiRateLimiter(config.rateLimit),
     };
     apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 

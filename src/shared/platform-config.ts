@@ -17,6 +17,7 @@ import { DRIVER_NAMES, DOCKER_DRIVER_SETTINGS_SHAPE, PROCESS_DRIVER_SETTINGS_SHA
 import { checkGatewayLimits, GATEWAY_LIMITS_SHAPE, GATEWAY_NODE_SHAPE } from "./config/gateway-settings";
 import { INSTANCE_OUTPUT_SHAPE, OBSERVE_SETTINGS_SHAPE } from "./config/observe-settings";
 import { AUTH_SETTINGS_SHAPE } from "./config/auth-settings";
+import { RATE_LIMIT_SETTINGS_SHAPE } from "./config/rate-limit-settings";
 import { fromString, int, setting, settingDoc, settingKind, type SettingKind, type Shape } from "./config/setting";
 import { parseStoreLocation } from "./store-location";
 
@@ -54,6 +55,7 @@ export const PlatformConfigSchema = z.strictObject({
   publicUrl: setting(z.union([z.literal(""), z.url()]).default(""), { unit: "URL", doc: "Base URL printed for functions; defaults to http://host:port." }),
   gateway: z.strictObject({ ...GATEWAY_LIMITS_SHAPE, ...GATEWAY_NODE_SHAPE }).superRefine(checkGatewayLimits).prefault({}),
   auth: section(AUTH_SETTINGS_SHAPE),
+  rateLimit: section(RATE_LIMIT_SETTINGS_SHAPE),
   build: section({
     maxArchiveBytes: setting(int(1024, 4096 * MiB).default(50 * MiB), { unit: "bytes", doc: "Largest upload (compressed)." }),
     maxUnpackedBytes: setting(int(1024, 16_384 * MiB).default(200 * MiB), { unit: "bytes", doc: "Largest unpacked project." }),

@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import Docker from "dockerode";
 import { createProcessDriver } from "../../src/sandbox/process/process-driver";
+import { forwardChainOf } from "../../src/sandbox/process/netns";
 import { createDockerDriver } from "../../src/sandbox/docker/docker-driver";
 import { runFunctionCodeCases } from "./a-harness";
 
@@ -34,7 +35,7 @@ runFunctionCodeCases("process", async () => {
       return out;
     },
     allLeftovers: async () => [...driver.cgroups.list().map((c) => `cgroup ${c}`), ...netns().map((n) => `netns ${n}`), ...(existsSync(join(stateDir, "box")) ? readdirSync(join(stateDir, "box")).map((b) => `box ${b}`) : [])],
-    metadataRule: () => iptables(["-S", "STRATUS-NET-FWD"]),
+    metadataRule: () => iptables(["-S", forwardChainOf("10.200.0.0/16")]),
     cleanup: async () => {
       await driver.close();
       for (const d of driver.cgroups.rootDirs()) if (existsSync(d)) rmdirSync(d);

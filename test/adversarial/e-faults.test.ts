@@ -11,7 +11,8 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -24,6 +25,7 @@ import { openSqliteQueue } from "../../src/events/sqlite/sqlite-queue";
 import type { JobQueue } from "../../src/events/queue";
 import { parseFunctionConfig } from "../../src/shared/function-config";
 import { createSilentLogger } from "../../src/shared/logger";
+import { forwardChainOf } from "../../src/sandbox/process/netns";
 
 const FUNCTIONS_JS = readFileSync("test/fixtures/adversarial/gateway-functions.js", "utf8");
 const pkg = JSON.stringify({ name: "adv", version: "1.0.0", main: "index.js" });
@@ -475,7 +477,8 @@ describe("E3/E8: the platform SIGKILLed with accepted async jobs, then restarted
   });
 
   test("E3+E8: every 202'd job ends succeeded or dead-lettered, none lost; a killed attempt is redelivered with attempt=2 and the same id", async () => {
-    p = await startUpInTempRoot("se3-", [], { STRATUS_EVENTS_LEASE_MARGIN_MS: "1500", STRATUS_EVENTS_POLL_INTERVAL_MS: "50" });
+    // A sandbox subnet of its own (a /24 no other suite uses), so that its iptables rules can be checked.
+    p = await startUpInTempRoot("se3-", [], { STRATUS_EVENTS_LEASE_MARGIN_MS: "1500", STRATUS_EVENTS_POLL_INTERVAL_MS: "50", STRATUS_PROCESS_SANDBOX_SUBNET: E3_SUBNET });
     up = p;
     const { ok } = bindStratus(() => ({ env: p!.env, cwd: p!.root }), 120_000, () => up?.output() ?? "");
     const dir = join(p.root, "proj");
@@ -533,8 +536,33 @@ describe("E3/E8: the platform SIGKILLed with accepted async jobs, then restarted
     const [code] = (await once(up.child, "exit")) as [number | null];
     assert.equal(code, 0, up.output());
     assert.deepEqual(processesUnder(p.dataDir), [], "processes left running after the stop");
+    // Issue 12.8: a clean stop (after a SIGKILLed run) leaves no cgroup root, network namespace,
+    // veth or iptables rule of this platform behind.
+    assert.deepEqual(hostLeftovers(p.dataDir, E3_SUBNET), [], "left on the host after the stop");
   });
 });
+
+const E3_SUBNET = `10.252.${process.pid % 256}.0/24`;
+
+/**
+ * What `stratus up` on `dataDir` may leave on the host: its cgroup roots (`stratus-<hash>`, src/up/platform.ts),
+ * its network namespaces and veths (tag: src/sandbox/process/process-driver.ts) and iptables rules naming `subnet`.
+ */
+function hostLeftovers(dataDir: string, subnet: string): string[] {
+  const out: string[] = [];
+  const root = `stratus-${createHash("sha256").update(dataDir).digest("hex").slice(0, 8)}`;
+  const fs = "/sys/fs/cgroup";
+  const parents = existsSync(join(fs, "cgroup.controllers")) ? [fs] : readdirSync(fs).map((c) => join(fs, c));
+  for (const d of parents) if (existsSync(join(d, root))) out.push(`cgroup root ${join(d, root)}`);
+  const tag = createHash("sha256").update(join(dataDir, "run")).digest("hex").slice(0, 6);
+  if (existsSync("/run/netns")) for (const n of readdirSync("/run/netns")) if (n.startsWith(`sxn-${tag}-`)) out.push(`netns ${n}`);
+  for (const n of readdirSync("/sys/class/net")) if (n.startsWith(`sx${tag}`)) out.push(`veth ${n}`);
+  for (const table of ["filter", "nat"]) {
+    const rules = execFileSync("iptables", ["-w", "-t", table, "-S"], { encoding: "utf8" }).split("\n");
+    for (const r of rules) if (r.includes(subnet) || r.includes(forwardChainOf(subnet))) out.push(`${table}: ${r}`);
+  }
+  return out;
+}
 
 /** Starts `stratus up` again on existing data (see startStratusUp). */
 const restartUp = (args: readonly string[], env: NodeJS.ProcessEnv): Promise<RunningUp> => startStratusUp(args, env, { restart: true });

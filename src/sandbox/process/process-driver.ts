@@ -54,7 +54,7 @@ export interface ProcessDriverOptions extends SandboxDriverOptions {
   readonly leftoverCgroupPrefix?: string;
   /** Where cgroups are mounted (default /sys/fs/cgroup). */
   readonly cgroupFsRoot?: string;
-  /** Prefix of the iptables chains of the outbound policy (default "STRATUS-NET": STRATUS-NET-IN, STRATUS-NET-FWD). */
+  /** Prefix of the iptables chains of the outbound policy (default "STRATUS-NET": STRATUS-NET-IN and, per subnet, STRATUS-NET-F<hex>; see ./netns.ts). */
   readonly iptablesChain?: string;
   /**
    * IPv4 subnet carved into one /30 per "outbound" sandbox (its own network namespace, veth, NAT; see
@@ -315,6 +315,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       // Leave no mount behind on the host: the state dir must stay removable.
       await slotMounts.close();
       await boxes.close();
+      // Nor the subnet's iptables rules (kept while another process has sandboxes on the subnet).
+      await networks.close();
       // Nor an empty cgroup root (a discovery still running keeps it: rmdir refuses a busy cgroup).
       if (discovering.size === 0) cgroups.removeRoot();
     },

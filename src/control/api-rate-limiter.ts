@@ -15,7 +15,7 @@ import { KeyedTokenBuckets } from "../shared/keyed-token-buckets";
 import type { RateLimitSettings } from "../shared/config/rate-limit-settings";
 
 /** Defaults (equal to the platform config's `rateLimit.*` defaults; a unit test keeps them equal). */
-export const RATE_LIMIT_DEFAULTS: RateLimitSettings = Object.freeze({ deployBurst: 20, deploysPerMinute: 20, requestBurst: 600, requestsPerMinute: 3000, maxTrackedCallers: 10_000 });
+export const RATE_LIMIT_DEFAULTS: RateLimitSettings = Object.freeze({ deployBurst: 60, deploysPerMinute: 30, requestBurst: 600, requestsPerMinute: 3000, maxTrackedCallers: 10_000 });
 
 /** Whether `method path` starts a deployment or a rollback (charged against the deploy bucket too). */
 export function isDeployRequest(method: string, path: string): boolean {

@@ -217,7 +217,8 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
         const signal = AbortSignal.timeout(config.build.timeoutMs);
         const r = await buildProject({
           unpacked: project, dataDir, driver: discoverOnNode, buildId: o.buildId, logger: logger.child({ component: "builder" }),
-          onLog: o.onLog, onSource: o.onSource, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
+          onLog: o.onLog, onSource: o.onSource, archiveLimits, signal,
+          sandboxOptions: { subnet: config.build.sandboxSubnet, blockedCidrs: config.process.blockedCidrs, logger: logger.child({ component: "build-network" }) }, ...(o.projectName ? { projectName: o.projectName } : {}),
         });
         return r.functions;
       },

@@ -248,7 +248,11 @@ test("mountinfo inside names no host path of the driver: state dir, sockets, run
       assert.ok(f.includes("tmpfs"), f.join(" "));
     }
     for (const dest of ["/tmp", "/stratus/run"]) assert.match(at(dest)[5] ?? "", /(^|,)noexec(,|$)/, `${dest} is noexec`);
-    // Known limit (docs/sandbox.md): the artifact's bind still names its host path; fixtures here.
+    // The code dir is a read-only overlay whose line names neither the artifact's path nor its layers'.
+    const code = at("/fn");
+    assert.equal(code[3], "/", code.join(" "));
+    assert.ok(code.includes("overlay") && / ro,|^ro,|,ro,| ro /.test(` ${code[5]},`), code.join(" "));
+    assert.ok(!mountinfo.includes(fixtures), `the artifact's host path is not named:\n${mountinfo}`);
     await inst.destroy();
     await driver.close();
     assert.deepEqual(mountsUnder(stateDir), [], "close leaves no mount in the state dir");

@@ -20,12 +20,14 @@ const iptables = (args: string[]): string => spawnSync("iptables", ["-w", ...arg
 runFunctionCodeCases("process", async () => {
   const stateDir = mkdtempSync("/tmp/sadp-");
   const tag = createHash("sha256").update(stateDir).digest("hex").slice(0, 6);
-  const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `stratus-advtest-${process.pid}-p`, pidsMax: 64, tmpSizeMb: 64 });
+  // prewarm 1: the canary (default limits) runs in a pre-warmed slot, the attack function (128 MB) fresh.
+  const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `stratus-advtest-${process.pid}-p`, pidsMax: 64, tmpSizeMb: 64, prewarm: 1 });
   void driver.open(); // nothing runs before open(); the pool starts filling now
   const netns = (): string[] => (existsSync("/run/netns") ? readdirSync("/run/netns").filter((n) => n.startsWith(`sxn-${tag}-`)) : []);
   return {
     driver,
     hostTools: true,
+    hostPaths: [stateDir],
     prepare: async (d) => d,
     leftovers: async (id) => {
       const out: string[] = [];
@@ -53,7 +55,7 @@ runFunctionCodeCases("docker", async () => {
   const docker = new Docker();
   const work = mkdtempSync(join(tmpdir(), "sadd-"));
   const nodeId = `advtest-${process.pid}`;
-  const driver = createDockerDriver({ registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimePath: runtimePath, stateDir: work, nodeId, pidsMax: 64 });
+  const driver = createDockerDriver({ registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimePath: runtimePath, stateDir: work, nodeId, pidsMax: 64, prewarm: 1 });
   void driver.open(); // nothing runs before open(); the pool starts filling now
   const images = new Map<string, Promise<string>>();
   const containers = async (filter: string): Promise<string[]> =>
@@ -61,6 +63,7 @@ runFunctionCodeCases("docker", async () => {
   return {
     driver,
     hostTools: false,
+    hostPaths: [work],
     prepare: async (d) => {
       const key = `${d.name}@${d.version}`;
       let image = images.get(key);

@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance";
 import { createProcessDriver, type ProcessDriver } from "../src/sandbox/process/process-driver";
 import { CgroupManager, detectCgroupLayout } from "../src/sandbox/process/cgroups";
+import { forwardChainOf } from "../src/sandbox/process/netns";
 import { parseFunctionConfig } from "../src/shared/function-config";
 import type { Instance } from "../src/sandbox/driver";
 
@@ -20,7 +21,7 @@ if (!existsSync(runtimePath)) throw new Error(`${runtimePath} is missing: run \`
 if (process.getuid?.() !== 0) throw new Error("the process driver tests need root (cgroups, iptables, bwrap binding host paths)");
 
 const rootName = `stratus-test-${process.pid}`;
-const newDriver = (suffix: string, extra: { pidsMax?: number } = {}): { driver: ProcessDriver; stateDir: string; cleanup: () => Promise<void> } => {
+const newDriver = (suffix: string, extra: { pidsMax?: number; sandboxSubnet?: string } = {}): { driver: ProcessDriver; stateDir: string; cleanup: () => Promise<void> } => {
   // Short state dir: socket paths must stay under 108 bytes.
   const stateDir = mkdtempSync("/tmp/sst-");
   const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `${rootName}-${suffix}`, ...extra });
@@ -176,7 +177,10 @@ test("outbound: each sandbox has its own network namespace; a test host is reach
   // our own): no packet leaves the machine.
   const ns = `sbh-th-${process.pid}`;
   const hv = `sbhth${process.pid % 100_000}`;
-  const { driver, stateDir, cleanup } = newDriver("net");
+  // A subnet of its own (no other suite's sandboxes on it): its rules must be gone after close.
+  const subnet = `10.${232 + (process.pid % 20)}.0.0/16`;
+  const subnetRe = new RegExp(subnet.replace(/\./g, "\\.").replace("/", "\\/"));
+  const { driver, stateDir, cleanup } = newDriver("net", { sandboxSubnet: subnet });
   const tag = createHash("sha256").update(stateDir).digest("hex").slice(0, 6);
   let server: ReturnType<typeof spawn> | undefined;
   try {
@@ -208,12 +212,19 @@ test("outbound: each sandbox has its own network namespace; a test host is reach
     const gw = JSON.parse((await invokeInstance(inst, `/?host=${hostSide}&port=${port}`)).body) as { connected: boolean };
     assert.equal(gw.connected, false, "the host's end of the veth is unreachable");
     // A11: the metadata range is rejected by rule (inspected, never probed).
-    assert.match(sh("iptables", ["-S", "STRATUS-NET-FWD"]), /-d 169\.254\.0\.0\/16 -j REJECT/);
+    assert.match(sh("iptables", ["-S", forwardChainOf(subnet)]), /-d 169\.254\.0\.0\/16 -j REJECT/);
     assert.match(sh("iptables", ["-S", "STRATUS-NET-IN"]), /-j REJECT/);
-    assert.match(sh("iptables", ["-t", "nat", "-S", "POSTROUTING"]), /-s 10\.200\.0\.0\/16 ! -d 10\.200\.0\.0\/16 -j MASQUERADE/);
+    assert.match(sh("iptables", ["-S", "INPUT"]), new RegExp(`-s ${subnetRe.source} -j STRATUS-NET-IN`));
+    assert.match(sh("iptables", ["-t", "nat", "-S", "POSTROUTING"]), new RegExp(`-s ${subnetRe.source} ! -d ${subnetRe.source} -j MASQUERADE`));
     await inst.destroy();
     assert.deepEqual(netnsOf(tag), [], "destroy deletes the namespace");
     assert.deepEqual(vethsOf(tag), [], "and its veth");
+    // A clean close removes every rule of the subnet (issue 12.8: they piled up per subnet).
+    await driver.close();
+    for (const table of ["filter", "nat"]) {
+      const left = sh("iptables", ["-t", table, "-S"]).split("\n").filter((l) => subnetRe.test(l) || l.includes(forwardChainOf(subnet)));
+      assert.deepEqual(left, [], `${table} rules of ${subnet} left after close`);
+    }
   } finally {
     server?.kill();
     spawnSync("ip", ["netns", "del", ns]);
@@ -237,7 +248,11 @@ test("mountinfo inside names no host path of the driver: state dir, sockets, run
       assert.ok(f.includes("tmpfs"), f.join(" "));
     }
     for (const dest of ["/tmp", "/stratus/run"]) assert.match(at(dest)[5] ?? "", /(^|,)noexec(,|$)/, `${dest} is noexec`);
-    // Known limit (docs/sandbox.md): the artifact's bind still names its host path; fixtures here.
+    // The code dir is a read-only overlay whose line names neither the artifact's path nor its layers'.
+    const code = at("/fn");
+    assert.equal(code[3], "/", code.join(" "));
+    assert.ok(code.includes("overlay") && / ro,|^ro,|,ro,| ro /.test(` ${code[5]},`), code.join(" "));
+    assert.ok(!mountinfo.includes(fixtures), `the artifact's host path is not named:\n${mountinfo}`);
     await inst.destroy();
     await driver.close();
     assert.deepEqual(mountsUnder(stateDir), [], "close leaves no mount in the state dir");

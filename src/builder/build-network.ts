@@ -1,93 +1,44 @@
 /**
- * The build sandbox's network for `npm ci` (src/builder/build-sandbox.ts): the install step shares the
- * host's network namespace (it needs the registry), and packet filter rules keyed on the build uid reject whatever they send to the host itself
- * (loopback and every local address: the platform's API, admin and gateway ports, other services) and to
- * link-local addresses (cloud metadata endpoints). Everything else (the internet, other hosts) is allowed.
+ * The build sandbox's network for `npm ci` / `yarn install` (src/builder/build-sandbox.ts): each install
+ * runs in a network namespace of its own, made by the same code as the instances'
+ * (src/sandbox/process/netns.ts): a veth pair into one /30 of `subnet`, NAT out, and iptables rules that
+ * reject the host itself (every local address and port: the platform's API, gateway, other services),
+ * every other sandbox of the subnet, link-local (cloud metadata) and `blockedCidrs`. Everything else
+ * (the registry, the internet) is reachable, IPv4 only.
  *
- * Rules live in a dedicated chain jumped to from OUTPUT; installing is idempotent (`-C` before `-A`),
- * so several builders and restarts add nothing twice. The bundling step needs no rules (`--unshare-net`).
- * (Instances no longer use this: each has its own network namespace, src/sandbox/process/netns.ts.)
+ * Why a namespace and not only packet filters on the host's namespace (what builds had before): an
+ * abstract-namespace Unix socket of any host service (and of a function's sandbox) is bound in the
+ * host's network namespace and no packet filter sees it (issue 12.4, for builds: an allowed install
+ * script could talk to one). The loopback of a build's namespace is its own.
+ *
+ * DNS goes to the host's nameservers through NAT like any other destination: a loopback stub resolver
+ * of the host (127.0.0.53, systemd-resolved) is NOT reachable from the namespace (point
+ * /etc/resolv.conf at a real resolver; docs/build.md).
+ *
+ * Namespaces are named `sxn-bld-<id>` and the subnet's rules live in `<chain>-IN` / `<chain>-F<hex>`;
+ * they are removed when the install ends (rules: once no build on the subnet is left, see netns.ts).
  */
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { readFileSync } from "node:fs";
-import { isIP } from "node:net";
+import { createSandboxNetworks, type SandboxNetworks } from "../sandbox/process/netns";
+import type { Logger } from "../shared/logger";
 
-const run = promisify(execFile);
+/** Default subnet of build namespaces: disjoint from the instances' default (10.200.0.0/16). */
+export const DEFAULT_BUILD_SUBNET = "10.199.0.0/16";
 
-/** Options of installOutboundRules. */
-export interface OutboundRulesOptions {
-  /** Instance uid the rules apply to. */
-  readonly uid: number;
-  /** Chain name (default "STRATUS-BUILD"). */
+/** Options of createBuildNetworks. */
+export interface BuildNetworkOptions {
+  /** IPv4 CIDR, prefix 8–28 (default 10.199.0.0/16); disjoint from every instance subnet of the host. */
+  readonly subnet?: string;
+  /** iptables chain prefix (default "STRATUS-BLD"). */
   readonly chain?: string;
-  /** Extra destinations to reject, CIDR (e.g. the cluster's private network). */
+  /** Extra destinations to reject (e.g. the cluster's private network). */
   readonly blockedCidrs?: readonly string[];
-  /** Loopback resolvers that stay reachable on port 53 (default: loopback nameservers of /etc/resolv.conf). */
-  readonly loopbackResolvers?: readonly string[];
+  readonly logger: Logger;
 }
 
-/**
- * Installs (idempotently) the iptables and ip6tables rules of the "outbound" policy for `uid`.
- * @throws Error when iptables is missing or refuses (the driver must not start instances unfiltered).
- */
-export async function installOutboundRules(options: OutboundRulesOptions): Promise<void> {
-  const chain = options.chain ?? "STRATUS-BUILD";
-  const uid = String(options.uid);
-  const resolvers = options.loopbackResolvers ?? loopbackNameservers();
-  const extra = options.blockedCidrs ?? [];
-  for (const [bin, family] of [["iptables", 4], ["ip6tables", 6]] as const) {
-    const owner = ["-m", "owner", "--uid-owner", uid];
-    const rules: string[][] = [];
-    // DNS to a loopback stub resolver (systemd-resolved's 127.0.0.53) stays possible, port 53 only.
-    for (const r of resolvers.filter((a) => isIP(a) === family)) {
-      for (const proto of ["udp", "tcp"]) rules.push([...owner, "-d", r, "-p", proto, "--dport", "53", "-j", "RETURN"]);
-    }
-    rules.push([...owner, "-o", "lo", "-j", "REJECT"]);
-    rules.push([...owner, "-m", "addrtype", "--dst-type", "LOCAL", "-j", "REJECT"]);
-    rules.push([...owner, "-d", family === 4 ? "169.254.0.0/16" : "fe80::/10", "-j", "REJECT"]);
-    for (const cidr of extra.filter((c) => isIP(c.split("/")[0] ?? "") === family)) rules.push([...owner, "-d", cidr, "-j", "REJECT"]);
-
-    try {
-      await run(bin, ["-w", "-N", chain]);
-    } catch (err) {
-      if (!/exists/i.test(String((err as { stderr?: string }).stderr))) throw wrap(bin, err);
-    }
-    await ensure(bin, ["OUTPUT", "-j", chain], true);
-    for (const r of rules) await ensure(bin, [chain, ...r], false);
-  }
-}
-
-/** Appends (or inserts first, for the OUTPUT jump) a rule unless an identical one exists. */
-async function ensure(bin: string, rule: string[], insert: boolean): Promise<void> {
-  const [chain, ...spec] = rule as [string, ...string[]];
-  try {
-    await run(bin, ["-w", "-C", chain, ...spec]);
-    return;
-  } catch {
-    // absent: add it
-  }
-  try {
-    await run(bin, ["-w", insert ? "-I" : "-A", chain, ...(insert ? ["1"] : []), ...spec]);
-  } catch (err) {
-    throw wrap(bin, err);
-  }
-}
-
-function wrap(bin: string, err: unknown): Error {
-  const stderr = String((err as { stderr?: string }).stderr ?? "").trim();
-  return new Error(`${bin} failed: ${stderr || String(err)}`, { cause: err });
-}
-
-/** Loopback nameservers listed in /etc/resolv.conf. */
-function loopbackNameservers(): string[] {
-  let text = "";
-  try {
-    text = readFileSync("/etc/resolv.conf", "utf8");
-  } catch {
-    return [];
-  }
-  return [...text.matchAll(/^\s*nameserver\s+(\S+)/gm)]
-    .map((m) => m[1] as string)
-    .filter((a) => a.startsWith("127.") || a === "::1");
+/** The manager of build namespaces (nothing is touched before the first create). */
+export function createBuildNetworks(options: BuildNetworkOptions): SandboxNetworks {
+  return createSandboxNetworks({
+    subnet: options.subnet ?? DEFAULT_BUILD_SUBNET, tag: "bld", chain: options.chain ?? "STRATUS-BLD",
+    ...(options.blockedCidrs ? { blockedCidrs: options.blockedCidrs } : {}), logger: options.logger,
+  });
 }

@@ -11,9 +11,9 @@
  *   and, for the bundler, esbuild's package and binary (read-only);
  * - it runs as an unprivileged uid (default 60499, not the instances' uid), no capabilities,
  *   no_new_privs, its own PID/IPC/UTS namespaces, killed with its process group on timeout or abort;
- * - the bundler has no network at all (`--unshare-net`); `npm ci` needs the registry, so it shares the
- *   host's network with the same packet filter as instances' "outbound" policy (nothing on the host
- *   itself, no link-local metadata), keyed on the build uid.
+ * - the bundler has no network at all (`--unshare-net`); `npm ci` needs the registry, so it runs in a
+ *   network namespace of its own with a veth and NAT (./build-network.ts): nothing on the host itself
+ *   (no port, no abstract Unix socket), no other sandbox, no link-local metadata.
  *
  * The work dir is handed to the build uid (chown) before the sandbox starts; the data dir above it
  * stays 0700 root.
@@ -26,7 +26,10 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { StratusError, isErrorCode } from "../shared/errors";
-import { installOutboundRules } from "./build-network";
+import { createBuildNetworks } from "./build-network";
+import { createSilentLogger, type Logger } from "../shared/logger";
+import type { SandboxNetns, SandboxNetworks } from "../sandbox/process/netns";
+import { randomBytes } from "node:crypto";
 import type { BundleResult } from "./bundle";
 
 /** Default uid/gid of builds: not the instances' (60500), so a build never shares anything with one. */
@@ -70,8 +73,14 @@ export interface BuildSandboxOptions {
   /** Uid/gid the build runs as (default 60499). */
   readonly uid?: number;
   readonly gid?: number;
-  /** iptables chain of the install step's network filter (default "STRATUS-BUILD"). */
+  /** iptables chain prefix of the install step's network (default "STRATUS-BLD"; ./build-network.ts). */
   readonly iptablesChain?: string;
+  /** IPv4 subnet of the install step's network namespaces (default 10.199.0.0/16; platform config `build.sandboxSubnet`). */
+  readonly subnet?: string;
+  /** Extra destinations the install step may not reach (CIDRs). */
+  readonly blockedCidrs?: readonly string[];
+  /** Where network set-up problems are logged (default: silent). */
+  readonly logger?: Logger;
   /** Size of the private /tmp, MB (default 256: npm unpacks tarballs there). */
   readonly tmpSizeMb?: number;
 }
@@ -159,18 +168,15 @@ export function createBuildSandbox(options: BuildSandboxOptions = {}): BuildSand
     if (!existsSync(p)) throw new Error(`build sandbox: ${what} not found at ${p}${hint ? ` (${hint})` : ""}`);
   }
   let esbuild: { packageDir: string; binary: string } | null = null;
-  let rules: Promise<void> | null = null;
-  const ensureRules = (): Promise<void> => {
-    rules ??= installOutboundRules({ uid, chain: options.iptablesChain ?? "STRATUS-BUILD" }).catch((err: unknown) => {
-      rules = null;
-      throw err;
-    });
-    return rules;
-  };
+  let networks: SandboxNetworks | null = null;
+  /** Installs running in a namespace of `networks` now: the last one to end closes the manager. */
+  let netUsers = 0;
+  const nsenterPath = "/usr/bin/nsenter";
 
   function bwrapArgs(r: SandboxRun, extraBinds: readonly string[]): string[] {
     const b: string[] = [
       "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+      // "registry": the namespace joined before bwrap (see run()); never the host's.
       ...(r.network === "none" ? ["--unshare-net"] : []),
       "--die-with-parent", "--new-session", "--hostname", "stratus-build",
       "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
@@ -212,18 +218,40 @@ export function createBuildSandbox(options: BuildSandboxOptions = {}): BuildSand
   }
 
   async function run(r: SandboxRun, extraBinds: readonly string[] = []): Promise<SandboxExit> {
-    if (r.network === "registry") {
-      try {
-        await ensureRules();
-      } catch (err) {
-        throw new StratusError("BUILD_FAILED", `Cannot install the build's network rules: ${(err as Error).message}`, { cause: err });
-      }
-    }
     if (r.signal?.aborted) return { code: null, signal: null, killed: "the build was cancelled", tail: [] };
+    if (r.network !== "registry") return await spawnSandbox(r, extraBinds, null);
+    networks ??= createBuildNetworks({
+      ...(options.subnet ? { subnet: options.subnet } : {}), ...(options.iptablesChain ? { chain: options.iptablesChain } : {}),
+      ...(options.blockedCidrs ? { blockedCidrs: options.blockedCidrs } : {}), logger: options.logger ?? createSilentLogger(),
+    });
+    const nets = networks;
+    const id = randomBytes(5).toString("hex");
+    netUsers++;
+    let netns: SandboxNetns;
+    try {
+      await nets.ensureRules();
+      netns = await nets.create(id);
+    } catch (err) {
+      await nets.remove(id);
+      if (--netUsers === 0) await nets.close();
+      throw new StratusError("BUILD_FAILED", `Cannot set up the build's network: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      return await spawnSandbox(r, extraBinds, netns.path);
+    } finally {
+      await nets.remove(id);
+      if (--netUsers === 0) await nets.close();
+    }
+  }
+
+  /** Runs bwrap (joined to `netnsPath` with nsenter when given) until it and its process group end. */
+  async function spawnSandbox(r: SandboxRun, extraBinds: readonly string[], netnsPath: string | null): Promise<SandboxExit> {
     const args = bwrapArgs(r, extraBinds);
+    // The bundler unshares the network (bwrap --unshare-net); the install joins its own namespace.
+    const [file, argv] = netnsPath === null ? [bwrapPath, args] : [nsenterPath, [`--net=${netnsPath}`, "--", bwrapPath, ...args]];
     return await new Promise<SandboxExit>((resolve, reject) => {
       // detached: bwrap and everything under it form one process group, killed together.
-      const child = spawn(bwrapPath, args, { env: { ...r.env }, stdio: ["ignore", "pipe", "pipe"], detached: true });
+      const child = spawn(file, argv, { env: { ...r.env }, stdio: ["ignore", "pipe", "pipe"], detached: true });
       let killed: string | null = null;
       const kill = (reason: string) => {
         killed ??= reason;

@@ -32,7 +32,7 @@ import type { Discoverer } from "../shared/discovery";
 import { DEFAULT_ARCHIVE_LIMITS, isStorageError, unpackArchive, type ArchiveLimits, type UnpackResult } from "../shared/archive";
 import { BUNDLE_FILES, formatBundleMessage } from "./bundle";
 import { copyPackageClosure } from "./external-packages";
-import { createBuildSandbox, type BuildSandbox } from "./build-sandbox";
+import { createBuildSandbox, type BuildSandbox, type BuildSandboxOptions } from "./build-sandbox";
 import { checkEnginesNode, installDependencies, readProjectPackage } from "./install-deps";
 import { ALWAYS_IGNORED, IGNORE_FILES, packProject } from "./pack";
 import { digestTree, listTree } from "../shared/tree-digest";
@@ -103,8 +103,10 @@ export interface BuildOptions {
   /** Discovery timeout, ms. Default 30,000. */
   readonly discoverTimeoutMs?: number;
   readonly signal?: AbortSignal;
-  /** Where npm ci and the bundler run (default: createBuildSandbox() with its defaults). */
+  /** Where npm ci and the bundler run (default: createBuildSandbox(sandboxOptions)). */
   readonly sandbox?: BuildSandbox;
+  /** Options of the default sandbox (its network's subnet and blocked ranges). */
+  readonly sandboxOptions?: BuildSandboxOptions;
 }
 
 /** The version id of an artifact digest. */
@@ -160,7 +162,7 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
     // Before anything is installed: npm would only warn, and the code would fail at load.
     checkEnginesNode(pkg.enginesNode, process.version);
     // npm ci and esbuild run in the build sandbox: only the work dir is writable, the data dir invisible.
-    const sandbox = options.sandbox ?? createBuildSandbox();
+    const sandbox = options.sandbox ?? createBuildSandbox(options.sandboxOptions);
     await sandbox.prepareWorkDir(work);
     if (pkg.hasDependencies) {
       await installDependencies({

@@ -9,6 +9,7 @@ import type { Activator } from "./activation";
 import type { Deployer } from "./deployer";
 import type { Observability } from "../observe/observer";
 import type { AuthFailureLimiter } from "../shared/auth-failure-limiter";
+import type { ApiRateLimiter } from "./api-rate-limiter";
 import type { EventsPlane } from "../events/events-plane";
 
 export interface ApiContext {
@@ -29,6 +30,8 @@ export interface ApiContext {
   readonly publicMetrics?: boolean;
   /** Per-address limit of authentication failures (absent: unlimited; `stratus up` always sets one). */
   readonly authFailures?: AuthFailureLimiter;
+  /** Per-caller request and deploy limits (src/control/api-rate-limiter.ts; absent: unlimited; `stratus up` always sets one). */
+  readonly rateLimiter?: ApiRateLimiter;
   /** Async invocations, the DLQ and triggers (absent: those routes answer 404 NOT_FOUND). */
   readonly events?: EventsPlane;
 }

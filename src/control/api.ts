@@ -4,8 +4,9 @@
  *
  * Every route but health and the OpenAPI document needs `Authorization: Bearer <token>`, verified
  * through the store (hashed, constant-time, revocation effective at once); failures are rate-limited
- * per client address (src/shared/auth-failure-limiter.ts, 429 TOO_MANY_AUTH_FAILURES). Every error answers the
- * common body with `x-stratus-error-source`. The request id is taken from a sane
+ * per client address (src/shared/auth-failure-limiter.ts, 429 TOO_MANY_AUTH_FAILURES); requests and
+ * deployments are limited per token (src/control/api-rate-limiter.ts, 429 API_RATE_LIMITED). Every
+ * error answers the common body with `x-stratus-error-source`. The request id is taken from a sane
  * `x-stratus-request-id` or generated.
  */
 import express, { type NextFunction, type Request, type Response } from "express";
@@ -86,6 +87,18 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
         return found;
       });
       res.locals.tokenId = record.id;
+      next();
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  // Per-caller limits (D5): after authentication, so a caller is its token; before any body is read.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    if (ctx.rateLimiter === undefined || isPublicPath(req.path)) return next();
+    const tokenId = res.locals.tokenId as string | undefined;
+    try {
+      ctx.rateLimiter.admit(tokenId !== undefined ? `t:${tokenId}` : `a:${req.socket.remoteAddress ?? ""}`, req.method, req.path);
       next();
     } catch (err) {
       next(err);

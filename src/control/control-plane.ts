@@ -27,6 +27,7 @@ import { observeSettingsOf } from "../shared/config/observe-settings";
 import { StratusError } from "../shared/errors";
 import { writeError } from "../shared/write-error";
 import { AuthFailureLimiter } from "../shared/auth-failure-limiter";
+import { ApiRateLimiter } from "./api-rate-limiter";
 import type { Logger } from "../shared/logger";
 import { NODE_PROTOCOL_PREFIX, controlKeyFor, type TelemetryBatch, type WireDeployment } from "../shared/node-protocol";
 import type { InvocationRecord } from "../shared/invocation";
@@ -216,7 +217,8 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
         const signal = AbortSignal.timeout(config.build.timeoutMs);
         const r = await buildProject({
           unpacked: project, dataDir, driver: discoverOnNode, buildId: o.buildId, logger: logger.child({ component: "builder" }),
-          onLog: o.onLog, onSource: o.onSource, archiveLimits, signal, ...(o.projectName ? { projectName: o.projectName } : {}),
+          onLog: o.onLog, onSource: o.onSource, archiveLimits, signal,
+          sandboxOptions: { subnet: config.build.sandboxSubnet, blockedCidrs: config.process.blockedCidrs, logger: logger.child({ component: "build-network" }) }, ...(o.projectName ? { projectName: o.projectName } : {}),
         });
         return r.functions;
       },
@@ -227,6 +229,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       // Ready once a node serves: it converged on the desired state when it said hello.
       isReady: () => closing === null && theFleet.nodes().length > 0,
       observability, publicMetrics: config.observe.publicMetrics, authFailures: deps.authFailures ?? new AuthFailureLimiter(config.auth), events,
+      rateLimiter: new ApiRateLimiter(config.rateLimit),
     };
     apiHandler = createApiApp(ctx, { version: deps.version ?? "0.1.0" });
 

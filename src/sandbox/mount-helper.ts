@@ -9,7 +9,25 @@
  * `err <errno text>`. Paths containing TAB or newline are refused before they reach the helper.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
 import { splitLines } from "./output-lines";
+
+/** Makes `viewDir` with `fn` → `source` and an empty `e` (see MountHelper.mountView). */
+function prepareView(source: string, viewDir: string): void {
+  rmSync(viewDir, { recursive: true, force: true });
+  mkdirSync(join(viewDir, "e"), { recursive: true, mode: 0o755 });
+  symlinkSync(source, join(viewDir, "fn"));
+}
+
+/** Removes what mountView made in `viewDir` (never the source). Never throws. */
+export function removeView(viewDir: string): void {
+  try {
+    rmSync(viewDir, { recursive: true, force: true });
+  } catch {
+    // gone
+  }
+}
 
 /** mount(2) flags (linux/mount.h). */
 const MS = { RDONLY: 1, NOSUID: 2, NODEV: 4, NOEXEC: 8, REMOUNT: 32, BIND: 4096, MOVE: 8192, REC: 16384, PRIVATE: 1 << 18, SHARED: 1 << 20 } as const;
@@ -19,7 +37,8 @@ const MNT_DETACH = 2;
 const SYSCALLS: Partial<Record<NodeJS.Architecture, [number, number]>> = { x64: [165, 166], arm64: [40, 39] };
 
 // `m src dst flags` → mount(src|NULL, dst, NULL, flags, NULL); `u dst` → umount2(dst, MNT_DETACH);
-// `t dst flags data` → mount("tmpfs", dst, "tmpfs", flags, data).
+// `t dst flags data` → mount("tmpfs", dst, "tmpfs", flags, data);
+// `o dir dst flags data` → chdir(dir), mount("overlay", dst, "overlay", flags, data), chdir("/").
 const SCRIPT = String.raw`
 use strict; $| = 1;
 my ($sm, $su) = @ARGV;
@@ -28,6 +47,10 @@ while (my $l = <STDIN>) {
   if ($f[0] eq "m") { $r = syscall($sm, $f[1] eq "" ? 0 : $f[1], $f[2], 0, 0 + $f[3], 0); }
   elsif ($f[0] eq "u") { $r = syscall($su, $f[1], ${MNT_DETACH}); }
   elsif ($f[0] eq "t") { my $t = "tmpfs"; $r = syscall($sm, $t, $f[1], $t, 0 + $f[2], $f[3]); }
+  elsif ($f[0] eq "o") {
+    if (chdir($f[1])) { my $t = "overlay"; $r = syscall($sm, $t, $f[2], $t, 0 + $f[3], $f[4]); my $e = $! + 0; chdir("/"); $! = $e; }
+    else { $r = -1; }
+  }
   else { print "err bad request\n"; next; }
   print($r == 0 ? "ok\n" : "err $!\n");
 }`;
@@ -36,6 +59,10 @@ while (my $l = <STDIN>) {
 export interface MountHelper {
   /** Makes `dir` a mount point (bind onto itself) with shared propagation: mounts under it reach sandboxes that bind a subdirectory. */
   makeShared(dir: string): Promise<void>;
+  /** Mounts a tmpfs at `dir` (noexec, nosuid, nodev, mount data `data`) with shared propagation. */
+  shareTmpfs(dir: string, data: string): Promise<void>;
+  /** Moves the mount at `source` (under a private mount) to `target`. */
+  move(source: string, target: string): Promise<void>;
   /** Makes `dir` a private mount point (a `move` source must not sit under a shared mount). */
   makePrivate(dir: string): Promise<void>;
   /**
@@ -44,6 +71,14 @@ export interface MountHelper {
    * into sandboxes inherit the read-only flag (a remount after the bind would not propagate).
    */
   bindReadOnly(source: string, stage: string, target: string): Promise<void>;
+  /**
+   * Mounts `source` read-only, nosuid, nodev at `target` as a one-layer read-only overlay whose
+   * mountinfo line names no host path: its root is `/` and its options read `lowerdir=fn:e`, relative
+   * to `viewDir` (made here: `fn` a symlink to `source`, `e` an empty dir). A bind would show `source`'s
+   * path inside its filesystem (the data dir, the artifact digest) to whoever reads /proc/self/mountinfo.
+   * Remove `viewDir` (removeView) after unmounting.
+   */
+  mountView(source: string, viewDir: string, target: string): Promise<void>;
   /** Mounts a tmpfs at `target`: noexec, nosuid, nodev, with mount data `data` (e.g. `size=65536k,mode=0755`, no TAB). */
   mountTmpfs(target: string, data: string): Promise<void>;
   /** Lazily unmounts `target` (MNT_DETACH); the unmount propagates into sandboxes. */
@@ -91,6 +126,11 @@ export function startMountHelper(perlPath = "/usr/bin/perl"): MountHelper {
       await mount(`bind ${dir}`, dir, dir, MS.BIND);
       await mount(`make-shared ${dir}`, "", dir, MS.SHARED);
     },
+    async shareTmpfs(dir, data) {
+      await call(`tmpfs ${dir}`, ["t", dir, MS.NOEXEC | MS.NOSUID | MS.NODEV, data]);
+      await mount(`make-shared ${dir}`, "", dir, MS.SHARED);
+    },
+    move: (source, target) => mount(`move ${source}`, source, target, MS.MOVE),
     async makePrivate(dir) {
       await mount(`bind ${dir}`, dir, dir, MS.BIND);
       await mount(`make-private ${dir}`, "", dir, MS.PRIVATE);
@@ -104,6 +144,11 @@ export function startMountHelper(perlPath = "/usr/bin/perl"): MountHelper {
         await call("unmount stage", ["u", stage]).catch(() => {});
         throw err;
       }
+    },
+    async mountView(source, viewDir, target) {
+      prepareView(source, viewDir);
+      // Two lower layers, no upper: overlayfs is read-only then (one layer alone is refused).
+      await call(`overlay ${target}`, ["o", viewDir, target, MS.RDONLY | MS.NOSUID | MS.NODEV, "lowerdir=fn:e"]);
     },
     mountTmpfs: (target, data) => call(`tmpfs ${target}`, ["t", target, MS.NOEXEC | MS.NOSUID | MS.NODEV, data]),
     unmount: (target) => call(`unmount ${target}`, ["u", target]),

@@ -1,17 +1,21 @@
 /**
  * The host side of a pre-warm slot's code mount, shared by the drivers (docs/prewarm.md, step 2).
  *
- * `<root>/slots` is a bind mount of itself with **shared** propagation; each slot gets an empty dir
+ * `<root>/slots` is a small tmpfs with **shared** propagation; each slot gets an empty dir
  * `<root>/slots/<slot>` that its sandbox binds as its code dir with slave propagation (bwrap does that by
- * default; Docker needs the `rslave` bind option). Specialising binds the artifact read-only on a private
+ * default; Docker needs the `rslave` bind option). Specialising mounts the artifact read-only on a private
  * staging dir `<root>/stage/<slot>` and *moves* it onto the slot dir, so the copy that propagates into the
- * sandbox is read-only from the start. Invariant: a slot dir exists from `create()` until `remove()`, and
- * nothing stays mounted on it after `remove()`.
+ * sandbox is read-only from the start. Neither names a host path in the sandbox's /proc/self/mountinfo
+ * (issue 12.8): the slot dir is `/<slot>` of a tmpfs (a bind of a host dir would show the state dir), and
+ * the artifact is a read-only overlay (`lowerdir=fn:e`, relative to `<root>/views/<slot>`; a bind would
+ * show its path in the data dir and its digest; see MountHelper.mountView).
+ * Invariant: a slot dir exists from `create()` until `remove()`, and nothing stays mounted on it after
+ * `remove()`.
  */
 import { mkdirSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../shared/logger";
-import { startMountHelper, type MountHelper } from "./mount-helper";
+import { removeView, startMountHelper, type MountHelper } from "./mount-helper";
 
 /** What a driver does with its slots' code dirs. Methods reject with the kernel's message. */
 export interface SlotMounts {
@@ -44,6 +48,7 @@ export function isMountPoint(dir: string): boolean {
 export function createSlotMounts(root: string, log: Logger): SlotMounts {
   const slotsRoot = join(root, "slots");
   const stageRoot = join(root, "stage");
+  const viewsRoot = join(root, "views");
   let mounts: Promise<MountHelper> | null = null;
   /** Starts the mount helper once and prepares `slots` (shared) and `stage` (private). */
   const ensure = (): Promise<MountHelper> => {
@@ -51,8 +56,9 @@ export function createSlotMounts(root: string, log: Logger): SlotMounts {
       const helper = startMountHelper();
       for (const [dir, shared] of [[slotsRoot, true], [stageRoot, false]] as const) {
         mkdirSync(dir, { recursive: true, mode: 0o755 });
-        // Idempotent across driver restarts: bind onto itself only when it is not a mount point yet.
-        if (!isMountPoint(dir)) await (shared ? helper.makeShared(dir) : helper.makePrivate(dir));
+        // Idempotent across driver restarts: mount only when it is not a mount point yet. 1 MiB: it
+        // holds empty dirs only.
+        if (!isMountPoint(dir)) await (shared ? helper.shareTmpfs(dir, "size=1024k,mode=0755") : helper.makePrivate(dir));
       }
       return helper;
     })();
@@ -71,7 +77,14 @@ export function createSlotMounts(root: string, log: Logger): SlotMounts {
     },
     async attach(slotId, artifactDir) {
       const helper = await ensure();
-      await helper.bindReadOnly(artifactDir, join(stageRoot, slotId), join(slotsRoot, slotId));
+      const stage = join(stageRoot, slotId);
+      await helper.mountView(artifactDir, join(viewsRoot, slotId), stage);
+      try {
+        await helper.move(stage, join(slotsRoot, slotId));
+      } catch (err) {
+        await helper.unmount(stage).catch(() => {});
+        throw err;
+      }
     },
     async remove(slotId) {
       const codeDir = join(slotsRoot, slotId);
@@ -83,6 +96,7 @@ export function createSlotMounts(root: string, log: Logger): SlotMounts {
           if (!/Invalid argument/.test(err.message)) log.error({ err, slotId }, "unmounting a slot's code failed");
         });
       }
+      removeView(join(viewsRoot, slotId));
       for (const d of [codeDir, join(stageRoot, slotId)]) {
         try {
           rmdirSync(d);

@@ -6,11 +6,11 @@
  * its token is looked at, so guessing cannot go faster than the refill rate — a valid token from that
  * address waits too (the price of not telling the guesser when it guessed right).
  *
- * Invariants: at most `maxTrackedClients` addresses are remembered (a Map in least-recently-failed
- * order: the oldest is forgotten first, which can only make a forgotten address's bucket full again);
- * an address appears only after a failure; O(1) per check and per failure, no timer.
+ * Invariants (./keyed-token-buckets.ts): at most `maxTrackedClients` addresses are remembered, the
+ * least recently failed forgotten first; an address appears only after a failure; O(1), no timer.
  */
 import { StratusError } from "./errors";
+import { KeyedTokenBuckets } from "./keyed-token-buckets";
 
 /** Settings (platform config `auth.*`). */
 export interface AuthFailureSettings {
@@ -25,18 +25,12 @@ export interface AuthFailureSettings {
 /** Defaults (equal to the platform config's `auth.*` defaults; a unit test keeps them equal). */
 export const AUTH_FAILURE_DEFAULTS: AuthFailureSettings = Object.freeze({ failureBurst: 20, failuresPerMinute: 30, maxTrackedClients: 10_000 });
 
-interface Bucket {
-  tokens: number;
-  at: number;
-}
-
 /** See the file comment. `now` is a monotonic clock in ms (default performance.now). */
 export class AuthFailureLimiter {
-  private readonly buckets = new Map<string, Bucket>();
-  private readonly perMs: number;
+  private readonly buckets: KeyedTokenBuckets;
 
-  constructor(private readonly settings: AuthFailureSettings = AUTH_FAILURE_DEFAULTS, private readonly now: () => number = () => performance.now()) {
-    this.perMs = settings.failuresPerMinute / 60_000;
+  constructor(settings: AuthFailureSettings = AUTH_FAILURE_DEFAULTS, now: () => number = () => performance.now()) {
+    this.buckets = new KeyedTokenBuckets({ burst: settings.failureBurst, perMinute: settings.failuresPerMinute, maxKeys: settings.maxTrackedClients }, now);
   }
 
   /**
@@ -44,38 +38,18 @@ export class AuthFailureLimiter {
    * @throws StratusError TOO_MANY_AUTH_FAILURES with `Retry-After` (whole seconds until one failure is allowed).
    */
   check(client: string): void {
-    const b = this.buckets.get(client);
-    if (b === undefined) return;
-    const tokens = this.refill(b);
-    if (tokens >= 1) return;
-    const waitS = Math.max(1, Math.ceil((1 - tokens) / this.perMs / 1000));
-    throw new StratusError("TOO_MANY_AUTH_FAILURES", undefined, { headers: { "retry-after": String(waitS) } });
+    const waitS = this.buckets.waitSeconds(client);
+    if (waitS > 0) throw new StratusError("TOO_MANY_AUTH_FAILURES", undefined, { headers: { "retry-after": String(waitS) } });
   }
 
   /** Counts one authentication failure of `client`. */
   fail(client: string): void {
-    let b = this.buckets.get(client);
-    if (b === undefined) {
-      b = { tokens: this.settings.failureBurst, at: this.now() };
-      if (this.buckets.size >= this.settings.maxTrackedClients) this.buckets.delete(this.buckets.keys().next().value!);
-    } else {
-      this.refill(b);
-      this.buckets.delete(client); // re-inserted below: most recently failed last
-    }
-    b.tokens = Math.max(0, b.tokens - 1);
-    this.buckets.set(client, b);
+    this.buckets.charge(client);
   }
 
   /** Addresses remembered (tests, memory checks). */
   get size(): number {
     return this.buckets.size;
-  }
-
-  private refill(b: Bucket): number {
-    const t = this.now();
-    b.tokens = Math.min(this.settings.failureBurst, b.tokens + (t - b.at) * this.perMs);
-    b.at = t;
-    return b.tokens;
   }
 }
 

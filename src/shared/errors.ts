@@ -47,6 +47,7 @@ export const ERROR_CODES = {
   UNSUPPORTED_NODE_VERSION: { status: 422, source: "function", message: "The project needs a Node version this platform does not run" },
   BUILD_IMPORT_OUTSIDE_PROJECT: { status: 422, source: "function", message: "An import resolves outside the uploaded project" },
   TOO_MANY_AUTH_FAILURES: { status: 429, source: "platform", message: "Too many failed authentication attempts from this address; retry later" },
+  API_RATE_LIMITED: { status: 429, source: "platform", message: "Too many API requests for this caller; retry later" },
   QUEUE_FULL: { status: 429, source: "platform", message: "Too many requests are waiting for this function" },
   HEADERS_TOO_LARGE: { status: 431, source: "platform", message: "Request headers are too large" },
   FUNCTION_ERROR: { status: 500, source: "function", message: "The function threw an error" },

@@ -17,7 +17,8 @@ import { DRIVER_NAMES, DOCKER_DRIVER_SETTINGS_SHAPE, PROCESS_DRIVER_SETTINGS_SHA
 import { checkGatewayLimits, GATEWAY_LIMITS_SHAPE, GATEWAY_NODE_SHAPE } from "./config/gateway-settings";
 import { INSTANCE_OUTPUT_SHAPE, OBSERVE_SETTINGS_SHAPE } from "./config/observe-settings";
 import { AUTH_SETTINGS_SHAPE } from "./config/auth-settings";
-import { fromString, int, setting, settingDoc, settingKind, type SettingKind, type Shape } from "./config/setting";
+import { RATE_LIMIT_SETTINGS_SHAPE } from "./config/rate-limit-settings";
+import { fromString, int, ipv4Cidr, setting, settingDoc, settingKind, type SettingKind, type Shape } from "./config/setting";
 import { parseStoreLocation } from "./store-location";
 
 const isStoreLocation = (v: string): boolean => {
@@ -54,11 +55,13 @@ export const PlatformConfigSchema = z.strictObject({
   publicUrl: setting(z.union([z.literal(""), z.url()]).default(""), { unit: "URL", doc: "Base URL printed for functions; defaults to http://host:port." }),
   gateway: z.strictObject({ ...GATEWAY_LIMITS_SHAPE, ...GATEWAY_NODE_SHAPE }).superRefine(checkGatewayLimits).prefault({}),
   auth: section(AUTH_SETTINGS_SHAPE),
+  rateLimit: section(RATE_LIMIT_SETTINGS_SHAPE),
   build: section({
     maxArchiveBytes: setting(int(1024, 4096 * MiB).default(50 * MiB), { unit: "bytes", doc: "Largest upload (compressed)." }),
     maxUnpackedBytes: setting(int(1024, 16_384 * MiB).default(200 * MiB), { unit: "bytes", doc: "Largest unpacked project." }),
     maxEntries: setting(int(1, 1_000_000).default(10_000), { unit: "entries", doc: "Most files and folders in an upload." }),
     timeoutMs: setting(int(1000, 3_600_000).default(300_000), { unit: "ms", doc: "Longest build (install + bundle + discovery)." }),
+    sandboxSubnet: setting(ipv4Cidr(8, 28).default("10.199.0.0/16"), { unit: "CIDR", doc: "IPv4 subnet carved into one /30 per dependency install (`npm ci`, `yarn install`): each runs in its own network namespace with a veth pair and NAT, and reaches neither the host nor its abstract Unix sockets. Disjoint from `process.sandboxSubnet` and from every real network of the host; `process.blockedCidrs` apply to builds too. See docs/build.md." }),
   }),
   observe: section({
     ...OBSERVE_SETTINGS_SHAPE,

@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import Docker from "dockerode";
 import { createProcessDriver } from "../../src/sandbox/process/process-driver";
+import { forwardChainOf } from "../../src/sandbox/process/netns";
 import { createDockerDriver } from "../../src/sandbox/docker/docker-driver";
 import { runFunctionCodeCases } from "./a-harness";
 
@@ -19,12 +20,14 @@ const iptables = (args: string[]): string => spawnSync("iptables", ["-w", ...arg
 runFunctionCodeCases("process", async () => {
   const stateDir = mkdtempSync("/tmp/sadp-");
   const tag = createHash("sha256").update(stateDir).digest("hex").slice(0, 6);
-  const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `stratus-advtest-${process.pid}-p`, pidsMax: 64, tmpSizeMb: 64 });
+  // prewarm 1: the canary (default limits) runs in a pre-warmed slot, the attack function (128 MB) fresh.
+  const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `stratus-advtest-${process.pid}-p`, pidsMax: 64, tmpSizeMb: 64, prewarm: 1 });
   void driver.open(); // nothing runs before open(); the pool starts filling now
   const netns = (): string[] => (existsSync("/run/netns") ? readdirSync("/run/netns").filter((n) => n.startsWith(`sxn-${tag}-`)) : []);
   return {
     driver,
     hostTools: true,
+    hostPaths: [stateDir],
     prepare: async (d) => d,
     leftovers: async (id) => {
       const out: string[] = [];
@@ -34,7 +37,7 @@ runFunctionCodeCases("process", async () => {
       return out;
     },
     allLeftovers: async () => [...driver.cgroups.list().map((c) => `cgroup ${c}`), ...netns().map((n) => `netns ${n}`), ...(existsSync(join(stateDir, "box")) ? readdirSync(join(stateDir, "box")).map((b) => `box ${b}`) : [])],
-    metadataRule: () => iptables(["-S", "STRATUS-NET-FWD"]),
+    metadataRule: () => iptables(["-S", forwardChainOf("10.200.0.0/16")]),
     cleanup: async () => {
       await driver.close();
       for (const d of driver.cgroups.rootDirs()) if (existsSync(d)) rmdirSync(d);
@@ -52,7 +55,7 @@ runFunctionCodeCases("docker", async () => {
   const docker = new Docker();
   const work = mkdtempSync(join(tmpdir(), "sadd-"));
   const nodeId = `advtest-${process.pid}`;
-  const driver = createDockerDriver({ registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimePath: runtimePath, stateDir: work, nodeId, pidsMax: 64 });
+  const driver = createDockerDriver({ registry: process.env.STRATUS_REGISTRY ?? "127.0.0.1:5000", runtimePath: runtimePath, stateDir: work, nodeId, pidsMax: 64, prewarm: 1 });
   void driver.open(); // nothing runs before open(); the pool starts filling now
   const images = new Map<string, Promise<string>>();
   const containers = async (filter: string): Promise<string[]> =>
@@ -60,6 +63,7 @@ runFunctionCodeCases("docker", async () => {
   return {
     driver,
     hostTools: false,
+    hostPaths: [work],
     prepare: async (d) => {
       const key = `${d.name}@${d.version}`;
       let image = images.get(key);

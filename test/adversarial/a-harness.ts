@@ -35,6 +35,8 @@ export interface AdversarialDriverFixture {
   allLeftovers(): Promise<string[]>;
   /** The iptables rule text that must deny 169.254.0.0/16 to instances (A11). */
   metadataRule(): string;
+  /** Host paths no sandbox's /proc/self/mountinfo may name (the driver's state dir; A18). */
+  readonly hostPaths: readonly string[];
   /** The sandbox has the host's /usr (unshare, mount, su): A15 can try them. */
   readonly hostTools: boolean;
   cleanup(): Promise<void>;
@@ -132,7 +134,9 @@ export function runFunctionCodeCases(name: string, setup: () => Promise<Adversar
       else process.env.DATABASE_URL = saved.db;
       try {
         // Nothing left running: every instance of every case is gone with its cgroup/container/netns.
-        if (fx) assert.deepEqual(await fx.allLeftovers(), [], "nothing of any instance is left after the gateway closed");
+        // Idle pre-warmed slots belong to the driver until it closes (idempotent; cleanup closes again).
+        if (fx) await fx.driver.close();
+        if (fx) assert.deepEqual(await fx.allLeftovers(), [], "nothing of any instance or pool slot is left after the gateway and the driver closed");
       } finally {
         await fx?.cleanup();
         rmSync(hostDir, { recursive: true, force: true });
@@ -294,6 +298,23 @@ export function runFunctionCodeCases(name: string, setup: () => Promise<Adversar
       for (const fd of out.fds) assert.ok(!fd.includes(hostDir) && !/:\/(work|root|var\/lib)\//.test(fd), `fd ${fd} is not a host path`);
       for (const [t, s] of Object.entries(out.threads)) assert.deepEqual(s, { seccomp: "2", noNewPrivs: "1", capEff: "0000000000000000" }, `thread ${t}`);
       await invariants("A14", [r.text]);
+    });
+
+    test("A18 (issue 12.8) /proc/self/mountinfo names no host path: state dir, artifact dir, host dirs — fresh and pre-warmed instances", async () => {
+      const fresh = await attack("A18");
+      assert.equal(fresh.status, 200, fresh.text);
+      // The canary has the default limits: it runs in a pre-warmed slot (both fixtures keep a pool).
+      const pooled = await call("/fn/canary?mounts=1");
+      assert.equal(pooled.status, 200, pooled.text);
+      for (const [what, text] of [["fresh", String((fresh.json as { mountinfo?: string }).mountinfo ?? "")], ["pooled", pooled.text]] as const) {
+        // Docker's fresh containers carry the code in their image; every other case mounts it.
+        if (what === "pooled" || fx.hostTools) assert.match(text, / \/fn | \/srv\/function /, `${what}: the code dir is mounted:\n${text}`);
+        for (const p of [...fx.hostPaths, ADVERSARIAL_FIXTURES, hostDir, resolve(".")]) {
+          assert.ok(!text.includes(p), `${what}: mountinfo names the host path ${p}:\n${text}`);
+        }
+        assert.doesNotMatch(text, /sha256-[0-9a-f]{16}/, `${what}: no artifact digest`);
+      }
+      await invariants("A18", [fresh.text, pooled.text]);
     });
 
     test("A15 unshare -r, mount and a setuid binary give no privilege", async () => {

@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
-import { tmpdir } from "node:os";
+import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
@@ -137,11 +137,20 @@ describe("B. malicious uploads", () => {
     await expectRefused("B8 deep", rawTarGz([INDEX, paxPath(deep), { name: "placeholder", body: "x" }]), 400, "INVALID_ARCHIVE", /longer than 1024/);
   });
 
-  test("B9: install scripts are off by default; allowed ones run sandboxed: no host file, no sentinel write, decoy hits 0", async () => {
+  test("B9: install scripts are off by default; allowed ones run sandboxed: no host file, no sentinel write, decoy hits 0 (loopback, host address, host abstract socket); the registry is reachable", async () => {
     let hits = 0;
     const decoy: Server = createServer((s) => { hits++; s.destroy(); });
     await new Promise<void>((r) => decoy.listen(0, "127.8.9.10", r));
     const port = (decoy.address() as { port: number }).port;
+    // Issue 12.4 for builds: npm ci used to share the host's network namespace, where abstract Unix
+    // sockets (which no packet filter sees) of every host service live. Now it has its own.
+    const abstractName = `stratus-b9-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const abstractDecoy: Server = createServer((s) => { hits++; s.destroy(); });
+    await new Promise<void>((r) => abstractDecoy.listen(`\0${abstractName}`, r));
+    const hostDecoy: Server = createServer((s) => { hits++; s.destroy(); });
+    await new Promise<void>((r) => hostDecoy.listen(0, "0.0.0.0", r));
+    const hostPort = (hostDecoy.address() as { port: number }).port;
+    const hostAddress = Object.values(networkInterfaces()).flat().find((a) => a?.family === "IPv4" && !a.internal)?.address ?? "127.0.0.1";
     try {
       const probe = [
         "const fs = require('fs'); const net = require('net'); const out = [];",
@@ -149,7 +158,11 @@ describe("B. malicious uploads", () => {
         `try { fs.writeFileSync(${JSON.stringify(join(h.sentinelDir, "written-by-script"))}, 'x'); out.push('wrote'); } catch (e) { out.push('write:' + e.code); }`,
         `out.push('env:' + (process.env.STRATUS_ADVERSARIAL_CANARY || 'none'));`,
         `const s = net.connect(${port}, '127.8.9.10'); s.on('connect', () => { out.push('connected'); s.end('leak'); }); s.on('error', (e) => out.push('connect:' + e.code));`,
-        "setTimeout(() => { fs.writeFileSync('probe-result.txt', out.join('\\n')); process.exit(0); }, 1500);",
+        `const a = net.connect({ path: '\\0${abstractName}' }); a.on('connect', () => { out.push('abstract:connected'); a.end('leak'); }); a.on('error', (e) => out.push('abstract:' + e.code));`,
+        `const hs = net.connect(${hostPort}, ${JSON.stringify(hostAddress)}); hs.on('connect', () => { out.push('host:connected'); hs.end('leak'); }); hs.on('error', (e) => out.push('host:' + e.code));`,
+        // What npm needs still works: the registry through the namespace's NAT (DNS, then TCP 443).
+        "const g = net.connect(443, 'registry.npmjs.org'); g.on('connect', () => { out.push('registry:connected'); g.destroy(); }); g.on('error', (e) => out.push('registry:' + e.code));",
+        "setTimeout(() => { fs.writeFileSync('probe-result.txt', out.join('\\n')); process.exit(0); }, 4000);",
       ].join("\n");
       const make = async (name: string, allowScripts: boolean) => {
         const dir = await mkdtemp(join(tmpdir(), "stratus-b9-"));
@@ -191,10 +204,13 @@ describe("B. malicious uploads", () => {
       assert.ok(lines.includes("write:ENOENT"), `the sentinel dir is not visible: ${result}`);
       assert.ok(lines.includes("env:none"), `the platform's environment is not passed on: ${result}`);
       assert.ok(!lines.includes("connected"), `the decoy on a loopback address is unreachable: ${result}`);
+      assert.ok(lines.includes("abstract:ECONNREFUSED"), `a host abstract socket is unreachable (own network namespace): ${result}`);
+      assert.ok(lines.some((l) => l.startsWith("host:") && l !== "host:connected"), `the host's own address is unreachable: ${result}`);
+      assert.ok(lines.includes("registry:connected"), `the registry is reachable through NAT: ${result}`);
       assert.equal(hits, 0, "decoy hits");
       await h.check("B9 scripts allowed", on.events, result);
     } finally {
-      await new Promise<void>((r) => decoy.close(() => r()));
+      for (const d of [decoy, abstractDecoy, hostDecoy]) await new Promise<void>((r) => d.close(() => r()));
     }
   });
 

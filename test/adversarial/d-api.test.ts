@@ -250,3 +250,67 @@ describe("D5: repeated authentication failures are slowed per client address", (
     await assertPlatformInvariants(fx, seen);
   });
 });
+
+describe("D5: deployments and API requests are limited per token", () => {
+  let fx: PlatformFixture;
+  const seen: Seen = { texts: [] };
+  before(async () => {
+    // Deploys: 2 in a row, then one a minute (setUp's deploy is the first). Requests: 30 in a row, then 1/s.
+    fx = await setUp({ "rateLimit.deployBurst": 2, "rateLimit.deploysPerMinute": 1, "rateLimit.requestBurst": 30, "rateLimit.requestsPerMinute": 60 });
+  });
+  after(async () => {
+    if (fx) await fx.close();
+  });
+
+  test("D5 (deploy flood): past the burst, 429 API_RATE_LIMITED with Retry-After before the upload is read; another token is unaffected; nothing half-deployed", async () => {
+    const api = client(fx, seen);
+    const archive = await project({ "index.js": FUNCTIONS_JS, "package.json": JSON.stringify({ name: "adv", version: "1.0.0", main: "index.js" }) });
+    const second = await deploy(fx, archive);
+    assert.equal(second.final?.type, "result", JSON.stringify(second.final));
+    const versions = (await api("GET", "/api/v1/functions/canary/versions")).text;
+    const t0 = performance.now();
+    const refused = await deploy(fx, archive);
+    assert.equal(refused.status, 429, JSON.stringify(refused.body));
+    assert.equal((refused.body as { error: { code: string } }).error.code, "API_RATE_LIMITED");
+    const head = await fetch(`${fx.url}/api/v1/deployments`, { method: "POST", headers: { authorization: `Bearer ${fx.token}`, "content-type": "application/gzip" }, body: archive });
+    const retry = Number(head.headers.get("retry-after"));
+    assert.equal(head.status, 429);
+    await head.text();
+    assert.ok(retry >= 30 && retry <= 60, `Retry-After ${retry} (one deploy a minute)`);
+    assert.equal(head.headers.get("x-stratus-error-source"), "platform");
+    assert.ok(performance.now() - t0 < 5000, "refused at once, no build started");
+    // Rollbacks share the deploy bucket.
+    const rb = await api("POST", "/api/v1/functions/canary/rollback", { body: "{}" });
+    assert.equal(rb.status, 429, rb.text);
+    assert.equal(rb.json().error?.code, "API_RATE_LIMITED");
+    // Nothing was built or activated by the refused calls.
+    assert.equal((await api("GET", "/api/v1/functions/canary/versions")).text, versions);
+    // Another token has its own buckets: its (empty, invalid) upload gets past the limiter to the unpacker.
+    const created = await api("POST", "/api/v1/tokens", { body: JSON.stringify({ name: "d5-other" }) });
+    assert.equal(created.status, 201);
+    const other = (JSON.parse(created.text) as { token: string }).token;
+    seen.texts.pop(); // the one response allowed to show a new token
+    const o = await fetch(`${fx.url}/api/v1/deployments`, { method: "POST", headers: { authorization: `Bearer ${other}`, "content-type": "application/gzip" }, body: Buffer.from("not gzip") });
+    const oText = await o.text();
+    assert.equal(o.status, 400, oText);
+    assert.equal((JSON.parse(oText) as { error: { code: string } }).error.code, "INVALID_ARCHIVE");
+    await assertPlatformInvariants(fx, seen);
+  });
+
+  test("D5 (request flood): one token's cheap requests are limited too; the gateway's functions are not", async () => {
+    const api = client(fx, seen);
+    const statuses: number[] = [];
+    for (let i = 0; i < 40; i++) statuses.push((await api("GET", "/api/v1/functions")).status);
+    const first429 = statuses.indexOf(429);
+    assert.ok(first429 > 0 && first429 <= 30, `limited within the burst of 30: ${statuses.join(",")}`);
+    assert.ok(statuses.slice(first429).every((s) => s === 429), statuses.join(","));
+    const r = await api("GET", "/api/v1/functions");
+    assert.equal(r.json().error?.code, "API_RATE_LIMITED");
+    assert.ok(Number(r.headers.get("retry-after")) >= 1);
+    assert.equal((await fetch(`${fx.url}/healthz`)).status, 200, "health is never limited");
+    for (let i = 0; i < 5; i++) assert.equal((await fetch(`${fx.url}/fn/canary`)).status, 200, "functions are not API calls");
+    await new Promise((res) => setTimeout(res, 1100)); // 60/min: one request again after ~1 s
+    assert.equal((await api("GET", "/api/v1/functions")).status, 200);
+    await assertPlatformInvariants(fx, seen);
+  });
+});

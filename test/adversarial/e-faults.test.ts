@@ -4,14 +4,18 @@
 // The async and cron cases (E1's async part, E3, E7–E10) drive the events system: an in-process
 // platform (E1-async, E9, E10), the scheduler on a fake clock over a real SQLite queue (E7), and
 // `stratus up` SIGKILLed and restarted (E3, E8 — simulated by lease expiry, there is no ack hook).
-// E6 (the Docker daemon restarting) is not done: restarting dockerd would hit every other engineer's
-// containers on this shared machine, and the proxy variant (the engine's API socket dropped by a
-// loopback proxy) is not built yet — TODO with that reason.
+// E6 is its "API socket drops" variant: the Docker driver talks to the engine through a Unix-socket
+// proxy of the test's own, which drops every connection and stops answering, then comes back. A real
+// dockerd restart is not done: scripts/run-tests.mjs serialises Docker suites only within one runner,
+// and on this shared machine other engineers' runners, platforms and the registry container use the
+// same engine at the same time — restarting it would kill their containers (no live-restore).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -24,6 +28,7 @@ import { openSqliteQueue } from "../../src/events/sqlite/sqlite-queue";
 import type { JobQueue } from "../../src/events/queue";
 import { parseFunctionConfig } from "../../src/shared/function-config";
 import { createSilentLogger } from "../../src/shared/logger";
+import { forwardChainOf } from "../../src/sandbox/process/netns";
 
 const FUNCTIONS_JS = readFileSync("test/fixtures/adversarial/gateway-functions.js", "utf8");
 const pkg = JSON.stringify({ name: "adv", version: "1.0.0", main: "index.js" });
@@ -59,10 +64,6 @@ describe("E: reliability faults (process driver)", () => {
     await stack.observe.flush();
     return (await stack.store.queryLogs(name, { limit: 10_000 })).filter((l) => l.message.startsWith(`${name}-hit `));
   }
-
-  test("E6: the Docker daemon restarts, or its API socket drops", {
-    todo: "not done: restarting dockerd on this shared machine would kill other engineers' containers; the loopback proxy in front of the engine socket is not built yet",
-  }, () => {});
 
   test("E5: the store locked by another process, then its file deleted: warm requests keep being served quickly", async () => {
     const baseline = median(await times(20));
@@ -160,6 +161,112 @@ describe("E11: a sandbox binary or an image that is gone: a fast 503 with a reas
       await assertInvariants(stack);
     } finally {
       await closeAndAssertNothingLeft(stack);
+    }
+  });
+});
+
+/**
+ * A Unix-socket proxy in front of the Docker engine's API socket: `drop()` destroys every open
+ * connection and stops listening (new connections fail with ENOENT, as while dockerd restarts),
+ * `restore()` listens again.
+ */
+async function startEngineProxy(path: string, upstream = "/var/run/docker.sock") {
+  const open = new Set<Socket>();
+  let server: Server | null = null;
+  const listen = async (): Promise<void> => {
+    rmSync(path, { force: true });
+    const srv = createServer((client) => {
+      const engine = connect(upstream);
+      open.add(client);
+      open.add(engine);
+      client.pipe(engine).pipe(client);
+      const end = (): void => {
+        client.destroy();
+        engine.destroy();
+        open.delete(client);
+        open.delete(engine);
+      };
+      client.on("error", end).on("close", end);
+      engine.on("error", end).on("close", end);
+    });
+    await new Promise<void>((res) => srv.listen(path, res));
+    server = srv;
+  };
+  await listen();
+  return {
+    async drop(): Promise<number> {
+      const n = open.size;
+      const srv = server;
+      server = null;
+      for (const sock of open) sock.destroy();
+      open.clear();
+      if (srv) await new Promise<void>((res) => srv.close(() => res()));
+      rmSync(path, { force: true });
+      return n;
+    },
+    restore: listen,
+    async close(): Promise<void> {
+      await this.drop();
+    },
+  };
+}
+
+describe("E6: the Docker engine's API socket drops (a proxy of the test's own), then comes back", () => {
+  test("E6: an in-flight request ends with 502 (or 200), never a hang; starts fail fast while the engine is gone; once it is back, reconcile removes what was lost, nothing untracked is left, and functions serve again", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "se6-"));
+    const proxy = await startEngineProxy(join(dir, "engine.sock"));
+    const Docker = (await import("dockerode")).default;
+    const stack = await startStack("docker", { driverOptions: { docker: new Docker({ socketPath: join(dir, "engine.sock") }) } });
+    let restored = false;
+    try {
+      for (const name of ["canary", "slow"]) await stack.deploy(name);
+      assert.equal((await stack.call("/fn/canary/")).status, 200);
+      assert.equal((await stack.call("/fn/slow/?ms=1")).status, 200);
+      // Prepared (image built) before the drop, never started: its first start needs the engine.
+      await stack.deploy("suicide");
+      const inflight = stack.call("/fn/slow/?ms=2000");
+      await new Promise((res) => setTimeout(res, 300));
+      const dropped = await proxy.drop();
+      const t0 = performance.now();
+      const during = await inflight;
+      const duringMs = performance.now() - t0;
+      console.log(`# E6: dropped ${dropped} engine connections; the in-flight request: ${during.status} after ${duringMs.toFixed(0)} ms`);
+      // The driver loses each container's attach stream with the engine: it counts the instance as
+      // gone (as after a real dockerd restart without live-restore, where the containers die).
+      assert.ok(during.status === 200 || during.status === 502, `in-flight: ${during.status} ${during.text}`);
+      assert.ok(duringMs < 15_000, `the in-flight request ended after ${duringMs.toFixed(0)} ms`);
+      // Without the engine nothing can start: every answer is a fast 5xx, never a hang.
+      for (const path of ["/fn/canary/", "/fn/suicide/"]) {
+        const c0 = performance.now();
+        const r = await stack.call(path);
+        const ms = performance.now() - c0;
+        console.log(`# E6: ${path} without the engine: ${r.status} in ${ms.toFixed(0)} ms`);
+        assert.ok(r.status === 200 || r.status >= 500, `${path}: ${r.status} ${r.text}`);
+        assert.ok(ms < 30_000, `${path} took ${ms.toFixed(0)} ms`);
+      }
+      await proxy.restore();
+      restored = true;
+      // Label reconciliation: containers the driver lost track of during the outage are removed.
+      const { removed } = await stack.driver.reconcile();
+      console.log(`# E6: reconcile after the engine came back removed ${removed}`);
+      // Back: starts work again (bounded: 10 tries, 1 s apart).
+      for (const path of ["/fn/canary/", "/fn/suicide/"]) {
+        let status = 0;
+        for (let i = 0; i < 10 && status !== 200; i++) {
+          status = (await stack.call(path)).status;
+          if (status !== 200) await new Promise((res) => setTimeout(res, 1000));
+        }
+        assert.equal(status, 200, `${path} serves once the engine is back`);
+      }
+      await assertInvariants(stack);
+    } finally {
+      if (!restored) await proxy.restore().catch(() => undefined);
+      try {
+        await closeAndAssertNothingLeft(stack);
+      } finally {
+        await proxy.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
     }
   });
 });
@@ -475,7 +582,8 @@ describe("E3/E8: the platform SIGKILLed with accepted async jobs, then restarted
   });
 
   test("E3+E8: every 202'd job ends succeeded or dead-lettered, none lost; a killed attempt is redelivered with attempt=2 and the same id", async () => {
-    p = await startUpInTempRoot("se3-", [], { STRATUS_EVENTS_LEASE_MARGIN_MS: "1500", STRATUS_EVENTS_POLL_INTERVAL_MS: "50" });
+    // A sandbox subnet of its own (a /24 no other suite uses), so that its iptables rules can be checked.
+    p = await startUpInTempRoot("se3-", [], { STRATUS_EVENTS_LEASE_MARGIN_MS: "1500", STRATUS_EVENTS_POLL_INTERVAL_MS: "50", STRATUS_PROCESS_SANDBOX_SUBNET: E3_SUBNET });
     up = p;
     const { ok } = bindStratus(() => ({ env: p!.env, cwd: p!.root }), 120_000, () => up?.output() ?? "");
     const dir = join(p.root, "proj");
@@ -533,8 +641,33 @@ describe("E3/E8: the platform SIGKILLed with accepted async jobs, then restarted
     const [code] = (await once(up.child, "exit")) as [number | null];
     assert.equal(code, 0, up.output());
     assert.deepEqual(processesUnder(p.dataDir), [], "processes left running after the stop");
+    // Issue 12.8: a clean stop (after a SIGKILLed run) leaves no cgroup root, network namespace,
+    // veth or iptables rule of this platform behind.
+    assert.deepEqual(hostLeftovers(p.dataDir, E3_SUBNET), [], "left on the host after the stop");
   });
 });
+
+const E3_SUBNET = `10.252.${process.pid % 256}.0/24`;
+
+/**
+ * What `stratus up` on `dataDir` may leave on the host: its cgroup roots (`stratus-<hash>`, src/up/platform.ts),
+ * its network namespaces and veths (tag: src/sandbox/process/process-driver.ts) and iptables rules naming `subnet`.
+ */
+function hostLeftovers(dataDir: string, subnet: string): string[] {
+  const out: string[] = [];
+  const root = `stratus-${createHash("sha256").update(dataDir).digest("hex").slice(0, 8)}`;
+  const fs = "/sys/fs/cgroup";
+  const parents = existsSync(join(fs, "cgroup.controllers")) ? [fs] : readdirSync(fs).map((c) => join(fs, c));
+  for (const d of parents) if (existsSync(join(d, root))) out.push(`cgroup root ${join(d, root)}`);
+  const tag = createHash("sha256").update(join(dataDir, "run")).digest("hex").slice(0, 6);
+  if (existsSync("/run/netns")) for (const n of readdirSync("/run/netns")) if (n.startsWith(`sxn-${tag}-`)) out.push(`netns ${n}`);
+  for (const n of readdirSync("/sys/class/net")) if (n.startsWith(`sx${tag}`)) out.push(`veth ${n}`);
+  for (const table of ["filter", "nat"]) {
+    const rules = execFileSync("iptables", ["-w", "-t", table, "-S"], { encoding: "utf8" }).split("\n");
+    for (const r of rules) if (r.includes(subnet) || r.includes(forwardChainOf(subnet))) out.push(`${table}: ${r}`);
+  }
+  return out;
+}
 
 /** Starts `stratus up` again on existing data (see startStratusUp). */
 const restartUp = (args: readonly string[], env: NodeJS.ProcessEnv): Promise<RunningUp> => startStratusUp(args, env, { restart: true });

@@ -28,6 +28,9 @@ import { createSilentLogger } from "../../src/shared/logger";
 import { openSqliteStore } from "../../src/store/sqlite/sqlite-store";
 import type { Store } from "../../src/store/store";
 
+/** The process driver's sandbox subnet of this test process's stacks (10.253/16 is used by no other suite). */
+const STACK_SUBNET = `10.253.${process.pid % 256}.0/24`;
+
 export const RUNTIME = resolve("dist/runtime.cjs");
 /** The fixture module of the suites. */
 export const ADVERSARIAL_FIXTURES = resolve("test/fixtures/adversarial");
@@ -79,7 +82,8 @@ export interface Stack {
    * Stops everything and removes what the stack created; resolves with what the driver's reconcile
    * still found after a clean close (leftover sandboxes / containers: expected 0).
    */
-  close(): Promise<{ leftovers: number }>;
+  /** `leftovers`: what reconcile still found; `host`: cgroup roots and iptables rules left (process driver). */
+  close(): Promise<{ leftovers: number; host?: string[] }>;
 }
 
 export interface StackOptions {
@@ -117,6 +121,8 @@ export async function startStack(kind: DriverKind, options: StackOptions = {}): 
     const { createProcessDriver } = await import("../../src/sandbox/process/process-driver");
     driver = createProcessDriver({
       runtimePath: RUNTIME, stateDir: join(dataDir, "run"), cgroupRoot: `stratus-${tag}`, pidsMax: 64, prewarm: options.prewarm ?? 0,
+      // A /24 of its own (no other suite's sandboxes on it), so that close() can check its rules are gone.
+      sandboxSubnet: STACK_SUBNET,
       ...(options.outputLimits ? { outputLimits: options.outputLimits } : {}),
       ...options.driverOptions,
     });
@@ -186,9 +192,18 @@ export async function startStack(kind: DriverKind, options: StackOptions = {}): 
       await store.close();
       await driver.close();
       const { removed } = await driver.reconcile();
+      // Issue 12.8: nothing of the process driver stays on the host after a clean close.
+      const host: string[] = [];
+      if (kind === "process") {
+        const { cgroups } = driver as unknown as { cgroups: { rootDirs(): string[] } };
+        for (const d of cgroups.rootDirs()) if (existsSync(d)) host.push(`cgroup root ${d}`);
+        for (const table of ["filter", "nat"]) {
+          for (const r of execFileSync("iptables", ["-w", "-t", table, "-S"], { encoding: "utf8" }).split("\n")) if (r.includes(STACK_SUBNET)) host.push(`${table}: ${r}`);
+        }
+      }
       rmSync(dataDir, { recursive: true, force: true });
       delete process.env.STRATUS_ADVERSARIAL_CANARY;
-      return { leftovers: removed };
+      return { leftovers: removed, host };
     },
   };
   return stack;
@@ -379,8 +394,9 @@ export async function assertInvariants(stack: Stack, extraTexts: readonly string
 
 /** Closes the stack and asserts nothing was left running (the driver's reconcile found nothing). */
 export async function closeAndAssertNothingLeft(stack: Stack): Promise<void> {
-  const { leftovers } = await stack.close();
+  const { leftovers, host } = await stack.close();
   assert.equal(leftovers, 0, "reconcile found sandboxes or containers left after a clean close");
+  assert.deepEqual(host ?? [], [], "cgroup roots or iptables rules left on the host after a clean close");
 }
 
 /** Median of a list of numbers. */

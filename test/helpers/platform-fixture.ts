@@ -27,7 +27,9 @@ export async function startPlatform(flags: Record<string, unknown> = {}): Promis
   // Short paths: instance sockets live under the data dir (Unix socket paths are limited to 107 bytes).
   const root = await mkdtemp(join(tmpdir(), "st-api-"));
   const dataDir = join(root, "d");
-  const config = resolvePlatformConfig({ flags: { port: 0, dataDir, logLevel: "silent", ...flags } });
+  // Suites deploy and poll far faster than a person: the API's per-token limits (rateLimit.*, tested
+  // by test/adversarial/d-api.test.ts with its own values) are raised unless a suite sets them.
+  const config = resolvePlatformConfig({ flags: { port: 0, dataDir, logLevel: "silent", "rateLimit.deployBurst": 1_000_000, "rateLimit.requestBurst": 10_000_000, ...flags } });
   const platform = createPlatform(config, { logger: createSilentLogger(), runtimePath: RUNTIME_PATH });
   const started = await platform.listen();
   if (started.adminToken === null) throw new Error("a fresh data dir must yield an admin token");

@@ -3,6 +3,9 @@
  * host by the mount helper with noexec, nosuid, nodev and the size cap of /tmp, holding
  *   tmp/  bound at /tmp inside (mode 1777)
  *   run/  bound at the socket dir inside (mode 0700, owned by the instance uid)
+ *   code/ (fresh starts and discovery) the artifact as a read-only overlay, bound at the code dir inside;
+ *         view/ holds its two layers (`fn` → the artifact, `e` empty; MountHelper.mountView), so
+ *         mountinfo inside names neither the data dir nor the artifact's digest
  * Why a host-side tmpfs rather than bwrap's `--tmpfs`: bubblewrap 0.8 mounts its tmpfs without noexec
  * and has no option for it, and a bind keeps the source mount's noexec (bwrap remounts binds with the
  * source's flags plus its own). Both writable paths are then noexec, and /proc/self/mountinfo inside
@@ -30,6 +33,12 @@ export interface InstanceBox {
 export interface InstanceBoxes {
   /** Mounts a fresh box for `id` (size cap `sizeBytes`; run/ owned by uid:gid). */
   create(id: string, sizeBytes: number, uid: number, gid: number): Promise<InstanceBox>;
+  /**
+   * Mounts `artifactDir` read-only at `<box>/code` (a one-layer overlay whose mountinfo line names no
+   * host path) and resolves with that path, to be bound as the code dir. `id`'s box must exist; its
+   * removal unmounts the overlay with it.
+   */
+  mountCode(id: string, artifactDir: string): Promise<string>;
   /** Unmounts and removes `id`'s box (whatever is left of it). Never throws. */
   remove(id: string): Promise<void>;
   /** Ids that have a box dir now (reconcile: the ones no live sandbox owns are leftovers). */
@@ -66,6 +75,13 @@ export function createInstanceBoxes(stateDir: string, log: Logger): InstanceBoxe
         throw err;
       }
       return box;
+    },
+    async mountCode(id, artifactDir) {
+      const box = paths(id);
+      const code = join(box.root, "code");
+      mkdirSync(code, { mode: 0o755 });
+      await ensure().mountView(artifactDir, join(box.root, "view"), code);
+      return code;
     },
     async remove(id) {
       const box = paths(id);

@@ -6,9 +6,17 @@
  *   sandbox netns: lo, eth0 = <block>.2/30, default via <block>.1
  *   host:          sx<tag><n> = <block>.1/30   (one /30 of `subnet` per sandbox)
  *   iptables:      INPUT   -s subnet → reject (the host itself: API, gateway, every local address and port)
- *                  FORWARD -d subnet: replies accepted, new connections rejected (no sandbox reaches another);
+ *                  FORWARD -s/-d subnet → the subnet's own chain (<chain>-F<hex>):
+ *                          -d subnet: replies accepted, new connections rejected (no sandbox reaches another);
  *                          -s subnet: 169.254.0.0/16 (metadata) and blockedCidrs rejected, the rest accepted
  *                  nat POSTROUTING -s subnet ! -d subnet → MASQUERADE
+ * The rules are installed with the first sandbox and removed by `close()` once no host interface holds
+ * an address of the subnet any more (another process's sandboxes on the same subnet keep them: the
+ * INPUT reject is what keeps a sandbox off the host). Because another process may remove them while
+ * this one is idle, `create()` checks the INPUT jump again once its veth is up (~14 ms, measured here)
+ * and reinstalls what is missing; `close()` checks the interfaces again after removing and reinstalls
+ * when a sandbox appeared meanwhile. A per-subnet chain, rebuilt (flushed, then appended in order) at
+ * every install, keeps the rejects before the accept whatever a killed run left.
  * The namespace is made with `ip` (iproute2) and joined by the sandbox's wrapper through
  * `nsenter --net=/run/netns/<name>` before bwrap (bubblewrap 0.8 cannot join a namespace). No IPv6
  * inside (no address, no route): outbound is IPv4 only. DNS goes to the host's nameservers as for any
@@ -57,8 +65,15 @@ export interface SandboxNetns {
 /** A driver's sandbox namespaces. Methods reject with the tool's message. */
 export interface SandboxNetworks {
   readonly subnet: string;
+  /** The subnet's FORWARD chain (holds the metadata and blockedCidrs rejects). */
+  readonly forwardChain: string;
   /** Installs (idempotently) forwarding, NAT and filter rules for the subnet. */
   ensureRules(): Promise<void>;
+  /**
+   * Removes the subnet's rules when this was the process's last manager of the subnet and no host
+   * interface holds an address in it (call when no sandbox of this driver is left). Never throws.
+   */
+  close(): Promise<void>;
   /** Makes `id`'s namespace with its veth, address and default route. */
   create(id: string): Promise<SandboxNetns>;
   /** Deletes `id`'s namespace (the veth pair goes with it). Never throws. */
@@ -90,6 +105,27 @@ const dotted = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 2
  */
 const claimed = new Set<string>();
 
+/** Managers of this process that installed the rules of a subnet, per subnet. */
+const ruleUsers = new Map<string, number>();
+
+/** The FORWARD chain of `subnet` (normalised CIDR) under `chain`: `<chain>-F<network hex><prefix>`. */
+export function forwardChainOf(subnet: string, chain = "STRATUS-NET"): string {
+  const [base, prefix] = parseIPv4Cidr(subnet);
+  return `${chain}-F${base.toString(16).padStart(8, "0")}${prefix}`;
+}
+
+/** Whether a host interface holds an IPv4 address inside [base, base + size). */
+function hostAddressIn(base: number, size: number): boolean {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (a.family !== "IPv4") continue;
+      const ip = ipToInt(a.address);
+      if (ip >= base && ip < base + size) return true;
+    }
+  }
+  return false;
+}
+
 /** Creates the manager (nothing is touched before the first call). */
 export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNetworks {
   const subnet = options.subnet ?? "10.200.0.0/16";
@@ -99,6 +135,9 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
   if (!/^[a-z0-9]{1,6}$/.test(options.tag)) throw new Error(`invalid network tag "${options.tag}"`);
   const nsPrefix = `sxn-${options.tag}-`;
   const chain = options.chain ?? "STRATUS-NET";
+  const fwdChain = forwardChainOf(normalised, chain);
+  // iptables chain names are at most 28 characters.
+  if (fwdChain.length > 28) throw new Error(`iptables chain prefix "${chain}" is too long`);
   const log = options.logger;
   const vethPrefix = `sx${options.tag}`;
   const vethOf = (n: number): string => `${vethPrefix}${n.toString(16)}`;
@@ -114,19 +153,54 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
       log.warn("enabled net.ipv4.ip_forward for sandbox networking");
     }
     const inChain = `${chain}-IN`;
-    const fwdChain = `${chain}-FWD`;
     for (const c of [inChain, fwdChain]) await newChain(c);
     await ensure(["filter", inChain, "-j", "REJECT"]);
-    await ensure(["filter", fwdChain, "-d", normalised, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]);
-    await ensure(["filter", fwdChain, "-d", normalised, "-j", "REJECT"]);
-    for (const cidr of ["169.254.0.0/16", ...(options.blockedCidrs ?? []).filter((c) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c))]) await ensure(["filter", fwdChain, "-d", cidr, "-j", "REJECT"]);
-    await ensure(["filter", fwdChain, "-s", normalised, "-j", "ACCEPT"]);
+    // Rebuilt in order: no accept is in the chain before every reject is (fail closed meanwhile).
+    await iptables(["-F", fwdChain]);
+    const blocked = ["169.254.0.0/16", ...(options.blockedCidrs ?? []).filter((c) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c))];
+    for (const spec of [
+      ["-d", normalised, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+      ["-d", normalised, "-j", "REJECT"],
+      ...blocked.map((cidr) => ["-d", cidr, "-j", "REJECT"]),
+      ["-s", normalised, "-j", "ACCEPT"],
+    ]) await iptables(["-A", fwdChain, ...spec]);
     // Jumps first in INPUT and FORWARD (before Docker's chains and its DROP policy).
     await ensure(["filter", "INPUT", "-s", normalised, "-j", inChain], true);
     await ensure(["filter", "FORWARD", "-s", normalised, "-j", fwdChain], true);
     await ensure(["filter", "FORWARD", "-d", normalised, "-j", fwdChain], true);
     await ensure(["nat", "POSTROUTING", "-s", normalised, "!", "-d", normalised, "-j", "MASQUERADE"]);
   };
+
+  /** Deletes every rule installed for the subnet (and a former version's ones in `<chain>-FWD`). */
+  const removeRules = async (): Promise<void> => {
+    const del = async (table: string, ch: string, spec: string[]): Promise<void> => {
+      // Bounded: duplicates of a rule (killed runs racing) are deleted too, at most 8.
+      for (let i = 0; i < 8; i++) if (!(await iptables(["-t", table, "-D", ch, ...spec]).then(() => true, () => false))) break;
+    };
+    await del("filter", "INPUT", ["-s", normalised, "-j", `${chain}-IN`]);
+    for (const target of [fwdChain, `${chain}-FWD`]) {
+      await del("filter", "FORWARD", ["-s", normalised, "-j", target]);
+      await del("filter", "FORWARD", ["-d", normalised, "-j", target]);
+    }
+    await del("filter", `${chain}-FWD`, ["-d", normalised, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]);
+    await del("filter", `${chain}-FWD`, ["-d", normalised, "-j", "REJECT"]);
+    await del("filter", `${chain}-FWD`, ["-s", normalised, "-j", "ACCEPT"]);
+    await iptables(["-F", fwdChain]).catch(() => undefined);
+    await iptables(["-X", fwdChain]).catch(() => undefined);
+    await del("nat", "POSTROUTING", ["-s", normalised, "!", "-d", normalised, "-j", "MASQUERADE"]);
+  };
+  let usingRules = false;
+  function ensureRules(): Promise<void> {
+    if (!usingRules) {
+      usingRules = true;
+      ruleUsers.set(normalised, (ruleUsers.get(normalised) ?? 0) + 1);
+    }
+    rules ??= installRules().catch((err: unknown) => {
+      rules = null;
+      throw err;
+    });
+    return rules;
+  }
 
   const nameOf = (id: string): string => `${nsPrefix}${id}`;
 
@@ -148,12 +222,30 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
 
   return {
     subnet: normalised,
-    ensureRules() {
-      rules ??= installRules().catch((err: unknown) => {
-        rules = null;
-        throw err;
-      });
-      return rules;
+    forwardChain: fwdChain,
+    ensureRules,
+    async close() {
+      if (!usingRules) return;
+      usingRules = false;
+      await rules?.catch(() => undefined);
+      rules = null;
+      const users = (ruleUsers.get(normalised) ?? 1) - 1;
+      if (users > 0) {
+        ruleUsers.set(normalised, users);
+        return;
+      }
+      ruleUsers.delete(normalised);
+      if (hostAddressIn(base, blocks * 4)) {
+        log.debug({ subnet: normalised }, "sandbox network rules kept: another process has sandboxes on the subnet");
+        return;
+      }
+      try {
+        await removeRules();
+        // A sandbox of another process appeared meanwhile: put the rules back (its create() checks too).
+        if (hostAddressIn(base, blocks * 4)) await installRules();
+      } catch (err) {
+        log.warn({ err, subnet: normalised }, "removing the sandbox network rules failed");
+      }
     },
     async create(id) {
       const name = nameOf(id);
@@ -193,6 +285,12 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
             `route add default via ${hostAddress}`,
           ]);
           used.set(id, n);
+          // Another process's close() may have removed the rules since ours were installed (see the
+          // file comment): now that our veth holds an address, it will not remove them again.
+          if (usingRules && !(await iptables(["-C", "INPUT", "-s", normalised, "-j", `${chain}-IN`]).then(() => true, () => false))) {
+            rules = null;
+            await ensureRules();
+          }
           return { name, path: `${NETNS_DIR}/${name}`, sandboxAddress, hostAddress, hostVeth };
         } catch (err) {
           lastErr = err;
@@ -236,6 +334,15 @@ function ipBatch(ns: string | null, lines: string[]): Promise<void> {
     });
     child.stdin?.end(`${lines.join("\n")}\n`);
   });
+}
+
+/** Runs `iptables -w ...args`; rejects with its stderr. */
+async function iptables(args: string[]): Promise<void> {
+  try {
+    await run("iptables", ["-w", ...args]);
+  } catch (err) {
+    throw wrap(err);
+  }
 }
 
 async function newChain(chain: string): Promise<void> {

@@ -54,7 +54,7 @@ export interface ProcessDriverOptions extends SandboxDriverOptions {
   readonly leftoverCgroupPrefix?: string;
   /** Where cgroups are mounted (default /sys/fs/cgroup). */
   readonly cgroupFsRoot?: string;
-  /** Prefix of the iptables chains of the outbound policy (default "STRATUS-NET": STRATUS-NET-IN, STRATUS-NET-FWD). */
+  /** Prefix of the iptables chains of the outbound policy (default "STRATUS-NET": STRATUS-NET-IN and, per subnet, STRATUS-NET-F<hex>; see ./netns.ts). */
   readonly iptablesChain?: string;
   /**
    * IPv4 subnet carved into one /30 per "outbound" sandbox (its own network namespace, veth, NAT; see
@@ -220,8 +220,18 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       throw err;
     }
     const { socketDir, box, cgroup, netns, runtimePath } = prepared;
+    // Fresh starts bind the artifact through an overlay in the box: mountinfo names no host path.
+    let artifactDir = codeDir!;
+    if (mode.kind === "fresh") {
+      try {
+        artifactDir = await boxes.mountCode(internalId, mode.spec.artifactDir);
+      } catch (err) {
+        await prepared.undo();
+        throw new StratusError("INSTANCE_START_FAILED", `cannot mount the function's code: ${(err as Error).message}`, { cause: err });
+      }
+    }
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: mode.kind === "fresh" ? mode.spec.artifactDir : codeDir!, socketDir: box.run,
+      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir, socketDir: box.run,
       uid, gid, procsFiles: cgroup.procsFiles, network: limits.network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles: limits.maxOpenFiles,
       // Fixed at start: one reason pool slots are keyed by memory.
       nodeArgs: [heapFlagOf(limits.memoryMb)],
@@ -315,6 +325,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       // Leave no mount behind on the host: the state dir must stay removable.
       await slotMounts.close();
       await boxes.close();
+      // Nor the subnet's iptables rules (kept while another process has sandboxes on the subnet).
+      await networks.close();
       // Nor an empty cgroup root (a discovery still running keeps it: rmdir refuses a busy cgroup).
       if (discovering.size === 0) cgroups.removeRoot();
     },
@@ -339,9 +351,16 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   }
 
   async function runDiscovery(id: string, spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
-    const { socketDir, box, cgroup, runtimePath } = await prepareSandbox(id, DISCOVERY_MEMORY_MB, "none", "discovery sandbox");
+    const { socketDir, box, cgroup, runtimePath, undo } = await prepareSandbox(id, DISCOVERY_MEMORY_MB, "none", "discovery sandbox");
+    let artifactDir: string;
+    try {
+      artifactDir = await boxes.mountCode(id, spec.artifactDir);
+    } catch (err) {
+      await undo();
+      throw new StratusError("INSTANCE_START_FAILED", `cannot mount the code to discover: ${(err as Error).message}`, { cause: err });
+    }
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir: spec.artifactDir, socketDir: box.run,
+      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir, socketDir: box.run,
       uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpDir: box.tmp, seccompPath, maxOpenFiles: DISCOVERY_MAX_OPEN_FILES,
       nodeArgs: [heapFlagOf(DISCOVERY_MEMORY_MB)],
     });

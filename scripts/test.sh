@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure-deps.sh
 # postgresql: test/store-postgres.test.ts starts a private server from its binaries (initdb + pg_ctl).
-ensure_debian_packages postgresql haproxy
+# postgresql-15-wal2json: the logical decoding plugin of the PostgreSQL table-change trigger (test/events-postgres-changes.test.ts;
+# Debian 12's postgresql is 15).
+ensure_debian_packages postgresql postgresql-15-wal2json haproxy
 echo "==> npm ci"
 npm ci --no-audit --no-fund
 

@@ -129,13 +129,19 @@ export interface DeadLetterSummary {
 
 export interface TriggerSummary {
   id: string;
-  kind: "schedule" | "rate";
+  kind: "schedule" | "rate" | "storage" | "postgres";
   schedule?: string;
   timezone?: string;
   rate?: string;
-  catchUp: string;
-  lastSlot: number | null;
-  nextSlot: number | null;
+  catchUp?: string;
+  lastSlot?: number | null;
+  nextSlot?: number | null;
+  /** storage: the bucket and the URL the storage system posts notifications to. */
+  bucket?: string;
+  url?: string;
+  /** postgres: the table and the replication slot. */
+  table?: string;
+  slot?: string;
 }
 
 /** Connection settings: the platform's base URL and an API token. */

@@ -12,13 +12,14 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { PlatformConfig } from "../shared/platform-config";
 import type { Logger } from "../shared/logger";
-import type { FunctionStore } from "../store/store";
+import type { ConfigStore, FunctionStore } from "../store/store";
 import { createFunctionCatalog, type FunctionCatalog } from "./catalog";
 import { createAsyncIntake, type AsyncIntake } from "./intake";
 import { openQueue } from "./open-queue";
 import type { JobQueue } from "./queue";
 import { createScheduler, type Scheduler } from "./scheduler";
 import { createAsyncWorker, type AsyncWorker } from "./worker";
+import { createS3Intake, type S3Intake } from "./storage/s3-notifications";
 
 export interface EventsPlane {
   readonly queue: JobQueue;
@@ -26,6 +27,8 @@ export interface EventsPlane {
   readonly scheduler: Scheduler;
   /** For the node-fleet route POST /internal/v1/async: commits a job, resolves the 202 body. */
   readonly intake: AsyncIntake;
+  /** For the API route POST /api/v1/events/s3/:name/:trigger: bucket notifications → jobs. */
+  readonly s3: S3Intake;
   /** 256 random bits, new each start, never stored; nodes get only its sha256 (DesiredState.dispatchTokenHash). */
   readonly dispatchToken: string;
   /** sha256 hex of `dispatchToken`. */
@@ -43,7 +46,8 @@ export interface EventsPlane {
 export interface EventsPlaneOptions {
   /** The store location (`stratus up`'s resolved `store` setting): the queue lives beside it. */
   readonly storeLocation: string;
-  readonly store: FunctionStore;
+  /** Functions and their secrets (trigger credentials). */
+  readonly store: FunctionStore & Pick<ConfigStore, "getSecretValues">;
   readonly logger: Logger;
   readonly settings: PlatformConfig["events"];
   /** Public base URL, for status URLs. */
@@ -62,10 +66,12 @@ export async function openEventsPlane(options: EventsPlaneOptions): Promise<Even
   const wake = () => worker?.wake();
   const scheduler = createScheduler({ queue, catalog, logger: logger.child({ component: "scheduler" }), now: Date.now, onEnqueued: wake });
   const intake = createAsyncIntake({ queue, catalog, logger, statusUrl, onEnqueued: wake });
+  const secrets = (fn: string) => options.store.getSecretValues(fn);
+  const s3 = createS3Intake({ queue, catalog, secrets, logger: logger.child({ component: "s3-events" }), onEnqueued: wake });
   let stopped: Promise<void> | null = null;
 
   return {
-    queue, catalog, scheduler, intake, dispatchToken, dispatchTokenHash, statusUrl, wake,
+    queue, catalog, scheduler, intake, s3, dispatchToken, dispatchTokenHash, statusUrl, wake,
     start(gatewayUrl) {
       worker = createAsyncWorker({ queue, catalog, logger: logger.child({ component: "async-worker" }), gatewayUrl, dispatchToken, pollIntervalMs: settings.pollIntervalMs, leaseMarginMs: settings.leaseMarginMs });
       worker.start();

@@ -37,10 +37,13 @@ export interface JobRequest {
   readonly bodyBase64: string;
 }
 
-/** What started a job: an API call (`async`), a schedule trigger, or a replay from the DLQ. */
+/**
+ * What started a job: an API call (`async`), a schedule trigger, a bucket notification (`storage`),
+ * a table change (`postgres`), or a replay from the DLQ.
+ */
 export interface JobOrigin {
-  readonly kind: "async" | "schedule" | "replay";
-  /** Trigger id (`<fn>#<index>:<hash>`) for schedule jobs; the replayed job's id for replays. */
+  readonly kind: "async" | "schedule" | "storage" | "postgres" | "replay";
+  /** Trigger id (`<fn>#<index>:<hash>`, `<fn>#storage:<name>`) for trigger jobs; the replayed job's id for replays. */
   readonly trigger?: string;
   /** CloudEvents `id` of an event-originated job. */
   readonly eventId?: string;

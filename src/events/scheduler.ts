@@ -153,6 +153,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     for (const entry of await catalog.list()) {
       const triggers = entry.config.triggers;
       for (let i = 0; i < triggers.length; i++) {
+        // Event-source triggers (storage, postgres, queue) are not the scheduler's.
+        if (triggers[i]?.schedule === undefined && triggers[i]?.rate === undefined) continue;
         try {
           fired += await fireTrigger(entry, i, triggers[i] as TriggerConfig, at);
         } catch (err) {
@@ -190,6 +192,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const out: TriggerView[] = [];
       const at = now();
       for (const [i, t] of entry.config.triggers.entries()) {
+        if (t.schedule === undefined && t.rate === undefined) continue; // not a schedule (see tick)
         const id = triggerId(entry.name, i, t);
         const base = t.rate !== undefined
           ? { kind: "rate" as const, rate: t.rate }

@@ -5,7 +5,7 @@
  * (`<gatewayUrl>/fn/<name><path>`, the stored method, headers and body) carrying
  *   x-stratus-dispatch-token (the gateway's proof that this is the worker: no second authorization),
  *   x-stratus-request-id: <invocationId>-<attempt>, x-stratus-invocation-id, x-stratus-attempt,
- *   x-stratus-trigger (schedule jobs).
+ *   x-stratus-trigger (trigger jobs: schedule, storage, postgres).
  * A 2xx completes the job; any other status, a timeout or a broken connection fails the attempt
  * (src/events/queue-rules.ts decides retry or DLQ). The lease lasts the function's timeout plus
  * `leaseMarginMs`, and the dispatch gives up at timeout + half the margin, so a healthy worker never
@@ -131,7 +131,7 @@ export function createAsyncWorker(options: AsyncWorkerOptions): AsyncWorker {
         [HEADERS.invocationId]: job.id,
         [HEADERS.attempt]: String(l.attempt),
       };
-      if (job.origin.kind === "schedule" && job.origin.trigger !== undefined) headers[HEADERS.trigger] = job.origin.trigger;
+      if (job.origin.kind !== "async" && job.origin.kind !== "replay" && job.origin.trigger !== undefined) headers[HEADERS.trigger] = job.origin.trigger;
       const body = Buffer.from(job.request.bodyBase64, "base64");
       let status: number | null = null;
       let contentType: string | null = null;

@@ -6,7 +6,9 @@ import { apiAction, formatTime, output, withCommonOptions, type CommonOptions } 
 function triggerLines(triggers: unknown[]): string[] {
   if (triggers.length === 0) return [];
   return ["triggers:", ...triggers.map((t) => {
-    const x = t as { schedule?: string; timezone?: string; rate?: string; catchUp?: string };
+    const x = t as { schedule?: string; timezone?: string; rate?: string; catchUp?: string; storage?: { bucket?: string }; postgres?: { table?: string } };
+    if (x.storage !== undefined) return `  - storage (s3) bucket ${x.storage.bucket ?? ""}`;
+    if (x.postgres !== undefined) return `  - postgres table ${x.postgres.table ?? ""}`;
     return `  - ${x.rate !== undefined ? `rate ${x.rate}` : `schedule "${x.schedule ?? ""}" (${x.timezone ?? "UTC"})`}, catchUp ${x.catchUp ?? "latest"}`;
   })];
 }

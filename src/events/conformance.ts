@@ -250,6 +250,40 @@ export function runQueueConformance(name: string, factory: (options: JobQueueOpt
       assert.equal(await q.lastSlot("t2"), null);
     });
 
+    withQueue("recordDead: an event dead-lettered outside the queue enters the DLQ with its attempts, once per key; it replays", async (q, clock, h, extra) => {
+      const request = { method: "POST", path: "/", headers: { "ce-id": "orders:7", "ce-specversion": "1.0" }, bodyBase64: body("msg") };
+      const attempt = (n: number) => ({ attempt: n, requestId: `ev-abc-${n}`, startedAt: clock.now() - 5, endedAt: clock.now(), status: 500, errorCode: "FUNCTION_ERROR", errorMessage: `boom ${n}` });
+      const event = {
+        functionName: "fn", request, origin: { kind: "event" as const, trigger: "fn#0:abcd", eventId: "orders:7" }, history: [attempt(1), attempt(2), attempt(3)],
+        error: { code: "FUNCTION_ERROR", message: "boom 3" }, maxAttempts: 3, maxEventAgeS: 3600, retryDelayMs: 1000, dedupKey: "event:fn#0:abcd:orders:7",
+      };
+      const { job: dead, created } = await q.recordDead(event);
+      assert.equal(created, true);
+      assert.equal(dead.status, "dead");
+      assert.equal(dead.attempts, 3);
+      assert.equal(dead.finishedAt, clock.now());
+      assert.deepEqual(dead.origin, event.origin);
+      const other = await h.open({ now: clock.now });
+      extra.push(other);
+      const again = await other.recordDead(event);
+      assert.equal(again.created, false, "the same key within 24 h: the entry recorded before");
+      assert.equal(again.job.id, dead.id);
+      const [listed, ...rest] = await other.listDead("fn");
+      assert.equal(rest.length, 0);
+      assert.equal(listed?.id, dead.id);
+      assert.deepEqual(listed?.history.map((a) => [a.attempt, a.status, a.errorCode, a.requestId]), [[1, 500, "FUNCTION_ERROR", "ev-abc-1"], [2, 500, "FUNCTION_ERROR", "ev-abc-2"], [3, 500, "FUNCTION_ERROR", "ev-abc-3"]]);
+      assert.deepEqual(listed?.request, request);
+      assert.deepEqual(await q.activeFunctions(), [], "a dead entry is not work");
+      assert.equal((await q.counts("fn")).dead, 1);
+      await expectCode(q.recordDead({ ...event, history: [] }), "INVALID_ARGUMENT");
+      const fresh = await q.replay(dead.id);
+      assert.deepEqual(fresh.origin, { kind: "replay", trigger: dead.id, eventId: "orders:7" });
+      assert.deepEqual(fresh.request, request);
+      const [l] = await q.lease("fn", 1, 1000);
+      assert.equal(l?.job.id, fresh.id);
+      assert.equal(l?.attempt, 1);
+    });
+
     withQueue("purgeDead removes the DLQ of one function; purgeFinished removes old finished jobs", async (q, clock) => {
       for (const fn of ["fn", "fn", "fn2"]) {
         await q.enqueue(job({ functionName: fn, maxAttempts: 1 }));

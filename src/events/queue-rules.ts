@@ -152,6 +152,23 @@ export function createJobQueue(persistence: QueuePersistence, options: JobQueueO
       return { next: "retry", job: await settle(leased, { status: "queued", runAt, history, result: null, error, finishedAt: null }) };
     },
 
+    async recordDead(event) {
+      open();
+      const last = event.history.at(-1);
+      if (last === undefined) throw new StratusError("INVALID_ARGUMENT", "A dead event needs at least one attempt");
+      const at = now();
+      const base = newRecord({
+        functionName: event.functionName, request: event.request, origin: event.origin, maxAttempts: event.maxAttempts,
+        maxEventAgeS: event.maxEventAgeS, retryDelayMs: event.retryDelayMs, idempotencyKey: event.dedupKey,
+      }, at);
+      const record: JobRecord = {
+        ...base, status: "dead", attempts: last.attempt, history: event.history.map((a) => ({ ...a, errorMessage: a.errorMessage?.slice(0, 2000) ?? null })),
+        error: { code: event.error.code, message: event.error.message.slice(0, 2000) }, finishedAt: at,
+      };
+      // The same persistence insert as enqueue: one atomic step, with the same key rule (here: dedup).
+      return persistence.insertJob(record, at - IDEMPOTENCY_WINDOW_MS);
+    },
+
     get: (id) => persistence.getJob(id),
     listDead: (functionName, limit = 100) => persistence.listDead(functionName, Math.max(1, Math.min(1000, limit))),
 

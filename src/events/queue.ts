@@ -39,11 +39,12 @@ export interface JobRequest {
 
 /**
  * What started a job: an API call (`async`), a schedule trigger, a bucket notification (`storage`),
- * a table change (`postgres`), or a replay from the DLQ.
+ * a replay from the DLQ, or an event of a trigger source (`event`: a queue message or table change that
+ * was dispatched by its source and dead-lettered here).
  */
 export interface JobOrigin {
-  readonly kind: "async" | "schedule" | "storage" | "postgres" | "replay";
-  /** Trigger id (`<fn>#<index>:<hash>`, `<fn>#storage:<name>`) for trigger jobs; the replayed job's id for replays. */
+  readonly kind: "async" | "schedule" | "storage" | "replay" | "event";
+  /** Trigger id (`<fn>#<index>:<hash>`, `<fn>#storage:<name>`) for schedule, storage and event jobs; the replayed job's id for replays. */
   readonly trigger?: string;
   /** CloudEvents `id` of an event-originated job. */
   readonly eventId?: string;
@@ -123,6 +124,30 @@ export interface NewJob {
   readonly runAt?: number;
 }
 
+/**
+ * An event that failed every attempt outside the queue (a trigger source's message, retried by its
+ * broker), for `recordDead`: it enters the DLQ directly, with its attempts, so `stratus dlq` lists,
+ * shows and replays it like any other.
+ */
+export interface DeadEvent {
+  readonly functionName: string;
+  /** The request that was dispatched (CloudEvent headers and body): what a replay sends. */
+  readonly request: JobRequest;
+  readonly origin: JobOrigin;
+  /** Every attempt, oldest first; `attempts` = the newest attempt's number. */
+  readonly history: readonly JobAttempt[];
+  readonly error: { readonly code: string; readonly message: string };
+  /** For a replay: the function's settings at the time. */
+  readonly maxAttempts: number;
+  readonly maxEventAgeS: number;
+  readonly retryDelayMs: number;
+  /**
+   * At most one entry per key and function within 24 h (the idempotency window): a message whose
+   * broker-side settle was lost after it was recorded is not recorded twice. 1–255 printable ASCII.
+   */
+  readonly dedupKey: string;
+}
+
 /** A job handed to a worker. */
 export interface LeasedJob {
   readonly job: JobRecord;
@@ -174,6 +199,12 @@ export interface JobQueue {
    * @throws StratusError LEASE_LOST when the token no longer holds an unexpired lease.
    */
   fail(leased: LeasedJob, failure: AttemptFailure): Promise<FailOutcome>;
+  /**
+   * Commits a dead event straight into the DLQ (status `dead`, its attempts and history). With a
+   * `dedupKey` seen within 24 h for the same function: the entry recorded then (`created: false`).
+   * @throws StratusError INVALID_ARGUMENT for an empty history, a bad key or limits.
+   */
+  recordDead(event: DeadEvent): Promise<{ job: JobRecord; created: boolean }>;
   /** Null when absent. */
   get(id: string): Promise<JobRecord | null>;
   /** Dead jobs of a function, newest first (at most `limit`, default 100, at most 1000). */

@@ -16,6 +16,9 @@
  * Trigger ids are `<fn>#<index>:<hash of the trigger's config>`: editing a trigger makes a new one
  * (its slots start after the deploy); an unchanged trigger keeps its history across deploys and restarts.
  *
+ * Queue triggers in the same list are skipped here (the sources' runner consumes them); `describe` lists
+ * schedule and rate triggers only.
+ *
  * The clock is injected; `tick()` is public so tests drive it without waiting.
  */
 import { Cron } from "croner";
@@ -71,6 +74,9 @@ export function triggerId(name: string, index: number, trigger: TriggerConfig): 
   const canon = JSON.stringify({ schedule: trigger.schedule, timezone: trigger.timezone ?? "UTC", rate: trigger.rate });
   return `${name}#${index}:${createHash("sha256").update(canon).digest("hex").slice(0, 8)}`;
 }
+
+/** True for the triggers the scheduler fires (schedule, rate); queue triggers are src/events/sources/runner.ts's. */
+export const isTimeTrigger = (t: TriggerConfig): boolean => t.schedule !== undefined || t.rate !== undefined;
 
 /** The slot calculator of one trigger. */
 interface SlotClock {
@@ -153,8 +159,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     for (const entry of await catalog.list()) {
       const triggers = entry.config.triggers;
       for (let i = 0; i < triggers.length; i++) {
-        // Event-source triggers (storage, postgres, queue) are not the scheduler's.
-        if (triggers[i]?.schedule === undefined && triggers[i]?.rate === undefined) continue;
+        if (!isTimeTrigger(triggers[i] as TriggerConfig)) continue;
         try {
           fired += await fireTrigger(entry, i, triggers[i] as TriggerConfig, at);
         } catch (err) {
@@ -192,7 +197,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const out: TriggerView[] = [];
       const at = now();
       for (const [i, t] of entry.config.triggers.entries()) {
-        if (t.schedule === undefined && t.rate === undefined) continue; // not a schedule (see tick)
+        if (!isTimeTrigger(t)) continue;
         const id = triggerId(entry.name, i, t);
         const base = t.rate !== undefined
           ? { kind: "rate" as const, rate: t.rate }

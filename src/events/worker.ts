@@ -5,23 +5,24 @@
  * (`<gatewayUrl>/fn/<name><path>`, the stored method, headers and body) carrying
  *   x-stratus-dispatch-token (the gateway's proof that this is the worker: no second authorization),
  *   x-stratus-request-id: <invocationId>-<attempt>, x-stratus-invocation-id, x-stratus-attempt,
- *   x-stratus-trigger (trigger jobs: schedule, storage, postgres).
+ *   x-stratus-trigger (schedule and storage jobs).
  * A 2xx completes the job; any other status, a timeout or a broken connection fails the attempt
  * (src/events/queue-rules.ts decides retry or DLQ). The lease lasts the function's timeout plus
  * `leaseMarginMs`, and the dispatch gives up at timeout + half the margin, so a healthy worker never
  * loses its lease.
  *
+ * The request itself is src/events/dispatch.ts (shared with the trigger sources' runner).
+ *
  * One loop per worker: a tick every `pollIntervalMs`, or at once after `wake()` (an enqueue on this
  * control plane, a finished job). A tick never overlaps another; every loop in it is bounded by the
  * number of functions with work and their free concurrency.
  */
-import { Agent, request } from "undici";
+import { Agent } from "undici";
 import type { Logger } from "../shared/logger";
-import { HEADERS } from "../shared/protocol";
-import { StratusError } from "../shared/errors";
 import { parseFunctionConfig } from "../shared/function-config";
 import type { FunctionCatalog } from "./catalog";
-import { RESULT_BODY_MAX, type JobQueue, type LeasedJob } from "./queue";
+import { dispatchEvent } from "./dispatch";
+import type { JobQueue, LeasedJob } from "./queue";
 
 
 const DEFAULTS = parseFunctionConfig("deleted", {});
@@ -51,19 +52,6 @@ export interface AsyncWorker {
   inFlight(): Record<string, number>;
   /** Stops leasing; waits for in-flight dispatches up to `deadlineMs`, then aborts them (their leases expire and another worker retries). Idempotent. */
   stop(deadlineMs: number): Promise<void>;
-}
-
-/** Error code of a failed dispatch, from the gateway's error body when it has one. */
-function errorCodeOf(status: number, contentType: string | null, body: Buffer): { code: string; message: string } {
-  if (contentType?.startsWith("application/json") === true) {
-    try {
-      const e = (JSON.parse(body.toString("utf8")) as { error?: { code?: unknown; message?: unknown } }).error;
-      if (typeof e?.code === "string") return { code: e.code, message: typeof e.message === "string" ? e.message : e.code };
-    } catch {
-      // not our body: fall through
-    }
-  }
-  return { code: status >= 500 ? "FUNCTION_ERROR" : `HTTP_${status}`, message: `The function answered ${status}: ${body.subarray(0, 200).toString("utf8")}` };
 }
 
 export function createAsyncWorker(options: AsyncWorkerOptions): AsyncWorker {
@@ -124,51 +112,18 @@ export function createAsyncWorker(options: AsyncWorkerOptions): AsyncWorker {
     controllers.add(ac);
     const startedAt = now();
     try {
-      const headers: Record<string, string> = {
-        ...job.request.headers,
-        [HEADERS.dispatchToken]: options.dispatchToken,
-        [HEADERS.requestId]: l.requestId,
-        [HEADERS.invocationId]: job.id,
-        [HEADERS.attempt]: String(l.attempt),
-      };
-      if (job.origin.kind !== "async" && job.origin.kind !== "replay" && job.origin.trigger !== undefined) headers[HEADERS.trigger] = job.origin.trigger;
-      const body = Buffer.from(job.request.bodyBase64, "base64");
-      let status: number | null = null;
-      let contentType: string | null = null;
-      let bytes = Buffer.alloc(0);
-      let failure: { code: string; message: string } | null = null;
-      try {
-        const base = options.gatewayUrl();
-        if (base === null) throw new StratusError("UNAVAILABLE", "No node is connected to dispatch to");
-        const r = await request(`${base}/fn/${name}${job.request.path}`, {
-          dispatcher: agent, method: job.request.method as "POST", headers, body: body.length > 0 || !["GET", "HEAD"].includes(job.request.method) ? body : null,
-          headersTimeout: timeoutMs + graceMs, bodyTimeout: timeoutMs + graceMs, signal: ac.signal,
-        });
-        status = r.statusCode;
-        const ct = r.headers["content-type"];
-        contentType = typeof ct === "string" ? ct : null;
-        const chunks: Buffer[] = [];
-        let kept = 0;
-        // Keep RESULT_BODY_MAX + 1 bytes (so truncation is visible); drain the rest.
-        for await (const chunk of r.body as AsyncIterable<Buffer>) {
-          if (kept <= RESULT_BODY_MAX) {
-            chunks.push(chunk);
-            kept += chunk.length;
-          }
-        }
-        bytes = Buffer.concat(chunks).subarray(0, RESULT_BODY_MAX + 1);
-        if (status < 200 || status > 299) failure = errorCodeOf(status, contentType, bytes);
-      } catch (err) {
-        const e = err as { code?: string; message?: string };
-        failure = e.code === "UND_ERR_HEADERS_TIMEOUT" || e.code === "UND_ERR_BODY_TIMEOUT"
-          ? { code: "FUNCTION_TIMEOUT", message: "No answer within the function's timeout" }
-          : { code: "DISPATCH_FAILED", message: `Dispatch failed: ${e.code ?? ""} ${e.message ?? String(err)}`.trim() };
-      }
+      const r = await dispatchEvent(agent, {
+        gatewayUrl: options.gatewayUrl(), functionName: name, method: job.request.method, path: job.request.path, headers: job.request.headers,
+        body: Buffer.from(job.request.bodyBase64, "base64"), dispatchToken: options.dispatchToken, requestId: l.requestId, attempt: l.attempt,
+        invocationId: job.id, ...((job.origin.kind === "schedule" || job.origin.kind === "storage") && job.origin.trigger !== undefined ? { trigger: job.origin.trigger } : {}),
+        timeoutMs: timeoutMs + graceMs, signal: ac.signal,
+      });
+      const { status, contentType, body: bytes, failure } = r;
       if (failure === null) {
         await queue.complete(l, { status: status as number, contentType, bodyBase64: bytes.toString("base64"), startedAt });
       } else {
-        const r = await queue.fail(l, { status, errorCode: failure.code, errorMessage: failure.message, startedAt });
-        if (r.next === "dead") logger.warn({ fn: name, invocationId: job.id, attempts: l.attempt, code: failure.code }, "async invocation dead-lettered");
+        const outcome = await queue.fail(l, { status, errorCode: failure.code, errorMessage: failure.message, startedAt });
+        if (outcome.next === "dead") logger.warn({ fn: name, invocationId: job.id, attempts: l.attempt, code: failure.code }, "async invocation dead-lettered");
       }
     } catch (err) {
       const code = (err as { code?: string }).code;

@@ -21,6 +21,7 @@ export const NETWORK_POLICIES = ["outbound", "none"] as const;
 export type NetworkPolicy = (typeof NETWORK_POLICIES)[number];
 
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
 const MiB = 1024 * 1024;
 
 /** Field documentation: name, unit, default and meaning. Kept next to the schema on purpose. */
@@ -43,7 +44,7 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "maxEventAgeS", unit: "s", default: 21_600, range: "1 – 21600", doc: "Async and event invocations: a job older than this is not retried again but dead-lettered (6 h like Lambda)." },
   { field: "retryDelayMs", unit: "ms", default: 5_000, range: "1 – 3600000", doc: "Base of the exponential backoff between attempts: attempt n waits retryDelayMs × 2^(n-1) (at most 15 min), with jitter of −50 %…0 %." },
   { field: "asyncConcurrency", unit: "requests", default: 2, range: "1 – 1000", doc: "Async and event invocations of this function running at once per control plane (never more than maxInstances × concurrency), so a backlog cannot take every instance from synchronous traffic." },
-  { field: "triggers", unit: "", default: [], range: "at most 20", doc: "Event sources: `{ schedule: \"*/5 * * * *\", timezone?: \"Europe/Berlin\", catchUp?: \"none\"|\"latest\"|\"all\" }` (cron, 5 or 6 fields) or `{ rate: \"5 minutes\", catchUp? }`. Default catchUp `latest`. Bucket notifications: `{ storage: { type: \"s3\", bucket, secret, events?, prefix?, suffix?, name? } }`; table changes: `{ postgres: { connectionSecret, table, events?, slot? } }`. See docs/events.md." },
+  { field: "triggers", unit: "", default: [], range: "at most 20", doc: "Event sources: `{ schedule: \"*/5 * * * *\", timezone?: \"Europe/Berlin\", catchUp?: \"none\"|\"latest\"|\"all\" }` (cron, 5 or 6 fields) or `{ rate: \"5 minutes\", catchUp? }` (default catchUp `latest`); or a queue: `{ queue: { type: \"nats\", urlSecret: \"NATS_URL\", stream, subject?, consumer? } }`, `{ queue: { type: \"rabbitmq\", urlSecret, queue } }`, `{ queue: { type: \"redis\", urlSecret, stream, consumer? } }`, each with `batchSize?` (1 – 1000, default 10) and `concurrency?` (1 – 1000, default asyncConcurrency). `urlSecret` names one of the function's secrets holding the broker URL with its credentials; a plain `url` is allowed only without credentials (`user:pass@` is refused). Bucket notifications: `{ storage: { type: \"s3\", bucket, secret, events?, prefix?, suffix?, name? } }`; table changes: `{ postgres: { connectionSecret, table, events?, slot? } }`. See docs/events.md." },
 ] as const;
 
 /** What a schedule does with slots missed while no control plane ran (docs/events.md). */
@@ -85,10 +86,92 @@ export function cronProblem(expr: string, timezone: string): string | null {
   }
 }
 
+/** Brokers a queue trigger consumes from (docs/events.md). */
+export const QUEUE_TYPES = ["nats", "rabbitmq", "redis"] as const;
+export type QueueType = (typeof QUEUE_TYPES)[number];
+
+/** URL schemes each broker type accepts. */
+const QUEUE_SCHEMES: Readonly<Record<QueueType, readonly string[]>> = {
+  nats: ["nats:", "tls:"],
+  rabbitmq: ["amqp:", "amqps:"],
+  redis: ["redis:", "rediss:"],
+};
+
+/** Fields of a queue trigger that only some broker types take, and which. */
+const QUEUE_FIELDS_BY_TYPE: Readonly<Record<string, readonly QueueType[]>> = {
+  stream: ["nats", "redis"],
+  subject: ["nats"],
+  consumer: ["nats", "redis"],
+  queue: ["rabbitmq"],
+};
+
+/** Broker object names: stream, subject, consumer and queue names (no spaces, no control characters). */
+const brokerName = (max: number) => z.string().min(1).max(max).regex(/^[\x21-\x7e]+$/, "printable ASCII without spaces");
+
+/**
+ * The problem with a broker URL for `type`, or null. `plain`: the URL is written in the config (not a
+ * secret), so it must carry no credentials. Exported for the runner, which checks a secret's value with it.
+ */
+export function queueUrlProblem(type: QueueType, url: string, plain: boolean): string | null {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return "is not a URL";
+  }
+  const schemes = QUEUE_SCHEMES[type];
+  if (!schemes.includes(u.protocol)) return `must start with ${schemes.map((x) => `${x}//`).join(" or ")} for type ${type}`;
+  if (u.hostname === "") return "has no host";
+  if (plain && (u.username !== "" || u.password !== "")) {
+    return "carries credentials (user:pass@ or a token): store the whole URL as a secret (stratus secrets set <fn> NAME) and name it with urlSecret";
+  }
+  return null;
+}
+
+/**
+ * A queue trigger: consume a NATS JetStream stream (durable pull consumer), a RabbitMQ queue or a Redis
+ * stream (consumer group). One object schema for the three types, so every problem is reported by name;
+ * which fields a type needs is checked below.
+ */
+export const QueueTriggerSchema = z.strictObject({
+  type: z.enum(QUEUE_TYPES),
+  /** Broker URL without credentials. */
+  url: z.string().min(1).max(2000).optional(),
+  /** Name of the function's secret whose value is the broker URL (credentials included). */
+  urlSecret: z.string().regex(ENV_KEY, "must match [A-Za-z_][A-Za-z0-9_]*").max(200).optional(),
+  /** NATS: the JetStream stream. Redis: the stream key. */
+  stream: brokerName(512).optional(),
+  /** NATS: the consumer's filter subject (default: every subject of the stream). */
+  subject: brokerName(512).optional(),
+  /** NATS: the durable consumer's name. Redis: the consumer group's name. Default `stratus-<fn>-<index>`. */
+  consumer: brokerName(200).regex(/^[^.*>]+$/, "no '.', '*' or '>'").optional(),
+  /** RabbitMQ: the queue (it must exist). */
+  queue: brokerName(255).optional(),
+  /** Messages fetched per call. */
+  batchSize: int(1, 1000).default(10),
+  /** Deliveries at once for this trigger (per control plane); default the function's asyncConcurrency. */
+  concurrency: int(1, 1000).optional(),
+}).superRefine((q, ctx) => {
+  if ((q.url === undefined) === (q.urlSecret === undefined)) ctx.addIssue({ code: "custom", path: ["url"], message: "give exactly one of url or urlSecret" });
+  if (q.url !== undefined) {
+    const problem = queueUrlProblem(q.type, q.url, true);
+    if (problem !== null) ctx.addIssue({ code: "custom", path: ["url"], message: problem });
+  }
+  for (const [field, types] of Object.entries(QUEUE_FIELDS_BY_TYPE)) {
+    if ((q as Record<string, unknown>)[field] !== undefined && !types.includes(q.type)) {
+      ctx.addIssue({ code: "custom", path: [field], message: `applies to type ${types.join(" or ")} only` });
+    }
+  }
+  const required: Record<QueueType, string> = { nats: "stream", redis: "stream", rabbitmq: "queue" };
+  const need = required[q.type];
+  if ((q as Record<string, unknown>)[need] === undefined) ctx.addIssue({ code: "custom", path: [need], message: `required for type ${q.type}` });
+});
+export type QueueTriggerConfig = z.output<typeof QueueTriggerSchema>;
+
 /**
  * One trigger of a function (the `triggers` config field): exactly one of `schedule` (cron, with an
- * optional `timezone`, default UTC) or `rate`. One object schema rather than a union, so a bad field
- * is reported by name, with every other problem.
+ * optional `timezone`, default UTC), `rate` or `queue`. One object schema rather than a union, so a bad
+ * field is reported by name, with every other problem.
  */
 export const TriggerSchema = z.strictObject({
   schedule: z.string().min(1).max(200).optional(),
@@ -98,12 +181,14 @@ export const TriggerSchema = z.strictObject({
   timezone: z.string().max(100).refine(isTimeZone, "unknown time zone").optional(),
   rate: z.string().max(100).refine((r) => parseRateMs(r) !== null, "must read like \"5 minutes\" (second|minute|hour|day, 1 s … 31 days)").optional(),
   catchUp: z.enum(CATCH_UP_POLICIES).default("latest"),
+  queue: QueueTriggerSchema.optional(),
 }).superRefine((t, ctx) => {
-  const kinds = [t.schedule, t.rate, t.storage, t.postgres].filter((k) => k !== undefined).length;
+  const kinds = [t.schedule, t.rate, t.queue, t.storage, t.postgres].filter((x) => x !== undefined).length;
   if (kinds !== 1) {
-    ctx.addIssue({ code: "custom", path: [], message: "give exactly one of schedule, rate, storage or postgres" });
+    ctx.addIssue({ code: "custom", path: [], message: "give exactly one of schedule, rate, queue, storage or postgres" });
     return;
   }
+  if ((t.queue ?? t.storage ?? t.postgres) !== undefined && t.timezone !== undefined) ctx.addIssue({ code: "custom", path: ["timezone"], message: "timezone applies to schedule only" });
   if (t.rate !== undefined && t.timezone !== undefined) ctx.addIssue({ code: "custom", path: ["timezone"], message: "timezone applies to schedule only" });
   if (t.schedule !== undefined) {
     const tz = t.timezone !== undefined && isTimeZone(t.timezone) ? t.timezone : "UTC";
@@ -112,8 +197,6 @@ export const TriggerSchema = z.strictObject({
   }
 });
 export type TriggerConfig = z.output<typeof TriggerSchema>;
-
-const int = (min: number, max: number) => z.number().int().min(min).max(max);
 
 const L = FUNCTION_CONFIG_LIMITS;
 

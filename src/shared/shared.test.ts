@@ -56,7 +56,7 @@ test("config: event defaults like Lambda (3 attempts, 6 h); triggers validated, 
     parseFunctionConfig("f", {
       maxAttempts: 0, maxEventAgeS: 99_999,
       triggers: [{ schedule: "* * *" }, { schedule: "99 * * * *", timezone: "Mars/Base" }, { rate: "5 weeks" }, { rate: "1 minute", catchUp: "some" },
-        { queue: { type: "nats" } }, {}, { rate: "1 minute", timezone: "UTC" }, { schedule: "* * * * * * * *" }],
+        { queue: { type: "nats", url: "nats://127.0.0.1:4222", stream: "s" }, rate: "1 minute" }, {}, { rate: "1 minute", timezone: "UTC" }, { schedule: "* * * * * * * *" }],
     });
     assert.fail("should throw");
   } catch (err) {
@@ -65,6 +65,43 @@ test("config: event defaults like Lambda (3 attempts, 6 h); triggers validated, 
     for (const p of ["maxAttempts", "maxEventAgeS", "triggers.0.schedule", "triggers.1.timezone", "triggers.1.schedule", "triggers.2.rate", "triggers.3.catchUp", "triggers.4", "triggers.5", "triggers.6.timezone", "triggers.7.schedule"]) {
       assert.ok(paths.includes(p), `${p} reported in ${JSON.stringify(paths)}`);
     }
+  }
+});
+
+test("config: queue triggers (nats, rabbitmq, redis): defaults, secrets for credentials, every problem at once", () => {
+  const c = parseFunctionConfig("f", { triggers: [
+    { queue: { type: "nats", urlSecret: "NATS_URL", stream: "ORDERS", subject: "orders.>" } },
+    { queue: { type: "rabbitmq", url: "amqp://127.0.0.1:5672/vh", queue: "jobs", concurrency: 4 } },
+    { queue: { type: "redis", url: "redis://127.0.0.1:6379/0", stream: "events", consumer: "workers", batchSize: 50 } },
+  ] });
+  assert.deepEqual(c.triggers.map((t) => t.queue), [
+    { type: "nats", urlSecret: "NATS_URL", stream: "ORDERS", subject: "orders.>", batchSize: 10 },
+    { type: "rabbitmq", url: "amqp://127.0.0.1:5672/vh", queue: "jobs", concurrency: 4, batchSize: 10 },
+    { type: "redis", url: "redis://127.0.0.1:6379/0", stream: "events", consumer: "workers", batchSize: 50 },
+  ]);
+  try {
+    parseFunctionConfig("f", { triggers: [
+      { queue: { type: "redis", url: "redis://:hunter2@127.0.0.1:6379", stream: "s" } },
+      { queue: { type: "rabbitmq", url: "amqp://guest:guest@127.0.0.1", queue: "q" } },
+      { queue: { type: "nats", url: "nats://127.0.0.1", urlSecret: "X" } },
+      { queue: { type: "nats", urlSecret: "X", stream: "s", queue: "q" } },
+      { queue: { type: "kafka", url: "kafka://x" } },
+      { queue: { type: "redis", url: "amqp://127.0.0.1", stream: "s", batchSize: 0, concurrency: 1001 } },
+      { queue: { type: "redis", urlSecret: "X", stream: "s", extra: 1 } },
+      { queue: { type: "nats", urlSecret: "X", stream: "s", consumer: "a.b" }, timezone: "UTC" },
+    ] });
+    assert.fail("should throw");
+  } catch (err) {
+    assert.ok(err instanceof StratusError);
+    const problems = err.details as Array<{ path: string; message: string }>;
+    const paths = problems.map((d) => d.path);
+    for (const p of ["triggers.0.queue.url", "triggers.1.queue.url", "triggers.2.queue.url", "triggers.2.queue.stream", "triggers.3.queue.queue", "triggers.4.queue.type",
+      "triggers.5.queue.url", "triggers.5.queue.batchSize", "triggers.5.queue.concurrency", "triggers.6.queue", "triggers.7.queue.consumer", "triggers.7.timezone"]) {
+      assert.ok(paths.includes(p), `${p} reported in ${JSON.stringify(paths)}`);
+    }
+    const cred = problems.find((p) => p.path === "triggers.0.queue.url");
+    assert.match(cred?.message ?? "", /credentials.*urlSecret/);
+    assert.doesNotMatch(err.message, /hunter2/, "the refused password is not echoed");
   }
 });
 

@@ -62,6 +62,7 @@ export const ERROR_CODES = {
   NOT_READY: { status: 503, source: "platform", message: "The platform is not ready" },
   UNAVAILABLE: { status: 503, source: "platform", message: "The platform could not be reached" },
   ASYNC_INTAKE_UNAVAILABLE: { status: 503, source: "platform", message: "The control plane could not be reached to commit the async invocation: it was not accepted (retry, with the same Idempotency-Key)" },
+  POSTGRES_TRIGGER_UNUSABLE: { status: 503, source: "platform", message: "The PostgreSQL table-change trigger cannot stream from its database (privileges, wal_level, wal2json, the table or the slot): the message says what to fix" },
   TRIGGER_SECRET_MISSING: { status: 503, source: "platform", message: "The secret this trigger names is not set on the function; set it (stratus secrets set) and the sender's retry succeeds" },
   STORE_UNAVAILABLE: { status: 503, source: "platform", message: "The control plane's store (PostgreSQL) cannot be reached; retry later" },
   FUNCTION_TIMEOUT: { status: 504, source: "function", message: "The function did not answer within its timeout" },

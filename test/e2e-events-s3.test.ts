@@ -58,9 +58,10 @@ test("a MinIO webhook notification reaches the function as a CloudEvent through 
   assert.equal(accepted.accepted, 1);
   const id = accepted.invocations[0] as string;
 
-  let view: { status: string; result: { body: string } | null; origin: { kind: string; trigger: string } } | null = null;
+  interface View { status: string; result: { body: string } | null; origin: { kind: string; trigger: string } }
+  let view: View | null = null;
   for (let i = 0; i < 300; i++) {
-    view = JSON.parse(await ok("invocation", id, "--json")) as typeof view;
+    view = JSON.parse(await ok("invocation", id, "--json")) as View;
     if (view?.status === "succeeded" || view?.status === "dead") break;
     await new Promise((res) => setTimeout(res, 100));
   }

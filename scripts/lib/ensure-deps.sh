@@ -1,6 +1,7 @@
 # Sourced by scripts/up.sh and scripts/test.sh: installs the Debian packages the process driver needs
 # (bubblewrap, iptables, util-linux's setpriv and nsenter, iproute2) when missing, plus any package named as an
-# argument (scripts/test.sh adds `postgresql` and `haproxy`, which the PostgreSQL store and cluster tests run), then npm dependencies.
+# argument (scripts/test.sh adds `postgresql` and `haproxy`, which the PostgreSQL store and cluster tests run, and the
+# brokers the trigger-source tests start: `redis-server`, `nats-server`, `rabbitmq-server`), then npm dependencies.
 ensure_debian_packages() {
   local sudo="" pkgs=()
   if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi

@@ -129,17 +129,22 @@ export interface DeadLetterSummary {
 
 export interface TriggerSummary {
   id: string;
-  kind: "schedule" | "rate" | "storage" | "postgres";
+  kind: "schedule" | "rate" | "queue" | "storage" | "postgres";
   schedule?: string;
   timezone?: string;
   rate?: string;
   catchUp?: string;
   lastSlot?: number | null;
   nextSlot?: number | null;
+  /** Queue triggers: broker type, where they consume from, the source's state (null: not running here) and why not. */
+  type?: string;
+  from?: string;
+  status?: { connected: boolean; inFlight: number; settled: { ack: number; retry: number; dead: number }; lastError: string | null } | null;
+  problem?: string | null;
   /** storage: the bucket and the URL the storage system posts notifications to. */
   bucket?: string;
   url?: string;
-  /** postgres: the table and the replication slot. */
+  /** postgres: the table and the replication slot (and, like queue triggers, status and problem). */
   table?: string;
   slot?: string;
 }

@@ -2,7 +2,7 @@
  * The control plane's event machinery in one piece, so the control plane (src/control/control-plane.ts)
  * wires it in a few lines: the job queue beside the store, the async intake the node-fleet route
  * `POST /internal/v1/async` calls, the worker that dispatches jobs to a connected node's gateway, the
- * scheduler, and a retention sweep. Control-side only: it touches the store, so no node imports it.
+ * scheduler, the queue-trigger sources' runner (src/events/sources/runner.ts), and a retention sweep. Control-side only: it touches the store, so no node imports it.
  *
  * Lifecycle: `openEventsPlane` opens the queue (nothing runs); `start(gatewayUrl)` once the control plane
  * serves (`gatewayUrl()` names a connected node's gateway, or null: jobs wait); `stop(deadlineMs)` before
@@ -18,6 +18,7 @@ import { createAsyncIntake, type AsyncIntake } from "./intake";
 import { openQueue } from "./open-queue";
 import type { JobQueue } from "./queue";
 import { createScheduler, type Scheduler } from "./scheduler";
+import { createSourceRunner, type SourceRunner } from "./sources/runner";
 import { createAsyncWorker, type AsyncWorker } from "./worker";
 import { createS3Intake, type S3Intake } from "./storage/s3-notifications";
 
@@ -25,6 +26,8 @@ export interface EventsPlane {
   readonly queue: JobQueue;
   readonly catalog: FunctionCatalog;
   readonly scheduler: Scheduler;
+  /** The queue-trigger sources (NATS, RabbitMQ, Redis); null before `start`. */
+  readonly sources: SourceRunner | null;
   /** For the node-fleet route POST /internal/v1/async: commits a job, resolves the 202 body. */
   readonly intake: AsyncIntake;
   /** For the API route POST /api/v1/events/s3/:name/:trigger: bucket notifications → jobs. */
@@ -46,7 +49,7 @@ export interface EventsPlane {
 export interface EventsPlaneOptions {
   /** The store location (`stratus up`'s resolved `store` setting): the queue lives beside it. */
   readonly storeLocation: string;
-  /** Functions and their secrets (trigger credentials). */
+  /** Functions (the catalog) and their secrets (trigger credentials: broker URLs, bucket notification secrets, database URLs). */
   readonly store: FunctionStore & Pick<ConfigStore, "getSecretValues">;
   readonly logger: Logger;
   readonly settings: PlatformConfig["events"];
@@ -61,6 +64,7 @@ export async function openEventsPlane(options: EventsPlaneOptions): Promise<Even
   const dispatchToken = randomBytes(32).toString("base64url");
   const dispatchTokenHash = createHash("sha256").update(dispatchToken).digest("hex");
   let worker: AsyncWorker | null = null;
+  let sources: SourceRunner | null = null;
   let purgeTimer: NodeJS.Timeout | null = null;
   const statusUrl = (id: string) => `${options.publicUrl()}/api/v1/invocations/${id}`;
   const wake = () => worker?.wake();
@@ -72,9 +76,17 @@ export async function openEventsPlane(options: EventsPlaneOptions): Promise<Even
 
   return {
     queue, catalog, scheduler, intake, s3, dispatchToken, dispatchTokenHash, statusUrl, wake,
+    get sources() {
+      return sources;
+    },
     start(gatewayUrl) {
       worker = createAsyncWorker({ queue, catalog, logger: logger.child({ component: "async-worker" }), gatewayUrl, dispatchToken, pollIntervalMs: settings.pollIntervalMs, leaseMarginMs: settings.leaseMarginMs });
       worker.start();
+      sources = createSourceRunner({
+        queue, catalog, secrets: (fn) => options.store.getSecretValues(fn), logger: logger.child({ component: "trigger-sources" }), gatewayUrl, dispatchToken,
+        leaseMarginMs: settings.leaseMarginMs, syncIntervalMs: settings.sourceSyncIntervalMs,
+      });
+      sources.start();
       scheduler.start(settings.scheduleIntervalMs);
       void scheduler.tick().catch(() => {});
       const purge = () => void queue.purgeFinished(Date.now() - settings.retentionMs).catch((err: unknown) => logger.warn({ err }, "event retention purge failed"));
@@ -85,7 +97,7 @@ export async function openEventsPlane(options: EventsPlaneOptions): Promise<Even
     stop: (deadlineMs) => (stopped ??= (async () => {
       if (purgeTimer !== null) clearInterval(purgeTimer);
       await scheduler.stop();
-      await worker?.stop(deadlineMs);
+      await Promise.all([worker?.stop(deadlineMs), sources?.stop(deadlineMs)]);
     })()),
     close: () => queue.close(),
   };

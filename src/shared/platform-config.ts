@@ -75,6 +75,7 @@ export const PlatformConfigSchema = z.strictObject({
   events: section({
     pollIntervalMs: setting(int(10, 60_000).default(500), { unit: "ms", doc: "How often the async worker looks for due jobs (it also wakes at once on an enqueue or a finished job in this control plane). See docs/events.md." }),
     scheduleIntervalMs: setting(int(10, 60_000).default(1000), { unit: "ms", doc: "How often the scheduler checks schedule and rate triggers for due slots." }),
+    sourceSyncIntervalMs: setting(int(100, 600_000).default(2000), { unit: "ms", doc: "How often the control plane compares its running queue-trigger sources (NATS, RabbitMQ, Redis) with the active functions' triggers and secrets, starting, restarting and stopping them. See docs/events.md." }),
     leaseMarginMs: setting(int(1000, 3_600_000).default(30_000), { unit: "ms", doc: "A job's lease (visibility timeout) is the function's timeout plus this; after a crash, leased jobs run again once it passes." }),
     retentionMs: setting(int(60_000, 3650 * 86_400_000).default(604_800_000), { unit: "ms", doc: "Finished async invocations (succeeded, replayed) older than this are deleted (7 days); the DLQ is kept until purged." }),
   }),

@@ -2,11 +2,12 @@
 import type { Command } from "commander";
 import { apiAction, formatTime, output, withCommonOptions, type CommonOptions } from "../command-kit";
 
-/** The `triggers:` section (schedule and rate triggers; `stratus triggers ls` adds their slots). */
+/** The `triggers:` section (schedule, rate and queue triggers; `stratus triggers ls` adds their slots and state). */
 function triggerLines(triggers: unknown[]): string[] {
   if (triggers.length === 0) return [];
   return ["triggers:", ...triggers.map((t) => {
-    const x = t as { schedule?: string; timezone?: string; rate?: string; catchUp?: string; storage?: { bucket?: string }; postgres?: { table?: string } };
+    const x = t as { schedule?: string; timezone?: string; rate?: string; catchUp?: string; queue?: { type?: string; stream?: string; subject?: string; queue?: string }; storage?: { bucket?: string }; postgres?: { table?: string } };
+    if (x.queue !== undefined) return `  - queue ${x.queue.type ?? ""} ${x.queue.queue ?? x.queue.stream ?? ""}${x.queue.subject !== undefined ? ` (${x.queue.subject})` : ""}`;
     if (x.storage !== undefined) return `  - storage (s3) bucket ${x.storage.bucket ?? ""}`;
     if (x.postgres !== undefined) return `  - postgres table ${x.postgres.table ?? ""}`;
     return `  - ${x.rate !== undefined ? `rate ${x.rate}` : `schedule "${x.schedule ?? ""}" (${x.timezone ?? "UTC"})`}, catchUp ${x.catchUp ?? "latest"}`;

@@ -1,4 +1,4 @@
-/** A function's triggers (from its active version's config) with their last and next slot (docs/events.md). */
+/** A function's triggers (from its active version's config): slots of schedules, state of queue sources (docs/events.md). */
 import type { Router } from "express";
 import { StratusError } from "../../shared/errors";
 import type { ApiContext } from "../api-context";
@@ -11,8 +11,8 @@ import { dataTriggerViews } from "../../shared/data-triggers";
 export const triggerOperations: Operation[] = [
   {
     method: "get", path: "/api/v1/functions/:name/triggers", operationId: "listTriggers",
-    summary: "The active version's triggers: id, kind (schedule, rate), expression, time zone, catchUp, last claimed slot, next slot (epoch ms); storage triggers with their notification URL; postgres triggers with their replication slot.",
-    auth: true, responses: { "200": "`{ triggers: [{ id, kind, schedule?, timezone?, rate?, catchUp, lastSlot, nextSlot }] }`" },
+    summary: "The active version's triggers: id, kind (schedule, rate, queue, storage, postgres); schedule and rate: expression, time zone, catchUp, last claimed slot, next slot (epoch ms); queue: broker type, where it consumes from, this control plane's source state (connected, in flight, settled counts, last error) or why it does not run; storage: bucket, filters and the notification URL; postgres: table, operations, replication slot and the source state.",
+    auth: true, responses: { "200": "`{ triggers: [{ id, kind, schedule?, timezone?, rate?, catchUp?, lastSlot?, nextSlot?, type?, from?, bucket?, url?, table?, slot?, status?, problem? }] }`" },
     errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND", "NOT_FOUND"],
   },
 ];
@@ -24,6 +24,8 @@ export function registerTriggerRoutes(router: Router, ctx: ApiContext): void {
     const events = requireEvents(ctx);
     if ((await ctx.store.getFunction(name)) === null) throw new StratusError("FUNCTION_NOT_FOUND", `Function ${name} not found`);
     const entry = await events.catalog.get(name, true);
-    res.json({ triggers: entry === null ? [] : [...await events.scheduler.describe(entry), ...dataTriggerViews(name, entry.config.triggers, ctx.publicUrl())] });
+    const data = entry === null ? [] : dataTriggerViews(name, entry.config.triggers, ctx.publicUrl())
+      .map((v) => (v.kind === "postgres" ? { ...v, ...(events.sources?.statusOf(v.id) ?? { status: null, problem: null }) } : v));
+    res.json({ triggers: entry === null ? [] : [...await events.scheduler.describe(entry), ...(events.sources?.describe(entry) ?? []), ...data] });
   });
 }

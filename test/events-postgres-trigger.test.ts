@@ -125,4 +125,18 @@ describe("postgres table-change triggers on the platform", () => {
     assert.ok(lines.includes("FAIL attempt 1") && lines.includes("FAIL attempt 2"), lines.join("\n"));
     assert.ok(!lines.includes("FAIL attempt 3"), "maxAttempts 2 bounds the attempts");
   });
+
+  test("deleting the function drops its replication slot", async () => {
+    const slots = async () => (await server.query<{ slot_name: string }>("SELECT slot_name FROM pg_replication_slots ORDER BY slot_name")).rows.map((r) => r.slot_name);
+    assert.ok((await slots()).includes("failing_bids"));
+    const r = await fetch(`${fx.url}/api/v1/functions/failing`, { method: "DELETE", headers: auth() });
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), { deleted: "failing", replicationSlots: [{ slot: "failing_bids", result: "dropped" }] });
+    assert.ok(!(await slots()).includes("failing_bids"));
+    // Not re-created by a source still running (this control plane stopped it before the drop).
+    await new Promise((res) => setTimeout(res, 1500));
+    const left = await slots();
+    assert.ok(!left.includes("failing_bids"), left.join(","));
+    assert.ok(left.some((s) => s.startsWith("stratus_onbid_")), "the other function's slot stays");
+  });
 });

@@ -21,6 +21,8 @@ import { createScheduler, type Scheduler } from "./scheduler";
 import { createSourceRunner, type SourceRunner } from "./sources/runner";
 import { createAsyncWorker, type AsyncWorker } from "./worker";
 import { createS3Intake, type S3Intake } from "./storage/s3-notifications";
+import { releaseTableChangeSlots, type SlotRelease } from "./sources/postgres-changes";
+import type { CatalogEntry } from "./catalog";
 
 export interface EventsPlane {
   readonly queue: JobQueue;
@@ -38,6 +40,11 @@ export interface EventsPlane {
   readonly dispatchTokenHash: string;
   /** The status URL of an invocation. */
   statusUrl(id: string): string;
+  /**
+   * After a function was deleted (`entry` and `secrets` read before the delete): stops its trigger
+   * sources here and drops its postgres triggers' replication slots. Never throws.
+   */
+  releaseDeleted(entry: CatalogEntry, secrets: Readonly<Record<string, string>>): Promise<SlotRelease[]>;
   /** Wakes the worker (after a replay). */
   wake(): void;
   /** `gatewayUrl()`: a connected node's gateway base URL, or null (no node: the worker waits). */
@@ -79,6 +86,15 @@ export async function openEventsPlane(options: EventsPlaneOptions): Promise<Even
     get sources() {
       return sources;
     },
+    releaseDeleted: (entry, secretValues) => releaseTableChangeSlots(entry.name, entry.config.triggers, secretValues, {
+      // A fresh catalog read drops the deleted function from the cache, so the sync stops its sources.
+      stopSources: async () => {
+        await catalog.get(entry.name, true);
+        await sources?.sync();
+      },
+      logger: logger.child({ component: "trigger-sources" }),
+      redoAfterMs: 2 * (settings.sourceSyncIntervalMs + 1000),
+    }),
     start(gatewayUrl) {
       worker = createAsyncWorker({ queue, catalog, logger: logger.child({ component: "async-worker" }), gatewayUrl, dispatchToken, pollIntervalMs: settings.pollIntervalMs, leaseMarginMs: settings.leaseMarginMs });
       worker.start();

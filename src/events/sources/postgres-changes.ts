@@ -328,3 +328,46 @@ export function createPostgresChangesSource(config: PostgresSourceConfig, ctx: S
     status: (): SourceStatus => ({ connected, inFlight, settled: { ...settled }, lastError }),
   };
 }
+
+/** What `releaseTableChangeSlots` did for one trigger. */
+export interface SlotRelease {
+  readonly slot: string;
+  /** `dropped`, `absent` (no such slot), `failed` (see the log; drop it by hand), `no-secret` (its connection secret was not set). */
+  readonly result: "dropped" | "absent" | "failed" | "no-secret";
+}
+
+/**
+ * Drops the replication slots of a deleted function's postgres triggers (the function's config and
+ * secrets as they were before the delete). `stopSources` must stop this control plane's sources of the
+ * function first (a running source would create the slot again). Another control plane sharing the
+ * store may still run the source until its next sync (`events.sourceSyncIntervalMs`) and re-create the
+ * slot: each slot is dropped again once after `redoAfterMs` (in the background). Never throws.
+ */
+export async function releaseTableChangeSlots(
+  functionName: string,
+  triggers: ReadonlyArray<{ postgres?: PostgresTriggerConfig | undefined }>,
+  secrets: Readonly<Record<string, string>>,
+  o: { stopSources: () => Promise<void>; logger: { info: (o: object, m: string) => void; warn: (o: object, m: string) => void }; redoAfterMs: number },
+): Promise<SlotRelease[]> {
+  const targets = triggers.flatMap((t) => (t.postgres === undefined ? [] : [{ slot: postgresSlotName(functionName, t.postgres), url: secrets[t.postgres.connectionSecret] }]));
+  if (targets.length === 0) return [];
+  await o.stopSources().catch((err: unknown) => o.logger.warn({ err }, "stopping the deleted function's trigger sources failed"));
+  const out: SlotRelease[] = [];
+  for (const { slot, url } of targets) {
+    if (url === undefined) {
+      o.logger.warn({ fn: functionName, slot }, "replication slot of a deleted function left in place: its connection secret was not set; drop it with SELECT pg_drop_replication_slot(…)");
+      out.push({ slot, result: "no-secret" });
+      continue;
+    }
+    try {
+      out.push({ slot, result: (await dropPostgresSlot(url, slot)) ? "dropped" : "absent" });
+      o.logger.info({ fn: functionName, slot }, "replication slot of a deleted function dropped");
+      const redo = setTimeout(() => void dropPostgresSlot(url, slot).catch(() => {}), o.redoAfterMs);
+      redo.unref();
+    } catch (err) {
+      o.logger.warn({ err: (err as Error).message, fn: functionName, slot }, "could not drop the replication slot of a deleted function: it keeps WAL on that server; drop it with SELECT pg_drop_replication_slot(…)");
+      out.push({ slot, result: "failed" });
+    }
+  }
+  return out;
+}

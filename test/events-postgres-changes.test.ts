@@ -178,6 +178,29 @@ describe("postgres table changes", () => {
     await again.src.stop(5_000);
   });
 
+  test("the database restarting: the source reconnects and delivers what was committed meanwhile; a redelivery keeps its id", async () => {
+    const s = run("t_restart");
+    await until(() => s.src.status().connected, "the stream");
+    await sql("INSERT INTO bids VALUES (400, 1, 'before')");
+    await until(() => s.src.status().settled.ack === 1, "the first ack");
+    await server.restart();
+    await sql("INSERT INTO bids VALUES (401, 1, 'after')");
+    await until(() => s.seen.length >= 2, "the change after the restart", 60_000);
+    await new Promise((r) => setTimeout(r, 300));
+    // PostgreSQL 15 does not write a slot's confirmed position at shutdown unless something else made the
+    // slot dirty (fixed in 17), so the last acknowledged transaction may come again: at-least-once, with
+    // the same CloudEvent id.
+    const ids = new Map<number, string>();
+    for (const m of s.seen) {
+      const row = (JSON.parse(m.body.toString()) as TableChangeData).new?.id as number;
+      if (ids.has(row)) assert.equal(m.id, ids.get(row), "a redelivery has the first delivery's id");
+      ids.set(row, m.id);
+    }
+    assert.deepEqual([...ids.keys()], [400, 401]);
+    assert.ok(s.seen.length <= 3, JSON.stringify(s.data()));
+    await s.src.stop(5_000);
+  });
+
   test("missing privileges: a clear POSTGRES_TRIGGER_UNUSABLE saying what to grant; granting it is enough", async () => {
     await server.query("CREATE ROLE plain LOGIN");
     await sql("GRANT SELECT ON bids TO plain");

@@ -282,6 +282,11 @@ export function runQueueConformance(name: string, factory: (options: JobQueueOpt
       const [l] = await q.lease("fn", 1, 1000);
       assert.equal(l?.job.id, fresh.id);
       assert.equal(l?.attempt, 1);
+      // Once the entry was replayed, the same message failing again is a new DLQ entry, not hidden by the key.
+      const later = await q.recordDead(event);
+      assert.equal(later.created, true);
+      assert.notEqual(later.job.id, dead.id);
+      assert.deepEqual((await q.listDead("fn")).map((j) => j.id), [later.job.id]);
     });
 
     withQueue("purgeDead removes the DLQ of one function; purgeFinished removes old finished jobs", async (q, clock) => {

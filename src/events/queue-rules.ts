@@ -166,7 +166,11 @@ export function createJobQueue(persistence: QueuePersistence, options: JobQueueO
         error: { code: event.error.code, message: event.error.message.slice(0, 2000) }, finishedAt: at,
       };
       // The same persistence insert as enqueue: one atomic step, with the same key rule (here: dedup).
-      return persistence.insertJob(record, at - IDEMPOTENCY_WINDOW_MS);
+      const r = await persistence.insertJob(record, at - IDEMPOTENCY_WINDOW_MS);
+      if (r.created || r.job.status === "dead") return r;
+      // The earlier entry was replayed (or purged into another state): this failure is a new one, and
+      // must be visible in the DLQ — take the key over (any holder is "older" than +∞).
+      return persistence.insertJob(record, Number.MAX_SAFE_INTEGER);
     },
 
     get: (id) => persistence.getJob(id),

@@ -143,7 +143,8 @@ export interface DeadEvent {
   readonly retryDelayMs: number;
   /**
    * At most one entry per key and function within 24 h (the idempotency window): a message whose
-   * broker-side settle was lost after it was recorded is not recorded twice. 1–255 printable ASCII.
+   * broker-side settle was lost after it was recorded is not recorded twice. An entry that left the
+   * DLQ (replayed) does not hide a new failure: that one is recorded. 1–255 printable ASCII.
    */
   readonly dedupKey: string;
 }
@@ -201,7 +202,7 @@ export interface JobQueue {
   fail(leased: LeasedJob, failure: AttemptFailure): Promise<FailOutcome>;
   /**
    * Commits a dead event straight into the DLQ (status `dead`, its attempts and history). With a
-   * `dedupKey` seen within 24 h for the same function: the entry recorded then (`created: false`).
+   * `dedupKey` seen within 24 h for the same function on an entry still in the DLQ: that entry (`created: false`).
    * @throws StratusError INVALID_ARGUMENT for an empty history, a bad key or limits.
    */
   recordDead(event: DeadEvent): Promise<{ job: JobRecord; created: boolean }>;

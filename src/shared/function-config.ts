@@ -122,6 +122,8 @@ export function queueUrlProblem(type: QueueType, url: string, plain: boolean): s
   const schemes = QUEUE_SCHEMES[type];
   if (!schemes.includes(u.protocol)) return `must start with ${schemes.map((x) => `${x}//`).join(" or ")} for type ${type}`;
   if (u.hostname === "") return "has no host";
+  // The control plane itself (not a sandbox) connects there: never to link-local / cloud metadata addresses.
+  if (/^169\.254\./.test(u.hostname) || /^\[(fe[89ab][0-9a-f]:|fd00:ec2::254\])/i.test(u.hostname)) return "points at a link-local address (cloud metadata): refused";
   if (plain && (u.username !== "" || u.password !== "")) {
     return "carries credentials (user:pass@ or a token): store the whole URL as a secret (stratus secrets set <fn> NAME) and name it with urlSecret";
   }

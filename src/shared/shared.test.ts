@@ -89,6 +89,7 @@ test("config: queue triggers (nats, rabbitmq, redis): defaults, secrets for cred
       { queue: { type: "redis", url: "amqp://127.0.0.1", stream: "s", batchSize: 0, concurrency: 1001 } },
       { queue: { type: "redis", urlSecret: "X", stream: "s", extra: 1 } },
       { queue: { type: "nats", urlSecret: "X", stream: "s", consumer: "a.b" }, timezone: "UTC" },
+      { queue: { type: "redis", url: "redis://169.254.169.254:80", stream: "s" } },
     ] });
     assert.fail("should throw");
   } catch (err) {
@@ -96,7 +97,7 @@ test("config: queue triggers (nats, rabbitmq, redis): defaults, secrets for cred
     const problems = err.details as Array<{ path: string; message: string }>;
     const paths = problems.map((d) => d.path);
     for (const p of ["triggers.0.queue.url", "triggers.1.queue.url", "triggers.2.queue.url", "triggers.2.queue.stream", "triggers.3.queue.queue", "triggers.4.queue.type",
-      "triggers.5.queue.url", "triggers.5.queue.batchSize", "triggers.5.queue.concurrency", "triggers.6.queue", "triggers.7.queue.consumer", "triggers.7.timezone"]) {
+      "triggers.5.queue.url", "triggers.5.queue.batchSize", "triggers.5.queue.concurrency", "triggers.6.queue", "triggers.7.queue.consumer", "triggers.7.timezone", "triggers.8.queue.url"]) {
       assert.ok(paths.includes(p), `${p} reported in ${JSON.stringify(paths)}`);
     }
     const cred = problems.find((p) => p.path === "triggers.0.queue.url");

@@ -44,6 +44,9 @@ export const SOURCE_FACTORIES: Readonly<Record<QueueType, EventSourceFactory<Que
   redis: createRedisSource,
 };
 
+/** Longest wait of a delivery for a connected node before it fails (DISPATCH_FAILED), ms (and at most half the dispatch grace). */
+const NO_NODE_WAIT_MS = 10_000;
+
 /** The id of queue trigger `index` of function `name`: `<fn>#<index>:<hash of the queue config>`. */
 export function queueTriggerId(name: string, index: number, q: QueueTriggerConfig): string {
   const { batchSize: _b, concurrency: _c, ...identity } = q;
@@ -115,6 +118,11 @@ export function createTriggerDeliverer(o: DelivererOptions): Deliver {
       const lost: JobAttempt = { attempt: m.attempt - 1, requestId: deliveryRequestId(o.triggerId, m.id, m.attempt - 1), startedAt: null, endedAt: now(), status: null, errorCode: "DELIVERY_LOST", errorMessage: "The outcome of the last attempt never reached the broker (a platform restart or a lost connection)" };
       return dead(m, request, [lost], { code: "DELIVERY_LOST", message: lost.errorMessage as string });
     }
+    // No node connected (the platform is starting, or every node drains): wait a little rather than
+    // spend an attempt the broker counts anyway.
+    // Bounded so that wait + dispatch (timeout + graceMs) stays inside the lease (timeout + 2 × graceMs).
+    const maxWait = Math.min(NO_NODE_WAIT_MS, o.graceMs / 2);
+    for (let waited = 0; o.gatewayUrl() === null && waited < maxWait && o.signal?.aborted !== true; waited += 100) await new Promise((r) => setTimeout(r, 100));
     const startedAt = now();
     const r = await dispatchEvent(o.dispatcher, {
       gatewayUrl: o.gatewayUrl(), functionName: o.functionName, method: "POST", path: "/", headers: request.headers, body: request.body,
@@ -210,7 +218,7 @@ export function createSourceRunner(o: SourceRunnerOptions): SourceRunner {
    * A postgres (table-change) trigger: one source per replication slot (src/events/sources/postgres-changes.ts),
    * its connection URL from the function secret `connectionSecret`, the same deliverer as queue triggers.
    */
-  async function syncPostgres(entry: CatalogEntry, t: PostgresTriggerConfig, secrets: Record<string, string>, wanted: Set<string>): Promise<void> {
+  async function syncPostgres(entry: CatalogEntry, t: PostgresTriggerConfig, secrets: Record<string, string>, wanted: Set<string>, canStart: boolean): Promise<void> {
     const c = entry.config;
     const id = postgresTriggerId(entry.name, t);
     wanted.add(id);
@@ -227,6 +235,7 @@ export function createSourceRunner(o: SourceRunnerOptions): SourceRunner {
     const key = createHash("sha256").update(JSON.stringify(["postgres", t, url, c.timeout, c.maxAttempts, c.retryDelayMs, c.maxEventAgeS, leaseMs])).digest("hex");
     const current = running.get(id);
     if (current?.key === key) return;
+    if (!canStart) return; // as queue triggers: start once a node can take the deliveries
     if (current !== undefined) await stopOne(id, c.timeout + graceMs);
     const config = postgresSourceConfig(entry.name, t);
     const logger = o.logger.child({ fn: entry.name, trigger: id, table: t.table });
@@ -244,13 +253,16 @@ export function createSourceRunner(o: SourceRunnerOptions): SourceRunner {
 
   async function syncOnce(): Promise<void> {
     const wanted = new Set<string>();
+    // Sources start once a node can take their deliveries (running ones keep going; a delivery waits
+    // NO_NODE_WAIT_MS for a node).
+    const canStart = o.gatewayUrl() !== null;
     for (const entry of await o.catalog.list()) {
       const c = entry.config;
       let secrets: Record<string, string> | null = null;
       for (const [index, t] of c.triggers.entries()) {
         if (t.postgres !== undefined) {
           secrets ??= await o.secrets(entry.name).catch(() => ({}));
-          await syncPostgres(entry, t.postgres, secrets, wanted);
+          await syncPostgres(entry, t.postgres, secrets, wanted, canStart);
           continue;
         }
         const q = t.queue;
@@ -278,6 +290,7 @@ export function createSourceRunner(o: SourceRunnerOptions): SourceRunner {
         const key = createHash("sha256").update(JSON.stringify([q, url, c.timeout, c.maxAttempts, c.retryDelayMs, c.maxEventAgeS, concurrency, leaseMs])).digest("hex");
         const current = running.get(id);
         if (current?.key === key) continue;
+        if (!canStart) continue;
         if (current !== undefined) await stopOne(id, c.timeout + graceMs);
         const logger = o.logger.child({ fn: entry.name, trigger: id, from: queueLocation(q) });
         const abort = new AbortController();

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { test } from "node:test";
 import { parseFunctionConfig } from "./function-config";
-import { dataTriggerViews, postgresSlotName } from "./data-triggers";
+import { dataTriggerViews, postgresSlotName, postgresUrlProblem } from "./data-triggers";
 import { matchesS3Events } from "../events/storage/s3-notifications";
 
 const problems = (triggers: unknown[]): string[] => {
@@ -67,4 +67,16 @@ test("examples/table-change-handler's config is valid", () => {
   const mod = createRequire(import.meta.url)("../../examples/table-change-handler/index.js") as { onBid: { config: unknown } };
   const c = parseFunctionConfig("onBid", mod.onBid.config);
   assert.equal(c.triggers[0]?.postgres?.table, "public.bids");
+});
+
+test("postgres connection URLs: scheme, host, never link-local", () => {
+  assert.equal(postgresUrlProblem("postgres://u:p@db.example:5432/shop"), null);
+  assert.equal(postgresUrlProblem("postgresql://u@127.0.0.1/shop?sslmode=disable"), null);
+  assert.equal(postgresUrlProblem("postgres:///shop?host=/var/run/postgresql"), null);
+  assert.match(postgresUrlProblem("mysql://u@h/db") ?? "", /postgres:\/\//);
+  assert.match(postgresUrlProblem("not a url") ?? "", /not a URL/);
+  assert.match(postgresUrlProblem("postgres:///shop") ?? "", /no host/);
+  for (const bad of ["postgres://u@169.254.169.254/db", "postgres://u@[fe80::1]/db", "postgres://u@[fd00:ec2::254]/db", "postgres://u@ok.example/db?host=169.254.169.254"]) {
+    assert.match(postgresUrlProblem(bad) ?? "", /link-local/, bad);
+  }
 });

@@ -147,3 +147,25 @@ export function dataTriggerViews(
   }
   return out;
 }
+
+/** A link-local address (cloud metadata endpoints live there): 169.254.0.0/16, fe80::/10, fd00:ec2::254. */
+const LINK_LOCAL = (host: string): boolean => /^169\.254\./.test(host) || /^\[?(fe[89ab][0-9a-f]:|fd00:ec2::254\]?$)/i.test(host);
+
+/**
+ * The problem with a postgres trigger's connection URL (the value of its `connectionSecret`), or null.
+ * The control plane itself (not a sandbox) connects there, so it never goes to a link-local (cloud
+ * metadata) address, also not through the `host` query parameter node-postgres honours.
+ */
+export function postgresUrlProblem(url: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return "is not a URL (postgres://user:password@host:5432/db)";
+  }
+  if (u.protocol !== "postgres:" && u.protocol !== "postgresql:") return "must start with postgres:// or postgresql://";
+  const hosts = [u.hostname, ...u.searchParams.getAll("host")];
+  if (hosts.every((h) => h === "")) return "has no host";
+  if (hosts.some(LINK_LOCAL)) return "points at a link-local address (cloud metadata): refused";
+  return null;
+}

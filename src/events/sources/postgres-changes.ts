@@ -35,7 +35,7 @@
 import { LogicalReplicationService, Wal2JsonPlugin, type Wal2Json } from "pg-logical-replication";
 import pg from "pg";
 import { StratusError } from "../../shared/errors";
-import { postgresSlotName, qualifiedTable, TABLE_OPS, type PostgresTriggerConfig, type TableOp } from "../../shared/data-triggers";
+import { postgresSlotName, postgresUrlProblem, qualifiedTable, TABLE_OPS, type PostgresTriggerConfig, type TableOp } from "../../shared/data-triggers";
 import type { Deliver, DeliveryOutcome, EventSource, SourceContext, SourceMessage, SourceStatus } from "./source";
 
 /** CloudEvents `type` of a change: `io.stratus.postgres.insert` | `.update` | `.delete`. */
@@ -357,6 +357,10 @@ export async function releaseTableChangeSlots(
     if (url === undefined) {
       o.logger.warn({ fn: functionName, slot }, "replication slot of a deleted function left in place: its connection secret was not set; drop it with SELECT pg_drop_replication_slot(…)");
       out.push({ slot, result: "no-secret" });
+      continue;
+    }
+    if (postgresUrlProblem(url) !== null) {
+      out.push({ slot, result: "failed" });
       continue;
     }
     try {

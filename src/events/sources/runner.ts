@@ -34,7 +34,7 @@ import { createNatsSource } from "./nats";
 import { createRabbitmqSource } from "./rabbitmq";
 import { createRedisSource } from "./redis";
 import type { Deliver, DeliveryOutcome, EventSource, EventSourceFactory, SourceMessage, SourceStatus } from "./source";
-import { postgresTriggerId, type PostgresTriggerConfig } from "../../shared/data-triggers";
+import { postgresTriggerId, postgresUrlProblem, type PostgresTriggerConfig } from "../../shared/data-triggers";
 import { createPostgresChangesSource, postgresSourceConfig } from "./postgres-changes";
 
 /** The source module of each broker type. */
@@ -223,8 +223,9 @@ export function createSourceRunner(o: SourceRunnerOptions): SourceRunner {
     const id = postgresTriggerId(entry.name, t);
     wanted.add(id);
     const url = secrets[t.connectionSecret] ?? null;
-    if (url === null) {
-      const problem = `secret ${t.connectionSecret} is not set (stratus secrets set ${entry.name} ${t.connectionSecret} postgres://…)`;
+    const urlProblem = url === null ? null : postgresUrlProblem(url);
+    if (url === null || urlProblem !== null) {
+      const problem = url === null ? `secret ${t.connectionSecret} is not set (stratus secrets set ${entry.name} ${t.connectionSecret} postgres://…)` : `secret ${t.connectionSecret} ${urlProblem ?? ""}`;
       if (problems.get(id) !== problem) o.logger.warn({ fn: entry.name, trigger: id, problem }, "table-change trigger not started");
       problems.set(id, problem);
       await stopOne(id, 5_000);

@@ -62,7 +62,7 @@ const SCHEDULE = {
 const WEIGHTS = {
   "test/compat.test.ts": 330, "test/cluster.test.ts": 170, "test/sandbox-docker.test.ts": 120, "test/lb-haproxy.test.ts": 110, "test/events.test.ts": 80, "test/event-sources.test.ts": 85, "test/event-sources-e2e.test.ts": 30,
   "test/prewarm-docker.test.ts": 80, "test/gateway-docker.test.ts": 57, "test/events-crash.test.ts": 52, "test/e2e-docker.test.ts": 47,
-  "test/e2e-cli.test.ts": 43, "test/cluster-membership.test.ts": 42, "test/adversarial/a-function-code.test.ts": 41,
+  "test/e2e-cli.test.ts": 43, "test/e2e-events-s3.test.ts": 39, "test/events-postgres-trigger.test.ts": 16, "test/events-s3.test.ts": 13, "test/events-s3-postgres.test.ts": 10, "test/events-postgres-changes.test.ts": 8, "test/cluster-membership.test.ts": 42, "test/adversarial/a-function-code.test.ts": 41,
   "test/adversarial/b-uploads.test.ts": 34, "test/gateway.test.ts": 31, "test/dev.test.ts": 30, "test/build.test.ts": 29,
   "test/adversarial/e-faults.test.ts": 55, "test/adversarial/d-api.test.ts": 21, "test/build-files.test.ts": 20,
 };

@@ -144,6 +144,12 @@ export interface TriggerSummary {
   from?: string;
   status?: { connected: boolean; inFlight: number; settled: { ack: number; retry: number; dead: number }; lastError: string | null } | null;
   problem?: string | null;
+  /** storage: the bucket and the URL the storage system posts notifications to. */
+  bucket?: string;
+  url?: string;
+  /** postgres: the table and the replication slot (and, like queue triggers, status and problem). */
+  table?: string;
+  slot?: string;
 }
 
 /** Connection settings: the platform's base URL and an API token. */

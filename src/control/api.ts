@@ -33,12 +33,13 @@ import { nodeOperations, registerNodeRoutes } from "./routes/nodes";
 import { asyncInvocationOperations, registerAsyncInvocationRoutes } from "./routes/async-invocations";
 import { dlqOperations, registerDlqRoutes } from "./routes/dlq";
 import { registerTriggerRoutes, triggerOperations } from "./routes/triggers";
+import { registerS3EventRoutes, s3EventOperations } from "./routes/s3-events";
 
 /** Every operation of the API, in document order. */
 export const API_OPERATIONS: readonly Operation[] = [
   ...healthOperations, ...openapiOperations, ...deploymentOperations, ...functionOperations, ...envOperations, ...secretOperations, ...tokenOperations,
   ...logOperations, ...invocationOperations, ...errorGroupOperations, ...metricsOperations, ...joinTokenOperations, ...nodeOperations,
-  ...asyncInvocationOperations, ...dlqOperations, ...triggerOperations,
+  ...asyncInvocationOperations, ...dlqOperations, ...triggerOperations, ...s3EventOperations,
 ];
 
 /** Largest JSON request body of the API, bytes. */
@@ -74,6 +75,9 @@ export function createApiApp(ctx: ApiContext, options: { version?: string } = {}
     }
     next();
   });
+
+  // Bucket notifications authenticate with their trigger's secret and read their own body: before the token check.
+  registerS3EventRoutes(app, ctx);
 
   app.use(async (req: Request, res: Response, next: NextFunction) => {
     if (isPublicPath(req.path) || (ctx.publicMetrics === true && req.path === "/metrics")) return next();

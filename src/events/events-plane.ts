@@ -20,6 +20,9 @@ import type { JobQueue } from "./queue";
 import { createScheduler, type Scheduler } from "./scheduler";
 import { createSourceRunner, type SourceRunner } from "./sources/runner";
 import { createAsyncWorker, type AsyncWorker } from "./worker";
+import { createS3Intake, type S3Intake } from "./storage/s3-notifications";
+import { releaseTableChangeSlots, type SlotRelease } from "./sources/postgres-changes";
+import type { CatalogEntry } from "./catalog";
 
 export interface EventsPlane {
   readonly queue: JobQueue;
@@ -29,12 +32,19 @@ export interface EventsPlane {
   readonly sources: SourceRunner | null;
   /** For the node-fleet route POST /internal/v1/async: commits a job, resolves the 202 body. */
   readonly intake: AsyncIntake;
+  /** For the API route POST /api/v1/events/s3/:name/:trigger: bucket notifications → jobs. */
+  readonly s3: S3Intake;
   /** 256 random bits, new each start, never stored; nodes get only its sha256 (DesiredState.dispatchTokenHash). */
   readonly dispatchToken: string;
   /** sha256 hex of `dispatchToken`. */
   readonly dispatchTokenHash: string;
   /** The status URL of an invocation. */
   statusUrl(id: string): string;
+  /**
+   * After a function was deleted (`entry` and `secrets` read before the delete): stops its trigger
+   * sources here and drops its postgres triggers' replication slots. Never throws.
+   */
+  releaseDeleted(entry: CatalogEntry, secrets: Readonly<Record<string, string>>): Promise<SlotRelease[]>;
   /** Wakes the worker (after a replay). */
   wake(): void;
   /** `gatewayUrl()`: a connected node's gateway base URL, or null (no node: the worker waits). */
@@ -46,7 +56,7 @@ export interface EventsPlane {
 export interface EventsPlaneOptions {
   /** The store location (`stratus up`'s resolved `store` setting): the queue lives beside it. */
   readonly storeLocation: string;
-  /** Functions (the catalog) and their secrets (queue triggers' broker URLs). */
+  /** Functions (the catalog) and their secrets (trigger credentials: broker URLs, bucket notification secrets, database URLs). */
   readonly store: FunctionStore & Pick<ConfigStore, "getSecretValues">;
   readonly logger: Logger;
   readonly settings: PlatformConfig["events"];
@@ -67,13 +77,24 @@ export async function openEventsPlane(options: EventsPlaneOptions): Promise<Even
   const wake = () => worker?.wake();
   const scheduler = createScheduler({ queue, catalog, logger: logger.child({ component: "scheduler" }), now: Date.now, onEnqueued: wake });
   const intake = createAsyncIntake({ queue, catalog, logger, statusUrl, onEnqueued: wake });
+  const secrets = (fn: string) => options.store.getSecretValues(fn);
+  const s3 = createS3Intake({ queue, catalog, secrets, logger: logger.child({ component: "s3-events" }), onEnqueued: wake });
   let stopped: Promise<void> | null = null;
 
   return {
-    queue, catalog, scheduler, intake, dispatchToken, dispatchTokenHash, statusUrl, wake,
+    queue, catalog, scheduler, intake, s3, dispatchToken, dispatchTokenHash, statusUrl, wake,
     get sources() {
       return sources;
     },
+    releaseDeleted: (entry, secretValues) => releaseTableChangeSlots(entry.name, entry.config.triggers, secretValues, {
+      // A fresh catalog read drops the deleted function from the cache, so the sync stops its sources.
+      stopSources: async () => {
+        await catalog.get(entry.name, true);
+        await sources?.sync();
+      },
+      logger: logger.child({ component: "trigger-sources" }),
+      redoAfterMs: 2 * (settings.sourceSyncIntervalMs + 1000),
+    }),
     start(gatewayUrl) {
       worker = createAsyncWorker({ queue, catalog, logger: logger.child({ component: "async-worker" }), gatewayUrl, dispatchToken, pollIntervalMs: settings.pollIntervalMs, leaseMarginMs: settings.leaseMarginMs });
       worker.start();

@@ -38,12 +38,13 @@ export interface JobRequest {
 }
 
 /**
- * What started a job: an API call (`async`), a schedule trigger, a replay from the DLQ, or an event of a
- * trigger source (`event`: a queue message that was dispatched by its source and dead-lettered here).
+ * What started a job: an API call (`async`), a schedule trigger, a bucket notification (`storage`),
+ * a replay from the DLQ, or an event of a trigger source (`event`: a queue message or table change that
+ * was dispatched by its source and dead-lettered here).
  */
 export interface JobOrigin {
-  readonly kind: "async" | "schedule" | "replay" | "event";
-  /** Trigger id (`<fn>#<index>:<hash>`) for schedule and event jobs; the replayed job's id for replays. */
+  readonly kind: "async" | "schedule" | "storage" | "replay" | "event";
+  /** Trigger id (`<fn>#<index>:<hash>`, `<fn>#storage:<name>`) for schedule, storage and event jobs; the replayed job's id for replays. */
   readonly trigger?: string;
   /** CloudEvents `id` of an event-originated job. */
   readonly eventId?: string;

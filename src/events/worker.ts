@@ -5,7 +5,7 @@
  * (`<gatewayUrl>/fn/<name><path>`, the stored method, headers and body) carrying
  *   x-stratus-dispatch-token (the gateway's proof that this is the worker: no second authorization),
  *   x-stratus-request-id: <invocationId>-<attempt>, x-stratus-invocation-id, x-stratus-attempt,
- *   x-stratus-trigger (schedule jobs).
+ *   x-stratus-trigger (schedule and storage jobs).
  * A 2xx completes the job; any other status, a timeout or a broken connection fails the attempt
  * (src/events/queue-rules.ts decides retry or DLQ). The lease lasts the function's timeout plus
  * `leaseMarginMs`, and the dispatch gives up at timeout + half the margin, so a healthy worker never
@@ -115,7 +115,7 @@ export function createAsyncWorker(options: AsyncWorkerOptions): AsyncWorker {
       const r = await dispatchEvent(agent, {
         gatewayUrl: options.gatewayUrl(), functionName: name, method: job.request.method, path: job.request.path, headers: job.request.headers,
         body: Buffer.from(job.request.bodyBase64, "base64"), dispatchToken: options.dispatchToken, requestId: l.requestId, attempt: l.attempt,
-        invocationId: job.id, ...(job.origin.kind === "schedule" && job.origin.trigger !== undefined ? { trigger: job.origin.trigger } : {}),
+        invocationId: job.id, ...((job.origin.kind === "schedule" || job.origin.kind === "storage") && job.origin.trigger !== undefined ? { trigger: job.origin.trigger } : {}),
         timeoutMs: timeoutMs + graceMs, signal: ac.signal,
       });
       const { status, contentType, body: bytes, failure } = r;

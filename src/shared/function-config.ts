@@ -8,6 +8,7 @@ import { Cron } from "croner";
 import { z } from "zod";
 import { StratusError } from "./errors";
 import { FUNCTION_CONFIG_LIMITS } from "./function-limits";
+import { PostgresTriggerSchema, StorageTriggerSchema, checkDataTriggers } from "./data-triggers";
 
 export { FUNCTION_CONFIG_LIMITS };
 
@@ -43,7 +44,7 @@ export const FUNCTION_CONFIG_FIELDS = [
   { field: "maxEventAgeS", unit: "s", default: 21_600, range: "1 – 21600", doc: "Async and event invocations: a job older than this is not retried again but dead-lettered (6 h like Lambda)." },
   { field: "retryDelayMs", unit: "ms", default: 5_000, range: "1 – 3600000", doc: "Base of the exponential backoff between attempts: attempt n waits retryDelayMs × 2^(n-1) (at most 15 min), with jitter of −50 %…0 %." },
   { field: "asyncConcurrency", unit: "requests", default: 2, range: "1 – 1000", doc: "Async and event invocations of this function running at once per control plane (never more than maxInstances × concurrency), so a backlog cannot take every instance from synchronous traffic." },
-  { field: "triggers", unit: "", default: [], range: "at most 20", doc: "Event sources: `{ schedule: \"*/5 * * * *\", timezone?: \"Europe/Berlin\", catchUp?: \"none\"|\"latest\"|\"all\" }` (cron, 5 or 6 fields) or `{ rate: \"5 minutes\", catchUp? }` (default catchUp `latest`); or a queue: `{ queue: { type: \"nats\", urlSecret: \"NATS_URL\", stream, subject?, consumer? } }`, `{ queue: { type: \"rabbitmq\", urlSecret, queue } }`, `{ queue: { type: \"redis\", urlSecret, stream, consumer? } }`, each with `batchSize?` (1 – 1000, default 10) and `concurrency?` (1 – 1000, default asyncConcurrency). `urlSecret` names one of the function's secrets holding the broker URL with its credentials; a plain `url` is allowed only without credentials (`user:pass@` is refused). See docs/events.md." },
+  { field: "triggers", unit: "", default: [], range: "at most 20", doc: "Event sources: `{ schedule: \"*/5 * * * *\", timezone?: \"Europe/Berlin\", catchUp?: \"none\"|\"latest\"|\"all\" }` (cron, 5 or 6 fields) or `{ rate: \"5 minutes\", catchUp? }` (default catchUp `latest`); or a queue: `{ queue: { type: \"nats\", urlSecret: \"NATS_URL\", stream, subject?, consumer? } }`, `{ queue: { type: \"rabbitmq\", urlSecret, queue } }`, `{ queue: { type: \"redis\", urlSecret, stream, consumer? } }`, each with `batchSize?` (1 – 1000, default 10) and `concurrency?` (1 – 1000, default asyncConcurrency). `urlSecret` names one of the function's secrets holding the broker URL with its credentials; a plain `url` is allowed only without credentials (`user:pass@` is refused). Bucket notifications: `{ storage: { type: \"s3\", bucket, secret, events?, prefix?, suffix?, name? } }`; table changes: `{ postgres: { connectionSecret, table, events?, slot? } }`. See docs/events.md." },
 ] as const;
 
 /** What a schedule does with slots missed while no control plane ran (docs/events.md). */
@@ -176,17 +177,20 @@ export type QueueTriggerConfig = z.output<typeof QueueTriggerSchema>;
  */
 export const TriggerSchema = z.strictObject({
   schedule: z.string().min(1).max(200).optional(),
+  // Event-source kinds (src/shared/data-triggers.ts): bucket notifications and table changes.
+  storage: StorageTriggerSchema.optional(),
+  postgres: PostgresTriggerSchema.optional(),
   timezone: z.string().max(100).refine(isTimeZone, "unknown time zone").optional(),
   rate: z.string().max(100).refine((r) => parseRateMs(r) !== null, "must read like \"5 minutes\" (second|minute|hour|day, 1 s … 31 days)").optional(),
   catchUp: z.enum(CATCH_UP_POLICIES).default("latest"),
   queue: QueueTriggerSchema.optional(),
 }).superRefine((t, ctx) => {
-  const kinds = [t.schedule, t.rate, t.queue].filter((x) => x !== undefined).length;
+  const kinds = [t.schedule, t.rate, t.queue, t.storage, t.postgres].filter((x) => x !== undefined).length;
   if (kinds !== 1) {
-    ctx.addIssue({ code: "custom", path: [], message: "give exactly one of schedule, rate or queue" });
+    ctx.addIssue({ code: "custom", path: [], message: "give exactly one of schedule, rate, queue, storage or postgres" });
     return;
   }
-  if (t.queue !== undefined && t.timezone !== undefined) ctx.addIssue({ code: "custom", path: ["timezone"], message: "timezone applies to schedule only" });
+  if ((t.queue ?? t.storage ?? t.postgres) !== undefined && t.timezone !== undefined) ctx.addIssue({ code: "custom", path: ["timezone"], message: "timezone applies to schedule only" });
   if (t.rate !== undefined && t.timezone !== undefined) ctx.addIssue({ code: "custom", path: ["timezone"], message: "timezone applies to schedule only" });
   if (t.schedule !== undefined) {
     const tz = t.timezone !== undefined && isTimeZone(t.timezone) ? t.timezone : "UTC";
@@ -223,7 +227,7 @@ export const FunctionConfigSchema = z
     maxEventAgeS: int(1, 21_600).default(21_600),
     retryDelayMs: int(1, 3_600_000).default(5_000),
     asyncConcurrency: int(1, 1000).default(2),
-    triggers: z.array(TriggerSchema).max(20).default([]),
+    triggers: z.array(TriggerSchema).max(20).superRefine(checkDataTriggers).default([]),
   })
   .refine((c) => c.minInstances <= c.maxInstances, { message: "minInstances must not exceed maxInstances", path: ["minInstances"] });
 

@@ -48,6 +48,11 @@ export interface StartPostgresOptions {
   readonly settings?: Readonly<Record<string, string>>;
   /** pg_ctl start/stop wait, seconds; default 60 (the machine is shared and slow). */
   readonly timeoutS?: number;
+  /**
+   * Logical replication on (wal_level=logical, 10 replication slots and WAL senders), for the
+   * table-change trigger tests; default off (wal_level=replica, PostgreSQL's default).
+   */
+  readonly logicalReplication?: boolean;
 }
 
 /** Highest installed PostgreSQL's bin dir (Debian layout), or null. */
@@ -112,7 +117,9 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   // Test settings: no fsync (the data is thrown away), and small enough for a shared 2-core machine.
   const settings: Record<string, string> = {
     listen_addresses: "127.0.0.1", fsync: "off", synchronous_commit: "off", full_page_writes: "off",
-    max_connections: "100", shared_buffers: "32MB", ...options.settings,
+    max_connections: "100", shared_buffers: "32MB",
+    ...(options.logicalReplication === true ? { wal_level: "logical", max_replication_slots: "10", max_wal_senders: "10" } : {}),
+    ...options.settings,
   };
   const serverOpts = [`-p ${port}`, `-k ${dir}`, ...Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`)].join(" ");
   const start = () => run([join(bin, "pg_ctl"), "-D", dataDir, "-l", logFile, "-w", "-t", String(timeoutS), "-o", serverOpts, "start"]);

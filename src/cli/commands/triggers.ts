@@ -8,11 +8,16 @@ import { redactTrigger } from "../../shared/trigger-view";
 import type { TriggerSummary } from "../api-client";
 import { apiAction, formatTime, output, table, withCommonOptions, type CommonOptions } from "../command-kit";
 
-/** The WHEN column: the expression of schedule and rate triggers, where a queue trigger consumes from, the (redacted) JSON of any other kind. */
+/** Event-source triggers have no slots. */
+const sourceLike = (t: TriggerSummary): boolean => t.kind === "queue" || t.kind === "storage" || t.kind === "postgres";
+
+/** The WHEN column: the expression of schedule and rate triggers, where a source consumes from, the (redacted) JSON of any other kind. */
 export function whenOf(t: TriggerSummary): string {
   if (t.kind === "rate") return `every ${t.rate ?? ""}`;
   if (t.kind === "schedule") return `${t.schedule ?? ""} (${t.timezone ?? "UTC"})`;
   if (t.kind === "queue" && t.from !== undefined) return t.from;
+  if (t.kind === "storage" && t.bucket !== undefined) return `bucket ${t.bucket} → ${t.url ?? ""}`;
+  if (t.kind === "postgres" && t.table !== undefined) return `table ${t.table} (slot ${t.slot ?? ""})`;
   const { id: _id, kind: _kind, lastSlot: _l, nextSlot: _n, config, ...rest } = t;
   return JSON.stringify(redactTrigger(config ?? rest));
 }
@@ -32,8 +37,8 @@ export function registerTriggersCommand(program: Command): void {
     .action(apiAction<[string], CommonOptions>(async (client, opts, name) => {
       const ts = (await client.listTriggers(name)).map((t) => ({ ...t, ...(t.config !== undefined ? { config: redactTrigger(t.config) } : {}) }));
       output(opts, { triggers: ts }, () => ts.length === 0 ? "(no triggers)" : table(["ID", "KIND", "WHEN", "CATCH UP", "LAST SLOT", "NEXT SLOT"], ts.map((t) => [
-        t.id, t.kind === "queue" ? `queue (${t.type ?? ""})` : t.kind, whenOf(t), t.kind === "queue" ? "-" : t.catchUp ?? "-", t.kind === "queue" ? "-" : formatTime(t.lastSlot ?? null),
-        t.kind === "queue" ? queueState(t) : formatTime(t.nextSlot ?? null),
+        t.id, t.kind === "queue" ? `queue (${t.type ?? ""})` : t.kind, whenOf(t), sourceLike(t) ? "-" : t.catchUp ?? "-", sourceLike(t) ? "-" : formatTime(t.lastSlot ?? null),
+        t.kind === "queue" || t.kind === "postgres" ? queueState(t) : t.kind === "storage" ? "-" : formatTime(t.nextSlot ?? null),
       ])));
     }));
 }

@@ -15,7 +15,7 @@ const RollbackBody = z.strictObject({ to: z.string().min(1).max(200).optional() 
 export const functionOperations: Operation[] = [
   { method: "get", path: "/api/v1/functions", operationId: "listFunctions", summary: "Lists functions with their active version and URL.", auth: true, responses: { "200": "`{ functions: [{ name, activeVersion, activatedAt, createdAt, url }] }`" } },
   { method: "get", path: "/api/v1/functions/:name", operationId: "getFunction", summary: "Describes a function: active version, resolved config, URL, instance counts on the node.", auth: true, responses: { "200": "`{ name, activeVersion, url, config, version: { version, digest, createdAt, exportName, image }, instances }` (`image`: the driver's immutable reference, Docker `registry/repo@sha256:…`; null for the process driver)" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND"] },
-  { method: "delete", path: "/api/v1/functions/:name", operationId: "deleteFunction", summary: "Stops serving a function and deletes its versions, env vars and secrets.", auth: true, responses: { "200": "`{ deleted: name }`" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND"] },
+  { method: "delete", path: "/api/v1/functions/:name", operationId: "deleteFunction", summary: "Stops serving a function and deletes its versions, env vars and secrets; drops its postgres triggers' replication slots.", auth: true, responses: { "200": "`{ deleted: name, replicationSlots?: [{ slot, result: dropped | absent | failed | no-secret }] }`" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND"] },
   { method: "get", path: "/api/v1/functions/:name/versions", operationId: "listVersions", summary: "Lists a function's versions, newest first, marking the active one.", auth: true, responses: { "200": "`{ versions: [{ version, digest, createdAt, status, active }] }`" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND"] },
   { method: "post", path: "/api/v1/functions/:name/rollback", operationId: "rollback", summary: "Switches to an older version (`to`, default: the version before the active one), verifying it loads first.", auth: true, body: RollbackBody, responses: { "200": "`{ name, version, previous, url }`" }, errors: ["INVALID_FUNCTION_NAME", "FUNCTION_NOT_FOUND", "VERSION_NOT_FOUND", "FUNCTION_LOAD_FAILED", "CONFLICT"] },
 ];
@@ -52,11 +52,16 @@ export function registerFunctionRoutes(router: Router, ctx: ApiContext): void {
 
   router.delete("/api/v1/functions/:name", async (req, res) => {
     const fn = await mustGet(ctx, functionNameParam(req));
+    // Postgres triggers' replication slots are dropped after the delete: read what that needs first.
+    const entry = await ctx.events?.catalog.get(fn.name, true) ?? null;
+    const hasSlots = entry?.config.triggers.some((t) => t.postgres !== undefined) === true;
+    const secrets = hasSlots ? await ctx.store.getSecretValues(fn.name).catch(() => ({})) : {};
     await ctx.store.deleteFunction(fn.name);
     // The new desired state no longer lists it: every node stops routing to it and drains it.
     await ctx.node.publish();
+    const slots = hasSlots && entry !== null && ctx.events !== undefined ? await ctx.events.releaseDeleted(entry, secrets) : [];
     ctx.logger.info({ function: fn.name }, "function deleted");
-    res.json({ deleted: fn.name });
+    res.json(slots.length > 0 ? { deleted: fn.name, replicationSlots: slots } : { deleted: fn.name });
   });
 
   router.get("/api/v1/functions/:name/versions", async (req, res) => {

@@ -34,6 +34,8 @@ import { createNatsSource } from "./nats";
 import { createRabbitmqSource } from "./rabbitmq";
 import { createRedisSource } from "./redis";
 import type { Deliver, DeliveryOutcome, EventSource, EventSourceFactory, SourceMessage, SourceStatus } from "./source";
+import { postgresTriggerId, postgresUrlProblem, type PostgresTriggerConfig } from "../../shared/data-triggers";
+import { createPostgresChangesSource, postgresSourceConfig } from "./postgres-changes";
 
 /** The source module of each broker type. */
 export const SOURCE_FACTORIES: Readonly<Record<QueueType, EventSourceFactory<QueueTriggerConfig>>> = {
@@ -175,6 +177,8 @@ export interface SourceRunner {
   sync(): Promise<void>;
   /** A function's queue triggers with their sources' state. */
   describe(entry: CatalogEntry): QueueTriggerView[];
+  /** The state of any trigger's source (postgres triggers: `<fn>#postgres:<slot>`). */
+  statusOf(triggerId: string): { status: SourceStatus | null; problem: string | null };
   /** Stops syncing and every source (each gets `deadlineMs` for its in-flight deliveries). Idempotent. */
   stop(deadlineMs: number): Promise<void>;
 }
@@ -210,6 +214,44 @@ export function createSourceRunner(o: SourceRunnerOptions): SourceRunner {
     r.abort.abort();
   }
 
+  /**
+   * A postgres (table-change) trigger: one source per replication slot (src/events/sources/postgres-changes.ts),
+   * its connection URL from the function secret `connectionSecret`, the same deliverer as queue triggers.
+   */
+  async function syncPostgres(entry: CatalogEntry, t: PostgresTriggerConfig, secrets: Record<string, string>, wanted: Set<string>, canStart: boolean): Promise<void> {
+    const c = entry.config;
+    const id = postgresTriggerId(entry.name, t);
+    wanted.add(id);
+    const url = secrets[t.connectionSecret] ?? null;
+    const urlProblem = url === null ? null : postgresUrlProblem(url);
+    if (url === null || urlProblem !== null) {
+      const problem = url === null ? `secret ${t.connectionSecret} is not set (stratus secrets set ${entry.name} ${t.connectionSecret} postgres://…)` : `secret ${t.connectionSecret} ${urlProblem ?? ""}`;
+      if (problems.get(id) !== problem) o.logger.warn({ fn: entry.name, trigger: id, problem }, "table-change trigger not started");
+      problems.set(id, problem);
+      await stopOne(id, 5_000);
+      return;
+    }
+    problems.delete(id);
+    const leaseMs = c.timeout + o.leaseMarginMs;
+    const key = createHash("sha256").update(JSON.stringify(["postgres", t, url, c.timeout, c.maxAttempts, c.retryDelayMs, c.maxEventAgeS, leaseMs])).digest("hex");
+    const current = running.get(id);
+    if (current?.key === key) return;
+    if (!canStart) return; // as queue triggers: start once a node can take the deliveries
+    if (current !== undefined) await stopOne(id, c.timeout + graceMs);
+    const config = postgresSourceConfig(entry.name, t);
+    const logger = o.logger.child({ fn: entry.name, trigger: id, table: t.table });
+    const abort = new AbortController();
+    const source = createPostgresChangesSource(config, {
+      functionName: entry.name, triggerId: id, url, consumerName: config.slot, concurrency: 1, batchSize: 1, leaseMs, maxAttempts: c.maxAttempts, logger,
+    });
+    running.set(id, { key, source, abort });
+    source.start(createTriggerDeliverer({
+      functionName: entry.name, triggerId: id, config: c, queue: o.queue, gatewayUrl: o.gatewayUrl, dispatchToken: o.dispatchToken,
+      dispatcher: agent, graceMs, logger, signal: abort.signal,
+    }));
+    logger.info("table-change trigger source started");
+  }
+
   async function syncOnce(): Promise<void> {
     const wanted = new Set<string>();
     // Sources start once a node can take their deliveries (running ones keep going; a delivery waits
@@ -219,6 +261,11 @@ export function createSourceRunner(o: SourceRunnerOptions): SourceRunner {
       const c = entry.config;
       let secrets: Record<string, string> | null = null;
       for (const [index, t] of c.triggers.entries()) {
+        if (t.postgres !== undefined) {
+          secrets ??= await o.secrets(entry.name).catch(() => ({}));
+          await syncPostgres(entry, t.postgres, secrets, wanted, canStart);
+          continue;
+        }
         const q = t.queue;
         if (q === undefined) continue;
         const id = queueTriggerId(entry.name, index, q);
@@ -282,6 +329,7 @@ export function createSourceRunner(o: SourceRunnerOptions): SourceRunner {
       tick();
     },
     sync,
+    statusOf: (triggerId) => ({ status: running.get(triggerId)?.source.status() ?? null, problem: problems.get(triggerId) ?? null }),
     describe(entry) {
       const out: QueueTriggerView[] = [];
       for (const [index, t] of entry.config.triggers.entries()) {

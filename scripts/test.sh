@@ -6,11 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure-deps.sh
 # postgresql: test/store-postgres.test.ts starts a private server from its binaries (initdb + pg_ctl).
-# postgresql-15-wal2json: the logical decoding plugin of the PostgreSQL table-change trigger
-# (test/events-postgres-changes.test.ts; Debian 12's postgresql is 15).
+# postgresql-<major>-wal2json: the logical decoding plugin of the PostgreSQL table-change trigger
+# (test/events-postgres-changes.test.ts), for the distribution's PostgreSQL (15 on Debian 12, 16 on Ubuntu 24.04).
 # redis-server, nats-server, rabbitmq-server: test/event-sources.test.ts starts private brokers from their
 # binaries (test/helpers/brokers.ts); the system services are never used.
-ensure_debian_packages postgresql postgresql-15-wal2json haproxy redis-server nats-server rabbitmq-server
+ensure_debian_packages postgresql haproxy redis-server nats-server rabbitmq-server
+pg_major="$(ls /usr/lib/postgresql | sort -n | tail -1)"
+ensure_debian_packages "postgresql-${pg_major}-wal2json"
 echo "==> npm ci"
 npm ci --no-audit --no-fund
 

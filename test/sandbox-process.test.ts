@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance";
 import { createProcessDriver, type ProcessDriver } from "../src/sandbox/process/process-driver";
 import { CgroupManager, detectCgroupLayout } from "../src/sandbox/process/cgroups";
-import { forwardChainOf } from "../src/sandbox/process/netns";
+import { forwardChainOf } from "../src/shared/netns";
 import { parseFunctionConfig } from "../src/shared/function-config";
 import type { Instance } from "../src/sandbox/driver";
 

@@ -1,7 +1,7 @@
 /**
  * The build sandbox's network for `npm ci` / `yarn install` (src/builder/build-sandbox.ts): each install
  * runs in a network namespace of its own, made by the same code as the instances'
- * (src/sandbox/process/netns.ts): a veth pair into one /30 of `subnet`, NAT out, and iptables rules that
+ * (src/shared/netns.ts): a veth pair into one /30 of `subnet`, NAT out, and iptables rules that
  * reject the host itself (every local address and port: the platform's API, gateway, other services),
  * every other sandbox of the subnet, link-local (cloud metadata) and `blockedCidrs`. Everything else
  * (the registry, the internet) is reachable, IPv4 only.
@@ -18,7 +18,7 @@
  * Namespaces are named `sxn-bld-<id>` and the subnet's rules live in `<chain>-IN` / `<chain>-F<hex>`;
  * they are removed when the install ends (rules: once no build on the subnet is left, see netns.ts).
  */
-import { createSandboxNetworks, type SandboxNetworks } from "../sandbox/process/netns";
+import { createSandboxNetworks, type SandboxNetworks } from "../shared/netns";
 import type { Logger } from "../shared/logger";
 
 /** Default subnet of build namespaces: disjoint from the instances' default (10.200.0.0/16). */

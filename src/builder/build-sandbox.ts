@@ -28,7 +28,7 @@ import { fileURLToPath } from "node:url";
 import { StratusError, isErrorCode } from "../shared/errors";
 import { createBuildNetworks } from "./build-network";
 import { createSilentLogger, type Logger } from "../shared/logger";
-import type { SandboxNetns, SandboxNetworks } from "../sandbox/process/netns";
+import type { SandboxNetns, SandboxNetworks } from "../shared/netns";
 import { randomBytes } from "node:crypto";
 import type { BundleResult } from "./bundle";
 

@@ -301,7 +301,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     pending.promise.then(
       (lease) => {
         res.off("close", cancel);
-        if (req.socket.destroyed) {
+        if (req.socket?.destroyed ?? true) {
           // The client left while it waited: the instance never saw the request, keep it.
           pool.release(lease, "reuse");
           return end(inv);
@@ -311,7 +311,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       (err: unknown) => {
         res.off("close", cancel);
         // Every rejection here came before the function saw the request.
-        if (!req.socket.destroyed) fail(inv, err, rejectHeaders(err));
+        if (!(req.socket?.destroyed ?? true)) fail(inv, err, rejectHeaders(err));
         end(inv);
       },
     ).catch((err: unknown) => {

@@ -200,7 +200,7 @@ class Exchange implements ProxyMeter {
       this.finish("retire", new StratusError("PAYLOAD_TOO_LARGE", undefined, { headers: { connection: "close" } }));
       return;
     }
-    if (this.clientGone || req.socket.destroyed) {
+    if (this.clientGone || (req.socket?.destroyed ?? true)) {
       this.finish("retire");
       return;
     }

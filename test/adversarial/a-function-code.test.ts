@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import Docker from "dockerode";
 import { createProcessDriver } from "../../src/sandbox/process/process-driver";
-import { forwardChainOf } from "../../src/sandbox/process/netns";
+import { forwardChainOf } from "../../src/shared/netns";
 import { createDockerDriver } from "../../src/sandbox/docker/docker-driver";
 import { runFunctionCodeCases } from "./a-harness";
 

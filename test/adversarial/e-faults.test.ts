@@ -28,7 +28,7 @@ import { openSqliteQueue } from "../../src/events/sqlite/sqlite-queue";
 import type { JobQueue } from "../../src/events/queue";
 import { parseFunctionConfig } from "../../src/shared/function-config";
 import { createSilentLogger } from "../../src/shared/logger";
-import { forwardChainOf } from "../../src/sandbox/process/netns";
+import { forwardChainOf } from "../../src/shared/netns";
 
 const FUNCTIONS_JS = readFileSync("test/fixtures/adversarial/gateway-functions.js", "utf8");
 const pkg = JSON.stringify({ name: "adv", version: "1.0.0", main: "index.js" });

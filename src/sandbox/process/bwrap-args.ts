@@ -45,7 +45,7 @@ export interface SandboxCommandInput {
   /** `cgroup.procs` files the wrapper writes its pid into before exec. */
   readonly procsFiles: readonly string[];
   readonly network: "outbound" | "none";
-  /** Under "outbound": the sandbox's own network namespace (./netns.ts), joined with nsenter before bwrap. */
+  /** Under "outbound": the sandbox's own network namespace (src/shared/netns.ts), joined with nsenter before bwrap. */
   readonly netnsPath?: string;
   /** Host dir bound at /tmp: the instance box's noexec tmpfs (./instance-box.ts). */
   readonly tmpDir: string;

@@ -24,7 +24,7 @@ import {
 } from "../driver-core";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
 import { CgroupManager, detectCgroupLayout, type CgroupMode, type InstanceCgroup } from "./cgroups";
-import { createSandboxNetworks, type SandboxNetns } from "./netns";
+import { createSandboxNetworks, type SandboxNetns } from "../../shared/netns";
 import { buildSeccompFilter, encodeSeccompFilter } from "./seccomp";
 import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";

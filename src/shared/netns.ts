@@ -33,7 +33,7 @@ import { execFile } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { promisify } from "node:util";
-import type { Logger } from "../../shared/logger";
+import type { Logger } from "./logger";
 
 const run = promisify(execFile);
 const IP = "/usr/sbin/ip";

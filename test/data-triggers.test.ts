@@ -3,9 +3,9 @@
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { test } from "node:test";
-import { parseFunctionConfig } from "./function-config";
-import { dataTriggerViews, postgresSlotName, postgresUrlProblem } from "./data-triggers";
-import { matchesS3Events } from "../events/storage/s3-notifications";
+import { parseFunctionConfig } from "../src/shared/function-config";
+import { dataTriggerViews, postgresSlotName, postgresUrlProblem } from "../src/shared/data-triggers";
+import { matchesS3Events } from "../src/events/storage/s3-notifications";
 
 const problems = (triggers: unknown[]): string[] => {
   try {
@@ -64,7 +64,7 @@ test("S3 event patterns", () => {
 });
 
 test("examples/table-change-handler's config is valid", () => {
-  const mod = createRequire(import.meta.url)("../../examples/table-change-handler/index.js") as { onBid: { config: unknown } };
+  const mod = createRequire(import.meta.url)("../examples/table-change-handler/index.js") as { onBid: { config: unknown } };
   const c = parseFunctionConfig("onBid", mod.onBid.config);
   assert.equal(c.triggers[0]?.postgres?.table, "public.bids");
 });

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
-import { createSilentLogger } from "../../shared/logger";
+import { createSilentLogger } from "./logger";
 import { createSandboxNetworks, parseIPv4Cidr } from "./netns";
 
 test("parseIPv4Cidr: network and prefix, prefix 8-28 only", () => {

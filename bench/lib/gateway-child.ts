@@ -12,11 +12,14 @@ import { createProcessDriver } from "../../src/sandbox/process/process-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../../src/shared/function-config";
 import { createSilentLogger } from "../../src/shared/logger";
 import { createGateway } from "../../src/gateway/gateway";
+import type { GatewayLimitsInput } from "../../src/gateway/limits";
 import type { SandboxDriver } from "../../src/sandbox/driver";
 import type { PrewarmStatus } from "../../src/sandbox/prewarm-pool";
 
 interface Setup {
   driver?: "process" | "docker";
+  /** Gateway limits beyond the bench's `sweepIntervalMs: 200` (e.g. disconnectGraceMs). */
+  limits?: GatewayLimitsInput;
   prewarm: number;
   cgroupRoot: string;
   functions: Array<{ name: string; dir: string; file: string; exportName: string; config: FunctionConfigInput }>;
@@ -37,7 +40,7 @@ await driver.open();
 const observability = process.env.BENCH_OBSERVE === "1"
   ? createObservability({ store: openSqliteStore({ file: join(stateDir, "bench.db"), masterKey: randomBytes(32) }), logger: createSilentLogger(), defaultMetrics: false })
   : null;
-const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { sweepIntervalMs: 200 }, ...(observability === null ? {} : { observer: observability.observer }) });
+const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { sweepIntervalMs: 200, ...setup.limits }, ...(observability === null ? {} : { observer: observability.observer }) });
 for (const f of setup.functions) {
   const d = { name: f.name, version: "1", artifactDir: resolve(f.dir), entry: f.file, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config), env: {} };
   const { image } = await driver.prepare({ ...d, functionName: f.name, instanceId: "prepare" });

@@ -18,6 +18,10 @@ import type { PrewarmStatus } from "../../src/sandbox/prewarm-pool";
 
 interface Setup {
   driver?: "process" | "docker";
+  /** Pre-warm refill policy (default: the driver's, `demand`). */
+  prewarmRefill?: "demand" | "quiet";
+  /** Most idle slots per key (default here max(4, prewarm); a node's default is 4 × prewarm, ≤ 32). */
+  prewarmMax?: number;
   /** Gateway limits beyond the bench's `sweepIntervalMs: 200` (e.g. disconnectGraceMs). */
   limits?: GatewayLimitsInput;
   prewarm: number;
@@ -28,10 +32,10 @@ const setup = JSON.parse(process.argv[2]!) as Setup;
 const stateDir = mkdtempSync("/tmp/sbn-");
 const processDriver = setup.driver === "docker"
   ? null
-  : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm) });
+  : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}) });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
-    runtimePath: resolve("dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm),
+    runtimePath: resolve("dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
   });
 await driver.reconcile();
 await driver.open();

@@ -7,22 +7,27 @@
  */
 import { StratusError } from "../shared/errors";
 
-/** Acquires one of the gate's places; resolves with an idempotent release function. */
-export type StartGate = () => Promise<() => void>;
+/**
+ * Acquires one of the gate's places; resolves with an idempotent release function. `low`: a background
+ * boot (a pre-warm refill), served only when no ordinary waiter is queued.
+ */
+export type StartGate = (low?: boolean) => Promise<() => void>;
 
 /**
  * A counting semaphore: the returned function resolves with a release function once fewer than `limit`
- * holders exist; waiters are served in FIFO order. Releasing twice is a no-op.
+ * holders exist; waiters are served in FIFO order, ordinary ones before `low` ones. Releasing twice is a
+ * no-op.
  */
 export function createStartGate(limit: number): StartGate {
   let held = 0;
   const waiters: Array<() => void> = [];
+  const lowWaiters: Array<() => void> = [];
   const release = (): void => {
-    const next = waiters.shift();
+    const next = waiters.shift() ?? lowWaiters.shift();
     if (next) next();
     else held--;
   };
-  return () => {
+  return (low = false) => {
     let released = false;
     const once = (): void => {
       if (released) return;
@@ -33,7 +38,7 @@ export function createStartGate(limit: number): StartGate {
       held++;
       return Promise.resolve(once);
     }
-    return new Promise((resolve) => waiters.push(() => resolve(once)));
+    return new Promise((resolve) => (low ? lowWaiters : waiters).push(() => resolve(once)));
   };
 }
 

@@ -138,3 +138,17 @@ test("a creation still waiting in the boot gate is not claimed (the start boots 
   assert.equal(await claim, "s");
   await pool.close();
 });
+
+test("demand mode: two creations at once when one at a time cannot keep up with the rate; quiet mode always one", async () => {
+  for (const refill of ["demand", "quiet"] as const) {
+    const { factory, creations } = fakeFactory();
+    const pool = new PrewarmPool(factory, { size: 1, maxSize: 6, defaultKey: "k", refill });
+    pool.refill();
+    assert.equal(creations.length, 1, `${refill}: no demand, one boot`);
+    for (let i = 0; i < 5; i++) pool.take("k"); // 5/s × 300 ms = 1.5 boots in flight needed
+    pool.refill();
+    assert.equal(creations.length, refill === "demand" ? 2 : 1, refill);
+    for (const c of creations) c.resolve("s");
+    await pool.close();
+  }
+});

@@ -12,8 +12,10 @@
  *  - `demand` (default): the pool refills while starts keep coming. After a start, the refill waits
  *    `settleMs` (the new instance's first request runs first) and that wait is not pushed back by later
  *    starts, so a steady stream of cold starts (one every 150 ms) no longer keeps the pool empty. Boots
- *    run one at a time (`concurrency`) and the driver queues them behind on-demand boots (low priority in
- *    its boot gate). Size: the recent cold-start rate (takes in the last `rateWindowMs`, over the span they cover, at
+ *    run one at a time while one keeps up with the rate (cold starts per second × boot time ≤ 1), up to
+ *    `demandConcurrency` (default 2) when it does not — each cold start costs one boot either way, ahead of
+ *    time or on its critical path — and the driver queues them behind on-demand boots (low priority in its
+ *    boot gate), so they never delay a fresh start. Size: the recent cold-start rate (takes in the last `rateWindowMs`, over the span they cover, at
  *    least 1 s) times twice the
  *    measured boot time (what arrives while a slot boots, with margin), at least `size` for the default
  *    key, at most `maxSize`.
@@ -72,6 +74,8 @@ export interface PrewarmPoolOptions {
   readonly demandWindowMs?: number;
   /** Slots created at the same time (default 1: on a small node, slot starts compete with requests). */
   readonly concurrency?: number;
+  /** `demand`: most slots created at the same time when one at a time cannot keep up (default 2). */
+  readonly demandConcurrency?: number;
   /** Called when creating a slot fails (it is retried on the next take or after `retryMs`). */
   readonly onError?: (err: unknown) => void;
   /**
@@ -137,14 +141,28 @@ export class PrewarmPool<S> {
     while (times.length > 0 && times[0]! < now - this.windowMs) times.shift();
     const base = key === this.options.defaultKey ? this.options.size : 0;
     if (this.mode === "quiet") return Math.min(this.maxSize, Math.max(base, times.length));
+    const need = Math.ceil((this.rate(key) * this.bootMs * 2) / 1000);
+    return Math.min(this.maxSize, Math.max(base, need));
+  }
+
+  /** Slot creations allowed at once for `key`: `concurrency`, or in demand mode what sustains its rate. */
+  private creationLimit(key: string): number {
+    if (this.mode === "quiet") return this.concurrency;
+    const max = Math.max(this.concurrency, this.options.demandConcurrency ?? 2);
+    return Math.min(max, Math.max(this.concurrency, Math.ceil((this.rate(key) * this.bootMs) / 1000)));
+  }
+
+  /** Takes of `key` per second recently (see the file comment), for demand mode. */
+  private rate(key: string): number {
+    const now = Date.now();
+    const times = this.demand.get(key) ?? [];
     const rateWindowMs = this.options.rateWindowMs ?? 10_000;
     let recent = 0;
     let oldest = now;
     for (let i = times.length - 1; i >= 0 && times[i]! >= now - rateWindowMs; i--, recent++) oldest = times[i]!;
-    // Rate over the span the takes actually cover (at least 1 s): a stream that began 0.5 s ago is
-    // already at its full rate, where dividing by the whole window would see a tenth of it.
-    const need = Math.ceil((recent / Math.max(1000, now - oldest)) * this.bootMs * 2);
-    return Math.min(this.maxSize, Math.max(base, need));
+    // Over the span the takes actually cover (at least 1 s): a stream that began 0.5 s ago is already at
+    // its full rate, where dividing by the whole window would see a tenth of it.
+    return (recent * 1000) / Math.max(1000, now - oldest);
   }
 
   /** The boot time the demand sizing assumes now, ms (for tests and metrics). */
@@ -222,7 +240,8 @@ export class PrewarmPool<S> {
       // Slots that died while idle (killed from outside) are dropped so they are replaced.
       for (let i = list.length - 1; i >= 0; i--) if (!this.factory.alive(list[i]!)) void this.factory.destroy(list.splice(i, 1)[0]!);
       this.idle.set(key, list);
-      while (this.inFlight < this.concurrency && list.length + (this.creating.get(key) ?? 0) < this.target(key)) this.createOne(key);
+      const limit = this.creationLimit(key);
+      while (this.inFlight < limit && list.length + (this.creating.get(key) ?? 0) < this.target(key)) this.createOne(key);
     }
   }
 

@@ -107,14 +107,16 @@ test("demand mode: the target follows the recent cold-start rate times the measu
   assert.equal(pool.target("k"), 1, "no demand: the configured size");
   assert.equal(pool.target("other"), 0);
   assert.equal(pool.expectedBootMs(), 300, "assumed before any boot was measured");
-  // 5 takes at once (rate over at least 1 s: 5/s) × 300 ms × 2 = 3 slots.
-  for (let i = 0; i < 5; i++) pool.take("k");
+  // One start is no stream: one per window, the configured size stays.
+  pool.take("k");
+  assert.equal(pool.target("k"), 1);
+  // A stream, 200 ms apart: 5 per second × 300 ms × 2 = 3 slots.
+  for (let i = 0; i < 4; i++) {
+    t.mock.timers.tick(200);
+    pool.take("k");
+  }
   assert.equal(pool.target("k"), 3);
-  // 5 more over the next 4 s: 10 takes over 4 s = 2.5/s → 1.5 → 2.
-  t.mock.timers.tick(4000);
-  for (let i = 0; i < 5; i++) pool.take("k");
-  assert.equal(pool.target("k"), 2);
-  // 50 at once: 55 over 4 s ≈ 14/s → 9 → capped at maxSize.
+  // A burst of 50 on top: far more than maxSize.
   for (let i = 0; i < 50; i++) pool.take("k");
   assert.equal(pool.target("k"), 6);
   // The window passes: back to the configured size.
@@ -145,7 +147,7 @@ test("demand mode: two creations at once when one at a time cannot keep up with 
     const pool = new PrewarmPool(factory, { size: 1, maxSize: 6, defaultKey: "k", refill });
     pool.refill();
     assert.equal(creations.length, 1, `${refill}: no demand, one boot`);
-    for (let i = 0; i < 5; i++) pool.take("k"); // 5/s × 300 ms = 1.5 boots in flight needed
+    for (let i = 0; i < 5; i++) pool.take("k"); // a burst: 16/s × 300 ms ≈ 5 boots in flight needed, capped at 2
     pool.refill();
     assert.equal(creations.length, refill === "demand" ? 2 : 1, refill);
     for (const c of creations) c.resolve("s");

@@ -15,8 +15,8 @@
  *    run one at a time while one keeps up with the rate (cold starts per second × boot time ≤ 1), up to
  *    `demandConcurrency` (default 2) when it does not — each cold start costs one boot either way, ahead of
  *    time or on its critical path — and the driver queues them behind on-demand boots (low priority in its
- *    boot gate), so they never delay a fresh start. Size: the recent cold-start rate (takes in the last `rateWindowMs`, over the span they cover, at
- *    least 1 s) times twice the
+ *    boot gate), so they never delay a fresh start. Size: the recent cold-start rate (takes in the last `rateWindowMs`: n takes spanning t are
+ *    (n − 1) / t, a single take is one per window) times twice the
  *    measured boot time (what arrives while a slot boots, with margin), at least `size` for the default
  *    key, at most `maxSize`.
  *  - `quiet` (round one, kept as a bench baseline): refill only after `refillDelayMs` without any start;
@@ -160,9 +160,11 @@ export class PrewarmPool<S> {
     let recent = 0;
     let oldest = now;
     for (let i = times.length - 1; i >= 0 && times[i]! >= now - rateWindowMs; i--, recent++) oldest = times[i]!;
-    // Over the span the takes actually cover (at least 1 s): a stream that began 0.5 s ago is already at
-    // its full rate, where dividing by the whole window would see a tenth of it.
-    return (recent * 1000) / Math.max(1000, now - oldest);
+    // n takes spanning t ms are n − 1 intervals: a stream of starts 150 ms apart is at its full rate after a
+    // few of them (dividing by the whole window would see a fraction of it), and a single start is no
+    // stream (one per window). Spans under 250 ms count as 250 ms, so a burst reads as a high but finite rate.
+    if (recent < 2) return (recent * 1000) / rateWindowMs;
+    return ((recent - 1) * 1000) / Math.max(250, now - oldest);
   }
 
   /** The boot time the demand sizing assumes now, ms (for tests and metrics). */

@@ -50,9 +50,12 @@ async function runOnce(mode: Mode, round: number): Promise<Run> {
 
 const before = load();
 const results: Record<Mode, Run[]> = { quiet: [], demand: [] };
+const order: Array<{ mode: Mode; round: number; run: Run; load: string }> = [];
 for (let round = 0; round < ROUNDS; round++) {
   for (const mode of ["quiet", "demand"] as const) {
-    results[mode].push(await runOnce(mode, round));
+    const run = await runOnce(mode, round);
+    results[mode].push(run);
+    order.push({ mode, round, run, load: load().split(" / ")[0]! });
     process.stdout.write(`${mode} round ${round}: done\n`);
   }
 }
@@ -83,6 +86,12 @@ ${machine(before, after)}
 ${row("`quiet` (round one: after 250 ms without a start)", q)}
 ${row("`demand` (round two: while starts keep coming)", d)}
 
-Ratios demand / quiet: p50 **${(d.p50 / q.p50).toFixed(2)}**, p99 **${(d.p99 / q.p99).toFixed(2)}**. Target (issue 16): p50 ≤ 10 ms, p99 ≤ 3 × p50, 0 failures.
+Per run (in the order they ran; the machine's load moves between runs):
+
+| run | p50 | p99 | from a slot | load (1 min) at its end |
+|---|---|---|---|---|
+${order.map((o) => `| ${o.mode} ${o.round} | ${pct(sorted(o.run.ms), 0.5).toFixed(1)} ms | ${pct(sorted(o.run.ms), 0.99).toFixed(1)} ms | ${o.run.hits}/${o.run.hits + o.run.misses} | ${o.load} |`).join("\n")}
+
+Ratios demand / quiet (all runs pooled): p50 **${(d.p50 / q.p50).toFixed(2)}**, p99 **${(d.p99 / q.p99).toFixed(2)}**. Target (issue 16): p50 ≤ 10 ms, p99 ≤ 3 × p50, 0 failures.
 `;
 writeResult("cold-tail", md);

@@ -31,3 +31,23 @@ test("start gate: at most `limit` holders; ordinary waiters before low ones, eac
   const again = await gate(true);
   again();
 });
+
+test("start gate: refills never take the last free place, so an on-demand boot starts at once", async () => {
+  const gate = createStartGate(2);
+  const refill1 = await gate(true);
+  let refill2Granted = false;
+  void gate(true).then((r) => {
+    refill2Granted = true;
+    r();
+  });
+  await tick();
+  assert.equal(refill2Granted, false, "a second refill waits: one place stays free");
+  const fresh = await gate(); // resolves at once
+  fresh();
+  refill1();
+  await tick();
+  assert.equal(refill2Granted, true, "the second refill follows the first");
+  const single = createStartGate(1);
+  const r = await single(true);
+  r(); // a gate of one still lets refills through
+});

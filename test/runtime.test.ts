@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { DISCOVERY_PREFIX, ENV, EXIT, HEADERS } from "../src/shared/protocol";
 import { LOG_LINE_MAX_BYTES } from "../src/runtime/output-capture";
@@ -35,6 +36,31 @@ module.exports.logs = async (req) => {
 };
 module.exports.tagged = (req, res) => res.set("etag", '"v1"').send("cached");
 module.exports.helperValue = 42;
+// Disconnects: what the handler of the last request saw (req events, req.signal), reported by ?report=1.
+let seen = null;
+module.exports.abortable = async (req, res) => {
+  if (req.query.report) return seen;
+  const mine = { aborted: false, closed: false, signalAborted: false, reason: null, signalType: typeof req.signal, early: req.signal.aborted };
+  seen = mine;
+  req.on("aborted", () => (mine.aborted = true));
+  req.on("close", () => (mine.closed = true));
+  console.log("started");
+  await new Promise((resolve) => req.signal.addEventListener("abort", resolve, { once: true }));
+  mine.signalAborted = true;
+  mine.reason = req.signal.reason.name;
+  console.log("aborted: " + mine.reason);
+  // Answering after the disconnect is harmless: it ends the request.
+  if (!req.query.silent) res.end("too late");
+};
+module.exports.ignoresAbort = async (req, res) => {
+  console.log("started");
+  await new Promise((r) => setTimeout(r, Number(req.query.ms)));
+  res.send("done");
+};
+module.exports.syncIgnoresAbort = (req, res) => {
+  console.log("started");
+  setTimeout(() => res.send("done"), Number(req.query.ms));
+};
 `;
 
 let dir: string;
@@ -254,4 +280,61 @@ test("lazily compiled packages: a latin1 / UTF-16 body is decoded, an unknown ch
   const [f] = JSON.parse(line.slice(DISCOVERY_PREFIX.length)).functions;
   assert.equal(f.error.code, "INVALID_CONFIG");
   assert.match(f.error.message, /timeout/);
+});
+
+/** Sends a request to the runtime and disconnects once its handler logged "started". */
+async function disconnectMidRequest(r: RuntimeProcess, path: string, requestId: string): Promise<void> {
+  const req = httpRequest({ socketPath: r.socketPath, path, headers: { [HEADERS.requestId]: requestId } });
+  req.on("error", () => undefined);
+  req.end();
+  await r.waitForLog((e) => e.rid === requestId && e.msg === "started");
+  req.destroy();
+}
+
+/** The gateway's control request: waits up to `ms` for the handler of `requestId` (HEADERS.awaitRequest). */
+async function awaitHandler(r: RuntimeProcess, requestId: string, ms: number) {
+  const res = await call(r, "/", { headers: { [HEADERS.awaitRequest]: requestId, [HEADERS.awaitMs]: String(ms) } });
+  assert.equal(res.status, 204);
+  return res.headers[HEADERS.requestState];
+}
+
+test("a client disconnect: req emits aborted and close, req.signal aborts (AbortError), the control request says finished", async () => {
+  const r = await start("abortable");
+  assert.equal(await awaitHandler(r, "rid-unknown", 5000), "finished", "no such request in flight: finished at once");
+  await disconnectMidRequest(r, "/", "rid-abort-1");
+  assert.equal(await awaitHandler(r, "rid-abort-1", 10_000), "finished");
+  const seen = (await call(r, "/?report=1")).json();
+  assert.deepEqual(seen, { aborted: true, closed: true, signalAborted: true, reason: "AbortError", signalType: "object", early: false });
+  // Reused: the same process serves the next requests, nothing was logged as an error.
+  assert.equal(r.child.exitCode, null);
+  assert.ok(!r.logs.some((e) => e.level === "error"), JSON.stringify(r.logs));
+});
+
+test("after a disconnect the request stays in flight until the handler ends the response (async and callback style)", async () => {
+  for (const name of ["ignoresAbort", "syncIgnoresAbort"]) {
+    const r = await start(name);
+    await disconnectMidRequest(r, "/?ms=1500", `rid-${name}`);
+    assert.equal(await awaitHandler(r, `rid-${name}`, 100), "running", name);
+    assert.equal(await awaitHandler(r, `rid-${name}`, 20_000), "finished", name);
+    assert.equal((await call(r, "/?ms=0")).text, "done", name);
+  }
+});
+
+test("a handler that never finishes after a disconnect: its deadline makes the instance unusable and it exits", async () => {
+  const r = await start("abortable", { config: { timeout: 400 } });
+  await disconnectMidRequest(r, "/?silent=1", "rid-silent");
+  // The signal aborted at the disconnect and the handler returned without answering: its promise settled.
+  assert.equal(await awaitHandler(r, "rid-silent", 10_000), "finished");
+  const r2 = await start("ignoresAbort", { config: { timeout: 400 } });
+  await disconnectMidRequest(r2, "/?ms=20000", "rid-forever");
+  assert.equal(await awaitHandler(r2, "rid-forever", 20_000), "unusable");
+  assert.equal((await r2.exited).code, EXIT.ok);
+});
+
+test("req.signal aborts at the function's deadline with a TimeoutError", async () => {
+  const r = await start("abortable", { config: { timeout: 300 } });
+  const res = await call(r, "/?silent=1", { headers: { [HEADERS.requestId]: "rid-deadline" } });
+  assert.equal(res.status, 504);
+  await r.waitForLog((e) => e.rid === "rid-deadline" && e.msg === "aborted: TimeoutError");
+  assert.equal((await r.exited).code, EXIT.ok);
 });

@@ -12,11 +12,18 @@ import { createProcessDriver } from "../../src/sandbox/process/process-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../../src/shared/function-config";
 import { createSilentLogger } from "../../src/shared/logger";
 import { createGateway } from "../../src/gateway/gateway";
+import type { GatewayLimitsInput } from "../../src/gateway/limits";
 import type { SandboxDriver } from "../../src/sandbox/driver";
 import type { PrewarmStatus } from "../../src/sandbox/prewarm-pool";
 
 interface Setup {
   driver?: "process" | "docker";
+  /** Pre-warm refill policy (default: the driver's, `demand`). */
+  prewarmRefill?: "demand" | "quiet";
+  /** Most idle slots per key (default here max(4, prewarm); a node's default is 4 × prewarm, ≤ 32). */
+  prewarmMax?: number;
+  /** Gateway limits beyond the bench's `sweepIntervalMs: 200` (e.g. disconnectGraceMs). */
+  limits?: GatewayLimitsInput;
   prewarm: number;
   cgroupRoot: string;
   functions: Array<{ name: string; dir: string; file: string; exportName: string; config: FunctionConfigInput }>;
@@ -25,10 +32,10 @@ const setup = JSON.parse(process.argv[2]!) as Setup;
 const stateDir = mkdtempSync("/tmp/sbn-");
 const processDriver = setup.driver === "docker"
   ? null
-  : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm) });
+  : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}) });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
-    runtimePath: resolve("dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: Math.max(4, setup.prewarm),
+    runtimePath: resolve("dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
   });
 await driver.reconcile();
 await driver.open();
@@ -37,7 +44,7 @@ await driver.open();
 const observability = process.env.BENCH_OBSERVE === "1"
   ? createObservability({ store: openSqliteStore({ file: join(stateDir, "bench.db"), masterKey: randomBytes(32) }), logger: createSilentLogger(), defaultMetrics: false })
   : null;
-const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { sweepIntervalMs: 200 }, ...(observability === null ? {} : { observer: observability.observer }) });
+const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { sweepIntervalMs: 200, ...setup.limits }, ...(observability === null ? {} : { observer: observability.observer }) });
 for (const f of setup.functions) {
   const d = { name: f.name, version: "1", artifactDir: resolve(f.dir), entry: f.file, exportName: f.exportName, config: parseFunctionConfig(f.name, f.config), env: {} };
   const { image } = await driver.prepare({ ...d, functionName: f.name, instanceId: "prepare" });

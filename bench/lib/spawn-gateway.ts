@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import type { FunctionConfigInput } from "../../src/shared/function-config";
+import type { GatewayLimitsInput } from "../../src/gateway/limits";
 
 /** A function the child deploys: `dir` relative to the repository root. */
 export interface BenchFunction {
@@ -24,7 +25,7 @@ export interface BenchGateway {
 }
 
 /** Spawns the child and resolves once it listens. */
-export async function spawnGateway(setup: { driver?: "process" | "docker"; prewarm: number; cgroupRoot: string; functions: BenchFunction[] }): Promise<BenchGateway> {
+export async function spawnGateway(setup: { driver?: "process" | "docker"; prewarm: number; cgroupRoot: string; functions: BenchFunction[]; limits?: GatewayLimitsInput; prewarmRefill?: "demand" | "quiet"; prewarmMax?: number }): Promise<BenchGateway> {
   const script = fileURLToPath(new URL("./gateway-child.ts", import.meta.url));
   // BENCH_GATEWAY_PROF=<dir>: CPU profile of the gateway process (written when it exits).
   const prof = process.env.BENCH_GATEWAY_PROF;

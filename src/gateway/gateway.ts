@@ -27,6 +27,7 @@ import { pickRequestId, serverTiming } from "./headers";
 import { resolveGatewayLimits, type GatewayLimitsInput } from "./limits";
 import { proxyRequest, type BodyMode, type ProxyMeter, type ProxyParams, type ProxyResult } from "./proxy";
 import { parseFunctionRoute } from "./route";
+import { settleAbandoned } from "./abandoned";
 import { cidrMatcher } from "../shared/cidr";
 
 /**
@@ -333,7 +334,18 @@ export function createGateway(options: GatewayOptions): Gateway {
   }
 
   function proxied(inv: Invocation, lease: Lease, result: ProxyResult): void {
-    inv.entry.pool.release(lease, result.outcome);
+    const pool = inv.entry.pool;
+    if (result.outcome === "abandoned" && limits.disconnectGraceMs === 0) {
+      pool.release(lease, "retire"); // the round-one behaviour (bench baseline): never reuse after a disconnect
+    } else if (result.outcome === "abandoned") {
+      // The lease stays held until the handler finished or its grace passed; the request itself ends now.
+      void settleAbandoned(lease, inv.requestId, limits.disconnectGraceMs).then((outcome) => {
+        if (outcome === "destroy") inv.log().warn({ instance: lease.slot.instance.id, graceMs: limits.disconnectGraceMs }, "handler still running after its client disconnected; destroying the instance");
+        pool.release(lease, outcome);
+      });
+    } else {
+      pool.release(lease, result.outcome);
+    }
     inv.meter = result.meter;
     if (result.error !== undefined) {
       fail(inv, result.error, {

@@ -40,7 +40,11 @@ export interface ProxyParams {
 
 /** What happened: the instance's fate, and the error to answer when one occurred. */
 export interface ProxyResult {
-  readonly outcome: ReleaseOutcome;
+  /**
+   * `abandoned`: the client disconnected while the instance had the request; the handler may still be
+   * running, so the gateway settles the lease with `settleAbandoned` (src/gateway/abandoned.ts).
+   */
+  readonly outcome: ReleaseOutcome | "abandoned";
   /** Set when the exchange failed; rendered by the gateway if nothing was sent yet. */
   readonly error?: StratusError;
   /** What the exchange measured, for the invocation record (filled in place, also on failure). */
@@ -80,9 +84,10 @@ type AbortUpstream = (reason?: Error) => void;
  * the function's timeout + grace; the runtime enforces the timeout itself, so reaching the backstop
  * means the instance is wedged: destroy it, 504 FUNCTION_TIMEOUT.
  *
- * Client disconnect: the upstream request is aborted and the instance is retired (closed gracefully,
- * never given another request): the handler may still run inside, and with concurrency 1 a second
- * request must never share it. Graceful close lets that handler finish within its timeout.
+ * Client disconnect: the upstream request is aborted (the runtime sees its connection close and aborts
+ * `req.signal`) and the result is `abandoned`: the gateway keeps the lease until the runtime says the
+ * handler finished (reuse) or the grace period passed (destroy), see src/gateway/abandoned.ts. A
+ * response that completed although the client left is an ordinary `reuse`.
  */
 export function proxyRequest(p: ProxyParams, lease: Lease, onDone: (result: ProxyResult) => void): void {
   new Exchange(p, lease, onDone).start();
@@ -190,7 +195,7 @@ class Exchange implements ProxyMeter {
     const res = this.p.res;
     if (this.peek !== null) this.errorCode = errorCodeOf(this.peek);
     if (!this.clientGone && !res.destroyed) res.end();
-    this.finish(this.clientGone ? "retire" : this.unusable ? "destroy" : "reuse");
+    this.finish(this.unusable ? "destroy" : "reuse");
   }
 
   onError(err: Error): void {
@@ -201,7 +206,7 @@ class Exchange implements ProxyMeter {
       return;
     }
     if (this.clientGone || (req.socket?.destroyed ?? true)) {
-      this.finish("retire");
+      this.finish("abandoned");
       return;
     }
     if (res.headersSent) {
@@ -221,7 +226,7 @@ class Exchange implements ProxyMeter {
     void classifyBrokenInstance(this.lease, err, this.p).then((error) => this.onDone({ outcome: "destroy", error, meter: this }));
   }
 
-  private finish(outcome: ReleaseOutcome, error?: StratusError): void {
+  private finish(outcome: ProxyResult["outcome"], error?: StratusError): void {
     if (this.done) return;
     this.settle();
     this.onDone(error === undefined ? { outcome, meter: this } : { outcome, error, meter: this });

@@ -22,7 +22,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
     if (!o.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
     const p = config.process;
     return createProcessDriver({
-      runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, outputLimits: outputLimitsFrom(config), logger,
+      runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, prewarmRefill: config.prewarmRefill, outputLimits: outputLimitsFrom(config), logger,
       sandboxSubnet: p.sandboxSubnet, blockedCidrs: p.blockedCidrs, startTimeoutMs: p.startTimeoutMs, pidsMax: p.pidsMax, tmpSizeMb: p.tmpSizeMb,
     });
   }
@@ -37,6 +37,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
     stateDir: join(o.dataDir, "docker"),
     nodeId: o.nodeId,
     prewarm: config.prewarm,
+    prewarmRefill: config.prewarmRefill,
     outputLimits: outputLimitsFrom(config),
     logger,
   });

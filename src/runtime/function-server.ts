@@ -3,9 +3,17 @@
  * the invocation deadline, return-value mapping, error mapping, request-id tagging, draining and crash
  * answers. Built separately from listening (`createFunctionServer` returns a server not yet listening).
  *
- * Invariants: `inFlight` holds exactly the requests whose response has not finished; once `unusable`
- * (a timeout, a crash) or draining, the server accepts no new work and every later response says
- * `connection: close`.
+ * Invariants: `inFlight` holds exactly the requests whose handler has not finished: its response has not
+ * finished, or the client left and the handler has not yet ended the response / settled its promise
+ * (see "Disconnects" below); once `unusable` (a timeout, a crash) or draining, the server accepts no new
+ * work and every later response says `connection: close`.
+ *
+ * Disconnects (docs/function-contract.md, "Client disconnects"): when the connection closes before the
+ * response finished, `req.signal` aborts (Node itself makes `req` emit `aborted` and `close` for a request
+ * whose body the handler has not read), the deadline keeps running, and the request stays in `inFlight`
+ * until the handler calls `res.end()` (directly or through send/json/pipe) or its promise settles. The
+ * gateway, which aborted the connection, asks over a fresh connection (HEADERS.awaitRequest) whether that
+ * request's handler finished within its grace period, and reuses the instance only if it did.
  */
 import http from "node:http";
 import { parse as parseCookies } from "cookie";
@@ -52,8 +60,69 @@ export interface FunctionServer {
 }
 
 interface InFlight {
+  readonly req: Request;
   readonly res: Response;
   readonly requestId: string;
+  timer: NodeJS.Timeout | undefined;
+  /** The connection closed before the response finished. */
+  abandoned: boolean;
+  /** The handler's promise settled (false for a handler that returned anything else). */
+  settled: boolean;
+  /** Out of `inFlight` (exactly once). */
+  finished: boolean;
+  /** Control requests waiting for this handler to finish (HEADERS.awaitRequest); null when none. */
+  awaiting: Array<() => void> | null;
+}
+
+/** Per-request abort state on the IncomingMessage (symbols: nothing a handler could collide with). */
+const ABORT_CONTROLLER = Symbol("stratus.abortController");
+const ABORT_REASON = Symbol("stratus.abortReason");
+type AbortableRequest = http.IncomingMessage & { [ABORT_CONTROLLER]?: AbortController; [ABORT_REASON]?: unknown };
+
+/** The servers whose requests have a `signal` (one per process in an instance; tests may build more). */
+const signalServers = new WeakSet<http.Server>();
+
+/** Longest wait a control request may ask for (HEADERS.awaitMs), ms. */
+const MAX_AWAIT_MS = 600_000;
+
+/**
+ * `req.signal`: an AbortSignal that aborts when the client disconnects before the response finished
+ * (reason: a DOMException `AbortError`) or at the function's deadline (`TimeoutError`). Created on first
+ * read, so a request that never reads it pays nothing. Defined on IncomingMessage.prototype, not on
+ * Express's request prototype, so that it also reaches a function's own Express app (which swaps the
+ * prototype of `req` for its own, still inheriting from IncomingMessage). `undefined` on messages that
+ * are not a function server's requests (the responses of user code's own outgoing requests). Assigning
+ * `req.signal` replaces it with the assigned value.
+ */
+function installRequestSignal(): void {
+  const proto = http.IncomingMessage.prototype as unknown as Record<string, unknown>;
+  if (Object.getOwnPropertyDescriptor(proto, "signal") !== undefined) return;
+  Object.defineProperty(proto, "signal", {
+    configurable: true,
+    enumerable: false,
+    get(this: AbortableRequest): AbortSignal | undefined {
+      let controller = this[ABORT_CONTROLLER];
+      if (controller === undefined) {
+        const reason = this[ABORT_REASON];
+        if (reason === undefined && !signalServers.has((this.socket as { server?: http.Server } | null)?.server as http.Server)) return undefined;
+        controller = new AbortController();
+        if (reason !== undefined) controller.abort(reason);
+        this[ABORT_CONTROLLER] = controller;
+      }
+      return controller.signal;
+    },
+    set(this: AbortableRequest, value: unknown) {
+      Object.defineProperty(this, "signal", { value, writable: true, enumerable: true, configurable: true });
+    },
+  });
+}
+
+/** Aborts `req.signal` (now, or when it is first read) with `reason`; the first reason wins. */
+function abortRequest(req: http.IncomingMessage, reason: unknown): void {
+  const r = req as AbortableRequest;
+  if (r[ABORT_REASON] !== undefined) return;
+  r[ABORT_REASON] = reason;
+  r[ABORT_CONTROLLER]?.abort(reason);
 }
 
 function sendError(res: Response, err: StratusError, requestId: string, extraHeaders?: Record<string, string>): void {
@@ -140,6 +209,72 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   let drained: Promise<void> | undefined;
   let onIdle: (() => void) | undefined;
 
+  installRequestSignal();
+
+  /** Takes a request out of `inFlight` (once) and answers the control requests waiting for it. */
+  function finishItem(item: InFlight): void {
+    if (item.finished) return;
+    item.finished = true;
+    clearTimeout(item.timer);
+    inFlight.delete(item);
+    if (item.awaiting !== null) for (const wake of item.awaiting) wake();
+    if (inFlight.size === 0) onIdle?.();
+  }
+
+  /**
+   * The connection closed before the response finished: abort `req.signal`, and keep the request in
+   * flight until its handler ends the response or its promise settles (whichever comes first). A promise
+   * that settled before the disconnect without answering (RESOLVED_UNANSWERED) does not count: the
+   * handler answers later through `res`, so only `res.end()` does.
+   */
+  function abandon(item: InFlight): void {
+    item.abandoned = true;
+    const res = item.res;
+    const end = res.end;
+    // An own `end` on this one response: every way of answering (send, json, pipe, end) ends up here.
+    res.end = function (this: Response, ...args: unknown[]) {
+      finishItem(item);
+      return (end as (...a: unknown[]) => Response).apply(this, args);
+    } as Response["end"];
+    abortRequest(item.req, new DOMException("The client disconnected", "AbortError"));
+  }
+
+  /**
+   * A control request of the gateway (HEADERS.awaitRequest = a request id): answers 204 with
+   * HEADERS.requestState `finished` once no request with that id is in flight (at once when none is),
+   * `running` if one still is after HEADERS.awaitMs, `unusable` when the instance must not be reused.
+   * Never reaches the function, never counts as a request; only the gateway can send it (it strips every
+   * `x-stratus-*` header of its clients).
+   */
+  function answerAwait(req: http.IncomingMessage, res: http.ServerResponse, requestId: string): void {
+    let target: InFlight | undefined;
+    for (const item of inFlight) {
+      if (item.requestId === requestId) {
+        target = item;
+        break;
+      }
+    }
+    let answered = false;
+    const reply = (state: string): void => {
+      if (answered) return;
+      answered = true;
+      res.writeHead(204, { [HEADERS.requestState]: unusable ? "unusable" : state });
+      res.end();
+    };
+    if (target === undefined) return reply("finished");
+    const waitMs = Math.min(MAX_AWAIT_MS, Math.max(0, Number(req.headers[HEADERS.awaitMs]) || 0));
+    const found = target;
+    const timer = setTimeout(() => {
+      found.awaiting?.splice(found.awaiting.indexOf(wake), 1);
+      reply("running");
+    }, waitMs);
+    const wake = (): void => {
+      clearTimeout(timer);
+      reply("finished");
+    };
+    (found.awaiting ??= []).push(wake);
+  }
+
   const app = express();
   app.disable("x-powered-by");
   // No automatic ETag: hashing every res.send body showed as 5–10 % of the runtime's CPU per small request in a CPU profile
@@ -183,15 +318,18 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
       res.end();
       return;
     }
-    const item: InFlight = { res, requestId };
+    const item: InFlight = { req, res, requestId, timer: undefined, abandoned: false, settled: false, finished: false, awaiting: null };
     inFlight.add(item);
-    const timer = setTimeout(() => {
+    item.timer = setTimeout(() => {
       const hint = (res as unknown as Record<symbol, boolean>)[RESOLVED_UNANSWERED]
         ? ": its promise resolved undefined without sending a response (an async handler must answer through res, or return the body)"
         : "";
-      emit("error", `Function "${options.functionName}" did not answer within its timeout (${config.timeout} ms)${hint}`, requestId);
+      emit("error", `Function "${options.functionName}" did not answer within its timeout (${config.timeout} ms)${item.abandoned ? " (its client had disconnected)" : ""}${hint}`, requestId);
       unusable = true;
-      if (!res.headersSent) {
+      abortRequest(req, new DOMException(`The function's timeout (${config.timeout} ms) passed`, "TimeoutError"));
+      if (item.abandoned) {
+        finishItem(item);
+      } else if (!res.headersSent) {
         sendError(res, new StratusError("FUNCTION_TIMEOUT", `The function did not answer within its timeout (${config.timeout} ms)`), requestId, {
           [HEADERS.instanceUnusable]: "1",
           connection: "close",
@@ -202,19 +340,22 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
       options.onUnusable?.("timeout");
     }, config.timeout);
     res.once("close", () => {
-      clearTimeout(timer);
-      inFlight.delete(item);
-      if (inFlight.size === 0) onIdle?.();
+      // writableEnded: the handler called end() and only the flush was cut; the handler is done.
+      if (res.writableFinished || res.writableEnded || (item.settled && (res as unknown as Record<symbol, boolean>)[RESOLVED_UNANSWERED] !== true)) {
+        finishItem(item);
+        return;
+      }
+      abandon(item);
     });
-    requestContext.run({ requestId }, parseThenInvoke, req, res, next);
+    requestContext.run({ requestId }, parseThenInvoke, req, res, next, item);
   });
 
   // The body is buffered, then given back to the request stream unread (request-body.ts): handlers that
   // read the stream themselves and handlers that read req.body / req.rawBody both work.
-  function parseThenInvoke(req: Request, res: Response, next: NextFunction): void {
+  function parseThenInvoke(req: Request, res: Response, next: NextFunction, item: InFlight): void {
     if (req.headers["content-length"] === undefined && req.headers["transfer-encoding"] === undefined) {
       exposeNoBody(req);
-      invoke(req, res, next);
+      invoke(req, res, next, item);
       return;
     }
     bufferBody(req, limit, (raw) => {
@@ -225,11 +366,11 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
       // Zero bytes and no content-type (a POST without a body): the same as no body at all.
       if (raw.length === 0 && req.headers["content-type"] === undefined) exposeNoBody(req);
       else exposeBody(req, raw, limit);
-      invoke(req, res, next);
+      invoke(req, res, next, item);
     });
   }
 
-  function invoke(req: Request, res: Response, next: NextFunction): void {
+  function invoke(req: Request, res: Response, next: NextFunction, item: InFlight): void {
     let result: unknown;
     try {
       result = handler(req, res, next);
@@ -239,12 +380,28 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     }
     if (isPromiseLike(result)) {
       Promise.resolve(result).then(
-        (value) => applyReturnValue(res, value, true),
-        (err: unknown) => next(new FunctionFailure(err)),
+        (value) => {
+          if (settle(item)) applyReturnValue(res, value, true);
+        },
+        (err: unknown) => {
+          if (settle(item)) next(new FunctionFailure(err));
+          else emit("error", `Function "${options.functionName}" threw after its client disconnected: ${err instanceof Error ? (err.stack ?? String(err)) : safeString(err)}`, item.requestId);
+        },
       );
     } else {
       applyReturnValue(res, result, false);
     }
+  }
+
+  /**
+   * Notes that the handler's promise settled; false when its client had already left (the request is then
+   * finished: nobody is there to receive a return value, a thrown error is still logged).
+   */
+  function settle(item: InFlight): boolean {
+    item.settled = true;
+    if (!item.abandoned) return true;
+    finishItem(item);
+    return false;
   }
 
   // A router handler that matched nothing calls next(): the function has no such route.
@@ -279,9 +436,12 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   });
 
   const server = http.createServer((req, res) => {
+    const awaited = req.headers[HEADERS.awaitRequest];
+    if (awaited !== undefined) return answerAwait(req, res, String(awaited));
     if (draining || unusable) res.shouldKeepAlive = false;
     app(req, res);
   });
+  signalServers.add(server);
   // Keep-alive from the gateway's pool must outlive its idle timeout, not the other way round.
   server.keepAliveTimeout = 65_000;
 
@@ -304,7 +464,8 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   const answerCrash = (maxWaitMs = 1000): Promise<void> => {
     unusable = true;
     const waits: Promise<void>[] = [];
-    for (const { res, requestId } of inFlight) {
+    for (const { res, requestId, abandoned } of inFlight) {
+      if (abandoned) continue; // its connection is gone: nobody to answer
       if (res.headersSent) {
         res.destroy();
         continue;

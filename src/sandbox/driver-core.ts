@@ -29,7 +29,7 @@ import { StratusError, isStratusError } from "../shared/errors";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../shared/protocol";
 import { createSilentLogger, type Logger } from "../shared/logger";
 import { OUTPUT_RATE_DEFAULTS, OutputLimiter, outputDroppedLine, parseOutputLine, splitLines, type OutputRateLimits } from "./output-lines";
-import { PrewarmPool, type PrewarmStatus } from "./prewarm-pool";
+import { PrewarmPool, type PrewarmRefillMode, type PrewarmStatus } from "./prewarm-pool";
 import { createStartGate, untilAborted } from "./start-gate";
 
 /**
@@ -75,6 +75,8 @@ export interface SandboxDriverOptions {
   readonly prewarmMax?: number;
   /** Memory size, MB, of the default pool (default 256, the function config default). */
   readonly prewarmMemoryMb?: number;
+  /** When the pool refills (default `demand`; `quiet` is round one's policy). See PrewarmPool. */
+  readonly prewarmRefill?: PrewarmRefillMode;
   /**
    * Output rate per instance, stdout + stderr (default 1 MiB/s and 1000 lines/s, the platform config's
    * `observe.instanceOutput*`): past it the driver stops reading the instance's output (its pipe, or the
@@ -461,9 +463,11 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
   }
 
   /** Launches one sandbox through the boot gate; the gate is released once it is ready or gone. */
-  async function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal): Promise<CoreSandbox<H>> {
+  async function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void): Promise<CoreSandbox<H>> {
     live.set(id, null);
-    const release = await bootGate();
+    // Pool refills queue behind on-demand boots (docs/prewarm.md, "Refill follows demand").
+    const release = await bootGate(mode.kind === "generic");
+    booting?.();
     const { sb, io } = track(id, mode.kind === "generic", onLog);
     let launched: Launched<H>;
     try {
@@ -490,9 +494,9 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
   }
 
   /** Creates a pre-warm slot for `key`: a generic sandbox, ready to be specialised. */
-  async function createSlot(key: string): Promise<CoreSandbox<H>> {
+  async function createSlot(key: string, booting?: () => void): Promise<CoreSandbox<H>> {
     if (closed) throw shuttingDown();
-    const sb = await launch(`pw-${randomBytes(6).toString("hex")}`, { kind: "generic", key: parsePoolKey(key) }, () => {});
+    const sb = await launch(`pw-${randomBytes(6).toString("hex")}`, { kind: "generic", key: parsePoolKey(key) }, () => {}, undefined, booting);
     let timer: NodeJS.Timeout | undefined;
     const outcome = await Promise.race([
       sb.genericPromise.then(() => "ready" as const),
@@ -515,6 +519,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     {
       size: backend.pool ? (options.prewarm ?? 0) : 0,
       maxSize: options.prewarmMax,
+      ...(options.prewarmRefill === undefined ? {} : { refill: options.prewarmRefill }),
       defaultKey: poolKeyOf({ memoryMb: options.prewarmMemoryMb ?? 256, network: "outbound", maxOpenFiles: 1024 }),
       onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
     },

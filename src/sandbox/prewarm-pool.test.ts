@@ -3,11 +3,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { PrewarmPool } from "./prewarm-pool";
 
-function fakeFactory() {
-  const creations: Array<{ key: string; resolve: (s: string) => void; reject: (e: Error) => void }> = [];
+/** `gated`: creations wait (as in the driver's boot gate) until the test calls their `boot()`. */
+function fakeFactory(gated = false) {
+  const creations: Array<{ key: string; resolve: (s: string) => void; reject: (e: Error) => void; boot: () => void }> = [];
   const destroyed: string[] = [];
   const factory = {
-    create: (key: string) => new Promise<string>((resolve, reject) => creations.push({ key, resolve, reject })),
+    create: (key: string, booting?: () => void) => new Promise<string>((resolve, reject) => {
+      creations.push({ key, resolve, reject, boot: () => booting?.() });
+      if (!gated) booting?.();
+    }),
     destroy: async (s: string) => void destroyed.push(s),
     alive: () => true,
   };
@@ -58,9 +62,9 @@ test("a claim resolves undefined when the creation fails or the pool closes", as
   await pool.close();
 });
 
-test("refillAfterStart waits for a quiet time after the last start, then refills", async (t) => {
+test("quiet mode (round one): refillAfterStart waits for a quiet time after the last start, then refills", async (t) => {
   const { factory, creations } = fakeFactory();
-  const pool = new PrewarmPool(factory, { size: 1, defaultKey: "k", refillDelayMs: 40 });
+  const pool = new PrewarmPool(factory, { size: 1, defaultKey: "k", refillDelayMs: 40, refill: "quiet" });
   pool.refill();
   creations[0]!.resolve("a");
   await tick();
@@ -76,4 +80,77 @@ test("refillAfterStart waits for a quiet time after the last start, then refills
   t.mock.timers.reset();
   creations[1]!.resolve("b");
   await pool.close();
+});
+
+test("demand mode: a steady stream of starts refills settleMs after a start, not pushed back by later ones", async (t) => {
+  const { factory, creations } = fakeFactory();
+  const pool = new PrewarmPool(factory, { size: 1, defaultKey: "k", settleMs: 40 });
+  pool.refill();
+  creations[0]!.resolve("a");
+  await tick();
+  assert.equal(pool.take("k"), "a");
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  pool.refillAfterStart();
+  t.mock.timers.tick(25);
+  pool.refillAfterStart(); // the next start of the stream: the pending refill stays where it was
+  t.mock.timers.tick(15);
+  assert.equal(creations.length, 2, "refilled while starts keep coming");
+  t.mock.timers.reset();
+  creations[1]!.resolve("b");
+  await pool.close();
+});
+
+test("demand mode: the target follows the recent cold-start rate times the measured boot time, within size..maxSize", async (t) => {
+  const { factory, creations } = fakeFactory();
+  t.mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
+  const pool = new PrewarmPool(factory, { size: 1, maxSize: 6, defaultKey: "k", rateWindowMs: 10_000 });
+  assert.equal(pool.target("k"), 1, "no demand: the configured size");
+  assert.equal(pool.target("other"), 0);
+  assert.equal(pool.expectedBootMs(), 300, "assumed before any boot was measured");
+  // One start is no stream: one per window, the configured size stays.
+  pool.take("k");
+  assert.equal(pool.target("k"), 1);
+  // A stream, 200 ms apart: 5 per second × 300 ms × 2 = 3 slots.
+  for (let i = 0; i < 4; i++) {
+    t.mock.timers.tick(200);
+    pool.take("k");
+  }
+  assert.equal(pool.target("k"), 3);
+  // A burst of 50 on top: far more than maxSize.
+  for (let i = 0; i < 50; i++) pool.take("k");
+  assert.equal(pool.target("k"), 6);
+  // The window passes: back to the configured size.
+  t.mock.timers.tick(10_001); // the last takes were 10 s ago
+  assert.equal(pool.target("k"), 1);
+  t.mock.timers.reset();
+  pool.refill();
+  creations[0]!.resolve("a");
+  await pool.close();
+});
+
+test("a creation still waiting in the boot gate is not claimed (the start boots fresh instead)", async () => {
+  const { factory, creations } = fakeFactory(true);
+  const pool = new PrewarmPool(factory, { size: 1, defaultKey: "k" });
+  pool.refill();
+  assert.equal(pool.claimBooting("k"), undefined, "queued behind other boots: not claimable");
+  creations[0]!.boot();
+  const claim = pool.claimBooting("k");
+  assert.ok(claim, "booting now: claimable");
+  creations[0]!.resolve("s");
+  assert.equal(await claim, "s");
+  await pool.close();
+});
+
+test("demand mode: two creations at once when one at a time cannot keep up with the rate; quiet mode always one", async () => {
+  for (const refill of ["demand", "quiet"] as const) {
+    const { factory, creations } = fakeFactory();
+    const pool = new PrewarmPool(factory, { size: 1, maxSize: 6, defaultKey: "k", refill });
+    pool.refill();
+    assert.equal(creations.length, 1, `${refill}: no demand, one boot`);
+    for (let i = 0; i < 5; i++) pool.take("k"); // a burst: 16/s × 300 ms ≈ 5 boots in flight needed, capped at 2
+    pool.refill();
+    assert.equal(creations.length, refill === "demand" ? 2 : 1, refill);
+    for (const c of creations) c.resolve("s");
+    await pool.close();
+  }
 });

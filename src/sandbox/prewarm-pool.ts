@@ -8,8 +8,20 @@
  * `take()` hands each slot out at most once; at most `concurrency` slots are being created at a time; a
  * creation claimed with `claimBooting()` goes to its one claimer, never to `idle`.
  *
- * Sizing: the default key keeps `size` idle slots; any key keeps as many as were taken in the last
- * `demandWindowMs` (so a burst of cold starts grows the pool), capped at `maxSize`; other keys start at 0.
+ * Refill policy (`refill`, docs/prewarm.md):
+ *  - `demand` (default): the pool refills while starts keep coming. After a start, the refill waits
+ *    `settleMs` (the new instance's first request runs first) and that wait is not pushed back by later
+ *    starts, so a steady stream of cold starts (one every 150 ms) no longer keeps the pool empty. Boots
+ *    run one at a time while one keeps up with the rate (cold starts per second × boot time ≤ 1), up to
+ *    `demandConcurrency` (default 2) when it does not — each cold start costs one boot either way, ahead of
+ *    time or on its critical path — and the driver queues them behind on-demand boots (low priority in its
+ *    boot gate), so they never delay a fresh start. Size: the recent cold-start rate (takes in the last `rateWindowMs`: n takes spanning t are
+ *    (n − 1) / t, a single take is one per window) times twice the
+ *    measured boot time (what arrives while a slot boots, with margin), at least `size` for the default
+ *    key, at most `maxSize`.
+ *  - `quiet` (round one, kept as a bench baseline): refill only after `refillDelayMs` without any start;
+ *    any key keeps as many as were taken in the last `demandWindowMs`, capped at `maxSize`.
+ * Other keys than the default start at 0 in both.
  */
 
 /** What a driver with a pool exposes of it (tests, metrics, benchmarks). */
@@ -25,16 +37,33 @@ export interface PrewarmStatus {
 
 /** What a driver provides for its slots. */
 export interface PrewarmSlotFactory<S> {
-  /** Starts one generic sandbox for `key`; resolves when it is ready to be specialised. */
-  create(key: string): Promise<S>;
+  /**
+   * Starts one generic sandbox for `key`; resolves when it is ready to be specialised. Calls `booting`
+   * (if given) once the sandbox actually boots (past the driver's boot gate, where a refill may wait).
+   */
+  create(key: string, booting?: () => void): Promise<S>;
   /** Destroys an idle slot (pool shrink or close). Must not throw. */
   destroy(slot: S): Promise<void>;
   /** Whether an idle slot is still usable (its process is alive). */
   alive(slot: S): boolean;
 }
 
+/** When a pool refills: see the file comment. */
+export const PREWARM_REFILL_MODES = ["demand", "quiet"] as const;
+export type PrewarmRefillMode = (typeof PREWARM_REFILL_MODES)[number];
+
 /** Options of PrewarmPool; sizes are slot counts, times ms. */
 export interface PrewarmPoolOptions {
+  /** Refill policy (default `demand`). */
+  readonly refill?: PrewarmRefillMode;
+  /**
+   * `demand`: wait after a start before refilling, ms (default 50): a boot begun at READY slowed the
+   * instance's first request from ~2.5 ms to 10–40 ms on 2 cores (bench/results/cold-start.md); 50 ms
+   * covers that request and the gateway's proxying on a loaded node.
+   */
+  readonly settleMs?: number;
+  /** `demand`: how far back takes count toward the cold-start rate, ms (default 10000). */
+  readonly rateWindowMs?: number;
   /** Idle slots kept for `defaultKey` (0 disables the pool). */
   readonly size: number;
   /** Upper bound of idle slots per key (default 4 × size, at most 32). */
@@ -45,6 +74,8 @@ export interface PrewarmPoolOptions {
   readonly demandWindowMs?: number;
   /** Slots created at the same time (default 1: on a small node, slot starts compete with requests). */
   readonly concurrency?: number;
+  /** `demand`: most slots created at the same time when one at a time cannot keep up (default 2). */
+  readonly demandConcurrency?: number;
   /** Called when creating a slot fails (it is retried on the next take or after `retryMs`). */
   readonly onError?: (err: unknown) => void;
   /**
@@ -66,6 +97,9 @@ export class PrewarmPool<S> {
   private readonly maxSize: number;
   private readonly windowMs: number;
   private readonly concurrency: number;
+  private readonly mode: PrewarmRefillMode;
+  /** Moving average of a slot's creation time, ms (demand sizing); 300 until measured (a loaded 2-core node). */
+  private bootMs = 300;
   private inFlight = 0;
   private closed = false;
   private backoffUntil = 0;
@@ -73,13 +107,17 @@ export class PrewarmPool<S> {
   private refillTimer: NodeJS.Timeout | undefined;
   /** Slot creations in progress, so close() can wait for them and destroy what they produce. */
   private readonly pending = new Set<Promise<void>>();
-  /** Creations in progress per key, oldest first, each with the start that claimed it (if any). */
-  private readonly booting = new Map<string, Array<{ claimer: ((slot: S | undefined) => void) | null }>>();
+  /**
+   * Creations in progress per key, oldest first, each with the start that claimed it (if any) and whether
+   * it boots yet (false while it waits in the driver's boot gate).
+   */
+  private readonly booting = new Map<string, Array<{ claimer: ((slot: S | undefined) => void) | null; started: boolean }>>();
 
   constructor(private readonly factory: PrewarmSlotFactory<S>, private readonly options: PrewarmPoolOptions) {
     this.maxSize = options.maxSize ?? Math.min(32, options.size * 4);
     this.windowMs = options.demandWindowMs ?? 30_000;
     this.concurrency = options.concurrency ?? 1;
+    this.mode = options.refill ?? "demand";
   }
 
   /** Whether the pool may hold slots at all. */
@@ -102,7 +140,36 @@ export class PrewarmPool<S> {
     const times = this.demand.get(key) ?? [];
     while (times.length > 0 && times[0]! < now - this.windowMs) times.shift();
     const base = key === this.options.defaultKey ? this.options.size : 0;
-    return Math.min(this.maxSize, Math.max(base, times.length));
+    if (this.mode === "quiet") return Math.min(this.maxSize, Math.max(base, times.length));
+    const need = Math.ceil((this.rate(key) * this.bootMs * 2) / 1000);
+    return Math.min(this.maxSize, Math.max(base, need));
+  }
+
+  /** Slot creations allowed at once for `key`: `concurrency`, or in demand mode what sustains its rate. */
+  private creationLimit(key: string): number {
+    if (this.mode === "quiet") return this.concurrency;
+    const max = Math.max(this.concurrency, this.options.demandConcurrency ?? 2);
+    return Math.min(max, Math.max(this.concurrency, Math.ceil((this.rate(key) * this.bootMs) / 1000)));
+  }
+
+  /** Takes of `key` per second recently (see the file comment), for demand mode. */
+  private rate(key: string): number {
+    const now = Date.now();
+    const times = this.demand.get(key) ?? [];
+    const rateWindowMs = this.options.rateWindowMs ?? 10_000;
+    let recent = 0;
+    let oldest = now;
+    for (let i = times.length - 1; i >= 0 && times[i]! >= now - rateWindowMs; i--, recent++) oldest = times[i]!;
+    // n takes spanning t ms are n − 1 intervals: a stream of starts 150 ms apart is at its full rate after a
+    // few of them (dividing by the whole window would see a fraction of it), and a single start is no
+    // stream (one per window). Spans under 250 ms count as 250 ms, so a burst reads as a high but finite rate.
+    if (recent < 2) return (recent * 1000) / rateWindowMs;
+    return ((recent - 1) * 1000) / Math.max(250, now - oldest);
+  }
+
+  /** The boot time the demand sizing assumes now, ms (for tests and metrics). */
+  expectedBootMs(): number {
+    return this.bootMs;
   }
 
   /**
@@ -135,21 +202,32 @@ export class PrewarmPool<S> {
    * (two boots on a 2-core node slow each other down: measured 312 ms for a start with the pool just
    * exhausted vs 233 ms with no pool at all, bench/results/cold-start.md). Returns undefined when none
    * boots; the promise resolves with the slot, or with undefined when its creation failed or the pool
-   * closed (then start fresh).
+   * closed (then start fresh). A creation still waiting in the boot gate (a low-priority refill behind
+   * on-demand boots) is not claimed: waiting for it would put the start behind every boot queued ahead.
    */
   claimBooting(key: string): Promise<S | undefined> | undefined {
-    const entry = this.booting.get(key)?.find((e) => e.claimer === null);
+    const entry = this.booting.get(key)?.find((e) => e.claimer === null && e.started);
     if (!entry) return undefined;
     return new Promise((resolve) => (entry.claimer = resolve));
   }
 
   /**
-   * What a driver calls when a start is done: refill once no start happened for `refillDelayMs`, so the
-   * boot does not compete with the first requests of the instance just started (nor with the next starts
-   * of a burst; those that find no slot boot fresh through the driver's gate, which costs the same).
+   * What a driver calls when a start is done. `demand`: refill `settleMs` after the first start since the
+   * last refill (later starts do not push it back). `quiet`: refill once no start happened for
+   * `refillDelayMs`, so the boot does not compete with the first requests of the instance just started
+   * (nor with the next starts of a burst) — but a steady stream of starts then never refills.
    */
   refillAfterStart(): void {
     if (!this.enabled) return;
+    if (this.mode === "demand") {
+      if (this.refillTimer !== undefined) return;
+      this.refillTimer = setTimeout(() => {
+        this.refillTimer = undefined;
+        this.refill();
+      }, this.options.settleMs ?? 50);
+      this.refillTimer.unref();
+      return;
+    }
     clearTimeout(this.refillTimer);
     this.refillTimer = setTimeout(() => this.refill(), this.options.refillDelayMs ?? 250);
     this.refillTimer.unref();
@@ -164,14 +242,15 @@ export class PrewarmPool<S> {
       // Slots that died while idle (killed from outside) are dropped so they are replaced.
       for (let i = list.length - 1; i >= 0; i--) if (!this.factory.alive(list[i]!)) void this.factory.destroy(list.splice(i, 1)[0]!);
       this.idle.set(key, list);
-      while (this.inFlight < this.concurrency && list.length + (this.creating.get(key) ?? 0) < this.target(key)) this.createOne(key);
+      const limit = this.creationLimit(key);
+      while (this.inFlight < limit && list.length + (this.creating.get(key) ?? 0) < this.target(key)) this.createOne(key);
     }
   }
 
   private createOne(key: string): void {
     this.inFlight++;
     this.creating.set(key, (this.creating.get(key) ?? 0) + 1);
-    const entry: { claimer: ((slot: S | undefined) => void) | null } = { claimer: null };
+    const entry: { claimer: ((slot: S | undefined) => void) | null; started: boolean } = { claimer: null, started: false };
     const booting = this.booting.get(key) ?? [];
     booting.push(entry);
     this.booting.set(key, booting);
@@ -179,9 +258,14 @@ export class PrewarmPool<S> {
       const i = booting.indexOf(entry);
       if (i !== -1) booting.splice(i, 1);
     };
-    const p = this.factory.create(key).then(
+    let t0 = performance.now();
+    const p = this.factory.create(key, () => {
+      entry.started = true;
+      t0 = performance.now(); // the boot time, without the wait in the gate
+    }).then(
       (slot) => {
         settle();
+        this.bootMs = 0.7 * this.bootMs + 0.3 * (performance.now() - t0);
         if (this.closed) {
           entry.claimer?.(undefined);
           return this.factory.destroy(slot);

@@ -51,6 +51,10 @@ export const PlatformConfigSchema = z.strictObject({
   }),
   driver: setting(z.enum(DRIVER_NAMES).default("process"), { unit: "", doc: "Sandbox driver: `process` (bubblewrap + cgroups) or `docker`." }),
   prewarm: setting(int(0, 64).default(2), { unit: "sandboxes", doc: "Pre-started generic sandboxes (process driver: bubblewrap sandboxes; docker driver: containers from the base image) kept for the default limits (256 MB, outbound); cold starts take one and only load the code. 0 disables. See docs/prewarm.md." }),
+  prewarmRefill: setting(z.enum(["demand", "quiet"]).default("demand"), {
+    unit: "",
+    doc: "When the pre-warm pool refills: `demand` refills while cold starts keep coming (50 ms after a start; one boot at a time, two when one cannot keep up with the rate; queued behind on-demand boots) and sizes itself from the recent cold-start rate × the measured boot time (at least `prewarm`, at most 4 × `prewarm`, ≤ 32); `quiet` refills only after 250 ms without a start (round one's policy, kept as a benchmark baseline). See docs/prewarm.md.",
+  }),
   logLevel: setting(z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"), { unit: "", doc: "pino level: trace, debug, info, warn, error, fatal, silent." }),
   publicUrl: setting(z.union([z.literal(""), z.url()]).default(""), { unit: "URL", doc: "Base URL printed for functions; defaults to http://host:port." }),
   gateway: z.strictObject({ ...GATEWAY_LIMITS_SHAPE, ...GATEWAY_NODE_SHAPE }).superRefine(checkGatewayLimits).prefault({}),

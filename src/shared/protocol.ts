@@ -117,6 +117,16 @@ export const HEADERS = {
   invocationId: "x-stratus-invocation-id",
   attempt: "x-stratus-attempt",
   trigger: "x-stratus-trigger",
+  /**
+   * Control request of the gateway to an instance (never forwarded from a client: the gateway strips
+   * every `x-stratus-*`): the request id of a request whose client disconnected. The runtime answers 204
+   * with `requestState` once that request's handler finished, or after `awaitMs` (docs/gateway.md).
+   */
+  awaitRequest: "x-stratus-await-request",
+  /** Longest wait of an `awaitRequest`, ms. */
+  awaitMs: "x-stratus-await-ms",
+  /** Answer to an `awaitRequest`: `finished`, `running` (still, after awaitMs) or `unusable`. */
+  requestState: "x-stratus-request-state",
   /** Proves a request is the platform's async worker (a per-process secret, compared in constant time). */
   dispatchToken: "x-stratus-dispatch-token",
 } as const;

@@ -31,7 +31,10 @@ const CONFIGS: Record<string, FunctionConfigInput> = {
   private: { public: false },
   spin: { timeout: 300 },
   stream: {},
+  abortable: { maxInstances: 1, timeout: 30_000 },
 };
+/** The gateway's disconnectGraceMs in these cases: shorter than `slowMs`, longer than a loaded machine's hiccups. */
+const DISCONNECT_GRACE_MS = 1000;
 
 /** A driver for the cases, and what the deploy pipeline does with it before the gateway serves a version. */
 export interface GatewayDriverFixture {
@@ -104,7 +107,7 @@ export function runGatewayCases(setup: () => Promise<GatewayDriverFixture>, opti
     gateway = createGateway({
       driver: fixture.driver,
       logger: createSilentLogger(),
-      limits: { sweepIntervalMs: 50, maxHeaderBytes: 4096, headersTimeoutMs: 500, requestTimeoutMs: 1000, connectionsCheckingIntervalMs: 100, timeoutGraceMs: 1000 },
+      limits: { sweepIntervalMs: 50, maxHeaderBytes: 4096, headersTimeoutMs: 500, requestTimeoutMs: 1000, connectionsCheckingIntervalMs: 100, timeoutGraceMs: 1000, disconnectGraceMs: DISCONNECT_GRACE_MS },
     });
     for (const name of Object.keys(CONFIGS)) await deploy(deployment(name));
     gateway.server.listen(0, "127.0.0.1");
@@ -342,18 +345,57 @@ export function runGatewayCases(setup: () => Promise<GatewayDriverFixture>, opti
       assert.match(data, /"REQUEST_TIMEOUT"/);
     });
 
-    test("a client that disconnects aborts its upstream request and the instance is not reused", async () => {
+    test("a handler still running past the disconnect grace is destroyed; only the untouched instance serves", async () => {
       await deploy(deployment("sleeper", "v-abort"));
+      assert.ok(slowMs > DISCONNECT_GRACE_MS);
       const ac = new AbortController();
       const p = request(`${base}/fn/sleeper?ms=${slowMs}`, { dispatcher: agent, signal: ac.signal }).catch((e: unknown) => e);
       await waitFor(() => gateway.stats().sleeper?.busy === 1, "the request reached an instance");
       const aborted = await call("/fn/sleeper"); // warm-up of a second instance while the first is busy
       ac.abort();
       await p;
-      await waitFor(() => gateway.stats().sleeper!.busy === 0 && gateway.stats().sleeper!.total === 1, "abandoned instance recycled");
+      await waitFor(() => gateway.stats().sleeper!.busy === 0 && gateway.stats().sleeper!.total === 1, "abandoned instance destroyed");
       const next = await call("/fn/sleeper");
       assert.equal(next.status, 200);
       assert.equal(next.json.instance, aborted.json.instance, "only the untouched instance serves");
+    });
+
+    /** Starts a request to `abortable`, reads its first line (the handler runs), then disconnects. */
+    async function disconnectWhileRunning(query: string): Promise<void> {
+      const ac = new AbortController();
+      const r = await request(`${base}/fn/abortable${query}`, { dispatcher: agent, signal: ac.signal });
+      assert.equal(r.statusCode, 200);
+      for await (const chunk of r.body) {
+        assert.match(String(chunk), /^started/);
+        break;
+      }
+      ac.abort();
+      await r.body.text().catch(() => undefined);
+    }
+
+    test("a client disconnect aborts req.signal; the instance is reused, warm, once its handler returns", async () => {
+      await deploy(deployment("abortable", "v-signal"));
+      const first = await call("/fn/abortable?report=1");
+      assert.equal(first.status, 200);
+      await disconnectWhileRunning("");
+      // maxInstances 1: this request waits for the instance the disconnected one held.
+      const next = await call("/fn/abortable?report=1");
+      assert.equal(next.status, 200, next.text);
+      assert.equal(next.json.instance, first.json.instance, "the same instance serves the next request");
+      assert.equal(next.headers["x-stratus-cold-start"], "false");
+      assert.deepEqual(next.json.seen, { aborted: true, closed: true, signalAborted: true, reason: "AbortError" });
+      assert.equal(gateway.stats().abortable!.total, 1);
+    });
+
+    test("a handler that ignores the disconnect but ends within the grace keeps its instance", async () => {
+      await deploy(deployment("abortable", "v-ignore"));
+      const first = await call("/fn/abortable?report=1");
+      await disconnectWhileRunning("?ignore=200");
+      const next = await call("/fn/abortable?report=1");
+      assert.equal(next.status, 200, next.text);
+      assert.equal(next.json.instance, first.json.instance);
+      assert.equal(next.headers["x-stratus-cold-start"], "false");
+      assert.equal((next.json.seen as { signalAborted: boolean }).signalAborted, false, "it never looked at the signal");
     });
   });
 

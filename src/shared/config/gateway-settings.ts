@@ -21,6 +21,10 @@ export const GATEWAY_LIMITS_SHAPE = {
   sweepIntervalMs: setting(int(5, 60_000).default(250), { unit: "ms", doc: "Period of the one timer that reaps idle instances, expires queued requests and keeps `minInstances`; its deadlines fire up to this late." }),
   timeoutGraceMs: setting(int(0, 60_000).default(2_000), { unit: "ms", doc: "Added to a function's timeout before the gateway gives up on the instance (504)." }),
   crashWaitMs: setting(int(10, 30_000).default(2_000), { unit: "ms", doc: "After a broken connection to an instance, how long to wait for its exit reason." }),
+  disconnectGraceMs: setting(int(0, 600_000).default(3_000), {
+    unit: "ms",
+    doc: "A client that disconnects mid-request aborts the handler's request (`req.signal`); its instance is reused once the handler finishes, or destroyed if it is still running this long after the disconnect. 0: no wait, every disconnect retires its instance (closed gracefully, never reused: the behaviour before round two, kept as a baseline). See docs/gateway.md.",
+  }),
   retryAfterS: setting(int(0, 3600).default(1), { unit: "s", doc: "`Retry-After` of QUEUE_FULL." }),
   // HAProxy 2.6's `retry-on` can retry a 503 on another node but not a 429.
   queueFullStatus: setting(z.union([z.literal(429), z.literal(503)]).default(429), {

@@ -4,12 +4,11 @@
 // the function through the async worker as a CloudEvent in binary mode (ce-* headers, JSON data), and a
 // resend does not run it twice. Needs root (bubblewrap, cgroups) and `npm run build`.
 import assert from "node:assert/strict";
-import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { bindStratus, killUp, startUpInTempRoot, type SuitePlatform } from "./helpers/stratus-cli";
+import { bindStratus, stopSuitePlatform, startUpInTempRoot, type SuitePlatform } from "./helpers/stratus-cli";
 
 const SOURCE = `
 module.exports.thumbnail = {
@@ -35,12 +34,7 @@ before(async () => {
   await ok("secrets", "set", "thumbnail", "MINIO_WEBHOOK_TOKEN=tok-3f9a");
 });
 after(async () => {
-  if (p && p.child.exitCode === null && p.child.signalCode === null) {
-    p.child.kill("SIGTERM");
-    await Promise.race([once(p.child, "exit"), new Promise((res) => setTimeout(res, 30_000))]);
-  }
-  await killUp(p?.child);
-  if (p) await rm(p.root, { recursive: true, force: true });
+  await stopSuitePlatform(p);
 });
 
 test("a MinIO webhook notification reaches the function as a CloudEvent through stratus up", async () => {

@@ -5,13 +5,12 @@
 // (`stratus dlq ls|show|replay`), and the trigger's state in `stratus triggers ls`.
 // Needs root (bubblewrap, cgroups), `npm run build` and Debian's redis-server.
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Redis } from "ioredis";
 import { startRedis, type BrokerServer } from "./helpers/brokers";
-import { bindStratus, killUp, startUpInTempRoot, type SuitePlatform } from "./helpers/stratus-cli";
+import { bindStratus, stopSuitePlatform, startUpInTempRoot, type SuitePlatform } from "./helpers/stratus-cli";
 
 const SOURCE = `
 module.exports.consumer = {
@@ -37,12 +36,7 @@ before(async () => {
   p = await startUpInTempRoot("st-evq-", [], { STRATUS_EVENTS_SOURCE_SYNC_INTERVAL_MS: "200", STRATUS_EVENTS_LEASE_MARGIN_MS: "2000" });
 });
 after(async () => {
-  if (p && p.child.exitCode === null && p.child.signalCode === null) {
-    p.child.kill("SIGTERM");
-    await Promise.race([once(p.child, "exit"), new Promise((res) => setTimeout(res, 30_000))]);
-  }
-  await killUp(p?.child);
-  if (p) await rm(p.root, { recursive: true, force: true });
+  await stopSuitePlatform(p);
   await redis?.stop();
 });
 

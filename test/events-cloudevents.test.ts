@@ -6,11 +6,10 @@
 // The trigger is `rate: 1 second` with a 200 ms scheduler tick: no wall-clock-minute waits.
 // Needs root (bubblewrap, cgroups) and `npm run build`.
 import assert from "node:assert/strict";
-import { once } from "node:events";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { bindStratus, killUp, startUpInTempRoot, type SuitePlatform } from "./helpers/stratus-cli";
+import { bindStratus, stopSuitePlatform, startUpInTempRoot, type SuitePlatform } from "./helpers/stratus-cli";
 
 const SOURCE = `import { defineEventFunction } from "stratus";
 
@@ -44,12 +43,7 @@ before(async () => {
   await ok("deploy", dir);
 });
 after(async () => {
-  if (p && p.child.exitCode === null && p.child.signalCode === null) {
-    p.child.kill("SIGTERM");
-    await Promise.race([once(p.child, "exit"), new Promise((res) => setTimeout(res, 30_000))]);
-  }
-  await killUp(p?.child);
-  if (p) await rm(p.root, { recursive: true, force: true });
+  await stopSuitePlatform(p);
 });
 
 /** The EVENT lines the function logged so far. */

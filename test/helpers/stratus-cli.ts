@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -104,6 +104,20 @@ export async function startUpInTempRoot(prefix: string, upArgs: readonly string[
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: join(root, "home"), STRATUS_CONFIG_DIR: join(root, "cfg"), STRATUS_LOG_LEVEL: "warn", ...extraEnv };
   const up = await startStratusUp(["--port", "0", "--data-dir", dataDir, ...upArgs], env);
   return { ...up, root, dataDir, env };
+}
+
+/**
+ * The `after` of a suite's `stratus up`: SIGTERM first (a drained `stratus up` unmounts its pre-warmed slots, so
+ * the temp root can be removed), at most 30 s, then SIGKILL whatever still runs, then the temp root.
+ */
+export async function stopSuitePlatform(p: SuitePlatform | undefined): Promise<void> {
+  if (p === undefined) return;
+  if (p.child.exitCode === null && p.child.signalCode === null) {
+    p.child.kill("SIGTERM");
+    await Promise.race([once(p.child, "exit"), new Promise((r) => setTimeout(r, 30_000).unref())]);
+  }
+  await killUp(p.child);
+  await rm(p.root, { recursive: true, force: true });
 }
 
 /** SIGKILLs a `stratus up` still running (a failed suite's leftover) and waits for its exit. */

@@ -51,6 +51,9 @@ export const DEFAULT_RESYNC_INTERVAL_MS = 10_000;
 const RECONNECT_DELAY_MS = 1_000;
 /** Longest wait for the control plane to commit an async request, ms (then 503 ASYNC_INTAKE_UNAVAILABLE). */
 const ASYNC_INTAKE_TIMEOUT_MS = 10_000;
+/** How long an image a prepare built, but no desired state lists, is kept from pruning, ms. */
+const PREPARED_GRACE_MS = 30 * 60_000;
+
 /** Default heartbeat period, ms (the control plane reads a node silent for 10 s as lost). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 2_000;
 /** Errors after which the control plane will not talk to this node again: retrying is pointless. */
@@ -178,6 +181,9 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
   const cache: ArtifactCache | null = link === null ? null
     : createArtifactCache(join(link.dataDir, "artifacts"), (digest) => linkClient().stream(`${NODE_PROTOCOL_PREFIX}/artifacts/${digest}`));
   let tokenHashes = new Set<string>();
+  // Images prepare() built (ref → when) and prepares running now: protected from pruning (see pruneImages).
+  const prepared = new Map<string, number>();
+  let preparesInFlight = 0;
   // sha256 of the control plane's async-worker dispatch token (desired state); null: none accepted.
   let dispatchTokenHash: Buffer | null = null;
   let gatewayUrl: string | undefined;
@@ -333,8 +339,14 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
       const dir = await cache!.ensure(w.digest);
       const { name, ...rest } = toDeployment(w, dir);
       const log: string[] = [];
-      const r = await driver.prepare({ ...rest, functionName: name, instanceId: "prepare" }, { onLog: (line) => log.push(line) });
-      return r.image === undefined ? { log } : { image: r.image, log };
+      preparesInFlight++;
+      try {
+        const r = await driver.prepare({ ...rest, functionName: name, instanceId: "prepare" }, { onLog: (line) => log.push(line) });
+        if (r.image !== undefined) prepared.set(r.image, Date.now());
+        return r.image === undefined ? { log } : { image: r.image, log };
+      } finally {
+        preparesInFlight--;
+      }
     },
     async verify(w) {
       const dir = await cache!.ensure(w.digest);
@@ -358,7 +370,17 @@ export function createNodeAgent(options: NodeAgentOptions): NodeAgent {
     async pruneImages(r) {
       const d = driver as SandboxDriver & { pruneImages?: (keep: readonly string[]) => Promise<{ removed: number }> };
       if (typeof d.pruneImages !== "function") return { removed: 0 };
-      return d.pruneImages(r.keep);
+      // An image being built, or built but not yet activated by its deploy, is in no desired state yet: a
+      // prune now would remove it between the build and the push or the activation. Skip while a prepare
+      // runs; keep prepared images until a desired state lists them (then the caller's list does), or for
+      // PREPARED_GRACE_MS after a deploy that never activated.
+      if (preparesInFlight > 0) return { removed: 0 };
+      const keep = new Set(r.keep);
+      for (const [image, at] of prepared) {
+        if (keep.has(image) || Date.now() - at > PREPARED_GRACE_MS) prepared.delete(image);
+        else keep.add(image);
+      }
+      return d.pruneImages([...keep]);
     },
     async status(name): Promise<FunctionNodeStatus> {
       const s = gateway.stats()[name];

@@ -48,8 +48,6 @@ import { createSlotMounts, isMountPoint } from "../slot-mounts";
 import { startMountHelper, type MountHelper } from "../mount-helper";
 
 const MiB = 1024 * 1024;
-/** How long a prepared image that no deploy activated is protected from pruning, ms. */
-const PREPARED_GRACE_MS = 30 * 60_000;
 /** Socket file name inside the instance's socket directory. */
 export const SOCKET_NAME = "http.sock";
 
@@ -175,10 +173,6 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const pulls = new Map<string, Promise<void>>();
   /** Image references of fresh starts between their ensureImage and their container's creation (pruning skips them). */
   const imagesStarting = new Map<string, number>();
-  // Images prepared but not yet activated (ref → when, epoch ms), and prepares in flight (start second → count):
-  // both protected from pruneImages (see there).
-  const prepared = new Map<string, number>();
-  const preparesInFlight = new Map<number, number>();
   let network: Promise<string> | null = null;
 
   const baseImage = (onLog?: (line: string) => void) =>
@@ -490,20 +484,6 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   }
 
   async function prepare(spec: InstanceSpec, prepOptions: { onLog?: (line: string) => void } = {}): Promise<{ image: string }> {
-    const startedS = Math.floor(Date.now() / 1000) - 1;
-    preparesInFlight.set(startedS, (preparesInFlight.get(startedS) ?? 0) + 1);
-    try {
-      const image = await buildAndPush(spec, prepOptions);
-      prepared.set(image, Date.now());
-      return { image };
-    } finally {
-      const n = (preparesInFlight.get(startedS) ?? 1) - 1;
-      if (n === 0) preparesInFlight.delete(startedS);
-      else preparesInFlight.set(startedS, n);
-    }
-  }
-
-  async function buildAndPush(spec: InstanceSpec, prepOptions: { onLog?: (line: string) => void }): Promise<string> {
     const base = await baseImage(prepOptions.onLog);
     const image = await buildFunctionImage(docker, {
       functionName: spec.functionName,
@@ -514,7 +494,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       ...(options.registryAuth === undefined ? {} : { auth: options.registryAuth }),
       ...(prepOptions.onLog === undefined ? {} : { onLog: prepOptions.onLog }),
     });
-    return image;
+    return { image };
   }
 
   async function discover(spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
@@ -597,21 +577,15 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
   async function pruneImages(keep: readonly string[]): Promise<{ removed: number }> {
     const keepSet = new Set(keep);
-    // A prepared image is not in the desired state until its deploy activates it: kept until then (or, for
-    // a deploy that never activates, for PREPARED_GRACE_MS). An image a prepare in flight is building or
-    // pushing is not in any list yet: images created since the oldest such prepare began are kept.
-    for (const [ref, at] of prepared) if (keepSet.has(ref) || Date.now() - at > PREPARED_GRACE_MS) prepared.delete(ref);
-    const buildingSinceS = preparesInFlight.size === 0 ? Infinity : Math.min(...preparesInFlight.keys());
     const images = await docker.listImages({ filters: { label: [LABELS.function] } });
     let removed = 0;
     for (const image of images) {
-      if (image.Created >= buildingSinceS) continue;
       // An untagged (dangling) image is listed with the placeholders `<none>:<none>` / `<none>@<none>`,
       // which the engine refuses as references (400 invalid reference format): it goes by its id.
       const tags = (image.RepoTags ?? []).filter((t) => !t.startsWith("<none>"));
       const refs = [image.Id, ...(image.RepoDigests ?? []).filter((d) => !d.startsWith("<none>")), ...tags];
       // Checked per image, just before removing it: a start may have begun since the list was taken.
-      if (refs.some((r) => keepSet.has(r) || imagesStarting.has(r) || prepared.has(r))) continue;
+      if (refs.some((r) => keepSet.has(r) || imagesStarting.has(r))) continue;
       try {
         // Untag first: an image reused for several versions has several tags, and removing it by id
         // without force is refused while more than one tag points at it.

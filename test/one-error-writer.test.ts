@@ -7,8 +7,8 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 
 const SRC = resolve("src");
-/** Not platform servers: the driver conformance suite's decoy listeners (raw TCP, never answer a client). */
-const NOT_PLATFORM = ["sandbox/conformance.ts"];
+/** Not platform servers: the driver conformance suite's decoy listeners (raw TCP, never answer a client) and the event-source conformance suite's stand-in gateway (it answers the statuses a case asks for). */
+const NOT_PLATFORM = ["sandbox/conformance.ts", "events/sources/conformance.ts"];
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
   for (const name of readdirSync(dir)) {

@@ -281,3 +281,25 @@ test("pool: a fast handler's waiter waits for the busy instance rather than star
   await third.promise;
   await pool.destroy();
 });
+
+test("pool: when the estimate declines a start, maxQueue still bounds the waiters (a full queue starts one while capacity is left, then refuses)", async () => {
+  const { pool, pending, advance } = setup({ maxInstances: 2, maxQueue: 2 });
+  const first = acquire(pool);
+  pending[0]!.succeed(); // startMs 40
+  const l1 = await first;
+  advance(1);
+  pool.release(l1, "reuse"); // service time 1 ms: waiting looks cheaper than a start
+  const busy = pool.tryAcquire()!;
+  const w1 = pool.wait();
+  const w2 = pool.wait();
+  assert.equal(pending.length, 1, "two waiters fit the queue: no start");
+  const w3 = pool.wait();
+  assert.equal(pending.length, 2, "the queue is full and capacity is left: start rather than refuse");
+  assert.throws(() => pool.wait(), (err: StratusError) => err.code === "QUEUE_FULL", "at maxInstances with the queue full: refused");
+  pending[1]!.succeed();
+  pool.release(busy, "reuse");
+  const leases = await Promise.all([w1.promise, w2.promise]);
+  for (const l of leases) pool.release(l, "reuse");
+  pool.release(await w3.promise, "reuse");
+  await pool.destroy();
+});

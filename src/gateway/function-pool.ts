@@ -209,10 +209,12 @@ export class FunctionPool {
     const { concurrency, maxInstances, maxQueue, queueTimeout } = this.dep.config;
     const covered = this.startingCurrent * concurrency;
     if (this.waitingLive >= covered) {
+      const queueFull = this.waitingLive - covered >= maxQueue;
       if (this.readyCurrent + this.startingCurrent < maxInstances) {
-        if (this.worthStarting(this.waitingLive - covered + 1)) this.startInstance(true);
+        // Capacity is left: a full queue starts an instance rather than refusing.
+        if (queueFull || this.worthStarting(this.waitingLive - covered + 1)) this.startInstance(true);
         else this.scheduleRecheck();
-      } else if (this.waitingLive - covered >= maxQueue) {
+      } else if (queueFull) {
         throw new StratusError("QUEUE_FULL", undefined, { headers: { "retry-after": this.retryAfter } });
       }
     }

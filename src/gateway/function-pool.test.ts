@@ -75,7 +75,7 @@ function deployment(config: FunctionConfigInput, version = "v1"): Deployment {
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
-function setup(config: FunctionConfigInput) {
+function setup(config: FunctionConfigInput, widthFloor = 1) {
   let clock = 1_000;
   const fake = fakeDriver();
   const pool = new FunctionPool({
@@ -84,6 +84,7 @@ function setup(config: FunctionConfigInput) {
     logger: createSilentLogger(),
     now: () => clock,
     connect: () => ({ destroy: async () => undefined }) as unknown as Dispatcher,
+    widthFloor,
   });
   return { ...fake, pool, advance: (ms: number) => (clock += ms), now: () => clock };
 }
@@ -301,5 +302,23 @@ test("pool: when the estimate declines a start, maxQueue still bounds the waiter
   const leases = await Promise.all([w1.promise, w2.promise]);
   for (const l of leases) pool.release(l, "reuse");
   pool.release(await w3.promise, "reuse");
+  await pool.destroy();
+});
+
+test("pool: below the width floor (cores + 1 by default) a waiter always starts an instance", async () => {
+  const { pool, pending, advance } = setup({ maxInstances: 5 }, 2);
+  const first = acquire(pool);
+  pending[0]!.succeed();
+  const l1 = await first;
+  advance(1);
+  pool.release(l1, "reuse"); // a fast handler: the estimate alone would not start
+  const busy = pool.tryAcquire()!;
+  const w1 = pool.wait();
+  assert.equal(pending.length, 2, "one instance, floor 2: start");
+  const w2 = pool.wait();
+  assert.equal(pending.length, 2, "the second waiter is covered by the start, and at the floor the estimate decides");
+  pending[1]!.succeed();
+  pool.release(busy, "reuse");
+  for (const l of await Promise.all([w1.promise, w2.promise])) pool.release(l, "reuse");
   await pool.destroy();
 });

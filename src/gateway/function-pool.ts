@@ -32,6 +32,7 @@
  * its one shared timer, so granularity is the gateway's tick (documented in docs/gateway.md).
  */
 import { randomBytes } from "node:crypto";
+import { availableParallelism } from "node:os";
 import { Pool as UndiciPool, type Dispatcher } from "undici";
 import type { Instance, InstanceExit, InstanceLogLine, SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError } from "../shared/errors";
@@ -108,7 +109,12 @@ export interface FunctionPoolOptions {
   readonly retryAfterS?: number;
   /** Receives lifecycle events (started, start failed, reaped, stopped, crashed, out of memory). Must not throw. */
   readonly onEvent?: (event: PlatformEvent) => void;
+  /** Instances always worth starting before the wait estimate decides (default: cores + 1). */
+  readonly widthFloor?: number;
 }
+
+/** Instances a function may always run before the estimate decides (see worthStarting): one more than the cores. */
+const DEFAULT_WIDTH_FLOOR = availableParallelism() + 1;
 
 /** Weight of the newest sample in the service-time and start-time moving averages. */
 const EWMA_WEIGHT = 0.2;
@@ -160,6 +166,7 @@ export class FunctionPool {
   private serviceMs = NaN;
   private startMs = NaN;
   private recheck: NodeJS.Timeout | null = null;
+  private readonly widthFloor: number;
 
   constructor(options: FunctionPoolOptions) {
     this.dep = options.deployment;
@@ -172,6 +179,7 @@ export class FunctionPool {
     this.connect = options.connect ?? defaultConnect;
     this.retryAfter = String(options.retryAfterS ?? 1);
     this.onEvent = options.onEvent ?? null;
+    this.widthFloor = options.widthFloor ?? DEFAULT_WIDTH_FLOOR;
     this.ensureMinInstances();
   }
 
@@ -381,6 +389,9 @@ export class FunctionPool {
    */
   private worthStarting(uncovered: number): boolean {
     if (this.readyCurrent === 0 || Number.isNaN(this.serviceMs) || Number.isNaN(this.startMs)) return true;
+    // Up to one instance more than the cores, starting is always worth it: each concurrency-1 instance waits
+    // out its response's trip through the gateway, and another can run meanwhile (bench/instance-width.ts).
+    if (this.readyCurrent + this.startingCurrent < this.widthFloor) return true;
     const expectedWaitMs = (uncovered * this.serviceMs) / (this.readyCurrent * this.dep.config.concurrency);
     return expectedWaitMs > this.startMs;
   }

@@ -12,7 +12,7 @@
  * moving averages of the service time (lease taken → released) and of the start time; the expected wait
  * of a new waiter is (waiters not covered by starts + 1) × service time ÷ (ready instances × concurrency).
  * With no ready instance, or before either average exists, it starts (the old rule: one start per
- * uncovered waiter). A fast handler on a busy machine therefore runs on a few instances rather than on
+ * uncovered waiter); below cores + 1 instances it always starts. A fast handler on a busy machine therefore runs on a few instances rather than on
  * `maxInstances` processes that only add context switches; a slow one scales out as before (docs/gateway.md). A waiter the
  * estimate left waiting is re-checked after one start time (a timer), so a wrong estimate costs at most
  * one start's worth of waiting.

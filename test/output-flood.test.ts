@@ -72,7 +72,9 @@ for (const driver of ["process", "docker"] as const) {
       assert.equal(markers[0]!.source, "platform");
       const metrics = await (await fetch(`${fx.url}/metrics`, { headers: auth() })).text();
       const dropped = Number(/stratus_log_lines_dropped_total\{reason="instance_rate"\} (\d+)/.exec(metrics)?.[1] ?? 0);
-      assert.ok(dropped > 10_000, `stratus_log_lines_dropped_total{reason="instance_rate"} = ${dropped}`);
+      // The flooder writes as fast as its sandbox lets it (tens of thousands of lines a second when the machine is
+      // quiet, fewer on a loaded Docker engine); anything well above the second's budget shows the cut is counted.
+      assert.ok(dropped > 2 * LINES_PER_S, `stratus_log_lines_dropped_total{reason="instance_rate"} = ${dropped}`);
       const accepted = Number(/stratus_log_lines_total\{function="flooder",source="function"\} (\d+)/.exec(metrics)?.[1] ?? 0);
       // What was let through respects the budget: the bucket (2 s) plus the rate over the window (+1 s of slack).
       const elapsedS = (Date.now() - started) / 1000;

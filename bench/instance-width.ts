@@ -3,10 +3,7 @@
 // baseline. It answers "how many concurrency-1 instances does this machine's CPU use well?", the input of the
 // gateway's scale-out decision (docs/gateway.md, "When a queued request starts an instance").
 // Usage: npm run build && npx tsx bench/instance-width.ts   (prints a table; ~1.5 min)
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { Pool } from "undici";
-import autocannon from "autocannon";
+import { spawnBareServer, throughput, warmInstances } from "./lib/load";
 import { spawnGateway } from "./lib/spawn-gateway";
 import { load, machine } from "./lib/report";
 
@@ -14,36 +11,21 @@ const WIDTHS = (process.env.BENCH_WIDTHS ?? "1,2,3,5,10").split(",").map(Number)
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const before = load();
-const bare = spawn(process.execPath, ["bench/fixtures/bare-server.cjs", "0"], { stdio: ["ignore", "pipe", "inherit"] });
-const [line] = (await once(bare.stdout!, "data")) as [Buffer];
-const barePort = Number(/listening (\d+)/.exec(line.toString())![1]);
+const { child: bare, port: barePort } = await spawnBareServer("0");
 const gw = await spawnGateway({
   prewarm: 0,
   cgroupRoot: "stratus-bench-width",
   functions: WIDTHS.map((w) => ({ name: `w${w}`, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { maxInstances: w, ...(process.env.BENCH_FIXED === "1" ? { minInstances: w } : {}) } })),
 });
 
-async function warm(fn: string, want: number): Promise<void> {
-  const client = new Pool(`http://127.0.0.1:${gw.port}`, { connections: want, pipelining: 1 });
-  const deadline = Date.now() + 30_000;
-  try {
-    while (Date.now() < deadline) {
-      const st = (await gw.stats()).gateway[fn];
-      if (st !== undefined && st.ready >= want && st.starting === 0) return;
-      await Promise.all(Array.from({ length: want }, async () => (await client.request({ method: "GET", path: `/fn/${fn}/` })).body.text()));
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  } finally {
-    await client.close();
-  }
-}
-const run = async (url: string) => (await autocannon({ url, connections: 50, duration: DURATION_S, pipelining: 1 })).requests.average;
+const run = async (url: string) => (await throughput(url, DURATION_S)).rps;
 const res: Record<string, number[]> = { bare: [] };
 for (const w of WIDTHS) res[`w${w}`] = [];
 for (let r = 0; r < ROUNDS; r++) {
   res.bare!.push(await run(`http://127.0.0.1:${barePort}/`));
   for (const w of WIDTHS) {
-    await warm(`w${w}`, w);
+    // As far as the pool starts instances (its estimate may rightly run fewer than maxInstances).
+    await warmInstances(gw, `w${w}`, w, { required: false });
     res[`w${w}`]!.push(await run(`http://127.0.0.1:${gw.port}/fn/w${w}/`));
   }
 }

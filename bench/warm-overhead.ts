@@ -8,8 +8,7 @@ import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Client, Pool } from "undici";
-import autocannon from "autocannon";
+import { sequential, spawnBareServer, throughput as autocannonRun, warmInstances } from "./lib/load";
 import { spawnGateway } from "./lib/spawn-gateway";
 import { load, machine, pct, sorted, writeResult } from "./lib/report";
 
@@ -18,9 +17,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 8);
 
 const before = load();
-const bare = spawn(process.execPath, ["bench/fixtures/bare-server.cjs", "0"], { stdio: ["ignore", "pipe", "inherit"] });
-const [line] = (await once(bare.stdout!, "data")) as [Buffer];
-const barePort = Number(/listening (\d+)/.exec(line.toString())![1]);
+const { child: bare, port: barePort } = await spawnBareServer("0");
 // The floor of one hop: a minimal undici.Pool proxy (bench/fixtures/minimal-proxy.cjs) to a second bare
 // server on a Unix socket, as the gateway reaches its instances.
 const sockDir = mkdtempSync(join(tmpdir(), "swo-"));
@@ -41,28 +38,7 @@ const gw = await spawnGateway({
 });
 const targets = { bare: `http://127.0.0.1:${barePort}/`, minimal: `http://127.0.0.1:${minimalPort}/`, gateway: `http://127.0.0.1:${gw.port}/fn/hello/`, shared: `http://127.0.0.1:${gw.port}/fn/hello-shared/` } as const;
 
-async function sequential(url: string, n: number): Promise<number[]> {
-  const u = new URL(url);
-  const client = new Client(u.origin, { pipelining: 1 });
-  const times: number[] = [];
-  try {
-    for (let i = 0; i < n + 200; i++) {
-      const t0 = performance.now();
-      const r = await client.request({ method: "GET", path: u.pathname });
-      const body = await r.body.text();
-      if (r.statusCode !== 200 || body !== "Hello") throw new Error(`${url}: ${r.statusCode} ${body}`);
-      if (i >= 200) times.push((performance.now() - t0) * 1000);
-    }
-  } finally {
-    await client.close();
-  }
-  return times;
-}
-
-async function throughput(url: string, durationS = DURATION_S): Promise<{ rps: number; errors: number; non2xx: number; p99: number }> {
-  const r = await autocannon({ url, connections: 50, duration: durationS, pipelining: 1 });
-  return { rps: r.requests.average, errors: r.errors + r.timeouts, non2xx: r.non2xx, p99: r.latency.p99 };
-}
+const throughput = (url: string, durationS = DURATION_S) => autocannonRun(url, durationS);
 
 // Warm the instance (first request starts it) and both JITs.
 await sequential(targets.gateway, 300);
@@ -74,26 +50,6 @@ await sequential(targets.shared, 300);
 // retired an instance whose client left mid-request, so each run of the default config began with up to 10
 // cold starts (now the instances are kept once their handlers finish, docs/gateway.md; this stays so that
 // older builds measure the same way).
-async function warmInstances(fn: "hello" | "hello-shared", want: number): Promise<void> {
-  const client = new Pool(`http://127.0.0.1:${gw.port}`, { connections: want, pipelining: 1 });
-  const deadline = Date.now() + 30_000;
-  try {
-    // Bursts of `want` parallel requests make the pool start instances; starts take a while on a loaded
-    // machine, so poll (each burst is also the wait) until all are ready.
-    while (Date.now() < deadline) {
-      const st = (await gw.stats()).gateway[fn];
-      if (st !== undefined && st.ready >= want && st.starting === 0) return;
-      await Promise.all(Array.from({ length: want }, async () => {
-        const r = await client.request({ method: "GET", path: `/fn/${fn}/` });
-        await r.body.text();
-      }));
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    throw new Error(`${fn}: could not warm ${want} instances in 30 s`);
-  } finally {
-    await client.close();
-  }
-}
 
 const lat = { bare: [] as number[], minimal: [] as number[], gateway: [] as number[] };
 const tput = { bare: [] as Awaited<ReturnType<typeof throughput>>[], minimal: [] as Awaited<ReturnType<typeof throughput>>[], gateway: [] as Awaited<ReturnType<typeof throughput>>[], shared: [] as Awaited<ReturnType<typeof throughput>>[] };
@@ -109,7 +65,7 @@ for (let round = 0; round < 2; round++) {
   // "When a queued request starts an instance"); a short warm-up run lets it settle first.
   await throughput(targets.gateway, 2);
   tput.gateway.push(await throughput(targets.gateway));
-  await warmInstances("hello-shared", 1);
+  await warmInstances(gw, "hello-shared", 1);
   tput.shared.push(await throughput(targets.shared));
 }
 const stats = await gw.stats();

@@ -15,7 +15,8 @@ import { join, resolve } from "node:path";
 import { Agent, request } from "undici";
 import { STRATUS_BIN } from "./stratus-cli";
 import { startPostgres, type PostgresServer } from "./postgres-server";
-import { freePort, startHaproxy, waitUntil, type RunningHaproxy } from "./haproxy-cluster";
+import { freePort } from "./free-port";
+import { startHaproxy, waitUntil, type RunningHaproxy } from "./haproxy-cluster";
 import { deploy as deployArchive, project, type DeployOutcome } from "./platform-fixture";
 import type { InvocationRecord } from "../../src/shared/invocation";
 

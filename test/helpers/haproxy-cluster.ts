@@ -5,15 +5,14 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import type { AddressInfo } from "node:net";
 import { renderHaproxyConfig, type HaproxySpecInput } from "../../src/lb/haproxy-config";
 import { createHaproxyRuntime, type HaproxyRuntime } from "../../src/lb/haproxy-runtime";
 import { createProcessDriver } from "../../src/sandbox/process/process-driver";
 import type { ClusterFunction, FunctionCounts, NodeSetup } from "./cluster-node";
 import type { GatewayLimitsInput } from "../../src/gateway/limits";
+import { freePort } from "./free-port";
 
 export type { ClusterFunction, FunctionCounts } from "./cluster-node";
 
@@ -23,16 +22,6 @@ export type { ClusterFunction, FunctionCounts } from "./cluster-node";
  * Unix socket paths (< 108 bytes). STRATUS_LB_TEST_DIR overrides it.
  */
 const WORK_ROOT = process.env.STRATUS_LB_TEST_DIR ?? (existsSync("/var/tmp") ? "/var/tmp" : tmpdir());
-
-/** A free TCP port on `host` (HAProxy cannot bind port 0): bind 0, read it, release it. */
-export async function freePort(host: string): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, host);
-  await once(srv, "listening");
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 /** Polls `cond` every 50 ms until true or `timeoutMs` passed; returns whether it became true. */
 export async function waitUntil(cond: () => Promise<boolean> | boolean, timeoutMs: number): Promise<boolean> {

@@ -128,7 +128,9 @@ test("reconcile after the node process was SIGKILLed removes every process, cgro
     assert.equal(removed, 2);
     assert.deepEqual(driver.cgroups.list(), [], "no instance cgroup left");
     for (const d of driver.cgroups.rootDirs()) {
-      assert.equal(readFileSync(join(d, "cgroup.procs"), "utf8").trim(), "", `no process left in ${d}`);
+      // An empty root may already be gone: another driver's reconcile on this machine removes empty sibling roots.
+      const procs = existsSync(d) ? readFileSync(join(d, "cgroup.procs"), "utf8").trim() : "";
+      assert.equal(procs, "", `no process left in ${d}`);
     }
     assert.equal(existsSync(join(stateDir, "sockets", "orphan-1")), false, "stale socket dirs are removed");
     // The driver-wide runtime copy (`shared/`) stays for this driver to reuse; close() unmounts it.

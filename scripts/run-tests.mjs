@@ -4,7 +4,7 @@
 //
 // Usage: node scripts/run-tests.mjs [dir-or-file ...]   (extra flags after `--` go to each node --test)
 // Env:   STRATUS_TEST_CONCURRENCY   files at once (default 3; 1 = one after another)
-//        STRATUS_TEST_FILE_TIMEOUT_S  a file still running after this is killed and counted failed (default 1200)
+//        STRATUS_TEST_FILE_TIMEOUT_S  a file still running after this is killed and counted failed (default 600: twice the longest file)
 //
 // One file runs as before (`node --test` with its output as it comes). Several: each file is its own
 // `node --test --test-reporter=spec` process; its output is printed in one block when it ends (never
@@ -68,7 +68,7 @@ const WEIGHTS = {
 };
 
 const concurrency = Math.max(1, Number(process.env.STRATUS_TEST_CONCURRENCY ?? 3) || 3);
-const fileTimeoutMs = Math.max(1, Number(process.env.STRATUS_TEST_FILE_TIMEOUT_S ?? 1200) || 1200) * 1000;
+const fileTimeoutMs = Math.max(1, Number(process.env.STRATUS_TEST_FILE_TIMEOUT_S ?? 600) || 600) * 1000;
 
 // A file that makes a Docker driver or platform (directly or through the adversarial harness).
 const dockerLock = (file) => /createDockerDriver|ensureDocker\(|startStack\("docker"|"--driver", "docker"|driver: "docker"|STRATUS_DRIVER: "docker"/.test(readFileSync(file, "utf8"));
@@ -195,6 +195,32 @@ for (const r of [...results].sort((a, b) => b.ms - a.ms)) console.log(`${(r.ms /
 if (broken.length > 0) {
   console.log("\n━━ failed files");
   for (const b of broken) console.log(`✖ ${b}`);
+  // CI shows the tail of this output: repeat what failed and why (the spec reporter's own
+  // "failing tests" section of each file, else its ✖ lines), bounded per file.
+  for (const r of results) {
+    const failedTests = (r.counters.fail ?? 0) + (r.counters.cancelled ?? 0);
+    if (failedTests === 0 && r.code === 0 && !r.timedOut) continue;
+    console.log(`\n━━ why ${r.file} failed`);
+    for (const line of failureDetail(r.output)) console.log(line);
+  }
+}
+
+/** The spec reporter's "failing tests" section of one file's output, or its ✖ lines with the error after each; ≤ 60 lines. */
+function failureDetail(output) {
+  const lines = output.replace(ANSI, "").split("\n");
+  const at = lines.findIndex((l) => /^✖ failing tests:/.test(l));
+  let picked = [];
+  if (at !== -1) picked = lines.slice(at + 1).filter((l) => !/^\s*at /.test(l) && !/^ℹ /.test(l));
+  else {
+    for (let i = 0; i < lines.length; i++) {
+      if (!/^\s*✖ /.test(lines[i])) continue;
+      picked.push(lines[i]);
+      for (let j = i + 1; j < lines.length && j <= i + 8 && !/^\s*[✔✖▶ℹ] /.test(lines[j]); j++) if (!/^\s*at /.test(lines[j])) picked.push(lines[j]);
+    }
+  }
+  picked = picked.filter((l) => l.trim() !== "");
+  if (picked.length === 0) return ["(no failing test printed: see the file's output above, and its last lines:)", ...lines.filter((l) => l.trim() !== "").slice(-15)];
+  return picked.length > 60 ? [...picked.slice(0, 60), `… ${picked.length - 60} more line(s) above`] : picked;
 }
 const failed = total.fail + total.cancelled + fileFailures;
 console.log("");

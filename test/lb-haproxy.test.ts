@@ -88,6 +88,7 @@ describe("HAProxy config (haproxy -c)", () => {
       "http-request disable-l7-retry unless METH_GET || METH_HEAD || { req.hdr(idempotency-key) -m found }",
       "server-template node 1-64 stratus-slot.invalid:8080", "load-server-state-from-file global", "server-state-file /var/lib/stratus/haproxy.state",
       "stats socket /run/stratus/haproxy.sock mode 600 level admin", "use_backend stratus_api if { path_beg /api/ }",
+      "retry-on conn-failure empty-response", "http-request disable-l7-retry unless METH_GET || METH_HEAD", "timeout http-keep-alive 10s", "http-response set-header keep-alive timeout=8",
     ]) assert.ok(text.includes(line), `missing: ${line}`);
     assert.match(text, /default-server check weight 100 .* init-addr last,127\.0\.0\.1 disabled/);
     assert.doesNotMatch(renderHaproxyConfig({ hashBalanceFactor: 0 }), /hash-balance-factor/);
@@ -154,7 +155,7 @@ test("a server that closes the connection without an answer (the keep-alive race
         dropped.add(method);
         return void sock.destroy(); // read the request, answer nothing
       }
-      sock.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+      sock.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nkeep-alive: timeout=65\r\n\r\nok");
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -165,6 +166,7 @@ test("a server that closes the connection without an answer (the keep-alive race
     const get = await request(`${ha.url}/api/v1/x`, { reset: true });
     assert.equal(get.statusCode, 200, "the GET was replayed on a new connection");
     assert.equal(await get.body.text(), "ok");
+    assert.equal(get.headers["keep-alive"], "timeout=8", "clients are told HAProxy's own idle time (10 s, less a margin), not the server's 65 s");
     const post = await request(`${ha.url}/api/v1/x`, { method: "POST", body: "{}", reset: true });
     await post.body.text();
     assert.equal(post.statusCode, 502, "the POST was not replayed: HAProxy says it got no answer");

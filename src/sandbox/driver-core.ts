@@ -314,6 +314,12 @@ export interface SandboxBackend<H> {
   attach(handle: H, spec: InstanceSpec): Promise<void>;
   /** Sends the one SpecializeMessage (JSON) and closes the channel. Must not throw. */
   send(handle: H, message: string): void;
+  /**
+   * Right after `send`, while the runtime loads the code: what may follow the message (the process
+   * driver renames the slot's cgroups and socket dir after the instance here, off the cold path's
+   * critical path). Must not throw: the slot is committed to `spec` by now.
+   */
+  afterSend?(handle: H, spec: InstanceSpec): void;
   /** SIGTERM asks the runtime to drain; SIGKILL ends the sandbox and everything in it. Must not throw. */
   signal(handle: H, signal: "SIGTERM" | "SIGKILL"): void;
   /** Resource use of a live sandbox, or null. */
@@ -527,7 +533,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
 
   /**
    * Turns a ready slot into `spec`'s instance: the backend attaches the code, the core renames it in
-   * `live` and sends the one SpecializeMessage. Resolves before READY (awaitReady waits for it).
+   * `live` and sends the one SpecializeMessage, then the backend does what may follow the message
+   * (afterSend). Resolves before READY (awaitReady waits for it).
    */
   async function specialise(sb: CoreSandbox<H>, spec: InstanceSpec, onLog: (l: InstanceLogLine) => void): Promise<void> {
     await backend.attach(sb.handle, spec);
@@ -538,6 +545,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     sb.onLog = onLog;
     sb.tail.length = 0;
     backend.send(sb.handle, JSON.stringify(specializeMessage(spec, backend.codeDir)));
+    backend.afterSend?.(sb.handle, spec);
   }
 
   /** Waits for READY (or exit, timeout, abort) and returns the instance; on failure the sandbox is gone. */

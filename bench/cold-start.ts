@@ -18,7 +18,9 @@ const STARTS = Number(process.argv[2] ?? 30);
 /** `process`: the process driver's rows only (written to results/cold-start-process.md); default both drivers. */
 const ONLY_PROCESS = process.argv[3] === "process";
 const ROUNDS = 5;
-const fn = (name: string): BenchFunction => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { idleTimeout: 1000 } });
+/** Pause between a slot becoming idle and the pooled start that takes it, ms. */
+const SETTLE_MS = 250;
+const fn = (name: string): BenchFunction => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { idleTimeout: 120_000 } });
 
 /** Server-Timing entries (`start`, `handler`, …) of a response, ms. */
 function timings(header: string | string[] | undefined): Record<string, number> {
@@ -91,6 +93,9 @@ let exhaustedHits = 0;
     }
     for (let k = 0; k < per && i < STARTS; k++, i++) {
       await until(idle);
+      // An idle slot, not one that finished booting this instant (its boot's tail, and the start of the
+      // previous iteration, would be measured too).
+      await delay(SETTLE_MS);
       let s = await on.stats();
       const hits0 = s.prewarm.hits;
       const p = await ttfb(on, `p-${i}`);

@@ -63,7 +63,8 @@ for (let i = 0; i < runs; i++) {
   const cpu0 = cpuMs(c.pid);
   const t0 = performance.now();
   if (process.env.SHOW_TRACE) console.log(`RTRACE ${(performance.timeOrigin + t0).toFixed(3)} rt.msgRead cpu=0`);
-  c.stdio[3].end(JSON.stringify({ entry: join(dir, "functions.js"), exportName: "hello", functionName: "hello", config: { timeout: 10000, memory: 256, concurrency: 1, maxBodyBytes: 6291456, handlerType: "express" }, instanceId: `i${i}`, env: {} }));
+  // Newline-ended, as the process driver sends it.
+  c.stdio[3].end(`${JSON.stringify({ entry: join(dir, "functions.js"), exportName: "hello", functionName: "hello", config: { timeout: 10000, memory: 256, concurrency: 1, maxBodyBytes: 6291456, handlerType: "express" }, instanceId: `i${i}`, env: {} })}\n`);
   await until("stratus:ready");
   rows.ready.push(performance.now() - t0);
   const cpu1 = cpuMs(c.pid);

@@ -286,6 +286,9 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     },
     // A newline ends the message: the runtime acts on it without waiting for the channel's EOF.
     send: (sb, message) => void (sb.child.stdio[3] as Writable).end(`${message}\n`),
+    // The message goes in before the mount, its newline after: the runtime's wake-up overlaps the mount.
+    begin: (sb, message) => void (sb.child.stdio[3] as Writable).write(message),
+    commit: (sb) => void (sb.child.stdio[3] as Writable).end("\n"),
     /**
      * Names the slot's cgroups and socket dir after the instance, as a fresh start does (operators and
      * reconcile see one name), while the runtime loads the code: nothing in the sandbox sees these names,

@@ -323,7 +323,7 @@ export interface SandboxBackend<H> {
   /** Ends the message `begin` wrote (after `attach` succeeded) and closes the channel. Must not throw. */
   commit?(handle: H): void;
   /**
-   * Right after `send`, while the runtime loads the code: what may follow the message (the process
+   * Right after the message was sent (`send`, or `commit`), while the runtime loads the code: what may follow the message (the process
    * driver renames the slot's cgroups and socket dir after the instance here, off the cold path's
    * critical path). Must not throw: the slot is committed to `spec` by now.
    */

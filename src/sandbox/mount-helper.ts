@@ -162,7 +162,11 @@ export function startMountHelper(perlPath = "/usr/bin/perl"): MountHelper {
       const overlay = call(`overlay ${stage}`, ["o", viewDir, stage, MS.RDONLY | MS.NOSUID | MS.NODEV, "lowerdir=fn:e"]);
       const moved = mount(`move ${stage}`, stage, target, MS.MOVE);
       const [o, m] = await Promise.allSettled([overlay, moved]);
-      if (o.status === "rejected") throw o.reason;
+      if (o.status === "rejected") {
+        // Only a stage that was already a mount point could have moved: take it off the target again.
+        if (m.status === "fulfilled") await call("unmount target", ["u", target]).catch(() => {});
+        throw o.reason;
+      }
       if (m.status === "rejected") {
         await call("unmount stage", ["u", stage]).catch(() => {});
         throw m.reason;

@@ -32,7 +32,8 @@ export const ENV = {
   /**
    * "1": generic (pre-warmed) mode. The runtime starts with no function: it preloads its own server code,
    * prints GENERIC_READY_LINE, then reads exactly one SpecializeMessage from fd SPECIALIZE_FD up to its
-   * first newline (or until EOF when none comes), closes that fd, applies the message and continues as a normal start (load, listen, READY_LINE).
+   * first newline (or until EOF when none comes), closes that fd, applies the message and continues as a
+   * normal start (load, listen, READY_LINE).
    * STRATUS_SOCKET is set at start; every other variable comes in the message.
    */
   generic: "STRATUS_GENERIC",

@@ -313,7 +313,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
           try {
             renameSync(join(d, spec.instanceId), join(d, sb.internalId));
           } catch {
-            // left under the instance's name: reconcile still finds it (live holds the instance id)
+            // left under the instance's name: reconcile removes it once the instance is gone
           }
         }
         log.warn({ err, instanceId: spec.instanceId, slot: sb.internalId }, "renaming a specialised slot failed; it keeps its slot name");

@@ -314,6 +314,20 @@ export interface SandboxBackend<H> {
   attach(handle: H, spec: InstanceSpec): Promise<void>;
   /** Sends the one SpecializeMessage (JSON) and closes the channel. Must not throw. */
   send(handle: H, message: string): void;
+  /**
+   * Optional, with `commit` (used instead of `send` when both exist): writes the message *without* what
+   * ends it, before `attach`, so the runtime wakes and reads it while the code is being mounted; it acts
+   * on a message only once it has ended. Must not throw.
+   */
+  begin?(handle: H, message: string): void;
+  /** Ends the message `begin` wrote (after `attach` succeeded) and closes the channel. Must not throw. */
+  commit?(handle: H): void;
+  /**
+   * Right after the message was sent (`send`, or `commit`), while the runtime loads the code: what may follow the message (the process
+   * driver renames the slot's cgroups and socket dir after the instance here, off the cold path's
+   * critical path). Must not throw: the slot is committed to `spec` by now.
+   */
+  afterSend?(handle: H, spec: InstanceSpec): void;
   /** SIGTERM asks the runtime to drain; SIGKILL ends the sandbox and everything in it. Must not throw. */
   signal(handle: H, signal: "SIGTERM" | "SIGKILL"): void;
   /** Resource use of a live sandbox, or null. */
@@ -527,9 +541,16 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
 
   /**
    * Turns a ready slot into `spec`'s instance: the backend attaches the code, the core renames it in
-   * `live` and sends the one SpecializeMessage. Resolves before READY (awaitReady waits for it).
+   * `live` and sends the one SpecializeMessage (or, with begin/commit, writes it before the attach and
+   * ends it after), then the backend does what may follow the message (afterSend). Resolves before READY
+   * (awaitReady waits for it).
    */
   async function specialise(sb: CoreSandbox<H>, spec: InstanceSpec, onLog: (l: InstanceLogLine) => void): Promise<void> {
+    const message = JSON.stringify(specializeMessage(spec, backend.codeDir));
+    // The runtime's wake-up and read overlap the mount; a failed attach never ends the message (the
+    // caller destroys the slot), so the runtime never acts on it.
+    const early = backend.begin !== undefined && backend.commit !== undefined;
+    if (early) backend.begin!(sb.handle, message);
     await backend.attach(sb.handle, spec);
     if (live.get(sb.id) === sb) live.delete(sb.id);
     sb.id = spec.instanceId;
@@ -537,7 +558,9 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     sb.specialised = true;
     sb.onLog = onLog;
     sb.tail.length = 0;
-    backend.send(sb.handle, JSON.stringify(specializeMessage(spec, backend.codeDir)));
+    if (early) backend.commit!(sb.handle);
+    else backend.send(sb.handle, message);
+    backend.afterSend?.(sb.handle, spec);
   }
 
   /** Waits for READY (or exit, timeout, abort) and returns the instance; on failure the sandbox is gone. */

@@ -280,14 +280,22 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     socketPathOf: (id) => join(socketsRoot, id, SANDBOX_PATHS.socketName),
     socketPath: (sb) => join(sb.socketDir, SANDBOX_PATHS.socketName),
     launch,
-    /**
-     * Binds the artifact read-only onto the slot's /fn (the mount propagates into the sandbox) and names
-     * its cgroup and socket dir after the instance.
-     */
+    /** Mounts the artifact read-only onto the slot's /fn (the mount propagates into the sandbox). */
     async attach(sb, spec) {
       await slotMounts.attach(sb.internalId, spec.artifactDir);
-      // Name everything after the instance, as a fresh start does (operators and reconcile see one name).
-      // cgroup v1 allows renaming within the parent; v2 does not (the slot name then stays).
+    },
+    // A newline ends the message: the runtime acts on it without waiting for the channel's EOF.
+    send: (sb, message) => void (sb.child.stdio[3] as Writable).end(`${message}\n`),
+    // The message goes in before the mount, its newline after: the runtime's wake-up overlaps the mount.
+    begin: (sb, message) => void (sb.child.stdio[3] as Writable).write(message),
+    commit: (sb) => void (sb.child.stdio[3] as Writable).end("\n"),
+    /**
+     * Names the slot's cgroups and socket dir after the instance, as a fresh start does (operators and
+     * reconcile see one name), while the runtime loads the code: nothing in the sandbox sees these names,
+     * and the endpoint is read only at READY. cgroup v1 allows renaming within the parent; v2 does not
+     * (the slot name then stays, as it does when a rename fails here).
+     */
+    afterSend(sb, spec) {
       if (cgroups.layout.mode !== "v1") return;
       const dirs = cgroups.rootDirs();
       const done: string[] = [];
@@ -301,11 +309,16 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
         sb.cgroup = cgroups.open(spec.instanceId);
         sb.socketDir = join(socketsRoot, spec.instanceId);
       } catch (err) {
-        for (const d of done) renameSync(join(d, spec.instanceId), join(d, sb.internalId));
-        throw err;
+        for (const d of done) {
+          try {
+            renameSync(join(d, spec.instanceId), join(d, sb.internalId));
+          } catch {
+            // left under the instance's name: reconcile removes it once the instance is gone
+          }
+        }
+        log.warn({ err, instanceId: spec.instanceId, slot: sb.internalId }, "renaming a specialised slot failed; it keeps its slot name");
       }
     },
-    send: (sb, message) => void (sb.child.stdio[3] as Writable).end(message),
     signal(sb, signal) {
       if (signal === "SIGKILL") return kill(sb);
       const pid = findRuntimePid(sb.cgroup);

@@ -20,6 +20,8 @@ export interface BenchFunction {
 export interface BenchGateway {
   readonly port: number;
   readonly child: ChildProcess;
+  /** GC pauses and event-loop delay of the gateway process since the last call (BENCH_TRACE=1). */
+  trace(): Promise<{ gcs: Array<{ at: number; ms: number; kind: number }>; delay: { p50: number; p99: number; max: number } | null }>;
   stats(): Promise<{ gateway: Record<string, { total: number; ready: number; starting: number }>; prewarm: { idle: number; hits: number; misses: number } }>;
   close(): Promise<void>;
 }
@@ -48,6 +50,7 @@ export async function spawnGateway(setup: { driver?: "process" | "docker"; prewa
     port: ready.port,
     child,
     stats: () => ask("stats", "stats"),
+    trace: () => ask("trace", "trace"),
     close: async () => {
       if (!child.connected) return;
       const exited = once(child, "exit");

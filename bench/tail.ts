@@ -3,7 +3,8 @@
 //     (`BENCH_TAIL_VARIANTS`, JSON [{ name, args, runtime? }]: `runtime` another build of runtime.cjs for an
 //     A/B of runtime changes), alternated round by round with a bare Node server on a
 //     socket: p50/p99 and, from `--trace-gc`, how many GCs of each kind ran and their pauses per 1,000 requests.
-//  2. The gateway (process driver, one warm hello instance, its own process with BENCH_TRACE=1): p50/p99, and
+//  2. The gateway (process driver, one warm hello instance, its own process with BENCH_TRACE=1; one node per
+//     runtime build in BENCH_TAIL_GATEWAY_RUNTIMES, JSON paths, default dist/runtime.cjs): p50/p99, and
 //     for the requests slower than the bare server's p99, the share that overlapped a GC pause of the gateway
 //     process (perf_hooks `gc` entries, epoch-aligned), with the gateway's event-loop delay.
 // Usage: npm run build && npx tsx bench/tail.ts [requests=3000] [rounds=3]. Prints; writes bench/results/tail.md
@@ -111,39 +112,49 @@ for (const c of [bareClient, ...clients]) await c.close();
 for (const r of runtimes) r.child.kill();
 bare.child.kill();
 
-// 2. Through the gateway, with the gateway's GC pauses.
+// 2. Through the gateway, with the gateway's GC pauses; one node per runtime build (BENCH_TAIL_GATEWAY_RUNTIMES,
+// JSON list of paths, default just dist/runtime.cjs), alternated round by round with a bare server.
 process.env.BENCH_TRACE = "1";
-const gw = await spawnGateway({ prewarm: 0, cgroupRoot: "stratus-bench-tail", functions: [{ name: "hello", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: {} }] });
+const gwRuntimes: string[] = process.env.BENCH_TAIL_GATEWAY_RUNTIMES ? JSON.parse(process.env.BENCH_TAIL_GATEWAY_RUNTIMES) : ["dist/runtime.cjs"];
+const gws = [];
+for (const [i, runtimePath] of gwRuntimes.entries()) {
+  gws.push(await spawnGateway({ prewarm: 0, cgroupRoot: `stratus-bench-tail${i}`, runtimePath, functions: [{ name: "hello", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: {} }] }));
+}
 const bare2 = await spawnBareServer("0");
-const gwClient = new Client(`http://127.0.0.1:${gw.port}`, { pipelining: 1 });
+const gwClients = gws.map((gw) => new Client(`http://127.0.0.1:${gw.port}`, { pipelining: 1 }));
 const bare2Client = new Client(`http://127.0.0.1:${bare2.port}`, { pipelining: 1 });
-await run(gwClient, "/fn/hello/", 300);
-await gw.trace();
-const gwRuns: Array<[number, number]> = [];
+for (const c of gwClients) await run(c, "/fn/hello/", 300);
+for (const gw of gws) await gw.trace();
+const gwRuns: Array<Array<[number, number]>> = gws.map(() => []);
 const bare2Times: number[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   bare2Times.push(...(await run(bare2Client, "/", N)).map((x) => x[1]));
-  gwRuns.push(...(await run(gwClient, "/fn/hello/", N)));
+  for (const [i, c] of gwClients.entries()) gwRuns[i]!.push(...(await run(c, "/fn/hello/", N)));
 }
-const trace = await gw.trace();
-await gwClient.close();
-await bare2Client.close();
+const traces = [];
+for (const gw of gws) traces.push(await gw.trace());
+for (const c of [...gwClients, bare2Client]) await c.close();
 bare2.child.kill();
-await gw.close();
+for (const gw of gws) await gw.close();
 rmSync(dir, { recursive: true, force: true });
 const after = load();
 
 const b2 = sorted(bare2Times);
-const g = sorted(gwRuns.map((x) => x[1]));
 const slowAbove = pct(b2, 0.99);
-const slow = gwRuns.filter((x) => x[1] > slowAbove);
-const overlaps = (x: [number, number]) => trace.gcs.some((e) => e.at < x[0] + x[1] / 1000 && e.at + e.ms > x[0]);
-const slowGc = slow.filter(overlaps).length;
-const allGc = gwRuns.filter(overlaps).length;
-const gcMs = sorted(trace.gcs.map((e) => e.ms));
-const byKind = new Map<number, number>();
-for (const e of trace.gcs) byKind.set(e.kind, (byKind.get(e.kind) ?? 0) + 1);
 const KIND: Record<number, string> = { 1: "minor", 2: "major", 4: "incremental", 8: "weak callbacks" };
+const gwRows: string[] = [];
+const gwNotes: string[] = [];
+for (const [i, runs] of gwRuns.entries()) {
+  const g = sorted(runs.map((x) => x[1]));
+  const trace = traces[i]!;
+  const slow = runs.filter((x) => x[1] > slowAbove);
+  const overlaps = (x: [number, number]) => trace.gcs.some((e) => e.at < x[0] + x[1] / 1000 && e.at + e.ms > x[0]);
+  const gcMs = sorted(trace.gcs.map((e) => e.ms));
+  const byKind = new Map<number, number>();
+  for (const e of trace.gcs) byKind.set(e.kind, (byKind.get(e.kind) ?? 0) + 1);
+  gwRows.push(`| gateway → instance (runtime ${gwRuntimes[i]}) | ${pct(g, 0.5).toFixed(0)} µs | ${pct(g, 0.99).toFixed(0)} µs | ${(pct(g, 0.99) / pct(b2, 0.99)).toFixed(2)} |`);
+  gwNotes.push(`- runtime ${gwRuntimes[i]}: gateway process GC pauses during the measured requests ${trace.gcs.length} (${[...byKind].map(([k, n]) => `${KIND[k] ?? k} ${n}`).join(", ") || "none"}), ${(trace.gcs.length * 1000 / runs.length).toFixed(1)} per 1,000 requests, pause p50 ${gcMs.length ? pct(gcMs, 0.5).toFixed(2) : "-"} ms, max ${gcMs.length ? gcMs[gcMs.length - 1]!.toFixed(2) : "-"} ms; requests slower than the bare server's p99 (${slowAbove.toFixed(0)} µs): ${slow.length} of ${runs.length}, of these ${slow.filter(overlaps).length} overlapped a gateway GC pause; gateway event-loop delay (1 ms resolution) p50 ${trace.delay?.p50.toFixed(2)} ms, p99 ${trace.delay?.p99.toFixed(2)} ms, max ${trace.delay?.max.toFixed(2)} ms`);
+}
 
 const md = `# Warm-path tail at one connection — where the slow requests come from
 
@@ -160,14 +171,12 @@ ${rows1.join("\n")}
 
 ## Through the gateway (process driver, one warm instance; gateway in its own process)
 
-| target | p50 | p99 |
-|---|---|---|
-| bare Node http server (baseline) | ${pct(b2, 0.5).toFixed(0)} µs | ${pct(b2, 0.99).toFixed(0)} µs |
-| gateway → instance | ${pct(g, 0.5).toFixed(0)} µs | ${pct(g, 0.99).toFixed(0)} µs |
+| target | p50 | p99 | p99 / bare p99 |
+|---|---|---|---|
+| bare Node http server (baseline) | ${pct(b2, 0.5).toFixed(0)} µs | ${pct(b2, 0.99).toFixed(0)} µs | 1.00 |
+${gwRows.join("\n")}
 
-- gateway process GC pauses during the measured requests: ${trace.gcs.length} (${[...byKind].map(([k, n]) => `${KIND[k] ?? k} ${n}`).join(", ")}), ${(trace.gcs.length * 1000 / gwRuns.length).toFixed(1)} per 1,000 requests, pause p50 ${gcMs.length ? pct(gcMs, 0.5).toFixed(2) : "-"} ms, max ${gcMs.length ? gcMs[gcMs.length - 1]!.toFixed(2) : "-"} ms
-- requests slower than the bare server's p99 (${slowAbove.toFixed(0)} µs): ${slow.length} of ${gwRuns.length}; of these ${slowGc} overlapped a gateway GC pause (of all requests: ${allGc})
-- gateway event-loop delay (1 ms resolution): p50 ${trace.delay?.p50.toFixed(2)} ms, p99 ${trace.delay?.p99.toFixed(2)} ms, max ${trace.delay?.max.toFixed(2)} ms
+${gwNotes.join("\n")}
 `;
 console.log(md);
 if (process.env.BENCH_PRINT_ONLY !== "1") writeResult("tail", md);

@@ -4,7 +4,8 @@
 //     A/B of runtime changes), alternated round by round with a bare Node server on a
 //     socket: p50/p99 and, from `--trace-gc`, how many GCs of each kind ran and their pauses per 1,000 requests.
 //  2. The gateway (process driver, one warm hello instance, its own process with BENCH_TRACE=1; one node per
-//     runtime build in BENCH_TAIL_GATEWAY_RUNTIMES, JSON paths, default dist/runtime.cjs): p50/p99, and
+//     entry of BENCH_TAIL_GATEWAYS, JSON [{ name, runtimePath?, observe? }], default without and with the
+//     observer): p50/p99, and
 //     for the requests slower than the bare server's p99, the share that overlapped a GC pause of the gateway
 //     process (perf_hooks `gc` entries, epoch-aligned), with the gateway's event-loop delay.
 // Usage: npm run build && npx tsx bench/tail.ts [requests=3000] [rounds=3]. Prints; writes bench/results/tail.md
@@ -112,13 +113,16 @@ for (const c of [bareClient, ...clients]) await c.close();
 for (const r of runtimes) r.child.kill();
 bare.child.kill();
 
-// 2. Through the gateway, with the gateway's GC pauses; one node per runtime build (BENCH_TAIL_GATEWAY_RUNTIMES,
-// JSON list of paths, default just dist/runtime.cjs), alternated round by round with a bare server.
+// 2. Through the gateway, with the gateway's GC pauses; one node per entry of BENCH_TAIL_GATEWAYS (JSON
+// [{ name, runtimePath?, observe? }], default: without and with the observer), alternated round by round with
+// a bare server.
 process.env.BENCH_TRACE = "1";
-const gwRuntimes: string[] = process.env.BENCH_TAIL_GATEWAY_RUNTIMES ? JSON.parse(process.env.BENCH_TAIL_GATEWAY_RUNTIMES) : ["dist/runtime.cjs"];
+const gwSetups: Array<{ name: string; runtimePath?: string; observe?: boolean }> = process.env.BENCH_TAIL_GATEWAYS
+  ? JSON.parse(process.env.BENCH_TAIL_GATEWAYS)
+  : [{ name: "no observer" }, { name: "observer on, records batched into SQLite (as `stratus up`)", observe: true }];
 const gws = [];
-for (const [i, runtimePath] of gwRuntimes.entries()) {
-  gws.push(await spawnGateway({ prewarm: 0, cgroupRoot: `stratus-bench-tail${i}`, runtimePath, functions: [{ name: "hello", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: {} }] }));
+for (const [i, g] of gwSetups.entries()) {
+  gws.push(await spawnGateway({ prewarm: 0, cgroupRoot: `stratus-bench-tail${i}`, runtimePath: g.runtimePath, observe: g.observe ?? false, functions: [{ name: "hello", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: {} }] }));
 }
 const bare2 = await spawnBareServer("0");
 const gwClients = gws.map((gw) => new Client(`http://127.0.0.1:${gw.port}`, { pipelining: 1 }));
@@ -152,8 +156,8 @@ for (const [i, runs] of gwRuns.entries()) {
   const gcMs = sorted(trace.gcs.map((e) => e.ms));
   const byKind = new Map<number, number>();
   for (const e of trace.gcs) byKind.set(e.kind, (byKind.get(e.kind) ?? 0) + 1);
-  gwRows.push(`| gateway → instance (runtime ${gwRuntimes[i]}) | ${pct(g, 0.5).toFixed(0)} µs | ${pct(g, 0.99).toFixed(0)} µs | ${(pct(g, 0.99) / pct(b2, 0.99)).toFixed(2)} |`);
-  gwNotes.push(`- runtime ${gwRuntimes[i]}: gateway process GC pauses during the measured requests ${trace.gcs.length} (${[...byKind].map(([k, n]) => `${KIND[k] ?? k} ${n}`).join(", ") || "none"}), ${(trace.gcs.length * 1000 / runs.length).toFixed(1)} per 1,000 requests, pause p50 ${gcMs.length ? pct(gcMs, 0.5).toFixed(2) : "-"} ms, max ${gcMs.length ? gcMs[gcMs.length - 1]!.toFixed(2) : "-"} ms; requests slower than the bare server's p99 (${slowAbove.toFixed(0)} µs): ${slow.length} of ${runs.length}, of these ${slow.filter(overlaps).length} overlapped a gateway GC pause; gateway event-loop delay (1 ms resolution) p50 ${trace.delay?.p50.toFixed(2)} ms, p99 ${trace.delay?.p99.toFixed(2)} ms, max ${trace.delay?.max.toFixed(2)} ms`);
+  gwRows.push(`| gateway → instance: ${gwSetups[i]!.name} | ${pct(g, 0.5).toFixed(0)} µs | ${pct(g, 0.99).toFixed(0)} µs | ${(pct(g, 0.99) / pct(b2, 0.99)).toFixed(2)} |`);
+  gwNotes.push(`- ${gwSetups[i]!.name}: gateway process GC pauses during the measured requests ${trace.gcs.length} (${[...byKind].map(([k, n]) => `${KIND[k] ?? k} ${n}`).join(", ") || "none"}), ${(trace.gcs.length * 1000 / runs.length).toFixed(1)} per 1,000 requests, pause p50 ${gcMs.length ? pct(gcMs, 0.5).toFixed(2) : "-"} ms, max ${gcMs.length ? gcMs[gcMs.length - 1]!.toFixed(2) : "-"} ms; requests slower than the bare server's p99 (${slowAbove.toFixed(0)} µs): ${slow.length} of ${runs.length}, of these ${slow.filter(overlaps).length} overlapped a gateway GC pause; gateway event-loop delay (1 ms resolution) p50 ${trace.delay?.p50.toFixed(2)} ms, p99 ${trace.delay?.p99.toFixed(2)} ms, max ${trace.delay?.max.toFixed(2)} ms`);
 }
 
 const md = `# Warm-path tail at one connection — where the slow requests come from

@@ -23,6 +23,8 @@ interface Setup {
   driver?: "process" | "docker";
   /** Another build of the instance runtime (default dist/runtime.cjs), for an A/B of runtime changes. */
   runtimePath?: string;
+  /** The full observability pipeline (default: BENCH_OBSERVE=1). */
+  observe?: boolean;
   /** Pre-warm refill policy (default: the driver's, `demand`). */
   prewarmRefill?: "demand" | "quiet";
   /** Most idle slots per key (default here max(4, prewarm); a node's default is 4 × prewarm, ≤ 32). */
@@ -55,7 +57,7 @@ await driver.reconcile();
 await driver.open();
 // BENCH_OBSERVE=1: the full observability pipeline of `stratus up` (records, REPORT lines, metrics,
 // batched into a real SQLite store), so the gateway's observer path is measured too.
-const observability = process.env.BENCH_OBSERVE === "1"
+const observability = (setup.observe ?? process.env.BENCH_OBSERVE === "1")
   ? createObservability({ store: openSqliteStore({ file: join(stateDir, "bench.db"), masterKey: randomBytes(32) }), logger: createSilentLogger(), defaultMetrics: false })
   : null;
 const gateway = createGateway({ driver, logger: createSilentLogger(), limits: { sweepIntervalMs: 200, ...setup.limits }, ...(observability === null ? {} : { observer: observability.observer }) });

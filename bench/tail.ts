@@ -128,6 +128,15 @@ const bare2 = await spawnBareServer("0");
 const gwClients = gws.map((gw) => new Client(`http://127.0.0.1:${gw.port}`, { pipelining: 1 }));
 const bare2Client = new Client(`http://127.0.0.1:${bare2.port}`, { pipelining: 1 });
 for (const c of gwClients) await run(c, "/fn/hello/", 300);
+// Idle event-loop delay: the first gateway (its instance resident, no requests) beside an idle bare Node
+// process over the same 5 s — what the machine's scheduling alone does to a timer.
+await gws[0]!.trace();
+const idleBare = spawn(process.execPath, ["-e", "const h=require('perf_hooks').monitorEventLoopDelay({resolution:1});h.enable();setTimeout(()=>{process.stdout.write(JSON.stringify({p50:h.percentile(50)/1e6,p99:h.percentile(99)/1e6,max:h.max/1e6}))},5000)"], { stdio: ["ignore", "pipe", "inherit"] });
+let idleBareOut = "";
+idleBare.stdout!.setEncoding("utf8").on("data", (d: string) => (idleBareOut += d));
+await new Promise((r) => idleBare.once("exit", r));
+const idleGw = (await gws[0]!.trace()).delay;
+const idleBareDelay = JSON.parse(idleBareOut || "null") as { p50: number; p99: number; max: number } | null;
 for (const gw of gws) await gw.trace();
 const gwRuns: Array<Array<[number, number]>> = gws.map(() => []);
 const bare2Times: number[] = [];
@@ -181,6 +190,8 @@ ${rows1.join("\n")}
 ${gwRows.join("\n")}
 
 ${gwNotes.join("\n")}
+
+Idle, over the same 5 s before the rounds (event-loop delay, 1 ms resolution): ${gwSetups[0]!.name}, its instance resident, p50 ${idleGw?.p50.toFixed(2)} ms, p99 ${idleGw?.p99.toFixed(2)} ms, max ${idleGw?.max.toFixed(2)} ms; a bare idle Node process p50 ${idleBareDelay?.p50.toFixed(2)} ms, p99 ${idleBareDelay?.p99.toFixed(2)} ms, max ${idleBareDelay?.max.toFixed(2)} ms.
 `;
 console.log(md);
 if (process.env.BENCH_PRINT_ONLY !== "1") writeResult("tail", md);

@@ -63,7 +63,10 @@ interface InFlight {
   readonly req: Request;
   readonly res: Response;
   readonly requestId: string;
-  timer: NodeJS.Timeout | undefined;
+  /** When the deadline passes (performance.now() ms). */
+  readonly deadline: number;
+  /** The deadline passed and was handled (onDeadline ran). */
+  timedOut: boolean;
   /** The connection closed before the response finished. */
   abandoned: boolean;
   /** The handler's promise settled (false for a handler that returned anything else). */
@@ -222,7 +225,6 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   function finishItem(item: InFlight): void {
     if (item.finished) return;
     item.finished = true;
-    clearTimeout(item.timer);
     inFlight.delete(item);
     if (item.awaiting !== null) for (const wake of item.awaiting) wake();
     if (inFlight.size === 0) onIdle?.();
@@ -331,13 +333,39 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
       res.end();
       return;
     }
-    const item: InFlight = { req, res, requestId, timer: undefined, abandoned: false, settled: false, finished: false, awaiting: null };
+    const item: InFlight = { req, res, requestId, deadline: performance.now() + config.timeout, timedOut: false, abandoned: false, settled: false, finished: false, awaiting: null };
     inFlight.add(item);
-    // No closures per request: the timer gets the item as its argument, the close listener finds it on res.
-    item.timer = setTimeout(onDeadline, config.timeout, item);
+    if (deadlineTimer === undefined) armDeadline(config.timeout);
+    // No closure per request: the close listener finds the item on res.
     (res as ResponseWithItem)[ITEM] = item;
     res.on("close", onResponseClose);
     requestContext.run({ requestId }, parseThenInvoke, req, res, next, item);
+  }
+
+  /**
+   * Deadlines without a timer per request: every request of this server has the same timeout, so
+   * `inFlight` (a Set: insertion order) is also deadline order, and one timer due at the oldest entry's
+   * deadline is enough. When it fires it handles every entry whose deadline passed, then re-arms for the
+   * oldest left; an entry that finished meanwhile is simply no longer there (nothing to clear per request).
+   */
+  let deadlineTimer: NodeJS.Timeout | undefined;
+  function armDeadline(ms: number): void {
+    // Unref'd: the listening server keeps the process alive, and a timer left armed after the last
+    // request finished (it fires once and finds nothing) must not.
+    deadlineTimer = setTimeout(onDeadlineTimer, Math.max(1, Math.ceil(ms))).unref();
+  }
+  function onDeadlineTimer(): void {
+    deadlineTimer = undefined;
+    for (const item of inFlight) {
+      if (item.timedOut) continue;
+      const left = item.deadline - performance.now();
+      if (left > 0) {
+        armDeadline(left);
+        return;
+      }
+      item.timedOut = true;
+      onDeadline(item);
+    }
   }
 
   /** The function's deadline passed with `item` still in flight. */

@@ -26,16 +26,18 @@ interface Setup {
   limits?: GatewayLimitsInput;
   prewarm: number;
   cgroupRoot: string;
+  /** The runtime bundle the instances run (default dist/runtime.cjs): an older build for A/B runs. */
+  runtimePath?: string;
   functions: Array<{ name: string; dir: string; file: string; exportName: string; config: FunctionConfigInput }>;
 }
 const setup = JSON.parse(process.argv[2]!) as Setup;
 const stateDir = mkdtempSync("/tmp/sbn-");
 const processDriver = setup.driver === "docker"
   ? null
-  : createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}) });
+  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}) });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
-    runtimePath: resolve("dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
+    runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
   });
 await driver.reconcile();
 await driver.open();

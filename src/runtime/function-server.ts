@@ -227,7 +227,10 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     item.finished = true;
     inFlight.delete(item);
     if (item.awaiting !== null) for (const wake of item.awaiting) wake();
-    if (inFlight.size === 0) onIdle?.();
+    if (inFlight.size === 0) {
+      deadlineTimer?.unref();
+      onIdle?.();
+    }
   }
 
   /**
@@ -336,6 +339,7 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     const item: InFlight = { req, res, requestId, deadline: performance.now() + config.timeout, timedOut: false, abandoned: false, settled: false, finished: false, awaiting: null };
     inFlight.add(item);
     if (deadlineTimer === undefined) armDeadline(config.timeout);
+    else if (inFlight.size === 1) deadlineTimer.ref();
     // No closure per request: the close listener finds the item on res.
     (res as ResponseWithItem)[ITEM] = item;
     res.on("close", onResponseClose);
@@ -350,9 +354,11 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
    */
   let deadlineTimer: NodeJS.Timeout | undefined;
   function armDeadline(ms: number): void {
-    // Unref'd: the listening server keeps the process alive, and a timer left armed after the last
-    // request finished (it fires once and finds nothing) must not.
-    deadlineTimer = setTimeout(onDeadlineTimer, Math.max(1, Math.ceil(ms))).unref();
+    // Ref'd only while a request is in flight (as a per-request timer was: a handler left running after
+    // its client went and the server closed still gets its deadline); a timer left armed after the last
+    // request finished (it fires once and finds nothing) must not keep the process alive.
+    deadlineTimer = setTimeout(onDeadlineTimer, Math.max(1, Math.ceil(ms)));
+    if (inFlight.size === 0) deadlineTimer.unref();
   }
   function onDeadlineTimer(): void {
     deadlineTimer = undefined;

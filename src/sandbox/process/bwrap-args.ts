@@ -21,6 +21,8 @@ export const SANDBOX_PATHS = {
   code: "/fn",
   /** The runtime bundle (read-only). */
   runtime: "/stratus/runtime.cjs",
+  /** The runtime's startup snapshot (read-only), bound instead of the bundle when one is used (../runtime-snapshot.ts). */
+  snapshot: "/stratus/runtime.blob",
   /** The instance's socket directory (read-write, only this sandbox mounts it). */
   socketDir: "/stratus/run",
   /** Socket file name inside the socket directory. */
@@ -37,7 +39,9 @@ export interface SandboxCommandInput {
   /** util-linux nsenter (default /usr/bin/nsenter). */
   readonly nsenterPath?: string;
   readonly nodePath: string;
+  /** The runtime bundle, or with `snapshot` the runtime's startup-snapshot blob (started with `--snapshot-blob`). */
   readonly runtimePath: string;
+  readonly snapshot?: boolean;
   readonly artifactDir: string;
   readonly socketDir: string;
   readonly uid: number;
@@ -89,7 +93,7 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     "--proc", "/proc", "--dev", "/dev",
     "--bind", input.tmpDir, "/tmp",
     "--perms", "0755", "--dir", "/stratus",
-    "--ro-bind", input.runtimePath, SANDBOX_PATHS.runtime,
+    "--ro-bind", input.runtimePath, input.snapshot === true ? SANDBOX_PATHS.snapshot : SANDBOX_PATHS.runtime,
     "--ro-bind", input.artifactDir, SANDBOX_PATHS.code,
     "--bind", input.socketDir, SANDBOX_PATHS.socketDir,
     "--remount-ro", "/",
@@ -97,7 +101,7 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     input.setprivPath,
     "--reuid", String(input.uid), "--regid", String(input.gid), "--clear-groups",
     "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
-    input.nodePath, ...input.nodeArgs, SANDBOX_PATHS.runtime,
+    input.nodePath, ...input.nodeArgs, ...(input.snapshot === true ? ["--snapshot-blob", SANDBOX_PATHS.snapshot] : [SANDBOX_PATHS.runtime]),
   );
   // The wrapper joins every cgroup before exec, so no child of the sandbox is ever outside them
   // (writing the pid of an already running bwrap races with its forks). Exit 125 = could not join.

@@ -236,6 +236,12 @@ test("console and stdout writes become structured lines tagged with the request 
   const long = mine[4]!;
   assert.ok(Buffer.byteLength(long.msg) < LOG_LINE_MAX_BYTES + 100);
   assert.match(long.msg, /… \[truncated 100 bytes\]$/);
+  // A request with a body: its last chunk arrives in the HTTP parser's callback; the handler still runs in
+  // the request's context (its lines lost their id before).
+  const posted = await call(r, "/?tag=t2", { method: "POST", headers: { "content-type": "application/json", [HEADERS.requestId]: "rid-log-body" }, body: JSON.stringify({ a: 1 }) });
+  assert.equal(posted.text, "ok");
+  await r.waitForLog((e) => e.rid === "rid-log-body" && e.msg.startsWith("xxx"));
+  assert.deepEqual(r.logs.filter((e) => e.rid === "rid-log-body").slice(0, 2).map((e) => e.msg), ["hello from t2", "an error line"]);
 });
 
 test("discovery lists the functions with raw config; a module that throws at load exits EXIT.loadFailed with file:line", () => {

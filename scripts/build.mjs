@@ -6,28 +6,39 @@
 //    measured here (loaded machine, `node -e 0` ≈ 0.2–0.3 s): `stratus --help` 1.3–1.6 s → 0.36–0.5 s.
 import { build } from "esbuild";
 import { rmSync } from "node:fs";
+import { resolve } from "node:path";
 import { lazyPackages } from "./lazy-packages.mjs";
 import { precomputedMime } from "./precomputed-mime.mjs";
 
 rmSync("dist", { recursive: true, force: true });
+/** The instance runtime's bundle options, shared by dist/runtime.cjs and the snapshot's source. */
+const runtimeBundle = {
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "cjs",
+  // Whitespace only: full minification made start-up slower here (V8 compiles more functions
+  // eagerly in minified code; measured 164 → 207 ms to READY, PSS 24 → 32 MiB).
+  minifyWhitespace: true,
+  // zod (only for discovery) and iconv-lite (only for request bodies not in UTF-8) are 0.8 + 0.5 MB of the
+  // 1.5 MB bundle; embedded compressed, they cost an instance nothing until used. See lazy-packages.mjs.
+  // mime-types' maps are computed at build time (precomputed-mime.mjs): ~40 % of loading Express.
+  plugins: [lazyPackages({ zod: "plain", croner: "plain", "iconv-lite": { front: "src/runtime/iconv-front.cjs" } }), precomputedMime()],
+  logLevel: "warning",
+};
+/** Resolves `http` / `node:http` to the deferred module while the snapshot source is bundled (deferred-http.cjs). */
+const deferredHttp = {
+  name: "deferred-http",
+  setup(b) {
+    const shim = resolve("src/runtime/deferred-http.cjs");
+    b.onResolve({ filter: /^(node:)?http$/ }, (args) => (args.importer === shim ? undefined : { path: shim }));
+  },
+};
 await Promise.all([
-  build({
-    entryPoints: ["src/runtime/main.ts"],
-    outfile: "dist/runtime.cjs",
-    bundle: true,
-    platform: "node",
-    target: "node20",
-    format: "cjs",
-    // Whitespace only: full minification made start-up slower here (V8 compiles more functions
-    // eagerly in minified code; measured 164 → 207 ms to READY, PSS 24 → 32 MiB).
-    minifyWhitespace: true,
-    // zod (only for discovery) and iconv-lite (only for request bodies not in UTF-8) are 0.8 + 0.5 MB of the
-    // 1.5 MB bundle; embedded compressed, they cost an instance nothing until used. See lazy-packages.mjs.
-    // mime-types' maps are computed at build time (precomputed-mime.mjs): ~40 % of loading Express.
-    plugins: [lazyPackages({ zod: "plain", croner: "plain", "iconv-lite": { front: "src/runtime/iconv-front.cjs" } }), precomputedMime()],
-    sourcemap: "linked",
-    logLevel: "warning",
-  }),
+  build({ ...runtimeBundle, entryPoints: ["src/runtime/main.ts"], outfile: "dist/runtime.cjs", sourcemap: "linked" }),
+  // The source of the runtime's startup snapshot (src/sandbox/runtime-snapshot.ts builds the blob with the
+  // instances' Node): the same runtime, with Express loaded at build time and node:http deferred.
+  build({ ...runtimeBundle, entryPoints: ["src/runtime/snapshot-entry.ts"], outfile: "dist/runtime-snapshot.cjs", plugins: [deferredHttp, ...runtimeBundle.plugins] }),
   // The bundler run inside the build sandbox (src/builder/build-sandbox.ts). esbuild stays external:
   // the sandbox binds the host's esbuild package and binary read-only beside it.
   build({

@@ -15,6 +15,10 @@ pg_major="$(ls /usr/lib/postgresql | sort -n | tail -1)"
 ensure_debian_packages "postgresql-${pg_major}-wal2json"
 echo "==> npm ci"
 npm ci --no-audit --no-fund
+# Node 24 for instances (test/runtime-snapshot.test.ts; platform setting process.instanceNode), apart from
+# node_modules: the package links a `node` into .bin, which would make every npm script run on it.
+echo "==> npm ci --prefix tools/instance-node"
+npm ci --prefix tools/instance-node --no-audit --no-fund
 
 echo "==> build"
 npm run build

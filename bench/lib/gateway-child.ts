@@ -32,6 +32,9 @@ interface Setup {
   /** Gateway limits beyond the bench's `sweepIntervalMs: 200` (e.g. disconnectGraceMs). */
   limits?: GatewayLimitsInput;
   prewarm: number;
+  /** Process driver: the Node instances run on (default the platform's) and the runtime's startup snapshot (default off). */
+  instanceNode?: string;
+  runtimeSnapshot?: boolean;
   cgroupRoot: string;
   functions: Array<{ name: string; dir: string; file: string; exportName: string; config: FunctionConfigInput }>;
 }
@@ -48,7 +51,7 @@ if (delay !== null) {
 const stateDir = mkdtempSync("/tmp/sbn-");
 const processDriver = setup.driver === "docker"
   ? null
-  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}) });
+  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
     runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
@@ -82,7 +85,20 @@ process.on("message", (m: { type: string }) => {
       await gateway.close();
       await driver.close();
       await observability?.close();
-      rmSync(stateDir, { recursive: true, force: true });
+      // After a burst on a loaded machine an instance box can still be mounted for a moment (a start the
+      // close raced with): retry, bounded, then leave the dir rather than fail the run.
+      for (let i = 0; ; i++) {
+        try {
+          rmSync(stateDir, { recursive: true, force: true });
+          break;
+        } catch (err) {
+          if (i >= 40) {
+            process.stderr.write(`gateway-child: leaving ${stateDir}: ${(err as Error).message}\n`);
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
       send({ type: "closed" });
       process.disconnect();
     })();

@@ -107,6 +107,8 @@ export interface BuildOptions {
   readonly sandbox?: BuildSandbox;
   /** Options of the default sandbox (its network's subnet and blocked ranges). */
   readonly sandboxOptions?: BuildSandboxOptions;
+  /** `process.version` of the Node the functions run on, for `engines.node` (default: this process's; platform setting `process.instanceNode`). */
+  readonly functionsNodeVersion?: string;
 }
 
 /** The version id of an artifact digest. */
@@ -160,7 +162,7 @@ export async function buildProject(options: BuildOptions): Promise<BuildResult> 
 
     const pkg = await readProjectPackage(srcDir);
     // Before anything is installed: npm would only warn, and the code would fail at load.
-    checkEnginesNode(pkg.enginesNode, process.version);
+    checkEnginesNode(pkg.enginesNode, options.functionsNodeVersion ?? process.version);
     // npm ci and esbuild run in the build sandbox: only the work dir is writable, the data dir invisible.
     const sandbox = options.sandbox ?? createBuildSandbox(options.sandboxOptions);
     await sandbox.prepareWorkDir(work);

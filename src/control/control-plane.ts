@@ -22,6 +22,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { execFileSync } from "node:child_process";
 import type { PlatformConfig } from "../shared/platform-config";
 import { observeSettingsOf } from "../shared/config/observe-settings";
 import { StratusError } from "../shared/errors";
@@ -204,6 +205,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
         }
       },
     };
+    let functionsNodeVersion: string | undefined;
     const deployer = createDeployer({
       store,
       activator,
@@ -215,10 +217,12 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
       },
       build: async (project, o) => {
         const signal = AbortSignal.timeout(config.build.timeoutMs);
+        functionsNodeVersion ??= functionsNodeVersionOf(config);
         const r = await buildProject({
           unpacked: project, dataDir, driver: discoverOnNode, buildId: o.buildId, logger: logger.child({ component: "builder" }),
           onLog: o.onLog, onSource: o.onSource, archiveLimits, signal,
           sandboxOptions: { subnet: config.build.sandboxSubnet, blockedCidrs: config.process.blockedCidrs, logger: logger.child({ component: "build-network" }) }, ...(o.projectName ? { projectName: o.projectName } : {}),
+          functionsNodeVersion,
         });
         return r.functions;
       },
@@ -349,4 +353,18 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     },
     close: () => (closing ??= doClose()),
   };
+}
+
+/**
+ * The `process.version` functions run on: the process driver's `process.instanceNode` when set (asked
+ * once, on the first build), else this process's (the Docker image's base is this Node's major too).
+ * @throws StratusError BUILD_FAILED when the instance Node does not run.
+ */
+function functionsNodeVersionOf(config: Readonly<PlatformConfig>): string {
+  if (config.driver !== "process" || config.process.instanceNode === "") return process.version;
+  try {
+    return execFileSync(config.process.instanceNode, ["-p", "process.version"], { encoding: "utf8", timeout: 30_000, env: { PATH: "/usr/bin:/bin" } }).trim();
+  } catch (cause) {
+    throw new StratusError("BUILD_FAILED", `process.instanceNode (${config.process.instanceNode}) does not run: ${(cause as Error).message}`, { cause });
+  }
 }

@@ -6,7 +6,7 @@
  * The driver settings come from the platform sections `process.*` / `docker.*`
  * (src/shared/config/driver-settings.ts, one set of names for both drivers).
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { PlatformConfig } from "../shared/platform-config";
 import { StratusError } from "../shared/errors";
 import type { Logger } from "../shared/logger";
@@ -24,6 +24,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
     return createProcessDriver({
       runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, prewarmRefill: config.prewarmRefill, outputLimits: outputLimitsFrom(config), logger,
       sandboxSubnet: p.sandboxSubnet, blockedCidrs: p.blockedCidrs, startTimeoutMs: p.startTimeoutMs, pidsMax: p.pidsMax, tmpSizeMb: p.tmpSizeMb,
+      ...(p.instanceNode !== "" ? { nodePath: resolve(p.instanceNode) } : {}), runtimeSnapshot: p.runtimeSnapshot === "auto",
     });
   }
   const { createDockerDriver } = await import("../sandbox/docker/docker-driver");

@@ -235,12 +235,23 @@ export function projectNameOf(dir: string): string {
   return basename(dir);
 }
 
+let importEntry = (url: string): Promise<unknown> => import(url);
+
+/**
+ * Replaces how an ES module entry is imported (default: `import()` here). Code compiled into the
+ * runtime's startup snapshot has no dynamic-import callback ("A dynamic import callback was not
+ * specified"), so snapshot-entry.ts passes an `import()` compiled by Node's CommonJS loader at start.
+ */
+export function setEntryImporter(importer: (url: string) => Promise<unknown>): void {
+  importEntry = importer;
+}
+
 /**
  * Loads a built module once: `.mjs` through `import()`, anything else through `require`.
  * Errors propagate as thrown by the module (the caller reports them with file:line).
  */
 export async function loadModule(entryPath: string): Promise<unknown> {
-  if (entryPath.endsWith(".mjs")) return import(pathToFileURL(entryPath).href);
+  if (entryPath.endsWith(".mjs")) return importEntry(pathToFileURL(entryPath).href);
   // createRequire keeps this working both in the CJS runtime bundle and under tsx (ESM) in tests.
   return createRequire(entryPath)(entryPath);
 }

@@ -20,6 +20,7 @@
  */
 import { closeSync, openSync, unlinkSync, writeFileSync } from "node:fs";
 import { Socket } from "node:net";
+import { startupSnapshot } from "node:v8";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, READY_LINE, SPECIALIZE_FD, type SpecializeMessage } from "../shared/protocol";
 import { isStratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
@@ -59,7 +60,8 @@ function takeEnv(env: NodeJS.ProcessEnv): RuntimeEnv {
   return out;
 }
 
-async function main(): Promise<void> {
+/** The runtime (see the file comment). Exported for the startup snapshot's entry (snapshot-entry.ts). */
+export async function main(): Promise<void> {
   const realWrite = process.stdout.write.bind(process.stdout);
   const env = takeEnv(process.env);
   // Source-mapped stacks (file:line of the user's sources) where a human reads them; production keeps
@@ -317,4 +319,5 @@ function readOnce(fd: number): Promise<string> {
   });
 }
 
-void main();
+// Building the startup snapshot (snapshot-entry.ts), main() runs when an instance starts from the blob.
+if (!startupSnapshot.isBuildingSnapshot()) void main();

@@ -13,7 +13,6 @@
  */
 import { SANDBOX_ETC_FILES, SANDBOX_TOP_LEVEL } from "../../shared/sandbox-fs";
 import { existsSync, lstatSync, readlinkSync } from "node:fs";
-import { dirname } from "node:path";
 
 /** Fixed paths inside every sandbox. */
 export const SANDBOX_PATHS = {
@@ -21,6 +20,10 @@ export const SANDBOX_PATHS = {
   code: "/fn",
   /** The runtime bundle (read-only). */
   runtime: "/stratus/runtime.cjs",
+  /** A Node binary from outside /usr (read-only; the platform setting `process.instanceNode`). */
+  node: "/stratus/node",
+  /** The runtime's startup snapshot (read-only), bound instead of the bundle when one is used (../runtime-snapshot.ts). */
+  snapshot: "/stratus/runtime.blob",
   /** The instance's socket directory (read-write, only this sandbox mounts it). */
   socketDir: "/stratus/run",
   /** Socket file name inside the socket directory. */
@@ -37,7 +40,9 @@ export interface SandboxCommandInput {
   /** util-linux nsenter (default /usr/bin/nsenter). */
   readonly nsenterPath?: string;
   readonly nodePath: string;
+  /** The runtime bundle, or with `snapshot` the runtime's startup-snapshot blob (started with `--snapshot-blob`). */
   readonly runtimePath: string;
+  readonly snapshot?: boolean;
   readonly artifactDir: string;
   readonly socketDir: string;
   readonly uid: number;
@@ -80,8 +85,10 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     if (st.isSymbolicLink()) b.push("--symlink", readlinkSync(p), p);
     else b.push("--ro-bind", p, p);
   }
-  const nodeDir = dirname(dirname(input.nodePath));
-  if (!input.nodePath.startsWith("/usr/")) b.push("--ro-bind", nodeDir, nodeDir);
+  // A Node outside /usr (process.instanceNode, e.g. tools/instance-node/…) is bound alone at a fixed path:
+  // binding its directory would make the host's path (and its parents, e.g. /work) visible inside. It needs
+  // only the system's libraries (ldd: libc, libstdc++, libm, libgcc_s, libdl, libpthread).
+  const nodeInside = input.nodePath.startsWith("/usr/") ? input.nodePath : SANDBOX_PATHS.node;
   // Directories bwrap creates for mount points are 0700 when it runs as root: create them 0755 first.
   b.push("--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/etc/ssl");
   for (const p of ETC_FILES) b.push("--ro-bind-try", p, p);
@@ -89,7 +96,8 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     "--proc", "/proc", "--dev", "/dev",
     "--bind", input.tmpDir, "/tmp",
     "--perms", "0755", "--dir", "/stratus",
-    "--ro-bind", input.runtimePath, SANDBOX_PATHS.runtime,
+    ...(nodeInside === input.nodePath ? [] : ["--ro-bind", input.nodePath, nodeInside]),
+    "--ro-bind", input.runtimePath, input.snapshot === true ? SANDBOX_PATHS.snapshot : SANDBOX_PATHS.runtime,
     "--ro-bind", input.artifactDir, SANDBOX_PATHS.code,
     "--bind", input.socketDir, SANDBOX_PATHS.socketDir,
     "--remount-ro", "/",
@@ -97,7 +105,7 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     input.setprivPath,
     "--reuid", String(input.uid), "--regid", String(input.gid), "--clear-groups",
     "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
-    input.nodePath, ...input.nodeArgs, SANDBOX_PATHS.runtime,
+    nodeInside, ...input.nodeArgs, ...(input.snapshot === true ? ["--snapshot-blob", SANDBOX_PATHS.snapshot] : [SANDBOX_PATHS.runtime]),
   );
   // The wrapper joins every cgroup before exec, so no child of the sandbox is ever outside them
   // (writing the pid of an already running bwrap races with its forks). Exit 125 = could not join.

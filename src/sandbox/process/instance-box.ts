@@ -104,8 +104,9 @@ export function createInstanceBoxes(stateDir: string, log: Logger): InstanceBoxe
     async shareFile(file) {
       const dir = join(stateDir, "shared");
       mkdirSync(dir, { recursive: true, mode: 0o755 });
-      // Twice the file's size: room for a newer runtime copied over it by a later start.
-      if (!isMountPoint(dir)) await ensure().mountTmpfs(dir, `size=${Math.ceil((statSync(file).size * 2) / 1024) + 64}k,mode=0755`);
+      // Twice the file's size plus 32 MiB: room for a newer runtime copied over it by a later start, and for
+      // the runtime's startup snapshot (~9 MB) beside it. A tmpfs size is a limit: only what is copied uses memory.
+      if (!isMountPoint(dir)) await ensure().mountTmpfs(dir, `size=${Math.ceil((statSync(file).size * 2) / 1024) + 32 * 1024}k,mode=0755`);
       const copy = join(dir, basename(file));
       copyFileSync(file, copy);
       chmodSync(copy, 0o644);

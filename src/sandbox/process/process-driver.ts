@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Writable } from "node:stream";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import type { DiscoveredFunction, DiscoverySpec, SandboxDriver } from "../driver";
 import { StratusError } from "../../shared/errors";
@@ -28,6 +28,7 @@ import { createSandboxNetworks, type SandboxNetns } from "../../shared/netns";
 import { buildSeccompFilter, encodeSeccompFilter } from "./seccomp";
 import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";
+import { buildRuntimeSnapshot } from "../runtime-snapshot";
 import type { PrewarmStatus } from "../prewarm-pool";
 
 /** Default uid/gid of instances. Pick one no other software on the host uses (instances share it). */
@@ -63,7 +64,18 @@ export interface ProcessDriverOptions extends SandboxDriverOptions {
   readonly sandboxSubnet?: string;
   readonly bwrapPath?: string;
   readonly setprivPath?: string;
+  /**
+   * Start instances from a V8 startup snapshot of the runtime (../runtime-snapshot.ts), built with
+   * `nodePath` from `runtime-snapshot.cjs` beside `runtimePath` when the first sandbox starts (cached in
+   * `<stateDir>/snapshot`). Needs a Node that can build it (24; not 20): when it cannot be built, the
+   * driver logs why at warn and starts `runtimePath` as without it (`runtimeSnapshotState()` says which).
+   * Default false.
+   */
+  readonly runtimeSnapshot?: boolean;
 }
+
+/** Whether instances start from the runtime's startup snapshot: `off` (not asked for), `pending` (not built yet), `on`, or `failed` (with why; they start the bundle). */
+export type RuntimeSnapshotState = { readonly state: "off" | "pending" } | { readonly state: "on"; readonly nodeVersion: string } | { readonly state: "failed"; readonly reason: string };
 
 /** The process driver, plus what tests and operators may inspect. */
 export interface ProcessDriver extends SandboxDriver {
@@ -71,6 +83,8 @@ export interface ProcessDriver extends SandboxDriver {
   readonly cgroups: CgroupManager;
   /** The pre-warm pool (inspection for tests and metrics). */
   readonly prewarm: PrewarmStatus;
+  /** Whether instances start from the runtime's startup snapshot (option `runtimeSnapshot`). */
+  runtimeSnapshotState(): RuntimeSnapshotState;
 }
 
 /** One sandbox process (the backend's handle): a fresh instance, or a pre-warm slot. */
@@ -116,10 +130,27 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   const slotMounts = createSlotMounts(options.stateDir, log);
   /** Per-sandbox noexec tmpfs holding /tmp and the socket dir; `sockets/<id>` is a symlink into it. */
   const boxes = createInstanceBoxes(options.stateDir, log);
-  /** The runtime as sandboxes bind it: a copy on a tmpfs, so mountinfo inside does not name its install path. */
-  let sharedRuntime: Promise<string> | null = null;
-  const runtimeCopy = (): Promise<string> => {
-    sharedRuntime ??= boxes.shareFile(options.runtimePath).catch((err: unknown) => {
+  /**
+   * The runtime as sandboxes bind it: a copy on a tmpfs, so mountinfo inside does not name its install
+   * path — the startup snapshot's blob when `runtimeSnapshot` is on and it could be built, else the bundle.
+   */
+  let sharedRuntime: Promise<{ path: string; snapshot: boolean }> | null = null;
+  let snapshotState: RuntimeSnapshotState = { state: options.runtimeSnapshot === true ? "pending" : "off" };
+  const snapshotBlob = async (): Promise<string | null> => {
+    if (options.runtimeSnapshot !== true) return null;
+    try {
+      const snap = await buildRuntimeSnapshot({ nodePath, sourcePath: join(dirname(options.runtimePath), "runtime-snapshot.cjs"), cacheDir: join(options.stateDir, "snapshot") });
+      snapshotState = { state: "on", nodeVersion: snap.nodeVersion };
+      log.info({ nodeVersion: snap.nodeVersion, reused: snap.reused }, "instances start from the runtime's startup snapshot");
+      return snap.blobPath;
+    } catch (err) {
+      snapshotState = { state: "failed", reason: (err as Error).message };
+      log.warn({ err: (err as Error).message, nodePath }, "no runtime startup snapshot: instances start the runtime bundle");
+      return null;
+    }
+  };
+  const runtimeCopy = (): Promise<{ path: string; snapshot: boolean }> => {
+    sharedRuntime ??= snapshotBlob().then(async (blob) => ({ path: await boxes.shareFile(blob ?? options.runtimePath), snapshot: blob !== null })).catch((err: unknown) => {
       sharedRuntime = null;
       throw new StratusError("INSTANCE_START_FAILED", `cannot prepare the runtime copy: ${(err as Error).message}`, { cause: err });
     });
@@ -153,7 +184,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
    * Everything of a sandbox but its process: socket dir + box, cgroup, (network namespace), the runtime
    * copy. On failure what was made is removed again. `what` names it in errors.
    */
-  async function prepareSandbox(id: string, memoryMb: number, network: "outbound" | "none", what: string): Promise<{ socketDir: string; box: InstanceBox; cgroup: InstanceCgroup; netns: SandboxNetns | null; runtimePath: string; undo: () => Promise<void> }> {
+  async function prepareSandbox(id: string, memoryMb: number, network: "outbound" | "none", what: string): Promise<{ socketDir: string; box: InstanceBox; cgroup: InstanceCgroup; netns: SandboxNetns | null; runtimePath: string; snapshot: boolean; undo: () => Promise<void> }> {
     const socketDir = join(socketsRoot, id);
     let netns: SandboxNetns | null = null;
     if (network === "outbound") {
@@ -187,11 +218,11 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       await undoNet();
       await cgroup.remove().catch(() => undefined);
     };
-    const runtimePath = await runtimeCopy().catch(async (err: unknown) => {
+    const runtime = await runtimeCopy().catch(async (err: unknown) => {
       await undo();
       throw err;
     });
-    return { socketDir, box, cgroup, netns, runtimePath, undo };
+    return { socketDir, box, cgroup, netns, runtimePath: runtime.path, snapshot: runtime.snapshot, undo };
   }
 
   /**
@@ -211,7 +242,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       if (codeDir !== null) await slotMounts.remove(internalId);
       throw err;
     }
-    const { socketDir, box, cgroup, netns, runtimePath } = prepared;
+    const { socketDir, box, cgroup, netns, runtimePath, snapshot } = prepared;
     // Fresh starts bind the artifact through an overlay in the box: mountinfo names no host path.
     let artifactDir = codeDir!;
     if (mode.kind === "fresh") {
@@ -223,7 +254,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       }
     }
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir, socketDir: box.run,
+      bwrapPath, setprivPath, nodePath, runtimePath, snapshot, artifactDir, socketDir: box.run,
       uid, gid, procsFiles: cgroup.procsFiles, network: limits.network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles: limits.maxOpenFiles,
       // Fixed at start: one reason pool slots are keyed by memory.
       nodeArgs: instanceNodeArgs(limits.memoryMb),
@@ -356,7 +387,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   }
 
   async function runDiscovery(id: string, spec: DiscoverySpec): Promise<DiscoveredFunction[]> {
-    const { socketDir, box, cgroup, runtimePath, undo } = await prepareSandbox(id, DISCOVERY_MEMORY_MB, "none", "discovery sandbox");
+    const { socketDir, box, cgroup, runtimePath, snapshot, undo } = await prepareSandbox(id, DISCOVERY_MEMORY_MB, "none", "discovery sandbox");
     let artifactDir: string;
     try {
       artifactDir = await boxes.mountCode(id, spec.artifactDir);
@@ -365,7 +396,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       throw new StratusError("INSTANCE_START_FAILED", `cannot mount the code to discover: ${(err as Error).message}`, { cause: err });
     }
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath, artifactDir, socketDir: box.run,
+      bwrapPath, setprivPath, nodePath, runtimePath, snapshot, artifactDir, socketDir: box.run,
       uid, gid, procsFiles: cgroup.procsFiles, network: "none", tmpDir: box.tmp, seccompPath, maxOpenFiles: DISCOVERY_MAX_OPEN_FILES,
       nodeArgs: [heapFlagOf(DISCOVERY_MEMORY_MB)],
     });
@@ -440,6 +471,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     cgroupMode: layout.mode,
     cgroups,
     prewarm: core.prewarm,
+    runtimeSnapshotState: () => snapshotState,
     start: core.start,
     open: core.open,
     prepare: async () => ({}),

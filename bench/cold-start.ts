@@ -4,7 +4,8 @@
 // `node` http server spawned and asked for its first byte (no sandbox, no platform).
 // Docker driver, the same three rows: needs dockerd + the registry (`bash scripts/services.sh`); images are
 // prepared before timing, so the no-pool row measures container create + start + READY + first byte, and the
-// pool rows a slot's specialisation (artifact mount + one message on stdin + load) + first byte.
+// pool rows a slot's specialisation (artifact mount + one message on its one-shot socket + load) + first byte;
+// BENCH_COLD_DRIVERS=docker measures the Docker rows only.
 // Usage: npm run build && npx tsx bench/cold-start.ts [starts=30]. Writes bench/results/cold-start.md. ~3 min.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -14,6 +15,8 @@ import { spawnGateway, type BenchFunction, type BenchGateway } from "./lib/spawn
 import { load, machine, pct, sorted, writeResult } from "./lib/report";
 
 const STARTS = Number(process.argv[2] ?? 30);
+/** Which drivers' rows to measure (`BENCH_COLD_DRIVERS`, default both). */
+const DRIVERS = (process.env.BENCH_COLD_DRIVERS ?? "process,docker").split(",");
 const fn = (name: string): BenchFunction => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { idleTimeout: 1000 } });
 
 async function ttfb(gw: BenchGateway, name: string): Promise<{ ms: number; cold: boolean }> {
@@ -54,7 +57,7 @@ const names = (prefix: string) => Array.from({ length: STARTS + 1 }, (_, i) => `
 
 // Without the pool.
 const fresh: number[] = [];
-{
+if (DRIVERS.includes("process")) {
   const gw = await spawnGateway({ prewarm: 0, cgroupRoot: "stratus-bench-cold", functions: names("f").map(fn) });
   for (const name of names("f").slice(0, STARTS)) {
     const r = await ttfb(gw, name);
@@ -68,7 +71,7 @@ const pooled: number[] = [];
 const exhausted: number[] = [];
 let pooledHits = 0;
 let exhaustedHits = 0;
-{
+if (DRIVERS.includes("process")) {
   const gw = await spawnGateway({ prewarm: 1, cgroupRoot: "stratus-bench-cold", functions: [...names("p"), ...names("x")].map(fn) });
   const idle = async () => (await gw.stats()).prewarm.idle >= 1;
   for (let i = 0; i < STARTS; i++) {
@@ -87,7 +90,7 @@ let exhaustedHits = 0;
 }
 // Docker driver, no pool: every start is a fresh container from the function's image (already pulled).
 const dockerStarts: number[] = [];
-{
+if (DRIVERS.includes("docker")) {
   const gw = await spawnGateway({ driver: "docker", prewarm: 0, cgroupRoot: "unused", functions: names("d").map(fn) });
   for (const name of names("d").slice(0, STARTS)) {
     const r = await ttfb(gw, name);
@@ -96,16 +99,27 @@ const dockerStarts: number[] = [];
   }
   await gw.close();
 }
-// Docker driver with the pool: as the process rows (an idle slot, then the pool exhausted).
+// Docker driver with the pool: as the process rows (an idle slot, then the pool exhausted), with the
+// slots' one-shot Unix socket (the default) — and, as the same-run baseline, with round two's channel
+// (the container's stdin and stdout through dockerd's attach stream). The two gateways run side by side
+// and the starts alternate between them, so both see the same machine load.
 const dockerPooled: number[] = [];
 const dockerExhausted: number[] = [];
+const dockerAttachPooled: number[] = [];
 let dockerPooledHits = 0;
 let dockerExhaustedHits = 0;
-{
+let dockerAttachHits = 0;
+if (DRIVERS.includes("docker")) {
   const gw = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", functions: [...names("dp"), ...names("dx")].map(fn) });
-  const idle = async () => (await gw.stats()).prewarm.idle >= 1;
+  const gwAttach = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", specializeChannel: "attach", functions: names("da").map(fn) });
+  const idle = (g: BenchGateway) => async () => (await g.stats()).prewarm.idle >= 1;
   for (let i = 0; i < STARTS; i++) {
-    await until(idle);
+    await until(idle(gwAttach));
+    await until(idle(gw));
+    await delay(100); // the slots' own start-up output has drained
+    const a0 = (await gwAttach.stats()).prewarm.hits;
+    dockerAttachPooled.push((await ttfb(gwAttach, `da-${i}`)).ms);
+    dockerAttachHits += (await gwAttach.stats()).prewarm.hits - a0;
     let s = await gw.stats();
     const hits0 = s.prewarm.hits;
     dockerPooled.push((await ttfb(gw, `dp-${i}`)).ms);
@@ -116,11 +130,13 @@ let dockerExhaustedHits = 0;
     dockerExhaustedHits += (await gw.stats()).prewarm.hits - s.prewarm.hits;
   }
   await gw.close();
+  await gwAttach.close();
 }
 const baseline = await bareNode(15);
 const after = load();
 
 const row = (label: string, xs: number[], note: string) => {
+  if (xs.length === 0) return `| ${label} | – | – | – | – | not measured in this run (BENCH_COLD_DRIVERS) |`;
   const s = sorted(xs);
   const b = pct(sorted(baseline), 0.5);
   return `| ${label} | ${pct(s, 0.5).toFixed(1)} ms | ${pct(s, 0.9).toFixed(1)} ms | ${pct(s, 0.99).toFixed(1)} ms | ${(pct(s, 0.5) / b).toFixed(2)} | ${note} |`;
@@ -140,7 +156,8 @@ ${row("process driver, no pool", fresh, "bwrap + cgroup + node start + load")}
 ${row("process driver, pool with an idle slot", pooled, `${pooledHits}/${STARTS} served from the pool`)}
 ${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool (the start waits for the slot being refilled)`)}
 ${row("docker driver, no pool (image present)", dockerStarts, "container create + start + READY")}
-${row("docker driver, pool with an idle slot", dockerPooled, `${dockerPooledHits}/${STARTS} served from the pool`)}
+${row("docker driver, pool with an idle slot, attach channel (round two: same-run baseline)", dockerAttachPooled, `${dockerAttachHits}/${STARTS} served from the pool; message on stdin, READY on stdout, both through dockerd`)}
+${row("docker driver, pool with an idle slot", dockerPooled, `${dockerPooledHits}/${STARTS} served from the pool; one-shot Unix socket + ready file in the slot's socket dir${dockerAttachPooled.length ? ` — p50 ${(pct(sorted(dockerPooled), 0.5) / pct(sorted(dockerAttachPooled), 0.5)).toFixed(2)} × the attach channel's` : ""}`)}
 ${row("docker driver, pool exhausted", dockerExhausted, `${dockerExhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}
 `;
 writeResult("cold-start", md);

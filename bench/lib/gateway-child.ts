@@ -18,6 +18,8 @@ import type { PrewarmStatus } from "../../src/sandbox/prewarm-pool";
 
 interface Setup {
   driver?: "process" | "docker";
+  /** Docker only: how pool slots are specialised (default the driver's, `socket`; `attach` is round two's). */
+  specializeChannel?: "socket" | "attach";
   /** Pre-warm refill policy (default: the driver's, `demand`). */
   prewarmRefill?: "demand" | "quiet";
   /** Most idle slots per key (default here max(4, prewarm); a node's default is 4 × prewarm, ≤ 32). */
@@ -36,6 +38,7 @@ const processDriver = setup.driver === "docker"
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
     runtimePath: resolve("dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
+    ...(setup.specializeChannel ? { specializeChannel: setup.specializeChannel } : {}),
   });
 await driver.reconcile();
 await driver.open();

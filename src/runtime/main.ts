@@ -10,16 +10,17 @@
  * before user code runs, so nothing reachable from a request can make the runtime load other code.
  *
  * Generic mode (STRATUS_GENERIC=1, a pre-warmed pool slot): the runtime preloads its server code, prints
- * GENERIC_READY_LINE and reads ONE SpecializeMessage from the inherited fd SPECIALIZE_FD (or STRATUS_SPECIALIZE_FD:
- * the Docker driver passes 0, the container's one-shot stdin) until EOF, then
- * closes the fd before any user code runs. The driver holds the only other end and closes it after
- * writing, so the channel is gone for good: a specialised runtime can never be told to load other code.
+ * GENERIC_READY_LINE and reads ONE SpecializeMessage from the inherited fd SPECIALIZE_FD (or STRATUS_SPECIALIZE_FD)
+ * until EOF, then closes the fd before any user code runs — or, with STRATUS_SPECIALIZE_SOCKET (the Docker
+ * driver), accepts one connection on that Unix socket, stops listening, removes it and reads the message
+ * from that connection, closed before user code runs. The driver holds the only other end and closes it
+ * after writing, so the channel is gone for good: a specialised runtime can never be told to load other code.
  *
  * Express and zod are loaded lazily (a dynamic import that esbuild keeps lazy),  so discovery does not pay for Express and
  * an instance given STRATUS_CONFIG does not pay for zod.
  */
-import { closeSync, openSync, unlinkSync } from "node:fs";
-import { Socket } from "node:net";
+import { closeSync, openSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { createServer, Socket } from "node:net";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, READY_LINE, SPECIALIZE_FD, type SpecializeMessage } from "../shared/protocol";
 import { isStratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
@@ -39,6 +40,7 @@ interface RuntimeEnv {
   discover: boolean;
   generic: boolean;
   specializeFd?: string;
+  specializeSocket?: string;
 }
 
 /** Reads the protocol's variables and removes every STRATUS_* variable from `env`. */
@@ -54,6 +56,7 @@ function takeEnv(env: NodeJS.ProcessEnv): RuntimeEnv {
     discover: env[ENV.discover] === "1",
     generic: env[ENV.generic] === "1",
     specializeFd: env[ENV.specializeFd],
+    specializeSocket: env[ENV.specializeSocket],
   };
   for (const key of Object.keys(env)) if (key.startsWith("STRATUS_")) delete env[key];
   return out;
@@ -74,6 +77,8 @@ async function main(): Promise<void> {
   };
 
   let preloaded: Promise<typeof import("./function-server")> | undefined;
+  /** Where to announce READY besides stdout (SpecializeMessage.readyFile), if the driver asked. */
+  let readyFile: string | undefined;
   if (env.generic) {
     // Pay for Express now, while the slot waits, not on the cold path.
     preloaded = import("./function-server");
@@ -83,16 +88,29 @@ async function main(): Promise<void> {
     // and a JSON parse of req.body — the HTTP parser): measured 25–160 ms off the first request after
     // specialisation (with the body parsers of the time).
     await warmUp(warm({ functionName: "warm-up", handler: (req, res) => void (res as { json(b: unknown): void }).json((req as { body: unknown }).body), config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
-    const fd = env.specializeFd === undefined ? SPECIALIZE_FD : Number(env.specializeFd);
-    if (!Number.isInteger(fd) || fd < 0) die(EXIT.badEnvironment, `${ENV.specializeFd} is not an fd number`);
-    realWrite(`${GENERIC_READY_LINE}\n`);
     let message: SpecializeMessage;
-    try {
-      message = JSON.parse(await readOnce(fd)) as SpecializeMessage;
-    } catch (err) {
-      die(EXIT.badEnvironment, `no valid specialisation message on fd ${fd}: ${(err as Error).message}`);
-      return;
+    if (env.specializeSocket !== undefined) {
+      // Listening before GENERIC_READY_LINE: the driver connects once it has seen that line.
+      const received = await listenOnce(env.specializeSocket).catch((err: Error) => die(EXIT.badEnvironment, `cannot listen on ${env.specializeSocket}: ${err.message}`));
+      realWrite(`${GENERIC_READY_LINE}\n`);
+      try {
+        message = JSON.parse(await received.message) as SpecializeMessage;
+      } catch (err) {
+        die(EXIT.badEnvironment, `no valid specialisation message on ${env.specializeSocket}: ${(err as Error).message}`);
+        return;
+      }
+    } else {
+      const fd = env.specializeFd === undefined ? SPECIALIZE_FD : Number(env.specializeFd);
+      if (!Number.isInteger(fd) || fd < 0) die(EXIT.badEnvironment, `${ENV.specializeFd} is not an fd number`);
+      realWrite(`${GENERIC_READY_LINE}\n`);
+      try {
+        message = JSON.parse(await readOnce(fd)) as SpecializeMessage;
+      } catch (err) {
+        die(EXIT.badEnvironment, `no valid specialisation message on fd ${fd}: ${(err as Error).message}`);
+        return;
+      }
     }
+    readyFile = typeof message.readyFile === "string" && message.readyFile !== "" ? message.readyFile : undefined;
     // The code was mounted over the working directory after this process entered it: enter it again so
     // relative paths see the function's files, as after a fresh start (the Docker driver's cwd is the code dir).
     try {
@@ -187,7 +205,19 @@ async function main(): Promise<void> {
   }
   // Init time: loading (and running the top level of) the user's module, reported with READY.
   const initMs = Math.round((performance.now() - loadStart) * 100) / 100;
-  fs.server.listen(env.socket, () => realWrite(`${READY_LINE} ${JSON.stringify({ initMs })}\n`));
+  fs.server.listen(env.socket, () => {
+    const line = `${READY_LINE} ${JSON.stringify({ initMs })}`;
+    if (readyFile !== undefined) {
+      try {
+        // Written aside, then renamed: the driver sees the name only with the whole line in it.
+        writeFileSync(`${readyFile}.part`, line);
+        renameSync(`${readyFile}.part`, readyFile);
+      } catch {
+        // the driver still gets the line on stdout
+      }
+    }
+    realWrite(`${line}\n`);
+  });
   fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
 }
 
@@ -222,6 +252,54 @@ async function warmUp(server: import("node:http").Server): Promise<void> {
       // already gone
     }
   }
+}
+
+/**
+ * Listens on the Unix socket `path` for ONE connection (the driver's): resolves once listening with a
+ * promise of the message (wrapped). The first connection stops the listener at once (server.close(): no second
+ * connection can be accepted, a queued one is reset) and removes the path; the message is read to EOF
+ * (≤ 1 MiB) and the connection destroyed before the promise resolves, so no user code ever runs while any
+ * end of the channel is open in this process. Only root (the driver) and this sandbox can reach the path:
+ * the socket dir is private to the sandbox (mode 0700, inside a root-only dir on the host).
+ */
+function listenOnce(path: string): Promise<{ message: Promise<string> }> {
+  try {
+    unlinkSync(path);
+  } catch {
+    // no stale socket
+  }
+  return new Promise((listening, failed) => {
+    let resolveMessage!: (text: string) => void;
+    let rejectMessage!: (err: Error) => void;
+    const message = new Promise<string>((resolve, reject) => {
+      resolveMessage = resolve;
+      rejectMessage = reject;
+    });
+    const server = createServer({ allowHalfOpen: true });
+    server.once("connection", (sock) => {
+      server.close();
+      try {
+        unlinkSync(path);
+      } catch {
+        // libuv removed it with the listener
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      sock.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size > 1024 * 1024) sock.destroy(new Error("specialisation message too large"));
+        else chunks.push(c);
+      });
+      sock.once("error", rejectMessage);
+      sock.once("end", () => {
+        sock.once("close", () => resolveMessage(Buffer.concat(chunks).toString("utf8")));
+        sock.destroy();
+      });
+    });
+    server.once("error", failed);
+    // Wrapped: resolving with the promise itself would wait for the message.
+    server.listen(path, () => listening({ message }));
+  });
 }
 
 /**

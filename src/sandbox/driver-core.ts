@@ -271,6 +271,11 @@ export interface LaunchIo {
    * pauses the attach stream, its demultiplexed copies are written without backpressure).
    */
   output(stdout: Readable, stderr: Readable, pause?: readonly Readable[]): void;
+  /**
+   * READY learned another way than the line on stdout (Docker: the ready file, SpecializeMessage.readyFile);
+   * `line` is the READY line. The first of the two counts; anything else is ignored.
+   */
+  ready(line: string): void;
 }
 
 /** A launched sandbox: the backend's handle and how it ends. */
@@ -314,6 +319,11 @@ export interface SandboxBackend<H> {
   attach(handle: H, spec: InstanceSpec): Promise<void>;
   /** Sends the one SpecializeMessage (JSON) and closes the channel. Must not throw. */
   send(handle: H, message: string): void;
+  /**
+   * Where the runtime should also announce READY (SpecializeMessage.readyFile, a path inside the sandbox);
+   * unset: the READY line on stdout only.
+   */
+  readonly readyFile?: string;
   /** SIGTERM asks the runtime to drain; SIGKILL ends the sandbox and everything in it. Must not throw. */
   signal(handle: H, signal: "SIGTERM" | "SIGKILL"): void;
   /** Resource use of a live sandbox, or null. */
@@ -427,6 +437,15 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     };
     const io: LaunchIo = {
       id,
+      ready: (line) => {
+        if (!sb.specialised) return;
+        const parsed = parseOutputLine(line, "stdout", sb.id);
+        if (parsed.kind === "ready" && !sb.ready) {
+          sb.ready = true;
+          sb.initMs = parsed.initMs;
+          resolveReady();
+        }
+      },
       output: (stdout, stderr, pause) => {
         // One budget for both streams; when it runs out they are paused, so the function's writes block.
         const limiter = new OutputLimiter(outputLimits, (lines, bytes) => emit(outputDroppedLine(sb.id, lines, bytes, outputLimits)), pause ? { sources: pause } : {});
@@ -537,7 +556,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     sb.specialised = true;
     sb.onLog = onLog;
     sb.tail.length = 0;
-    backend.send(sb.handle, JSON.stringify(specializeMessage(spec, backend.codeDir)));
+    const message = specializeMessage(spec, backend.codeDir);
+    backend.send(sb.handle, JSON.stringify(backend.readyFile === undefined ? message : { ...message, readyFile: backend.readyFile }));
   }
 
   /** Waits for READY (or exit, timeout, abort) and returns the instance; on failure the sandbox is gone. */

@@ -5,7 +5,7 @@
 // Docker driver, the same three rows: needs dockerd + the registry (`bash scripts/services.sh`); images are
 // prepared before timing, so the no-pool row measures container create + start + READY + first byte, and the
 // pool rows a slot's specialisation (artifact mount + one message on its one-shot socket + load) + first byte;
-// BENCH_COLD_DRIVERS=docker measures the Docker rows only.
+// BENCH_COLD_DRIVERS=docker measures the Docker rows only; =docker-pool only the Docker pool rows.
 // Usage: npm run build && npx tsx bench/cold-start.ts [starts=30]. Writes bench/results/cold-start.md. ~3 min.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -101,33 +101,48 @@ if (DRIVERS.includes("docker")) {
 }
 // Docker driver with the pool: as the process rows (an idle slot, then the pool exhausted), with the
 // slots' one-shot Unix socket (the default) — and, as the same-run baseline, with round two's channel
-// (the container's stdin and stdout through dockerd's attach stream). The two gateways run side by side
-// and the starts alternate between them, so both see the same machine load.
+// (the container's stdin and stdout through dockerd's attach stream). The two gateways run side by side;
+// before every pooled start both pools are full again (no slot boots beside the start being measured),
+// and which of the two goes first alternates.
 const dockerPooled: number[] = [];
 const dockerExhausted: number[] = [];
 const dockerAttachPooled: number[] = [];
 let dockerPooledHits = 0;
 let dockerExhaustedHits = 0;
 let dockerAttachHits = 0;
-if (DRIVERS.includes("docker")) {
+if (DRIVERS.includes("docker") || DRIVERS.includes("docker-pool")) {
   const gw = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", functions: [...names("dp"), ...names("dx")].map(fn) });
   const gwAttach = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", specializeChannel: "attach", functions: names("da").map(fn) });
-  const idle = (g: BenchGateway) => async () => (await g.stats()).prewarm.idle >= 1;
-  for (let i = 0; i < STARTS; i++) {
-    await until(idle(gwAttach));
-    await until(idle(gw));
-    await delay(100); // the slots' own start-up output has drained
+  const bothIdle = async () => {
+    await until(async () => (await gwAttach.stats()).prewarm.idle >= 1 && (await gw.stats()).prewarm.idle >= 1);
+    await delay(150); // the new slot's start-up output and the engine's work for it have settled
+  };
+  const attachStart = async (i: number) => {
+    await bothIdle();
     const a0 = (await gwAttach.stats()).prewarm.hits;
     dockerAttachPooled.push((await ttfb(gwAttach, `da-${i}`)).ms);
     dockerAttachHits += (await gwAttach.stats()).prewarm.hits - a0;
+  };
+  const socketStart = async (i: number) => {
+    await bothIdle();
     let s = await gw.stats();
     const hits0 = s.prewarm.hits;
     dockerPooled.push((await ttfb(gw, `dp-${i}`)).ms);
     s = await gw.stats();
     dockerPooledHits += s.prewarm.hits - hits0;
+    // Exhausted: the one slot was just taken by dp-i and its replacement is still starting.
     const x = await ttfb(gw, `dx-${i}`);
     dockerExhausted.push(x.ms);
     dockerExhaustedHits += (await gw.stats()).prewarm.hits - s.prewarm.hits;
+  };
+  for (let i = 0; i < STARTS; i++) {
+    if (i % 2 === 0) {
+      await attachStart(i);
+      await socketStart(i);
+    } else {
+      await socketStart(i);
+      await attachStart(i);
+    }
   }
   await gw.close();
   await gwAttach.close();

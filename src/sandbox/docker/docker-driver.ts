@@ -129,6 +129,8 @@ interface Box {
   readonly stdin: NodeJS.WritableStream | null;
   /** A specialising slot's watch on its socket dir for the ready file (closed at READY or exit). */
   readyWatch: FSWatcher | null;
+  /** Runs once READY was seen from the ready file (the container's rename, off the cold path). */
+  afterReady: (() => void) | null;
   /** The attach stream ended: the container stopped or the engine went away. */
   gone: boolean;
 }
@@ -276,7 +278,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     raw.on("error", endBoth);
     // The attach stream is what gets paused: demuxStream writes the two copies without backpressure.
     io.output(stdout, stderr, [raw as unknown as Readable]);
-    const box: Box = { container, slotId, socketDir, name: io.id, io, stdin, readyWatch: null, gone: false };
+    const box: Box = { container, slotId, socketDir, name: io.id, io, stdin, readyWatch: null, afterReady: null, gone: false };
     const streamEnded = new Promise<void>((r) => {
       raw.once("end", r);
       raw.once("close", r);
@@ -350,6 +352,10 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         // the dir is going away
       }
       box.io.ready(line);
+      const after = box.afterReady;
+      box.afterReady = null;
+      // After the instance's first request has had its turn.
+      if (after !== null) setTimeout(after, 200).unref();
     };
     try {
       box.readyWatch = watch(box.socketDir, { persistent: false }, (_event, name) => {
@@ -524,8 +530,20 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       if (box.stdin !== null) box.stdin.end(message);
       else specialiseOverSocket(box, message);
       // Off the cold path: the container gets the instance's name, as after a fresh start (reconcile
-      // finds the instance's socket dir by it).
-      void box.container.rename({ name: containerName(box.name) }).catch(() => undefined);
+      // finds the instance's socket dir by it). On the socket channel, once the instance is ready (or
+      // gone): the engine's work for a rename competed with the module load for the CPU (initMs ~2 →
+      // ~17 ms in a probe on a loaded node), which the slower attach channel used to hide.
+      const rename = (): void => void box.container.rename({ name: containerName(box.name) }).catch(() => undefined);
+      if (box.stdin !== null) rename();
+      else {
+        box.afterReady = rename;
+        // READY may come from stdout only (the watch failed): rename within 2 s regardless.
+        setTimeout(() => {
+          if (box.afterReady === null || box.gone) return;
+          box.afterReady = null;
+          rename();
+        }, 2000).unref();
+      }
     },
     signal: (box, sig) => void killBox(box, sig),
     stats: (box) => stats(box.container, () => box.gone),

@@ -65,6 +65,8 @@ for (const prewarm of POOLS) {
   await new Promise((r) => setTimeout(r, 500)); // the slots' start-up work has settled
   const r = await burst(`http://127.0.0.1:${gw.port}/fn/wait/`);
   const s = await gw.stats();
+  const sl = sorted(r.latencies);
+  console.log(`prewarm ${prewarm}: latency min ${sl[0]?.toFixed(0)} p10 ${pct(sl, 0.1).toFixed(0)} p25 ${pct(sl, 0.25).toFixed(0)} p50 ${pct(sl, 0.5).toFixed(0)} ms`);
   runs.push({ label: prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool", r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits });
   await gw.close();
 }

@@ -511,7 +511,9 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       if (spec.image === undefined) throw new StratusError("INSTANCE_START_FAILED", `No image for ${spec.functionName}@${spec.version}: call prepare() first`);
     },
     // A slot's user (nobody) reads the artifact in place; an artifact it cannot read takes the image path.
-    poolable: (spec) => othersCanRead(spec.artifactDir),
+    // So does an instance whose specialisation socket path would exceed sun_path (107 bytes; it is longer
+    // than the http.sock path the core checks).
+    poolable: (spec) => othersCanRead(spec.artifactDir) && (channel === "attach" || Buffer.byteLength(join(socketRoot, spec.instanceId, SPECIALIZE_SOCKET_NAME)) <= 107),
     launch: (mode: LaunchMode, io, signal) => (mode.kind === "fresh" ? launchFresh(mode.spec, io, signal) : launchSlot(mode.key, io)),
     /**
      * Mounts the artifact read-only on the slot's code dir (propagates into the container) and names its

@@ -15,6 +15,9 @@ import { load, machine, pct, sorted, writeResult } from "./lib/report";
 const SEQ_REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 8);
+// BENCH_BASELINE_RUNTIME=<a runtime.cjs>: a second gateway whose instances run that (older) build, measured
+// in the same interleaved rounds (1 connection, and one instance at concurrency 50): before/after in one run.
+const BASELINE_RUNTIME = process.env.BENCH_BASELINE_RUNTIME;
 
 const before = load();
 const { child: bare, port: barePort } = await spawnBareServer("0");
@@ -36,6 +39,16 @@ const gw = await spawnGateway({
     { name: "hello-shared", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { concurrency: 50, maxInstances: 1 } },
   ],
 });
+const gwBase = BASELINE_RUNTIME === undefined ? undefined : await spawnGateway({
+  prewarm: 0,
+  cgroupRoot: "stratus-bench-warm-base",
+  runtimePath: BASELINE_RUNTIME,
+  functions: [
+    { name: "hello", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: {} },
+    { name: "hello-shared", dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { concurrency: 50, maxInstances: 1 } },
+  ],
+});
+const base = gwBase === undefined ? undefined : { gateway: `http://127.0.0.1:${gwBase.port}/fn/hello/`, shared: `http://127.0.0.1:${gwBase.port}/fn/hello-shared/` };
 const targets = { bare: `http://127.0.0.1:${barePort}/`, minimal: `http://127.0.0.1:${minimalPort}/`, gateway: `http://127.0.0.1:${gw.port}/fn/hello/`, shared: `http://127.0.0.1:${gw.port}/fn/hello-shared/` } as const;
 
 const throughput = (url: string, durationS = DURATION_S) => autocannonRun(url, durationS);
@@ -45,18 +58,24 @@ await sequential(targets.gateway, 300);
 await sequential(targets.bare, 300);
 await sequential(targets.minimal, 300);
 await sequential(targets.shared, 300);
+if (base !== undefined) {
+  await sequential(base.gateway, 300);
+  await sequential(base.shared, 300);
+}
 // Start the instances the 50-connection runs will use (cold starts are measured elsewhere), before every
 // run: autocannon ends a run by closing 50 connections with requests in flight; before issue 16 the gateway
 // retired an instance whose client left mid-request, so each run of the default config began with up to 10
 // cold starts (now the instances are kept once their handlers finish, docs/gateway.md; this stays so that
 // older builds measure the same way).
 
-const lat = { bare: [] as number[], minimal: [] as number[], gateway: [] as number[] };
+const lat = { bare: [] as number[], minimal: [] as number[], gateway: [] as number[], base: [] as number[] };
+const baseShared: Awaited<ReturnType<typeof throughput>>[] = [];
 const tput = { bare: [] as Awaited<ReturnType<typeof throughput>>[], minimal: [] as Awaited<ReturnType<typeof throughput>>[], gateway: [] as Awaited<ReturnType<typeof throughput>>[], shared: [] as Awaited<ReturnType<typeof throughput>>[] };
 for (let round = 0; round < ROUNDS; round++) {
   lat.bare.push(...(await sequential(targets.bare, SEQ_REQUESTS)));
   lat.minimal.push(...(await sequential(targets.minimal, SEQ_REQUESTS)));
   lat.gateway.push(...(await sequential(targets.gateway, SEQ_REQUESTS)));
+  if (base !== undefined) lat.base.push(...(await sequential(base.gateway, SEQ_REQUESTS)));
 }
 for (let round = 0; round < 2; round++) {
   tput.bare.push(await throughput(targets.bare));
@@ -67,9 +86,14 @@ for (let round = 0; round < 2; round++) {
   tput.gateway.push(await throughput(targets.gateway));
   await warmInstances(gw, "hello-shared", 1);
   tput.shared.push(await throughput(targets.shared));
+  if (gwBase !== undefined && base !== undefined) {
+    await warmInstances(gwBase, "hello-shared", 1);
+    baseShared.push(await throughput(base.shared));
+  }
 }
 const stats = await gw.stats();
 await gw.close();
+await gwBase?.close();
 bare.kill();
 bareSock.kill();
 minimal.kill();
@@ -85,6 +109,19 @@ const bareRps = med(tput.bare.map((t) => t.rps));
 const minimalRps = med(tput.minimal.map((t) => t.rps));
 const gwRps = med(tput.gateway.map((t) => t.rps));
 const sharedRps = med(tput.shared.map((t) => t.rps));
+const floorAdded = pct(m, 0.5) - pct(b, 0.5);
+const gwAdded = pct(g, 0.5) - pct(b, 0.5);
+const bl = sorted(lat.base);
+const baselineSection = gwBase === undefined ? "" : `
+## Baseline runtime in the same run (\`BENCH_BASELINE_RUNTIME=${BASELINE_RUNTIME}\`)
+
+A second gateway whose instances run that build, in the same interleaved rounds.
+
+| | p50 | p90 | p99 | added p50 over bare | added / floor | one instance at concurrency 50, req/s (/ bare) |
+|---|---|---|---|---|---|---|
+| gateway → instance, this checkout's runtime | ${us(pct(g, 0.5))} | ${us(pct(g, 0.9))} | ${us(pct(g, 0.99))} | ${us(gwAdded)} | **${(gwAdded / floorAdded).toFixed(2)}** | ${Math.round(sharedRps)} (${(sharedRps / bareRps).toFixed(2)}) |
+| gateway → instance, baseline runtime | ${us(pct(bl, 0.5))} | ${us(pct(bl, 0.9))} | ${us(pct(bl, 0.99))} | ${us(pct(bl, 0.5) - pct(b, 0.5))} | **${((pct(bl, 0.5) - pct(b, 0.5)) / floorAdded).toFixed(2)}** | ${Math.round(med(baseShared.map((t) => t.rps)))} (${(med(baseShared.map((t) => t.rps)) / bareRps).toFixed(2)}) |
+`;
 const errs = (xs: Awaited<ReturnType<typeof throughput>>[]) => xs.reduce((n, t) => n + t.errors + t.non2xx, 0);
 const md = `# Warm overhead — hello through the gateway vs. a bare Node http server
 
@@ -102,6 +139,7 @@ ${machine(before, after)}
 | gateway → instance | ${us(pct(g, 0.5))} | ${us(pct(g, 0.9))} | ${us(pct(g, 0.99))} |
 | **added by the platform** | **${us(pct(g, 0.5) - pct(b, 0.5))}** | ${us(pct(g, 0.9) - pct(b, 0.9))} | **${us(pct(g, 0.99) - pct(b, 0.99))}** |
 | added by the minimal proxy (floor) | ${us(pct(m, 0.5) - pct(b, 0.5))} | ${us(pct(m, 0.9) - pct(b, 0.9))} | ${us(pct(m, 0.99) - pct(b, 0.99))} |
+| **added by the platform / added by the floor** (issue 16 target 8: ≤ 1.2) | **${(gwAdded / floorAdded).toFixed(2)}** | | |
 | ratio gateway / bare | ${(pct(g, 0.5) / pct(b, 0.5)).toFixed(2)} | ${(pct(g, 0.9) / pct(b, 0.9)).toFixed(2)} | ${(pct(g, 0.99) / pct(b, 0.99)).toFixed(2)} |
 
 ## 50 connections (autocannon, ${DURATION_S} s per run, 2 interleaved runs each, median)
@@ -118,7 +156,7 @@ ${machine(before, after)}
 Runs (req/s): bare ${tput.bare.map((t) => Math.round(t.rps)).join(", ")}; minimal ${tput.minimal.map((t) => Math.round(t.rps)).join(", ")}; default ${tput.gateway.map((t) => Math.round(t.rps)).join(", ")}; shared ${tput.shared.map((t) => Math.round(t.rps)).join(", ")}.
 Both paths pay a proxy hop plus Express in the instance on the same 2 cores as the load generator; the bare server
 is the ceiling. Instances at the end: ${JSON.stringify(stats.gateway)}.
-`;
+${baselineSection}`;
 // BENCH_PRINT_ONLY=1: A/B runs on a shared machine print without replacing the recorded result.
 if (process.env.BENCH_PRINT_ONLY === "1") process.stdout.write(md);
 else writeResult("warm-overhead", md);

@@ -50,6 +50,13 @@ const shuffle = <T>(a: T[]): T[] => {
   return a;
 };
 
+/** HAProxy's view of the API backend (its control plane servers), for a failure message. */
+async function apiBackendView(): Promise<string> {
+  const keys = ["svname", "status", "check_status", "check_code", "check_duration", "last_chk", "chkfail", "lastchg", "econ", "eresp", "wretr", "wredis", "scur", "qcur"];
+  const rows = (await c.lb.runtime.stat()).filter((r) => r.pxname === "stratus_api");
+  return `HAProxy stratus_api: ${JSON.stringify(rows.map((r) => Object.fromEntries(keys.map((k) => [k, r[k]]))))}`;
+}
+
 /** Which slot id served one request: the server whose `stot` grew (only valid with nothing else in flight). */
 async function slotOf(fn: string, via: RunningHaproxy): Promise<number> {
   const counts = async () => new Map((await via.runtime.stat()).filter((r) => r.pxname === "stratus_nodes" && (r.svname ?? "").startsWith("node")).map((r) => [Number((r.svname ?? "").slice(4)), Number(r.stot)]));
@@ -260,7 +267,7 @@ test("8 store failure: PostgreSQL down under load: warm invocations keep serving
     await c.pg.halt();
     try {
       await new Promise((r) => setTimeout(r, 1000));
-      const d = await c.deploy(SMALL);
+      const d = await c.deploy(SMALL).catch(async (err: Error) => assert.fail(`${err.message}\n${await apiBackendView()}\n${c.log()}`));
       const code = d.final?.type === "error" ? (d.final.error?.code ?? "") : ((d.body as { error?: { code?: string } } | null)?.error?.code ?? "");
       assert.notEqual(d.final?.type, "result", "a deploy while the store is down does not succeed");
       assert.equal(code, "STORE_UNAVAILABLE", `a stable code: ${d.status} ${JSON.stringify(d.final ?? d.body)}`);
@@ -274,7 +281,7 @@ test("8 store failure: PostgreSQL down under load: warm invocations keep serving
     await load;
   }
   assert.deepEqual(errors.map((e) => [e.status, e.text.slice(0, 100)]), [], "warm invocations kept serving while the store was down");
-  const d = await c.deploy(SMALL);
+  const d = await c.deploy(SMALL).catch(async (err: Error) => assert.fail(`${err.message}\n${await apiBackendView()}\n${c.log()}`));
   assert.equal(d.final?.type, "result", `deploys work again: ${JSON.stringify(d.final ?? d.body)}\n${c.log()}`);
   assert.equal((await c.invoke("small")).text, "small");
   // Every invocation made while the store was down reaches it (bounded buffers; nothing dropped here).

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { Agent, request } from "undici";
 import { renderHaproxyConfig, resolveHaproxySpec } from "../src/lb/haproxy-config";
 import { parseNodeList, parseServersState, syncMembership, type MemberNode } from "../src/lb/haproxy-runtime";
@@ -83,10 +84,11 @@ describe("HAProxy config (haproxy -c)", () => {
     const text = renderHaproxyConfig({});
     for (const line of [
       "balance hash path,field(3,/)", "hash-type consistent sdbm avalanche", "hash-balance-factor 200", "http-check send meth GET uri /readyz",
-      "http-check disable-on-404", "http-check expect status 200", "retries 2", "retry-on conn-failure 503", "option redispatch 1",
+      "http-check disable-on-404", "http-check expect status 200", "retries 2", "retry-on conn-failure empty-response 503", "option redispatch 1",
       "http-request disable-l7-retry unless METH_GET || METH_HEAD || { req.hdr(idempotency-key) -m found }",
       "server-template node 1-64 stratus-slot.invalid:8080", "load-server-state-from-file global", "server-state-file /var/lib/stratus/haproxy.state",
       "stats socket /run/stratus/haproxy.sock mode 600 level admin", "use_backend stratus_api if { path_beg /api/ }",
+      "retry-on conn-failure empty-response", "http-request disable-l7-retry unless METH_GET || METH_HEAD", "timeout http-keep-alive 10s", "http-response set-header keep-alive timeout=8",
     ]) assert.ok(text.includes(line), `missing: ${line}`);
     assert.match(text, /default-server check weight 100 .* init-addr last,127\.0\.0\.1 disabled/);
     assert.doesNotMatch(renderHaproxyConfig({ hashBalanceFactor: 0 }), /hash-balance-factor/);
@@ -130,6 +132,50 @@ describe("HAProxy config (haproxy -c)", () => {
     const rows = parseServersState("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port\n4 b 2 node2 127.0.0.3 2 4 100 100 0 1 0 0 14 0 0 0 - 9999\n4 b 3 node3 127.0.0.1 0 5 100 100 0 1 0 0 14 0 0 0 - 8080\n4 b 4 node4 127.0.0.1 2 12 100 100 0 1 0 0 14 0 0 0 - 8080\n");
     assert.deepEqual(rows.map((r) => [r.id, r.addr, r.port, r.admin]), [[2, "127.0.0.3", 9999, "ready"], [3, "127.0.0.1", 8080, "maint"], [4, "127.0.0.1", 8080, "drain"]]);
   });
+});
+
+test("a server that closes the connection without an answer (the keep-alive race): a GET is retried on a new connection, a POST is not", async () => {
+  // HAProxy may send a request on an idle connection just as the server closes it; it then has nothing
+  // to answer. `retry-on … empty-response` replays a safe request (GET/HEAD) on a new connection; a POST
+  // is never replayed (disable-l7-retry). The API backend here, in front of a raw TCP server that drops
+  // the first request of each kind without a byte, and answers health checks and the replay.
+  const seen: string[] = [];
+  const dropped = new Set<string>();
+  const server = createNetServer((sock) => {
+    sock.on("error", () => {});
+    let head = "";
+    sock.on("data", (c: Buffer) => {
+      head += c.toString("latin1");
+      if (!head.includes("\r\n\r\n")) return;
+      const [method, path] = head.split(" ", 2) as [string, string];
+      head = "";
+      if (path === "/healthz") return void sock.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+      seen.push(`${method} ${path}`);
+      if (!dropped.has(method)) {
+        dropped.add(method);
+        return void sock.destroy(); // read the request, answer nothing
+      }
+      sock.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nkeep-alive: timeout=65\r\n\r\nok");
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const dir = haproxyDir();
+  const ha = await startHaproxy(dir, { controlPlanes: [`127.0.0.1:${(server.address() as AddressInfo).port}`] });
+  try {
+    assert.ok(await waitUntil(async () => (await ha.runtime.stat()).some((r) => r.pxname === "stratus_api" && r.svname === "cp1" && r.status === "UP"), 10_000), "the API server is UP");
+    const get = await request(`${ha.url}/api/v1/x`, { reset: true });
+    assert.equal(get.statusCode, 200, "the GET was replayed on a new connection");
+    assert.equal(await get.body.text(), "ok");
+    assert.equal(get.headers["keep-alive"], "timeout=8", "clients are told HAProxy's own idle time (10 s, less a margin), not the server's 65 s");
+    const post = await request(`${ha.url}/api/v1/x`, { method: "POST", body: "{}", reset: true });
+    await post.body.text();
+    assert.equal(post.statusCode, 502, "the POST was not replayed: HAProxy says it got no answer");
+    assert.deepEqual(seen, ["GET /api/v1/x", "GET /api/v1/x", "POST /api/v1/x"], "the GET reached the server twice, the POST once");
+  } finally {
+    await ha.stop();
+    await new Promise((r) => server.close(r));
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 describe("a real HAProxy in front of three Stratus nodes", () => {

@@ -36,6 +36,22 @@ module.exports.logs = async (req) => {
 };
 module.exports.tagged = (req, res) => res.set("etag", '"v1"').send("cached");
 module.exports.helperValue = 42;
+// What Express's app.handle and router give a request (the runtime's fast path must give the same).
+module.exports.expressSurface = (req, res) => res.json({
+  baseUrl: req.baseUrl, originalUrl: req.originalUrl, url: req.url, params: req.params, next: typeof req.next,
+  locals: Object.getPrototypeOf(res.locals) === null, reqRes: req.res === res, resReq: res.req === req,
+  app: typeof req.app?.get, incoming: req instanceof require("node:http").IncomingMessage,
+  response: res instanceof require("node:http").ServerResponse, query: req.query, path: req.path, hostname: req.hostname,
+  json: typeof res.json, sendFile: typeof res.sendFile, accepts: req.accepts(["text/plain", "application/json"]),
+});
+// next() in its forms: not-found (none, "route"), the error handler (an error), Express's final handler ("router").
+module.exports.nexts = (req, res, next) => {
+  const to = req.query.to;
+  if (to === "error") return next(new Error("passed to next"));
+  if (to === "route" || to === "router") return next(to);
+  if (to === "later") return void setTimeout(() => next(), 5);
+  return next();
+};
 // Disconnects: what the handler of the last request saw (req events, req.signal), reported by ?report=1.
 let seen = null;
 module.exports.abortable = async (req, res) => {
@@ -181,6 +197,55 @@ test("past the timeout: 504 FUNCTION_TIMEOUT with the unusable header, then the 
   // The slow handler is still running; the runtime exits only after it drained the rest (its own deadline).
   const exit = await r.exited;
   assert.equal(exit.code, EXIT.ok);
+});
+
+test("each request's deadline counts from its own start (one timer for all deadlines)", async () => {
+  const r = await start("slow", { config: { timeout: 800, maxBodyBytes: 1000 } });
+  // Two requests back to back, each well within its own deadline but together past the first one's.
+  for (let i = 0; i < 2; i++) {
+    const ok = await call(r, "/?ms=500");
+    assert.equal(ok.status, 200, `request ${i}: ${ok.text}`);
+    assert.equal(ok.text, "slept");
+  }
+  const t0 = performance.now();
+  const late = await call(r, "/?ms=20000");
+  const took = performance.now() - t0;
+  assert.equal(late.status, 504);
+  assert.ok(took >= 750 && took < 10_000, `answered after ${took} ms, deadline 800 ms`);
+});
+
+test("Express's request surface: baseUrl, originalUrl, params, locals, req.next, req.res / res.req, the app's prototypes", async () => {
+  const r = await start("expressSurface");
+  const res = await call(r, "/a/b?x=1&y[z]=2", { headers: { accept: "application/json", "x-forwarded-host": "fn.example" } });
+  assert.equal(res.status, 200);
+  assert.deepEqual(res.json(), {
+    baseUrl: "", originalUrl: "/a/b?x=1&y[z]=2", url: "/a/b?x=1&y[z]=2", params: {}, next: "function", locals: true, reqRes: true, resReq: true,
+    app: "function", incoming: true, response: true, query: { x: "1", y: { z: "2" } }, path: "/a/b", hostname: "fn.example",
+    json: "function", sendFile: "function", accepts: "application/json",
+  });
+  // Twice on one connection: the second request gets fresh values, not the first one's.
+  const again = await call(r, "/c", { headers: { accept: "application/json" } });
+  assert.equal(again.json().originalUrl, "/c");
+  assert.deepEqual(again.json().query, {});
+});
+
+test("next() from the handler: none / 'route' / later → 404 NOT_FOUND, an error → 500 FUNCTION_ERROR, 'router' → Express's final 404", async () => {
+  const r = await start("nexts");
+  for (const to of ["", "route", "later"]) {
+    const res = await call(r, `/x?to=${to}`, { headers: { [HEADERS.requestId]: `rid-next-${to}` } });
+    assert.equal(res.status, 404, to);
+    assert.deepEqual(res.json(), { error: { code: "NOT_FOUND", message: "The function has no route for GET /x", requestId: `rid-next-${to}` } }, to);
+    assert.equal(res.headers[HEADERS.requestId], `rid-next-${to}`);
+  }
+  const err = await call(r, "/?to=error", { headers: { accept: "application/json", [HEADERS.requestId]: "rid-next-error" } });
+  assert.equal(err.status, 500);
+  assert.equal(err.json().error.code, "FUNCTION_ERROR");
+  await r.waitForLog((e) => e.rid === "rid-next-error" && e.level === "error" && /passed to next/.test(e.msg));
+  const router = await call(r, "/y?to=router");
+  assert.equal(router.status, 404);
+  assert.match(router.text, /Cannot GET \/y/);
+  // The instance keeps serving after every form.
+  assert.equal((await call(r, "/z?to=route")).status, 404);
 });
 
 test("a thrown error: 500 FUNCTION_ERROR, no stack in production, stack in dev; the stack goes to the logs", async () => {

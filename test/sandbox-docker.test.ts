@@ -10,6 +10,7 @@ import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import Docker from "dockerode";
 import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
+import { INSTANCE_MALLOC_TUNABLES, instanceNodeArgs } from "../src/sandbox/driver-core";
 import type { InstanceLogLine, InstanceSpec } from "../src/sandbox/driver";
 import { runDriverConformance } from "../src/sandbox/conformance";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
@@ -223,6 +224,9 @@ describe("Docker driver", { timeout: 240_000 }, () => {
     const rootMount = readFileSync("/proc/self/mountinfo", "utf8").split("\n").find((l) => l.split(" ")[4] === socketRoot);
     assert.ok(rootMount?.includes("noexec") && rootMount.includes(" - tmpfs "), `socket root mount: ${rootMount}`);
     assert.match(info.Config.Cmd?.join(" ") ?? "", /--max-old-space-size=96\b/);
+    // The same instance flags and malloc settings as the process driver (driver-core).
+    assert.deepEqual(info.Config.Cmd?.slice(0, -1), instanceNodeArgs(128));
+    assert.ok(info.Config.Env?.includes(`GLIBC_TUNABLES=${INSTANCE_MALLOC_TUNABLES}`), JSON.stringify(info.Config.Env));
 
     const stats = await inst.stats();
     assert.ok(stats !== null && stats.memoryBytes > 1_000_000, JSON.stringify(stats));

@@ -16,6 +16,7 @@ import type { InvocationRecord, LogEntry } from "../src/shared/invocation";
 import { runStoreConformance } from "../src/store/conformance";
 import { openPostgresStore, partitionOf } from "../src/store/postgres/postgres-store";
 import { MIGRATIONS } from "../src/store/postgres/migrations";
+import { runTransaction, withClient } from "../src/store/postgres/pg-tx";
 import { openStore } from "../src/store/open-store";
 import type { Store } from "../src/store/store";
 import { deploy, project, startPlatform } from "./helpers/platform-fixture";
@@ -264,6 +265,40 @@ describe("postgres specifics", () => {
     assert.ok(ok, "the store serves again after the restart");
     await store.ensureFunction("afterRestart");
     assert.equal((await raw.query("SELECT 1 FROM functions WHERE name = 'afterRestart'")).rowCount, 1);
+  });
+
+  test("a connection dropped while a transaction holds it: the transaction fails, the process lives, the pool serves again", async () => {
+    // node-postgres emits 'error' on a checked-out client whose connection ends; with no listener that
+    // event would end this process (the control plane died this way when PostgreSQL stopped under load).
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    pool.on("error", () => {});
+    try {
+      let pid = 0;
+      let hold!: () => void;
+      const held = new Promise<void>((r) => (hold = r));
+      const inTx = runTransaction(pool, async (c) => {
+        pid = (await c.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+        hold();
+        await new Promise((r) => setTimeout(r, 300)); // between queries: no query to fail, only the client's 'error'
+        await c.query("SELECT 1");
+      });
+      await held;
+      await raw.query("SELECT pg_terminate_backend($1)", [pid]);
+      await assert.rejects(inTx, /terminat|Connection/i);
+      // The same with a plain held client.
+      const plain = withClient(pool, async (c) => {
+        const p = (await c.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
+        await raw.query("SELECT pg_terminate_backend($1)", [p]);
+        await new Promise((r) => setTimeout(r, 300));
+        await c.query("SELECT 1");
+      });
+      await assert.rejects(plain, /terminat|Connection/i);
+      // The broken clients were destroyed, not handed out again.
+      for (let i = 0; i < 4; i++) assert.equal((await pool.query<{ one: number }>("SELECT 1 AS one")).rows[0]!.one, 1);
+      assert.equal(await runTransaction(pool, async (c) => (await c.query<{ two: number }>("SELECT 2 AS two")).rows[0]!.two), 2);
+    } finally {
+      await pool.end();
+    }
   });
 
   test("an unreachable server fails the open with the connection error", async () => {

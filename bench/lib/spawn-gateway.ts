@@ -20,12 +20,14 @@ export interface BenchFunction {
 export interface BenchGateway {
   readonly port: number;
   readonly child: ChildProcess;
+  /** GC pauses and event-loop delay of the gateway process since the last call (BENCH_TRACE=1). */
+  trace(): Promise<{ gcs: Array<{ at: number; ms: number; kind: number }>; delay: { p50: number; p99: number; max: number } | null }>;
   stats(): Promise<{ gateway: Record<string, { total: number; ready: number; starting: number }>; prewarm: { idle: number; hits: number; misses: number } }>;
   close(): Promise<void>;
 }
 
 /** Spawns the child and resolves once it listens. */
-export async function spawnGateway(setup: { driver?: "process" | "docker"; prewarm: number; cgroupRoot: string; functions: BenchFunction[]; limits?: GatewayLimitsInput; prewarmRefill?: "demand" | "quiet"; prewarmMax?: number; specializeChannel?: "socket" | "attach" }): Promise<BenchGateway> {
+export async function spawnGateway(setup: { driver?: "process" | "docker"; runtimePath?: string; observe?: boolean; prewarm: number; cgroupRoot: string; functions: BenchFunction[]; limits?: GatewayLimitsInput; prewarmRefill?: "demand" | "quiet"; prewarmMax?: number; specializeChannel?: "socket" | "attach" }): Promise<BenchGateway> {
   const script = fileURLToPath(new URL("./gateway-child.ts", import.meta.url));
   // BENCH_GATEWAY_PROF=<dir>: CPU profile of the gateway process (written when it exits).
   const prof = process.env.BENCH_GATEWAY_PROF;
@@ -48,6 +50,7 @@ export async function spawnGateway(setup: { driver?: "process" | "docker"; prewa
     port: ready.port,
     child,
     stats: () => ask("stats", "stats"),
+    trace: () => ask("trace", "trace"),
     close: async () => {
       if (!child.connected) return;
       const exited = once(child, "exit");

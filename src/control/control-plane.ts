@@ -242,7 +242,7 @@ export function createControlPlane(config: Readonly<PlatformConfig>, deps: Contr
     }
     let url: string | null = null;
     if (deps.listen === true) {
-      const s = createServer({ maxHeaderSize: config.gateway.maxHeaderBytes, headersTimeout: config.gateway.headersTimeoutMs, requestTimeout: config.gateway.requestTimeoutMs }, (req, res) => {
+      const s = createServer({ maxHeaderSize: config.gateway.maxHeaderBytes, headersTimeout: config.gateway.headersTimeoutMs, requestTimeout: config.gateway.requestTimeoutMs, keepAliveTimeout: config.gateway.keepAliveTimeoutMs }, (req, res) => {
         if ((req.url ?? "").startsWith(`${NODE_PROTOCOL_PREFIX}/`)) theFleet.handle(req, res);
         else apiHandler!(req, res);
       });

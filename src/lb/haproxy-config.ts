@@ -93,6 +93,9 @@ export function resolveHaproxySpec(raw: HaproxySpecInput | undefined): Readonly<
   return Object.freeze(s);
 }
 
+/** How long HAProxy keeps an idle client connection (`timeout http-keep-alive`), s; clients are told 2 s less. */
+const CLIENT_KEEP_ALIVE_S = 10;
+
 /** The HAProxy 2.6 configuration text for a spec (see the file comment and docs/cluster.md). */
 export function renderHaproxyConfig(input: HaproxySpecInput | undefined): string {
   const s = resolveHaproxySpec(input);
@@ -113,12 +116,16 @@ export function renderHaproxyConfig(input: HaproxySpecInput | undefined): string
     `    timeout server ${s.timeoutServerMs}ms`,
     `    timeout check ${s.timeoutCheckMs}ms`,
     "    timeout http-request 10s",
+    `    timeout http-keep-alive ${CLIENT_KEEP_ALIVE_S}s`,
     "    timeout queue 30s",
     "    load-server-state-from-file global",
     "",
     `frontend ${n.frontend}`,
     `    bind ${s.bind}`,
     `    maxconn ${s.maxConn}`,
+    // The servers keep idle connections 65 s and say so in `Keep-Alive`; HAProxy would pass that on, and a
+    // client would then reuse a connection HAProxy has closed. Clients are told HAProxy's own idle time, less a margin.
+    `    http-response set-header keep-alive timeout=${CLIENT_KEEP_ALIVE_S - 2}`,
     `    use_backend ${n.apiBackend} if { path_beg /api/ }`,
     `    use_backend ${n.nodesBackend} if { path_beg /fn/ }`,
     `    default_backend ${n.apiBackend}`,
@@ -129,8 +136,9 @@ export function renderHaproxyConfig(input: HaproxySpecInput | undefined): string
     "    http-check send meth GET uri /healthz",
     "    http-check expect status 200",
     "    retries 2",
-    "    retry-on conn-failure",
+    "    retry-on conn-failure empty-response",
     "    option redispatch 1",
+    "    http-request disable-l7-retry unless METH_GET || METH_HEAD",
     `    default-server check inter ${s.checkInterMs}ms rise ${s.checkRise} fall ${s.checkFall}`,
     ...s.controlPlanes.map((addr, i) => `    server cp${i + 1} ${addr}`),
     "",
@@ -147,7 +155,7 @@ export function renderHaproxyConfig(input: HaproxySpecInput | undefined): string
     "    http-check disable-on-404",
     "    http-check expect status 200",
     `    retries ${s.retries}`,
-    "    retry-on conn-failure 503",
+    "    retry-on conn-failure empty-response 503",
     "    option redispatch 1",
     "    http-request disable-l7-retry unless METH_GET || METH_HEAD || { req.hdr(idempotency-key) -m found }",
     // The slots' host name is never resolved (no `libc` in init-addr, and `.invalid` never resolves,

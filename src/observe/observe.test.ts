@@ -132,3 +132,57 @@ test("Batcher: a retryable failed write keeps the batch (bounded, overflow count
   assert.equal(b.size, 0);
   await b.close();
 });
+
+test("Batcher maxWriteItems: a large batch is written in slices, oldest first, with the event loop served in between", async () => {
+  const written: number[][] = [];
+  const between: string[] = [];
+  let fail: "transient" | "hard" | null = null;
+  let errors = 0;
+  let lost = 0;
+  const b = new Batcher<number>({
+    flushIntervalMs: 10_000, maxBatch: 1000, maxWriteItems: 3,
+    flush: (items) => {
+      if (fail !== null && items[0] === 4) {
+        const f = fail;
+        fail = null;
+        throw Object.assign(new Error(f), { transient: f === "transient" });
+      }
+      written.push(items);
+      between.push(`write ${items[0]}`);
+    },
+    retryable: (err) => (err as { transient?: boolean }).transient === true,
+    onError: (_err, n) => {
+      errors++;
+      lost += n;
+    },
+  });
+  for (let n = 1; n <= 10; n++) b.push(n);
+  // An I/O-phase callback queued before the flush runs between two slices, not after the whole batch.
+  setImmediate(() => between.push("immediate"));
+  await b.flushNow();
+  assert.deepEqual(written, [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]]);
+  assert.ok(between.indexOf("immediate") > 0 && between.indexOf("immediate") < between.length - 1, between.join(", "));
+  // A batch within the limit is still one call with the same array.
+  written.length = 0;
+  for (const n of [11, 12]) b.push(n);
+  await b.flushNow();
+  assert.deepEqual(written, [[11, 12]]);
+  // A retryable failure of a slice keeps it and the slices not yet written, in order; the written one is not repeated.
+  written.length = 0;
+  fail = "transient";
+  for (let n = 1; n <= 7; n++) b.push(n);
+  await b.flushNow();
+  assert.deepEqual(written, [[1, 2, 3]]);
+  assert.equal(b.size, 4);
+  await b.flushNow(); // the backoff applies to pushes; flushNow writes what was kept
+  assert.deepEqual(written, [[1, 2, 3], [4, 5, 6], [7]]);
+  // A hard failure loses only its slice (counted); the rest is written.
+  written.length = 0;
+  fail = "hard";
+  for (let n = 1; n <= 7; n++) b.push(n);
+  await b.flushNow();
+  assert.deepEqual(written, [[1, 2, 3], [7]]);
+  assert.equal(errors, 1);
+  assert.equal(lost, 3);
+  await b.close();
+});

@@ -373,15 +373,22 @@ export function runDriverConformance(
     const withServers = async (fn: (targets: Array<{ host: string; port: number }>) => Promise<void>): Promise<void> => {
       const servers: Server[] = [];
       const targets: Array<{ host: string; port: number }> = [];
-      for (const host of ["127.0.0.1", ...hostAddresses()]) {
-        const s = createServer((c) => c.end("platform secret"));
-        await new Promise<void>((resolve, reject) => s.listen(0, host, resolve).on("error", reject));
-        servers.push(s);
-        targets.push({ host, port: (s.address() as { port: number }).port });
-      }
       try {
+        for (const host of ["127.0.0.1", ...hostAddresses()]) {
+          const s = createServer((c) => c.end("platform secret"));
+          // Other sandboxes come and go meanwhile: an address of their veth listed above may be gone by
+          // now (EADDRNOTAVAIL). It is no longer the host's, so there is nothing to test on it.
+          const bound = await new Promise<boolean>((resolve, reject) => {
+            s.once("error", (err: NodeJS.ErrnoException) => (err.code === "EADDRNOTAVAIL" && host !== "127.0.0.1" ? resolve(false) : reject(err)));
+            s.listen(0, host, () => resolve(true));
+          });
+          if (!bound) continue;
+          servers.push(s);
+          targets.push({ host, port: (s.address() as { port: number }).port });
+        }
         await fn(targets);
       } finally {
+        // Every listener closes whatever happened: one left open keeps the test process from exiting.
         await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
       }
     };

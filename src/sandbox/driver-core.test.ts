@@ -4,7 +4,7 @@ import { PassThrough } from "node:stream";
 import { classifyExit, createDriverCore, heapMbOf, parsePoolKey, poolKeyOf, signalExitCode, signalOfExitCode, specEnv, specializeMessage, type Launched, type RawExit, type SandboxBackend } from "./driver-core";
 import type { InstanceSpec } from "./driver";
 import { parseFunctionConfig } from "../shared/function-config";
-import { ENV, EXIT, READY_LINE } from "../shared/protocol";
+import { ENV, EXIT, GENERIC_READY_LINE, READY_LINE } from "../shared/protocol";
 
 const spec = (instanceId = "i-1"): InstanceSpec => ({
   instanceId, functionName: "f", version: "1", artifactDir: "/a", entry: "index.js", exportName: "f", config: parseFunctionConfig("f", {}), env: { A: "1" },
@@ -123,4 +123,65 @@ test("core: a load failure is FUNCTION_LOAD_FAILED with the output; graceful clo
   assert.equal(c.reason, "closed");
   assert.deepEqual(await inst.destroy(), c);
   await core.close();
+});
+
+/** A pool backend: slots print GENERIC_READY_LINE, fresh starts READY; the channel calls are recorded. */
+function poolBackend(failAttach: boolean): { backend: SandboxBackend<{ out: PassThrough; end: (r: RawExit) => void; kind: string }>; calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    backend: {
+      name: "dev", defaultStartTimeoutMs: 2000, pool: true, codeDir: "/fn",
+      socketPathOf: (id) => `/tmp/x/${id}.sock`,
+      socketPath: () => "/tmp/x/s.sock",
+      async launch(mode, io) {
+        calls.push(`launch ${mode.kind}`);
+        const out = new PassThrough();
+        io.output(out, new PassThrough());
+        let end!: (r: RawExit) => void;
+        const exit = new Promise<RawExit>((r) => (end = r));
+        setImmediate(() => out.write(`${mode.kind === "generic" ? GENERIC_READY_LINE : READY_LINE}\n`));
+        return { handle: { out, end, kind: mode.kind }, exit };
+      },
+      async attach(h) {
+        calls.push("attach");
+        if (failAttach) throw new Error("mount failed");
+        setImmediate(() => h.out.write(`${READY_LINE}\n`)); // the runtime: READY once its message ended
+      },
+      send: () => void calls.push("send"),
+      begin: (_h, message) => void calls.push(`begin ${JSON.parse(message).instanceId as string}`),
+      commit: () => void calls.push("commit"),
+      signal: (h, sig) => {
+        calls.push(`${sig} ${h.kind}`);
+        h.end({ exitCode: sig === "SIGKILL" ? 137 : 0, signal: null, oomKilled: false });
+      },
+      stats: async () => null,
+    },
+  };
+}
+
+async function idleSlot(core: ReturnType<typeof createDriverCore>): Promise<void> {
+  for (let i = 0; i < 200 && core.prewarm.idleCount() < 1; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(core.prewarm.idleCount(), 1, "the pool holds a slot");
+}
+
+test("core: with begin/commit the message is written before the attach and ended after it; a failed attach never ends it", async () => {
+  const ok = poolBackend(false);
+  const core = createDriverCore(ok.backend, { prewarm: 1 });
+  await core.open();
+  await idleSlot(core);
+  await core.start(spec("i-ok"));
+  assert.deepEqual(ok.calls, ["launch generic", "begin i-ok", "attach", "commit"], "begin, attach, commit; never send");
+  await core.close();
+
+  const bad = poolBackend(true);
+  const failing = createDriverCore(bad.backend, { prewarm: 1 });
+  await failing.open();
+  await idleSlot(failing);
+  const inst = await failing.start(spec("i-bad"));
+  assert.deepEqual(bad.calls.slice(0, 5), ["launch generic", "begin i-bad", "attach", "SIGKILL generic", "launch fresh"],
+    "the spoiled slot is destroyed without its message ever ending, and the start boots fresh");
+  assert.ok(!bad.calls.includes("commit") && !bad.calls.includes("send"));
+  assert.equal(inst.id, "i-bad");
+  await failing.close();
 });

@@ -79,6 +79,11 @@ export interface MountHelper {
    * Remove `viewDir` (removeView) after unmounting.
    */
   mountView(source: string, viewDir: string, target: string): Promise<void>;
+  /**
+   * mountView on the private `stage`, then moves it to `target` (what a pool slot's code mount needs),
+   * in one round trip to the helper. On failure nothing stays mounted on `stage` or `target`.
+   */
+  mountViewAt(source: string, viewDir: string, stage: string, target: string): Promise<void>;
   /** Mounts a tmpfs at `target`: noexec, nosuid, nodev, with mount data `data` (e.g. `size=65536k,mode=0755`, no TAB). */
   mountTmpfs(target: string, data: string): Promise<void>;
   /** Lazily unmounts `target` (MNT_DETACH); the unmount propagates into sandboxes. */
@@ -149,6 +154,23 @@ export function startMountHelper(perlPath = "/usr/bin/perl"): MountHelper {
       prepareView(source, viewDir);
       // Two lower layers, no upper: overlayfs is read-only then (one layer alone is refused).
       await call(`overlay ${target}`, ["o", viewDir, target, MS.RDONLY | MS.NOSUID | MS.NODEV, "lowerdir=fn:e"]);
+    },
+    async mountViewAt(source, viewDir, stage, target) {
+      prepareView(source, viewDir);
+      // Both requests in one write: one round trip to the helper (it answers them in order). A failed
+      // overlay leaves `stage` no mount point, so the move then fails too (EINVAL) and mounts nothing.
+      const overlay = call(`overlay ${stage}`, ["o", viewDir, stage, MS.RDONLY | MS.NOSUID | MS.NODEV, "lowerdir=fn:e"]);
+      const moved = mount(`move ${stage}`, stage, target, MS.MOVE);
+      const [o, m] = await Promise.allSettled([overlay, moved]);
+      if (o.status === "rejected") {
+        // Only a stage that was already a mount point could have moved: take it off the target again.
+        if (m.status === "fulfilled") await call("unmount target", ["u", target]).catch(() => {});
+        throw o.reason;
+      }
+      if (m.status === "rejected") {
+        await call("unmount stage", ["u", stage]).catch(() => {});
+        throw m.reason;
+      }
     },
     mountTmpfs: (target, data) => call(`tmpfs ${target}`, ["t", target, MS.NOEXEC | MS.NOSUID | MS.NODEV, data]),
     unmount: (target) => call(`unmount ${target}`, ["u", target]),

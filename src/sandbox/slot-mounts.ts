@@ -78,13 +78,7 @@ export function createSlotMounts(root: string, log: Logger): SlotMounts {
     async attach(slotId, artifactDir) {
       const helper = await ensure();
       const stage = join(stageRoot, slotId);
-      await helper.mountView(artifactDir, join(viewsRoot, slotId), stage);
-      try {
-        await helper.move(stage, join(slotsRoot, slotId));
-      } catch (err) {
-        await helper.unmount(stage).catch(() => {});
-        throw err;
-      }
+      await helper.mountViewAt(artifactDir, join(viewsRoot, slotId), stage, join(slotsRoot, slotId));
     },
     async remove(slotId) {
       const codeDir = join(slotsRoot, slotId);

@@ -31,8 +31,9 @@ export const ENV = {
   discover: "STRATUS_DISCOVER",
   /**
    * "1": generic (pre-warmed) mode. The runtime starts with no function: it preloads its own server code,
-   * prints GENERIC_READY_LINE, then reads exactly one SpecializeMessage from fd SPECIALIZE_FD until EOF,
-   * closes that fd, applies the message and continues as a normal start (load, listen, READY_LINE).
+   * prints GENERIC_READY_LINE, then reads exactly one SpecializeMessage from fd SPECIALIZE_FD up to its
+   * first newline (or until EOF when none comes), closes that fd, applies the message and continues as a
+   * normal start (load, listen, READY_LINE).
    * STRATUS_SOCKET is set at start; every other variable comes in the message.
    */
   generic: "STRATUS_GENERIC",
@@ -44,8 +45,8 @@ export const ENV = {
   /**
    * Generic mode only: a Unix socket path (in the sandbox's socket dir) to receive the SpecializeMessage
    * on instead of an inherited fd. The runtime listens there before GENERIC_READY_LINE, accepts exactly
-   * ONE connection, stops listening and removes the path at once, reads the message to EOF and closes
-   * the connection before any user code runs. The Docker driver uses it: a Unix socket in the bind-mounted
+   * ONE connection, stops listening and removes the path at once, reads the message up to its first
+   * newline (or to EOF when none comes) and closes the connection before any user code runs. The Docker driver uses it: a Unix socket in the bind-mounted
    * socket dir skips dockerd's attach stream (round trips through dockerd and containerd-shim).
    */
   specializeSocket: "STRATUS_SPECIALIZE_SOCKET",
@@ -62,7 +63,8 @@ export const GENERIC_READY_LINE = "\u0000stratus:generic-ready";
 
 /**
  * The one message that turns a generic runtime into one function's instance (JSON, sent once on
- * SPECIALIZE_FD, then the sender closes its end). Fields mirror the ENV variables of a fresh start.
+ * SPECIALIZE_FD, optionally followed by a newline — the runtime then stops reading there — and the sender
+ * closes its end). Fields mirror the ENV variables of a fresh start.
  */
 export interface SpecializeMessage {
   /** Absolute path of the module inside the sandbox. */

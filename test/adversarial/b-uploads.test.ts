@@ -150,7 +150,8 @@ describe("B. malicious uploads", () => {
     const hostDecoy: Server = createServer((s) => { hits++; s.destroy(); });
     await new Promise<void>((r) => hostDecoy.listen(0, "0.0.0.0", r));
     const hostPort = (hostDecoy.address() as { port: number }).port;
-    const hostAddress = Object.values(networkInterfaces()).flat().find((a) => a?.family === "IPv4" && !a.internal)?.address ?? "127.0.0.1";
+    // Not a sandbox veth's address (names `sx…`, src/shared/netns.ts): another file's sandbox may remove it meanwhile.
+    const hostAddress = Object.entries(networkInterfaces()).filter(([name]) => !name.startsWith("sx")).flatMap(([, l]) => l ?? []).find((a) => a.family === "IPv4" && !a.internal)?.address ?? "127.0.0.1";
     try {
       const probe = [
         "const fs = require('fs'); const net = require('net'); const out = [];",

@@ -71,7 +71,16 @@ export async function deploy(fx: Pick<PlatformFixture, "url" | "token">, archive
     body: archive,
   });
   const text = await res.text();
-  if (res.status !== 200) return { status: res.status, body: JSON.parse(text), events: [], final: null };
+  if (res.status !== 200) {
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // Not the platform's answer (e.g. a load balancer's own error page): say what came back.
+      throw new Error(`deploy: HTTP ${res.status} with a body that is not JSON: ${text.slice(0, 300)}`);
+    }
+    return { status: res.status, body, events: [], final: null };
+  }
   const events = text.split("\n").filter(Boolean).map((l) => JSON.parse(l));
   return { status: 200, body: null, events, final: events[events.length - 1] ?? null };
 }

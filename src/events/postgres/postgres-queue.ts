@@ -11,7 +11,7 @@
  * conformance suite.
  */
 import pg from "pg";
-import { isSerializationFailure, runTransaction } from "../../store/postgres/pg-tx";
+import { isSerializationFailure, runTransaction, withClient } from "../../store/postgres/pg-tx";
 import { StratusError } from "../../shared/errors";
 import { JOB_COLUMNS, jobToValues, patchValues, rowToJob, type JobRow, type QueuePersistence } from "../queue-persistence";
 import type { JobQueue, JobRecord } from "../queue";
@@ -78,8 +78,7 @@ export async function openPostgresQueuePersistence(options: PostgresQueueOptions
   const pool = new pg.Pool({ connectionString: options.connectionString, max: options.poolSize ?? 5 });
   pool.on("error", () => {});
   try {
-    const c = await pool.connect();
-    try {
+    await withClient(pool, async (c) => {
       await c.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
       try {
         await c.query("CREATE TABLE IF NOT EXISTS event_schema_migrations (version integer PRIMARY KEY, applied_at bigint NOT NULL)");
@@ -99,9 +98,7 @@ export async function openPostgresQueuePersistence(options: PostgresQueueOptions
       } finally {
         await c.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]);
       }
-    } finally {
-      c.release();
-    }
+    });
   } catch (err) {
     await pool.end();
     throw err;

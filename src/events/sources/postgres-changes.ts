@@ -110,6 +110,8 @@ export function publicSourceOf(url: string): string {
 export async function preparePostgresSlot(url: string, config: PostgresSourceConfig): Promise<{ created: boolean }> {
   const { schema, table } = qualifiedTable(config.table);
   const client = new pg.Client({ connectionString: url, application_name: "stratus-trigger-check" });
+  // A dropped connection fails the pending query; without a listener its 'error' event would end the process.
+  client.on("error", () => {});
   await client.connect();
   const unusable = (m: string) => new StratusError("POSTGRES_TRIGGER_UNUSABLE", m);
   try {
@@ -152,6 +154,8 @@ export async function preparePostgresSlot(url: string, config: PostgresSourceCon
  */
 export async function dropPostgresSlot(url: string, slot: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, application_name: "stratus-trigger-drop" });
+  // A dropped connection fails the pending query; without a listener its 'error' event would end the process.
+  client.on("error", () => {});
   await client.connect();
   try {
     await client.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", [slot]);

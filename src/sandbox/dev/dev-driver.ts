@@ -30,7 +30,7 @@ import { ENV } from "../../shared/protocol";
 import { createSilentLogger } from "../../shared/logger";
 import { parseDiscoveryRun } from "../discovery-output";
 import {
-  childExit, childOutputDrained, createDriverCore, DISCOVERY_MEMORY_MB, heapFlagOf, signalExitCode, specEnv, watchDiscoveryChild,
+  childExit, childOutputDrained, createDriverCore, DISCOVERY_MEMORY_MB, heapFlagOf, instanceNodeArgs, signalExitCode, specEnv, watchDiscoveryChild,
   type Launched, type RawExit, type SandboxBackend, type SandboxDriverOptions,
 } from "../driver-core";
 
@@ -100,7 +100,7 @@ export function createDevDriver(options: DevDriverOptions): DevDriver {
         [ENV.dev]: "1",
       };
       // No cgroup tells Node the limit: the heap is sized as production does, so a heap hog fails the same way.
-      const child = spawn(nodePath, [heapFlagOf(spec.config.memory), options.runtimePath], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+      const child = spawn(nodePath, [...instanceNodeArgs(spec.config.memory), options.runtimePath], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
       child.once("error", () => undefined); // 'exit' follows (or 'close' for a spawn failure)
       if (child.pid !== undefined) writeFileSync(pidFile, `${child.pid}\n`);
       io.output(child.stdout!, child.stderr!);

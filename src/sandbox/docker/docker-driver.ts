@@ -43,7 +43,7 @@ import { parseOutputLine } from "../output-lines";
 import { findDiscoveryPayload, parseDiscoveryRun } from "../discovery-output";
 import type { PrewarmStatus } from "../prewarm-pool";
 import {
-  createDriverCore, DISCOVERY_MAX_OPEN_FILES, DISCOVERY_MEMORY_MB, heapFlagOf, signalOfExitCode, specEnv,
+  createDriverCore, DISCOVERY_MAX_OPEN_FILES, DISCOVERY_MEMORY_MB, INSTANCE_MALLOC_TUNABLES, instanceNodeArgs, signalOfExitCode, specEnv,
   type Launched, type LaunchIo, type LaunchMode, type PoolKey, type RawExit, type SandboxBackend, type SandboxDriverOptions,
 } from "../driver-core";
 import { createSlotMounts, isMountPoint } from "../slot-mounts";
@@ -374,7 +374,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       void killBox(box, "SIGKILL");
     });
     sock.on("data", () => sock.destroy()); // the runtime sends nothing: anything it would is ignored
-    sock.end(message);
+    // Newline-ended, as the process driver sends it: the runtime acts at the newline, not the close.
+    sock.end(`${message}\n`);
     sock.once("close", () => sock.destroy());
   }
 
@@ -408,10 +409,10 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         name: containerName(slotId),
         Image: image,
         Entrypoint: [IMAGE_PATHS.node],
-        Cmd: [heapFlagOf(key.memoryMb), IMAGE_PATHS.runtime],
+        Cmd: [...instanceNodeArgs(key.memoryMb), IMAGE_PATHS.runtime],
         // Minimal: the function's env arrives with the message, never on the container's config.
         Env: [
-          `${ENV.socket}=${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`, `${ENV.generic}=1`,
+          `GLIBC_TUNABLES=${INSTANCE_MALLOC_TUNABLES}`, `${ENV.socket}=${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`, `${ENV.generic}=1`,
           channel === "socket" ? `${ENV.specializeSocket}=${IMAGE_PATHS.socketDir}/${SPECIALIZE_SOCKET_NAME}` : `${ENV.specializeFd}=0`,
         ],
         User: IMAGE_USER,
@@ -461,13 +462,14 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
       // The function's user creates the socket; only it and root (the gateway) may enter the directory.
       await chown(socketDir, 65534, 65534);
-      const env: Record<string, string> = { ...spec.env, [ENV.socket]: `${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`, ...specEnv(spec, IMAGE_PATHS.functionDir) };
+      // The same malloc settings as the process driver; a function's own env may override them.
+      const env: Record<string, string> = { GLIBC_TUNABLES: INSTANCE_MALLOC_TUNABLES, ...spec.env, [ENV.socket]: `${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`, ...specEnv(spec, IMAGE_PATHS.functionDir) };
       signal?.throwIfAborted();
       const create = () => docker.createContainer({
         name: containerName(spec.instanceId),
         Image: image,
         Entrypoint: [IMAGE_PATHS.node],
-        Cmd: [heapFlagOf(spec.config.memory), IMAGE_PATHS.runtime],
+        Cmd: [...instanceNodeArgs(spec.config.memory), IMAGE_PATHS.runtime],
         Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
         User: IMAGE_USER,
         WorkingDir: IMAGE_PATHS.functionDir,

@@ -19,7 +19,7 @@ import { ENV } from "../../shared/protocol";
 import { createSilentLogger } from "../../shared/logger";
 import { parseDiscoveryRun } from "../discovery-output";
 import {
-  childExit, childOutputDrained, createDriverCore, DISCOVERY_MAX_OPEN_FILES, DISCOVERY_MEMORY_MB, heapFlagOf, specEnv, watchDiscoveryChild,
+  childExit, childOutputDrained, createDriverCore, DISCOVERY_MAX_OPEN_FILES, DISCOVERY_MEMORY_MB, heapFlagOf, INSTANCE_MALLOC_TUNABLES, instanceNodeArgs, specEnv, watchDiscoveryChild,
   type Launched, type LaunchIo, type LaunchMode, type RawExit, type SandboxBackend, type SandboxDriverOptions,
 } from "../driver-core";
 import { buildSandboxCommand, SANDBOX_PATHS } from "./bwrap-args";
@@ -72,14 +72,6 @@ export interface ProcessDriver extends SandboxDriver {
   /** The pre-warm pool (inspection for tests and metrics). */
   readonly prewarm: PrewarmStatus;
 }
-
-/**
- * glibc malloc settings of every instance (a function's own env may override them). Setting the trim
- * threshold at all turns off glibc's dynamic thresholds, which after start-up's large frees let an idle
- * instance keep ~0.5 MiB of freed heap it never returns; 512 KiB keeps trimming rare on the hot path.
- * Measured: private memory after one request 11.2 → 10.6 MiB, warm p50/p99 within noise.
- */
-const MALLOC_TUNABLES = "glibc.malloc.trim_threshold=524288";
 
 /** One sandbox process (the backend's handle): a fresh instance, or a pre-warm slot. */
 interface Sandbox {
@@ -234,11 +226,11 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       bwrapPath, setprivPath, nodePath, runtimePath, artifactDir, socketDir: box.run,
       uid, gid, procsFiles: cgroup.procsFiles, network: limits.network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles: limits.maxOpenFiles,
       // Fixed at start: one reason pool slots are keyed by memory.
-      nodeArgs: [heapFlagOf(limits.memoryMb)],
+      nodeArgs: instanceNodeArgs(limits.memoryMb),
     });
     // A clean, explicit environment: never the platform's own (it leaks secrets, and NODE_EXTRA_CA_CERTS
     // alone doubles start time, see MEASURED.md). Protocol variables win over the function's env.
-    const base = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", GLIBC_TUNABLES: MALLOC_TUNABLES };
+    const base = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", GLIBC_TUNABLES: INSTANCE_MALLOC_TUNABLES };
     const socketEnv = `${SANDBOX_PATHS.socketDir}/${SANDBOX_PATHS.socketName}`;
     const env: Record<string, string> = mode.kind === "generic"
       ? { ...base, [ENV.socket]: socketEnv, [ENV.generic]: "1" }
@@ -280,14 +272,22 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     socketPathOf: (id) => join(socketsRoot, id, SANDBOX_PATHS.socketName),
     socketPath: (sb) => join(sb.socketDir, SANDBOX_PATHS.socketName),
     launch,
-    /**
-     * Binds the artifact read-only onto the slot's /fn (the mount propagates into the sandbox) and names
-     * its cgroup and socket dir after the instance.
-     */
+    /** Mounts the artifact read-only onto the slot's /fn (the mount propagates into the sandbox). */
     async attach(sb, spec) {
       await slotMounts.attach(sb.internalId, spec.artifactDir);
-      // Name everything after the instance, as a fresh start does (operators and reconcile see one name).
-      // cgroup v1 allows renaming within the parent; v2 does not (the slot name then stays).
+    },
+    // A newline ends the message: the runtime acts on it without waiting for the channel's EOF.
+    send: (sb, message) => void (sb.child.stdio[3] as Writable).end(`${message}\n`),
+    // The message goes in before the mount, its newline after: the runtime's wake-up overlaps the mount.
+    begin: (sb, message) => void (sb.child.stdio[3] as Writable).write(message),
+    commit: (sb) => void (sb.child.stdio[3] as Writable).end("\n"),
+    /**
+     * Names the slot's cgroups and socket dir after the instance, as a fresh start does (operators and
+     * reconcile see one name), while the runtime loads the code: nothing in the sandbox sees these names,
+     * and the endpoint is read only at READY. cgroup v1 allows renaming within the parent; v2 does not
+     * (the slot name then stays, as it does when a rename fails here).
+     */
+    afterSend(sb, spec) {
       if (cgroups.layout.mode !== "v1") return;
       const dirs = cgroups.rootDirs();
       const done: string[] = [];
@@ -301,11 +301,16 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
         sb.cgroup = cgroups.open(spec.instanceId);
         sb.socketDir = join(socketsRoot, spec.instanceId);
       } catch (err) {
-        for (const d of done) renameSync(join(d, spec.instanceId), join(d, sb.internalId));
-        throw err;
+        for (const d of done) {
+          try {
+            renameSync(join(d, spec.instanceId), join(d, sb.internalId));
+          } catch {
+            // left under the instance's name: reconcile removes it once the instance is gone
+          }
+        }
+        log.warn({ err, instanceId: spec.instanceId, slot: sb.internalId }, "renaming a specialised slot failed; it keeps its slot name");
       }
     },
-    send: (sb, message) => void (sb.child.stdio[3] as Writable).end(message),
     signal(sb, signal) {
       if (signal === "SIGKILL") return kill(sb);
       const pid = findRuntimePid(sb.cgroup);

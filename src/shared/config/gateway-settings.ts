@@ -15,7 +15,7 @@ export const GATEWAY_LIMITS_SHAPE = {
   // Node applies it to a new connection that sends nothing at all too (test/adversarial/c-http.test.ts, C11).
   headersTimeoutMs: setting(int(100, 600_000).default(10_000), { unit: "ms", doc: "Time a client has to send the request head (and a new connection its first byte); then 408 or closed." }),
   requestTimeoutMs: setting(int(100, 3_600_000).default(300_000), { unit: "ms", doc: "Time a client has to send the whole request (head + body); then 408. At least `headersTimeoutMs`." }),
-  keepAliveTimeoutMs: setting(int(100, 600_000).default(5_000), { unit: "ms", doc: "Idle keep-alive connections from clients are closed after this (Node's default)." }),
+  keepAliveTimeoutMs: setting(int(100, 600_000).default(65_000), { unit: "ms", doc: "Idle keep-alive connections from clients are closed after this (gateway and control plane). Above the idle time of the load balancer in front (HAProxy's idle server connections, AWS ALB's 60 s), so the balancer closes an idle connection first: a request it sends on a connection the server is closing is lost (HAProxy then closes the client's connection without an answer)." }),
   // Node's own default (30 s) would let a slow client hold a connection for up to 30 s past its timeout.
   connectionsCheckingIntervalMs: setting(int(10, 60_000).default(1_000), { unit: "ms", doc: "How often the server checks the head and request timeouts; a timeout fires up to this late." }),
   sweepIntervalMs: setting(int(5, 60_000).default(250), { unit: "ms", doc: "Period of the one timer that reaps idle instances, expires queued requests and keeps `minInstances`; its deadlines fire up to this late." }),

@@ -20,7 +20,7 @@
  * upsert in the same transaction, which COPY cannot do; multi-row INSERT keeps one code path.
  */
 import pg from "pg";
-import { isSerializationFailure, runTransaction } from "./pg-tx";
+import { isSerializationFailure, runTransaction, withClient } from "./pg-tx";
 import { StratusError } from "../../shared/errors";
 import type { ErrorOccurrence } from "../../shared/invocation";
 import type { StorePersistence } from "../persistence";
@@ -158,12 +158,7 @@ export async function openPostgresPersistence(options: PostgresPersistenceOption
   // An idle client's error (server restart) must not crash the process; the next query reconnects.
   pool.on("error", () => {});
   try {
-    const client = await pool.connect();
-    try {
-      await migrate(client);
-    } finally {
-      client.release();
-    }
+    await withClient(pool, migrate);
   } catch (err) {
     await pool.end();
     throw err;

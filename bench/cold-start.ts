@@ -4,9 +4,11 @@
 // `node` http server spawned and asked for its first byte (no sandbox, no platform).
 // Docker driver, the same three rows: needs dockerd + the registry (`bash scripts/services.sh`); images are
 // prepared before timing, so the no-pool row measures container create + start + READY + first byte, and the
-// pool rows a slot's specialisation (artifact mount + one message on stdin + load) + first byte.
+// pool rows a slot's specialisation (artifact mount + one message on its one-shot socket + load) + first byte,
+// beside round two's attach channel (message on stdin) in the same run.
 // Usage: npm run build && npx tsx bench/cold-start.ts [starts=30] [process]. Writes bench/results/cold-start.md
 // (both drivers, ~3 min), or with `process` only the process driver's rows to bench/results/cold-start-process.md.
+// BENCH_COLD_DRIVERS=docker measures the Docker rows only (and the bare baseline); =docker-pool only the Docker pool rows.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { request } from "undici";
@@ -17,10 +19,14 @@ import { load, machine, pct, sorted, writeResult } from "./lib/report";
 const STARTS = Number(process.argv[2] ?? 30);
 /** `process`: the process driver's rows only (written to results/cold-start-process.md); default both drivers. */
 const ONLY_PROCESS = process.argv[3] === "process";
+/** Which drivers' rows to measure (`BENCH_COLD_DRIVERS`, default both; `process` as argv[3] means process only). */
+const DRIVERS = ONLY_PROCESS ? ["process"] : (process.env.BENCH_COLD_DRIVERS ?? "process,docker").split(",");
 const ROUNDS = 5;
 /** Pause between a slot becoming idle and the pooled start that takes it, ms. */
 const SETTLE_MS = 250;
 const fn = (name: string): BenchFunction => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { idleTimeout: 120_000 } });
+/** Docker rows: instances idle out after 1 s, so the run's containers do not pile up on the node. */
+const dockerFn = (name: string): BenchFunction => ({ ...fn(name), config: { idleTimeout: 1000 } });
 
 /** Server-Timing entries (`start`, `handler`, …) of a response, ms. */
 function timings(header: string | string[] | undefined): Record<string, number> {
@@ -76,7 +82,7 @@ const pooledStart: number[] = [];
 const pooledHandler: number[] = [];
 let pooledHits = 0;
 let exhaustedHits = 0;
-{
+if (DRIVERS.includes("process")) {
   const per = Math.max(1, Math.round(STARTS / ROUNDS));
   const off = await spawnGateway({ prewarm: 0, cgroupRoot: "stratus-bench-cold-off", functions: names("f").map(fn) });
   const on = await spawnGateway({ prewarm: 1, cgroupRoot: "stratus-bench-cold-on", functions: [...names("p"), ...names("x")].map(fn) });
@@ -115,8 +121,8 @@ let exhaustedHits = 0;
 }
 // Docker driver, no pool: every start is a fresh container from the function's image (already pulled).
 const dockerStarts: number[] = [];
-if (!ONLY_PROCESS) {
-  const gw = await spawnGateway({ driver: "docker", prewarm: 0, cgroupRoot: "unused", functions: names("d").map(fn) });
+if (DRIVERS.includes("docker")) {
+  const gw = await spawnGateway({ driver: "docker", prewarm: 0, cgroupRoot: "unused", functions: names("d").map(dockerFn) });
   for (const name of names("d").slice(0, STARTS)) {
     const r = await ttfb(gw, name);
     if (!r.cold) throw new Error("expected a cold start");
@@ -124,30 +130,60 @@ if (!ONLY_PROCESS) {
   }
   await gw.close();
 }
-// Docker driver with the pool: as the process rows (an idle slot, then the pool exhausted).
+// Docker driver with the pool: as the process rows (an idle slot, then the pool exhausted), with the
+// slots' one-shot Unix socket (the default) — and, as the same-run baseline, with round two's channel
+// (the container's stdin and stdout through dockerd's attach stream). The two gateways run side by side;
+// before every pooled start both pools are full again (no slot boots beside the start being measured),
+// and which of the two goes first alternates.
 const dockerPooled: number[] = [];
 const dockerExhausted: number[] = [];
+const dockerAttachPooled: number[] = [];
 let dockerPooledHits = 0;
 let dockerExhaustedHits = 0;
-if (!ONLY_PROCESS) {
-  const gw = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", functions: [...names("dp"), ...names("dx")].map(fn) });
-  const idle = async () => (await gw.stats()).prewarm.idle >= 1;
-  for (let i = 0; i < STARTS; i++) {
-    await until(idle);
+let dockerAttachHits = 0;
+if (DRIVERS.includes("docker") || DRIVERS.includes("docker-pool")) {
+  const gw = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", functions: [...names("dp"), ...names("dx")].map(dockerFn) });
+  const gwAttach = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", specializeChannel: "attach", functions: names("da").map(dockerFn) });
+  const bothIdle = async () => {
+    await until(async () => (await gwAttach.stats()).prewarm.idle >= 1 && (await gw.stats()).prewarm.idle >= 1);
+    await delay(150); // the new slot's start-up output and the engine's work for it have settled
+  };
+  const attachStart = async (i: number) => {
+    await bothIdle();
+    const a0 = (await gwAttach.stats()).prewarm.hits;
+    dockerAttachPooled.push((await ttfb(gwAttach, `da-${i}`)).ms);
+    dockerAttachHits += (await gwAttach.stats()).prewarm.hits - a0;
+  };
+  const socketStart = async (i: number) => {
+    await bothIdle();
     let s = await gw.stats();
     const hits0 = s.prewarm.hits;
     dockerPooled.push((await ttfb(gw, `dp-${i}`)).ms);
     s = await gw.stats();
     dockerPooledHits += s.prewarm.hits - hits0;
+    // Exhausted: the one slot was just taken by dp-i and its replacement is still starting.
     const x = await ttfb(gw, `dx-${i}`);
     dockerExhausted.push(x.ms);
     dockerExhaustedHits += (await gw.stats()).prewarm.hits - s.prewarm.hits;
+  };
+  for (let i = 0; i < STARTS; i++) {
+    if (i % 2 === 0) {
+      await attachStart(i);
+      await socketStart(i);
+    } else {
+      await socketStart(i);
+      await attachStart(i);
+    }
   }
   await gw.close();
+  await gwAttach.close();
 }
+// The bare baseline runs inside the process rounds; without them, on its own.
+if (baseline.length === 0) baseline.push(...(await bareNode(15)));
 const after = load();
 
 const row = (label: string, xs: number[], note: string) => {
+  if (xs.length === 0) return `| ${label} | – | – | – | – | not measured in this run (BENCH_COLD_DRIVERS) |`;
   const s = sorted(xs);
   const b = pct(sorted(baseline), 0.5);
   return `| ${label} | ${pct(s, 0.5).toFixed(1)} ms | ${pct(s, 0.9).toFixed(1)} ms | ${pct(s, 0.99).toFixed(1)} ms | ${(pct(s, 0.5) / b).toFixed(2)} | ${note} |`;
@@ -155,7 +191,8 @@ const row = (label: string, xs: number[], note: string) => {
 const p50 = (xs: number[]): string => pct(sorted(xs.filter((x) => !Number.isNaN(x))), 0.5).toFixed(1);
 const dockerRows = ONLY_PROCESS ? "" : `
 ${row("docker driver, no pool (image present)", dockerStarts, "container create + start + READY")}
-${row("docker driver, pool with an idle slot", dockerPooled, `${dockerPooledHits}/${STARTS} served from the pool`)}
+${row("docker driver, pool with an idle slot, attach channel (round two: same-run baseline)", dockerAttachPooled, `${dockerAttachHits}/${STARTS} served from the pool; message on stdin, READY on stdout, both through dockerd`)}
+${row("docker driver, pool with an idle slot", dockerPooled, `${dockerPooledHits}/${STARTS} served from the pool; one-shot Unix socket + ready file in the slot's socket dir${dockerAttachPooled.length ? ` — p50 ${(pct(sorted(dockerPooled), 0.5) / pct(sorted(dockerAttachPooled), 0.5)).toFixed(2)} × the attach channel's` : ""}`)}
 ${row("docker driver, pool exhausted", dockerExhausted, `${dockerExhaustedHits}/${STARTS} served from the pool; the refill runs beside it`)}`;
 const md = `# Cold start — time to first byte for a function never started on the node
 

@@ -1,5 +1,5 @@
 // The pre-warm pool of the Docker driver: the driver conformance suite with the pool on, the one-shot
-// guarantee of specialisation over the container's stdin (CVE-2018-11757), the read-only artifact mount
+// guarantee of specialisation over the slot's one-shot Unix socket (CVE-2018-11757), the read-only artifact mount
 // propagated into a running container, replacement of a slot killed while idle, and that closing leaves no
 // container, mount or dir behind. Needs root, perl, a real engine and registry (scripts/services.sh starts
 // both) and `npm run build`.
@@ -13,7 +13,7 @@ import { join, resolve } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import Docker from "dockerode";
 import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance";
-import { createDockerDriver, type DockerDriver } from "../src/sandbox/docker/docker-driver";
+import { createDockerDriver, type DockerDriver, type SpecializeChannel } from "../src/sandbox/docker/docker-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
 import type { Instance, InstanceSpec } from "../src/sandbox/driver";
 
@@ -33,10 +33,10 @@ function mountsUnder(dir: string): string[] {
   return readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4] ?? "").filter((p) => p.startsWith(dir));
 }
 
-function newDriver(suffix: string, prewarm: number): { driver: DockerDriver; socketRoot: string; nodeId: string; cleanup: () => Promise<void> } {
+function newDriver(suffix: string, prewarm: number, specializeChannel?: SpecializeChannel): { driver: DockerDriver; socketRoot: string; nodeId: string; cleanup: () => Promise<void> } {
   const socketRoot = mkdtempSync(join(tmpdir(), "spd-"));
   const nodeId = `pwd-${suffix}-${process.pid}`;
-  const driver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: socketRoot, nodeId, prewarm });
+  const driver = createDockerDriver({ registry: REGISTRY, runtimePath: RUNTIME, stateDir: socketRoot, nodeId, prewarm, ...(specializeChannel ? { specializeChannel } : {}) });
   void driver.open(); // nothing runs before open(); the pool starts filling now
   return {
     driver,
@@ -123,13 +123,20 @@ test("docker: specialisation is one-shot (stdin closed for good), the code is re
     const seen = JSON.parse(r.body) as {
       fds: string[]; environ: string[]; env: { SECRET_A?: string; STRATUS: string[] }; writeCode: { ok: boolean; code?: string };
       mounts: string[]; codeFiles: string[]; cwd: string; initStdin: { target: string | null; read: string };
+      sockets: string[]; runDir: string[]; channelConnect: string;
     };
-    // The runtime closed its stdin (the channel) and put /dev/null in its place before user code ran.
+    // The channel is a Unix socket in /run/stratus: the runtime stopped listening at the driver's one
+    // connection, removed the path and closed that connection before user code ran.
+    assert.equal(seen.channelConnect, "ENOENT", "nothing listens on the specialisation socket any more");
+    assert.ok(!seen.runDir.includes("specialize.sock"), `the socket dir: ${seen.runDir.join(" ")}`);
+    assert.ok(seen.runDir.includes("http.sock"), `the socket dir: ${seen.runDir.join(" ")}`);
+    const serverSockets = seen.sockets.filter((s) => s.endsWith(":/run/stratus/http.sock"));
+    assert.ok(serverSockets.length >= 1, `the function's server socket is open; sockets: ${seen.sockets.join(" ")}`);
+    assert.deepEqual(seen.sockets.filter((s) => /specialize/.test(s)), [], `the function holds no end of the channel; sockets: ${seen.sockets.join(" ")}`);
+    // No container stdin at all: fd 0 of the runtime and of tini (PID 1) is /dev/null.
     assert.ok(seen.fds.includes("0:/dev/null"), `fd 0 is /dev/null; fds: ${seen.fds.join(" ")}`);
-    // tini (PID 1) still holds the container's stdin: its writer is closed (StdinOnce), so it only gives EOF.
-    assert.match(seen.initStdin.target ?? "", /^pipe:\[\d+\]$/, JSON.stringify(seen.initStdin));
-    assert.equal(seen.initStdin.read, "eof", "the channel's writer is closed for good");
-    assert.ok(!seen.fds.some((f) => f.endsWith(`:${seen.initStdin.target}`)), `the function holds no end of the channel; fds: ${seen.fds.join(" ")}`);
+    assert.equal(seen.initStdin.target, "/dev/null", JSON.stringify(seen.initStdin));
+    assert.equal(seen.initStdin.read, "eof", "there is no stdin to write to"); 
     assert.equal(seen.env.SECRET_A, "from-spec", "the function's env arrives with the message");
     assert.deepEqual(seen.env.STRATUS, [], "no protocol variable is left for user code");
     assert.ok(!seen.environ.includes("SECRET_A"), "the function's env was not on the container's environment");
@@ -148,7 +155,7 @@ test("docker: specialisation is one-shot (stdin closed for good), the code is re
     assert.equal(config.HostConfig.ReadonlyRootfs, true);
     assert.deepEqual(config.HostConfig.CapDrop, ["ALL"]);
     assert.equal(config.Config.User, "65534:65534");
-    assert.equal(config.Config.StdinOnce, true);
+    assert.equal(config.Config.OpenStdin, false, "no stdin: the channel does not go through dockerd");
     await inst.close(2000);
 
     // A slot killed while idle is replaced.
@@ -167,6 +174,30 @@ test("docker: specialisation is one-shot (stdin closed for good), the code is re
     assert.equal(driver.prewarm.counts().hits, 2, "the replacement serves the next start");
     assert.equal((await invokeInstance(next, "/")).status, 200);
     await next.destroy();
+  } finally {
+    await cleanup();
+  }
+});
+
+test("docker: the attach channel (round two's, the benchmarks' baseline) is one-shot too: stdin closed for good (StdinOnce)", { timeout: 180_000 }, async () => {
+  const { driver, cleanup } = newDriver("attach", 1, "attach");
+  try {
+    const { image } = await driver.prepare(spec("oneshot"));
+    await poolFilled(driver, 1);
+    const inst = await driver.start({ ...spec("oneshot", {}, { env: { SECRET_A: "from-spec" } }), image });
+    assert.deepEqual(driver.prewarm.counts(), { hits: 1, misses: 0 }, "served from the pool");
+    const r = await invokeInstance(inst, "/");
+    assert.equal(r.status, 200, r.body);
+    const seen = JSON.parse(r.body) as { fds: string[]; env: { SECRET_A?: string }; initStdin: { target: string | null; read: string }; runDir: string[] };
+    // The runtime closed its stdin (the channel) and put /dev/null in its place before user code ran.
+    assert.ok(seen.fds.includes("0:/dev/null"), `fd 0 is /dev/null; fds: ${seen.fds.join(" ")}`);
+    // tini (PID 1) still holds the container's stdin: its writer is closed (StdinOnce), so it only gives EOF.
+    assert.match(seen.initStdin.target ?? "", /^pipe:\[\d+\]$/, JSON.stringify(seen.initStdin));
+    assert.equal(seen.initStdin.read, "eof", "the channel's writer is closed for good");
+    assert.ok(!seen.fds.some((f) => f.endsWith(`:${seen.initStdin.target}`)), `the function holds no end of the channel; fds: ${seen.fds.join(" ")}`);
+    assert.equal(seen.env.SECRET_A, "from-spec", "the function's env arrives with the message");
+    assert.ok(!seen.runDir.includes("specialize.sock"), "no specialisation socket on this channel");
+    await inst.destroy();
   } finally {
     await cleanup();
   }

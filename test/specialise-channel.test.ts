@@ -1,7 +1,8 @@
 // The cold path's specialisation channel and warm-up, below the driver: a generic runtime
 // (dist/runtime.cjs, STRATUS_GENERIC=1, as in a pool slot) acts on a newline-ended message without
-// waiting for the channel's EOF and never reads past the newline; an EOF-ended message (the Docker
-// driver's form) still works; the slot's warm-up leaves nothing the function can see; the slot mount's
+// waiting for the channel's EOF and never reads past the newline, on fd 3 and on the one-shot Unix socket
+// (STRATUS_SPECIALIZE_SOCKET, the Docker driver's socket channel); an EOF-ended message (the Docker
+// driver's attach channel) still works; the slot's warm-up leaves nothing the function can see; the slot mount's
 // one-round-trip overlay + move leaves nothing mounted when it fails. Needs root (mounts) and `npm run build`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -10,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import type { Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { startMountHelper } from "../src/sandbox/mount-helper";
 import { isMountPoint } from "../src/sandbox/slot-mounts";
 
@@ -37,11 +38,14 @@ function functionDir(): string {
 const message = (dir: string, exportName: string): string =>
   JSON.stringify({ entry: join(dir, "index.js"), exportName, functionName: exportName, config: { timeout: 10_000, memory: 256, concurrency: 1, maxBodyBytes: 1_000_000, handlerType: "express" }, instanceId: "spc", env: {} });
 
-/** A generic runtime with fd 3 as its channel; resolves once it waits for its message. */
-async function genericRuntime(dir: string): Promise<{ child: ChildProcess; channel: Socket; socket: string; lines: string[]; until: (needle: string, ms?: number) => Promise<void> }> {
+/**
+ * A generic runtime with fd 3 as its channel (or, with `specializeSocket`, listening on that Unix socket
+ * path); resolves once it waits for its message.
+ */
+async function genericRuntime(dir: string, specializeSocket?: string): Promise<{ child: ChildProcess; channel: Socket; socket: string; lines: string[]; until: (needle: string, ms?: number) => Promise<void> }> {
   const socket = join(dir, "s.sock");
   const child = spawn(process.execPath, [runtimePath], {
-    env: { PATH: "/usr/bin:/bin", HOME: dir, STRATUS_SOCKET: socket, STRATUS_GENERIC: "1" },
+    env: { PATH: "/usr/bin:/bin", HOME: dir, STRATUS_SOCKET: socket, STRATUS_GENERIC: "1", ...(specializeSocket === undefined ? {} : { STRATUS_SPECIALIZE_SOCKET: specializeSocket }) },
     stdio: ["ignore", "pipe", "pipe", "pipe"], cwd: dir,
   });
   const lines: string[] = [];
@@ -108,11 +112,54 @@ test("a newline ends the message: the runtime specialises with the channel still
   }
 });
 
-test("a message without a newline is read to EOF (the Docker driver's form)", { timeout: 60_000 }, async () => {
+test("a message without a newline is read to EOF (the Docker driver's attach channel)", { timeout: 60_000 }, async () => {
   const dir = functionDir();
   const rt = await genericRuntime(dir);
   try {
     rt.channel.end(message(dir, "second"));
+    await rt.until("stratus:ready");
+    const r = await get(rt.socket);
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { export: string }).export, "second");
+  } finally {
+    await stop(rt.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the one-shot socket channel: a newline ends the message with the connection still open; the runtime closes it, never reads past the newline, and the path is gone", { timeout: 60_000 }, async () => {
+  const dir = functionDir();
+  const path = join(dir, "specialize.sock");
+  const rt = await genericRuntime(dir, path);
+  try {
+    assert.equal(existsSync(path), true, "the runtime listens before it announces the slot");
+    const conn = connect(path);
+    await new Promise<void>((r, j) => conn.once("connect", () => r()).once("error", j));
+    const peerClosed = new Promise<void>((r) => conn.once("end", () => r()));
+    conn.resume();
+    // The driver's end stays open (no EOF); a second message follows the newline.
+    conn.write(`${message(dir, "first")}\n${message(dir, "second")}\n`);
+    await rt.until("stratus:ready");
+    await peerClosed; // the runtime closed its end of the connection
+    conn.destroy();
+    assert.equal(existsSync(path), false, "the socket path was removed at the first connection");
+    const r = await get(rt.socket);
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { export: string }).export, "first", "only the first message counts");
+  } finally {
+    await stop(rt.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the one-shot socket channel: a message without a newline is read to EOF", { timeout: 60_000 }, async () => {
+  const dir = functionDir();
+  const path = join(dir, "specialize.sock");
+  const rt = await genericRuntime(dir, path);
+  try {
+    const conn = connect(path);
+    conn.on("error", () => {});
+    conn.end(message(dir, "second"));
     await rt.until("stratus:ready");
     const r = await get(rt.socket);
     assert.equal(r.status, 200, r.body);

@@ -21,6 +21,8 @@ import type { PrewarmStatus } from "../../src/sandbox/prewarm-pool";
 
 interface Setup {
   driver?: "process" | "docker";
+  /** Docker only: how pool slots are specialised (default the driver's, `socket`; `attach` is round two's). */
+  specializeChannel?: "socket" | "attach";
   /** Another build of the instance runtime (default dist/runtime.cjs), for an A/B of runtime changes. */
   runtimePath?: string;
   /** The full observability pipeline (default: BENCH_OBSERVE=1). */
@@ -55,6 +57,7 @@ const processDriver = setup.driver === "docker"
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
     runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
+    ...(setup.specializeChannel ? { specializeChannel: setup.specializeChannel } : {}),
   });
 await driver.reconcile();
 await driver.open();

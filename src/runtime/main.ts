@@ -11,15 +11,18 @@
  *
  * Generic mode (STRATUS_GENERIC=1, a pre-warmed pool slot): the runtime preloads its server code, prints
  * GENERIC_READY_LINE and reads ONE SpecializeMessage from the inherited fd SPECIALIZE_FD (or STRATUS_SPECIALIZE_FD:
- * the Docker driver passes 0, the container's one-shot stdin) up to a newline or EOF, then
- * closes the fd before any user code runs. The driver holds the only other end and closes it after
- * writing, so the channel is gone for good: a specialised runtime can never be told to load other code.
+ * the Docker driver's attach channel passes 0, the container's one-shot stdin) up to a newline or EOF, then
+ * closes the fd before any user code runs — or, with STRATUS_SPECIALIZE_SOCKET (the Docker driver's socket
+ * channel), accepts one connection on that Unix socket, stops listening, removes it and reads the message
+ * from that connection up to a newline or EOF, the connection closed before user code runs. The driver holds
+ * the only other end and closes it after writing, so the channel is gone for good: a specialised runtime can
+ * never be told to load other code.
  *
  * Express and zod are loaded lazily (a dynamic import that esbuild keeps lazy),  so discovery does not pay for Express and
  * an instance given STRATUS_CONFIG does not pay for zod.
  */
-import { closeSync, openSync, unlinkSync, writeFileSync } from "node:fs";
-import { Socket } from "node:net";
+import { closeSync, openSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { createServer, Socket } from "node:net";
 import { startupSnapshot } from "node:v8";
 import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, READY_LINE, SPECIALIZE_FD, type SpecializeMessage } from "../shared/protocol";
 import { isStratusError } from "../shared/errors";
@@ -40,6 +43,7 @@ interface RuntimeEnv {
   discover: boolean;
   generic: boolean;
   specializeFd?: string;
+  specializeSocket?: string;
 }
 
 /** Reads the protocol's variables and removes every STRATUS_* variable from `env`. */
@@ -55,6 +59,7 @@ function takeEnv(env: NodeJS.ProcessEnv): RuntimeEnv {
     discover: env[ENV.discover] === "1",
     generic: env[ENV.generic] === "1",
     specializeFd: env[ENV.specializeFd],
+    specializeSocket: env[ENV.specializeSocket],
   };
   for (const key of Object.keys(env)) if (key.startsWith("STRATUS_")) delete env[key];
   return out;
@@ -76,6 +81,8 @@ export async function main(): Promise<void> {
   };
 
   let preloaded: Promise<typeof import("./function-server")> | undefined;
+  /** Where to announce READY besides stdout (SpecializeMessage.readyFile), if the driver asked. */
+  let readyFile: string | undefined;
   if (env.generic) {
     // Pay for Express now, while the slot waits, not on the cold path.
     preloaded = import("./function-server");
@@ -92,16 +99,29 @@ export async function main(): Promise<void> {
     performance.now();
     await warmLoader();
     await warmUp(warm({ functionName: "warm-up", handler: warmHandler, config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
-    const fd = env.specializeFd === undefined ? SPECIALIZE_FD : Number(env.specializeFd);
-    if (!Number.isInteger(fd) || fd < 0) die(EXIT.badEnvironment, `${ENV.specializeFd} is not an fd number`);
-    realWrite(`${GENERIC_READY_LINE}\n`);
     let message: SpecializeMessage;
-    try {
-      message = JSON.parse(await readOnce(fd)) as SpecializeMessage;
-    } catch (err) {
-      die(EXIT.badEnvironment, `no valid specialisation message on fd ${fd}: ${(err as Error).message}`);
-      return;
+    if (env.specializeSocket !== undefined) {
+      // Listening before GENERIC_READY_LINE: the driver connects once it has seen that line.
+      const received = await listenOnce(env.specializeSocket).catch((err: Error) => die(EXIT.badEnvironment, `cannot listen on ${env.specializeSocket}: ${err.message}`));
+      realWrite(`${GENERIC_READY_LINE}\n`);
+      try {
+        message = JSON.parse(await received.message) as SpecializeMessage;
+      } catch (err) {
+        die(EXIT.badEnvironment, `no valid specialisation message on ${env.specializeSocket}: ${(err as Error).message}`);
+        return;
+      }
+    } else {
+      const fd = env.specializeFd === undefined ? SPECIALIZE_FD : Number(env.specializeFd);
+      if (!Number.isInteger(fd) || fd < 0) die(EXIT.badEnvironment, `${ENV.specializeFd} is not an fd number`);
+      realWrite(`${GENERIC_READY_LINE}\n`);
+      try {
+        message = JSON.parse(await readOnce(fd)) as SpecializeMessage;
+      } catch (err) {
+        die(EXIT.badEnvironment, `no valid specialisation message on fd ${fd}: ${(err as Error).message}`);
+        return;
+      }
     }
+    readyFile = typeof message.readyFile === "string" && message.readyFile !== "" ? message.readyFile : undefined;
     // The code was mounted over the working directory after this process entered it: enter it again so
     // relative paths see the function's files, as after a fresh start (the Docker driver's cwd is the code dir).
     try {
@@ -196,7 +216,19 @@ export async function main(): Promise<void> {
   }
   // Init time: loading (and running the top level of) the user's module, reported with READY.
   const initMs = Math.round((performance.now() - loadStart) * 100) / 100;
-  fs.server.listen(env.socket, () => realWrite(`${READY_LINE} ${JSON.stringify({ initMs })}\n`));
+  fs.server.listen(env.socket, () => {
+    const line = `${READY_LINE} ${JSON.stringify({ initMs })}`;
+    if (readyFile !== undefined) {
+      try {
+        // Written aside, then renamed: the driver sees the name only with the whole line in it.
+        writeFileSync(`${readyFile}.part`, line);
+        renameSync(`${readyFile}.part`, readyFile);
+      } catch {
+        // the driver still gets the line on stdout
+      }
+    }
+    realWrite(`${line}\n`);
+  });
   fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
 }
 
@@ -269,6 +301,62 @@ async function warmUp(server: import("node:http").Server): Promise<void> {
       // already gone
     }
   }
+}
+
+/**
+ * Listens on the Unix socket `path` for ONE connection (the driver's): resolves once listening with a
+ * promise of the message (wrapped). The first connection stops the listener at once (server.close(): no second
+ * connection can be accepted, a queued one is reset) and removes the path; the message is read up to its first
+ * newline, or to EOF when the sender sends none (≤ 1 MiB; nothing after the newline is ever read), and the
+ * connection destroyed before the promise resolves, so no user code ever runs while any end of the channel is
+ * open in this process. Only root (the driver) and this sandbox can reach the path: the socket dir is private
+ * to the sandbox (mode 0700, inside a root-only dir on the host).
+ */
+function listenOnce(path: string): Promise<{ message: Promise<string> }> {
+  try {
+    unlinkSync(path);
+  } catch {
+    // no stale socket
+  }
+  return new Promise((listening, failed) => {
+    let resolveMessage!: (text: string) => void;
+    let rejectMessage!: (err: Error) => void;
+    const message = new Promise<string>((resolve, reject) => {
+      resolveMessage = resolve;
+      rejectMessage = reject;
+    });
+    const server = createServer({ allowHalfOpen: true });
+    server.once("connection", (sock) => {
+      server.close();
+      try {
+        unlinkSync(path);
+      } catch {
+        // libuv removed it with the listener
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let done = false;
+      const finish = (): void => {
+        if (done) return;
+        done = true;
+        sock.once("close", () => resolveMessage(Buffer.concat(chunks).toString("utf8")));
+        sock.destroy();
+      };
+      sock.on("data", (c: Buffer) => {
+        if (done) return;
+        size += c.length;
+        if (size > 1024 * 1024) return void sock.destroy(new Error("specialisation message too large"));
+        const nl = c.indexOf(10);
+        chunks.push(nl < 0 ? c : c.subarray(0, nl));
+        if (nl >= 0) finish();
+      });
+      sock.once("error", rejectMessage);
+      sock.once("end", finish);
+    });
+    server.once("error", failed);
+    // Wrapped: resolving with the promise itself would wait for the message.
+    server.listen(path, () => listening({ message }));
+  });
 }
 
 /**

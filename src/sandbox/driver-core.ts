@@ -290,6 +290,11 @@ export interface LaunchIo {
    * pauses the attach stream, its demultiplexed copies are written without backpressure).
    */
   output(stdout: Readable, stderr: Readable, pause?: readonly Readable[]): void;
+  /**
+   * READY learned another way than the line on stdout (Docker: the ready file, SpecializeMessage.readyFile);
+   * `line` is the READY line. The first of the two counts; anything else is ignored.
+   */
+  ready(line: string): void;
 }
 
 /** A launched sandbox: the backend's handle and how it ends. */
@@ -333,6 +338,11 @@ export interface SandboxBackend<H> {
   attach(handle: H, spec: InstanceSpec): Promise<void>;
   /** Sends the one SpecializeMessage (JSON) and closes the channel. Must not throw. */
   send(handle: H, message: string): void;
+  /**
+   * Where the runtime should also announce READY (SpecializeMessage.readyFile, a path inside the sandbox);
+   * unset: the READY line on stdout only.
+   */
+  readonly readyFile?: string;
   /**
    * Optional, with `commit` (used instead of `send` when both exist): writes the message *without* what
    * ends it, before `attach`, so the runtime wakes and reads it while the code is being mounted; it acts
@@ -460,6 +470,15 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     };
     const io: LaunchIo = {
       id,
+      ready: (line) => {
+        if (!sb.specialised) return;
+        const parsed = parseOutputLine(line, "stdout", sb.id);
+        if (parsed.kind === "ready" && !sb.ready) {
+          sb.ready = true;
+          sb.initMs = parsed.initMs;
+          resolveReady();
+        }
+      },
       output: (stdout, stderr, pause) => {
         // One budget for both streams; when it runs out they are paused, so the function's writes block.
         const limiter = new OutputLimiter(outputLimits, (lines, bytes) => emit(outputDroppedLine(sb.id, lines, bytes, outputLimits)), pause ? { sources: pause } : {});
@@ -565,7 +584,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
    * (awaitReady waits for it).
    */
   async function specialise(sb: CoreSandbox<H>, spec: InstanceSpec, onLog: (l: InstanceLogLine) => void): Promise<void> {
-    const message = JSON.stringify(specializeMessage(spec, backend.codeDir));
+    const base = specializeMessage(spec, backend.codeDir);
+    const message = JSON.stringify(backend.readyFile === undefined ? base : { ...base, readyFile: backend.readyFile });
     // The runtime's wake-up and read overlap the mount; a failed attach never ends the message (the
     // caller destroys the slot), so the runtime never acts on it.
     const early = backend.begin !== undefined && backend.commit !== undefined;

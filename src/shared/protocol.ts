@@ -38,10 +38,18 @@ export const ENV = {
    */
   generic: "STRATUS_GENERIC",
   /**
-   * Generic mode only: the fd number to read the SpecializeMessage from, when not SPECIALIZE_FD. The Docker
-   * driver uses 0 (the container's stdin, opened once with StdinOnce); the process driver leaves it unset.
+   * Generic mode only: the fd number to read the SpecializeMessage from, when not SPECIALIZE_FD (and no
+   * ENV.specializeSocket is set). The process driver leaves it unset (fd 3).
    */
   specializeFd: "STRATUS_SPECIALIZE_FD",
+  /**
+   * Generic mode only: a Unix socket path (in the sandbox's socket dir) to receive the SpecializeMessage
+   * on instead of an inherited fd. The runtime listens there before GENERIC_READY_LINE, accepts exactly
+   * ONE connection, stops listening and removes the path at once, reads the message up to its first
+   * newline (or to EOF when none comes) and closes the connection before any user code runs. The Docker driver uses it: a Unix socket in the bind-mounted
+   * socket dir skips dockerd's attach stream (round trips through dockerd and containerd-shim).
+   */
+  specializeSocket: "STRATUS_SPECIALIZE_SOCKET",
 } as const;
 
 /**
@@ -68,6 +76,13 @@ export interface SpecializeMessage {
   readonly instanceId: string;
   /** The function's environment, applied to process.env before its module loads. */
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * Optional: a path in the sandbox's socket dir where the runtime, once it listens, also announces READY
+   * by creating a file (written aside and renamed into place) holding the READY line. The Docker driver
+   * watches the dir (inotify) instead of waiting for the line to come back through dockerd's attach
+   * stream. Like the READY line on stdout, it is a hint the function could forge (only against itself).
+   */
+  readonly readyFile?: string;
 }
 
 /**

@@ -11,8 +11,9 @@
  *
  * Pre-warm pool (option `prewarm`, docs/prewarm.md): slots are containers of the base image running the
  * runtime in generic mode, with the same host config; `start()` mounts the artifact read-only onto a
- * slot's code dir and sends the one SpecializeMessage on its stdin (StdinOnce), instead of creating a
- * container from the version's image.
+ * slot's code dir and sends the one SpecializeMessage over the runtime's one-shot Unix socket in the
+ * slot's socket dir (bind-mounted at /run/stratus), then learns of READY from a file the runtime creates
+ * there (inotify) — neither goes through dockerd — instead of creating a container from the version's image.
  *
  * The lifecycle (start, the pool, stops, close) is the shared core (../driver-core.ts); this file is its
  * backend: launching containers, attaching code to a slot, signals, exit information, stats.
@@ -22,7 +23,8 @@
  * `slotIds` holds every pool slot (idle or specialised) from before its container is created until its
  * container, socket dir and code dir are gone.
  */
-import { statSync } from "node:fs";
+import { readFileSync, statSync, unlinkSync, watch, type FSWatcher } from "node:fs";
+import { connect } from "node:net";
 import { chown, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { Agent } from "node:http";
 import { hostname, tmpdir } from "node:os";
@@ -50,6 +52,10 @@ import { startMountHelper, type MountHelper } from "../mount-helper";
 const MiB = 1024 * 1024;
 /** Socket file name inside the instance's socket directory. */
 export const SOCKET_NAME = "http.sock";
+/** A slot's one-shot specialisation socket in its socket dir (the runtime removes it at the first connection). */
+export const SPECIALIZE_SOCKET_NAME = "specialize.sock";
+/** The file a specialised slot's runtime creates in its socket dir once it listens (SpecializeMessage.readyFile). */
+export const READY_FILE_NAME = "ready";
 
 /**
  * Options of the Docker driver: the shared ones (SandboxDriverOptions, every one optional here:
@@ -76,7 +82,19 @@ export interface DockerDriverOptions extends SandboxDriverOptions {
    * `<stateDir>/.pool`. Needs root and /usr/bin/perl (the mount helper), like the process driver's pool.
    */
   readonly poolRoot?: string;
+  /**
+   * How a pool slot gets its SpecializeMessage and announces READY (docs/prewarm.md, "Where the time goes"):
+   * `socket` (default) — the runtime's one-shot Unix socket in the slot's socket dir, READY from a file
+   * there (inotify), neither through dockerd; `attach` — round two's channel, the container's stdin through
+   * dockerd's attach stream (StdinOnce) and READY on stdout through it: kept as the benchmarks' same-run
+   * baseline (bench/cold-start.ts).
+   */
+  readonly specializeChannel?: SpecializeChannel;
 }
+
+/** The channels a Docker pool slot can be specialised over (DockerDriverOptions.specializeChannel). */
+export const SPECIALIZE_CHANNELS = ["socket", "attach"] as const;
+export type SpecializeChannel = (typeof SPECIALIZE_CHANNELS)[number];
 
 /** Extra operations of the Docker driver beyond the contract. */
 export interface DockerDriver extends SandboxDriver {
@@ -105,8 +123,14 @@ interface Box {
   socketDir: string;
   /** What the container is named after: the instance id, or the slot id until specialised. */
   name: string;
-  /** A slot's hijacked attach stream: its write side is the container's stdin, the one-shot channel. */
+  /** The core's side of the container's output (and of READY learned from the ready file). */
+  readonly io: LaunchIo;
+  /** `attach` channel only: a slot's hijacked attach stream, its write side the container's stdin (StdinOnce). */
   readonly stdin: NodeJS.WritableStream | null;
+  /** A specialising slot's watch on its socket dir for the ready file (closed at READY or exit). */
+  readyWatch: FSWatcher | null;
+  /** Runs once READY was seen from the ready file (the container's rename, off the cold path). */
+  afterReady: (() => void) | null;
   /** The attach stream ended: the container stopped or the engine went away. */
   gone: boolean;
 }
@@ -146,6 +170,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const tmpSizeMb = options.tmpSizeMb ?? 64;
   const cpuSharesPerGb = options.cpuSharesPerGb ?? 1024;
   const log = options.logger ?? createSilentLogger();
+  const channel: SpecializeChannel = options.specializeChannel ?? "socket";
   const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);
   /**
    * The socket root is a tmpfs mounted noexec, nosuid, nodev (once, by the mount helper): Docker's bind
@@ -239,8 +264,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
   /**
    * Follows a started-or-about-to-start container's output and exit (from its attach stream, opened
-   * before start so no line is missed). `stdin` is the hijacked attach stream of a pool slot: writing the
-   * SpecializeMessage and ending it closes the container's stdin for good (StdinOnce).
+   * before start so no line is missed).
    */
   function watchContainer(container: Docker.Container, raw: NodeJS.ReadableStream, socketDir: string, slotId: string | null, stdin: NodeJS.WritableStream | null, io: LaunchIo): Launched<Box> {
     const stdout = new PassThrough();
@@ -254,7 +278,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     raw.on("error", endBoth);
     // The attach stream is what gets paused: demuxStream writes the two copies without backpressure.
     io.output(stdout, stderr, [raw as unknown as Readable]);
-    const box: Box = { container, slotId, socketDir, name: io.id, stdin, gone: false };
+    const box: Box = { container, slotId, socketDir, name: io.id, io, stdin, readyWatch: null, afterReady: null, gone: false };
     const streamEnded = new Promise<void>((r) => {
       raw.once("end", r);
       raw.once("close", r);
@@ -262,6 +286,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     });
     const exit = streamEnded.then(async (): Promise<RawExit> => {
       box.gone = true;
+      box.readyWatch?.close();
+      box.readyWatch = null;
       let exitCode: number | null = null;
       let oomKilled = false;
       try {
@@ -287,11 +313,13 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   /**
    * Attaches to a created container, then starts it: attached before start so no output (nor the READY
    * line) is missed; the stream ends when the container stops or the engine goes away, which is how the
-   * driver learns of an exit. A pool slot's attach also takes stdin (hijacked: the one-shot channel).
+   * driver learns of an exit. Output only (no container gets a stdin; a slot's channel is a Unix socket),
+   * except a slot on the `attach` channel: its attach also takes stdin (hijacked: the one-shot channel).
    */
   async function attachAndStart(container: Docker.Container, socketDir: string, slotId: string | null, io: LaunchIo): Promise<Launched<Box>> {
-    const raw = (await container.attach({ stream: true, stdin: slotId !== null, stdout: true, stderr: true, ...(slotId !== null ? { hijack: true } : {}) })) as NodeJS.ReadWriteStream;
-    const launched = watchContainer(container, raw, socketDir, slotId, slotId !== null ? raw : null, io);
+    const withStdin = slotId !== null && channel === "attach";
+    const raw = (await container.attach({ stream: true, stdin: withStdin, stdout: true, stderr: true, ...(withStdin ? { hijack: true } : {}) })) as NodeJS.ReadWriteStream;
+    const launched = watchContainer(container, raw, socketDir, slotId, withStdin ? raw : null, io);
     try {
       await container.start();
     } catch (err) {
@@ -299,6 +327,56 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       throw err;
     }
     return launched;
+  }
+
+  /**
+   * Specialises a slot without dockerd: watches its socket dir (inotify; the container writes the same
+   * tmpfs inode) for the ready file, then connects to the runtime's one-shot socket, writes the message
+   * and ends the connection. The runtime stopped listening at this connection, so nothing can connect
+   * again. A failure (the slot died) kills the container: the start fails like any exit before READY.
+   */
+  function specialiseOverSocket(box: Box, message: string): void {
+    const readyPath = join(box.socketDir, READY_FILE_NAME);
+    const checkReady = (): void => {
+      let line: string;
+      try {
+        line = readFileSync(readyPath, "utf8");
+      } catch {
+        return; // not there yet (the event was for another name, or for the .part file)
+      }
+      box.readyWatch?.close();
+      box.readyWatch = null;
+      try {
+        unlinkSync(readyPath);
+      } catch {
+        // the dir is going away
+      }
+      box.io.ready(line);
+      const after = box.afterReady;
+      box.afterReady = null;
+      // After the instance's first request has had its turn.
+      if (after !== null) setTimeout(after, 200).unref();
+    };
+    try {
+      box.readyWatch = watch(box.socketDir, { persistent: false }, (_event, name) => {
+        if (name === null || name === READY_FILE_NAME) checkReady();
+      });
+      box.readyWatch.on("error", () => {
+        box.readyWatch?.close();
+        box.readyWatch = null; // the READY line on stdout still arrives
+      });
+    } catch (err) {
+      log.warn({ err, instanceId: box.name }, "watching for the ready file failed; waiting for READY on stdout");
+    }
+    const sock = connect(join(box.socketDir, SPECIALIZE_SOCKET_NAME));
+    sock.once("error", (err) => {
+      log.warn({ err, instanceId: box.name }, "sending the specialisation message failed");
+      void killBox(box, "SIGKILL");
+    });
+    sock.on("data", () => sock.destroy()); // the runtime sends nothing: anything it would is ignored
+    // Newline-ended, as the process driver sends it: the runtime acts at the newline, not the close.
+    sock.end(`${message}\n`);
+    sock.once("close", () => sock.destroy());
   }
 
   async function killBox(box: Box, sig: "SIGTERM" | "SIGKILL"): Promise<void> {
@@ -312,7 +390,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   /**
    * A pre-warm slot for `key`: a container from the base image with the hardening and limits of a
    * fresh start, its code dir an empty per-slot mount point (rslave: the artifact mounted there later
-   * propagates in), the runtime in generic mode reading its one SpecializeMessage from stdin.
+   * propagates in), the runtime in generic mode listening for its one SpecializeMessage on
+   * `/run/stratus/specialize.sock` (SPECIALIZE_SOCKET_NAME in its socket dir).
    */
   async function launchSlot(key: PoolKey, io: LaunchIo): Promise<Launched<Box>> {
     const slotId = io.id;
@@ -332,18 +411,23 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         Entrypoint: [IMAGE_PATHS.node],
         Cmd: [...instanceNodeArgs(key.memoryMb), IMAGE_PATHS.runtime],
         // Minimal: the function's env arrives with the message, never on the container's config.
-        Env: [`GLIBC_TUNABLES=${INSTANCE_MALLOC_TUNABLES}`, `${ENV.socket}=${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`, `${ENV.generic}=1`, `${ENV.specializeFd}=0`],
+        Env: [
+          `GLIBC_TUNABLES=${INSTANCE_MALLOC_TUNABLES}`, `${ENV.socket}=${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`, `${ENV.generic}=1`,
+          channel === "socket" ? `${ENV.specializeSocket}=${IMAGE_PATHS.socketDir}/${SPECIALIZE_SOCKET_NAME}` : `${ENV.specializeFd}=0`,
+        ],
         User: IMAGE_USER,
         WorkingDir: IMAGE_PATHS.functionDir,
         Labels: { [LABELS.slot]: slotId, [LABELS.node]: nodeId },
-        AttachStdin: true,
+        AttachStdin: channel === "attach",
         AttachStdout: true,
         AttachStderr: true,
         Tty: false,
-        // The one-shot channel: stdin is open for the first attach only, and closed for good once that
-        // attach ends its input (StdinOnce); the driver holds that attach.
-        OpenStdin: true,
-        StdinOnce: true,
+        // `socket`: no stdin at all (it is /dev/null): the one-shot channel is a Unix socket in the socket
+        // dir, which skips dockerd's attach stream (docs/prewarm.md, "Where the time goes").
+        // `attach`: stdin is open for the first attach only, and closed for good once that attach ends
+        // its input (StdinOnce); the driver holds that attach.
+        OpenStdin: channel === "attach",
+        StdinOnce: channel === "attach",
         HostConfig: hardenedHostConfig(key.memoryMb, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`, `${codeDir}:${IMAGE_PATHS.functionDir}:ro,rslave`], networkMode, key.maxOpenFiles),
       });
       return await attachAndStart(container, socketDir, slotId, io);
@@ -429,7 +513,9 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       if (spec.image === undefined) throw new StratusError("INSTANCE_START_FAILED", `No image for ${spec.functionName}@${spec.version}: call prepare() first`);
     },
     // A slot's user (nobody) reads the artifact in place; an artifact it cannot read takes the image path.
-    poolable: (spec) => othersCanRead(spec.artifactDir),
+    // So does an instance whose specialisation socket path would exceed sun_path (107 bytes; it is longer
+    // than the http.sock path the core checks).
+    poolable: (spec) => othersCanRead(spec.artifactDir) && (channel === "attach" || Buffer.byteLength(join(socketRoot, spec.instanceId, SPECIALIZE_SOCKET_NAME)) <= 107),
     launch: (mode: LaunchMode, io, signal) => (mode.kind === "fresh" ? launchFresh(mode.spec, io, signal) : launchSlot(mode.key, io)),
     /**
      * Mounts the artifact read-only on the slot's code dir (propagates into the container) and names its
@@ -443,11 +529,25 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       box.socketDir = socketDir;
       box.name = spec.instanceId;
     },
+    ...(channel === "socket" ? { readyFile: `${IMAGE_PATHS.socketDir}/${READY_FILE_NAME}` } : {}),
     send(box, message) {
-      box.stdin!.end(message);
+      if (box.stdin !== null) box.stdin.end(message);
+      else specialiseOverSocket(box, message);
       // Off the cold path: the container gets the instance's name, as after a fresh start (reconcile
-      // finds the instance's socket dir by it).
-      void box.container.rename({ name: containerName(box.name) }).catch(() => undefined);
+      // finds the instance's socket dir by it). On the socket channel, once the instance is ready (or
+      // gone): the engine's work for a rename competed with the module load for the CPU (initMs ~2 →
+      // ~17 ms in a probe on a loaded node), which the slower attach channel used to hide.
+      const rename = (): void => void box.container.rename({ name: containerName(box.name) }).catch(() => undefined);
+      if (box.stdin !== null) rename();
+      else {
+        box.afterReady = rename;
+        // READY may come from stdout only (the watch failed): rename within 2 s regardless.
+        setTimeout(() => {
+          if (box.afterReady === null || box.gone) return;
+          box.afterReady = null;
+          rename();
+        }, 2000).unref();
+      }
     },
     signal: (box, sig) => void killBox(box, sig),
     stats: (box) => stats(box.container, () => box.gone),

@@ -50,6 +50,8 @@ import { createSlotMounts, isMountPoint } from "../slot-mounts";
 import { startMountHelper, type MountHelper } from "../mount-helper";
 
 const MiB = 1024 * 1024;
+/** How long a removal that found another one in progress (409) waits for the container to be gone. */
+const REMOVAL_WAIT_MS = 15_000;
 /** Socket file name inside the instance's socket directory. */
 export const SOCKET_NAME = "http.sock";
 /** A slot's one-shot specialisation socket in its socket dir (the runtime removes it at the first connection). */
@@ -257,8 +259,20 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     try {
       await container.remove({ force: true, v: true });
     } catch (err) {
-      // 404: already gone; 409: removal already in progress (the engine finishes it).
-      if (!isNotFound(err) && engineStatus(err) !== 409) throw err;
+      // 404: already gone; 409: removal already in progress — another caller's. Its removal is not done
+      // yet: wait (bounded) until the engine no longer lists the container, so that a caller told
+      // "removed" never still finds it (a destroy() that returned while the container was "removing").
+      if (isNotFound(err)) return;
+      if (engineStatus(err) !== 409) throw err;
+      for (const until = Date.now() + REMOVAL_WAIT_MS; Date.now() < until;) {
+        try {
+          await container.inspect();
+        } catch (e) {
+          if (isNotFound(e)) return;
+          throw e;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   }
 

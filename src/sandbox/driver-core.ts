@@ -421,6 +421,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
   const limiters = new WeakMap<CoreSandbox<H>, OutputLimiter>();
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
   const live = new Map<string, CoreSandbox<H> | null>();
+  /** Launches under way (each settles once its sandbox is ready, gone or failed). */
+  const launching = new Set<Promise<void>>();
   const counts = { hits: 0, misses: 0 };
   let opened = false;
   let closed = false;
@@ -514,8 +516,20 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     return sb.exited;
   }
 
+  /**
+   * Launches one sandbox (see launchNow), tracked until it settled: close() waits for launches under
+   * way, which destroy their own sandbox once they see `closed`, before it releases the backend.
+   */
+  function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void): Promise<CoreSandbox<H>> {
+    const p = launchNow(id, mode, onLog, signal, booting);
+    const settled: Promise<void> = p.then(() => undefined, () => undefined);
+    launching.add(settled);
+    void settled.then(() => launching.delete(settled));
+    return p;
+  }
+
   /** Launches one sandbox through the boot gate; the gate is released once it is ready or gone. */
-  async function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void): Promise<CoreSandbox<H>> {
+  async function launchNow(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void): Promise<CoreSandbox<H>> {
     live.set(id, null);
     // Pool refills queue behind on-demand boots (docs/prewarm.md, "Refill follows demand").
     const release = await bootGate(mode.kind === "generic");
@@ -726,6 +740,9 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
         closed = true;
         await pool.close();
         await Promise.all([...live.values()].map((sb) => (sb ? destroy(sb) : undefined)));
+        // A launch still under way destroys its sandbox when it sees `closed`: wait for it, or the backend
+        // would release (cgroup roots, mounts) while that sandbox still holds them.
+        await Promise.all([...launching]);
         await backend.release?.();
       })();
       return closing;

@@ -259,20 +259,16 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     try {
       await container.remove({ force: true, v: true });
     } catch (err) {
-      // 404: already gone; 409: removal already in progress — another caller's. Its removal is not done
-      // yet: wait (bounded) until the engine no longer lists the container, so that a caller told
-      // "removed" never still finds it (a destroy() that returned while the container was "removing").
+      // 404: already gone; 409: removal already in progress (another caller's).
       if (isNotFound(err)) return;
       if (engineStatus(err) !== 409) throw err;
-      for (const until = Date.now() + REMOVAL_WAIT_MS; Date.now() < until;) {
-        try {
-          await container.inspect();
-        } catch (e) {
-          if (isNotFound(e)) return;
-          throw e;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
+    }
+    // The engine may still list the container as "removing" (another caller's removal, or ours racing a
+    // rename): wait, bounded, until it is not listed at all, so a caller told "removed" never finds it.
+    for (const until = Date.now() + REMOVAL_WAIT_MS; Date.now() < until;) {
+      const listed = await docker.listContainers({ all: true, filters: { id: [container.id] } });
+      if (listed.length === 0) return;
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 

@@ -84,7 +84,7 @@ describe("HAProxy config (haproxy -c)", () => {
     const text = renderHaproxyConfig({});
     for (const line of [
       "balance hash path,field(3,/)", "hash-type consistent sdbm avalanche", "hash-balance-factor 200", "http-check send meth GET uri /readyz",
-      "http-check disable-on-404", "http-check expect status 200", "retries 2", "retry-on conn-failure empty-response 503", "option redispatch 1",
+      "http-check disable-on-404", "http-check expect status 200", "retries 2", "retry-on conn-failure 503", "option redispatch 1",
       "http-request disable-l7-retry unless METH_GET || METH_HEAD || { req.hdr(idempotency-key) -m found }",
       "server-template node 1-64 stratus-slot.invalid:8080", "load-server-state-from-file global", "server-state-file /var/lib/stratus/haproxy.state",
       "stats socket /run/stratus/haproxy.sock mode 600 level admin", "use_backend stratus_api if { path_beg /api/ }",

@@ -155,7 +155,10 @@ export function renderHaproxyConfig(input: HaproxySpecInput | undefined): string
     "    http-check disable-on-404",
     "    http-check expect status 200",
     `    retries ${s.retries}`,
-    "    retry-on conn-failure empty-response 503",
+    // Not `empty-response` here: a node killed mid-request closes without an answer too, and replaying those
+    // requests onto the survivors (while they cold-start its functions) left some unanswered for 20 s
+    // (lb-haproxy failover). The keep-alive race is avoided at its source instead (65 s on the node).
+    "    retry-on conn-failure 503",
     "    option redispatch 1",
     "    http-request disable-l7-retry unless METH_GET || METH_HEAD || { req.hdr(idempotency-key) -m found }",
     // The slots' host name is never resolved (no `libc` in init-addr, and `.invalid` never resolves,

@@ -155,9 +155,9 @@ export function renderHaproxyConfig(input: HaproxySpecInput | undefined): string
     "    http-check disable-on-404",
     "    http-check expect status 200",
     `    retries ${s.retries}`,
-    // Not `empty-response` here: a node killed mid-request closes without an answer too, and replaying those
-    // requests onto the survivors (while they cold-start its functions) left some unanswered for 20 s
-    // (lb-haproxy failover). The keep-alive race is avoided at its source instead (65 s on the node).
+    // Not `empty-response` here: a node killed mid-request closes without an answer too, and replaying its
+    // in-flight requests would pile them onto the survivors just while they cold-start its functions; they fail
+    // fast instead. The keep-alive race is avoided at its source (65 s on the node, docs/cluster.md).
     "    retry-on conn-failure 503",
     "    option redispatch 1",
     "    http-request disable-l7-retry unless METH_GET || METH_HEAD || { req.hdr(idempotency-key) -m found }",

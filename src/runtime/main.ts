@@ -333,25 +333,7 @@ function listenOnce(path: string): Promise<{ message: Promise<string> }> {
       } catch {
         // libuv removed it with the listener
       }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let done = false;
-      const finish = (): void => {
-        if (done) return;
-        done = true;
-        sock.once("close", () => resolveMessage(Buffer.concat(chunks).toString("utf8")));
-        sock.destroy();
-      };
-      sock.on("data", (c: Buffer) => {
-        if (done) return;
-        size += c.length;
-        if (size > 1024 * 1024) return void sock.destroy(new Error("specialisation message too large"));
-        const nl = c.indexOf(10);
-        chunks.push(nl < 0 ? c : c.subarray(0, nl));
-        if (nl >= 0) finish();
-      });
-      sock.once("error", rejectMessage);
-      sock.once("end", finish);
+      readMessage(sock).then(resolveMessage, rejectMessage);
     });
     server.once("error", failed);
     // Wrapped: resolving with the promise itself would wait for the message.
@@ -367,8 +349,29 @@ function listenOnce(path: string): Promise<{ message: Promise<string> }> {
  * on a read error or > 1 MiB.
  */
 function readOnce(fd: number): Promise<string> {
+  return readMessage(new Socket({ fd, readable: true, writable: false }), () => {
+    // libuv never closes fds 0–2 with their handle: close it here. Then put /dev/null in its place (the
+    // lowest free fd, which is this one), as Node does at start-up for a missing stdio fd, so a later
+    // `process.stdin` works.
+    if (fd <= 2) {
+      try {
+        closeSync(fd);
+        const n = openSync("/dev/null", "r");
+        if (n !== fd) closeSync(n);
+      } catch {
+        // no /dev/null: user code that reads stdin gets an error instead of EOF
+      }
+    }
+  });
+}
+
+/**
+ * The one way both channels read the message: up to the first newline, or to the end when the sender
+ * sends none (≤ 1 MiB; nothing after the newline is read), then the socket is destroyed and, once it is
+ * closed (`afterClose` first), the text resolves. Rejects on a read error or a message over 1 MiB.
+ */
+function readMessage(sock: Socket, afterClose: () => void = () => {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const sock = new Socket({ fd, readable: true, writable: false });
     const chunks: Buffer[] = [];
     let size = 0;
     let done = false;
@@ -376,18 +379,7 @@ function readOnce(fd: number): Promise<string> {
       if (done) return;
       done = true;
       sock.once("close", () => {
-        // libuv never closes fds 0–2 with their handle: close it here. Then put /dev/null in its place (the
-        // lowest free fd, which is this one), as Node does at start-up for a missing stdio fd, so a later
-        // `process.stdin` works.
-        if (fd <= 2) {
-          try {
-            closeSync(fd);
-            const n = openSync("/dev/null", "r");
-            if (n !== fd) closeSync(n);
-          } catch {
-            // no /dev/null: user code that reads stdin gets an error instead of EOF
-          }
-        }
+        afterClose();
         resolve(Buffer.concat(chunks).toString("utf8"));
       });
       sock.destroy();
@@ -401,9 +393,7 @@ function readOnce(fd: number): Promise<string> {
       if (nl >= 0) finish();
     });
     sock.once("error", reject);
-    sock.once("end", () => {
-      finish();
-    });
+    sock.once("end", finish);
   });
 }
 

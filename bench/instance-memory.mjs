@@ -9,8 +9,8 @@
 //   variants.json: [{ "name": "…", "args": ["--flag"], "env": { "K": "V" }, "runtime": "path (optional)",
 //                     "wrap": ["/path/to/launcher", "…"] (optional: argv put before node, e.g. the KSM launcher) }, …]
 //   BENCH_KSM_LAUNCHER=path adds a row "+ KSM (prctl PR_SET_MEMORY_MERGE)" run through that launcher
-//   (bin/stratus-ksm-exec, built by `npm run build`); ksmd must be running for it to merge anything
-//   (bench/ksm.mjs turns it on for a run and restores the host's settings).
+//   (dist/stratus-ksm-exec, built by `npm run build`); ksmd must be running for it to merge anything
+//   (bench/ksm.ts turns it on for a run and restores the host's settings).
 //   (default: the built-in list)
 // Prints a table; writes no file (runs are recorded in bench/results/instance-memory.md by hand).
 import { spawn } from "node:child_process";

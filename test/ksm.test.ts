@@ -3,7 +3,7 @@
 // process mergeable and the flag survives exec; with the setting every process of an instance's sandbox
 // (a fresh start and a pre-warm slot) runs with PR_SET_MEMORY_MERGE, without it none does; the driver
 // refuses to start without a launcher or a kernel with KSM, and warns when ksmd is not running. These
-// tests never write /sys/kernel/mm/ksm (host-wide): whether ksmd then merges is measured by bench/ksm.mjs.
+// tests never write /sys/kernel/mm/ksm (host-wide): whether ksmd then merges is measured by bench/ksm.ts and bench/density-ksm.ts.
 // Needs root, bubblewrap, setpriv, Linux >= 6.4 with KSM and `npm run build` (with a C compiler).
 import { test } from "node:test";
 import assert from "node:assert/strict";

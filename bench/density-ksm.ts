@@ -5,7 +5,7 @@
 // over every process of every instance (bwrap + its init + node, /proc/<pid>/smaps_rollup) per gateway, the
 // pages KSM merged for them (/proc/<pid>/ksm_merging_pages), ksmd's CPU and the host's counters.
 // Usage: npm run build && npx tsx bench/density-ksm.ts [K=30] [pages_to_scan=1000] [sleep_millisecs=20]
-//   BENCH_IDLE_MS (default 120000). Root only. Writes bench/results/density-ksm.md. ~3–4 min.
+//   BENCH_IDLE_MS (default 120000). Root only. Writes bench/results/density-ksm-<pages>-<sleep>.md. ~3–4 min.
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { spawnGateway, type BenchGateway } from "./lib/spawn-gateway";
@@ -84,7 +84,7 @@ try {
 const wall = (Date.now() - t0) / 1000;
 const cpu = ksmdCpuSeconds() - cpu0;
 const after = load();
-writeResult("density-ksm", `# Density with and without KSM (process driver, sandboxed), one run
+writeResult(`density-ksm-${PAGES}-${SLEEP}`, `# Density with and without KSM (process driver, sandboxed), one run
 
 \`npx tsx bench/density-ksm.ts ${K} ${PAGES} ${SLEEP}\` · two gateways side by side, ${K} hello instances each (no pool),
 started alternately, each idle after one request; one gateway's driver has \`ksm\` (platform setting

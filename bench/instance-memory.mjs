@@ -72,7 +72,9 @@ async function startInstance(v, i) {
   const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", ...v.env,
     STRATUS_SOCKET: socket, STRATUS_ENTRY: entry, STRATUS_EXPORT: "hello", STRATUS_FUNCTION: "hello",
     STRATUS_CONFIG: JSON.stringify(config), STRATUS_INSTANCE_ID: `m-${i}` };
-  const argv = [...(v.wrap ?? []), process.execPath, ...v.args, v.runtime ? resolve(v.runtime) : runtime];
+  // A relative path in `wrap` (dist/stratus-ksm-exec) is from the repository root, like `runtime`.
+  const wrap = (v.wrap ?? []).map((w) => (w.includes("/") && !w.startsWith("/") ? resolve(w) : w));
+  const argv = [...wrap, process.execPath, ...v.args, v.runtime ? resolve(v.runtime) : runtime];
   const child = spawn(argv[0], argv.slice(1), { env, stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   child.stdout.setEncoding("utf8");

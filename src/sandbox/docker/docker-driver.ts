@@ -36,7 +36,7 @@ import { DISCOVERY_PREFIX, ENV } from "../../shared/protocol";
 import { createSilentLogger } from "../../shared/logger";
 import type { DiscoveredFunction, DiscoverySpec, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver } from "../driver";
 import { IMAGE_PATHS, IMAGE_USER, ensureBaseImage } from "./base-image";
-import { checkKsm, ksmLauncherBeside } from "../ksm/ksm";
+import { checkKsmForDriver, ksmLauncherBeside } from "../ksm/ksm";
 import { engineStatus, followProgress, isNotFound } from "./engine";
 import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./function-image";
 import { ensureFunctionNetwork } from "./network";
@@ -182,14 +182,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const log = options.logger ?? createSilentLogger();
   const channel: SpecializeChannel = options.specializeChannel ?? "socket";
   const ksmLauncher = options.ksm === true ? ksmLauncherBeside(runtimeFile) : undefined;
-  if (ksmLauncher !== undefined) {
-    const ksm = checkKsm(ksmLauncher);
-    if (!ksm.ksmdRunning) {
-      log.warn({ ksmRun: ksm.run }, "docker.ksm is on but ksmd is not running (/sys/kernel/mm/ksm/run is not 1): instances start mergeable and nothing is merged until the operator starts ksmd (echo 1 > /sys/kernel/mm/ksm/run). Stratus does not change these host-wide settings. See docs/security.md \"Memory deduplication\"");
-    } else {
-      log.info({ ksmPagesToScan: Number(ksm.pagesToScan), ksmSleepMillisecs: Number(ksm.sleepMillisecs) }, "docker.ksm: instances start mergeable by ksmd");
-    }
-  }
+  if (ksmLauncher !== undefined) checkKsmForDriver(ksmLauncher, "docker.ksm", log);
   /** The containers' entrypoint: node, or the KSM launcher then node. */
   const instanceEntrypoint = ksmLauncher === undefined ? [IMAGE_PATHS.node] : [IMAGE_PATHS.ksmExec, IMAGE_PATHS.node];
   const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);

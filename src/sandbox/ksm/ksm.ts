@@ -13,6 +13,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import type { Logger } from "../../shared/logger";
 
 /** File name of the launcher `npm run build` compiles into dist/, beside runtime.cjs. */
 export const KSM_LAUNCHER_NAME = "stratus-ksm-exec";
@@ -52,6 +53,20 @@ export function checkKsm(launcherPath: string, sysfsDir: string = KSM_SYSFS_DIR)
   const read = (k: string): string => readFileSync(join(sysfsDir, k), "utf8").trim();
   const run = read("run");
   return { ksmdRunning: run === "1", run, pagesToScan: read("pages_to_scan"), sleepMillisecs: read("sleep_millisecs") };
+}
+
+/**
+ * What a driver does at creation when its `ksm` option is on: checkKsm (throws), then a warning when ksmd
+ * is not running — nothing is merged until the operator starts it; Stratus never does — or an info line
+ * with ksmd's rate. `setting` names the platform setting in the lines (`process.ksm`, `docker.ksm`).
+ */
+export function checkKsmForDriver(launcherPath: string, setting: string, log: Logger): void {
+  const ksm = checkKsm(launcherPath);
+  if (!ksm.ksmdRunning) {
+    log.warn({ ksmRun: ksm.run }, `${setting} is on but ksmd is not running (/sys/kernel/mm/ksm/run is not 1): instances start mergeable and nothing is merged until the operator starts ksmd (echo 1 > /sys/kernel/mm/ksm/run; its scan rate is pages_to_scan / sleep_millisecs there). Stratus does not change these host-wide settings. See docs/security.md "Memory deduplication"`);
+  } else {
+    log.info({ ksmPagesToScan: Number(ksm.pagesToScan), ksmSleepMillisecs: Number(ksm.sleepMillisecs) }, `${setting}: instances start mergeable by ksmd`);
+  }
 }
 
 /**

@@ -30,7 +30,7 @@ import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";
 import { buildRuntimeSnapshot } from "../runtime-snapshot";
 import type { PrewarmStatus } from "../prewarm-pool";
-import { checkKsm, ksmLauncherBeside } from "../ksm/ksm";
+import { checkKsmForDriver, ksmLauncherBeside } from "../ksm/ksm";
 
 /** Default uid/gid of instances. Pick one no other software on the host uses (instances share it). */
 export const DEFAULT_SANDBOX_UID = 60500;
@@ -127,14 +127,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
   }
   if (!setprivPath.startsWith("/usr/")) throw new Error("process driver: setpriv must live under /usr (it runs inside the sandbox)");
   const ksmLauncherPath = options.ksm === true ? (options.ksmLauncherPath ?? ksmLauncherBeside(options.runtimePath)) : undefined;
-  if (ksmLauncherPath !== undefined) {
-    const ksm = checkKsm(ksmLauncherPath);
-    if (!ksm.ksmdRunning) {
-      log.warn({ ksmRun: ksm.run }, "process.ksm is on but ksmd is not running (/sys/kernel/mm/ksm/run is not 1): instances start mergeable and nothing is merged until the operator starts ksmd (echo 1 > /sys/kernel/mm/ksm/run; its scan rate is pages_to_scan / sleep_millisecs there). Stratus does not change these host-wide settings. See docs/security.md \"Memory deduplication\"");
-    } else {
-      log.info({ ksmPagesToScan: Number(ksm.pagesToScan), ksmSleepMillisecs: Number(ksm.sleepMillisecs) }, "process.ksm: instances start mergeable by ksmd");
-    }
-  }
+  if (ksmLauncherPath !== undefined) checkKsmForDriver(ksmLauncherPath, "process.ksm", log);
   // The seccomp program every sandbox loads (throws on an architecture without a syscall table: no
   // sandbox ever runs unfiltered). Written once; bwrap reads it through fd 9 at each start.
   const seccompPath = join(options.stateDir, "seccomp.bpf");

@@ -6,7 +6,11 @@
 // servers (bench/fixtures/bare-server.cjs), the same count, interleaved with the rest.
 // Usage: npm run build && [BENCH_RUNTIME_A=old/runtime.cjs] node bench/instance-memory.mjs [N=8] [variants.json]
 //   BENCH_RUNTIME_A adds a row for another build of the runtime (an A/B of runtime changes, same flags).
-//   variants.json: [{ "name": "…", "args": ["--flag"], "env": { "K": "V" }, "runtime": "path (optional)" }, …]
+//   variants.json: [{ "name": "…", "args": ["--flag"], "env": { "K": "V" }, "runtime": "path (optional)",
+//                     "wrap": ["/path/to/launcher", "…"] (optional: argv put before node, e.g. the KSM launcher) }, …]
+//   BENCH_KSM_LAUNCHER=path adds a row "+ KSM (prctl PR_SET_MEMORY_MERGE)" run through that launcher
+//   (dist/stratus-ksm-exec, built by `npm run build`); ksmd must be running for it to merge anything
+//   (bench/ksm.ts turns it on for a run and restores the host's settings).
 //   (default: the built-in list)
 // Prints a table; writes no file (runs are recorded in bench/results/instance-memory.md by hand).
 import { spawn } from "node:child_process";
@@ -33,6 +37,7 @@ const variants = process.argv[3] ? JSON.parse(readFileSync(process.argv[3], "utf
   { name: "+ --single-threaded", args: [HEAP, "--single-threaded"], env: TUNE },
   { name: "+ malloc arena_max=1", args: [HEAP], env: { GLIBC_TUNABLES: `${TUNE.GLIBC_TUNABLES}:glibc.malloc.arena_max=1` } },
 ];
+if (process.env.BENCH_KSM_LAUNCHER) variants.push({ name: "+ KSM (prctl PR_SET_MEMORY_MERGE)", wrap: [resolve(process.env.BENCH_KSM_LAUNCHER)], args: [HEAP], env: TUNE });
 
 const dir = mkdtempSync(join(tmpdir(), "stratus-instmem-"));
 const MiB = 1024 * 1024;
@@ -43,7 +48,13 @@ copyFileSync("bench/fixtures/functions.js", entry);
 function smaps(pid) {
   const t = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
   const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB$`, "m").exec(t)?.[1] ?? 0) * 1024;
-  return { pss: kb("Pss"), priv: kb("Private_Dirty") + kb("Private_Clean"), rss: kb("Rss") };
+  let ksm = 0;
+  try {
+    ksm = Number(readFileSync(`/proc/${pid}/ksm_merging_pages`, "utf8")) * 4096;
+  } catch {
+    // kernel without KSM: nothing merged
+  }
+  return { pss: kb("Pss"), priv: kb("Private_Dirty") + kb("Private_Clean"), rss: kb("Rss"), ksm };
 }
 
 function get(socketPath, port) {
@@ -61,7 +72,10 @@ async function startInstance(v, i) {
   const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/tmp", LANG: "C.UTF-8", ...v.env,
     STRATUS_SOCKET: socket, STRATUS_ENTRY: entry, STRATUS_EXPORT: "hello", STRATUS_FUNCTION: "hello",
     STRATUS_CONFIG: JSON.stringify(config), STRATUS_INSTANCE_ID: `m-${i}` };
-  const child = spawn(process.execPath, [...v.args, v.runtime ? resolve(v.runtime) : runtime], { env, stdio: ["ignore", "pipe", "inherit"] });
+  // A relative path in `wrap` (dist/stratus-ksm-exec) is from the repository root, like `runtime`.
+  const wrap = (v.wrap ?? []).map((w) => (w.includes("/") && !w.startsWith("/") ? resolve(w) : w));
+  const argv = [...wrap, process.execPath, ...v.args, v.runtime ? resolve(v.runtime) : runtime];
+  const child = spawn(argv[0], argv.slice(1), { env, stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   child.stdout.setEncoding("utf8");
   for await (const chunk of child.stdout) {
@@ -96,12 +110,12 @@ await new Promise((r) => setTimeout(r, IDLE_MS));
 const rows = all.map((v, i) => {
   const s = children[i].map((c) => smaps(c.pid));
   const avg = (k) => s.reduce((a, x) => a + x[k], 0) / s.length / MiB;
-  return { name: v.name, pss: avg("pss"), priv: avg("priv"), rss: avg("rss") };
+  return { name: v.name, pss: avg("pss"), priv: avg("priv"), rss: avg("rss"), ksm: avg("ksm") };
 });
 for (const list of children) for (const c of list) c.kill("SIGKILL");
 rmSync(dir, { recursive: true, force: true });
 const base = rows.find((r) => r.name.startsWith("baseline"));
 console.log(`N = ${N} per variant, ${REQUESTS} request(s) each, ${IDLE_MS / 1000} s idle; runtime ${runtime}; node ${process.version}`);
-console.log("| variant | PSS MiB | private MiB | RSS MiB | per GiB (PSS) |\n|---|---|---|---|---|");
-for (const r of rows) console.log(`| ${r.name} | ${r.pss.toFixed(2)} | ${r.priv.toFixed(2)} | ${r.rss.toFixed(1)} | ${Math.floor(1024 / r.pss)} |`);
+console.log("| variant | PSS MiB | private MiB | RSS MiB | KSM-merged MiB | per GiB (PSS) |\n|---|---|---|---|---|---|");
+for (const r of rows) console.log(`| ${r.name} | ${r.pss.toFixed(2)} | ${r.priv.toFixed(2)} | ${r.rss.toFixed(1)} | ${r.ksm.toFixed(2)} | ${Math.floor(1024 / r.pss)} |`);
 console.log(`(baseline PSS ${base.pss.toFixed(2)} MiB)`);

@@ -4,8 +4,12 @@
 //  - dist/cli.js: the CLI and platform entry; npm packages stay external. Code-split (dist/cli-chunk-*.js)
 //    so that `stratus ls` does not load what only `up` and `dev` need (express, SQLite, dockerode, esbuild):
 //    measured here (loaded machine, `node -e 0` ≈ 0.2–0.3 s): `stratus --help` 1.3–1.6 s → 0.36–0.5 s.
+//  - dist/stratus-ksm-exec: the KSM launcher of the process driver (src/sandbox/ksm/ksm-exec.c, platform
+//    setting `process.ksm`), compiled with the C compiler `cc` (Debian: gcc, libc6-dev; scripts/lib/ensure-deps.sh
+//    installs them). Without a compiler the build says so and skips it; `process.ksm` then refuses to start.
 import { build } from "esbuild";
-import { rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import { lazyPackages } from "./lazy-packages.mjs";
 import { precomputedMime } from "./precomputed-mime.mjs";
@@ -66,3 +70,11 @@ await Promise.all([
     logLevel: "warning",
   }),
 ]);
+mkdirSync("dist", { recursive: true });
+try {
+  execFileSync("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", "dist/stratus-ksm-exec", "src/sandbox/ksm/ksm-exec.c"], { stdio: ["ignore", "inherit", "inherit"] });
+} catch (err) {
+  if (err.code !== "ENOENT") throw err;
+  console.warn("build: no C compiler (cc): dist/stratus-ksm-exec not built, so the platform setting process.ksm cannot be used (Debian: apt-get install gcc libc6-dev)");
+}
+

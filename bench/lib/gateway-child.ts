@@ -37,6 +37,8 @@ interface Setup {
   /** Process driver: the Node instances run on (default the platform's) and the runtime's startup snapshot (default off). */
   instanceNode?: string;
   runtimeSnapshot?: boolean;
+  /** Process driver: instances start mergeable by KSM (option `ksm`; bench/density-ksm.ts). */
+  ksm?: boolean;
   cgroupRoot: string;
   functions: Array<{ name: string; dir: string; file: string; exportName: string; config: FunctionConfigInput }>;
 }
@@ -53,7 +55,7 @@ if (delay !== null) {
 const stateDir = mkdtempSync("/tmp/sbn-");
 const processDriver = setup.driver === "docker"
   ? null
-  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true });
+  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true, ksm: setup.ksm === true });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
     runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),

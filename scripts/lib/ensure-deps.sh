@@ -1,5 +1,6 @@
 # Sourced by scripts/up.sh and scripts/test.sh: installs the Debian packages the process driver needs
-# (bubblewrap, iptables, util-linux's setpriv and nsenter, iproute2) when missing, plus any package named as an
+# (bubblewrap, iptables, util-linux's setpriv and nsenter, iproute2) when missing, a C compiler (gcc, libc6-dev:
+# `npm run build` compiles the process driver's KSM launcher, src/sandbox/ksm/ksm-exec.c) when missing, plus any package named as an
 # argument (scripts/test.sh adds `postgresql` and `haproxy`, which the PostgreSQL store and cluster tests run, and the
 # brokers the trigger-source tests start: `redis-server`, `nats-server`, `rabbitmq-server`), then npm dependencies.
 ensure_debian_packages() {
@@ -10,6 +11,8 @@ ensure_debian_packages() {
   command -v setpriv >/dev/null || pkgs+=(util-linux)
   command -v nsenter >/dev/null || pkgs+=(util-linux)
   [ -x /usr/sbin/ip ] || pkgs+=(iproute2)
+  command -v cc >/dev/null || pkgs+=(gcc)
+  pkgs+=(libc6-dev)
   pkgs+=("$@")
   local missing=()
   for p in "${pkgs[@]}"; do

@@ -30,6 +30,8 @@ export const IMAGE_PATHS = {
   functionDir: "/srv/function",
   /** The instance's socket directory, bind-mounted from the host. */
   socketDir: "/run/stratus",
+  /** The KSM launcher (../ksm/ksm-exec.c), when the base image was built with one: the entrypoint under `docker.ksm`. */
+  ksmExec: "/opt/stratus/ksm-exec",
 } as const;
 
 /** The unprivileged user every container runs as (`nobody:nogroup`). */
@@ -43,6 +45,8 @@ export interface BaseImageOptions {
   readonly nodeBinary?: string;
   /** The bundled instance runtime (dist/runtime.cjs). */
   readonly runtimeFile: string;
+  /** The KSM launcher to ship at IMAGE_PATHS.ksmExec (it needs only the libc node already brings). */
+  readonly ksmLauncher?: string;
   /** Receives the build output, line by line. */
   readonly onLog?: (line: string) => void;
 }
@@ -88,7 +92,7 @@ export async function ensureBaseImage(docker: Docker, options: BaseImageOptions)
     throw new StratusError("BUILD_FAILED", `ldd ${node} failed`, { cause });
   });
   const hash = createHash("sha256").update(`stratus-base:${LAYOUT_VERSION}\n`);
-  for (const file of [node, ...libs, options.runtimeFile]) {
+  for (const file of [node, ...libs, options.runtimeFile, ...(options.ksmLauncher === undefined ? [] : [options.ksmLauncher])]) {
     hash.update(`${file} ${await sha256File(file)}\n`);
   }
   const tag = `stratus-runtime:${hash.digest("hex").slice(0, 16)}`;
@@ -117,6 +121,7 @@ async function buildIfMissing(docker: Docker, tag: string, node: string, libs: s
     await put(node, IMAGE_PATHS.node);
     for (const lib of libs) await put(lib, lib);
     await put(options.runtimeFile, IMAGE_PATHS.runtime);
+    if (options.ksmLauncher !== undefined) await put(options.ksmLauncher, IMAGE_PATHS.ksmExec);
     // os.userInfo() and some libraries need the user to exist; /tmp is a tmpfs at run time.
     await mkdir(join(rootfs, "etc"), { recursive: true });
     await writeFile(join(rootfs, "etc/passwd"), "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/tmp:/sbin/nologin\n");

@@ -36,6 +36,7 @@ import { DISCOVERY_PREFIX, ENV } from "../../shared/protocol";
 import { createSilentLogger } from "../../shared/logger";
 import type { DiscoveredFunction, DiscoverySpec, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver } from "../driver";
 import { IMAGE_PATHS, IMAGE_USER, ensureBaseImage } from "./base-image";
+import { checkKsmForDriver, ksmLauncherBeside } from "../ksm/ksm";
 import { engineStatus, followProgress, isNotFound } from "./engine";
 import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./function-image";
 import { ensureFunctionNetwork } from "./network";
@@ -92,6 +93,13 @@ export interface DockerDriverOptions extends SandboxDriverOptions {
    * baseline (bench/cold-start.ts).
    */
   readonly specializeChannel?: SpecializeChannel;
+  /**
+   * Instances and pool slots start mergeable by KSM (platform setting `docker.ksm`, ../ksm/ksm.ts): the
+   * base image then carries the launcher (`stratus-ksm-exec` beside `runtimePath`) as the containers'
+   * entrypoint before node. Creating the driver fails without the launcher or kernel KSM; ksmd's host-wide
+   * settings are never changed (a warning when it is off). Default false.
+   */
+  readonly ksm?: boolean;
 }
 
 /** The channels a Docker pool slot can be specialised over (DockerDriverOptions.specializeChannel). */
@@ -173,6 +181,10 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const cpuSharesPerGb = options.cpuSharesPerGb ?? 1024;
   const log = options.logger ?? createSilentLogger();
   const channel: SpecializeChannel = options.specializeChannel ?? "socket";
+  const ksmLauncher = options.ksm === true ? ksmLauncherBeside(runtimeFile) : undefined;
+  if (ksmLauncher !== undefined) checkKsmForDriver(ksmLauncher, "docker.ksm", log);
+  /** The containers' entrypoint: node, or the KSM launcher then node. */
+  const instanceEntrypoint = ksmLauncher === undefined ? [IMAGE_PATHS.node] : [IMAGE_PATHS.ksmExec, IMAGE_PATHS.node];
   const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);
   /**
    * The socket root is a tmpfs mounted noexec, nosuid, nodev (once, by the mount helper): Docker's bind
@@ -203,7 +215,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   let network: Promise<string> | null = null;
 
   const baseImage = (onLog?: (line: string) => void) =>
-    ensureBaseImage(docker, { runtimeFile, ...(options.nodePath === undefined ? {} : { nodeBinary: options.nodePath }), ...(onLog === undefined ? {} : { onLog }) });
+    ensureBaseImage(docker, { runtimeFile, ...(ksmLauncher === undefined ? {} : { ksmLauncher }), ...(options.nodePath === undefined ? {} : { nodeBinary: options.nodePath }), ...(onLog === undefined ? {} : { onLog }) });
 
   function functionNetwork(): Promise<string> {
     network ??= ensureFunctionNetwork(docker, networkOptions).catch((err: unknown) => {
@@ -418,7 +430,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       container = await docker.createContainer({
         name: containerName(slotId),
         Image: image,
-        Entrypoint: [IMAGE_PATHS.node],
+        Entrypoint: instanceEntrypoint,
         Cmd: [...instanceNodeArgs(key.memoryMb), IMAGE_PATHS.runtime],
         // Minimal: the function's env arrives with the message, never on the container's config.
         Env: [
@@ -478,7 +490,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       const create = () => docker.createContainer({
         name: containerName(spec.instanceId),
         Image: image,
-        Entrypoint: [IMAGE_PATHS.node],
+        Entrypoint: instanceEntrypoint,
         Cmd: [...instanceNodeArgs(spec.config.memory), IMAGE_PATHS.runtime],
         Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
         User: IMAGE_USER,

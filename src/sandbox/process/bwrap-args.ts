@@ -60,6 +60,11 @@ export interface SandboxCommandInput {
   readonly maxOpenFiles: number;
   /** Host file holding the seccomp program (./seccomp.ts), handed to bwrap as fd 9 (`--seccomp 9`). */
   readonly seccompPath: string;
+  /**
+   * The KSM launcher (../ksm/ksm-exec.c; platform setting `process.ksm`), exec'd by the wrapper after the
+   * cgroup join and before nsenter/bwrap, so the whole sandbox inherits PR_SET_MEMORY_MERGE. Absent: none.
+   */
+  readonly ksmLauncherPath?: string;
 }
 
 /**
@@ -112,5 +117,5 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
   // `ulimit -n` without -H/-S sets both limits, so nothing inside can raise it again.
   const script = 'f=$1; shift; ulimit -n "$1" || exit 125; shift; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@" 9<"$f"';
   const enter = input.network === "outbound" && input.netnsPath ? [input.nsenterPath ?? "/usr/bin/nsenter", `--net=${input.netnsPath}`, "--"] : [];
-  return ["/bin/sh", ["-c", script, "sh", input.seccompPath, String(input.maxOpenFiles), String(input.procsFiles.length), ...input.procsFiles, ...enter, input.bwrapPath, ...b]];
+  return ["/bin/sh", ["-c", script, "sh", input.seccompPath, String(input.maxOpenFiles), String(input.procsFiles.length), ...input.procsFiles, ...(input.ksmLauncherPath ? [input.ksmLauncherPath] : []), ...enter, input.bwrapPath, ...b]];
 }

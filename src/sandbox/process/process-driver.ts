@@ -30,6 +30,7 @@ import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";
 import { buildRuntimeSnapshot } from "../runtime-snapshot";
 import type { PrewarmStatus } from "../prewarm-pool";
+import { checkKsmForDriver, ksmLauncherBeside } from "../ksm/ksm";
 
 /** Default uid/gid of instances. Pick one no other software on the host uses (instances share it). */
 export const DEFAULT_SANDBOX_UID = 60500;
@@ -72,6 +73,14 @@ export interface ProcessDriverOptions extends SandboxDriverOptions {
    * Default false.
    */
   readonly runtimeSnapshot?: boolean;
+  /**
+   * Start every instance and pre-warm slot through the KSM launcher (../ksm/ksm.ts): their memory is
+   * mergeable by ksmd. Creating the driver fails when the launcher or the kernel's KSM is missing; it
+   * never changes ksmd's host-wide settings, and logs a warning when ksmd is not running. Default false.
+   */
+  readonly ksm?: boolean;
+  /** The KSM launcher (default: `stratus-ksm-exec` beside `runtimePath`, where `npm run build` puts it). */
+  readonly ksmLauncherPath?: string;
 }
 
 /** Whether instances start from the runtime's startup snapshot: `off` (not asked for), `pending` (not built yet), `on`, or `failed` (with why; they start the bundle). */
@@ -117,6 +126,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     if (!existsSync(p)) throw new Error(`process driver: ${what} not found at ${p} (Debian: apt-get install bubblewrap util-linux iproute2)`);
   }
   if (!setprivPath.startsWith("/usr/")) throw new Error("process driver: setpriv must live under /usr (it runs inside the sandbox)");
+  const ksmLauncherPath = options.ksm === true ? (options.ksmLauncherPath ?? ksmLauncherBeside(options.runtimePath)) : undefined;
+  if (ksmLauncherPath !== undefined) checkKsmForDriver(ksmLauncherPath, "process.ksm", log);
   // The seccomp program every sandbox loads (throws on an architecture without a syscall table: no
   // sandbox ever runs unfiltered). Written once; bwrap reads it through fd 9 at each start.
   const seccompPath = join(options.stateDir, "seccomp.bpf");
@@ -255,7 +266,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     }
     const [file, args] = buildSandboxCommand({
       bwrapPath, setprivPath, nodePath, runtimePath, snapshot, artifactDir, socketDir: box.run,
-      uid, gid, procsFiles: cgroup.procsFiles, network: limits.network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles: limits.maxOpenFiles,
+      uid, gid, procsFiles: cgroup.procsFiles, network: limits.network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles: limits.maxOpenFiles, ksmLauncherPath,
       // Fixed at start: one reason pool slots are keyed by memory.
       nodeArgs: instanceNodeArgs(limits.memoryMb),
     });

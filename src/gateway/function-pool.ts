@@ -39,7 +39,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
-import { Pool as UndiciPool, type Dispatcher } from "undici";
+import { Client as UndiciClient, Pool as UndiciPool, type Dispatcher } from "undici";
 import type { Instance, InstanceExit, InstanceLogLine, SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError } from "../shared/errors";
 import type { PlatformEvent } from "../shared/invocation";
@@ -50,7 +50,7 @@ import { FixedQueue } from "./fixed-queue";
 /** One running instance as the pool sees it. */
 export interface InstanceSlot {
   readonly instance: Instance;
-  /** HTTP client bound to the instance's Unix socket (keep-alive, `concurrency` connections). */
+  /** HTTP client bound to the instance's Unix socket (keep-alive, `concurrency` connections: a Client for one, else a Pool). */
   readonly dispatcher: Dispatcher;
   readonly deployment: Deployment;
   /** Leases currently held. */
@@ -143,12 +143,11 @@ const MAX_MIN_BACKOFF_MS = 30_000;
 
 function defaultConnect(instance: Instance, deployment: Deployment): Dispatcher {
   // keepAliveTimeout stays under Node's 5 s server default so we never reuse a socket the runtime closes.
-  return new UndiciPool("http://localhost", {
-    socketPath: instance.endpoint.socketPath,
-    connections: deployment.config.concurrency,
-    pipelining: 1,
-    keepAliveTimeout: 4_000,
-  });
+  const options = { socketPath: instance.endpoint.socketPath, pipelining: 1, keepAliveTimeout: 4_000 };
+  const { concurrency } = deployment.config;
+  // One connection (the default, concurrency 1): a Client itself. A Pool of one would add its own queue and
+  // a 'drain' event per request on top of the Client's (undici's pool-base frames in a gateway CPU profile).
+  return concurrency === 1 ? new UndiciClient("http://localhost", options) : new UndiciPool("http://localhost", { ...options, connections: concurrency });
 }
 
 function ewma(avg: number, sample: number): number {

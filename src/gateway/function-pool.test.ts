@@ -75,7 +75,7 @@ function deployment(config: FunctionConfigInput, version = "v1"): Deployment {
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
-function setup(config: FunctionConfigInput, widthFloor = 1) {
+function setup(config: FunctionConfigInput, widthFloor = 1, idleCores?: () => number) {
   let clock = 1_000;
   const fake = fakeDriver();
   const pool = new FunctionPool({
@@ -85,6 +85,7 @@ function setup(config: FunctionConfigInput, widthFloor = 1) {
     now: () => clock,
     connect: () => ({ destroy: async () => undefined }) as unknown as Dispatcher,
     widthFloor,
+    ...(idleCores === undefined ? {} : { idleCores }),
   });
   return { ...fake, pool, advance: (ms: number) => (clock += ms), now: () => clock };
 }
@@ -320,5 +321,57 @@ test("pool: below the width floor (cores + 1 by default) a waiter always starts 
   pending[1]!.succeed();
   pool.release(busy, "reuse");
   for (const l of await Promise.all([w1.promise, w2.promise])) pool.release(l, "reuse");
+  await pool.destroy();
+});
+
+test("pool: above the width floor a start also needs idle CPU (half a core); below the floor it does not", async () => {
+  let idle = 0.2; // cores: the node's CPU is saturated
+  const { pool, pending, advance } = setup({ maxInstances: 5 }, 2, () => idle);
+  const first = acquire(pool);
+  pending[0]!.succeed(); // startMs 40
+  const l1 = await first;
+  advance(1_000);
+  pool.release(l1, "reuse"); // service time 1 s: the estimate says start
+  const a = pool.tryAcquire()!;
+  const w1 = pool.wait();
+  assert.equal(pending.length, 2, "one instance, floor 2: starts whatever the CPU");
+  pending[1]!.succeed();
+  const b = await w1.promise;
+  const w2 = pool.wait();
+  assert.equal(pending.length, 2, "at the floor, a saturated CPU: no start although the estimate (1 s wait) says start");
+  // The re-check after one start time does not start either while the CPU stays saturated.
+  advance(100);
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal(pending.length, 2, "the overdue re-check holds back on a saturated CPU too");
+  idle = 0.6;
+  advance(100);
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal(pending.length, 3, "the CPU has room again: the overdue waiter starts an instance");
+  pending[2]!.succeed();
+  const c = await w2.promise;
+  idle = 1.5;
+  const w3 = pool.wait();
+  assert.equal(pending.length, 4, "idle CPU and a long expected wait: start at once");
+  pending[3]!.succeed();
+  for (const l of [a, b, c, await w3.promise]) pool.release(l, "reuse");
+  await pool.destroy();
+});
+
+test("pool: on a saturated CPU, a waiter that waited more than twice its expected wait (slow work, not short of CPU) still starts an instance after one start time", async () => {
+  const { pool, pending, advance } = setup({ maxInstances: 5 }, 1, () => 0);
+  const first = acquire(pool);
+  pending[0]!.succeed(); // startMs 40
+  const l1 = await first;
+  advance(1);
+  pool.release(l1, "reuse"); // service time 1 ms: the averages say fast
+  const busy = pool.tryAcquire()!; // ... but this request turns out slow (a handler waiting on I/O)
+  const w = pool.wait();
+  assert.equal(pending.length, 1, "expected wait 1 ms: no start");
+  advance(45); // waited 45 ms, more than a start and far more than twice the 1 ms expected
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal(pending.length, 2, "misjudged by the estimate: starts although the CPU is saturated");
+  pending[1]!.succeed();
+  pool.release(await w.promise, "reuse");
+  pool.release(busy, "reuse");
   await pool.destroy();
 });

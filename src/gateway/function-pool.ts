@@ -12,10 +12,16 @@
  * moving averages of the service time (lease taken → released) and of the start time; the expected wait
  * of a new waiter is (waiters not covered by starts + 1) × service time ÷ (ready instances × concurrency).
  * With no ready instance, or before either average exists, it starts (the old rule: one start per
- * uncovered waiter); below cores + 1 instances it always starts. A fast handler on a busy machine therefore runs on a few instances rather than on
- * `maxInstances` processes that only add context switches; a slow one scales out as before (docs/gateway.md). A waiter the
- * estimate left waiting is re-checked after one start time (a timer), so a wrong estimate costs at most
- * one start's worth of waiting.
+ * uncovered waiter); below cores + 1 instances it always starts. Above that floor a start also needs idle
+ * CPU on the node (at least half a core over the gateway's last sweep interval, `idleCores`): when the
+ * cores are saturated, a new instance can only take CPU from the running ones, and the measured service
+ * time then grows with the width (every concurrency-1 instance waits its turn for a core), so the estimate
+ * alone would keep starting instances that add context switches and no throughput. A fast handler on a busy
+ * machine therefore runs on a few instances rather than on `maxInstances` processes; a slow one (waiting on
+ * I/O, the CPU idle) scales out as before (docs/gateway.md). A waiter the estimate left waiting is re-checked
+ * after one start time (a timer), so a wrong estimate costs at most one start's worth of waiting: it then
+ * starts one if the CPU has room, or if the head waited more than twice what the estimate expected (the
+ * instances are busy with slow work, not short of CPU).
  *
  * Invariants:
  *  - `available` holds exactly the ready, current-version slots with `active < concurrency`; its last
@@ -33,7 +39,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
-import { Pool as UndiciPool, type Dispatcher } from "undici";
+import { Client as UndiciClient, Pool as UndiciPool, type Dispatcher } from "undici";
 import type { Instance, InstanceExit, InstanceLogLine, SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError } from "../shared/errors";
 import type { PlatformEvent } from "../shared/invocation";
@@ -44,7 +50,7 @@ import { FixedQueue } from "./fixed-queue";
 /** One running instance as the pool sees it. */
 export interface InstanceSlot {
   readonly instance: Instance;
-  /** HTTP client bound to the instance's Unix socket (keep-alive, `concurrency` connections). */
+  /** HTTP client bound to the instance's Unix socket (keep-alive, `concurrency` connections: a Client for one, else a Pool). */
   readonly dispatcher: Dispatcher;
   readonly deployment: Deployment;
   /** Leases currently held. */
@@ -78,6 +84,8 @@ export type ReleaseOutcome = "reuse" | "retire" | "destroy";
 interface Waiter {
   readonly enqueuedAt: number;
   readonly deadline: number;
+  /** The wait the estimate expected when it queued (NaN when it had no estimate), ms. */
+  readonly expectedMs: number;
   settled: boolean;
   resolve(lease: Lease): void;
   reject(err: unknown): void;
@@ -111,10 +119,21 @@ export interface FunctionPoolOptions {
   readonly onEvent?: (event: PlatformEvent) => void;
   /** Instances always worth starting before the wait estimate decides (default: cores + 1). */
   readonly widthFloor?: number;
+  /**
+   * The node's idle CPU in cores over the last interval (the gateway's CpuIdle, sampled on its sweep tick);
+   * above `widthFloor` a start needs at least MIN_IDLE_CORES_TO_START. Default: always +Infinity (no check).
+   */
+  readonly idleCores?: () => number;
 }
 
 /** Instances a function may always run before the estimate decides (see worthStarting): one more than the cores. */
 const DEFAULT_WIDTH_FLOOR = availableParallelism() + 1;
+
+/** Idle CPU (cores) a start above the width floor needs: a new instance must find CPU the running ones leave. */
+export const MIN_IDLE_CORES_TO_START = 0.5;
+
+/** A waiter that waited more than this × its expected wait was misjudged by the estimate (see overdueStart). */
+const OVERDUE_FACTOR = 2;
 
 /** Weight of the newest sample in the service-time and start-time moving averages. */
 const EWMA_WEIGHT = 0.2;
@@ -124,12 +143,11 @@ const MAX_MIN_BACKOFF_MS = 30_000;
 
 function defaultConnect(instance: Instance, deployment: Deployment): Dispatcher {
   // keepAliveTimeout stays under Node's 5 s server default so we never reuse a socket the runtime closes.
-  return new UndiciPool("http://localhost", {
-    socketPath: instance.endpoint.socketPath,
-    connections: deployment.config.concurrency,
-    pipelining: 1,
-    keepAliveTimeout: 4_000,
-  });
+  const options = { socketPath: instance.endpoint.socketPath, pipelining: 1, keepAliveTimeout: 4_000 };
+  const { concurrency } = deployment.config;
+  // One connection (the default, concurrency 1): a Client itself. A Pool of one would add its own queue and
+  // a 'drain' event per request on top of the Client's (undici's pool-base frames in a gateway CPU profile).
+  return concurrency === 1 ? new UndiciClient("http://localhost", options) : new UndiciPool("http://localhost", { ...options, connections: concurrency });
 }
 
 function ewma(avg: number, sample: number): number {
@@ -167,6 +185,7 @@ export class FunctionPool {
   private startMs = NaN;
   private recheck: NodeJS.Timeout | null = null;
   private readonly widthFloor: number;
+  private readonly idleCores: () => number;
 
   constructor(options: FunctionPoolOptions) {
     this.dep = options.deployment;
@@ -180,6 +199,7 @@ export class FunctionPool {
     this.retryAfter = String(options.retryAfterS ?? 1);
     this.onEvent = options.onEvent ?? null;
     this.widthFloor = options.widthFloor ?? DEFAULT_WIDTH_FLOOR;
+    this.idleCores = options.idleCores ?? (() => Number.POSITIVE_INFINITY);
     this.ensureMinInstances();
   }
 
@@ -227,9 +247,11 @@ export class FunctionPool {
       }
     }
     const now = this.now();
+    const ahead = this.waitingLive - covered + 1;
+    const expectedMs = ahead <= 0 ? this.startMs : this.expectedWaitMs(ahead);
     let waiter!: Waiter;
     const promise = new Promise<Lease>((resolve, reject) => {
-      waiter = { enqueuedAt: now, deadline: now + queueTimeout, settled: false, resolve, reject };
+      waiter = { enqueuedAt: now, deadline: now + queueTimeout, expectedMs, settled: false, resolve, reject };
     });
     this.queue.push(waiter);
     this.waitingLive++;
@@ -392,8 +414,18 @@ export class FunctionPool {
     // Up to one instance more than the cores, starting is always worth it: each concurrency-1 instance waits
     // out its response's trip through the gateway, and another can run meanwhile (bench/instance-width.ts).
     if (this.readyCurrent + this.startingCurrent < this.widthFloor) return true;
-    const expectedWaitMs = (uncovered * this.serviceMs) / (this.readyCurrent * this.dep.config.concurrency);
-    return expectedWaitMs > this.startMs;
+    return this.expectedWaitMs(uncovered) > this.startMs && this.cpuHasRoom();
+  }
+
+  /** The wait of the `uncovered`-th waiter no start covers, from the service-time average (NaN without one), ms. */
+  private expectedWaitMs(uncovered: number): number {
+    if (this.readyCurrent === 0) return NaN;
+    return (uncovered * this.serviceMs) / (this.readyCurrent * this.dep.config.concurrency);
+  }
+
+  /** Above the width floor: whether the node's CPU has room for one more instance (see the file comment). */
+  private cpuHasRoom(): boolean {
+    return this.idleCores() >= MIN_IDLE_CORES_TO_START;
   }
 
   /** Re-checks waiters left waiting by the estimate after one start time: by then a start would have served them. */
@@ -413,7 +445,12 @@ export class FunctionPool {
     const head = this.queue.peek();
     if (head === undefined) return;
     const waited = this.now() - head.enqueuedAt;
-    if (waited + 1 >= this.startMs && this.waitingLive > this.startingCurrent * concurrency && this.readyCurrent + this.startingCurrent < maxInstances) {
+    const width = this.readyCurrent + this.startingCurrent;
+    // Above the floor, a saturated CPU holds the start back — unless the head waited more than twice what the
+    // estimate expected: then the instances are not slow for want of CPU but busy with slow work (a handler
+    // that waits on I/O while the averages still say fast), and another instance serves it sooner.
+    const misjudged = !(waited <= OVERDUE_FACTOR * head.expectedMs);
+    if (waited + 1 >= this.startMs && this.waitingLive > this.startingCurrent * concurrency && width < maxInstances && (width < this.widthFloor || misjudged || this.cpuHasRoom())) {
       this.startInstance(true);
     }
     if (this.waitingLive > this.startingCurrent * concurrency) this.scheduleRecheck();

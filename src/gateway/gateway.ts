@@ -9,7 +9,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
-import { hostname } from "node:os";
+import { availableParallelism, hostname } from "node:os";
 import { timingSafeEqual } from "node:crypto";
 import type { SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError, type ErrorCode } from "../shared/errors";
@@ -22,6 +22,7 @@ import { resolveTraceparent } from "../shared/traceparent";
 import type { Deployment } from "./deployment";
 import { FunctionPool, type Lease, type PendingLease } from "./function-pool";
 import { MemorySampler } from "./memory-sampler";
+import { CpuIdle } from "./cpu-idle";
 import type { GatewayObserver } from "../shared/gateway-observer";
 import { pickRequestId, serverTiming } from "./headers";
 import { resolveGatewayLimits, type GatewayLimitsInput } from "./limits";
@@ -173,6 +174,9 @@ export function createGateway(options: GatewayOptions): Gateway {
   };
   const nodeId = options.nodeId ?? hostname();
   const memory = new MemorySampler();
+  // The node's idle CPU, sampled on the sweep tick: the pools' scale-out check above their width floor.
+  const cpuIdle = new CpuIdle(availableParallelism());
+  const idleCores = (): number => cpuIdle.idleCores();
   const isTrustedProxy = cidrMatcher(options.trustedProxies ?? []);
   const retryAfter = String(limits.retryAfterS);
 
@@ -197,6 +201,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   function sweep(): void {
     const now = performance.now();
+    cpuIdle.sample();
     for (const entry of functions.values()) entry.pool.sweep(now);
   }
 
@@ -539,7 +544,7 @@ export function createGateway(options: GatewayOptions): Gateway {
       if (entry === undefined) {
         functions.set(deployment.name, {
           pool: new FunctionPool({
-            deployment, driver, logger, retryAfterS: limits.retryAfterS,
+            deployment, driver, logger, retryAfterS: limits.retryAfterS, idleCores,
             ...(observer === null ? {} : {
               onInstanceLog: (line) => observer.onInstanceLog(deployment.name, line),
               onEvent: (event) => observer.onPlatformEvent(event),

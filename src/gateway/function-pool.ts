@@ -442,7 +442,7 @@ export class FunctionPool {
       env: dep.env,
       ...(dep.image === undefined ? {} : { image: dep.image }),
     };
-    this.driver.start(spec, { onLog: this.onInstanceLog, signal: rec.abort.signal }).then(
+    this.driver.start(spec, { onLog: this.onInstanceLog, signal: rec.abort.signal, firstInstance: this.readyCurrent === 0 && this.startingCurrent === 1 /* this one */ }).then(
       (instance) => this.onStarted(rec, dep, instance, onDemand),
       (err: unknown) => this.onStartFailed(rec, err, onDemand),
     );

@@ -30,7 +30,7 @@ import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage
 import { createSilentLogger, type Logger } from "../shared/logger";
 import { OUTPUT_RATE_DEFAULTS, OutputLimiter, outputDroppedLine, parseOutputLine, splitLines, type OutputRateLimits } from "./output-lines";
 import { PrewarmPool, type PrewarmRefillMode, type PrewarmStatus } from "./prewarm-pool";
-import { createStartGate, untilAborted } from "./start-gate";
+import { createStartGate, untilAborted, type BootPriority } from "./start-gate";
 
 /**
  * Options every driver takes, with one set of names (each driver adds its own, see its file). Units in
@@ -520,8 +520,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
    * Launches one sandbox (see launchNow), tracked until it settled: close() waits for launches under
    * way, which destroy their own sandbox once they see `closed`, before it releases the backend.
    */
-  function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void): Promise<CoreSandbox<H>> {
-    const p = launchNow(id, mode, onLog, signal, booting);
+  function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void, priority: BootPriority = "more"): Promise<CoreSandbox<H>> {
+    const p = launchNow(id, mode, onLog, signal, booting, priority);
     const settled: Promise<void> = p.then(() => undefined, () => undefined);
     launching.add(settled);
     void settled.then(() => launching.delete(settled));
@@ -529,10 +529,17 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
   }
 
   /** Launches one sandbox through the boot gate; the gate is released once it is ready or gone. */
-  async function launchNow(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void): Promise<CoreSandbox<H>> {
+  async function launchNow(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal: AbortSignal | undefined, booting: (() => void) | undefined, priority: BootPriority): Promise<CoreSandbox<H>> {
     live.set(id, null);
-    // Pool refills queue behind on-demand boots (docs/prewarm.md, "Refill follows demand").
-    const release = await bootGate(mode.kind === "generic");
+    // Pool refills queue behind on-demand boots, additional instances behind a function's first (docs/prewarm.md,
+    // "The boot gate"); a start aborted while it waits leaves the queue without booting.
+    let release: () => void;
+    try {
+      release = await bootGate(mode.kind === "generic" ? "refill" : priority, signal);
+    } catch (err) {
+      live.delete(id);
+      throw err;
+    }
     booting?.();
     const { sb, io } = track(id, mode.kind === "generic", onLog);
     let launched: Launched<H>;
@@ -709,7 +716,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
           sb = undefined;
         }
       }
-      sb ??= await launch(spec.instanceId, { kind: "fresh", spec }, onLog, signal);
+      sb ??= await launch(spec.instanceId, { kind: "fresh", spec }, onLog, signal, undefined, startOptions.firstInstance === true ? "first" : "more");
       const inst = await awaitReady(sb, spec, t0, signal);
       log.debug({ instanceId: spec.instanceId, startMs: inst.startMs, prewarmed }, "instance ready");
       counts[prewarmed ? "hits" : "misses"]++;

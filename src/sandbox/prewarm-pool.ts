@@ -17,8 +17,11 @@
  *    time or on its critical path — and the driver queues them behind on-demand boots (low priority in its
  *    boot gate), so they never delay a fresh start. Size: the recent cold-start rate (takes in the last `rateWindowMs`: n takes spanning t are
  *    (n − 1) / t, a single take is one per window) times twice the
- *    measured boot time (what arrives while a slot boots, with margin), at least `size` for the default
- *    key, at most `maxSize`.
+ *    measured boot time (what arrives while a slot boots, with margin), or the key's largest burst of the
+ *    last `burstMemoryMs` (so a node that took one burst absorbs the next from slots), at least `size` for
+ *    the default key, at most `maxSize`; idle slots above the target are destroyed once the demand passed
+ *    (shrink). After a burst (far more takes than the refills can replace), refills wait until its takes
+ *    stopped for `burstHoldMs`: they cannot keep up and would take the CPU the burst's instances need.
  *  - `quiet` (round one, kept as a bench baseline): refill only after `refillDelayMs` without any start;
  *    any key keeps as many as were taken in the last `demandWindowMs`, capped at `maxSize`.
  * Other keys than the default start at 0 in both.
@@ -85,7 +88,7 @@ export interface PrewarmPoolOptions {
    */
   readonly burstHoldMs?: number;
   /**
-   * `demand`: how long the largest burst of a key (the most takes within one second) keeps its target, ms
+   * `demand`: how long the largest burst of a key (its takes within 3 s, once a take is a burst take, see burstHoldUntil) keeps its target, ms
    * (default 300000): a node that took a burst of 100 cold starts keeps up to 100 slots (≤ `maxSize`) for
    * the next one, then shrinks back.
    */
@@ -104,6 +107,9 @@ export interface PrewarmPoolOptions {
 
 /** Fewest takes within a second that count as a burst (see burstHoldUntil); a cold-start stream is ~7/s. */
 const BURST_MIN_TAKES = 20;
+
+/** How far back a burst's takes count toward its size (the target it leaves behind), ms. */
+const BURST_SIZE_WINDOW_MS = 3000;
 
 /** A pool of pre-started sandboxes of type S. */
 export class PrewarmPool<S> {
@@ -127,7 +133,7 @@ export class PrewarmPool<S> {
   private holdUntil = 0;
   /** Per key: until when refills wait after a burst, epoch ms (see burstHoldUntil). */
   private readonly holds = new Map<string, number>();
-  /** Per key: the most takes within one second of the last `burstMemoryMs`, and when (demand sizing). */
+  /** Per key: the largest burst (its takes within 3 s) of the last `burstMemoryMs`, and when (demand sizing). */
   private readonly peaks = new Map<string, { n: number; at: number }>();
   private shrinkTimer: NodeJS.Timeout | undefined;
   /** Slot creations in progress, so close() can wait for them and destroy what they produce. */
@@ -209,9 +215,11 @@ export class PrewarmPool<S> {
     this.scheduleShrink();
     const holdMs = this.options.burstHoldMs ?? 1500;
     let n = 0;
-    for (let i = times.length - 1; i >= 0 && times[i]! > now - 1000; i--) n++;
+    let size = 0;
+    for (let i = times.length - 1; i >= 0 && times[i]! > now - BURST_SIZE_WINDOW_MS; i--, size++) if (times[i]! > now - 1000) n++;
     const peak = this.peaks.get(key);
-    if (n >= BURST_MIN_TAKES && (peak === undefined || n >= peak.n || now - peak.at >= (this.options.burstMemoryMs ?? 300_000))) this.peaks.set(key, { n, at: now });
+    // A burst's size: its takes within BURST_SIZE_WINDOW_MS (a loaded gateway issues a burst's starts over more than a second).
+    if (n >= BURST_MIN_TAKES && (peak === undefined || size >= peak.n || now - peak.at >= (this.options.burstMemoryMs ?? 300_000))) this.peaks.set(key, { n: size, at: now });
     if (holdMs <= 0) return;
     const sustainable = Math.max(this.concurrency, this.options.demandConcurrency ?? 2);
     const held = now < (this.holds.get(key) ?? 0);

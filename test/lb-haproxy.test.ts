@@ -37,7 +37,8 @@ const FUNCTIONS: ClusterFunction[] = [
 const CLUSTER_LIMITS = { queueFullStatus: 503 as const };
 
 // 30 s as in test/helpers/cluster.ts: after a node is killed, the survivors' first requests for its ~20
-// functions queue behind their cold starts on 2 cores, and the slowest took 15-20 s in CI (the note of stop 12).
+// functions queue behind their cold starts on 2 cores, and the slowest took 15-20 s in CI (the note of stop 12);
+// since the boot gate serves each function's first instance first, 4-7 s (bench/results/failover-gate.md).
 const agent = new Agent({ connections: 128, headersTimeout: 30_000, bodyTimeout: 30_000 });
 
 async function get(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {

@@ -29,6 +29,10 @@ interface Setup {
   observe?: boolean;
   /** Pre-warm refill policy (default: the driver's, `demand`). */
   prewarmRefill?: "demand" | "quiet";
+  /** false: every queued boot runs (round three); default: the driver's (cancel boots no longer needed). */
+  cancelUnneededBoots?: boolean;
+  /** The pool's hold after a burst, ms (default: the driver's; 0: refill during bursts, round three). */
+  prewarmBurstHoldMs?: number;
   /** Most idle slots per key (default here max(4, prewarm); a node's default is 4 × prewarm, ≤ 32). */
   prewarmMax?: number;
   /** Gateway limits beyond the bench's `sweepIntervalMs: 200` (e.g. disconnectGraceMs). */
@@ -55,10 +59,11 @@ if (delay !== null) {
 const stateDir = mkdtempSync("/tmp/sbn-");
 const processDriver = setup.driver === "docker"
   ? null
-  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true, ksm: setup.ksm === true });
+  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.prewarmBurstHoldMs === undefined ? {} : { prewarmBurstHoldMs: setup.prewarmBurstHoldMs }), ...(setup.cancelUnneededBoots === undefined ? {} : { cancelUnneededBoots: setup.cancelUnneededBoots }), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true, ksm: setup.ksm === true });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
     runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
+    ...(setup.prewarmBurstHoldMs === undefined ? {} : { prewarmBurstHoldMs: setup.prewarmBurstHoldMs }), ...(setup.cancelUnneededBoots === undefined ? {} : { cancelUnneededBoots: setup.cancelUnneededBoots }),
     ...(setup.specializeChannel ? { specializeChannel: setup.specializeChannel } : {}),
   });
 await driver.reconcile();

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Dispatcher } from "undici";
-import type { Instance, InstanceExit, InstanceSpec, SandboxDriver } from "../sandbox/driver";
+import type { Instance, InstanceExit, InstanceSpec, SandboxDriver, StartOptions } from "../sandbox/driver";
 import { StratusError } from "../shared/errors";
 import { parseFunctionConfig, type FunctionConfigInput } from "../shared/function-config";
 import { createSilentLogger } from "../shared/logger";
@@ -11,6 +11,7 @@ import { FunctionPool, type Lease } from "./function-pool";
 
 interface FakeStart {
   spec: InstanceSpec;
+  options: StartOptions | undefined;
   succeed(): FakeInstance;
   fail(err: unknown): void;
 }
@@ -24,10 +25,11 @@ function fakeDriver() {
   const instances: FakeInstance[] = [];
   const driver: SandboxDriver = {
     name: "process",
-    start(spec) {
+    start(spec, options) {
       return new Promise<Instance>((resolve, reject) => {
         pending.push({
           spec,
+          options,
           succeed() {
             let exit!: (e: InstanceExit) => void;
             const exited = new Promise<InstanceExit>((r) => (exit = r));
@@ -374,4 +376,32 @@ test("pool: on a saturated CPU, a waiter that waited more than twice its expecte
   pool.release(await w.promise, "reuse");
   pool.release(busy, "reuse");
   await pool.destroy();
+});
+
+test("pool: the first start of a function says so; a start whose boot is no longer needed is cancelled without failing its waiters", async () => {
+  const { pool, pending, advance } = setup({ maxInstances: 10 });
+  const waits = [0, 1, 2].map(() => acquire(pool));
+  assert.equal(pending.length, 3);
+  assert.deepEqual(pending.map((p) => p.options?.firstInstance), [true, false, false], "only the first of the function is a first instance");
+  const l1 = await (pending[0]!.succeed(), waits[0]!);
+  advance(30);
+  pool.release(l1, "reuse"); // service time 30 ms (a start takes 40 here); the instance serves the second waiter
+  const l2 = await waits[1]!;
+  assert.equal(l2.slot, l1.slot);
+  // One waiter left, two starts: the first of them is covered by the other.
+  assert.equal(pending[1]!.options!.stillNeeded!(1000), false, "its waiter is covered by the other start");
+  pending[1]!.fail(new StratusError("INSTANCE_START_FAILED", "start not needed"));
+  await tick();
+  // The last start: one waiter, one busy instance at 30 ms per request.
+  assert.equal(pending[2]!.options!.stillNeeded!(20), true, "a boot of 20 ms would serve it sooner than the busy instance");
+  assert.equal(pending[2]!.options!.stillNeeded!(1000), false, "a boot of 1 s would not");
+  pending[2]!.fail(new StratusError("INSTANCE_START_FAILED", "start not needed"));
+  await tick();
+  assert.equal(pool.stats().waiting, 1, "the waiter was not failed with the cancelled starts");
+  advance(30);
+  pool.release(l2, "reuse");
+  const l3 = await waits[2]!;
+  assert.equal(l3.slot, l1.slot, "the ready instance serves it");
+  assert.equal(pending.length, 3, "nothing started again");
+  pool.release(l3, "reuse");
 });

@@ -101,6 +101,8 @@ interface StartRecord {
   readonly version: string;
   readonly abort: AbortController;
   stale: boolean;
+  /** Cancelled by stillNeeded before it booted: its failure is no error for the waiters. */
+  cancelled?: boolean;
 }
 
 export interface FunctionPoolOptions {
@@ -428,6 +430,24 @@ export class FunctionPool {
     return this.idleCores() >= MIN_IDLE_CORES_TO_START;
   }
 
+  /**
+   * Asked by the driver when an on-demand start's fresh boot leaves its boot gate (StartOptions.stillNeeded):
+   * false — the waiters no other start covers would be served by the ready instances before `bootMs`, the
+   * boot itself (without the wait in the gate, which round three's abort counted) — cancels it at no cost.
+   * The same estimate as worthStarting, so the pump does not start it again at once.
+   */
+  private stillNeeded(rec: StartRecord, bootMs: number): boolean {
+    if (rec.stale || this.closed) return false; // its instance would be destroyed at once
+    const uncovered = this.waitingLive - (this.startingCurrent - 1) * this.dep.config.concurrency;
+    // Against the shorter of the boot and the start-time average: a cancelled start is then one worthStarting
+    // would not start again either (its threshold is the start-time average).
+    const needed = uncovered > 0 && (this.readyCurrent === 0 || Number.isNaN(this.serviceMs) || Number.isNaN(this.startMs)
+      || this.readyCurrent + this.startingCurrent - 1 < this.widthFloor
+      || (uncovered * this.serviceMs) / (this.readyCurrent * this.dep.config.concurrency) > Math.min(bootMs, this.startMs));
+    if (!needed) rec.cancelled = true;
+    return needed;
+  }
+
   /** Re-checks waiters left waiting by the estimate after one start time: by then a start would have served them. */
   private scheduleRecheck(): void {
     if (this.recheck !== null || this.closed) return;
@@ -479,7 +499,8 @@ export class FunctionPool {
       env: dep.env,
       ...(dep.image === undefined ? {} : { image: dep.image }),
     };
-    this.driver.start(spec, { onLog: this.onInstanceLog, signal: rec.abort.signal }).then(
+    const stillNeeded = onDemand ? (bootMs: number) => this.stillNeeded(rec, bootMs) : undefined;
+    this.driver.start(spec, { onLog: this.onInstanceLog, signal: rec.abort.signal, firstInstance: this.readyCurrent === 0 && this.startingCurrent === 1 /* this one */, ...(stillNeeded ? { stillNeeded } : {}) }).then(
       (instance) => this.onStarted(rec, dep, instance, onDemand),
       (err: unknown) => this.onStartFailed(rec, err, onDemand),
     );
@@ -527,6 +548,11 @@ export class FunctionPool {
       return;
     }
     this.startingCurrent--;
+    if (rec.cancelled === true) {
+      // Not needed any more (stillNeeded): the waiters it was for are served by the ready instances.
+      this.pump();
+      return;
+    }
     const error = isStratusError(err) ? err : new StratusError("INSTANCE_START_FAILED", undefined, { cause: err });
     this.log.warn({ err, code: error.code }, "instance start failed");
     this.emit("instance-start-failed", "error", null, `instance start failed: ${error.code}: ${error.message}`);

@@ -22,7 +22,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
     if (!o.runtimePath) throw new StratusError("INTERNAL", "runtimePath is required for the process driver");
     const p = config.process;
     return createProcessDriver({
-      runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, prewarmRefill: config.prewarmRefill, outputLimits: outputLimitsFrom(config), logger,
+      runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, ...prewarmMaxOf(config), prewarmRefill: config.prewarmRefill, outputLimits: outputLimitsFrom(config), logger,
       sandboxSubnet: p.sandboxSubnet, blockedCidrs: p.blockedCidrs, startTimeoutMs: p.startTimeoutMs, pidsMax: p.pidsMax, tmpSizeMb: p.tmpSizeMb,
       ...(p.instanceNode !== "" ? { nodePath: resolve(p.instanceNode) } : {}), runtimeSnapshot: p.runtimeSnapshot === "auto",
       ksm: p.ksm,
@@ -39,6 +39,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
     stateDir: join(o.dataDir, "docker"),
     nodeId: o.nodeId,
     prewarm: config.prewarm,
+    ...prewarmMaxOf(config),
     prewarmRefill: config.prewarmRefill,
     outputLimits: outputLimitsFrom(config),
     logger,
@@ -60,4 +61,9 @@ export function nodeGatewaySettings(config: Readonly<PlatformConfig>): Pick<Node
     trustedProxies: config.gateway.trustedProxies,
     authFailures: config.auth,
   };
+}
+
+/** The pool's upper bound (platform config `prewarmMax`; 0: the driver's default, 4 × prewarm ≤ 32), never below `prewarm`. */
+function prewarmMaxOf(config: Readonly<PlatformConfig>): { prewarmMax?: number } {
+  return config.prewarmMax === 0 ? {} : { prewarmMax: Math.max(config.prewarmMax, config.prewarm) };
 }

@@ -185,3 +185,97 @@ test("core: with begin/commit the message is written before the attach and ended
   assert.equal(inst.id, "i-bad");
   await failing.close();
 });
+
+/** A backend whose fresh sandboxes print READY only when the test says so; launches are recorded by id. */
+function heldBackend(): { backend: SandboxBackend<{ out: PassThrough; end: (r: RawExit) => void }>; launched: string[]; ready(id: string): void } {
+  const launched: string[] = [];
+  const outs = new Map<string, PassThrough>();
+  return {
+    launched,
+    ready: (id) => void outs.get(id)!.write(`${READY_LINE}\n`),
+    backend: {
+      name: "dev", defaultStartTimeoutMs: 5000, pool: false, codeDir: "/fn",
+      socketPathOf: (id) => `/tmp/x/${id}.sock`,
+      socketPath: () => "/tmp/x/s.sock",
+      async launch(_mode, io) {
+        launched.push(io.id);
+        const out = new PassThrough();
+        outs.set(io.id, out);
+        io.output(out, new PassThrough());
+        let end!: (r: RawExit) => void;
+        const exit = new Promise<RawExit>((r) => (end = r));
+        return { handle: { out, end }, exit };
+      },
+      attach: async () => {},
+      send: () => {},
+      signal: (h, sig) => h.end({ exitCode: sig === "SIGKILL" ? 137 : 0, signal: null, oomKilled: false }),
+      stats: async () => null,
+    },
+  };
+}
+
+test("core: a function's first instance boots ahead of additional instances queued before it; a start aborted in the gate boots nothing", async () => {
+  const { backend, launched, ready } = heldBackend();
+  const core = createDriverCore(backend, { maxConcurrentStarts: 1 });
+  await core.open();
+  const tick = () => new Promise((r) => setImmediate(r));
+  const hold = core.start(spec("hold"));
+  await tick();
+  assert.deepEqual(launched, ["hold"], "the one place is taken");
+  const more1 = core.start(spec("a-2"));
+  const more2 = core.start(spec("a-3"), { firstInstance: false });
+  const ac = new AbortController();
+  const cancelled = core.start(spec("c-1"), { firstInstance: true, signal: ac.signal });
+  const first = core.start(spec("b-1"), { firstInstance: true });
+  await tick();
+  ac.abort();
+  await assert.rejects(cancelled, { code: "INSTANCE_START_FAILED", message: "start aborted" });
+  assert.equal(core.live.has("c-1"), false, "an aborted queued start leaves nothing tracked");
+  ready("hold");
+  await hold;
+  await tick();
+  assert.deepEqual(launched, ["hold", "b-1"], "the first instance goes first, the aborted one never launches");
+  ready("b-1");
+  await first;
+  await tick();
+  ready("a-2");
+  await more1;
+  await tick();
+  ready("a-3");
+  await more2;
+  assert.deepEqual(launched, ["hold", "b-1", "a-2", "a-3"]);
+  await core.close();
+});
+
+test("core: a start whose stillNeeded says no when its boot leaves the gate boots nothing; asked with the boot estimate, once", async () => {
+  const { backend, launched, ready } = heldBackend();
+  const core = createDriverCore(backend, { maxConcurrentStarts: 1 });
+  await core.open();
+  const tick = () => new Promise((r) => setImmediate(r));
+  const hold = core.start(spec("hold"));
+  await tick();
+  const asked: number[] = [];
+  let answer = false;
+  const cancelled = core.start(spec("x-1"), { stillNeeded: (bootMs) => (asked.push(bootMs), answer) });
+  const kept = core.start(spec("x-2"), { stillNeeded: (bootMs) => (asked.push(bootMs), (answer = true)) });
+  await tick();
+  assert.deepEqual(asked, [], "not asked while the boot waits in the gate");
+  ready("hold");
+  await hold;
+  await assert.rejects(cancelled, { code: "INSTANCE_START_FAILED", message: "start not needed" });
+  await tick();
+  assert.deepEqual(asked, [300, 300], "each asked once, with the driver's boot estimate (300 ms before any boot was measured)");
+  assert.deepEqual(launched, ["hold", "x-2"], "the cancelled start launched nothing; the next one took its place");
+  assert.equal(core.live.has("x-1"), false);
+  ready("x-2");
+  await kept;
+  const off = createDriverCore(heldBackend().backend, { maxConcurrentStarts: 1, cancelUnneededBoots: false });
+  await off.open();
+  let offAsked = false;
+  const p = off.start(spec("y-1"), { stillNeeded: () => (offAsked = true, false) });
+  await tick();
+  assert.equal(offAsked, false, "cancelUnneededBoots: false never asks (round three)");
+  await off.close();
+  await assert.rejects(p);
+  await core.close();
+});

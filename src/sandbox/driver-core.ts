@@ -30,7 +30,7 @@ import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage
 import { createSilentLogger, type Logger } from "../shared/logger";
 import { OUTPUT_RATE_DEFAULTS, OutputLimiter, outputDroppedLine, parseOutputLine, splitLines, type OutputRateLimits } from "./output-lines";
 import { PrewarmPool, type PrewarmRefillMode, type PrewarmStatus } from "./prewarm-pool";
-import { createStartGate, untilAborted } from "./start-gate";
+import { createStartGate, untilAborted, type BootPriority } from "./start-gate";
 
 /**
  * Options every driver takes, with one set of names (each driver adds its own, see its file). Units in
@@ -71,12 +71,16 @@ export interface SandboxDriverOptions {
    * from recent demand. Filling starts at `open()`. See docs/prewarm.md.
    */
   readonly prewarm?: number;
-  /** Most idle slots per limits key (default 4 × prewarm, at most 32). */
+  /** Most idle slots per key that demand may grow the pool to (default 4 × prewarm, at most 32; never below prewarm). */
   readonly prewarmMax?: number;
   /** Memory size, MB, of the default pool (default 256, the function config default). */
   readonly prewarmMemoryMb?: number;
   /** When the pool refills (default `demand`; `quiet` is round one's policy). See PrewarmPool. */
   readonly prewarmRefill?: PrewarmRefillMode;
+  /** Ask a start's StartOptions.stillNeeded when its fresh boot leaves the boot gate (default true; false: round three, every queued boot runs). */
+  readonly cancelUnneededBoots?: boolean;
+  /** `demand`: how long refills wait after a burst's last take, ms (default 1500; 0: off). See PrewarmPool's burstHoldMs. */
+  readonly prewarmBurstHoldMs?: number;
   /**
    * Output rate per instance, stdout + stderr (default 1 MiB/s and 1000 lines/s, the platform config's
    * `observe.instanceOutput*`): past it the driver stops reading the instance's output (its pipe, or the
@@ -86,6 +90,9 @@ export interface SandboxDriverOptions {
   readonly outputLimits?: OutputRateLimits;
   readonly logger?: Logger;
 }
+
+/** The message of a start cancelled by its StartOptions.stillNeeded before it booted. */
+export const START_NOT_NEEDED = "start not needed";
 
 /** Lines of output kept to explain a failed start. */
 const TAIL_LINES = 20;
@@ -520,8 +527,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
    * Launches one sandbox (see launchNow), tracked until it settled: close() waits for launches under
    * way, which destroy their own sandbox once they see `closed`, before it releases the backend.
    */
-  function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void): Promise<CoreSandbox<H>> {
-    const p = launchNow(id, mode, onLog, signal, booting);
+  function launch(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void, priority: BootPriority = "more", stillNeeded?: (bootMs: number) => boolean): Promise<CoreSandbox<H>> {
+    const p = launchNow(id, mode, onLog, signal, booting, priority, stillNeeded);
     const settled: Promise<void> = p.then(() => undefined, () => undefined);
     launching.add(settled);
     void settled.then(() => launching.delete(settled));
@@ -529,10 +536,24 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
   }
 
   /** Launches one sandbox through the boot gate; the gate is released once it is ready or gone. */
-  async function launchNow(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal?: AbortSignal, booting?: () => void): Promise<CoreSandbox<H>> {
+  async function launchNow(id: string, mode: LaunchMode, onLog: (line: InstanceLogLine) => void, signal: AbortSignal | undefined, booting: (() => void) | undefined, priority: BootPriority, stillNeeded?: (bootMs: number) => boolean): Promise<CoreSandbox<H>> {
     live.set(id, null);
-    // Pool refills queue behind on-demand boots (docs/prewarm.md, "Refill follows demand").
-    const release = await bootGate(mode.kind === "generic");
+    // Pool refills queue behind on-demand boots, additional instances behind a function's first (docs/prewarm.md,
+    // "The boot gate"); a start aborted while it waits leaves the queue without booting.
+    let release: () => void;
+    try {
+      release = await bootGate(mode.kind === "generic" ? "refill" : priority, signal);
+    } catch (err) {
+      live.delete(id);
+      throw err;
+    }
+    // A boot that waited in the gate may have become unnecessary meanwhile (ready instances drained the
+    // queue it was for): cancelled here, before anything boots, it has cost nothing.
+    if (stillNeeded !== undefined && !closed && !stillNeeded(pool.expectedBootMs())) {
+      release();
+      live.delete(id);
+      throw new StratusError("INSTANCE_START_FAILED", START_NOT_NEEDED);
+    }
     booting?.();
     const { sb, io } = track(id, mode.kind === "generic", onLog);
     let launched: Launched<H>;
@@ -586,6 +607,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
       size: backend.pool ? (options.prewarm ?? 0) : 0,
       maxSize: options.prewarmMax,
       ...(options.prewarmRefill === undefined ? {} : { refill: options.prewarmRefill }),
+      ...(options.prewarmBurstHoldMs === undefined ? {} : { burstHoldMs: options.prewarmBurstHoldMs }),
       defaultKey: poolKeyOf({ memoryMb: options.prewarmMemoryMb ?? 256, network: "outbound", maxOpenFiles: 1024 }),
       onError: (err) => log.warn({ err }, "starting a pre-warm slot failed"),
     },
@@ -709,7 +731,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
           sb = undefined;
         }
       }
-      sb ??= await launch(spec.instanceId, { kind: "fresh", spec }, onLog, signal);
+      sb ??= await launch(spec.instanceId, { kind: "fresh", spec }, onLog, signal, undefined, startOptions.firstInstance === true ? "first" : "more", options.cancelUnneededBoots === false ? undefined : startOptions.stillNeeded);
       const inst = await awaitReady(sb, spec, t0, signal);
       log.debug({ instanceId: spec.instanceId, startMs: inst.startMs, prewarmed }, "instance ready");
       counts[prewarmed ? "hits" : "misses"]++;

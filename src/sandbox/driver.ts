@@ -92,6 +92,18 @@ export interface StartOptions {
   readonly onLog?: (line: InstanceLogLine) => void;
   /** Aborting cancels a start in progress (the promise rejects, nothing is left behind). */
   readonly signal?: AbortSignal;
+  /**
+   * The function (this version) has no other instance ready or starting: a fresh boot for it goes ahead of
+   * other functions' additional instances in the driver's boot gate (docs/prewarm.md, "The boot gate").
+   * Default false.
+   */
+  readonly firstInstance?: boolean;
+  /**
+   * Asked once, when a fresh boot for this start reaches the front of the driver's boot gate (nothing booted
+   * yet), with the driver's estimate of a boot's duration, ms: false cancels the start, which then rejects
+   * with INSTANCE_START_FAILED "start not needed" having cost nothing (docs/prewarm.md, "Bursts"). Must not throw.
+   */
+  readonly stillNeeded?: (bootMs: number) => boolean;
 }
 
 export interface SandboxDriver {

@@ -119,8 +119,10 @@ test("demand mode: the target follows the recent cold-start rate times the measu
   // A burst of 50 on top: far more than maxSize.
   for (let i = 0; i < 50; i++) pool.take("k");
   assert.equal(pool.target("k"), 6);
-  // The window passes: back to the configured size.
+  // The rate window passes: the burst is still remembered (burstMemoryMs, default 5 min), then the configured size.
   t.mock.timers.tick(10_001); // the last takes were 10 s ago
+  assert.equal(pool.target("k"), 6, "a burst's size outlives the rate window");
+  t.mock.timers.tick(300_000);
   assert.equal(pool.target("k"), 1);
   t.mock.timers.reset();
   pool.refill();
@@ -153,4 +155,96 @@ test("demand mode: two creations at once when one at a time cannot keep up with 
     for (const c of creations) c.resolve("s");
     await pool.close();
   }
+});
+
+test("demand mode: after a burst the pool refills only once the burst's takes stopped for burstHoldMs; a stream is no burst", async (t) => {
+  t.mock.timers.enable({ apis: ["Date", "setTimeout"], now: 1_000_000 });
+  const closeAll = async (pool: PrewarmPool<string>, creations: Array<{ resolve: (s: string) => void }>) => {
+    const closing = pool.close();
+    for (const c of creations) c.resolve("s");
+    await closing;
+  };
+  // A stream of 7 starts per second (the cold-tail bench): refilled as it comes, never held.
+  const a = fakeFactory();
+  const stream = new PrewarmPool(a.factory, { size: 2, maxSize: 8, defaultKey: "k", burstHoldMs: 1500 });
+  for (let i = 0; i < 14; i++) {
+    stream.take("k");
+    t.mock.timers.tick(150);
+  }
+  assert.ok(stream.burstHoldUntil("k") <= Date.now(), "a stream is not a burst");
+  stream.refill();
+  assert.equal(a.creations.length, 2, "the stream refills at once");
+  await closeAll(stream, a.creations);
+
+  // A burst: 100 takes within 100 ms, far more than two boots at a time replace.
+  const b = fakeFactory();
+  const pool = new PrewarmPool(b.factory, { size: 2, maxSize: 8, defaultKey: "k", burstHoldMs: 1500 });
+  for (let i = 0; i < 100; i++) {
+    if (i % 10 === 9) t.mock.timers.tick(10);
+    pool.take("k");
+  }
+  assert.equal(pool.burstHoldUntil("k"), Date.now() + 1500);
+  pool.refill();
+  assert.equal(b.creations.length, 0, "no boot while the burst's queue drains");
+  t.mock.timers.tick(1000);
+  pool.take("k"); // a late start of the same burst pushes the hold back
+  assert.equal(pool.burstHoldUntil("k"), Date.now() + 1500);
+  pool.refill();
+  t.mock.timers.tick(1000);
+  assert.equal(b.creations.length, 0, "still held: 1.5 s after the last take");
+  t.mock.timers.tick(501);
+  assert.equal(b.creations.length, 2, "refilled by the hold's timer, up to the creation limit");
+  assert.equal(pool.target("k"), 8, "sized from the burst, up to maxSize");
+  t.mock.timers.tick(6000);
+  pool.take("k"); // a single start after the hold ended starts none
+  assert.ok(pool.burstHoldUntil("k") < Date.now());
+  await closeAll(pool, b.creations);
+
+  const c = fakeFactory();
+  const noHold = new PrewarmPool(c.factory, { size: 2, maxSize: 8, defaultKey: "k", burstHoldMs: 0 });
+  for (let i = 0; i < 100; i++) noHold.take("k");
+  noHold.refill();
+  assert.equal(c.creations.length, 2, "burstHoldMs 0: refills during the burst (round three)");
+  await closeAll(noHold, c.creations);
+  t.mock.timers.reset();
+});
+
+test("demand mode: a burst sizes the pool for the next one (up to maxSize) for burstMemoryMs; then idle slots above the target are destroyed, oldest first", async (t) => {
+  t.mock.timers.enable({ apis: ["Date", "setTimeout"], now: 1_000_000 });
+  const { factory, creations, destroyed } = fakeFactory();
+  const pool = new PrewarmPool(factory, { size: 2, maxSize: 8, defaultKey: "k", burstHoldMs: 100, rateWindowMs: 10_000, burstMemoryMs: 60_000 });
+  for (let i = 0; i < 30; i++) pool.take("k");
+  pool.refillAfterStart(); // as the driver does after each start
+  t.mock.timers.tick(60); // settleMs: the refill finds the hold and waits for its end
+  assert.equal(creations.length, 0);
+  t.mock.timers.tick(41); // the hold ends: refilled by its timer
+  let resolved = 0;
+  for (let round = 0; round < 20 && pool.idleCount("k") < 8; round++) {
+    while (resolved < creations.length) creations[resolved]!.resolve(`s${resolved++}`);
+    await tick();
+  }
+  assert.equal(pool.idleCount("k"), 8, "refilled to the burst's size, capped at maxSize");
+  assert.equal(creations.length, 8, "and no further");
+  t.mock.timers.tick(10_000);
+  await tick();
+  assert.deepEqual(destroyed, [], "the rate window passed, the burst is remembered: nothing shrinks");
+  t.mock.timers.tick(50_000);
+  await tick();
+  assert.deepEqual(destroyed, ["s0", "s1", "s2", "s3", "s4", "s5"], "after burstMemoryMs: back to `size`, the oldest destroyed");
+  assert.equal(pool.idleCount("k"), 2);
+  t.mock.timers.tick(60_000);
+  assert.equal(destroyed.length, 6, "never below `size`");
+  t.mock.timers.reset();
+  await pool.close();
+});
+
+test("a pool larger than the default cap keeps its size: maxSize is never below size", async () => {
+  const { factory, creations } = fakeFactory();
+  const pool = new PrewarmPool(factory, { size: 100, defaultKey: "k" });
+  assert.equal(pool.target("k"), 100, "prewarm 100 keeps 100 (the default cap of 32 used to cut it)");
+  const capped = new PrewarmPool(factory, { size: 4, maxSize: 2, defaultKey: "k" });
+  assert.equal(capped.target("k"), 4);
+  assert.equal(creations.length, 0);
+  await pool.close();
+  await capped.close();
 });

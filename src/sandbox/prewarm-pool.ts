@@ -17,8 +17,11 @@
  *    time or on its critical path — and the driver queues them behind on-demand boots (low priority in its
  *    boot gate), so they never delay a fresh start. Size: the recent cold-start rate (takes in the last `rateWindowMs`: n takes spanning t are
  *    (n − 1) / t, a single take is one per window) times twice the
- *    measured boot time (what arrives while a slot boots, with margin), at least `size` for the default
- *    key, at most `maxSize`.
+ *    measured boot time (what arrives while a slot boots, with margin), or the key's largest burst of the
+ *    last `burstMemoryMs` (so a node that took one burst absorbs the next from slots), at least `size` for
+ *    the default key, at most `maxSize`; idle slots above the target are destroyed once the demand passed
+ *    (shrink). After a burst (far more takes than the refills can replace), refills wait until its takes
+ *    stopped for `burstHoldMs`: they cannot keep up and would take the CPU the burst's instances need.
  *  - `quiet` (round one, kept as a bench baseline): refill only after `refillDelayMs` without any start;
  *    any key keeps as many as were taken in the last `demandWindowMs`, capped at `maxSize`.
  * Other keys than the default start at 0 in both.
@@ -66,7 +69,7 @@ export interface PrewarmPoolOptions {
   readonly rateWindowMs?: number;
   /** Idle slots kept for `defaultKey` (0 disables the pool). */
   readonly size: number;
-  /** Upper bound of idle slots per key (default 4 × size, at most 32). */
+  /** Upper bound of idle slots per key (default 4 × size, at most 32; never below `size`). */
   readonly maxSize?: number;
   /** The key of specs with default limits. */
   readonly defaultKey: string;
@@ -76,6 +79,20 @@ export interface PrewarmPoolOptions {
   readonly concurrency?: number;
   /** `demand`: most slots created at the same time when one at a time cannot keep up (default 2). */
   readonly demandConcurrency?: number;
+  /**
+   * `demand`: after a burst (takes of a key arriving faster than `demandConcurrency` boots could replace
+   * them four times over: rate × boot time > 4 × demandConcurrency), refill that key only once it had no
+   * take for this long, ms (default 1500; 0: refill during bursts as round three did). Refilling during a
+   * burst cannot keep up with it, and each boot's ~0.2 s of CPU goes to the instances serving the burst's
+   * queue instead (docs/prewarm.md, "Bursts").
+   */
+  readonly burstHoldMs?: number;
+  /**
+   * `demand`: how long the largest burst of a key (its takes within 3 s, once a take is a burst take, see burstHoldUntil) keeps its target, ms
+   * (default 300000): a node that took a burst of 100 cold starts keeps up to 100 slots (≤ `maxSize`) for
+   * the next one, then shrinks back.
+   */
+  readonly burstMemoryMs?: number;
   /** Called when creating a slot fails (it is retried on the next take or after `retryMs`). */
   readonly onError?: (err: unknown) => void;
   /**
@@ -87,6 +104,12 @@ export interface PrewarmPoolOptions {
   /** Back-off after a failed creation (default 1000). */
   readonly retryMs?: number;
 }
+
+/** Fewest takes within a second that count as a burst (see burstHoldUntil); a cold-start stream is ~7/s. */
+const BURST_MIN_TAKES = 20;
+
+/** How far back a burst's takes count toward its size (the target it leaves behind), ms. */
+const BURST_SIZE_WINDOW_MS = 3000;
 
 /** A pool of pre-started sandboxes of type S. */
 export class PrewarmPool<S> {
@@ -105,6 +128,14 @@ export class PrewarmPool<S> {
   private backoffUntil = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private refillTimer: NodeJS.Timeout | undefined;
+  /** The refill at the end of a burst's hold (see burstHoldMs). */
+  private holdTimer: NodeJS.Timeout | undefined;
+  private holdUntil = 0;
+  /** Per key: until when refills wait after a burst, epoch ms (see burstHoldUntil). */
+  private readonly holds = new Map<string, number>();
+  /** Per key: the largest burst (its takes within 3 s) of the last `burstMemoryMs`, and when (demand sizing). */
+  private readonly peaks = new Map<string, { n: number; at: number }>();
+  private shrinkTimer: NodeJS.Timeout | undefined;
   /** Slot creations in progress, so close() can wait for them and destroy what they produce. */
   private readonly pending = new Set<Promise<void>>();
   /**
@@ -114,7 +145,7 @@ export class PrewarmPool<S> {
   private readonly booting = new Map<string, Array<{ claimer: ((slot: S | undefined) => void) | null; started: boolean }>>();
 
   constructor(private readonly factory: PrewarmSlotFactory<S>, private readonly options: PrewarmPoolOptions) {
-    this.maxSize = options.maxSize ?? Math.min(32, options.size * 4);
+    this.maxSize = Math.max(options.size, options.maxSize ?? Math.min(32, options.size * 4));
     this.windowMs = options.demandWindowMs ?? 30_000;
     this.concurrency = options.concurrency ?? 1;
     this.mode = options.refill ?? "demand";
@@ -142,7 +173,9 @@ export class PrewarmPool<S> {
     const base = key === this.options.defaultKey ? this.options.size : 0;
     if (this.mode === "quiet") return Math.min(this.maxSize, Math.max(base, times.length));
     const need = Math.ceil((this.rate(key) * this.bootMs * 2) / 1000);
-    return Math.min(this.maxSize, Math.max(base, need));
+    const peak = this.peaks.get(key);
+    const burst = peak !== undefined && now - peak.at < (this.options.burstMemoryMs ?? 300_000) ? peak.n : 0;
+    return Math.min(this.maxSize, Math.max(base, need, burst));
   }
 
   /** Slot creations allowed at once for `key`: `concurrency`, or in demand mode what sustains its rate. */
@@ -167,6 +200,57 @@ export class PrewarmPool<S> {
     return ((recent - 1) * 1000) / Math.max(250, now - oldest);
   }
 
+  /**
+   * Until when refills of `key` wait after a burst (see burstHoldMs), epoch ms; 0 or past when they do not.
+   * A take starts or extends a hold when, in the second up to it, the key had at least BURST_MIN_TAKES takes
+   * and more than 4 × what `demandConcurrency` boots at the measured boot time produce in a second, or when
+   * it comes while a hold runs: the hold ends `burstHoldMs` after the last take of the burst.
+   */
+  burstHoldUntil(key: string): number {
+    return this.holds.get(key) ?? 0;
+  }
+
+  private noteTake(key: string, times: readonly number[], now: number): void {
+    if (this.mode !== "demand") return;
+    this.scheduleShrink();
+    const holdMs = this.options.burstHoldMs ?? 1500;
+    let n = 0;
+    let size = 0;
+    for (let i = times.length - 1; i >= 0 && times[i]! > now - BURST_SIZE_WINDOW_MS; i--, size++) if (times[i]! > now - 1000) n++;
+    const peak = this.peaks.get(key);
+    // A burst's size: its takes within BURST_SIZE_WINDOW_MS (a loaded gateway issues a burst's starts over more than a second).
+    if (n >= BURST_MIN_TAKES && (peak === undefined || size >= peak.n || now - peak.at >= (this.options.burstMemoryMs ?? 300_000))) this.peaks.set(key, { n: size, at: now });
+    if (holdMs <= 0) return;
+    const sustainable = Math.max(this.concurrency, this.options.demandConcurrency ?? 2);
+    const held = now < (this.holds.get(key) ?? 0);
+    if (held || (n >= BURST_MIN_TAKES && (n * this.bootMs) / 1000 > 4 * sustainable)) this.holds.set(key, now + holdMs);
+  }
+
+  /**
+   * `demand`: idle slots above a key's target (its demand passed: the rate window and the burst memory)
+   * are destroyed, oldest first, checked every `rateWindowMs` while any key holds more than its base.
+   */
+  private scheduleShrink(): void {
+    if (this.mode !== "demand" || this.shrinkTimer !== undefined || this.closed) return;
+    this.shrinkTimer = setTimeout(() => {
+      this.shrinkTimer = undefined;
+      this.shrink();
+    }, this.options.rateWindowMs ?? 10_000);
+    this.shrinkTimer.unref();
+  }
+
+  /** Destroys idle slots above each key's target now (see scheduleShrink); re-arms while any key is above its base. */
+  shrink(): void {
+    if (!this.enabled) return;
+    let above = false;
+    for (const [key, list] of this.idle) {
+      const target = this.target(key);
+      while (list.length > target) void this.factory.destroy(list.shift()!);
+      if (list.length > (key === this.options.defaultKey ? this.options.size : 0)) above = true;
+    }
+    if (above) this.scheduleShrink();
+  }
+
   /** The boot time the demand sizing assumes now, ms (for tests and metrics). */
   expectedBootMs(): number {
     return this.bootMs;
@@ -181,8 +265,10 @@ export class PrewarmPool<S> {
   take(key: string): S | undefined {
     if (!this.enabled) return undefined;
     const times = this.demand.get(key) ?? [];
-    times.push(Date.now());
+    const now = Date.now();
+    times.push(now);
     this.demand.set(key, times);
+    this.noteTake(key, times, now);
     const list = this.idle.get(key) ?? [];
     let slot: S | undefined;
     while (list.length > 0) {
@@ -237,14 +323,32 @@ export class PrewarmPool<S> {
   refill(): void {
     if (!this.enabled || Date.now() < this.backoffUntil) return;
     const keys = new Set<string>([this.options.defaultKey, ...this.demand.keys()]);
+    const now = Date.now();
     for (const key of keys) {
       const list = this.idle.get(key) ?? [];
       // Slots that died while idle (killed from outside) are dropped so they are replaced.
       for (let i = list.length - 1; i >= 0; i--) if (!this.factory.alive(list[i]!)) void this.factory.destroy(list.splice(i, 1)[0]!);
       this.idle.set(key, list);
+      const hold = this.burstHoldUntil(key);
+      if (hold > now) {
+        this.refillAt(hold);
+        continue;
+      }
       const limit = this.creationLimit(key);
       while (this.inFlight < limit && list.length + (this.creating.get(key) ?? 0) < this.target(key)) this.createOne(key);
     }
+  }
+
+  /** Refills at `at` (epoch ms) at the latest; one timer for every key's hold. */
+  private refillAt(at: number): void {
+    if (this.holdTimer !== undefined && this.holdUntil <= at) return;
+    clearTimeout(this.holdTimer);
+    this.holdUntil = at;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      this.refill();
+    }, Math.max(1, at - Date.now()));
+    this.holdTimer.unref();
   }
 
   private createOne(key: string): void {
@@ -277,6 +381,7 @@ export class PrewarmPool<S> {
         const list = this.idle.get(key) ?? [];
         list.push(slot);
         this.idle.set(key, list);
+        if (list.length > (key === this.options.defaultKey ? this.options.size : 0)) this.scheduleShrink();
       },
       (err: unknown) => {
         settle();
@@ -302,6 +407,8 @@ export class PrewarmPool<S> {
     this.closed = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.refillTimer);
+    clearTimeout(this.holdTimer);
+    clearTimeout(this.shrinkTimer);
     const slots = [...this.idle.values()].flat();
     this.idle.clear();
     await Promise.all([...slots.map((s) => this.factory.destroy(s)), ...this.pending]);

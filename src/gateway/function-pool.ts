@@ -440,10 +440,11 @@ export class FunctionPool {
     if (rec.stale || this.closed) return false; // its instance would be destroyed at once
     const uncovered = this.waitingLive - (this.startingCurrent - 1) * this.dep.config.concurrency;
     // Against the shorter of the boot and the start-time average: a cancelled start is then one worthStarting
-    // would not start again either (its threshold is the start-time average).
+    // would not start again either (its threshold is the start-time average). No CPU check here: the boot
+    // already waited for its place in the gate, and cancelling it on a busy CPU would only start it again later.
     const needed = uncovered > 0 && (this.readyCurrent === 0 || Number.isNaN(this.serviceMs) || Number.isNaN(this.startMs)
       || this.readyCurrent + this.startingCurrent - 1 < this.widthFloor
-      || (uncovered * this.serviceMs) / (this.readyCurrent * this.dep.config.concurrency) > Math.min(bootMs, this.startMs));
+      || this.expectedWaitMs(uncovered) > Math.min(bootMs, this.startMs));
     if (!needed) rec.cancelled = true;
     return needed;
   }

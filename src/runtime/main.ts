@@ -32,6 +32,12 @@ import { listFunctions, loadModule, projectNameOfEntry, readRegistrations, selec
 import { describeLoadError } from "./load-error";
 import { requestContext } from "./request-context";
 
+/**
+ * With a ready file (SpecializeMessage.readyFile), how long after it the READY line is also printed on
+ * stdout, ms: the driver's fallback when its watch on the file failed, kept off the first request's path.
+ */
+const READY_ECHO_DELAY_MS = 250;
+
 interface RuntimeEnv {
   socket?: string;
   entry?: string;
@@ -223,8 +229,14 @@ export async function main(): Promise<void> {
         // Written aside, then renamed: the driver sees the name only with the whole line in it.
         writeFileSync(`${readyFile}.part`, line);
         renameSync(`${readyFile}.part`, readyFile);
+        // The driver takes the file. The line on stdout (its fallback, should its watch have failed) goes
+        // through containerd-shim and dockerd to the driver's attach stream: three processes to wake, and
+        // the gateway's output parsing, all beside the instance's first request. Printed once that request
+        // has had its turn.
+        setTimeout(() => realWrite(`${line}\n`), READY_ECHO_DELAY_MS);
+        return;
       } catch {
-        // the driver still gets the line on stdout
+        // the driver gets the line on stdout now
       }
     }
     realWrite(`${line}\n`);

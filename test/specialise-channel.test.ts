@@ -250,6 +250,13 @@ test("the slot mount in one helper round trip: read-only on the target; a failed
     await assert.rejects(helper.mountViewAt(join(root, "missing"), join(root, "view2"), inner, target), /overlay/);
     assert.equal(isMountPoint(inner), false);
     assert.equal(isMountPoint(target), false);
+    // A target that does not exist: the overlay succeeds, the move fails, and the stage is unmounted again.
+    await assert.rejects(helper.mountViewAt(source, join(root, "view3"), inner, join(root, "no-target")), /No such file/);
+    assert.equal(isMountPoint(inner), false, "the failed move left nothing on the stage");
+    // And a good one still works on the same helper afterwards.
+    await helper.mountViewAt(source, join(root, "view4"), inner, target);
+    assert.equal(readFileSync(join(target, "index.js"), "utf8"), "ok");
+    await helper.unmount(target);
   } finally {
     for (const d of [target, join(stage, "s"), stage]) await helper.unmount(d).catch(() => {});
     helper.close();

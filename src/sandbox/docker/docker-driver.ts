@@ -23,9 +23,9 @@
  * `slotIds` holds every pool slot (idle or specialised) from before its container is created until its
  * container, socket dir and code dir are gone.
  */
-import { readFileSync, statSync, unlinkSync, watch, type FSWatcher } from "node:fs";
+import { readFileSync, renameSync, statSync, unlinkSync, watch, type FSWatcher } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { chown, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
+import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { Agent } from "node:http";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -549,7 +549,9 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     async attach(box, spec) {
       await slotMounts.attach(box.slotId!, spec.artifactDir);
       const socketDir = join(socketRoot, spec.instanceId);
-      await rename(box.socketDir, socketDir);
+      // Synchronous: between the mount and the message's newline, a thread-pool round trip (fs.promises)
+      // would add a wake-up of the gateway's loop to the cold path for a rename of microseconds.
+      renameSync(box.socketDir, socketDir);
       box.socketDir = socketDir;
       box.name = spec.instanceId;
     },

@@ -105,6 +105,9 @@ export async function main(): Promise<void> {
     performance.now();
     await warmLoader();
     await warmUp(warm({ functionName: "warm-up", handler: warmHandler, config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
+    // What a fresh start does before it listens, done while the slot waits (nothing in the sandbox
+    // creates the path until the instance listens there).
+    if (env.socket !== undefined) unlinkStale(env.socket);
     let message: SpecializeMessage;
     if (env.specializeSocket !== undefined) {
       // Listening before GENERIC_READY_LINE: the driver connects once it has seen that line.
@@ -215,11 +218,8 @@ export async function main(): Promise<void> {
   process.on("unhandledRejection", crash);
   process.once("SIGTERM", () => void fs.drain().then(() => exit(EXIT.ok)));
 
-  try {
-    unlinkSync(env.socket!);
-  } catch {
-    // no stale socket: the usual case
-  }
+  // A slot removed any stale socket while it waited (below): an ENOENT here costs an Error with its stack.
+  if (!env.generic) unlinkStale(env.socket!);
   // Init time: loading (and running the top level of) the user's module, reported with READY.
   const initMs = Math.round((performance.now() - loadStart) * 100) / 100;
   fs.server.listen(env.socket, () => {
@@ -242,6 +242,15 @@ export async function main(): Promise<void> {
     realWrite(`${line}\n`);
   });
   fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
+}
+
+/** Removes a stale socket at `path` (a previous instance's), if there is one. */
+function unlinkStale(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // no stale socket: the usual case
+  }
 }
 
 /** The warm-up server's handler: echoes a POST's JSON body, answers a GET with text (as res.send does). */

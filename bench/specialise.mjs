@@ -2,7 +2,8 @@
 // (STRATUS_GENERIC=1, as in a pool slot) is given one SpecializeMessage on fd 3; timed from the message
 // to READY, then the first and a second request over the instance's Unix socket (each on a new
 // connection, as the gateway's first request is), and the runtime's CPU time (schedstat of its
-// threads) for message → first response. Usage: npm run build && node bench/specialise.mjs [runs=20]
+// threads) for message → first response, and the slot's boot (spawn → GENERIC_READY, and its CPU). Usage: npm run build && node bench/specialise.mjs [runs=20]
+// (BENCH_RUNTIME=<another runtime.cjs> measures that build instead, for an A/B).
 import { spawn } from "node:child_process";
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

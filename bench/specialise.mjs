@@ -3,7 +3,8 @@
 // to READY, then the first and a second request over the instance's Unix socket (each on a new
 // connection, as the gateway's first request is), and the runtime's CPU time (schedstat of its
 // threads) for message → first response, and the slot's boot (spawn → GENERIC_READY, and its CPU). Usage: npm run build && node bench/specialise.mjs [runs=20]
-// (BENCH_RUNTIME=<another runtime.cjs> measures that build instead, for an A/B).
+// (BENCH_RUNTIME=<another runtime.cjs> measures that build instead, for an A/B; BENCH_IDLE_MS how long the slot waits
+// before its message, default 200; BENCH_NODE_FLAGS extra node flags for the runtime, space-separated).
 import { spawn } from "node:child_process";
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -38,7 +39,7 @@ const get = (socketPath) => new Promise((resolve, reject) => {
 const rows = { ready: [], first: [], second: [], cpu: [], cpuReady: [], cpuFirst: [], cpuSecond: [] };
 for (let i = 0; i < runs; i++) {
   const socket = join(dir, `s${i}.sock`);
-  const c = spawn(process.execPath, [process.env.BENCH_RUNTIME ?? join(root, "dist/runtime.cjs")], {
+  const c = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean), process.env.BENCH_RUNTIME ?? join(root, "dist/runtime.cjs")], {
     env: { PATH: "/usr/bin:/bin", HOME: dir, STRATUS_SOCKET: socket, STRATUS_GENERIC: "1" },
     stdio: ["ignore", "pipe", "inherit", "pipe"], cwd: dir,
   });
@@ -63,7 +64,7 @@ for (let i = 0; i < runs; i++) {
   await until("stratus:generic-ready");
   (rows.boot ??= []).push(performance.now() - tb);
   (rows.bootCpu ??= []).push(cpuMs(c.pid));
-  await new Promise((r) => setTimeout(r, 200)); // an idle slot
+  await new Promise((r) => setTimeout(r, Number(process.env.BENCH_IDLE_MS ?? 200))); // an idle slot (BENCH_IDLE_MS, default 200)
   const cpu0 = cpuMs(c.pid);
   const t0 = performance.now();
   if (process.env.SHOW_TRACE) console.log(`RTRACE ${(performance.timeOrigin + t0).toFixed(3)} rt.msgRead cpu=0`);

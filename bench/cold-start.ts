@@ -24,6 +24,11 @@ const DRIVERS = ONLY_PROCESS ? ["process"] : (process.env.BENCH_COLD_DRIVERS ?? 
 const ROUNDS = 5;
 /** Pause between a slot becoming idle and the pooled start that takes it, ms. */
 const SETTLE_MS = 250;
+/**
+ * Docker pool rows: wait before each start until the previous starts' containers are gone (default on;
+ * BENCH_COLD_TEARDOWN=overlap measures with their teardown running beside the start, as round three did).
+ */
+const SETTLE_TEARDOWN = process.env.BENCH_COLD_TEARDOWN !== "overlap";
 const fn = (name: string): BenchFunction => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: { idleTimeout: 120_000 } });
 /** Docker rows: instances idle out after 1 s, so the run's containers do not pile up on the node. */
 const dockerFn = (name: string): BenchFunction => ({ ...fn(name), config: { idleTimeout: 1000 } });
@@ -144,8 +149,13 @@ let dockerAttachHits = 0;
 if (DRIVERS.includes("docker") || DRIVERS.includes("docker-pool")) {
   const gw = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", functions: [...names("dp"), ...names("dx")].map(dockerFn) });
   const gwAttach = await spawnGateway({ driver: "docker", prewarm: 1, cgroupRoot: "unused", specializeChannel: "attach", functions: names("da").map(dockerFn) });
+  /** No instance of either gateway is left: the previous starts' containers idled out and were removed. */
+  const noneLeft = async () => (await Promise.all([gw.stats(), gwAttach.stats()])).every((s) => Object.values(s.gateway).every((f) => f.total === 0));
   const bothIdle = async () => {
     await until(async () => (await gwAttach.stats()).prewarm.idle >= 1 && (await gw.stats()).prewarm.idle >= 1);
+    // The previous starts' instances idle out after 1 s; their teardown (SIGTERM, the container's exit,
+    // dockerd's removal: ~0.1–0.3 s of engine CPU each) must not run beside the start being measured.
+    if (SETTLE_TEARDOWN) await until(noneLeft);
     await delay(150); // the new slot's start-up output and the engine's work for it have settled
   };
   const attachStart = async (i: number) => {

@@ -2,7 +2,9 @@
 // (STRATUS_GENERIC=1, as in a pool slot) is given one SpecializeMessage on fd 3; timed from the message
 // to READY, then the first and a second request over the instance's Unix socket (each on a new
 // connection, as the gateway's first request is), and the runtime's CPU time (schedstat of its
-// threads) for message → first response. Usage: npm run build && node bench/specialise.mjs [runs=20]
+// threads) for message → first response, and the slot's boot (spawn → GENERIC_READY, and its CPU). Usage: npm run build && node bench/specialise.mjs [runs=20]
+// (BENCH_RUNTIME=<another runtime.cjs> measures that build instead, for an A/B; BENCH_IDLE_MS how long the slot waits
+// before its message, default 200; BENCH_NODE_FLAGS extra node flags for the runtime, space-separated).
 import { spawn } from "node:child_process";
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,7 +39,7 @@ const get = (socketPath) => new Promise((resolve, reject) => {
 const rows = { ready: [], first: [], second: [], cpu: [], cpuReady: [], cpuFirst: [], cpuSecond: [] };
 for (let i = 0; i < runs; i++) {
   const socket = join(dir, `s${i}.sock`);
-  const c = spawn(process.execPath, [join(root, "dist/runtime.cjs")], {
+  const c = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean), process.env.BENCH_RUNTIME ?? join(root, "dist/runtime.cjs")], {
     env: { PATH: "/usr/bin:/bin", HOME: dir, STRATUS_SOCKET: socket, STRATUS_GENERIC: "1" },
     stdio: ["ignore", "pipe", "inherit", "pipe"], cwd: dir,
   });
@@ -58,8 +60,11 @@ for (let i = 0; i < runs; i++) {
       await new Promise((r) => (wake = r));
     }
   };
+  const tb = performance.now();
   await until("stratus:generic-ready");
-  await new Promise((r) => setTimeout(r, 200)); // an idle slot
+  (rows.boot ??= []).push(performance.now() - tb);
+  (rows.bootCpu ??= []).push(cpuMs(c.pid));
+  await new Promise((r) => setTimeout(r, Number(process.env.BENCH_IDLE_MS ?? 200))); // an idle slot (BENCH_IDLE_MS, default 200)
   const cpu0 = cpuMs(c.pid);
   const t0 = performance.now();
   if (process.env.SHOW_TRACE) console.log(`RTRACE ${(performance.timeOrigin + t0).toFixed(3)} rt.msgRead cpu=0`);
@@ -82,4 +87,4 @@ for (let i = 0; i < runs; i++) {
 }
 rmSync(dir, { recursive: true, force: true });
 const f = (xs) => median(xs).toFixed(2);
-console.log(`message → READY ${f(rows.ready)} ms; first request ${f(rows.first)} ms; second ${f(rows.second)} ms; runtime CPU message → first response ${f(rows.cpu)} ms (to READY ${f(rows.cpuReady)}, first request ${f(rows.cpuFirst)}, second ${f(rows.cpuSecond)}) (medians of ${runs})`);
+console.log(`message → READY ${f(rows.ready)} ms; first request ${f(rows.first)} ms; second ${f(rows.second)} ms; runtime CPU message → first response ${f(rows.cpu)} ms (to READY ${f(rows.cpuReady)}, first request ${f(rows.cpuFirst)}, second ${f(rows.cpuSecond)}) (medians of ${runs}); slot boot ${f(rows.boot)} ms, its CPU ${f(rows.bootCpu)} ms`);

@@ -14,6 +14,7 @@ import { join, resolve } from "node:path";
 import { connect, type Socket } from "node:net";
 import { startMountHelper } from "../src/sandbox/mount-helper";
 import { isMountPoint } from "../src/sandbox/slot-mounts";
+import { READY_LINE } from "../src/shared/protocol";
 
 const runtimePath = resolve("dist/runtime.cjs");
 if (!existsSync(runtimePath)) throw new Error(`${runtimePath} is missing: run \`npm run build\` first`);
@@ -170,6 +171,62 @@ test("the one-shot socket channel: a message without a newline is read to EOF", 
   }
 });
 
+test("the one-shot socket channel, the message written before the mount and its newline after (the Docker driver's begin/commit): nothing happens until the newline", { timeout: 60_000 }, async () => {
+  const dir = functionDir();
+  const path = join(dir, "specialize.sock");
+  const rt = await genericRuntime(dir, path);
+  try {
+    const conn = connect(path);
+    conn.on("error", () => {});
+    await new Promise<void>((r, j) => conn.once("connect", () => r()).once("error", j));
+    conn.resume();
+    conn.write(message(dir, "second"));
+    // The runtime has accepted and read the message (the path is gone at the first connection), but
+    // acts only at its newline: no READY, no instance socket, however long the mount takes.
+    const deadline = Date.now() + 5000;
+    while (existsSync(path) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(existsSync(path), false, "the runtime accepted the connection");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(rt.lines.some((l) => l.includes("stratus:ready")), false, "no READY before the newline");
+    assert.equal(existsSync(rt.socket), false, "not listening before the newline");
+    conn.end("\n");
+    await rt.until("stratus:ready");
+    const r = await get(rt.socket);
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { export: string }).export, "second");
+  } finally {
+    await stop(rt.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a ready file (SpecializeMessage.readyFile) holds the READY line; the line on stdout, the driver's fallback, follows a quarter second later, off the first request's path", { timeout: 60_000 }, async () => {
+  const dir = functionDir();
+  const path = join(dir, "specialize.sock");
+  const readyFile = join(dir, "ready");
+  const rt = await genericRuntime(dir, path);
+  try {
+    const conn = connect(path);
+    conn.on("error", () => {});
+    conn.end(`${JSON.stringify({ ...JSON.parse(message(dir, "second")), readyFile })}\n`);
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(readyFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    const fileAt = Date.now();
+    const line = readFileSync(readyFile, "utf8");
+    assert.ok(line.startsWith(`${READY_LINE} `), line);
+    assert.equal(typeof (JSON.parse(line.slice(READY_LINE.length + 1)) as { initMs: number }).initMs, "number");
+    assert.equal(existsSync(`${readyFile}.part`), false, "written aside and renamed into place");
+    // The instance serves at once, before the stdout line.
+    const r = await get(rt.socket);
+    assert.equal(r.status, 200, r.body);
+    await rt.until("stratus:ready");
+    assert.ok(Date.now() - fileAt >= 200, `the stdout line came ${Date.now() - fileAt} ms after the file`);
+  } finally {
+    await stop(rt.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("the slot mount in one helper round trip: read-only on the target; a failed overlay leaves nothing mounted", { timeout: 30_000 }, async () => {
   const root = mkdtempSync("/tmp/stratus-spm-");
   const helper = startMountHelper();
@@ -193,6 +250,13 @@ test("the slot mount in one helper round trip: read-only on the target; a failed
     await assert.rejects(helper.mountViewAt(join(root, "missing"), join(root, "view2"), inner, target), /overlay/);
     assert.equal(isMountPoint(inner), false);
     assert.equal(isMountPoint(target), false);
+    // A target that does not exist: the overlay succeeds, the move fails, and the stage is unmounted again.
+    await assert.rejects(helper.mountViewAt(source, join(root, "view3"), inner, join(root, "no-target")), /No such file/);
+    assert.equal(isMountPoint(inner), false, "the failed move left nothing on the stage");
+    // And a good one still works on the same helper afterwards.
+    await helper.mountViewAt(source, join(root, "view4"), inner, target);
+    assert.equal(readFileSync(join(target, "index.js"), "utf8"), "ok");
+    await helper.unmount(target);
   } finally {
     for (const d of [target, join(stage, "s"), stage]) await helper.unmount(d).catch(() => {});
     helper.close();

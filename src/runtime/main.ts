@@ -32,6 +32,12 @@ import { listFunctions, loadModule, projectNameOfEntry, readRegistrations, selec
 import { describeLoadError } from "./load-error";
 import { requestContext } from "./request-context";
 
+/**
+ * With a ready file (SpecializeMessage.readyFile), how long after it the READY line is also printed on
+ * stdout, ms: the driver's fallback when its watch on the file failed, kept off the first request's path.
+ */
+const READY_ECHO_DELAY_MS = 250;
+
 interface RuntimeEnv {
   socket?: string;
   entry?: string;
@@ -99,6 +105,9 @@ export async function main(): Promise<void> {
     performance.now();
     await warmLoader();
     await warmUp(warm({ functionName: "warm-up", handler: warmHandler, config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
+    // What a fresh start does before it listens, done while the slot waits (nothing in the sandbox
+    // creates the path until the instance listens there).
+    if (env.socket !== undefined) unlinkStale(env.socket);
     let message: SpecializeMessage;
     if (env.specializeSocket !== undefined) {
       // Listening before GENERIC_READY_LINE: the driver connects once it has seen that line.
@@ -209,11 +218,8 @@ export async function main(): Promise<void> {
   process.on("unhandledRejection", crash);
   process.once("SIGTERM", () => void fs.drain().then(() => exit(EXIT.ok)));
 
-  try {
-    unlinkSync(env.socket!);
-  } catch {
-    // no stale socket: the usual case
-  }
+  // A slot removed any stale socket while it waited (below): an ENOENT here costs an Error with its stack.
+  if (!env.generic) unlinkStale(env.socket!);
   // Init time: loading (and running the top level of) the user's module, reported with READY.
   const initMs = Math.round((performance.now() - loadStart) * 100) / 100;
   fs.server.listen(env.socket, () => {
@@ -223,13 +229,28 @@ export async function main(): Promise<void> {
         // Written aside, then renamed: the driver sees the name only with the whole line in it.
         writeFileSync(`${readyFile}.part`, line);
         renameSync(`${readyFile}.part`, readyFile);
+        // The driver takes the file. The line on stdout (its fallback, should its watch have failed) goes
+        // through containerd-shim and dockerd to the driver's attach stream: three processes to wake, and
+        // the gateway's output parsing, all beside the instance's first request. Printed once that request
+        // has had its turn.
+        setTimeout(() => realWrite(`${line}\n`), READY_ECHO_DELAY_MS);
+        return;
       } catch {
-        // the driver still gets the line on stdout
+        // the driver gets the line on stdout now
       }
     }
     realWrite(`${line}\n`);
   });
   fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
+}
+
+/** Removes a stale socket at `path` (a previous instance's), if there is one. */
+function unlinkStale(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // no stale socket: the usual case
+  }
 }
 
 /** The warm-up server's handler: echoes a POST's JSON body, answers a GET with text (as res.send does). */

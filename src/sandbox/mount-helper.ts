@@ -38,7 +38,9 @@ const SYSCALLS: Partial<Record<NodeJS.Architecture, [number, number]>> = { x64: 
 
 // `m src dst flags` → mount(src|NULL, dst, NULL, flags, NULL); `u dst` → umount2(dst, MNT_DETACH);
 // `t dst flags data` → mount("tmpfs", dst, "tmpfs", flags, data);
-// `o dir dst flags data` → chdir(dir), mount("overlay", dst, "overlay", flags, data), chdir("/").
+// `o dir dst flags data` → chdir(dir), mount("overlay", dst, "overlay", flags, data), chdir("/");
+// `v dir stage flags data dst` → as `o` onto stage, then mount(stage, dst, NULL, MS_MOVE, NULL); a failed
+// move unmounts the stage again. One answer for both: one wake-up of the caller, not one per mount.
 const SCRIPT = String.raw`
 use strict; $| = 1;
 my ($sm, $su) = @ARGV;
@@ -47,9 +49,13 @@ while (my $l = <STDIN>) {
   if ($f[0] eq "m") { $r = syscall($sm, $f[1] eq "" ? 0 : $f[1], $f[2], 0, 0 + $f[3], 0); }
   elsif ($f[0] eq "u") { $r = syscall($su, $f[1], ${MNT_DETACH}); }
   elsif ($f[0] eq "t") { my $t = "tmpfs"; $r = syscall($sm, $t, $f[1], $t, 0 + $f[2], $f[3]); }
-  elsif ($f[0] eq "o") {
+  elsif ($f[0] eq "o" || $f[0] eq "v") {
     if (chdir($f[1])) { my $t = "overlay"; $r = syscall($sm, $t, $f[2], $t, 0 + $f[3], $f[4]); my $e = $! + 0; chdir("/"); $! = $e; }
     else { $r = -1; }
+    if ($f[0] eq "v" && $r == 0) {
+      $r = syscall($sm, $f[2], $f[5], 0, ${MS.MOVE}, 0);
+      if ($r != 0) { my $e = $! + 0; syscall($su, $f[2], ${MNT_DETACH}); $! = $e; }
+    }
   }
   else { print "err bad request\n"; next; }
   print($r == 0 ? "ok\n" : "err $!\n");
@@ -157,20 +163,9 @@ export function startMountHelper(perlPath = "/usr/bin/perl"): MountHelper {
     },
     async mountViewAt(source, viewDir, stage, target) {
       prepareView(source, viewDir);
-      // Both requests in one write: one round trip to the helper (it answers them in order). A failed
-      // overlay leaves `stage` no mount point, so the move then fails too (EINVAL) and mounts nothing.
-      const overlay = call(`overlay ${stage}`, ["o", viewDir, stage, MS.RDONLY | MS.NOSUID | MS.NODEV, "lowerdir=fn:e"]);
-      const moved = mount(`move ${stage}`, stage, target, MS.MOVE);
-      const [o, m] = await Promise.allSettled([overlay, moved]);
-      if (o.status === "rejected") {
-        // Only a stage that was already a mount point could have moved: take it off the target again.
-        if (m.status === "fulfilled") await call("unmount target", ["u", target]).catch(() => {});
-        throw o.reason;
-      }
-      if (m.status === "rejected") {
-        await call("unmount stage", ["u", stage]).catch(() => {});
-        throw m.reason;
-      }
+      // One request, one answer (op `v`): the overlay on the private stage, then its move onto the target;
+      // on failure nothing stays mounted on either (a failed overlay is never moved, a failed move unmounted).
+      await call(`overlay and move ${stage}`, ["v", viewDir, stage, MS.RDONLY | MS.NOSUID | MS.NODEV, "lowerdir=fn:e", target]);
     },
     mountTmpfs: (target, data) => call(`tmpfs ${target}`, ["t", target, MS.NOEXEC | MS.NOSUID | MS.NODEV, data]),
     unmount: (target) => call(`unmount ${target}`, ["u", target]),

@@ -23,9 +23,9 @@
  * `slotIds` holds every pool slot (idle or specialised) from before its container is created until its
  * container, socket dir and code dir are gone.
  */
-import { readFileSync, statSync, unlinkSync, watch, type FSWatcher } from "node:fs";
-import { connect } from "node:net";
-import { chown, mkdir, mkdtemp, rename, rm } from "node:fs/promises";
+import { readFileSync, renameSync, statSync, unlinkSync, watch, type FSWatcher } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { Agent } from "node:http";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -139,6 +139,8 @@ interface Box {
   readonly stdin: NodeJS.WritableStream | null;
   /** A specialising slot's watch on its socket dir for the ready file (closed at READY or exit). */
   readyWatch: FSWatcher | null;
+  /** `socket` channel: a specialising slot's connection to the runtime's one-shot socket, until the message is ended. */
+  channel: Socket | null;
   /** Runs once READY was seen from the ready file (the container's rename, off the cold path). */
   afterReady: (() => void) | null;
   /** The attach stream ended: the container stopped or the engine went away. */
@@ -300,7 +302,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     raw.on("error", endBoth);
     // The attach stream is what gets paused: demuxStream writes the two copies without backpressure.
     io.output(stdout, stderr, [raw as unknown as Readable]);
-    const box: Box = { container, slotId, socketDir, name: io.id, io, stdin, readyWatch: null, afterReady: null, gone: false };
+    const box: Box = { container, slotId, socketDir, name: io.id, io, stdin, readyWatch: null, channel: null, afterReady: null, gone: false };
     const streamEnded = new Promise<void>((r) => {
       raw.once("end", r);
       raw.once("close", r);
@@ -352,14 +354,19 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   }
 
   /**
-   * Specialises a slot without dockerd: watches its socket dir (inotify; the container writes the same
-   * tmpfs inode) for the ready file, then connects to the runtime's one-shot socket, writes the message
+   * Specialises a slot without dockerd, in two steps around the artifact mount (the core's begin/commit):
+   * `openChannel` watches the slot's socket dir (inotify; the container writes the same tmpfs inode) for
+   * the ready file, connects to the runtime's one-shot socket and writes the message without its newline,
+   * so the runtime's wake-up, accept and read overlap the mount; `commitChannel` then writes the newline
    * and ends the connection. The runtime stopped listening at this connection, so nothing can connect
-   * again. A failure (the slot died) kills the container: the start fails like any exit before READY.
+   * again, and it acts on the message only at the newline, which is written only once the mount succeeded
+   * (a failed mount destroys the slot with the connection still open). A failure (the slot died) kills
+   * the container: the start fails like any exit before READY.
    */
-  function specialiseOverSocket(box: Box, message: string): void {
-    const readyPath = join(box.socketDir, READY_FILE_NAME);
+  function openChannel(box: Box, message: string): void {
     const checkReady = (): void => {
+      // The dir is renamed after the instance while the watch runs (the watch follows the inode).
+      const readyPath = join(box.socketDir, READY_FILE_NAME);
       let line: string;
       try {
         line = readFileSync(readyPath, "utf8");
@@ -391,14 +398,21 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       log.warn({ err, instanceId: box.name }, "watching for the ready file failed; waiting for READY on stdout");
     }
     const sock = connect(join(box.socketDir, SPECIALIZE_SOCKET_NAME));
+    box.channel = sock;
     sock.once("error", (err) => {
       log.warn({ err, instanceId: box.name }, "sending the specialisation message failed");
       void killBox(box, "SIGKILL");
     });
     sock.on("data", () => sock.destroy()); // the runtime sends nothing: anything it would is ignored
-    // Newline-ended, as the process driver sends it: the runtime acts at the newline, not the close.
-    sock.end(`${message}\n`);
     sock.once("close", () => sock.destroy());
+    sock.write(message);
+  }
+
+  /** Ends the message `openChannel` wrote: newline-ended, as the process driver's (the runtime acts at the newline). */
+  function commitChannel(box: Box): void {
+    const sock = box.channel;
+    box.channel = null;
+    sock?.end("\n");
   }
 
   async function killBox(box: Box, sig: "SIGTERM" | "SIGKILL"): Promise<void> {
@@ -547,14 +561,24 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     async attach(box, spec) {
       await slotMounts.attach(box.slotId!, spec.artifactDir);
       const socketDir = join(socketRoot, spec.instanceId);
-      await rename(box.socketDir, socketDir);
+      // Synchronous: between the mount and the message's newline, a thread-pool round trip (fs.promises)
+      // would add a wake-up of the gateway's loop to the cold path for a rename of microseconds.
+      renameSync(box.socketDir, socketDir);
       box.socketDir = socketDir;
       box.name = spec.instanceId;
     },
     ...(channel === "socket" ? { readyFile: `${IMAGE_PATHS.socketDir}/${READY_FILE_NAME}` } : {}),
     send(box, message) {
+      // The attach channel (the socket channel uses begin/commit).
       if (box.stdin !== null) box.stdin.end(message);
-      else specialiseOverSocket(box, message);
+      else {
+        openChannel(box, message);
+        commitChannel(box);
+      }
+    },
+    // Socket channel: the message goes in before the mount, its newline after (openChannel).
+    ...(channel === "socket" ? { begin: openChannel, commit: commitChannel } : {}),
+    afterSend(box) {
       // Off the cold path: the container gets the instance's name, as after a fresh start (reconcile
       // finds the instance's socket dir by it). On the socket channel, once the instance is ready (or
       // gone): the engine's work for a rename competed with the module load for the CPU (initMs ~2 →

@@ -70,6 +70,24 @@ async function genericRuntime(dir: string, specializeSocket?: string): Promise<{
   return { child, channel: child.stdio[3] as Socket, socket, lines, until };
 }
 
+type GenericRuntime = Awaited<ReturnType<typeof genericRuntime>>;
+
+/**
+ * Runs `body` against a fresh generic runtime in a function dir of its own — with `socketChannel`, listening
+ * for its message on `path` (the one-shot socket), else on fd 3 — then stops it and removes the dir.
+ */
+async function withGenericRuntime(socketChannel: boolean, body: (t: { rt: GenericRuntime; dir: string; path: string }) => Promise<void>): Promise<void> {
+  const dir = functionDir();
+  const path = join(dir, "specialize.sock");
+  const rt = await genericRuntime(dir, socketChannel ? path : undefined);
+  try {
+    await body({ rt, dir, path });
+  } finally {
+    await stop(rt.child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function get(socketPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolvePromise, reject) => {
     const req = request({ socketPath, path: "/", headers: { connection: "close" } }, (res) => {
@@ -82,6 +100,13 @@ function get(socketPath: string): Promise<{ status: number; body: string }> {
   });
 }
 
+/** The instance answers GET / with 200 from the export `name`. */
+async function assertServes(rt: GenericRuntime, name: string, why?: string): Promise<void> {
+  const r = await get(rt.socket);
+  assert.equal(r.status, 200, r.body);
+  assert.equal((JSON.parse(r.body) as { export: string }).export, name, why);
+}
+
 async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) {
     const exited = new Promise((r) => child.once("exit", r));
@@ -91,9 +116,7 @@ async function stop(child: ChildProcess): Promise<void> {
 }
 
 test("a newline ends the message: the runtime specialises with the channel still open, closes it, and never reads past the newline", { timeout: 60_000 }, async () => {
-  const dir = functionDir();
-  const rt = await genericRuntime(dir);
-  try {
+  await withGenericRuntime(false, async ({ rt, dir }) => {
     const peerClosed = new Promise<void>((r) => rt.channel.once("end", () => r()));
     rt.channel.resume();
     // The driver's end stays open (no EOF); a second message follows the newline.
@@ -107,32 +130,19 @@ test("a newline ends the message: the runtime specialises with the channel still
     // The slot's warm-up (a throwaway module and a throwaway server in /tmp) left nothing behind.
     assert.deepEqual(seen.warmFiles, [], "no warm-up file or socket is left in /tmp");
     assert.deepEqual(seen.warmModules, [], "the warm-up module is gone from require.cache");
-  } finally {
-    await stop(rt.child);
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a message without a newline is read to EOF (the Docker driver's attach channel)", { timeout: 60_000 }, async () => {
-  const dir = functionDir();
-  const rt = await genericRuntime(dir);
-  try {
+  await withGenericRuntime(false, async ({ rt, dir }) => {
     rt.channel.end(message(dir, "second"));
     await rt.until("stratus:ready");
-    const r = await get(rt.socket);
-    assert.equal(r.status, 200, r.body);
-    assert.equal((JSON.parse(r.body) as { export: string }).export, "second");
-  } finally {
-    await stop(rt.child);
-    rmSync(dir, { recursive: true, force: true });
-  }
+    await assertServes(rt, "second");
+  });
 });
 
 test("the one-shot socket channel: a newline ends the message with the connection still open; the runtime closes it, never reads past the newline, and the path is gone", { timeout: 60_000 }, async () => {
-  const dir = functionDir();
-  const path = join(dir, "specialize.sock");
-  const rt = await genericRuntime(dir, path);
-  try {
+  await withGenericRuntime(true, async ({ rt, dir, path }) => {
     assert.equal(existsSync(path), true, "the runtime listens before it announces the slot");
     const conn = connect(path);
     await new Promise<void>((r, j) => conn.once("connect", () => r()).once("error", j));
@@ -144,38 +154,22 @@ test("the one-shot socket channel: a newline ends the message with the connectio
     await peerClosed; // the runtime closed its end of the connection
     conn.destroy();
     assert.equal(existsSync(path), false, "the socket path was removed at the first connection");
-    const r = await get(rt.socket);
-    assert.equal(r.status, 200, r.body);
-    assert.equal((JSON.parse(r.body) as { export: string }).export, "first", "only the first message counts");
-  } finally {
-    await stop(rt.child);
-    rmSync(dir, { recursive: true, force: true });
-  }
+    await assertServes(rt, "first", "only the first message counts");
+  });
 });
 
 test("the one-shot socket channel: a message without a newline is read to EOF", { timeout: 60_000 }, async () => {
-  const dir = functionDir();
-  const path = join(dir, "specialize.sock");
-  const rt = await genericRuntime(dir, path);
-  try {
+  await withGenericRuntime(true, async ({ rt, dir, path }) => {
     const conn = connect(path);
     conn.on("error", () => {});
     conn.end(message(dir, "second"));
     await rt.until("stratus:ready");
-    const r = await get(rt.socket);
-    assert.equal(r.status, 200, r.body);
-    assert.equal((JSON.parse(r.body) as { export: string }).export, "second");
-  } finally {
-    await stop(rt.child);
-    rmSync(dir, { recursive: true, force: true });
-  }
+    await assertServes(rt, "second");
+  });
 });
 
 test("the one-shot socket channel, the message written before the mount and its newline after (the Docker driver's begin/commit): nothing happens until the newline", { timeout: 60_000 }, async () => {
-  const dir = functionDir();
-  const path = join(dir, "specialize.sock");
-  const rt = await genericRuntime(dir, path);
-  try {
+  await withGenericRuntime(true, async ({ rt, dir, path }) => {
     const conn = connect(path);
     conn.on("error", () => {});
     await new Promise<void>((r, j) => conn.once("connect", () => r()).once("error", j));
@@ -191,21 +185,13 @@ test("the one-shot socket channel, the message written before the mount and its 
     assert.equal(existsSync(rt.socket), false, "not listening before the newline");
     conn.end("\n");
     await rt.until("stratus:ready");
-    const r = await get(rt.socket);
-    assert.equal(r.status, 200, r.body);
-    assert.equal((JSON.parse(r.body) as { export: string }).export, "second");
-  } finally {
-    await stop(rt.child);
-    rmSync(dir, { recursive: true, force: true });
-  }
+    await assertServes(rt, "second");
+  });
 });
 
 test("a ready file (SpecializeMessage.readyFile) holds the READY line; the line on stdout, the driver's fallback, follows a quarter second later, off the first request's path", { timeout: 60_000 }, async () => {
-  const dir = functionDir();
-  const path = join(dir, "specialize.sock");
-  const readyFile = join(dir, "ready");
-  const rt = await genericRuntime(dir, path);
-  try {
+  await withGenericRuntime(true, async ({ rt, dir, path }) => {
+    const readyFile = join(dir, "ready");
     const conn = connect(path);
     conn.on("error", () => {});
     conn.end(`${JSON.stringify({ ...JSON.parse(message(dir, "second")), readyFile })}\n`);
@@ -221,10 +207,7 @@ test("a ready file (SpecializeMessage.readyFile) holds the READY line; the line 
     assert.equal(r.status, 200, r.body);
     await rt.until("stratus:ready");
     assert.ok(Date.now() - fileAt >= 200, `the stdout line came ${Date.now() - fileAt} ms after the file`);
-  } finally {
-    await stop(rt.child);
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("the slot mount in one helper round trip: read-only on the target; a failed overlay leaves nothing mounted", { timeout: 30_000 }, async () => {

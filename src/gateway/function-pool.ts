@@ -412,11 +412,20 @@ export class FunctionPool {
    * wait for a busy one (see the file comment).
    */
   private worthStarting(uncovered: number): boolean {
+    return this.startBeatsWaiting(uncovered, this.readyCurrent + this.startingCurrent, this.startMs, true);
+  }
+
+  /**
+   * The estimate worthStarting and stillNeeded share: whether one more start (besides `width` instances ready
+   * or starting) serves the `uncovered`-th waiter sooner than the ready instances would, a start costing
+   * `startCostMs`; `cpu`: above the width floor, also require idle CPU (see the file comment).
+   */
+  private startBeatsWaiting(uncovered: number, width: number, startCostMs: number, cpu: boolean): boolean {
     if (this.readyCurrent === 0 || Number.isNaN(this.serviceMs) || Number.isNaN(this.startMs)) return true;
     // Up to one instance more than the cores, starting is always worth it: each concurrency-1 instance waits
     // out its response's trip through the gateway, and another can run meanwhile (bench/instance-width.ts).
-    if (this.readyCurrent + this.startingCurrent < this.widthFloor) return true;
-    return this.expectedWaitMs(uncovered) > this.startMs && this.cpuHasRoom();
+    if (width < this.widthFloor) return true;
+    return this.expectedWaitMs(uncovered) > startCostMs && (!cpu || this.cpuHasRoom());
   }
 
   /** The wait of the `uncovered`-th waiter no start covers, from the service-time average (NaN without one), ms. */
@@ -442,9 +451,7 @@ export class FunctionPool {
     // Against the shorter of the boot and the start-time average: a cancelled start is then one worthStarting
     // would not start again either (its threshold is the start-time average). No CPU check here: the boot
     // already waited for its place in the gate, and cancelling it on a busy CPU would only start it again later.
-    const needed = uncovered > 0 && (this.readyCurrent === 0 || Number.isNaN(this.serviceMs) || Number.isNaN(this.startMs)
-      || this.readyCurrent + this.startingCurrent - 1 < this.widthFloor
-      || this.expectedWaitMs(uncovered) > Math.min(bootMs, this.startMs));
+    const needed = uncovered > 0 && this.startBeatsWaiting(uncovered, this.readyCurrent + this.startingCurrent - 1, Math.min(bootMs, this.startMs), false);
     if (!needed) rec.cancelled = true;
     return needed;
   }
@@ -470,7 +477,7 @@ export class FunctionPool {
     // Above the floor, a saturated CPU holds the start back — unless the head waited more than twice what the
     // estimate expected: then the instances are not slow for want of CPU but busy with slow work (a handler
     // that waits on I/O while the averages still say fast), and another instance serves it sooner.
-    const misjudged = !(waited <= OVERDUE_FACTOR * head.expectedMs);
+    const misjudged = Number.isNaN(head.expectedMs) || waited > OVERDUE_FACTOR * head.expectedMs;
     if (waited + 1 >= this.startMs && this.waitingLive > this.startingCurrent * concurrency && width < maxInstances && (width < this.widthFloor || misjudged || this.cpuHasRoom())) {
       this.startInstance(true);
     }

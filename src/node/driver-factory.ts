@@ -63,7 +63,7 @@ export function nodeGatewaySettings(config: Readonly<PlatformConfig>): Pick<Node
   };
 }
 
-/** The pool's upper bound (platform config `prewarmMax`; 0: the driver's default, 4 × prewarm ≤ 32), never below `prewarm`. */
+/** The pool's upper bound (platform config `prewarmMax`; 0: the driver's default, 4 × prewarm ≤ 32; the pool never keeps it below `prewarm`). */
 function prewarmMaxOf(config: Readonly<PlatformConfig>): { prewarmMax?: number } {
-  return config.prewarmMax === 0 ? {} : { prewarmMax: Math.max(config.prewarmMax, config.prewarm) };
+  return config.prewarmMax === 0 ? {} : { prewarmMax: config.prewarmMax };
 }

@@ -136,6 +136,8 @@ export class PrewarmPool<S> {
   /** Per key: the largest burst (its takes within 3 s) of the last `burstMemoryMs`, and when (demand sizing). */
   private readonly peaks = new Map<string, { n: number; at: number }>();
   private shrinkTimer: NodeJS.Timeout | undefined;
+  /** How long a key's largest burst keeps its target, ms (options.burstMemoryMs). */
+  private readonly burstMemoryMs: number;
   /** Slot creations in progress, so close() can wait for them and destroy what they produce. */
   private readonly pending = new Set<Promise<void>>();
   /**
@@ -146,6 +148,7 @@ export class PrewarmPool<S> {
 
   constructor(private readonly factory: PrewarmSlotFactory<S>, private readonly options: PrewarmPoolOptions) {
     this.maxSize = Math.max(options.size, options.maxSize ?? Math.min(32, options.size * 4));
+    this.burstMemoryMs = options.burstMemoryMs ?? 300_000;
     this.windowMs = options.demandWindowMs ?? 30_000;
     this.concurrency = options.concurrency ?? 1;
     this.mode = options.refill ?? "demand";
@@ -174,7 +177,7 @@ export class PrewarmPool<S> {
     if (this.mode === "quiet") return Math.min(this.maxSize, Math.max(base, times.length));
     const need = Math.ceil((this.rate(key) * this.bootMs * 2) / 1000);
     const peak = this.peaks.get(key);
-    const burst = peak !== undefined && now - peak.at < (this.options.burstMemoryMs ?? 300_000) ? peak.n : 0;
+    const burst = peak !== undefined && now - peak.at < this.burstMemoryMs ? peak.n : 0;
     return Math.min(this.maxSize, Math.max(base, need, burst));
   }
 
@@ -219,7 +222,7 @@ export class PrewarmPool<S> {
     for (let i = times.length - 1; i >= 0 && times[i]! > now - BURST_SIZE_WINDOW_MS; i--, size++) if (times[i]! > now - 1000) n++;
     const peak = this.peaks.get(key);
     // A burst's size: its takes within BURST_SIZE_WINDOW_MS (a loaded gateway issues a burst's starts over more than a second).
-    if (n >= BURST_MIN_TAKES && (peak === undefined || size >= peak.n || now - peak.at >= (this.options.burstMemoryMs ?? 300_000))) this.peaks.set(key, { n: size, at: now });
+    if (n >= BURST_MIN_TAKES && (peak === undefined || size >= peak.n || now - peak.at >= this.burstMemoryMs)) this.peaks.set(key, { n: size, at: now });
     if (holdMs <= 0) return;
     const sustainable = Math.max(this.concurrency, this.options.demandConcurrency ?? 2);
     const held = now < (this.holds.get(key) ?? 0);

@@ -39,16 +39,16 @@ export interface KsmHostState {
  * `/bin/true` to find out. Reads (never writes) ksmd's state for the caller's warning.
  * @throws Error naming what is missing and how to get it.
  */
-export function checkKsm(launcherPath: string, sysfsDir: string = KSM_SYSFS_DIR): KsmHostState {
+export function checkKsm(launcherPath: string, sysfsDir: string = KSM_SYSFS_DIR, setting = "process.ksm"): KsmHostState {
   if (!existsSync(launcherPath)) {
-    throw new Error(`process.ksm: the KSM launcher ${launcherPath} is missing: \`npm run build\` compiles it with a C compiler (Debian: apt-get install gcc libc6-dev)`);
+    throw new Error(`${setting}: the KSM launcher ${launcherPath} is missing: \`npm run build\` compiles it with a C compiler (Debian: apt-get install gcc libc6-dev)`);
   }
-  if (!existsSync(join(sysfsDir, "run"))) throw new Error(`process.ksm: this kernel has no KSM (${sysfsDir} does not exist; needs CONFIG_KSM)`);
+  if (!existsSync(join(sysfsDir, "run"))) throw new Error(`${setting}: this kernel has no KSM (${sysfsDir} does not exist; needs CONFIG_KSM)`);
   try {
     execFileSync(launcherPath, ["/bin/true"], { stdio: ["ignore", "ignore", "pipe"], timeout: 10_000, env: {} });
   } catch (err) {
     const stderr = String((err as { stderr?: Buffer }).stderr ?? "").trim();
-    throw new Error(`process.ksm: the kernel refused to mark a process mergeable: ${stderr || (err as Error).message}`, { cause: err });
+    throw new Error(`${setting}: the kernel refused to mark a process mergeable: ${stderr || (err as Error).message}`, { cause: err });
   }
   const read = (k: string): string => readFileSync(join(sysfsDir, k), "utf8").trim();
   const run = read("run");
@@ -61,7 +61,7 @@ export function checkKsm(launcherPath: string, sysfsDir: string = KSM_SYSFS_DIR)
  * with ksmd's rate. `setting` names the platform setting in the lines (`process.ksm`, `docker.ksm`).
  */
 export function checkKsmForDriver(launcherPath: string, setting: string, log: Logger): void {
-  const ksm = checkKsm(launcherPath);
+  const ksm = checkKsm(launcherPath, KSM_SYSFS_DIR, setting);
   if (!ksm.ksmdRunning) {
     log.warn({ ksmRun: ksm.run }, `${setting} is on but ksmd is not running (/sys/kernel/mm/ksm/run is not 1): instances start mergeable and nothing is merged until the operator starts ksmd (echo 1 > /sys/kernel/mm/ksm/run; its scan rate is pages_to_scan / sleep_millisecs there). Stratus does not change these host-wide settings. See docs/security.md "Memory deduplication"`);
   } else {

@@ -145,6 +145,12 @@ interface Box {
   afterReady: (() => void) | null;
   /** The attach stream ended: the container stopped or the engine went away. */
   gone: boolean;
+  /**
+   * The container's rename to the instance's name while the engine does it: its removal waits for it.
+   * A rename the engine runs beside a removal can write the container back into the engine's list
+   * after the removal took it out, a "removing" entry that stays until dockerd restarts.
+   */
+  renaming: Promise<void> | null;
 }
 
 /** Whether others (the containers' user, nobody) may list and read `dir`; false when it cannot be read. */
@@ -302,7 +308,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
     raw.on("error", endBoth);
     // The attach stream is what gets paused: demuxStream writes the two copies without backpressure.
     io.output(stdout, stderr, [raw as unknown as Readable]);
-    const box: Box = { container, slotId, socketDir, name: io.id, io, stdin, readyWatch: null, channel: null, afterReady: null, gone: false };
+    const box: Box = { container, slotId, socketDir, name: io.id, io, stdin, readyWatch: null, channel: null, afterReady: null, gone: false, renaming: null };
     const streamEnded = new Promise<void>((r) => {
       raw.once("end", r);
       raw.once("close", r);
@@ -312,6 +318,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       box.gone = true;
       box.readyWatch?.close();
       box.readyWatch = null;
+      box.afterReady = null;
       let exitCode: number | null = null;
       let oomKilled = false;
       try {
@@ -323,6 +330,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       } catch {
         // The engine is gone or restarting (its containers died with it); reconcile() cleans up later.
       }
+      await box.renaming;
       await removeContainer(container).catch(() => undefined);
       await rm(box.socketDir, { recursive: true, force: true }).catch(() => undefined);
       if (box.slotId !== null) {
@@ -583,7 +591,11 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       // finds the instance's socket dir by it). On the socket channel, once the instance is ready (or
       // gone): the engine's work for a rename competed with the module load for the CPU (initMs ~2 →
       // ~17 ms in a probe on a loaded node), which the slower attach channel used to hide.
-      const rename = (): void => void box.container.rename({ name: containerName(box.name) }).catch(() => undefined);
+      // Not once the container is gone (its removal is under way), and never beside its removal (Box.renaming).
+      const rename = (): void => {
+        if (box.gone || box.renaming !== null) return;
+        box.renaming = box.container.rename({ name: containerName(box.name) }).catch(() => undefined);
+      };
       if (box.stdin !== null) rename();
       else {
         box.afterReady = rename;

@@ -25,7 +25,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
       runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, ...prewarmMaxOf(config), prewarmRefill: config.prewarmRefill, outputLimits: outputLimitsFrom(config), logger,
       sandboxSubnet: p.sandboxSubnet, blockedCidrs: p.blockedCidrs, startTimeoutMs: p.startTimeoutMs, pidsMax: p.pidsMax, tmpSizeMb: p.tmpSizeMb,
       ...(p.instanceNode !== "" ? { nodePath: resolve(p.instanceNode) } : {}), runtimeSnapshot: p.runtimeSnapshot === "auto",
-      ksm: p.ksm,
+      ksm: p.ksm, codeCache: p.codeCache,
     });
   }
   const { createDockerDriver } = await import("../sandbox/docker/docker-driver");

@@ -29,8 +29,6 @@ function compile(bundle, cachePath, outPath) {
   const script = new vm.Script(Module.wrap(readFileSync(bundle, "utf8")), {
     filename: bundle,
     ...(cachedData === undefined ? {} : { cachedData }),
-    // import() of an ES module function entry, as from a file Node loaded itself.
-    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
   });
   // Read (and deleted) by the runtime, which reports it on its READY line.
   globalThis[Symbol.for("stratus.codeCache")] = cachedData === undefined ? "absent" : script.cachedDataRejected ? "rejected" : "accepted";
@@ -44,6 +42,9 @@ const outPath = process.env.STRATUS_CODE_CACHE_OUT;
 delete process.env.STRATUS_CODE_CACHE;
 delete process.env.STRATUS_CODE_CACHE_OUT;
 const run = compile(bundle, cachePath, outPath);
+// Code compiled by vm.Script (from a cache or not) has no dynamic-import callback of Node's: the runtime
+// imports an ES module entry through this import(), compiled by Node's CommonJS loader (setEntryImporter).
+globalThis[Symbol.for("stratus.importEntry")] = (url) => import(url);
 const runtimeModule = new Module(bundle, module);
 runtimeModule.filename = bundle;
 Module._cache[bundle] = runtimeModule;

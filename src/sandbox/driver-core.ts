@@ -410,8 +410,11 @@ export interface DriverCore<H> {
   readonly closed: boolean;
   /** SandboxDriver.start. */
   start(spec: InstanceSpec, options?: StartOptions): Promise<Instance>;
-  /** SandboxDriver.open: the pool starts filling; start() is allowed from now on. Idempotent. */
-  open(): Promise<void>;
+  /**
+   * SandboxDriver.open: start() is allowed from now on, and the pool starts filling — at once, or once
+   * `fillAfter` settled (the backend's preparation of what its slots boot with). Resolves then. Idempotent.
+   */
+  open(fillAfter?: Promise<unknown>): Promise<void>;
   /** Closes the pool and destroys every sandbox; the backend then releases what it shares. Idempotent. */
   close(): Promise<void>;
   /** Immediate stop of one sandbox. Idempotent. */
@@ -755,12 +758,16 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     },
     prewarm: { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill(), counts: () => ({ ...counts }) },
     start,
-    async open() {
+    async open(fillAfter) {
       assertOpen();
       if (opened) return;
       opened = true;
       // Fill the pool in the background from now on: the first cold start should already find a slot.
-      pool.refill();
+      if (fillAfter === undefined) pool.refill();
+      else {
+        await fillAfter.catch(() => undefined);
+        if (!closed) pool.refill();
+      }
     },
     close() {
       closing ??= (async () => {

@@ -528,12 +528,9 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     prewarm: core.prewarm,
     runtimeSnapshotState: () => snapshotState,
     start: core.start,
-    async open() {
-      // The pool's slots boot with the cache of their flags: produce it first (once per runtime build; a
-      // restart finds it in the state dir). Without one they still start, compiling from source.
-      await codeCaches?.ensure(instanceNodeArgs(options.prewarmMemoryMb ?? 256));
-      await core.open();
-    },
+    // Starts are allowed at once; the pool's slots boot once the cache of their flags is there (produced
+    // once per runtime build; a restart finds it in the state dir) or could not be made (they compile from source).
+    open: () => core.open(codeCaches?.ensure(instanceNodeArgs(options.prewarmMemoryMb ?? 256))),
     prepare: async () => ({}),
     discover,
     reconcile,

@@ -32,7 +32,7 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
   const { username, password, address } = config.registry;
   const d = config.docker;
   return createDockerDriver({
-    startTimeoutMs: d.startTimeoutMs, pidsMax: d.pidsMax, tmpSizeMb: d.tmpSizeMb, blockedCidrs: d.blockedCidrs, cpuSharesPerGb: d.cpuSharesPerGb, ksm: d.ksm,
+    startTimeoutMs: d.startTimeoutMs, pidsMax: d.pidsMax, tmpSizeMb: d.tmpSizeMb, blockedCidrs: d.blockedCidrs, cpuSharesPerGb: d.cpuSharesPerGb, ksm: d.ksm, codeCache: d.codeCache,
     registry: address,
     ...(username !== "" ? { registryAuth: { username, password } } : {}),
     ...(o.runtimePath ? { runtimePath: o.runtimePath } : {}),

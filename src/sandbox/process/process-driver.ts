@@ -535,8 +535,8 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     discover,
     reconcile,
     async close() {
-      await core.close();
       await codeCaches?.close();
+      await core.close();
     },
   };
 }

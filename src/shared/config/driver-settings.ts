@@ -34,6 +34,7 @@ export const DOCKER_DRIVER_SETTINGS_SHAPE = {
   imagePruneIntervalMs: setting(int(0, 86_400_000).default(600_000), { unit: "ms", doc: "Docker driver: how often the node removes function images no active version uses (the registry keeps every version; a rollback pulls by digest). 0 disables." }),
   ...commonShape("Docker", { startTimeoutMs: 30_000, pidsMax: 256, tmpSizeMb: 64 }),
   ksm: setting(z.boolean().default(false), { unit: "", doc: "Docker driver: the same as `process.ksm` for containers: the base image carries `dist/stratus-ksm-exec` as the entrypoint before node, so instances and pool slots run mergeable by KSM. Off by default (docs/security.md \"Memory deduplication\"); the operator starts ksmd; start-up fails when the kernel has no KSM or the launcher was not built." }),
+  codeCache: setting(z.boolean().default(true), { unit: "", doc: "Docker driver: the same as `process.codeCache` for pool slots: the base image ships `dist/runtime-boot.cjs` and slots start it with the V8 code cache of their Node flags bound read-only (produced once per node run). Fresh starts run the runtime directly (their function image may come from an older base image). `false` starts slots on `dist/runtime.cjs` directly." }),
   cpuSharesPerGb: setting(int(2, 262_144).default(1024), { unit: "shares", doc: "Docker driver: CPU shares per 1024 MB of memory limit (CPU weight follows memory, as on Lambda)." }),
 };
 

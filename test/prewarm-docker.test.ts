@@ -118,6 +118,7 @@ test("docker: specialisation is one-shot (stdin closed for good), the code is re
     await poolFilled(driver, 1);
     const inst = await driver.start({ ...spec("oneshot", {}, { env: { SECRET_A: "from-spec" } }), image });
     assert.deepEqual(driver.prewarm.counts(), { hits: 1, misses: 0 }, "served from the pool");
+    assert.equal(inst.codeCache, "accepted", "the slot compiled the runtime from the code cache open() produced (docker.codeCache)");
     const r = await invokeInstance(inst, "/");
     assert.equal(r.status, 200, r.body);
     const seen = JSON.parse(r.body) as {
@@ -210,6 +211,7 @@ test("docker: other limits fall back to a fresh start from the image; an unreada
     await poolFilled(driver, 1);
     const big = await driver.start({ ...spec("oneshot", { memory: 512 }), image });
     assert.deepEqual(driver.prewarm.counts(), { hits: 0, misses: 1 }, "512 MB does not use the 256 MB slot (its limit and heap flag are fixed)");
+    assert.equal(big.codeCache, null, "a fresh start runs the runtime directly, not through the boot loader (its image may predate it)");
     assert.equal((await invokeInstance(big, "/")).status, 200);
     await big.destroy();
     const privateDir = mkdtempSync(join(tmpdir(), "spd-art-")); // 0700: nobody cannot read it in place

@@ -43,6 +43,8 @@ interface Setup {
   runtimeSnapshot?: boolean;
   /** Process driver: instances start mergeable by KSM (option `ksm`; bench/density-ksm.ts). */
   ksm?: boolean;
+  /** Process driver: false compiles the runtime from source (option `codeCache`, default on). */
+  codeCache?: boolean;
   cgroupRoot: string;
   functions: Array<{ name: string; dir: string; file: string; exportName: string; config: FunctionConfigInput }>;
 }
@@ -59,7 +61,7 @@ if (delay !== null) {
 const stateDir = mkdtempSync("/tmp/sbn-");
 const processDriver = setup.driver === "docker"
   ? null
-  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.prewarmBurstHoldMs === undefined ? {} : { prewarmBurstHoldMs: setup.prewarmBurstHoldMs }), ...(setup.cancelUnneededBoots === undefined ? {} : { cancelUnneededBoots: setup.cancelUnneededBoots }), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true, ksm: setup.ksm === true });
+  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.prewarmBurstHoldMs === undefined ? {} : { prewarmBurstHoldMs: setup.prewarmBurstHoldMs }), ...(setup.cancelUnneededBoots === undefined ? {} : { cancelUnneededBoots: setup.cancelUnneededBoots }), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true, ksm: setup.ksm === true, ...(setup.codeCache === undefined ? {} : { codeCache: setup.codeCache }) });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
     runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),

@@ -25,14 +25,14 @@ export async function createNodeDriver(config: Readonly<PlatformConfig>, o: { da
       runtimePath: o.runtimePath, stateDir: join(o.dataDir, "run"), cgroupRoot: `stratus-${o.nodeSuffix}`, prewarm: config.prewarm, ...prewarmMaxOf(config), prewarmRefill: config.prewarmRefill, outputLimits: outputLimitsFrom(config), logger,
       sandboxSubnet: p.sandboxSubnet, blockedCidrs: p.blockedCidrs, startTimeoutMs: p.startTimeoutMs, pidsMax: p.pidsMax, tmpSizeMb: p.tmpSizeMb,
       ...(p.instanceNode !== "" ? { nodePath: resolve(p.instanceNode) } : {}), runtimeSnapshot: p.runtimeSnapshot === "auto",
-      ksm: p.ksm,
+      ksm: p.ksm, codeCache: p.codeCache,
     });
   }
   const { createDockerDriver } = await import("../sandbox/docker/docker-driver");
   const { username, password, address } = config.registry;
   const d = config.docker;
   return createDockerDriver({
-    startTimeoutMs: d.startTimeoutMs, pidsMax: d.pidsMax, tmpSizeMb: d.tmpSizeMb, blockedCidrs: d.blockedCidrs, cpuSharesPerGb: d.cpuSharesPerGb, ksm: d.ksm,
+    startTimeoutMs: d.startTimeoutMs, pidsMax: d.pidsMax, tmpSizeMb: d.tmpSizeMb, blockedCidrs: d.blockedCidrs, cpuSharesPerGb: d.cpuSharesPerGb, ksm: d.ksm, codeCache: d.codeCache,
     registry: address,
     ...(username !== "" ? { registryAuth: { username, password } } : {}),
     ...(o.runtimePath ? { runtimePath: o.runtimePath } : {}),

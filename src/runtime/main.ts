@@ -24,11 +24,16 @@
 import { closeSync, openSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { startupSnapshot } from "node:v8";
-import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, READY_LINE, SPECIALIZE_FD, type SpecializeMessage } from "../shared/protocol";
+// Static, not import(): code the boot loader compiles (vm.Script) has no dynamic-import callback of Node's.
+import { request } from "node:http";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, READY_LINE, SPECIALIZE_FD, type CodeCacheState, type SpecializeMessage } from "../shared/protocol";
 import { isStratusError } from "../shared/errors";
 import type { FunctionConfig } from "../shared/function-config";
 import { installOutputCapture } from "./output-capture";
-import { listFunctions, loadModule, projectNameOfEntry, readRegistrations, selectFunction } from "./loader";
+import { listFunctions, loadModule, projectNameOfEntry, readRegistrations, selectFunction, setEntryImporter } from "./loader";
 import { describeLoadError } from "./load-error";
 import { requestContext } from "./request-context";
 
@@ -75,6 +80,14 @@ function takeEnv(env: NodeJS.ProcessEnv): RuntimeEnv {
 export async function main(): Promise<void> {
   const realWrite = process.stdout.write.bind(process.stdout);
   const env = takeEnv(process.env);
+  // Set by the boot loader (boot.cjs) when it compiled this bundle; reported on the READY line.
+  const codeCacheKey = Symbol.for("stratus.codeCache");
+  const codeCache = (globalThis as Record<symbol, unknown>)[codeCacheKey] as CodeCacheState | undefined;
+  delete (globalThis as Record<symbol, unknown>)[codeCacheKey];
+  const importerKey = Symbol.for("stratus.importEntry");
+  const importer = (globalThis as Record<symbol, unknown>)[importerKey] as ((url: string) => Promise<unknown>) | undefined;
+  delete (globalThis as Record<symbol, unknown>)[importerKey];
+  if (importer !== undefined) setEntryImporter(importer);
   // Source-mapped stacks (file:line of the user's sources) where a human reads them; production keeps
   // the start-up cost of parsing maps off the cold path.
   if (env.dev || env.discover) process.setSourceMapsEnabled(true);
@@ -223,7 +236,7 @@ export async function main(): Promise<void> {
   // Init time: loading (and running the top level of) the user's module, reported with READY.
   const initMs = Math.round((performance.now() - loadStart) * 100) / 100;
   fs.server.listen(env.socket, () => {
-    const line = `${READY_LINE} ${JSON.stringify({ initMs })}`;
+    const line = `${READY_LINE} ${JSON.stringify(codeCache === undefined ? { initMs } : { initMs, codeCache })}`;
     if (readyFile !== undefined) {
       try {
         // Written aside, then renamed: the driver sees the name only with the whole line in it.
@@ -267,11 +280,11 @@ function warmHandler(req: unknown, res: unknown): void {
  * CPU instead of 0.8–1.1). Failures are ignored: warming is an optimisation only.
  */
 async function warmLoader(): Promise<void> {
-  const path = `/tmp/.stratus-warm-${process.pid}.js`;
+  // tmpdir(): /tmp in a sandbox; the code-cache producer runs outside one and gives its own private dir.
+  const path = join(tmpdir(), `.stratus-warm-${process.pid}.js`);
   try {
     writeFileSync(path, "module.exports = { warm: { func: (req, res) => res.send('warm'), config: {} } };\n", { mode: 0o600 });
     selectFunction(await loadModule(path), "warm", readRegistrations());
-    const { createRequire } = await import("node:module");
     delete createRequire(path).cache[path];
   } catch {
     // not warmed: the function's load pays instead
@@ -290,13 +303,12 @@ async function warmLoader(): Promise<void> {
  * to `server`, then closes it and removes the socket. Failures are ignored: warming is an optimisation only.
  */
 async function warmUp(server: import("node:http").Server): Promise<void> {
-  const path = `/tmp/.stratus-warm-${process.pid}.sock`;
+  const path = join(tmpdir(), `.stratus-warm-${process.pid}.sock`);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(path, resolve);
     });
-    const { request } = await import("node:http");
     const headers = {
       host: "localhost", "x-stratus-request-id": "warm-up", "x-stratus-deadline-ms": "5000", "x-forwarded-for": "127.0.0.1",
       "x-forwarded-proto": "http", "x-forwarded-host": "localhost", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", connection: "close",

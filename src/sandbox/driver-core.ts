@@ -26,7 +26,7 @@ import { performance } from "node:perf_hooks";
 import type { Readable } from "node:stream";
 import type { ExitReason, Instance, InstanceExit, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriverName, StartOptions } from "./driver";
 import { StratusError, isStratusError } from "../shared/errors";
-import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type SpecializeMessage } from "../shared/protocol";
+import { DISCOVERY_PREFIX, ENV, EXIT, GENERIC_READY_LINE, type CodeCacheState, type SpecializeMessage } from "../shared/protocol";
 import { createSilentLogger, type Logger } from "../shared/logger";
 import { OUTPUT_RATE_DEFAULTS, OutputLimiter, outputDroppedLine, parseOutputLine, splitLines, type OutputRateLimits } from "./output-lines";
 import { PrewarmPool, type PrewarmRefillMode, type PrewarmStatus } from "./prewarm-pool";
@@ -389,6 +389,8 @@ export interface CoreSandbox<H> {
   ready: boolean;
   /** Module load time the runtime reported on its READY line, ms. */
   initMs: number | null;
+  /** Whether the runtime said it was compiled from a code cache (READY line), null when it did not say. */
+  codeCache: CodeCacheState | null;
   /** Last output lines before READY, to explain a failed start. */
   readonly tail: string[];
   readonly readyPromise: Promise<void>;
@@ -408,8 +410,11 @@ export interface DriverCore<H> {
   readonly closed: boolean;
   /** SandboxDriver.start. */
   start(spec: InstanceSpec, options?: StartOptions): Promise<Instance>;
-  /** SandboxDriver.open: the pool starts filling; start() is allowed from now on. Idempotent. */
-  open(): Promise<void>;
+  /**
+   * SandboxDriver.open: start() is allowed from now on, and the pool starts filling — at once, or once
+   * `fillAfter` settled (the backend's preparation of what its slots boot with). Resolves then. Idempotent.
+   */
+  open(fillAfter?: Promise<unknown>): Promise<void>;
   /** Closes the pool and destroys every sandbox; the backend then releases what it shares. Idempotent. */
   close(): Promise<void>;
   /** Immediate stop of one sandbox. Idempotent. */
@@ -443,7 +448,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     let resolveGeneric!: () => void;
     const sb: CoreSandbox<H> = {
       id, internalId: id, slot, specialised: !slot, handle: null as unknown as H, onLog,
-      ready: false, initMs: null, tail: [],
+      ready: false, initMs: null, codeCache: null, tail: [],
       readyPromise: new Promise<void>((r) => (resolveReady = r)),
       genericPromise: new Promise<void>((r) => (resolveGeneric = r)),
       exited: null as unknown as Promise<InstanceExit>,
@@ -467,6 +472,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
         if (!sb.ready) {
           sb.ready = true;
           sb.initMs = parsed.initMs;
+          sb.codeCache = parsed.codeCache;
           resolveReady();
         }
         return;
@@ -485,6 +491,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
         if (parsed.kind === "ready" && !sb.ready) {
           sb.ready = true;
           sb.initMs = parsed.initMs;
+          sb.codeCache = parsed.codeCache;
           resolveReady();
         }
       },
@@ -690,6 +697,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
       endpoint: { socketPath: backend.socketPath(sb.handle) },
       startMs,
       initMs: sb.initMs,
+      codeCache: sb.codeCache,
       exited: sb.exited,
       close,
       destroy: () => destroy(sb),
@@ -750,12 +758,16 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     },
     prewarm: { get enabled() { return pool.enabled; }, idleCount: () => pool.idleCount(), refill: () => pool.refill(), counts: () => ({ ...counts }) },
     start,
-    async open() {
+    async open(fillAfter) {
       assertOpen();
       if (opened) return;
       opened = true;
       // Fill the pool in the background from now on: the first cold start should already find a slot.
-      pool.refill();
+      if (fillAfter === undefined) pool.refill();
+      else {
+        await fillAfter.catch(() => undefined);
+        if (!closed) pool.refill();
+      }
     },
     close() {
       closing ??= (async () => {

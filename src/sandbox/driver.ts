@@ -19,6 +19,7 @@
 import type { ServedVersion } from "../shared/function-version";
 import type { DiscoveredFunction, DiscoverySpec } from "../shared/discovery";
 import type { InstanceLogLine } from "../shared/instance-output";
+import type { CodeCacheState } from "../shared/protocol";
 
 // Both sides of the control/node line use these (the builder asks for a discovery, the observer reads
 // output lines), so they live in src/shared/; re-exported here as part of the driver contract.
@@ -77,6 +78,11 @@ export interface Instance {
   readonly startMs: number;
   /** Milliseconds the runtime spent loading the function's module (part of startMs), when it reported it. */
   readonly initMs: number | null;
+  /**
+   * Whether the runtime was compiled from the driver's V8 code cache (src/sandbox/code-cache.ts), when it
+   * said so on its READY line; absent or null for drivers and starts that do not use one.
+   */
+  readonly codeCache?: CodeCacheState | null;
   /** Resolves once, when the instance is gone and its resources released. */
   readonly exited: Promise<InstanceExit>;
   /** Graceful stop: SIGTERM, then kill after `graceMs` (default: the function's timeout). Idempotent. */

@@ -25,10 +25,13 @@ test("splitLines: lines across chunks, the unterminated tail, and the cap", asyn
 });
 
 test("parseOutputLine: ready, structured with request id, raw, malformed", () => {
-  assert.deepEqual(parseOutputLine(READY_LINE, "stdout", "i1"), { kind: "ready", initMs: null });
-  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":12.5}`, "stdout", "i1"), { kind: "ready", initMs: 12.5 });
-  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":-1}`, "stdout", "i1"), { kind: "ready", initMs: null });
-  assert.deepEqual(parseOutputLine(`${READY_LINE} not json`, "stdout", "i1"), { kind: "ready", initMs: null });
+  assert.deepEqual(parseOutputLine(READY_LINE, "stdout", "i1"), { kind: "ready", initMs: null, codeCache: null });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":12.5}`, "stdout", "i1"), { kind: "ready", initMs: 12.5, codeCache: null });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":-1}`, "stdout", "i1"), { kind: "ready", initMs: null, codeCache: null });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} not json`, "stdout", "i1"), { kind: "ready", initMs: null, codeCache: null });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":3,"codeCache":"accepted"}`, "stdout", "i1"), { kind: "ready", initMs: 3, codeCache: "accepted" });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":3,"codeCache":"rejected"}`, "stdout", "i1"), { kind: "ready", initMs: 3, codeCache: "rejected" });
+  assert.deepEqual(parseOutputLine(`${READY_LINE} {"initMs":3,"codeCache":"forged"}`, "stdout", "i1"), { kind: "ready", initMs: 3, codeCache: null }, "an unknown state is dropped");
   const structured = parseOutputLine(`${LOG_PREFIX}{"ts":5,"level":"warn","rid":"r1","msg":"hi"}`, "stdout", "i1");
   assert.deepEqual(structured, { kind: "log", line: { ts: 5, stream: "stdout", level: "warn", message: "hi", instanceId: "i1", requestId: "r1" } });
   const raw = parseOutputLine("plain", "stderr", "i1");

@@ -5,7 +5,7 @@
  */
 import type { Readable } from "node:stream";
 import type { InstanceLogLine } from "./driver";
-import { GENERIC_READY_LINE, LOG_PREFIX, READY_LINE } from "../shared/protocol";
+import { CODE_CACHE_STATES, GENERIC_READY_LINE, LOG_PREFIX, READY_LINE, type CodeCacheState } from "../shared/protocol";
 
 /** Longest line kept, in bytes (UTF-16 code units, close enough); longer lines are cut with a marker. */
 export const MAX_LINE_CHARS = 16 * 1024;
@@ -273,8 +273,11 @@ export function outputDroppedLine(instanceId: string, lines: number, bytes: numb
 }
 
 /** What one output line means to the platform. */
-/** `initMs`: how long the runtime took to load the module, when it said so on the READY line. */
-export type ParsedLine = { kind: "ready"; initMs: number | null } | { kind: "log"; line: InstanceLogLine };
+/**
+ * `initMs`: how long the runtime took to load the module, `codeCache`: whether it was compiled from a code
+ * cache — each when it said so on the READY line.
+ */
+export type ParsedLine = { kind: "ready"; initMs: number | null; codeCache: CodeCacheState | null } | { kind: "log"; line: InstanceLogLine };
 
 /**
  * Classifies one line: the READY line, a structured `LOG_PREFIX` JSON line (tagged with its request id),
@@ -282,13 +285,17 @@ export type ParsedLine = { kind: "ready"; initMs: number | null } | { kind: "log
  */
 export function parseOutputLine(raw: string, stream: "stdout" | "stderr", instanceId: string): ParsedLine {
   if (stream === "stdout" && raw.startsWith(READY_LINE)) {
-    if (raw.length === READY_LINE.length) return { kind: "ready", initMs: null };
+    if (raw.length === READY_LINE.length) return { kind: "ready", initMs: null, codeCache: null };
     if (raw.charCodeAt(READY_LINE.length) === 32 /* space */) {
       try {
-        const v = (JSON.parse(raw.slice(READY_LINE.length + 1)) as { initMs?: unknown }).initMs;
-        return { kind: "ready", initMs: typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : null };
+        const { initMs: v, codeCache: c } = JSON.parse(raw.slice(READY_LINE.length + 1)) as { initMs?: unknown; codeCache?: unknown };
+        return {
+          kind: "ready",
+          initMs: typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : null,
+          codeCache: CODE_CACHE_STATES.includes(c as CodeCacheState) ? (c as CodeCacheState) : null,
+        };
       } catch {
-        return { kind: "ready", initMs: null };
+        return { kind: "ready", initMs: null, codeCache: null };
       }
     }
   }

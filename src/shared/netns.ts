@@ -210,14 +210,13 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
     used.delete(id);
     if (n !== undefined) claimed.delete(`${normalised}#${n}`);
     // Deleting the host end removes the pair at once; a deleted namespace frees its veth only later
-    // (the kernel tears namespaces down asynchronously).
-    if (n !== undefined) await run(IP, ["link", "del", vethOf(n)]).catch(() => undefined);
-    if (!existsSync(`${NETNS_DIR}/${name}`)) return;
-    try {
-      await run(IP, ["netns", "del", name]);
-    } catch (err) {
-      log.error({ err, netns: name }, "deleting a sandbox network namespace failed");
-    }
+    // (the kernel tears namespaces down asynchronously). One `ip` for both (each process costs the
+    // gateway a fork): `-force` goes on past a veth already gone.
+    const hasNs = existsSync(`${NETNS_DIR}/${name}`);
+    const lines = [...(n !== undefined ? [`link del ${vethOf(n)}`] : []), ...(hasNs ? [`netns del ${name}`] : [])];
+    if (lines.length === 0) return;
+    await ipBatch(null, lines, { force: true }).catch(() => undefined);
+    if (hasNs && existsSync(`${NETNS_DIR}/${name}`)) log.error({ netns: name }, "deleting a sandbox network namespace failed");
   }
 
   return {
@@ -272,8 +271,10 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
         const sandboxAddress = dotted(base + n * 4 + 2);
         const hostVeth = vethOf(n);
         try {
-          await run(IP, ["netns", "add", name]);
+          // The namespace and the host side in one `ip` (it stops at the first error: "File exists" when a
+          // killed run still holds the name or the veth), the sandbox side in a second.
           await ipBatch(null, [
+            `netns add ${name}`,
             `link add ${hostVeth} type veth peer name eth0 netns ${name}`,
             `addr add ${hostAddress}/30 dev ${hostVeth}`,
             `link set ${hostVeth} up`,
@@ -325,10 +326,10 @@ export function createSandboxNetworks(options: SandboxNetworkOptions): SandboxNe
   };
 }
 
-/** Runs `ip [-n ns] -batch -` with `lines` on stdin. */
-function ipBatch(ns: string | null, lines: string[]): Promise<void> {
+/** Runs `ip [-n ns] [-force] -batch -` with `lines` on stdin (without `force` it stops at the first failing line). */
+function ipBatch(ns: string | null, lines: string[], o: { force?: boolean } = {}): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = execFile(IP, [...(ns ? ["-n", ns] : []), "-batch", "-"], (err, _stdout, stderr) => {
+    const child = execFile(IP, [...(ns ? ["-n", ns] : []), ...(o.force === true ? ["-force"] : []), "-batch", "-"], (err, _stdout, stderr) => {
       if (err) reject(Object.assign(err, { stderr }));
       else resolve();
     });

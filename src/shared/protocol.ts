@@ -87,9 +87,17 @@ export interface SpecializeMessage {
 
 /**
  * Printed on a stdout line by the runtime once it listens, optionally followed by a space and
- * `{"initMs": <ms the module took to load>}` (drivers accept both forms).
+ * `{"initMs": <ms the module took to load>, "codeCache"?: CodeCacheState}` (drivers accept both forms).
  */
 export const READY_LINE = "\u0000stratus:ready";
+
+/**
+ * Whether the runtime was compiled from a V8 code cache (src/runtime/boot.cjs, src/sandbox/code-cache.ts):
+ * `accepted`, `rejected` by V8 (another Node, other flags, another bundle: compiled from source), or
+ * `absent` (none given). Reported on the READY line when the runtime was started through its boot loader.
+ */
+export type CodeCacheState = "accepted" | "rejected" | "absent";
+export const CODE_CACHE_STATES: readonly CodeCacheState[] = ["accepted", "rejected", "absent"];
 /**
  * Prefix of a structured log line on stdout: the rest of the line is JSON
  * `{ "ts": epochMs, "level": "log"|"info"|"warn"|"error"|"debug", "rid"?: requestId, "msg": string }`.

@@ -32,13 +32,17 @@ export const IMAGE_PATHS = {
   socketDir: "/run/stratus",
   /** The KSM launcher (../ksm/ksm-exec.c), when the base image was built with one: the entrypoint under `docker.ksm`. */
   ksmExec: "/opt/stratus/ksm-exec",
+  /** The runtime's boot loader (src/runtime/boot.cjs), when the base image was built with one: pool slots start it. */
+  boot: "/opt/stratus/boot.cjs",
+  /** Where a slot's container gets the runtime's V8 code cache (a read-only bind of ../code-cache.ts's file). */
+  codeCache: "/opt/stratus/runtime.cache",
 } as const;
 
 /** The unprivileged user every container runs as (`nobody:nogroup`). */
 export const IMAGE_USER = "65534:65534";
 
 /** Bump when the image layout changes, so old base images are not reused. */
-const LAYOUT_VERSION = "3";
+const LAYOUT_VERSION = "4";
 
 export interface BaseImageOptions {
   /** Host node binary to ship (default: `process.execPath`). */
@@ -47,6 +51,8 @@ export interface BaseImageOptions {
   readonly runtimeFile: string;
   /** The KSM launcher to ship at IMAGE_PATHS.ksmExec (it needs only the libc node already brings). */
   readonly ksmLauncher?: string;
+  /** The runtime's boot loader to ship at IMAGE_PATHS.boot (dist/runtime-boot.cjs). */
+  readonly bootFile?: string;
   /** Receives the build output, line by line. */
   readonly onLog?: (line: string) => void;
 }
@@ -92,7 +98,7 @@ export async function ensureBaseImage(docker: Docker, options: BaseImageOptions)
     throw new StratusError("BUILD_FAILED", `ldd ${node} failed`, { cause });
   });
   const hash = createHash("sha256").update(`stratus-base:${LAYOUT_VERSION}\n`);
-  for (const file of [node, ...libs, options.runtimeFile, ...(options.ksmLauncher === undefined ? [] : [options.ksmLauncher])]) {
+  for (const file of [node, ...libs, options.runtimeFile, ...(options.ksmLauncher === undefined ? [] : [options.ksmLauncher]), ...(options.bootFile === undefined ? [] : [options.bootFile])]) {
     hash.update(`${file} ${await sha256File(file)}\n`);
   }
   const tag = `stratus-runtime:${hash.digest("hex").slice(0, 16)}`;
@@ -122,6 +128,7 @@ async function buildIfMissing(docker: Docker, tag: string, node: string, libs: s
     for (const lib of libs) await put(lib, lib);
     await put(options.runtimeFile, IMAGE_PATHS.runtime);
     if (options.ksmLauncher !== undefined) await put(options.ksmLauncher, IMAGE_PATHS.ksmExec);
+    if (options.bootFile !== undefined) await put(options.bootFile, IMAGE_PATHS.boot);
     // os.userInfo() and some libraries need the user to exist; /tmp is a tmpfs at run time.
     await mkdir(join(rootfs, "etc"), { recursive: true });
     await writeFile(join(rootfs, "etc/passwd"), "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/tmp:/sbin/nologin\n");

@@ -23,12 +23,12 @@
  * `slotIds` holds every pool slot (idle or specialised) from before its container is created until its
  * container, socket dir and code dir are gone.
  */
-import { readFileSync, renameSync, statSync, unlinkSync, watch, type FSWatcher } from "node:fs";
+import { existsSync, readFileSync, renameSync, statSync, unlinkSync, watch, type FSWatcher } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { Agent } from "node:http";
 import { hostname, tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import Docker from "dockerode";
 import { StratusError } from "../../shared/errors";
@@ -37,6 +37,7 @@ import { createSilentLogger } from "../../shared/logger";
 import type { DiscoveredFunction, DiscoverySpec, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver } from "../driver";
 import { IMAGE_PATHS, IMAGE_USER, ensureBaseImage } from "./base-image";
 import { checkKsmForDriver, ksmLauncherBeside } from "../ksm/ksm";
+import { createRuntimeCodeCaches, type RuntimeCodeCaches } from "../code-cache";
 import { engineStatus, followProgress, isNotFound } from "./engine";
 import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./function-image";
 import { ensureFunctionNetwork } from "./network";
@@ -100,6 +101,14 @@ export interface DockerDriverOptions extends SandboxDriverOptions {
    * settings are never changed (a warning when it is off). Default false.
    */
   readonly ksm?: boolean;
+  /**
+   * Pool slots compile the runtime from a V8 code cache (../code-cache.ts): the base image ships
+   * `runtime-boot.cjs` (beside `runtimePath`), slots start it with the cache of their Node flags bound
+   * read-only (produced once per driver run on the socket root's tmpfs; open() produces the pool's).
+   * Fresh starts run the runtime directly: their function image may come from an older base image.
+   * Default true.
+   */
+  readonly codeCache?: boolean;
 }
 
 /** The channels a Docker pool slot can be specialised over (DockerDriverOptions.specializeChannel). */
@@ -222,8 +231,20 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   const imagesStarting = new Map<string, number>();
   let network: Promise<string> | null = null;
 
+  /** The runtime's boot loader and code caches for pool slots (option `codeCache`). */
+  const bootFile = join(dirname(runtimeFile), "runtime-boot.cjs");
+  const codeCaches: RuntimeCodeCaches | null = options.codeCache !== false && basename(runtimeFile) === "runtime.cjs" && existsSync(bootFile)
+    ? createRuntimeCodeCaches({ nodePath: options.nodePath ?? process.execPath, bootPath: bootFile, cacheDir: join(socketRoot, ".code-cache"), logger: log })
+    : null;
+  /** A slot's command and its cache's bind: the loader with the cache of its flags when one is there. */
+  const slotCommand = (memoryMb: number): { cmd: string[]; binds: string[] } => {
+    const args = instanceNodeArgs(memoryMb);
+    if (codeCaches === null) return { cmd: [...args, IMAGE_PATHS.runtime], binds: [] };
+    const cache = codeCaches.get(args);
+    return { cmd: [...args, IMAGE_PATHS.boot], binds: cache === undefined ? [] : [`${cache}:${IMAGE_PATHS.codeCache}:ro`] };
+  };
   const baseImage = (onLog?: (line: string) => void) =>
-    ensureBaseImage(docker, { runtimeFile, ...(ksmLauncher === undefined ? {} : { ksmLauncher }), ...(options.nodePath === undefined ? {} : { nodeBinary: options.nodePath }), ...(onLog === undefined ? {} : { onLog }) });
+    ensureBaseImage(docker, { runtimeFile, ...(ksmLauncher === undefined ? {} : { ksmLauncher }), ...(codeCaches === null ? {} : { bootFile }), ...(options.nodePath === undefined ? {} : { nodeBinary: options.nodePath }), ...(onLog === undefined ? {} : { onLog }) });
 
   function functionNetwork(): Promise<string> {
     network ??= ensureFunctionNetwork(docker, networkOptions).catch((err: unknown) => {
@@ -449,11 +470,12 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
       const codeDir = await slotMounts.create(slotId);
       await mkdir(socketDir, { recursive: true, mode: 0o700 });
       await chown(socketDir, 65534, 65534);
+      const command = slotCommand(key.memoryMb);
       container = await docker.createContainer({
         name: containerName(slotId),
         Image: image,
         Entrypoint: instanceEntrypoint,
-        Cmd: [...instanceNodeArgs(key.memoryMb), IMAGE_PATHS.runtime],
+        Cmd: command.cmd,
         // Minimal: the function's env arrives with the message, never on the container's config.
         Env: [
           `GLIBC_TUNABLES=${INSTANCE_MALLOC_TUNABLES}`, `${ENV.socket}=${IMAGE_PATHS.socketDir}/${SOCKET_NAME}`, `${ENV.generic}=1`,
@@ -472,7 +494,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
         // its input (StdinOnce); the driver holds that attach.
         OpenStdin: channel === "attach",
         StdinOnce: channel === "attach",
-        HostConfig: hardenedHostConfig(key.memoryMb, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`, `${codeDir}:${IMAGE_PATHS.functionDir}:ro,rslave`], networkMode, key.maxOpenFiles),
+        HostConfig: hardenedHostConfig(key.memoryMb, [`${socketDir}:${IMAGE_PATHS.socketDir}:rw`, `${codeDir}:${IMAGE_PATHS.functionDir}:ro,rslave`, ...command.binds], networkMode, key.maxOpenFiles),
       });
       return await attachAndStart(container, socketDir, slotId, io);
     } catch (err) {
@@ -778,7 +800,15 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   }
 
   return {
-    name: "docker", registry, prewarm: core.prewarm, start: core.start, open: core.open, close: core.close,
+    name: "docker", registry, prewarm: core.prewarm, start: core.start,
+    // The pool's slots boot once the cache of their flags is there (or could not be made); it lives on the
+    // socket root's tmpfs, so it is made once per driver run.
+    open: () => core.open(codeCaches === null ? undefined : ensureSocketRoot().then(() => codeCaches.ensure(instanceNodeArgs(options.prewarmMemoryMb ?? 256)))),
+    close: async () => {
+      // A producer run writes into the socket root, which closing unmounts: let it finish first (bounded).
+      await codeCaches?.close();
+      await core.close();
+    },
     prepare, discover, reconcile, pruneImages, ensureImage,
   };
 }

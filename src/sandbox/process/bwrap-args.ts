@@ -24,6 +24,10 @@ export const SANDBOX_PATHS = {
   node: "/stratus/node",
   /** The runtime's startup snapshot (read-only), bound instead of the bundle when one is used (../runtime-snapshot.ts). */
   snapshot: "/stratus/runtime.blob",
+  /** The runtime's boot loader (read-only; src/runtime/boot.cjs): what node runs when it is bound; it loads `runtime` beside it. */
+  boot: "/stratus/boot.cjs",
+  /** The V8 code cache of the runtime for this sandbox's Node flags (read-only; ../code-cache.ts), beside the loader. */
+  codeCache: "/stratus/runtime.cache",
   /** The instance's socket directory (read-write, only this sandbox mounts it). */
   socketDir: "/stratus/run",
   /** Socket file name inside the socket directory. */
@@ -43,6 +47,10 @@ export interface SandboxCommandInput {
   /** The runtime bundle, or with `snapshot` the runtime's startup-snapshot blob (started with `--snapshot-blob`). */
   readonly runtimePath: string;
   readonly snapshot?: boolean;
+  /** The runtime's boot loader (not with `snapshot`): node runs it, and it runs the bundle with `codeCachePath`'s cache. */
+  readonly bootPath?: string;
+  /** The V8 code cache the loader compiles the bundle with (only with `bootPath`). */
+  readonly codeCachePath?: string;
   readonly artifactDir: string;
   readonly socketDir: string;
   readonly uid: number;
@@ -94,6 +102,7 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
   // binding its directory would make the host's path (and its parents, e.g. /work) visible inside. It needs
   // only the system's libraries (ldd: libc, libstdc++, libm, libgcc_s, libdl, libpthread).
   const nodeInside = input.nodePath.startsWith("/usr/") ? input.nodePath : SANDBOX_PATHS.node;
+  const boot = input.snapshot !== true && input.bootPath !== undefined;
   // Directories bwrap creates for mount points are 0700 when it runs as root: create them 0755 first.
   b.push("--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/etc/ssl");
   for (const p of ETC_FILES) b.push("--ro-bind-try", p, p);
@@ -103,6 +112,8 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     "--perms", "0755", "--dir", "/stratus",
     ...(nodeInside === input.nodePath ? [] : ["--ro-bind", input.nodePath, nodeInside]),
     "--ro-bind", input.runtimePath, input.snapshot === true ? SANDBOX_PATHS.snapshot : SANDBOX_PATHS.runtime,
+    ...(boot ? ["--ro-bind", input.bootPath!, SANDBOX_PATHS.boot] : []),
+    ...(boot && input.codeCachePath !== undefined ? ["--ro-bind", input.codeCachePath, SANDBOX_PATHS.codeCache] : []),
     "--ro-bind", input.artifactDir, SANDBOX_PATHS.code,
     "--bind", input.socketDir, SANDBOX_PATHS.socketDir,
     "--remount-ro", "/",
@@ -110,7 +121,7 @@ export function buildSandboxCommand(input: SandboxCommandInput): [string, string
     input.setprivPath,
     "--reuid", String(input.uid), "--regid", String(input.gid), "--clear-groups",
     "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
-    nodeInside, ...input.nodeArgs, ...(input.snapshot === true ? ["--snapshot-blob", SANDBOX_PATHS.snapshot] : [SANDBOX_PATHS.runtime]),
+    nodeInside, ...input.nodeArgs, ...(input.snapshot === true ? ["--snapshot-blob", SANDBOX_PATHS.snapshot] : [boot ? SANDBOX_PATHS.boot : SANDBOX_PATHS.runtime]),
   );
   // The wrapper joins every cgroup before exec, so no child of the sandbox is ever outside them
   // (writing the pid of an already running bwrap races with its forks). Exit 125 = could not join.

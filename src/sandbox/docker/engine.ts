@@ -3,6 +3,7 @@
  * JSON-lines progress streams of build / push / pull, and classifying the engine's HTTP errors.
  */
 import { Agent } from "node:http";
+import Docker from "dockerode";
 import type { Readable } from "node:stream";
 import { inspect } from "node:util";
 
@@ -26,6 +27,11 @@ export class EngineAgent extends Agent {
   [inspect.custom](): string {
     return "EngineAgent";
   }
+}
+
+/** The driver's default engine client: /var/run/docker.sock (or DOCKER_HOST) through an EngineAgent. */
+export function engineClient(): Docker {
+  return new Docker({ agent: new EngineAgent() } as Docker.DockerOptions);
 }
 
 /** One event of a build, push or pull progress stream (only the fields Stratus reads). */

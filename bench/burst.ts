@@ -118,7 +118,7 @@ async function growFromFirstBurst(gw: Awaited<ReturnType<typeof spawnGateway>>):
   const fs = sorted(first.latencies);
   return `, after a first burst (p99 ${pct(fs, 0.99).toFixed(0)} ms) grew the pool to ${idle} (${((grownAt - t0) / 1000).toFixed(0)} s after it)`;
 }
-const runs: Array<{ label: string; r: BurstResult; started: number; hits: number; cpu: string; where: string }> = [];
+const runs: Array<{ label: string; r: BurstResult; started: number; hits: number; fresh: string; cpu: string; where: string }> = [];
 const BASE_DIR = process.env.BENCH_BASELINE_DIR;
 const baseSpawn = BASE_DIR === undefined ? null : ((await import(pathToFileURL(resolve(BASE_DIR, "bench/lib/spawn-gateway.ts")).href)) as { spawnGateway: typeof spawnGateway });
 /** Where a burst's time went: the cold requests' Server-Timing and when instances began to serve. */
@@ -165,7 +165,7 @@ for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noH
   });
   await new Promise((r) => setTimeout(r, 500)); // the slots' start-up work has settled
   const loadAt = load().split(" / ")[0];
-  const hitsBefore = (await gw.stats()).prewarm.hits;
+  const { hits: hitsBefore, misses: missesBefore } = (await gw.stats()).prewarm;
   const CPU_NAMES = ["dockerd", "containerd"];
   const cpu0 = cpuByName(CPU_NAMES);
   const gwCpu0 = cpuOfPid(gw.child.pid!);
@@ -178,7 +178,15 @@ for (let round = 0; round < ROUNDS; round++) for (const { prewarm, snapshot, noH
   console.log(`${tree} prewarm ${prewarm}: ${whereItWent(r)}; CPU ${cpu}`);
   console.log(`${tree} prewarm ${prewarm}: latency min ${sl[0]?.toFixed(0)} p10 ${pct(sl, 0.1).toFixed(0)} p25 ${pct(sl, 0.25).toFixed(0)} p50 ${pct(sl, 0.5).toFixed(0)} ms`);
   const label = `${baseSpawn === null ? "" : tree === "base" ? "**baseline** " : "**this** "}${prewarm ? `gateway, pool of ${prewarm}` : "gateway, no pool"}${snapshot ? ", startup snapshot (Node 24)" : ""}${noHold ? ", refill during the burst (round three)" : ""}${noCancel ? ", every queued boot runs (round three)" : ""}${repeat ? `, prewarmMax 100${grown}` : ""}${width === undefined ? "" : `, boot gate ${width} wide`}${ROUNDS > 1 ? ` (round ${round + 1})` : ""}, load ${loadAt}`;
-  runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits - hitsBefore, cpu, where: whereItWent(r) });
+  // `instances at the end` counts starts still queued in the boot gate; the fresh boots that ran are counted once
+  // every start has settled (booted or cancelled as unneeded; bounded wait).
+  let settled = s;
+  for (let deadline = Date.now() + 60_000; (settled.gateway.wait?.starting ?? 0) > 0 && Date.now() < deadline;) {
+    await new Promise((res) => setTimeout(res, 250));
+    settled = await gw.stats();
+  }
+  const fresh = (settled.gateway.wait?.starting ?? 0) > 0 ? "?" : String(settled.prewarm.misses - missesBefore);
+  runs.push({ label, r, started: s.gateway.wait?.total ?? 0, hits: s.prewarm.hits - hitsBefore, fresh, cpu, where: whereItWent(r) });
   await gw.close();
 }
 const after = load();
@@ -195,10 +203,13 @@ gateway in its own process; the function config: ${JSON.stringify(config)}.
 
 ${machine(before, after)}
 
-| target | errors | p50 | p99 | wall time | wall / baseline | instances at the end | from the pool |
-|---|---|---|---|---|---|---|---|
-| bare Node http, waits 100 ms (baseline) | ${fmt(baseline)} | – | – |
-${runs.map((x) => `| ${x.label} | ${fmt(x.r)} | ${x.started} | ${x.hits} |`).join("\n")}
+| target | errors | p50 | p99 | wall time | wall / baseline | instances at the end | from the pool | fresh boots |
+|---|---|---|---|---|---|---|---|---|
+| bare Node http, waits 100 ms (baseline) | ${fmt(baseline)} | – | – | – |
+${runs.map((x) => `| ${x.label} | ${fmt(x.r)} | ${x.started} | ${x.hits} | ${x.fresh} |`).join("\n")}
+
+\`instances at the end\`: ready and starting when the burst ended (starts still queued in the boot gate count);
+\`fresh boots\`: the instances that booted fresh (not from a slot) for the burst, counted once every start settled.
 
 Where the time went (Server-Timing of the requests that waited for an instance; CPU used during the burst):
 

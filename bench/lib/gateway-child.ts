@@ -35,6 +35,8 @@ interface Setup {
   prewarmBurstHoldMs?: number;
   /** Most idle slots per key (default here max(4, prewarm); a node's default is 4 × prewarm, ≤ 32). */
   prewarmMax?: number;
+  /** The driver's boot gate width (default: the driver's, one per core, at least 2). */
+  maxConcurrentStarts?: number;
   /** Gateway limits beyond the bench's `sweepIntervalMs: 200` (e.g. disconnectGraceMs). */
   limits?: GatewayLimitsInput;
   prewarm: number;
@@ -61,12 +63,13 @@ if (delay !== null) {
 const stateDir = mkdtempSync("/tmp/sbn-");
 const processDriver = setup.driver === "docker"
   ? null
-  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.prewarmBurstHoldMs === undefined ? {} : { prewarmBurstHoldMs: setup.prewarmBurstHoldMs }), ...(setup.cancelUnneededBoots === undefined ? {} : { cancelUnneededBoots: setup.cancelUnneededBoots }), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true, ksm: setup.ksm === true, ...(setup.codeCache === undefined ? {} : { codeCache: setup.codeCache }) });
+  : createProcessDriver({ runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir, cgroupRoot: setup.cgroupRoot, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}), ...(setup.prewarmBurstHoldMs === undefined ? {} : { prewarmBurstHoldMs: setup.prewarmBurstHoldMs }), ...(setup.cancelUnneededBoots === undefined ? {} : { cancelUnneededBoots: setup.cancelUnneededBoots }), ...(setup.instanceNode ? { nodePath: resolve(setup.instanceNode) } : {}), runtimeSnapshot: setup.runtimeSnapshot === true, ksm: setup.ksm === true, ...(setup.maxConcurrentStarts === undefined ? {} : { maxConcurrentStarts: setup.maxConcurrentStarts }), ...(setup.codeCache === undefined ? {} : { codeCache: setup.codeCache }) });
 const driver: SandboxDriver = processDriver
   ?? (await import("../../src/sandbox/docker/docker-driver")).createDockerDriver({
     runtimePath: resolve(setup.runtimePath ?? "dist/runtime.cjs"), stateDir: stateDir, nodeId: `bench-${process.pid}`, prewarm: setup.prewarm, prewarmMax: setup.prewarmMax ?? Math.max(4, setup.prewarm), ...(setup.prewarmRefill ? { prewarmRefill: setup.prewarmRefill } : {}),
     ...(setup.prewarmBurstHoldMs === undefined ? {} : { prewarmBurstHoldMs: setup.prewarmBurstHoldMs }), ...(setup.cancelUnneededBoots === undefined ? {} : { cancelUnneededBoots: setup.cancelUnneededBoots }),
     ...(setup.specializeChannel ? { specializeChannel: setup.specializeChannel } : {}),
+    ...(setup.maxConcurrentStarts === undefined ? {} : { maxConcurrentStarts: setup.maxConcurrentStarts }),
   });
 await driver.reconcile();
 await driver.open();

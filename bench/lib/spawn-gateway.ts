@@ -27,7 +27,7 @@ export interface BenchGateway {
 }
 
 /** Spawns the child and resolves once it listens. */
-export async function spawnGateway(setup: { driver?: "process" | "docker"; runtimePath?: string; observe?: boolean; prewarm: number; cgroupRoot: string; functions: BenchFunction[]; limits?: GatewayLimitsInput; prewarmRefill?: "demand" | "quiet"; prewarmBurstHoldMs?: number; cancelUnneededBoots?: boolean; prewarmMax?: number; instanceNode?: string; runtimeSnapshot?: boolean; ksm?: boolean; codeCache?: boolean; specializeChannel?: "socket" | "attach" }): Promise<BenchGateway> {
+export async function spawnGateway(setup: { driver?: "process" | "docker"; runtimePath?: string; observe?: boolean; prewarm: number; cgroupRoot: string; functions: BenchFunction[]; limits?: GatewayLimitsInput; prewarmRefill?: "demand" | "quiet"; prewarmBurstHoldMs?: number; cancelUnneededBoots?: boolean; prewarmMax?: number; instanceNode?: string; runtimeSnapshot?: boolean; ksm?: boolean; codeCache?: boolean; specializeChannel?: "socket" | "attach"; maxConcurrentStarts?: number }): Promise<BenchGateway> {
   const script = fileURLToPath(new URL("./gateway-child.ts", import.meta.url));
   // BENCH_GATEWAY_PROF=<dir>: CPU profile of the gateway process (written when it exits).
   const prof = process.env.BENCH_GATEWAY_PROF;

@@ -26,7 +26,6 @@
 import { existsSync, readFileSync, renameSync, statSync, unlinkSync, watch, type FSWatcher } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { chown, mkdir, mkdtemp, rm } from "node:fs/promises";
-import { Agent } from "node:http";
 import { hostname, tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
@@ -38,7 +37,7 @@ import type { DiscoveredFunction, DiscoverySpec, InstanceLogLine, InstanceSpec, 
 import { IMAGE_PATHS, IMAGE_USER, ensureBaseImage } from "./base-image";
 import { checkKsmForDriver, ksmLauncherBeside } from "../ksm/ksm";
 import { createRuntimeCodeCaches, type RuntimeCodeCaches } from "../code-cache";
-import { engineStatus, followProgress, isNotFound } from "./engine";
+import { engineClient, engineStatus, followProgress, isNotFound } from "./engine";
 import { LABELS, buildFunctionImage, copyReadable, type RegistryAuth } from "./function-image";
 import { ensureFunctionNetwork } from "./network";
 import { parseOutputLine } from "../output-lines";
@@ -181,9 +180,9 @@ function containerName(instanceId: string): string {
  * The services it needs (dockerd, a registry) are started by scripts/services.sh.
  */
 export function createDockerDriver(options: DockerDriverOptions = {}): DockerDriver {
-  // No keep-alive: Node 20's global agent keeps sockets, and after an engine restart the first call
-  // on a kept socket fails with EPIPE. A new connection to the engine's Unix socket costs well under 1 ms.
-  const docker = options.docker ?? new Docker({ agent: new Agent({ keepAlive: false }) } as Docker.DockerOptions);
+  // No keep-alive (a new connection to the engine's Unix socket costs well under 1 ms), and an agent that
+  // docker-modem's per-request util.inspect does not walk (EngineAgent).
+  const docker = options.docker ?? engineClient();
   const registry = options.registry ?? "127.0.0.1:5000";
   const runtimeFile = options.runtimePath ?? join(process.cwd(), "dist", "runtime.cjs");
   const socketRoot = options.stateDir ?? join(tmpdir(), "stratus-docker");

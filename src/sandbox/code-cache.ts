@@ -46,7 +46,7 @@ export interface RuntimeCodeCaches {
   get(nodeArgs: readonly string[]): string | undefined;
   /** Produces (or finds) the cache for `nodeArgs`; resolves with its path, or undefined when it could not be made (logged). */
   ensure(nodeArgs: readonly string[]): Promise<string | undefined>;
-  /** Waits for producer runs under way (their children are bounded by the timeout). */
+  /** Waits for producer runs under way (their children are bounded by the timeout); none starts after it. */
   close(): Promise<void>;
 }
 
@@ -59,6 +59,7 @@ export function createRuntimeCodeCaches(options: RuntimeCodeCachesOptions): Runt
   const log = options.logger;
   const timeoutMs = options.timeoutMs ?? 30_000;
   const runs = new Map<string, Promise<string | undefined>>();
+  let closed = false;
   let identity: string | undefined;
   /** What every key shares: the binary (path, size, mtime, inode), the bundle's and the loader's bytes. */
   const sharedIdentity = (): string => {
@@ -146,6 +147,7 @@ export function createRuntimeCodeCaches(options: RuntimeCodeCachesOptions): Runt
     }
     let run = runs.get(file);
     if (run === undefined) {
+      if (closed) return Promise.resolve(existsSync(file) ? file : undefined);
       run = existsSync(file) ? Promise.resolve(file) : produce(nodeArgs, file);
       runs.set(file, run);
     }
@@ -166,6 +168,7 @@ export function createRuntimeCodeCaches(options: RuntimeCodeCachesOptions): Runt
     },
     ensure,
     async close() {
+      closed = true;
       await Promise.all(runs.values());
     },
   };

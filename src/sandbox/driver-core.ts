@@ -412,9 +412,10 @@ export interface DriverCore<H> {
   start(spec: InstanceSpec, options?: StartOptions): Promise<Instance>;
   /**
    * SandboxDriver.open: start() is allowed from now on, and the pool starts filling — at once, or once
-   * `fillAfter` settled (the backend's preparation of what its slots boot with). Resolves then. Idempotent.
+   * the promise `fillAfter` returns settled (the backend's preparation of what its slots boot with; called
+   * by the first open() only, never after close()). Resolves then. Idempotent.
    */
-  open(fillAfter?: Promise<unknown>): Promise<void>;
+  open(fillAfter?: () => Promise<unknown>): Promise<void>;
   /** Closes the pool and destroys every sandbox; the backend then releases what it shares. Idempotent. */
   close(): Promise<void>;
   /** Immediate stop of one sandbox. Idempotent. */
@@ -765,7 +766,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
       // Fill the pool in the background from now on: the first cold start should already find a slot.
       if (fillAfter === undefined) pool.refill();
       else {
-        await fillAfter.catch(() => undefined);
+        await fillAfter().catch(() => undefined);
         if (!closed) pool.refill();
       }
     },

@@ -103,7 +103,7 @@ export interface DockerDriverOptions extends SandboxDriverOptions {
   /**
    * Pool slots compile the runtime from a V8 code cache (../code-cache.ts): the base image ships
    * `runtime-boot.cjs` (beside `runtimePath`), slots start it with the cache of their Node flags bound
-   * read-only (produced once per driver run on the socket root's tmpfs; open() produces the pool's).
+   * read-only (produced once per driver run in `<poolRoot>/code-cache`; open() produces the pool's).
    * Fresh starts run the runtime directly: their function image may come from an older base image.
    * Default true.
    */
@@ -201,7 +201,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   if (ksmLauncher !== undefined) checkKsmForDriver(ksmLauncher, "docker.ksm", log);
   /** The containers' entrypoint: node, or the KSM launcher then node. */
   const instanceEntrypoint = ksmLauncher === undefined ? [IMAGE_PATHS.node] : [IMAGE_PATHS.ksmExec, IMAGE_PATHS.node];
-  const slotMounts = createSlotMounts(options.poolRoot ?? join(socketRoot, ".pool"), log);
+  const poolRoot = options.poolRoot ?? join(socketRoot, ".pool");
+  const slotMounts = createSlotMounts(poolRoot, log);
   /**
    * The socket root is a tmpfs mounted noexec, nosuid, nodev (once, by the mount helper): Docker's bind
    * options have no noexec, but a bind keeps its source mount's flags, so a socket dir bound from here
@@ -233,7 +234,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
   /** The runtime's boot loader and code caches for pool slots (option `codeCache`). */
   const bootFile = join(dirname(runtimeFile), "runtime-boot.cjs");
   const codeCaches: RuntimeCodeCaches | null = options.codeCache !== false && basename(runtimeFile) === "runtime.cjs" && existsSync(bootFile)
-    ? createRuntimeCodeCaches({ nodePath: options.nodePath ?? process.execPath, bootPath: bootFile, cacheDir: join(socketRoot, ".code-cache"), logger: log })
+    ? createRuntimeCodeCaches({ nodePath: options.nodePath ?? process.execPath, bootPath: bootFile, cacheDir: join(poolRoot, "code-cache"), logger: log })
     : null;
   /** A slot's command and its cache's bind: the loader with the cache of its flags when one is there. */
   const slotCommand = (memoryMb: number): { cmd: string[]; binds: string[] } => {
@@ -800,11 +801,11 @@ export function createDockerDriver(options: DockerDriverOptions = {}): DockerDri
 
   return {
     name: "docker", registry, prewarm: core.prewarm, start: core.start,
-    // The pool's slots boot once the cache of their flags is there (or could not be made); it lives on the
-    // socket root's tmpfs, so it is made once per driver run.
-    open: () => core.open(codeCaches === null ? undefined : ensureSocketRoot().then(() => codeCaches.ensure(instanceNodeArgs(options.prewarmMemoryMb ?? 256)))),
+    // The pool's slots boot once the cache of their flags is there (or could not be made); it lives in the
+    // pool root (by default on the socket root's tmpfs, so it is made once per driver run).
+    open: () => core.open(codeCaches === null ? undefined : () => ensureSocketRoot().then(() => codeCaches.ensure(instanceNodeArgs(options.prewarmMemoryMb ?? 256)))),
     close: async () => {
-      // A producer run writes into the socket root, which closing unmounts: let it finish first (bounded).
+      // A producer run writes into the pool root, which closing unmounts: let it finish first (bounded).
       await codeCaches?.close();
       await core.close();
     },

@@ -530,7 +530,7 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     start: core.start,
     // Starts are allowed at once; the pool's slots boot once the cache of their flags is there (produced
     // once per runtime build; a restart finds it in the state dir) or could not be made (they compile from source).
-    open: () => core.open(codeCaches?.ensure(instanceNodeArgs(options.prewarmMemoryMb ?? 256))),
+    open: () => core.open(codeCaches === null ? undefined : () => codeCaches.ensure(instanceNodeArgs(options.prewarmMemoryMb ?? 256))),
     prepare: async () => ({}),
     discover,
     reconcile,

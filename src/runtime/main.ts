@@ -87,6 +87,12 @@ export async function main(): Promise<void> {
   };
 
   let preloaded: Promise<typeof import("./function-server")> | undefined;
+  /**
+   * A slot's own server, built, warmed up and listening on the instance's socket before the message, its
+   * requests held until `bindSlotServer` gives it the function (undefined: build one after the load).
+   */
+  let slotServer: import("./function-server").FunctionServer | undefined;
+  let bindSlotServer: ((fn: import("./function-server").BoundFunction) => void) | undefined;
   /** Where to announce READY besides stdout (SpecializeMessage.readyFile), if the driver asked. */
   let readyFile: string | undefined;
   if (env.generic) {
@@ -104,10 +110,24 @@ export async function main(): Promise<void> {
     // path, where initMs is measured with it): pay it here.
     performance.now();
     await warmLoader();
-    await warmUp(warm({ functionName: "warm-up", handler: warmHandler, config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
-    // What a fresh start does before it listens, done while the slot waits (nothing in the sandbox
-    // creates the path until the instance listens there).
-    if (env.socket !== undefined) unlinkStale(env.socket);
+    // The instance's own server (Express app, router, HTTP server), built now and warmed up on the
+    // instance's socket, where it keeps listening: the message then only loads the module and binds
+    // its handler (no app to build, no listen, and the first request meets code that already served
+    // this very app). Until bound, it holds whatever arrives (only the driver's side can reach the socket).
+    const warmServer = warm({ functionName: "warm-up", handler: warmHandler, config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit });
+    if (env.socket !== undefined) {
+      // What a fresh start does before it listens (a stale socket), done while the slot waits.
+      unlinkStale(env.socket);
+      if (await warmUp(warmServer.server, env.socket, true)) {
+        try {
+          bindSlotServer = warmServer.detach();
+          slotServer = warmServer;
+        } catch {
+          await new Promise<void>((resolve) => warmServer.server.close(() => resolve()));
+          unlinkStale(env.socket);
+        }
+      }
+    }
     let message: SpecializeMessage;
     if (env.specializeSocket !== undefined) {
       // Listening before GENERIC_READY_LINE: the driver connects once it has seen that line.
@@ -192,17 +212,17 @@ export async function main(): Promise<void> {
 
   const { createFunctionServer } = await (preloaded ?? import("./function-server"));
   let exiting = false;
-  const fs = createFunctionServer({
+  const bound = {
     functionName,
     handler,
     config,
     dev: env.dev,
-    emit,
     onUnusable: () => {
       // The platform replaces this instance; leave once what is in flight has answered.
       void fs.drain().then(() => exit(EXIT.ok));
     },
-  });
+  };
+  const fs = slotServer ?? createFunctionServer({ ...bound, emit });
   const exit = (code: number) => {
     capture.flush();
     process.exit(code);
@@ -218,11 +238,9 @@ export async function main(): Promise<void> {
   process.on("unhandledRejection", crash);
   process.once("SIGTERM", () => void fs.drain().then(() => exit(EXIT.ok)));
 
-  // A slot removed any stale socket while it waited (below): an ENOENT here costs an Error with its stack.
-  if (!env.generic) unlinkStale(env.socket!);
   // Init time: loading (and running the top level of) the user's module, reported with READY.
   const initMs = Math.round((performance.now() - loadStart) * 100) / 100;
-  fs.server.listen(env.socket, () => {
+  const announce = (): void => {
     const line = `${READY_LINE} ${JSON.stringify({ initMs })}`;
     if (readyFile !== undefined) {
       try {
@@ -240,8 +258,17 @@ export async function main(): Promise<void> {
       }
     }
     realWrite(`${line}\n`);
-  });
+  };
   fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
+  if (bindSlotServer !== undefined) {
+    // Listening since the slot's warm-up: bound now, it serves what it held and everything after.
+    bindSlotServer(bound);
+    announce();
+    return;
+  }
+  // A slot removed any stale socket while it waited (above): an ENOENT here costs an Error with its stack.
+  if (!env.generic) unlinkStale(env.socket!);
+  fs.server.listen(env.socket, announce);
 }
 
 /** Removes a stale socket at `path` (a previous instance's), if there is one. */
@@ -286,16 +313,22 @@ async function warmLoader(): Promise<void> {
 
 /**
  * Serves a few requests (a JSON POST and a plain GET, each on its own connection with the headers the
- * gateway sends, as a first request arrives) on a private Unix socket in /tmp (the sandbox's own tmpfs)
- * to `server`, then closes it and removes the socket. Failures are ignored: warming is an optimisation only.
+ * gateway sends, as a first request arrives) on the Unix socket `path` to `server`. With `keep`, the
+ * server stays listening there (true returned) unless something failed; otherwise (or on a failure) it
+ * is closed and the socket removed (false). Failures are otherwise ignored: warming is an optimisation only.
  */
-async function warmUp(server: import("node:http").Server): Promise<void> {
-  const path = `/tmp/.stratus-warm-${process.pid}.sock`;
+async function warmUp(server: import("node:http").Server, path: string, keep: boolean): Promise<boolean> {
+  let listening = false;
+  let ok = false;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(path, resolve);
+      server.listen(path, () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
+    listening = true;
     const { request } = await import("node:http");
     const headers = {
       host: "localhost", "x-stratus-request-id": "warm-up", "x-stratus-deadline-ms": "5000", "x-forwarded-for": "127.0.0.1",
@@ -312,16 +345,18 @@ async function warmUp(server: import("node:http").Server): Promise<void> {
         req.end(body);
       });
     }
+    ok = true;
   } catch {
     // not warmed: the first request pays instead
-  } finally {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    try {
-      unlinkSync(path);
-    } catch {
-      // already gone
-    }
   }
+  if (keep && ok) return true;
+  if (listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+  return false;
 }
 
 /**

@@ -312,6 +312,30 @@ async function warmLoader(): Promise<void> {
 }
 
 /**
+ * Sends the warm-up's requests to `path` (a JSON POST and a plain GET, each on its own connection with the
+ * headers the gateway sends, as a first request arrives), `requestId` as their request id; resolves once
+ * both were answered (or failed).
+ */
+async function warmRequests(path: string, requestId: string): Promise<void> {
+  const { request } = await import("node:http");
+  const headers = {
+    host: "localhost", "x-stratus-request-id": requestId, "x-stratus-deadline-ms": "5000", "x-forwarded-for": "127.0.0.1",
+    "x-forwarded-proto": "http", "x-forwarded-host": "localhost", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", connection: "close",
+  };
+  for (const [method, body] of [["POST", '{"warm":true}'], ["GET", undefined]] as const) {
+    await new Promise<void>((resolve) => {
+      const req = request({ socketPath: path, method, path: "/warm?x=1", headers: body === undefined ? headers : { ...headers, "content-type": "application/json" } }, (res) => {
+        res.resume();
+        res.on("end", resolve);
+        res.on("error", () => resolve());
+      });
+      req.on("error", () => resolve());
+      req.end(body);
+    });
+  }
+}
+
+/**
  * Serves a few requests (a JSON POST and a plain GET, each on its own connection with the headers the
  * gateway sends, as a first request arrives) on the Unix socket `path` to `server`. With `keep`, the
  * server stays listening there (true returned) unless something failed; otherwise (or on a failure) it
@@ -329,22 +353,7 @@ async function warmUp(server: import("node:http").Server, path: string, keep: bo
       });
     });
     listening = true;
-    const { request } = await import("node:http");
-    const headers = {
-      host: "localhost", "x-stratus-request-id": "warm-up", "x-stratus-deadline-ms": "5000", "x-forwarded-for": "127.0.0.1",
-      "x-forwarded-proto": "http", "x-forwarded-host": "localhost", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", connection: "close",
-    };
-    for (const [method, body] of [["POST", '{"warm":true}'], ["GET", undefined]] as const) {
-      await new Promise<void>((resolve) => {
-        const req = request({ socketPath: path, method, path: "/warm?x=1", headers: body === undefined ? headers : { ...headers, "content-type": "application/json" } }, (res) => {
-          res.resume();
-          res.on("end", resolve);
-          res.on("error", () => resolve());
-        });
-        req.on("error", () => resolve());
-        req.end(body);
-      });
-    }
+    await warmRequests(path, "warm-up");
     ok = true;
   } catch {
     // not warmed: the first request pays instead

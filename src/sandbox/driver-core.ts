@@ -364,6 +364,8 @@ export interface SandboxBackend<H> {
    * critical path). Must not throw: the slot is committed to `spec` by now.
    */
   afterSend?(handle: H, spec: InstanceSpec): void;
+  /** InstanceEndpoint.takeConnection of a sandbox (the process driver's connection opened while a slot loads). */
+  takeConnection?(handle: H): import("node:net").Socket | null;
   /** SIGTERM asks the runtime to drain; SIGKILL ends the sandbox and everything in it. Must not throw. */
   signal(handle: H, signal: "SIGTERM" | "SIGKILL"): void;
   /** Resource use of a live sandbox, or null. */
@@ -687,7 +689,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     return {
       id: spec.instanceId,
       spec,
-      endpoint: { socketPath: backend.socketPath(sb.handle) },
+      endpoint: backend.takeConnection === undefined ? { socketPath: backend.socketPath(sb.handle) } : { socketPath: backend.socketPath(sb.handle), takeConnection: () => backend.takeConnection!(sb.handle) },
       startMs,
       initMs: sb.initMs,
       exited: sb.exited,

@@ -378,8 +378,15 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     socketPathOf: (id) => join(socketsRoot, id, SANDBOX_PATHS.socketName),
     socketPath: (sb) => join(sb.socketDir, SANDBOX_PATHS.socketName),
     launch,
-    /** Mounts the artifact read-only onto the slot's /fn (the mount propagates into the sandbox). */
+    /**
+     * Opens the gateway's first connection to the instance's socket (EarlyConnection: the slot's server
+     * listens, holding requests, since its warm-up; the runtime accepts it while the mount is made, not on
+     * the path after the message), then mounts the artifact read-only onto the slot's /fn (the mount
+     * propagates into the sandbox). A runtime that does not listen before READY refuses the connection:
+     * the gateway then connects as after a fresh start.
+     */
     async attach(sb, spec) {
+      if (sb.child.exitCode === null) sb.early = new EarlyConnection(join(sb.socketDir, SANDBOX_PATHS.socketName));
       await slotMounts.attach(sb.internalId, spec.artifactDir);
     },
     // A newline ends the message: the runtime acts on it without waiting for the channel's EOF.
@@ -387,14 +394,9 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     // The message goes in before the mount, its newline after: the runtime's wake-up overlaps the mount.
     begin: (sb, message) => void (sb.child.stdio[3] as Writable).write(message),
     commit: (sb) => void (sb.child.stdio[3] as Writable).end("\n"),
-    /**
-     * Names the slot after the instance (renameToInstance), then opens the gateway's first connection to
-     * the instance's socket (EarlyConnection) while the runtime loads the module: a runtime that does not
-     * listen before READY refuses it, and the gateway then connects as after a fresh start.
-     */
+    /** Names the slot after the instance (renameToInstance) while the runtime loads the code. */
     afterSend(sb, spec) {
       renameToInstance(sb, spec);
-      if (sb.child.exitCode === null) sb.early = new EarlyConnection(join(sb.socketDir, SANDBOX_PATHS.socketName));
     },
     takeConnection(sb) {
       const early = sb.early;

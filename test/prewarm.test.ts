@@ -119,7 +119,7 @@ test("specialisation is one-shot: the channel is closed before user code runs, t
   }
 });
 
-test("a pooled instance's first connection is opened while it loads: handed out once, and a request on it reaches the function", { timeout: 120_000 }, async () => {
+test("a pooled instance's first connection is opened while its slot waits: handed out once, and a request on it reaches the function", { timeout: 120_000 }, async () => {
   const { driver, cleanup } = newDriver("early", 1);
   try {
     await poolFilled(driver, 1);

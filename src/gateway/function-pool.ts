@@ -155,7 +155,7 @@ export function defaultConnect(instance: Instance, deployment: Deployment): Disp
 }
 
 /**
- * undici's connector for an instance whose driver opened a connection while it loaded
+ * undici's connector for an instance whose driver opened a connection while its slot waited
  * (InstanceEndpoint.takeConnection): the first connection is that one — the first request needs no
  * connect after READY — every later one (and the first, when there was none) a new connection to `socketPath`.
  */

@@ -364,7 +364,9 @@ export interface SandboxBackend<H> {
    * critical path). Must not throw: the slot is committed to `spec` by now.
    */
   afterSend?(handle: H, spec: InstanceSpec): void;
-  /** InstanceEndpoint.takeConnection of a sandbox (the process driver's connection opened while a slot loads). */
+  /** A slot just became idle (its GENERIC_READY_LINE came): the process driver opens its early connection. Must not throw. */
+  slotReady?(handle: H): void;
+  /** InstanceEndpoint.takeConnection of a sandbox (the process driver's connection opened while its slot waited). */
   takeConnection?(handle: H): import("node:net").Socket | null;
   /** SIGTERM asks the runtime to drain; SIGKILL ends the sandbox and everything in it. Must not throw. */
   signal(handle: H, signal: "SIGTERM" | "SIGKILL"): void;
@@ -596,6 +598,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
       await destroy(sb);
       throw new StratusError("INSTANCE_START_FAILED", `a pre-warm slot did not start (${outcome}): ${sb.tail.join("\n")}`);
     }
+    backend.slotReady?.(sb.handle);
     return sb;
   }
 

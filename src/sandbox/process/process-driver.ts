@@ -108,12 +108,12 @@ interface Sandbox {
   readonly child: ChildProcess;
   /** The slot's code mount point (`<stateDir>/slots/<id>`), null for a fresh start. */
   readonly slotDir: string | null;
-  /** A specialised slot's connection to its instance socket, opened while it loads, until taken (InstanceEndpoint.takeConnection). */
+  /** A slot's connection to its instance socket, opened while it waits, until taken (InstanceEndpoint.takeConnection). */
   early: EarlyConnection | null;
 }
 
 /**
- * A connection opened to an instance's socket before the instance is ready (a specialised slot's server
+ * A connection opened to a slot's instance socket while the slot waits (its server
  * listens from its warm-up on, holding requests until it is bound): the gateway's first request then needs
  * no connect of its own after READY. Forgotten when it fails or closes before it is taken.
  */
@@ -378,16 +378,18 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     socketPathOf: (id) => join(socketsRoot, id, SANDBOX_PATHS.socketName),
     socketPath: (sb) => join(sb.socketDir, SANDBOX_PATHS.socketName),
     launch,
-    /**
-     * Opens the gateway's first connection to the instance's socket (EarlyConnection: the slot's server
-     * listens, holding requests, since its warm-up; the runtime accepts it while the mount is made, not on
-     * the path after the message), then mounts the artifact read-only onto the slot's /fn (the mount
-     * propagates into the sandbox). A runtime that does not listen before READY refuses the connection:
-     * the gateway then connects as after a fresh start.
-     */
+    /** Mounts the artifact read-only onto the slot's /fn (the mount propagates into the sandbox). */
     async attach(sb, spec) {
-      if (sb.child.exitCode === null) sb.early = new EarlyConnection(join(sb.socketDir, SANDBOX_PATHS.socketName));
       await slotMounts.attach(sb.internalId, spec.artifactDir);
+    },
+    /**
+     * Opens the gateway's first connection to the instance's socket while the slot waits (EarlyConnection:
+     * the slot's server listens, holding requests, since its warm-up; the runtime accepts it now, off any
+     * start's path). A runtime that listens only after loading refuses it: the gateway then connects as
+     * after a fresh start.
+     */
+    slotReady(sb) {
+      if (sb.child.exitCode === null) sb.early = new EarlyConnection(join(sb.socketDir, SANDBOX_PATHS.socketName));
     },
     // A newline ends the message: the runtime acts on it without waiting for the channel's EOF.
     send: (sb, message) => void (sb.child.stdio[3] as Writable).end(`${message}\n`),

@@ -3,13 +3,16 @@
  *  1. reads the STRATUS_* environment, then deletes every STRATUS_* variable before user code runs;
  *  2. captures console/stdout/stderr as structured log lines;
  *  3. discovery mode (STRATUS_DISCOVER=1): loads the module, prints the DISCOVERY_PREFIX line, exits;
- *  4. otherwise loads the module once, builds the server, unlinks a stale socket, listens, prints READY_LINE.
+ *  4. otherwise loads the module once, builds the server, unlinks a stale socket, listens, prints READY_LINE
+ *     (a pre-warm slot built its server and listens before its message: it binds the handler, prints READY_LINE).
  *
  * One-shot loading: the module named by STRATUS_ENTRY is the only code this process ever loads on its
  * own account. There is no endpoint that loads code, and the environment that names the entry is gone
  * before user code runs, so nothing reachable from a request can make the runtime load other code.
  *
- * Generic mode (STRATUS_GENERIC=1, a pre-warmed pool slot): the runtime preloads its server code, prints
+ * Generic mode (STRATUS_GENERIC=1, a pre-warmed pool slot): the runtime preloads its server code, builds the
+ * instance's server, warms it up on STRATUS_SOCKET and keeps it listening there, detached (requests held until
+ * the handler is bound after the message: FunctionServer.detach), prints
  * GENERIC_READY_LINE and reads ONE SpecializeMessage from the inherited fd SPECIALIZE_FD (or STRATUS_SPECIALIZE_FD:
  * the Docker driver's attach channel passes 0, the container's one-shot stdin) up to a newline or EOF, then
  * closes the fd before any user code runs — or, with STRATUS_SPECIALIZE_SOCKET (the Docker driver's socket
@@ -118,7 +121,7 @@ export async function main(): Promise<void> {
     if (env.socket !== undefined) {
       // What a fresh start does before it listens (a stale socket), done while the slot waits.
       unlinkStale(env.socket);
-      if (await warmUp(warmServer.server, env.socket, true)) {
+      if (await warmUp(warmServer.server, env.socket)) {
         try {
           bindSlotServer = warmServer.detach();
           slotServer = warmServer;
@@ -337,11 +340,11 @@ async function warmRequests(path: string, requestId: string): Promise<void> {
 
 /**
  * Serves a few requests (a JSON POST and a plain GET, each on its own connection with the headers the
- * gateway sends, as a first request arrives) on the Unix socket `path` to `server`. With `keep`, the
- * server stays listening there (true returned) unless something failed; otherwise (or on a failure) it
- * is closed and the socket removed (false). Failures are otherwise ignored: warming is an optimisation only.
+ * gateway sends, as a first request arrives) on the Unix socket `path` to `server`, which then stays
+ * listening there (true). On a failure it is closed and the socket removed (false): warming is an
+ * optimisation only, and the instance then builds its server after the message, as a fresh start does.
  */
-async function warmUp(server: import("node:http").Server, path: string, keep: boolean): Promise<boolean> {
+async function warmUp(server: import("node:http").Server, path: string): Promise<boolean> {
   let listening = false;
   let ok = false;
   try {
@@ -358,7 +361,7 @@ async function warmUp(server: import("node:http").Server, path: string, keep: bo
   } catch {
     // not warmed: the first request pays instead
   }
-  if (keep && ok) return true;
+  if (ok) return true;
   if (listening) await new Promise<void>((resolve) => server.close(() => resolve()));
   try {
     unlinkSync(path);

@@ -25,6 +25,13 @@ const ROUNDS = 5;
 /** Pause between a slot becoming idle and the pooled start that takes it, ms. */
 const SETTLE_MS = 250;
 /**
+ * The "slot idle for seconds" row (a real pool's slot has usually waited that long): how long the slot
+ * waits before its start (`BENCH_COLD_IDLE_MS`, default 12 000; V8's memory reducer runs ~8 s after the
+ * slot's boot) and how many such starts (`BENCH_COLD_IDLE_STARTS`, default half of `starts`; 0 skips the row).
+ */
+const IDLE_MS = Number(process.env.BENCH_COLD_IDLE_MS ?? 12_000);
+const IDLE_STARTS = Number(process.env.BENCH_COLD_IDLE_STARTS ?? Math.ceil(STARTS / 2));
+/**
  * Docker pool rows: wait before each start until the previous starts' containers are gone (default on;
  * BENCH_COLD_TEARDOWN=overlap measures with their teardown running beside the start, as round three did).
  */
@@ -85,12 +92,16 @@ const exhausted: number[] = [];
 const baseline: number[] = [];
 const pooledStart: number[] = [];
 const pooledHandler: number[] = [];
+const idlePooled: number[] = [];
+const idleStart: number[] = [];
+const idleHandler: number[] = [];
+let idleHits = 0;
 let pooledHits = 0;
 let exhaustedHits = 0;
 if (DRIVERS.includes("process")) {
   const per = Math.max(1, Math.round(STARTS / ROUNDS));
   const off = await spawnGateway({ prewarm: 0, cgroupRoot: "stratus-bench-cold-off", functions: names("f").map(fn) });
-  const on = await spawnGateway({ prewarm: 1, cgroupRoot: "stratus-bench-cold-on", functions: [...names("p"), ...names("x")].map(fn) });
+  const on = await spawnGateway({ prewarm: 1, cgroupRoot: "stratus-bench-cold-on", functions: [...names("p"), ...names("x"), ...names("q")].map(fn) });
   const idle = async () => (await on.stats()).prewarm.idle >= 1;
   let i = 0;
   for (let round = 0; round < ROUNDS; round++) {
@@ -120,6 +131,18 @@ if (DRIVERS.includes("process")) {
       exhausted.push(x.ms);
       exhaustedHits += (await on.stats()).prewarm.hits - s.prewarm.hits;
     }
+  }
+  // A slot idle for seconds (IDLE_MS), after the rounds: inside them, the long waits would lower the pool's
+  // recent cold-start rate, so it would keep fewer slots for the next round's "pool exhausted" starts.
+  while (idlePooled.length < IDLE_STARTS) {
+    await until(idle);
+    await delay(IDLE_MS);
+    const hits0 = (await on.stats()).prewarm.hits;
+    const q = await ttfb(on, `q-${idlePooled.length}`);
+    idlePooled.push(q.ms);
+    idleStart.push(q.timing.start ?? NaN);
+    idleHandler.push(q.timing.handler ?? NaN);
+    idleHits += (await on.stats()).prewarm.hits - hits0;
   }
   await off.close();
   await on.close();
@@ -209,7 +232,8 @@ const md = `# Cold start — time to first byte for a function never started on 
 \`npx tsx bench/cold-start.ts ${STARTS}${ONLY_PROCESS ? " process" : ""}\` · process driver (bubblewrap + cgroups)${ONLY_PROCESS ? "" : " and docker driver"} · ${STARTS} starts per row, each a
 different function name (so each is a real first start), hello function, artifact on disk. Measured from the
 client: request sent → response headers received, through the gateway (which runs in its own process).
-The process rows are alternated: ${ROUNDS} rounds of ${Math.max(1, Math.round(STARTS / ROUNDS))} starts of each row (bare spawn, no pool, pool, pool exhausted).
+The process rows are alternated: ${ROUNDS} rounds of ${Math.max(1, Math.round(STARTS / ROUNDS))} starts of each row (bare spawn, no pool, pool, pool exhausted)
+; after them, ${IDLE_STARTS} starts from a slot idle for ${IDLE_MS / 1000} s (\`BENCH_COLD_IDLE_MS\`, \`BENCH_COLD_IDLE_STARTS\`: a pool's slot usually waits seconds).
 
 ${machine(before, after)}
 
@@ -217,7 +241,8 @@ ${machine(before, after)}
 |---|---|---|---|---|---|
 ${row("bare `node` http server, spawned (baseline, no sandbox)", baseline, `spawn → first byte, ${baseline.length} runs`)}
 ${row("process driver, no pool", fresh, "bwrap + cgroup + node start + load")}
-${row("process driver, pool with an idle slot", pooled, `${pooledHits}/${STARTS} served from the pool; Server-Timing p50: start ${p50(pooledStart)} ms, handler (first request, gateway → instance → headers) ${p50(pooledHandler)} ms`)}
+${row(`process driver, pool with an idle slot (idle ${SETTLE_MS} ms)`, pooled, `${pooledHits}/${STARTS} served from the pool; Server-Timing p50: start ${p50(pooledStart)} ms, handler (first request, gateway → instance → headers) ${p50(pooledHandler)} ms`)}
+${row(`process driver, pool with a slot idle ${IDLE_MS / 1000} s`, idlePooled, `${idleHits}/${idlePooled.length} served from the pool (n = ${idlePooled.length}); Server-Timing p50: start ${p50(idleStart)} ms, handler ${p50(idleHandler)} ms`)}
 ${row("process driver, pool exhausted", exhausted, `${exhaustedHits}/${STARTS} served from the pool (the start waits for the slot being refilled)`)}${dockerRows}
 `;
 writeResult(ONLY_PROCESS ? "cold-start-process" : "cold-start", md);

@@ -4,7 +4,9 @@
 // connection, as the gateway's first request is), and the runtime's CPU time (schedstat of its
 // threads) for message → first response, and the slot's boot (spawn → GENERIC_READY, and its CPU). Usage: npm run build && node bench/specialise.mjs [runs=20]
 // (BENCH_RUNTIME=<another runtime.cjs> measures that build instead, for an A/B; BENCH_IDLE_MS how long the slot waits
-// before its message, default 200; BENCH_NODE_FLAGS extra node flags for the runtime, space-separated).
+// before its message, default 200; BENCH_NODE_FLAGS extra node flags for the runtime, space-separated;
+// BENCH_BATCH=n boots n slots together, lets them idle, then specialises them one after another — n samples
+// per idle wait, for long waits — default 1; BENCH_ENV=k=v,… extra environment for the runtime).
 import { spawn } from "node:child_process";
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -36,11 +38,15 @@ const get = (socketPath) => new Promise((resolve, reject) => {
   req.on("error", reject);
   req.end();
 });
-const rows = { ready: [], first: [], second: [], cpu: [], cpuReady: [], cpuFirst: [], cpuSecond: [] };
-for (let i = 0; i < runs; i++) {
+const minflt = (pid) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[7]);
+const extraEnv = Object.fromEntries((process.env.BENCH_ENV ?? "").split(",").filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+const batch = Math.max(1, Number(process.env.BENCH_BATCH ?? 1));
+const rows = { ready: [], first: [], second: [], cpu: [], cpuReady: [], cpuFirst: [], cpuSecond: [], faults: [] };
+/** Boots slot `i` and resolves once it waits for its message. */
+async function boot(i) {
   const socket = join(dir, `s${i}.sock`);
   const c = spawn(process.execPath, [...(process.env.BENCH_NODE_FLAGS ?? "").split(" ").filter(Boolean), process.env.BENCH_RUNTIME ?? join(root, "dist/runtime.cjs")], {
-    env: { PATH: "/usr/bin:/bin", HOME: dir, STRATUS_SOCKET: socket, STRATUS_GENERIC: "1" },
+    env: { PATH: "/usr/bin:/bin", HOME: dir, ...extraEnv, STRATUS_SOCKET: socket, STRATUS_GENERIC: "1" },
     stdio: ["ignore", "pipe", "inherit", "pipe"], cwd: dir,
   });
   let buf = "";
@@ -64,8 +70,12 @@ for (let i = 0; i < runs; i++) {
   await until("stratus:generic-ready");
   (rows.boot ??= []).push(performance.now() - tb);
   (rows.bootCpu ??= []).push(cpuMs(c.pid));
-  await new Promise((r) => setTimeout(r, Number(process.env.BENCH_IDLE_MS ?? 200))); // an idle slot (BENCH_IDLE_MS, default 200)
+  return { c, until, socket, i };
+}
+/** Specialises a booted slot and measures it (then kills it). */
+async function measure({ c, until, socket, i }) {
   const cpu0 = cpuMs(c.pid);
+  const f0 = minflt(c.pid);
   const t0 = performance.now();
   if (process.env.SHOW_TRACE) console.log(`RTRACE ${(performance.timeOrigin + t0).toFixed(3)} rt.msgRead cpu=0`);
   // Newline-ended, as the process driver sends it.
@@ -75,6 +85,7 @@ for (let i = 0; i < runs; i++) {
   const cpu1 = cpuMs(c.pid);
   rows.first.push(await get(socket));
   const cpu2 = cpuMs(c.pid);
+  rows.faults.push(minflt(c.pid) - f0);
   rows.second.push(await get(socket));
   const cpu3 = cpuMs(c.pid);
   rows.cpu.push(cpu2 - cpu0);
@@ -85,6 +96,11 @@ for (let i = 0; i < runs; i++) {
   c.kill("SIGKILL");
   await new Promise((r) => c.once("exit", r));
 }
+for (let i = 0; i < runs; i += batch) {
+  const slots = await Promise.all(Array.from({ length: Math.min(batch, runs - i) }, (_, k) => boot(i + k)));
+  await new Promise((r) => setTimeout(r, Number(process.env.BENCH_IDLE_MS ?? 200))); // idle slots (BENCH_IDLE_MS, default 200)
+  for (const slot of slots) await measure(slot);
+}
 rmSync(dir, { recursive: true, force: true });
 const f = (xs) => median(xs).toFixed(2);
-console.log(`message → READY ${f(rows.ready)} ms; first request ${f(rows.first)} ms; second ${f(rows.second)} ms; runtime CPU message → first response ${f(rows.cpu)} ms (to READY ${f(rows.cpuReady)}, first request ${f(rows.cpuFirst)}, second ${f(rows.cpuSecond)}) (medians of ${runs}); slot boot ${f(rows.boot)} ms, its CPU ${f(rows.bootCpu)} ms`);
+console.log(`message → READY ${f(rows.ready)} ms; first request ${f(rows.first)} ms; second ${f(rows.second)} ms; runtime CPU message → first response ${f(rows.cpu)} ms (to READY ${f(rows.cpuReady)}, first request ${f(rows.cpuFirst)}, second ${f(rows.cpuSecond)}) (medians of ${runs}); minor page faults message → first response ${f(rows.faults)}; slot boot ${f(rows.boot)} ms, its CPU ${f(rows.bootCpu)} ms`);

@@ -11,6 +11,8 @@ import { runDriverConformance, invokeInstance } from "../src/sandbox/conformance
 import { createProcessDriver, type ProcessDriver } from "../src/sandbox/process/process-driver";
 import { parseFunctionConfig, type FunctionConfigInput } from "../src/shared/function-config";
 import type { Instance, InstanceSpec } from "../src/sandbox/driver";
+import { defaultConnect } from "../src/gateway/function-pool";
+import type { Deployment } from "../src/gateway/deployment";
 
 const runtimePath = resolve("dist/runtime.cjs");
 const fixtures = resolve("test/fixtures/functions");
@@ -112,6 +114,47 @@ test("specialisation is one-shot: the channel is closed before user code runs, t
     assert.notEqual(other.body, "other code");
     await inst.close(2000);
     assert.deepEqual(readdirSync(join(stateDir, "slots")).filter((d) => !d.startsWith("pw-")), [], "slot dirs only");
+  } finally {
+    await cleanup();
+  }
+});
+
+test("a pooled instance's first connection is opened while its slot waits: handed out once, and a request on it reaches the function", { timeout: 120_000 }, async () => {
+  const { driver, cleanup } = newDriver("early", 1);
+  try {
+    await poolFilled(driver, 1);
+    const inst = await driver.start(spec("oneshot"));
+    assert.equal(driver.prewarm.counts().hits, 1, "served from the pool");
+    const socket = inst.endpoint.takeConnection?.() ?? null;
+    assert.ok(socket !== null, "the driver opened a connection while the slot loaded");
+    assert.equal(inst.endpoint.takeConnection!(), null, "handed out once");
+    if (socket.connecting) await new Promise<void>((r, j) => socket.once("connect", () => r()).once("error", j));
+    const chunks: Buffer[] = [];
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    const ended = new Promise<void>((r) => socket.once("end", () => r()));
+    socket.write("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    await ended;
+    socket.destroy();
+    assert.match(Buffer.concat(chunks).toString("latin1"), /^HTTP\/1\.1 200 /, "the function answered on it");
+    assert.equal((await invokeInstance(inst, "/")).status, 200, "and on a connection of its own");
+    await inst.destroy();
+    // The gateway's client of an instance takes it for its first connection, and its first request is
+    // answered at once on it (undici's connect path once left it unsent when handed a socket synchronously).
+    await poolFilled(driver, 1);
+    const second = await driver.start(spec("oneshot"));
+    assert.equal(driver.prewarm.counts().hits, 2, "served from the pool");
+    const client = defaultConnect(second, { config: second.spec.config } as Deployment);
+    const answered = client.request({ method: "GET", path: "/" }).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
+    const res = await Promise.race([answered, delay(5000).then(() => null)]);
+    assert.ok(res !== null, "the first request on the handed-over connection was answered within 5 s");
+    assert.equal(res.status, 200, res.body);
+    assert.equal(second.endpoint.takeConnection!(), null, "the client took the driver's connection");
+    await client.close();
+    await second.destroy();
+    // A fresh start (512 MB: no slot of that size) has none.
+    const fresh = await driver.start(spec("oneshot", { memory: 512 }));
+    assert.equal(fresh.endpoint.takeConnection?.() ?? null, null, "a fresh start opens none");
+    await fresh.destroy();
   } finally {
     await cleanup();
   }

@@ -176,15 +176,22 @@ test("the one-shot socket channel, the message written before the mount and its 
     conn.resume();
     conn.write(message(dir, "second"));
     // The runtime has accepted and read the message (the path is gone at the first connection), but
-    // acts only at its newline: no READY, no instance socket, however long the mount takes.
+    // acts only at its newline: no READY, and a request to the instance's socket (where the slot's own
+    // server already listens) is held, not answered, however long the mount takes.
     const deadline = Date.now() + 5000;
     while (existsSync(path) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     assert.equal(existsSync(path), false, "the runtime accepted the connection");
+    assert.equal(existsSync(rt.socket), true, "the slot's server listens on the instance's socket before its message");
+    let answered = false;
+    const early = get(rt.socket).finally(() => (answered = true));
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(rt.lines.some((l) => l.includes("stratus:ready")), false, "no READY before the newline");
-    assert.equal(existsSync(rt.socket), false, "not listening before the newline");
+    assert.equal(answered, false, "a request before the newline is held, not answered");
     conn.end("\n");
     await rt.until("stratus:ready");
+    const r = await early;
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { export: string }).export, "second", "the held request reaches the function, once bound");
     await assertServes(rt, "second");
   });
 });

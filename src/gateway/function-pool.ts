@@ -39,7 +39,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
-import { Client as UndiciClient, Pool as UndiciPool, type Dispatcher } from "undici";
+import { buildConnector, Client as UndiciClient, Pool as UndiciPool, type Dispatcher } from "undici";
 import type { Instance, InstanceExit, InstanceLogLine, SandboxDriver } from "../sandbox/driver";
 import { StratusError, isStratusError } from "../shared/errors";
 import type { PlatformEvent } from "../shared/invocation";
@@ -143,13 +143,41 @@ const EWMA_WEIGHT = 0.2;
 /** Longest back-off between failed minInstances starts, ms. */
 const MAX_MIN_BACKOFF_MS = 30_000;
 
-function defaultConnect(instance: Instance, deployment: Deployment): Dispatcher {
+/** The default HTTP client of an instance (FunctionPoolOptions.connect). Exported for tests. */
+export function defaultConnect(instance: Instance, deployment: Deployment): Dispatcher {
   // keepAliveTimeout stays under Node's 5 s server default so we never reuse a socket the runtime closes.
-  const options = { socketPath: instance.endpoint.socketPath, pipelining: 1, keepAliveTimeout: 4_000 };
+  const { socketPath, takeConnection } = instance.endpoint;
+  const options = { socketPath, pipelining: 1, keepAliveTimeout: 4_000, ...(takeConnection === undefined ? {} : { connect: firstConnectionFrom(takeConnection, socketPath) }) };
   const { concurrency } = deployment.config;
   // One connection (the default, concurrency 1): a Client itself. A Pool of one would add its own queue and
   // a 'drain' event per request on top of the Client's (undici's pool-base frames in a gateway CPU profile).
   return concurrency === 1 ? new UndiciClient("http://localhost", options) : new UndiciPool("http://localhost", { ...options, connections: concurrency });
+}
+
+/**
+ * undici's connector for an instance whose driver opened a connection while its slot waited
+ * (InstanceEndpoint.takeConnection): the first connection is that one — the first request needs no
+ * connect after READY — every later one (and the first, when there was none) a new connection to `socketPath`.
+ */
+function firstConnectionFrom(take: () => import("node:net").Socket | null, socketPath: string): buildConnector.connector {
+  const fresh = buildConnector({ socketPath });
+  return (opts, callback) => {
+    const socket = take();
+    if (socket === null) return fresh(opts, callback);
+    // Never synchronously: undici's connect path is not re-entrant (a callback from inside the connector call
+    // left the first request unsent — measured), its own connector answers from the socket's 'connect' event.
+    if (!socket.connecting) return queueMicrotask(() => callback(null, socket));
+    const onConnect = (): void => {
+      socket.off("error", onError);
+      callback(null, socket);
+    };
+    const onError = (): void => {
+      socket.off("connect", onConnect);
+      socket.destroy();
+      fresh(opts, callback);
+    };
+    socket.once("connect", onConnect).once("error", onError);
+  };
 }
 
 function ewma(avg: number, sample: number): number {

@@ -41,9 +41,20 @@ export interface FunctionServerOptions {
   readonly onUnusable?: (reason: string) => void;
 }
 
+/** What `FunctionServer.detach`'s bind gives a server built before its function was known (a pre-warm slot). */
+export type BoundFunction = Pick<FunctionServerOptions, "functionName" | "handler" | "config" | "dev" | "onUnusable">;
+
 export interface FunctionServer {
   /** Not yet listening. */
   readonly server: http.Server;
+  /**
+   * For a pre-warm slot, whose server is built and warmed up (with a throwaway handler) before its function is
+   * known: from now on, requests are held (not answered, not counted in flight) until the returned function
+   * binds the server to its one function, which then serves them in arrival order and every later one. Both
+   * work once: a second `detach`, or a second bind, throws. Throws too while a request is in flight, or once
+   * draining or unusable (the caller then builds a new server).
+   */
+  detach(): (fn: BoundFunction) => void;
   /** Requests whose response has not finished. */
   inFlight(): number;
   /**
@@ -211,8 +222,13 @@ function applyReturnValue(res: Response, value: unknown, fromPromise: boolean): 
  * `x-stratus-instance-unusable: 1` and `onUnusable` is called.
  */
 export function createFunctionServer(options: FunctionServerOptions): FunctionServer {
-  const { handler, config, emit } = options;
-  const limit = config.maxBodyBytes;
+  const { emit } = options;
+  // What `detach`'s bind replaces, once (a pre-warm slot's server is built around a throwaway handler).
+  let { handler, config, functionName, dev, onUnusable } = options;
+  let limit = config.maxBodyBytes;
+  /** Held requests while detached (null: not detached, or bound again). */
+  let held: Array<[http.IncomingMessage, http.ServerResponse]> | null = null;
+  let detached = false;
   const inFlight = new Set<InFlight>();
   let draining = false;
   let unusable = false;
@@ -380,7 +396,7 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     const hint = (res as unknown as Record<symbol, boolean>)[RESOLVED_UNANSWERED]
       ? ": its promise resolved undefined without sending a response (an async handler must answer through res, or return the body)"
       : "";
-    emit("error", `Function "${options.functionName}" did not answer within its timeout (${config.timeout} ms)${item.abandoned ? " (its client had disconnected)" : ""}${hint}`, requestId);
+    emit("error", `Function "${functionName}" did not answer within its timeout (${config.timeout} ms)${item.abandoned ? " (its client had disconnected)" : ""}${hint}`, requestId);
     unusable = true;
     abortRequest(req, new DOMException(`The function's timeout (${config.timeout} ms) passed`, "TimeoutError"));
     if (item.abandoned) {
@@ -393,7 +409,7 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     } else {
       res.destroy();
     }
-    options.onUnusable?.("timeout");
+    onUnusable?.("timeout");
   }
 
   /** `close` of a response (once per response): finished, or its client left before it finished. */
@@ -456,7 +472,7 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
         },
         (err: unknown) => {
           if (settle(item)) next(new FunctionFailure(err));
-          else emit("error", `Function "${options.functionName}" threw after its client disconnected: ${err instanceof Error ? (err.stack ?? String(err)) : safeString(err)}`, item.requestId);
+          else emit("error", `Function "${functionName}" threw after its client disconnected: ${err instanceof Error ? (err.stack ?? String(err)) : safeString(err)}`, item.requestId);
         },
       );
     } else {
@@ -494,15 +510,15 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
       return;
     }
     const stack = cause instanceof Error ? (cause.stack ?? String(cause)) : `Non-error thrown: ${safeString(cause)}`;
-    emit("error", `Function "${options.functionName}" threw: ${stack}`, requestId);
+    emit("error", `Function "${functionName}" threw: ${stack}`, requestId);
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    const details = options.dev ? { stack } : undefined;
-    const message = options.dev && cause instanceof Error ? `The function threw an error: ${cause.message}` : undefined;
+    const details = dev ? { stack } : undefined;
+    const message = dev && cause instanceof Error ? `The function threw an error: ${cause.message}` : undefined;
     const error = new StratusError("FUNCTION_ERROR", message, { details });
-    if (prefersText(req)) sendTextError(res, error, requestId, options.dev ? stack : undefined);
+    if (prefersText(req)) sendTextError(res, error, requestId, dev ? stack : undefined);
     else sendError(res, error, requestId);
   });
 
@@ -558,6 +574,12 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
   const server = http.createServer({ IncomingMessage: AppRequest, ServerResponse: AppResponse }, (req, res) => {
     const awaited = req.headers[HEADERS.awaitRequest];
     if (awaited !== undefined) return answerAwait(req, res, String(awaited));
+    if (held !== null) {
+      // Detached (a slot waiting for its function): served once bound, bounded by the slot's own life
+      // (Node's requestTimeout answers a request held longer than 300 s).
+      held.push([req, res]);
+      return;
+    }
     if (draining || unusable) res.shouldKeepAlive = false;
     fastHandle(req, res);
   });
@@ -605,7 +627,31 @@ export function createFunctionServer(options: FunctionServerOptions): FunctionSe
     });
   };
 
-  return { server, inFlight: () => inFlight.size, drain, answerCrash };
+  const detach = (): ((fn: BoundFunction) => void) => {
+    if (detached) throw new Error("the function server was already detached once");
+    if (inFlight.size > 0 || draining || unusable) throw new Error("the function server cannot be detached now (requests in flight, draining or unusable)");
+    detached = true;
+    held = [];
+    let bound = false;
+    return (fn: BoundFunction): void => {
+      if (bound) throw new Error("the function server was already bound");
+      bound = true;
+      ({ handler, config, functionName, dev, onUnusable } = fn);
+      limit = config.maxBodyBytes;
+      // The warm-up's deadline timer was armed for its own timeout: the next request arms one for this config's.
+      clearTimeout(deadlineTimer);
+      deadlineTimer = undefined;
+      const waiting = held ?? [];
+      held = null;
+      for (const [req, res] of waiting) {
+        if (req.destroyed) continue;
+        if (draining || unusable) res.shouldKeepAlive = false;
+        fastHandle(req, res);
+      }
+    };
+  };
+
+  return { server, inFlight: () => inFlight.size, drain, answerCrash, detach };
 }
 
 /** Wraps what the user's handler threw, so the error handler tells it apart from platform errors. */

@@ -3,13 +3,16 @@
  *  1. reads the STRATUS_* environment, then deletes every STRATUS_* variable before user code runs;
  *  2. captures console/stdout/stderr as structured log lines;
  *  3. discovery mode (STRATUS_DISCOVER=1): loads the module, prints the DISCOVERY_PREFIX line, exits;
- *  4. otherwise loads the module once, builds the server, unlinks a stale socket, listens, prints READY_LINE.
+ *  4. otherwise loads the module once, builds the server, unlinks a stale socket, listens, prints READY_LINE
+ *     (a pre-warm slot built its server and listens before its message: it binds the handler, prints READY_LINE).
  *
  * One-shot loading: the module named by STRATUS_ENTRY is the only code this process ever loads on its
  * own account. There is no endpoint that loads code, and the environment that names the entry is gone
  * before user code runs, so nothing reachable from a request can make the runtime load other code.
  *
- * Generic mode (STRATUS_GENERIC=1, a pre-warmed pool slot): the runtime preloads its server code, prints
+ * Generic mode (STRATUS_GENERIC=1, a pre-warmed pool slot): the runtime preloads its server code, builds the
+ * instance's server, warms it up on STRATUS_SOCKET and keeps it listening there, detached (requests held until
+ * the handler is bound after the message: FunctionServer.detach), prints
  * GENERIC_READY_LINE and reads ONE SpecializeMessage from the inherited fd SPECIALIZE_FD (or STRATUS_SPECIALIZE_FD:
  * the Docker driver's attach channel passes 0, the container's one-shot stdin) up to a newline or EOF, then
  * closes the fd before any user code runs — or, with STRATUS_SPECIALIZE_SOCKET (the Docker driver's socket
@@ -100,6 +103,12 @@ export async function main(): Promise<void> {
   };
 
   let preloaded: Promise<typeof import("./function-server")> | undefined;
+  /**
+   * A slot's own server, built, warmed up and listening on the instance's socket before the message, its
+   * requests held until `bindSlotServer` gives it the function (undefined: build one after the load).
+   */
+  let slotServer: import("./function-server").FunctionServer | undefined;
+  let bindSlotServer: ((fn: import("./function-server").BoundFunction) => void) | undefined;
   /** Where to announce READY besides stdout (SpecializeMessage.readyFile), if the driver asked. */
   let readyFile: string | undefined;
   if (env.generic) {
@@ -117,10 +126,24 @@ export async function main(): Promise<void> {
     // path, where initMs is measured with it): pay it here.
     performance.now();
     await warmLoader();
-    await warmUp(warm({ functionName: "warm-up", handler: warmHandler, config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit }).server);
-    // What a fresh start does before it listens, done while the slot waits (nothing in the sandbox
-    // creates the path until the instance listens there).
-    if (env.socket !== undefined) unlinkStale(env.socket);
+    // The instance's own server (Express app, router, HTTP server), built now and warmed up on the
+    // instance's socket, where it keeps listening: the message then only loads the module and binds
+    // its handler (no app to build, no listen, and the first request meets code that already served
+    // this very app). Until bound, it holds whatever arrives (only the driver's side can reach the socket).
+    const warmServer = warm({ functionName: "warm-up", handler: warmHandler, config: { timeout: 5000, maxBodyBytes: 1024 } as FunctionConfig, dev: false, emit });
+    if (env.socket !== undefined) {
+      // What a fresh start does before it listens (a stale socket), done while the slot waits.
+      unlinkStale(env.socket);
+      if (await warmUp(warmServer.server, env.socket)) {
+        try {
+          bindSlotServer = warmServer.detach();
+          slotServer = warmServer;
+        } catch {
+          await new Promise<void>((resolve) => warmServer.server.close(() => resolve()));
+          unlinkStale(env.socket);
+        }
+      }
+    }
     let message: SpecializeMessage;
     if (env.specializeSocket !== undefined) {
       // Listening before GENERIC_READY_LINE: the driver connects once it has seen that line.
@@ -205,17 +228,17 @@ export async function main(): Promise<void> {
 
   const { createFunctionServer } = await (preloaded ?? import("./function-server"));
   let exiting = false;
-  const fs = createFunctionServer({
+  const bound = {
     functionName,
     handler,
     config,
     dev: env.dev,
-    emit,
     onUnusable: () => {
       // The platform replaces this instance; leave once what is in flight has answered.
       void fs.drain().then(() => exit(EXIT.ok));
     },
-  });
+  };
+  const fs = slotServer ?? createFunctionServer({ ...bound, emit });
   const exit = (code: number) => {
     capture.flush();
     process.exit(code);
@@ -231,11 +254,9 @@ export async function main(): Promise<void> {
   process.on("unhandledRejection", crash);
   process.once("SIGTERM", () => void fs.drain().then(() => exit(EXIT.ok)));
 
-  // A slot removed any stale socket while it waited (below): an ENOENT here costs an Error with its stack.
-  if (!env.generic) unlinkStale(env.socket!);
   // Init time: loading (and running the top level of) the user's module, reported with READY.
   const initMs = Math.round((performance.now() - loadStart) * 100) / 100;
-  fs.server.listen(env.socket, () => {
+  const announce = (): void => {
     const line = `${READY_LINE} ${JSON.stringify(codeCache === undefined ? { initMs } : { initMs, codeCache })}`;
     if (readyFile !== undefined) {
       try {
@@ -253,8 +274,17 @@ export async function main(): Promise<void> {
       }
     }
     realWrite(`${line}\n`);
-  });
+  };
   fs.server.on("error", (err) => die(EXIT.badEnvironment, `Cannot listen on ${env.socket}: ${err.message}`));
+  if (bindSlotServer !== undefined) {
+    // Listening since the slot's warm-up: bound now, it serves what it held and everything after.
+    bindSlotServer(bound);
+    announce();
+    return;
+  }
+  // A slot removed any stale socket while it waited (above): an ENOENT here costs an Error with its stack.
+  if (!env.generic) unlinkStale(env.socket!);
+  fs.server.listen(env.socket, announce);
 }
 
 /** Removes a stale socket at `path` (a previous instance's), if there is one. */
@@ -298,42 +328,59 @@ async function warmLoader(): Promise<void> {
 }
 
 /**
- * Serves a few requests (a JSON POST and a plain GET, each on its own connection with the headers the
- * gateway sends, as a first request arrives) on a private Unix socket in /tmp (the sandbox's own tmpfs)
- * to `server`, then closes it and removes the socket. Failures are ignored: warming is an optimisation only.
+ * Sends the warm-up's requests to `path` (a JSON POST and a plain GET, each on its own connection with the
+ * headers the gateway sends, as a first request arrives), `requestId` as their request id; resolves once
+ * both were answered (or failed).
  */
-async function warmUp(server: import("node:http").Server): Promise<void> {
-  const path = join(tmpdir(), `.stratus-warm-${process.pid}.sock`);
+async function warmRequests(path: string, requestId: string): Promise<void> {
+  const headers = {
+    host: "localhost", "x-stratus-request-id": requestId, "x-stratus-deadline-ms": "5000", "x-forwarded-for": "127.0.0.1",
+    "x-forwarded-proto": "http", "x-forwarded-host": "localhost", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", connection: "close",
+  };
+  for (const [method, body] of [["POST", '{"warm":true}'], ["GET", undefined]] as const) {
+    await new Promise<void>((resolve) => {
+      const req = request({ socketPath: path, method, path: "/warm?x=1", headers: body === undefined ? headers : { ...headers, "content-type": "application/json" } }, (res) => {
+        res.resume();
+        res.on("end", resolve);
+        res.on("error", () => resolve());
+      });
+      req.on("error", () => resolve());
+      req.end(body);
+    });
+  }
+}
+
+/**
+ * Serves a few requests (a JSON POST and a plain GET, each on its own connection with the headers the
+ * gateway sends, as a first request arrives) on the Unix socket `path` to `server`, which then stays
+ * listening there (true). On a failure it is closed and the socket removed (false): warming is an
+ * optimisation only, and the instance then builds its server after the message, as a fresh start does.
+ */
+async function warmUp(server: import("node:http").Server, path: string): Promise<boolean> {
+  let listening = false;
+  let ok = false;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(path, resolve);
-    });
-    const headers = {
-      host: "localhost", "x-stratus-request-id": "warm-up", "x-stratus-deadline-ms": "5000", "x-forwarded-for": "127.0.0.1",
-      "x-forwarded-proto": "http", "x-forwarded-host": "localhost", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", connection: "close",
-    };
-    for (const [method, body] of [["POST", '{"warm":true}'], ["GET", undefined]] as const) {
-      await new Promise<void>((resolve) => {
-        const req = request({ socketPath: path, method, path: "/warm?x=1", headers: body === undefined ? headers : { ...headers, "content-type": "application/json" } }, (res) => {
-          res.resume();
-          res.on("end", resolve);
-          res.on("error", () => resolve());
-        });
-        req.on("error", () => resolve());
-        req.end(body);
+      server.listen(path, () => {
+        server.off("error", reject);
+        resolve();
       });
-    }
+    });
+    listening = true;
+    await warmRequests(path, "warm-up");
+    ok = true;
   } catch {
     // not warmed: the first request pays instead
-  } finally {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    try {
-      unlinkSync(path);
-    } catch {
-      // already gone
-    }
   }
+  if (ok) return true;
+  if (listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+  return false;
 }
 
 /**

@@ -364,6 +364,10 @@ export interface SandboxBackend<H> {
    * critical path). Must not throw: the slot is committed to `spec` by now.
    */
   afterSend?(handle: H, spec: InstanceSpec): void;
+  /** A slot just became idle (its GENERIC_READY_LINE came): the process driver opens its early connection. Must not throw. */
+  slotReady?(handle: H): void;
+  /** InstanceEndpoint.takeConnection of a sandbox (the process driver's connection opened while its slot waited). */
+  takeConnection?(handle: H): import("node:net").Socket | null;
   /** SIGTERM asks the runtime to drain; SIGKILL ends the sandbox and everything in it. Must not throw. */
   signal(handle: H, signal: "SIGTERM" | "SIGKILL"): void;
   /** Resource use of a live sandbox, or null. */
@@ -602,6 +606,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
       await destroy(sb);
       throw new StratusError("INSTANCE_START_FAILED", `a pre-warm slot did not start (${outcome}): ${sb.tail.join("\n")}`);
     }
+    backend.slotReady?.(sb.handle);
     return sb;
   }
 
@@ -695,7 +700,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
     return {
       id: spec.instanceId,
       spec,
-      endpoint: { socketPath: backend.socketPath(sb.handle) },
+      endpoint: backend.takeConnection === undefined ? { socketPath: backend.socketPath(sb.handle) } : { socketPath: backend.socketPath(sb.handle), takeConnection: () => backend.takeConnection!(sb.handle) },
       startMs,
       initMs: sb.initMs,
       codeCache: sb.codeCache,

@@ -61,6 +61,13 @@ export interface InstanceExit {
 export interface InstanceEndpoint {
   /** Unix socket path on the host. */
   readonly socketPath: string;
+  /**
+   * A connection to `socketPath` the driver opened before the instance was ready (the process driver, for an
+   * instance made from a pre-warm slot, whose server listens — holding requests — before its message), handed
+   * out once: the first call returns it, or null when there is none (or it failed or closed); later calls
+   * return null. The caller owns what it gets. Optional: connect to `socketPath` without it.
+   */
+  readonly takeConnection?: () => import("node:net").Socket | null;
 }
 
 export interface InstanceStats {

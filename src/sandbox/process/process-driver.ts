@@ -9,11 +9,12 @@
  * are removed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { connect as netConnect, type Socket } from "node:net";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { basename, dirname, join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
-import type { DiscoveredFunction, DiscoverySpec, SandboxDriver } from "../driver";
+import type { DiscoveredFunction, DiscoverySpec, InstanceSpec, SandboxDriver } from "../driver";
 import { StratusError } from "../../shared/errors";
 import { ENV } from "../../shared/protocol";
 import { createSilentLogger } from "../../shared/logger";
@@ -116,6 +117,36 @@ interface Sandbox {
   readonly child: ChildProcess;
   /** The slot's code mount point (`<stateDir>/slots/<id>`), null for a fresh start. */
   readonly slotDir: string | null;
+  /** A slot's connection to its instance socket, opened while it waits, until taken (InstanceEndpoint.takeConnection). */
+  early: EarlyConnection | null;
+}
+
+/**
+ * A connection opened to a slot's instance socket while the slot waits (its server
+ * listens from its warm-up on, holding requests until it is bound): the gateway's first request then needs
+ * no connect of its own after READY. Forgotten when it fails or closes before it is taken.
+ */
+class EarlyConnection {
+  private socket: Socket | null;
+  private readonly forget = (): void => this.destroy();
+  constructor(path: string) {
+    const socket = netConnect(path);
+    socket.once("error", this.forget).once("close", this.forget);
+    this.socket = socket;
+  }
+  /** The socket, once (null when it failed or closed): the caller owns it from now on. */
+  take(): Socket | null {
+    const s = this.socket;
+    this.socket = null;
+    if (s === null || s.destroyed) return null;
+    s.off("error", this.forget).off("close", this.forget);
+    return s;
+  }
+  destroy(): void {
+    const s = this.socket;
+    this.socket = null;
+    s?.destroy();
+  }
 }
 
 /**
@@ -323,13 +354,15 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
       : { ...base, ...mode.spec.env, [ENV.socket]: socketEnv, ...specEnv(mode.spec, SANDBOX_PATHS.code) };
     // Generic slots get fd 3, the one-shot specialisation channel; the driver holds its only other end.
     const child = spawn(file, args, { env, stdio: mode.kind === "generic" ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"] });
-    const sb: Sandbox = { internalId, id: internalId, cgroup, child, socketDir, slotDir: codeDir };
+    const sb: Sandbox = { internalId, id: internalId, cgroup, child, socketDir, slotDir: codeDir, early: null };
     io.output(child.stdout!, child.stderr!);
     // A write to the channel of a slot that died must not become an uncaught error.
     (child.stdio[3] as Writable | null | undefined)?.on("error", () => {});
 
     const exit = (async (): Promise<RawExit> => {
       const { code, signal } = await childExit(child);
+      sb.early?.destroy();
+      sb.early = null;
       // Whatever is left (forks that left the sandbox's process tree) dies with the cgroup.
       // bwrap reports a signalled child as 128 + signal: 137 = SIGKILL (the OOM killer when oom > 0).
       const oom = sb.cgroup.oomKills();
@@ -350,6 +383,37 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     sb.child.kill("SIGKILL");
   };
 
+  /**
+   * Names a specialised slot's cgroups and socket dir after the instance, as a fresh start does (operators
+   * and reconcile see one name), while the runtime loads the code: nothing in the sandbox sees these names,
+   * and the endpoint is read only at READY. cgroup v1 allows renaming within the parent; v2 does not (the
+   * slot name then stays, as it does when a rename fails here).
+   */
+  function renameToInstance(sb: Sandbox, spec: InstanceSpec): void {
+    if (cgroups.layout.mode !== "v1") return;
+    const dirs = cgroups.rootDirs();
+    const done: string[] = [];
+    try {
+      for (const d of dirs) {
+        renameSync(join(d, sb.internalId), join(d, spec.instanceId));
+        done.push(d);
+      }
+      renameSync(sb.socketDir, join(socketsRoot, spec.instanceId));
+      sb.id = spec.instanceId;
+      sb.cgroup = cgroups.open(spec.instanceId);
+      sb.socketDir = join(socketsRoot, spec.instanceId);
+    } catch (err) {
+      for (const d of done) {
+        try {
+          renameSync(join(d, spec.instanceId), join(d, sb.internalId));
+        } catch {
+          // left under the instance's name: reconcile removes it once the instance is gone
+        }
+      }
+      log.warn({ err, instanceId: spec.instanceId, slot: sb.internalId }, "renaming a specialised slot failed; it keeps its slot name");
+    }
+  }
+
   const backend: SandboxBackend<Sandbox> = {
     name: "process",
     defaultStartTimeoutMs: 10_000,
@@ -362,40 +426,28 @@ export function createProcessDriver(options: ProcessDriverOptions): ProcessDrive
     async attach(sb, spec) {
       await slotMounts.attach(sb.internalId, spec.artifactDir);
     },
+    /**
+     * Opens the gateway's first connection to the instance's socket while the slot waits (EarlyConnection:
+     * the slot's server listens, holding requests, since its warm-up; the runtime accepts it now, off any
+     * start's path). A runtime that listens only after loading refuses it: the gateway then connects as
+     * after a fresh start.
+     */
+    slotReady(sb) {
+      if (sb.child.exitCode === null) sb.early = new EarlyConnection(join(sb.socketDir, SANDBOX_PATHS.socketName));
+    },
     // A newline ends the message: the runtime acts on it without waiting for the channel's EOF.
     send: (sb, message) => void (sb.child.stdio[3] as Writable).end(`${message}\n`),
     // The message goes in before the mount, its newline after: the runtime's wake-up overlaps the mount.
     begin: (sb, message) => void (sb.child.stdio[3] as Writable).write(message),
     commit: (sb) => void (sb.child.stdio[3] as Writable).end("\n"),
-    /**
-     * Names the slot's cgroups and socket dir after the instance, as a fresh start does (operators and
-     * reconcile see one name), while the runtime loads the code: nothing in the sandbox sees these names,
-     * and the endpoint is read only at READY. cgroup v1 allows renaming within the parent; v2 does not
-     * (the slot name then stays, as it does when a rename fails here).
-     */
+    /** Names the slot after the instance (renameToInstance) while the runtime loads the code. */
     afterSend(sb, spec) {
-      if (cgroups.layout.mode !== "v1") return;
-      const dirs = cgroups.rootDirs();
-      const done: string[] = [];
-      try {
-        for (const d of dirs) {
-          renameSync(join(d, sb.internalId), join(d, spec.instanceId));
-          done.push(d);
-        }
-        renameSync(sb.socketDir, join(socketsRoot, spec.instanceId));
-        sb.id = spec.instanceId;
-        sb.cgroup = cgroups.open(spec.instanceId);
-        sb.socketDir = join(socketsRoot, spec.instanceId);
-      } catch (err) {
-        for (const d of done) {
-          try {
-            renameSync(join(d, spec.instanceId), join(d, sb.internalId));
-          } catch {
-            // left under the instance's name: reconcile removes it once the instance is gone
-          }
-        }
-        log.warn({ err, instanceId: spec.instanceId, slot: sb.internalId }, "renaming a specialised slot failed; it keeps its slot name");
-      }
+      renameToInstance(sb, spec);
+    },
+    takeConnection(sb) {
+      const early = sb.early;
+      sb.early = null;
+      return early?.take() ?? null;
     },
     signal(sb, signal) {
       if (signal === "SIGKILL") return kill(sb);

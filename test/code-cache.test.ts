@@ -3,7 +3,7 @@
 // with the same Node flags and refused (compiled from source, still serving) with other flags or when it is
 // garbage; a second store (a restart) reuses the file;
 // through the process driver, fresh starts and pool slots say `accepted` on READY (CommonJS and ES module
-// entries), and `codeCache: false` starts the bundle directly.
+// entries), `codeCache: false` starts the bundle directly, and a cache V8 rejects is logged once per driver.
 // Needs root (cgroups, mounts, bwrap), bubblewrap, setpriv, perl and `npm run build`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,13 +12,14 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, rmdirSync, 
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { Writable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { invokeInstance } from "../src/sandbox/conformance";
 import { createRuntimeCodeCaches } from "../src/sandbox/code-cache";
 import { instanceNodeArgs } from "../src/sandbox/driver-core";
 import { createProcessDriver } from "../src/sandbox/process/process-driver";
 import { parseOutputLine } from "../src/sandbox/output-lines";
-import { createSilentLogger } from "../src/shared/logger";
+import { createLogger, createSilentLogger } from "../src/shared/logger";
 import { parseFunctionConfig } from "../src/shared/function-config";
 import { ENV, READY_LINE } from "../src/shared/protocol";
 import type { InstanceSpec } from "../src/sandbox/driver";
@@ -177,6 +178,38 @@ test("process driver: fresh starts and pool slots compile the runtime from the c
     assert.equal(later.codeCache, "accepted", "the 512 MB cache was produced and is used");
     assert.equal((await invokeInstance(later, "/")).status, 200);
     for (const i of [first, later]) await i.close(2000);
+  } finally {
+    await driver.close();
+    for (const d of driver.cgroups.rootDirs()) if (existsSync(d)) rmdirSync(d);
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("process driver: a cache V8 rejects (here: cut short) is logged once per driver, and the instances still serve", { timeout: 120_000 }, async () => {
+  const stateDir = mkdtempSync("/tmp/scc-");
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({ write(chunk: Buffer, _enc, cb) { for (const l of chunk.toString("utf8").split("\n")) if (l) logs.push(JSON.parse(l) as Record<string, unknown>); cb(); } });
+  const driver = createProcessDriver({ runtimePath, stateDir, cgroupRoot: `stratus-cctest-${process.pid}-rejected`, prewarm: 0, logger: createLogger({ level: "info" }, sink) });
+  try {
+    await driver.reconcile();
+    await driver.open();
+    const [file] = readdirSync(join(stateDir, "code-cache")).filter((f) => f.endsWith(".cache"));
+    assert.ok(file !== undefined, "open() produced the default size's cache");
+    const path = join(stateDir, "code-cache", file);
+    writeFileSync(path, readFileSync(path).subarray(0, 4096));
+    let seq = 0;
+    const start = () => driver.start({
+      instanceId: `ccr-${process.pid}-${++seq}`, functionName: "info", version: "1", artifactDir: fixtures, entry: "index.js", exportName: "info",
+      config: parseFunctionConfig("info", { timeout: 10_000 }), env: {},
+    });
+    const a = await start();
+    const b = await start();
+    assert.deepEqual([a.codeCache, b.codeCache], ["rejected", "rejected"]);
+    for (const i of [a, b]) assert.equal((await invokeInstance(i, "/")).status, 200, "compiled from source, it serves");
+    const warnings = logs.filter((l) => typeof l.msg === "string" && l.msg.includes("rejected the runtime's code cache"));
+    assert.equal(warnings.length, 1, "one warning for the driver, not one per instance");
+    assert.equal(warnings[0]!.level, 40, "at warn");
+    for (const i of [a, b]) await i.close(2000);
   } finally {
     await driver.close();
     for (const d of driver.cgroups.rootDirs()) if (existsSync(d)) rmdirSync(d);

@@ -437,6 +437,8 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
   /** Each sandbox's output budget (one for its stdout and stderr together). */
   const limiters = new WeakMap<CoreSandbox<H>, OutputLimiter>();
   const bootGate = createStartGate(options.maxConcurrentStarts ?? Math.max(2, availableParallelism()));
+  /** A rejected code cache is worth one warning per driver, not one per instance. */
+  let codeCacheRejectionLogged = false;
   const live = new Map<string, CoreSandbox<H> | null>();
   /** Launches under way (each settles once its sandbox is ready, gone or failed). */
   const launching = new Set<Promise<void>>();
@@ -467,6 +469,18 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
         log.warn({ err }, "onLog threw");
       }
     };
+    /** READY, from stdout or the backend's own channel (LaunchIo.ready): the first one counts. */
+    const becameReady = (parsed: { initMs: number | null; codeCache: CodeCacheState | null }): void => {
+      if (sb.ready) return;
+      sb.ready = true;
+      sb.initMs = parsed.initMs;
+      sb.codeCache = parsed.codeCache;
+      if (parsed.codeCache === "rejected" && !codeCacheRejectionLogged) {
+        codeCacheRejectionLogged = true;
+        log.warn({ instanceId: sb.id }, "V8 rejected the runtime's code cache (another Node binary or other flags than it was made with): instances compile the runtime from source");
+      }
+      resolveReady();
+    };
     const handle = (raw: string, stream: "stdout" | "stderr"): void => {
       if (stream === "stdout" && raw === GENERIC_READY_LINE && !sb.specialised) {
         resolveGeneric();
@@ -474,12 +488,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
       }
       const parsed = parseOutputLine(raw, stream, sb.id);
       if (parsed.kind === "ready") {
-        if (!sb.ready) {
-          sb.ready = true;
-          sb.initMs = parsed.initMs;
-          sb.codeCache = parsed.codeCache;
-          resolveReady();
-        }
+        becameReady(parsed);
         return;
       }
       if (!sb.ready) {
@@ -493,12 +502,7 @@ export function createDriverCore<H>(backend: SandboxBackend<H>, options: Sandbox
       ready: (line) => {
         if (!sb.specialised) return;
         const parsed = parseOutputLine(line, "stdout", sb.id);
-        if (parsed.kind === "ready" && !sb.ready) {
-          sb.ready = true;
-          sb.initMs = parsed.initMs;
-          sb.codeCache = parsed.codeCache;
-          resolveReady();
-        }
+        if (parsed.kind === "ready") becameReady(parsed);
       },
       output: (stdout, stderr, pause) => {
         // One budget for both streams; when it runs out they are paused, so the function's writes block.

@@ -28,7 +28,6 @@ import { closeSync, openSync, renameSync, unlinkSync, writeFileSync } from "node
 import { createServer, Socket } from "node:net";
 import { startupSnapshot } from "node:v8";
 // Static, not import(): code the boot loader compiles (vm.Script) has no dynamic-import callback of Node's.
-import { request } from "node:http";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -39,6 +38,7 @@ import { installOutputCapture } from "./output-capture";
 import { listFunctions, loadModule, projectNameOfEntry, readRegistrations, selectFunction, setEntryImporter } from "./loader";
 import { describeLoadError } from "./load-error";
 import { requestContext } from "./request-context";
+import { warmRequests } from "./warm-requests";
 
 /**
  * With a ready file (SpecializeMessage.readyFile), how long after it the READY line is also printed on
@@ -324,29 +324,6 @@ async function warmLoader(): Promise<void> {
     } catch {
       // not written
     }
-  }
-}
-
-/**
- * Sends the warm-up's requests to `path` (a JSON POST and a plain GET, each on its own connection with the
- * headers the gateway sends, as a first request arrives), `requestId` as their request id; resolves once
- * both were answered (or failed).
- */
-async function warmRequests(path: string, requestId: string): Promise<void> {
-  const headers = {
-    host: "localhost", "x-stratus-request-id": requestId, "x-stratus-deadline-ms": "5000", "x-forwarded-for": "127.0.0.1",
-    "x-forwarded-proto": "http", "x-forwarded-host": "localhost", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", connection: "close",
-  };
-  for (const [method, body] of [["POST", '{"warm":true}'], ["GET", undefined]] as const) {
-    await new Promise<void>((resolve) => {
-      const req = request({ socketPath: path, method, path: "/warm?x=1", headers: body === undefined ? headers : { ...headers, "content-type": "application/json" } }, (res) => {
-        res.resume();
-        res.on("end", resolve);
-        res.on("error", () => resolve());
-      });
-      req.on("error", () => resolve());
-      req.end(body);
-    });
   }
 }
 

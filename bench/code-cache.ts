@@ -25,7 +25,7 @@ const variants = [
   { label: "from the code cache (default)", codeCache: true },
 ] as const;
 
-interface Side { driver: ProcessDriver; root: string; stateDir: string; wall: number[]; cpu: number[]; own: number[]; pss: number[]; slotPss: number[]; states: Set<string> }
+interface Side extends Opened { wall: number[]; cpu: number[]; own: number[]; pss: number[]; slotPss: number[]; states: Set<string> }
 
 /** Pids of a sandbox's cgroup (pids controller, cgroup v1). */
 const pidsOf = (root: string, id: string): number[] => readFileSync(`/sys/fs/cgroup/pids/${root}/${id}/cgroup.procs`, "utf8").split("\n").filter(Boolean).map(Number);
@@ -55,16 +55,53 @@ const pssOf = (pids: number[]): number => {
 };
 const spec = (k: number, i: number, kind: string) => ({ instanceId: `cc${k}-${kind}-${i}-${process.pid}`, functionName: "hello", version: "1", artifactDir: resolve("bench/fixtures"), entry: "functions.js", exportName: "hello", config, env: {} });
 
-const before = load();
-const sides: Side[] = [];
-for (const [k, v] of variants.entries()) {
-  const root = `stratus-bench-cc${k}`;
-  const stateDir = mkdtempSync(join(tmpdir(), "sbcc-"));
-  const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: root, prewarm: 0, codeCache: v.codeCache });
-  await driver.reconcile();
-  await driver.open(); // with the cache on: produces it first
-  sides.push({ driver, root, stateDir, wall: [], cpu: [], own: [], pss: [], slotPss: [], states: new Set() });
+interface Opened { driver: ProcessDriver; root: string; stateDir: string }
+/** One driver per variant, opened (with the cache on, open() produces it first). */
+async function openDrivers(rootPrefix: string, prewarm: number): Promise<Opened[]> {
+  const out: Opened[] = [];
+  for (const [k, v] of variants.entries()) {
+    const root = `${rootPrefix}${k}`;
+    const stateDir = mkdtempSync(join(tmpdir(), "sbcc-"));
+    const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: root, prewarm, codeCache: v.codeCache });
+    await driver.reconcile();
+    await driver.open();
+    out.push({ driver, root, stateDir });
+  }
+  return out;
 }
+async function closeDrivers(ds: Opened[]): Promise<void> {
+  for (const d of ds) {
+    await d.driver.close();
+    rmSync(d.stateDir, { recursive: true, force: true });
+  }
+}
+/**
+ * RESIDENT instances per driver, alternated, one request each (`fromSlot`: each taken from an idle slot,
+ * waiting for one, bounded); the PSS of each after IDLE_MS idle, per driver.
+ */
+async function idlePss(ds: Opened[], kind: string, fromSlot: boolean): Promise<number[][]> {
+  const resident: Array<{ k: number; inst: Instance }> = [];
+  for (let i = 0; i < RESIDENT; i++) {
+    for (const [k, d] of ds.entries()) {
+      if (fromSlot) for (let w = 0; w < 600 && d.driver.prewarm.idleCount() < 1; w++) await delay(25);
+      const hits = d.driver.prewarm.counts().hits;
+      const inst = await d.driver.start(spec(k, i, kind));
+      if (fromSlot && d.driver.prewarm.counts().hits !== hits + 1) throw new Error("a resident instance did not come from a slot");
+      const r = await invokeInstance(inst, "/");
+      if (r.status !== 200) throw new Error(`resident instance answered ${r.status}`);
+      resident.push({ k, inst });
+    }
+  }
+  await delay(IDLE_MS);
+  const pss = ds.map((): number[] => []);
+  for (const { k, inst } of resident) pss[k]!.push(pssOf(pidsOf(ds[k]!.root, inst.id)));
+  await Promise.all(resident.map(({ inst }) => inst.close(1000)));
+  return pss;
+}
+
+const before = load();
+const fresh = await openDrivers("stratus-bench-cc", 0);
+const sides: Side[] = fresh.map((d) => ({ ...d, wall: [], cpu: [], own: [], pss: [], slotPss: [], states: new Set<string>() }));
 
 // 1. Fresh starts, alternated.
 for (let i = 0; i < STARTS; i++) {
@@ -82,53 +119,13 @@ for (let i = 0; i < STARTS; i++) {
 }
 
 // 2. Resident instances: one request each, then idle; PSS of each.
-const resident: Array<{ k: number; inst: Instance }> = [];
-for (let i = 0; i < RESIDENT; i++) {
-  for (const [k, s] of sides.entries()) {
-    const inst = await s.driver.start(spec(k, i, "res"));
-    const r = await invokeInstance(inst, "/");
-    if (r.status !== 200) throw new Error(`resident instance answered ${r.status}`);
-    resident.push({ k, inst });
-  }
-}
-await delay(IDLE_MS);
-for (const { k, inst } of resident) sides[k]!.pss.push(pssOf(pidsOf(sides[k]!.root, inst.id)));
-await Promise.all(resident.map(({ inst }) => inst.close(1000)));
-for (const s of sides) {
-  await s.driver.close();
-  rmSync(s.stateDir, { recursive: true, force: true });
-}
+(await idlePss(fresh, "res", false)).forEach((pss, k) => sides[k]!.pss.push(...pss));
+await closeDrivers(fresh);
 
-// 3. The same from pool slots (what most instances start from): a pooled driver per variant, each
-// instance taken from an idle slot (waits for one, bounded), one request, then idle.
-const pooled: Array<{ driver: ProcessDriver; root: string; stateDir: string }> = [];
-for (const [k, v] of variants.entries()) {
-  const root = `stratus-bench-ccp${k}`;
-  const stateDir = mkdtempSync(join(tmpdir(), "sbcc-"));
-  const driver = createProcessDriver({ runtimePath: resolve("dist/runtime.cjs"), stateDir, cgroupRoot: root, prewarm: 1, codeCache: v.codeCache });
-  await driver.reconcile();
-  await driver.open();
-  pooled.push({ driver, root, stateDir });
-}
-const fromSlots: Array<{ k: number; inst: Instance }> = [];
-for (let i = 0; i < RESIDENT; i++) {
-  for (const [k, p] of pooled.entries()) {
-    for (let w = 0; w < 600 && p.driver.prewarm.idleCount() < 1; w++) await delay(25);
-    const hits = p.driver.prewarm.counts().hits;
-    const inst = await p.driver.start(spec(k, i, "slot"));
-    if (p.driver.prewarm.counts().hits !== hits + 1) throw new Error("a resident instance did not come from a slot");
-    const r = await invokeInstance(inst, "/");
-    if (r.status !== 200) throw new Error(`resident instance answered ${r.status}`);
-    fromSlots.push({ k, inst });
-  }
-}
-await delay(IDLE_MS);
-for (const { k, inst } of fromSlots) sides[k]!.slotPss.push(pssOf(pidsOf(pooled[k]!.root, inst.id)));
-await Promise.all(fromSlots.map(({ inst }) => inst.close(1000)));
-for (const p of pooled) {
-  await p.driver.close();
-  rmSync(p.stateDir, { recursive: true, force: true });
-}
+// 3. The same from pool slots (what most instances start from): a pooled driver per variant.
+const pooled = await openDrivers("stratus-bench-ccp", 1);
+(await idlePss(pooled, "slot", true)).forEach((pss, k) => sides[k]!.slotPss.push(...pss));
+await closeDrivers(pooled);
 const after = load();
 
 const med = (xs: number[]): number => pct(sorted(xs), 0.5);

@@ -15,7 +15,6 @@
  * uses one and compiles from source otherwise (the instance says `rejected` on its READY line), so a
  * stale or mismatched cache costs speed, never correctness. Sandboxes bind it read-only.
  */
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { connect } from "node:net";
@@ -23,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { ENV, GENERIC_READY_LINE } from "../shared/protocol";
+import { lastWords, runNode } from "./run-node";
 
 /** Options of createRuntimeCodeCaches. */
 export interface RuntimeCodeCachesOptions {
@@ -73,9 +73,16 @@ export function createRuntimeCodeCaches(options: RuntimeCodeCachesOptions): Runt
       .digest("hex");
     return identity;
   };
+  /** The cache file of a flag set, computed once per flag set (every launch asks). */
+  const files = new Map<string, string>();
   const fileOf = (nodeArgs: readonly string[]): string => {
-    const key = createHash("sha256").update(sharedIdentity()).update(JSON.stringify(nodeArgs)).digest("hex").slice(0, 16);
-    return join(options.cacheDir, `runtime-${key}.cache`);
+    const flags = JSON.stringify(nodeArgs);
+    let file = files.get(flags);
+    if (file === undefined) {
+      const key = createHash("sha256").update(sharedIdentity()).update(flags).digest("hex").slice(0, 16);
+      files.set(flags, (file = join(options.cacheDir, `runtime-${key}.cache`)));
+    }
+    return file;
   };
 
   async function produce(nodeArgs: readonly string[], file: string): Promise<string | undefined> {
@@ -85,43 +92,24 @@ export function createRuntimeCodeCaches(options: RuntimeCodeCachesOptions): Runt
     const out = join(dir, "out.cache");
     const specSocket = join(dir, "spec.sock");
     try {
-      const code = await new Promise<number | null>((resolve, reject) => {
-        const child = spawn(options.nodePath, [...nodeArgs, options.bootPath], {
-          env: {
-            PATH: "/usr/local/bin:/usr/bin:/bin",
-            TMPDIR: dir,
-            [ENV.generic]: "1",
-            [ENV.specializeSocket]: specSocket,
-            [ENV.socket]: join(dir, "fn.sock"),
-            // Compiled from source: never from a cache lying beside the loader.
-            STRATUS_CODE_CACHE: join(dir, "none"),
-            STRATUS_CODE_CACHE_OUT: out,
-          },
-          stdio: ["ignore", "pipe", "pipe"],
-        });
-        let stderr = "";
-        let buffered = "";
-        child.stderr.on("data", (d: Buffer) => void (stderr = (stderr + d.toString()).slice(-4096)));
-        child.stdout.on("data", (d: Buffer) => {
-          buffered = (buffered + d.toString()).slice(-4096);
-          if (!buffered.includes(GENERIC_READY_LINE)) return;
-          buffered = "";
-          // Warm-up done: no message, so the runtime exits and the loader writes what it compiled.
-          const sock = connect(specSocket);
-          sock.on("error", () => child.kill("SIGKILL"));
-          sock.on("connect", () => sock.end());
-        });
-        const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-        child.once("error", (err) => {
-          clearTimeout(timer);
-          reject(err);
-        });
-        child.once("close", (c) => {
-          clearTimeout(timer);
-          if (!existsSync(out)) reject(new Error(`the runtime wrote no code cache (exit ${c ?? "signal"}): ${stderr.trim().split("\n").pop() ?? ""}`));
-          else resolve(c);
-        });
+      let asked = false;
+      const { code, stderr } = await runNode(options.nodePath, [...nodeArgs, options.bootPath], {
+        TMPDIR: dir,
+        [ENV.generic]: "1",
+        [ENV.specializeSocket]: specSocket,
+        [ENV.socket]: join(dir, "fn.sock"),
+        // Compiled from source: never from a cache lying beside the loader.
+        STRATUS_CODE_CACHE: join(dir, "none"),
+        STRATUS_CODE_CACHE_OUT: out,
+      }, timeoutMs, (stdout, child) => {
+        if (asked || !stdout.includes(GENERIC_READY_LINE)) return;
+        asked = true;
+        // Warm-up done: no message, so the runtime exits and the loader writes what it compiled.
+        const sock = connect(specSocket);
+        sock.on("error", () => child.kill("SIGKILL"));
+        sock.on("connect", () => sock.end());
       });
+      if (!existsSync(out)) throw new Error(`the runtime wrote no code cache (exit ${code ?? "signal"}): ${lastWords(stderr)}`);
       if (statSync(out).size === 0) throw new Error(`the code cache written was empty (exit ${code ?? "signal"})`);
       const tmp = `${file}.${process.pid}.tmp`;
       copyFileSync(out, tmp);

@@ -10,11 +10,11 @@
  * the source, so a restart reuses it; every new blob is checked by one discovery run started from it
  * before it is used.
  */
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DISCOVERY_PREFIX, ENV } from "../shared/protocol";
+import { lastWords, runNode as run } from "./run-node";
 
 /** A usable snapshot. */
 export interface RuntimeSnapshot {
@@ -35,35 +35,6 @@ export interface RuntimeSnapshotOptions {
   readonly cacheDir: string;
   /** Longest wait for each of the three steps (probe, build, check), ms. Default 60 000. */
   readonly timeoutMs?: number;
-}
-
-/** Runs `file args` with a minimal environment; resolves with its exit code and output. Bounded by `timeoutMs`. */
-function run(file: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { env: { PATH: "/usr/local/bin:/usr/bin:/bin", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    // Output is kept to its last 64 KiB: the builder prints one warning per unverified built-in module.
-    child.stdout.on("data", (d: Buffer) => void (stdout = (stdout + d.toString()).slice(-65_536)));
-    child.stderr.on("data", (d: Buffer) => void (stderr = (stderr + d.toString()).slice(-65_536)));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.once("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** The last line of `text` that says something, for an error message. */
-function lastWords(text: string): string {
-  const lines = text.split("\n").map((l) => l.trim()).filter((l) => l !== "" && l.length < 300 && !l.startsWith("at ") && !/^\d+: 0x/.test(l));
-  // The thrown error ("TypeError: methods.toSorted is not a function") or V8's fatal message, else the end.
-  const error = lines.findLast((l) => /^(\w*Error\b|# Fatal error|.*not serialized)/.test(l));
-  return error ?? (lines.slice(-2).join(" / ") || "no output");
 }
 
 /**
